@@ -1,0 +1,1 @@
+"""Artefacts as bytes ⇄ verified objects (docs/formats.md). Imports only ``kd.errors``."""

@@ -1,0 +1,1 @@
+"""The exam dongle (机考锁): serial protocol, pyserial driver, emulator (docs/lock-protocol.md)."""

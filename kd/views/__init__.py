@@ -1,0 +1,1 @@
+"""The ttkbootstrap UI: one module per screen, and the tray. The only package that imports tkinter."""

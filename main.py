@@ -1,0 +1,109 @@
+"""kaodian (考点管理系统) entry point.
+
+    kaodian                      the desktop app (drill mode when no site is configured)
+    kaodian --headless           services only (LAN service, senders), until Ctrl+C/SIGTERM
+    kaodian SUBCOMMAND ...       command-line tools (see --help)
+    kaodian --data-dir DIR       use DIR instead of data/ beside the program
+
+Exit codes: 0 ok, 1 internal error (see the log), 2 user error (message printed),
+3 another instance is running on this data folder, 4 exam dongle missing or wrong.
+Logging is configured here and only here.
+"""
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from typing import List, Optional
+
+import kd
+from kd import paths
+from kd.errors import UserError
+from kd.store.instance import InstanceLock
+
+log = logging.getLogger("kaodian")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"
+
+
+def setup_logging(data_dir: str, verbose: bool = False) -> str:
+    """Rotating file log under ``data_dir/logs``, plus stderr; returns the log path."""
+    log_dir = paths.sub_dir(data_dir, "logs")
+    log_path = os.path.join(log_dir, "kaodian.log")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
+    )
+    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(file_handler)
+    if sys.stderr is not None:  # a windowed exe has no stderr
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        root.addHandler(console)
+    log.info("kaodian %s starting; argv=%r; python %s", kd.__version__, sys.argv, sys.version.split()[0])
+    return log_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kaodian", description="考点管理系统 (kaodian)")
+    parser.add_argument("--version", action="version", version="kaodian " + kd.__version__)
+    parser.add_argument("--data-dir", help="数据目录（默认：程序旁的 data 文件夹；或环境变量 KD_DATA_DIR）")
+    parser.add_argument("--headless", action="store_true", help="只运行后台服务，不打开窗口")
+    parser.add_argument("-v", "--verbose", action="store_true", help="调试日志")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def wait_for_shutdown() -> None:
+    """Block until Ctrl+C or SIGTERM."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("signal %s: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop.wait(0.5):
+        pass
+
+
+def run(opts: argparse.Namespace) -> int:
+    data_dir = paths.prepare_data_dir(paths.data_dir(opts.data_dir))
+    log_path = setup_logging(data_dir, opts.verbose)
+    try:
+        with InstanceLock(data_dir):
+            log.info("data dir %s", data_dir)
+            if opts.headless or opts.command is None:
+                # The window arrives with the UI issue; until then both modes run the services.
+                print("kaodian {} 运行中（数据目录 {}），按 Ctrl+C 退出".format(kd.__version__, data_dir), flush=True)
+                wait_for_shutdown()
+            log.info("stopped cleanly")
+            return 0
+    except UserError as e:
+        log.warning("user error: %s (%s)", e.message, e.detail)
+        raise
+    except Exception:
+        log.exception("internal error")
+        print("内部错误，详见日志：{}".format(log_path), file=sys.stderr)
+        return 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    opts = build_parser().parse_args(argv)
+    try:
+        return run(opts)
+    except UserError as e:
+        print(e.message, file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared fixtures.
+
+GUI tests use the ``tk_root`` fixture: it needs a display (pytest-xvfb starts Xvfb when
+there is none). Without one they skip, except when ``KD_REQUIRE_GUI=1`` (CI): then a
+missing display is a failure, so GUI tests can never silently stop running.
+"""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _no_display(reason: str) -> None:
+    if os.environ.get("KD_REQUIRE_GUI") == "1":
+        pytest.fail("KD_REQUIRE_GUI=1 but no display: " + reason, pytrace=False)
+    pytest.skip("no display: " + reason)
+
+
+@pytest.fixture
+def tk_root():
+    """A real Tk root window on the (virtual) display, destroyed after the test."""
+    try:
+        import tkinter
+    except ImportError as e:  # pragma: no cover - depends on the interpreter build
+        _no_display("tkinter missing: {}".format(e))
+    try:
+        root = tkinter.Tk()
+    except tkinter.TclError as e:
+        _no_display(str(e))
+    root.withdraw()
+    yield root
+    root.destroy()
