@@ -114,12 +114,12 @@ def cmd_bench(py, args):
     for script in scripts:
         if os.path.basename(script).startswith("_"):
             continue
-        proc = subprocess.run([py, script] + args, cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True)
+        proc = subprocess.run([py, script] + args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         for line in lines:
             print(line, flush=True)
         if proc.returncode != 0 or not lines:
-            say("benchmark {} failed (exit {})".format(os.path.basename(script), proc.returncode))
+            say(f"benchmark {os.path.basename(script)} failed (exit {proc.returncode})")
             failed += 1
     return 1 if failed else 0
 
@@ -158,7 +158,7 @@ def main(argv=None):
     try:
         py = ensure_venv(opts.python)
     except subprocess.CalledProcessError as e:
-        say("set-up failed: {}".format(e))
+        say(f"set-up failed: {e}")
         return 1
     return COMMANDS[opts.command](py, opts.args)
 

@@ -83,7 +83,7 @@ def run(opts: argparse.Namespace) -> int:
             log.info("data dir %s", data_dir)
             if opts.headless or opts.command is None:
                 # The window arrives with the UI issue; until then both modes run the services.
-                print("kaodian {} 运行中（数据目录 {}），按 Ctrl+C 退出".format(kd.__version__, data_dir), flush=True)
+                print(f"kaodian {kd.__version__} 运行中（数据目录 {data_dir}），按 Ctrl+C 退出", flush=True)
                 wait_for_shutdown()
             log.info("stopped cleanly")
             return 0
@@ -92,7 +92,7 @@ def run(opts: argparse.Namespace) -> int:
         raise
     except Exception:
         log.exception("internal error")
-        print("内部错误，详见日志：{}".format(log_path), file=sys.stderr)
+        print(f"内部错误，详见日志：{log_path}", file=sys.stderr)
         return 1
 
 

@@ -28,7 +28,7 @@ class UserError(Exception):
     def message(self) -> str:
         """The dialog text: cause, then remedy on its own line."""
         if self.remedy:
-            return "{}\n{}".format(self.cause, self.remedy)
+            return f"{self.cause}\n{self.remedy}"
         return self.cause
 
     def __str__(self) -> str:

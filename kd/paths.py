@@ -58,7 +58,7 @@ def prepare_data_dir(path: str) -> str:
     Raises ``DataDirError`` (a ``UserError``) when the folder cannot be created or
     written, e.g. when the exe runs from a read-only disc or a locked USB stick.
     """
-    probe = os.path.join(path, ".write-test-{}".format(os.getpid()))
+    probe = os.path.join(path, f".write-test-{os.getpid()}")
     try:
         os.makedirs(path, exist_ok=True)
         with open(probe, "wb") as f:

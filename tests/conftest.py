@@ -27,7 +27,7 @@ def tk_root():
     try:
         import tkinter
     except ImportError as e:  # pragma: no cover - depends on the interpreter build
-        _no_display("tkinter missing: {}".format(e))
+        _no_display(f"tkinter missing: {e}")
     try:
         root = tkinter.Tk()
     except tkinter.TclError as e:

@@ -120,7 +120,7 @@ class TrustedKeys:
 
 def _refuse(what: str, detail: str) -> FormatError:
     return FormatError(
-        "{}无效：{}".format(what, detail),
+        f"{what}无效：{detail}",
         "请确认文件来自监控平台且未被修改；如问题持续，请重新从监控平台下载或联系技术服务单位。",
         detail=detail,
     )
@@ -134,7 +134,7 @@ def verify_document(data: bytes, kind: str, trusted: TrustedKeys, what: str = "�
     signed by a trusted key; the body is parsed only after the signature verified.
     """
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise _refuse(what, "文件过大（{} 字节）".format(len(data)))
+        raise _refuse(what, f"文件过大（{len(data)} 字节）")
     try:
         envelope = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

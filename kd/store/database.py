@@ -1,0 +1,192 @@
+"""Keyed documents in one TinyDB file, safe to use from many threads.
+
+``Database`` wraps one TinyDB instance with one lock (TinyDB is not thread-safe) and a
+small keyed API: each document lives in a named table under a string key (stored in the
+``_key`` field). Everything handed in is copied and checked to be JSON (so a caller
+keeping a reference cannot change stored state behind the lock's back), and everything
+handed out is a copy.
+
+Each change is durable when the call returns (the storage's write path). Several changes
+that must land together go in ``with db.transaction():`` — one durable write at the end,
+nothing written if the block raises.
+
+``open_stores(data_dir)`` opens the three files of a data folder, split by write rate
+(DESIGN.md §6): ``settings`` (accounts, site code, mode), ``exam`` (the loaded site
+package: large, rarely written), ``runtime`` (registrations, session states, outbox:
+small, often written). ``memory_stores()`` is the in-memory twin for unit tests.
+"""
+
+import json
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+
+from tinydb import Query, TinyDB
+from tinydb.storages import MemoryStorage, Storage
+from tinydb.table import Table
+
+from kd.store.atomic import AtomicJSONStorage
+
+KEY = "_key"
+Doc = Dict[str, Any]
+_q = Query()
+
+
+def _copy(doc: Any) -> Any:
+    """A deep copy that also proves the value is JSON (a bad value fails here, not at write)."""
+    return json.loads(json.dumps(doc, ensure_ascii=False))
+
+
+class _TinyDB(TinyDB):
+    def table(self, name: str, **kwargs: Any) -> Table:
+        # TinyDB's per-table query cache would survive a rolled-back transaction or a
+        # failed write and then answer from state that never reached the disk.
+        kwargs["cache_size"] = 0
+        return super().table(name, **kwargs)
+
+
+class Database:
+    """One TinyDB file behind one lock, with copies in and out."""
+
+    def __init__(self, storage: Storage, name: str = "memory") -> None:
+        self.name = name
+        self._storage = storage
+        self._db = _TinyDB(storage=_Given(storage))
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: str) -> "Database":
+        return cls(AtomicJSONStorage(path), name=os.path.basename(path))
+
+    @classmethod
+    def in_memory(cls, name: str = "memory") -> "Database":
+        return cls(MemoryStorage(), name=name)
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, table: str, key: str) -> Optional[Doc]:
+        with self._lock:
+            doc = self._db.table(table).get(_q[KEY] == key)
+            return _strip(doc) if doc is not None else None
+
+    def all(self, table: str) -> List[Doc]:
+        with self._lock:
+            return [_strip(d) for d in self._db.table(table).all()]
+
+    def find(self, table: str, **fields: Any) -> List[Doc]:
+        """Documents whose fields equal all of ``fields``."""
+        with self._lock:
+            return [_strip(d) for d in self._db.table(table).search(_q.fragment(fields))]
+
+    def count(self, table: str) -> int:
+        with self._lock:
+            return len(self._db.table(table))
+
+    def tables(self) -> List[str]:
+        with self._lock:
+            return sorted(self._db.tables())
+
+    # -- writes --------------------------------------------------------------------------
+    def put(self, table: str, key: str, doc: Doc) -> Doc:
+        """Store ``doc`` under ``key``, replacing what was there. Returns the stored copy."""
+        stored = _copy(doc)
+        stored[KEY] = key
+        with self._lock:
+            t = self._db.table(table)
+            if not t.update(_replace_with(stored), _q[KEY] == key):
+                t.insert(stored)
+        return _strip(stored)
+
+    def update(self, table: str, key: str, changes: Doc) -> Doc:
+        """Merge ``changes`` into the document ``key`` (KeyError if there is none)."""
+        new = _copy(changes)
+        with self._lock:
+            t = self._db.table(table)
+            if not t.update(new, _q[KEY] == key):
+                raise KeyError(f"{table}/{key}")
+            return _strip(t.get(_q[KEY] == key))
+
+    def delete(self, table: str, key: str) -> bool:
+        with self._lock:
+            return bool(self._db.table(table).remove(_q[KEY] == key))
+
+    def replace_table(self, table: str, docs: Dict[str, Doc]) -> None:
+        """Make ``table`` hold exactly ``docs`` (key → doc), in one durable write."""
+        rows = []
+        for key, doc in docs.items():
+            row = _copy(doc)
+            row[KEY] = key
+            rows.append(row)
+        with self.transaction():
+            self._db.drop_table(table)
+            if rows:
+                self._db.table(table).insert_multiple(rows)
+
+    def clear(self) -> None:
+        """Drop every table (system initialisation)."""
+        with self._lock:
+            self._db.drop_tables()
+
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """Hold the lock and make the block's changes one durable write (or none)."""
+        with self._lock:
+            deferred = getattr(self._storage, "deferred", None)
+            if deferred is None:  # MemoryStorage: no durability to batch
+                yield self
+                return
+            with deferred():
+                yield self
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Given:
+    """TinyDB wants a storage class to instantiate; hand it an existing instance."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def __call__(self) -> Storage:
+        return self._storage
+
+
+def _strip(doc: Doc) -> Doc:
+    out = _copy(dict(doc))
+    out.pop(KEY, None)
+    return out
+
+
+def _replace_with(new: Doc) -> Callable[[Doc], None]:
+    def transform(doc: Doc) -> None:
+        doc.clear()
+        doc.update(new)
+
+    return transform
+
+
+class Stores(NamedTuple):
+    settings: Database
+    exam: Database
+    runtime: Database
+
+    def close(self) -> None:
+        for db in self:
+            db.close()
+
+
+DB_FILES = ("settings", "exam", "runtime")
+
+
+def open_stores(data_dir: str) -> Stores:
+    """Open (or create) ``data_dir/db/{settings,exam,runtime}.json``."""
+    folder = os.path.join(data_dir, "db")
+    os.makedirs(folder, exist_ok=True)
+    return Stores(*(Database.open(os.path.join(folder, name + ".json")) for name in DB_FILES))
+
+
+def memory_stores() -> Stores:
+    """The in-memory twin of ``open_stores`` for unit tests of the core."""
+    return Stores(*(Database.in_memory(name) for name in DB_FILES))
