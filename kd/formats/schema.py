@@ -1,0 +1,96 @@
+"""Field checks shared by the artefact loaders: each returns the value or raises FormatError.
+
+A ``Check`` knows the artefact's name in the user's words (``what``, e.g. "考场数据包")
+and a remedy; every refusal names the field ("字段“sessions[1].start”...") so a support
+call can find the bad value. Codes used in file names (site, room, session ids) are
+restricted to ``[0-9A-Za-z_-]`` so they are safe as Windows file names.
+"""
+
+import base64
+import binascii
+import re
+from typing import Any, Dict, List, Optional
+
+from kd.errors import FormatError
+
+CODE_RE = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
+SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+MAX_TEXT_CHARS = 200
+
+
+class Check:
+    """Typed field access on untrusted JSON, refusing with a ``FormatError``."""
+
+    def __init__(self, what: str, remedy: str, prefix: str = "") -> None:
+        self.what = what
+        self.remedy = remedy
+        self.prefix = prefix
+
+    def refuse(self, detail: str) -> FormatError:
+        return FormatError("{}{}".format(self.prefix or (self.what + "无效："), detail), self.remedy, detail=detail)
+
+    def field_error(self, field: str, why: str) -> FormatError:
+        return self.refuse(f"字段“{field}”{why}")
+
+    def obj(self, value: Any, field: str) -> Dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.field_error(field, "应为对象")
+        return value
+
+    def lst(self, value: Any, field: str, max_items: int, min_items: int = 0) -> List[Any]:
+        if not isinstance(value, list):
+            raise self.field_error(field, "应为列表")
+        if not min_items <= len(value) <= max_items:
+            raise self.field_error(field, f"条目数应在 {min_items} 到 {max_items} 之间（实为 {len(value)}）")
+        return value
+
+    def text(self, value: Any, field: str, max_chars: int = MAX_TEXT_CHARS, allow_empty: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.field_error(field, "应为文本")
+        if not value.strip() and not allow_empty:
+            raise self.field_error(field, "不能为空")
+        if len(value) > max_chars:
+            raise self.field_error(field, f"过长（上限 {max_chars} 个字符）")
+        if any(ord(c) < 32 for c in value):
+            raise self.field_error(field, "含控制字符")
+        return value
+
+    def code(self, value: Any, field: str) -> str:
+        if not isinstance(value, str) or not CODE_RE.fullmatch(value):
+            raise self.field_error(field, f"应为 1 到 32 位字母、数字、下划线或连字符（实为 {_shown(value)}）")
+        return value
+
+    def integer(self, value: Any, field: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.field_error(field, "应为整数")
+        if not low <= value <= high:
+            raise self.field_error(field, f"应在 {low} 到 {high} 之间（实为 {value}）")
+        return value
+
+    def sha256(self, value: Any, field: str) -> str:
+        if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
+            raise self.field_error(field, "应为 64 位小写十六进制 SHA-256")
+        return value
+
+    def b64key(self, value: Any, field: str, length: int = 32) -> bytes:
+        try:
+            raw = base64.b64decode(value.encode("ascii"), validate=True) if isinstance(value, str) else None
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raw = None
+        if raw is None or len(raw) != length:
+            raise self.field_error(field, f"应为 {length} 字节密钥的 base64 编码")
+        return raw
+
+    def equal(self, value: Any, expected: Any, field: str) -> Any:
+        if value != expected:
+            raise self.field_error(field, f"应为 {_shown(expected)}（实为 {_shown(value)}）")
+        return value
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def optional_text(check: Check, value: Optional[Any], field: str) -> Optional[str]:
+    return None if value is None else check.text(value, field)

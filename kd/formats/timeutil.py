@@ -1,0 +1,61 @@
+"""Timestamps of the artefacts: ISO 8601 text with an explicit UTC offset.
+
+Every time in a platform artefact is text like ``2026-06-13T09:00:00+08:00``: exactly
+``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff](+HH:MM|-HH:MM|Z)``, nothing looser (so Python 3.8
+and later read the same texts). A time without an offset is refused: the site PC's time
+zone must never change the meaning of a signed document. ``now`` values passed to the
+loaders must be timezone-aware ``datetime`` objects.
+"""
+
+import datetime
+import re
+from typing import Any
+
+from kd.errors import FormatError
+
+#: China Standard Time, the zone the platform writes its times in
+CST = datetime.timezone(datetime.timedelta(hours=8))
+
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3}|\.\d{6})?([+-]\d{2}:\d{2}|Z)", re.ASCII)
+_REMEDY = "请重新从监控平台下载该文件；如问题持续，请联系技术服务单位。"
+
+
+def format_time(moment: datetime.datetime) -> str:
+    """``moment`` (timezone-aware) as ISO 8601 text with offset, seconds precision."""
+    require_aware(moment, "time")
+    return moment.replace(microsecond=0).isoformat()
+
+
+def require_aware(moment: Any, name: str = "now") -> datetime.datetime:
+    """``moment`` itself when it is a timezone-aware datetime; ``ValueError`` otherwise.
+
+    A programming error (not user input), hence ``ValueError`` and not ``FormatError``.
+    """
+    if not isinstance(moment, datetime.datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {moment!r}")
+    return moment
+
+
+def parse_time(text: Any, field: str = "时间", what: str = "文件") -> datetime.datetime:
+    """Parse ISO 8601 text with offset; ``FormatError`` naming ``field`` of ``what`` otherwise."""
+    if not isinstance(text, str) or not _ISO.fullmatch(text):
+        raise _bad(field, what, text)
+    value = text[:-1] + "+00:00" if text.endswith("Z") else text
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(field, what, text) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise _bad(field, what, text, "缺少时区")
+    return moment
+
+
+def _bad(field: str, what: str, text: Any, why: str = "格式错误") -> FormatError:
+    shown = repr(text)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return FormatError(
+        f"{what}无效：字段“{field}”的时间{why}（{shown}）",
+        _REMEDY,
+        detail=f"bad time in {field!r}: {shown}",
+    )
