@@ -15,6 +15,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--crash-kills", type=int, default=200, help="SIGKILLs in the crash test (CI minimum 200)")
+    parser.addoption("--crash-seed", type=int, default=None, help="seed of the crash test's random kills")
+
+
 def _no_display(reason: str) -> None:
     if os.environ.get("KD_REQUIRE_GUI") == "1":
         pytest.fail("KD_REQUIRE_GUI=1 but no display: " + reason, pytrace=False)
