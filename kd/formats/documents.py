@@ -34,7 +34,7 @@ from typing import Any, Dict, Mapping, Optional
 from kd.errors import FormatError
 from kd.formats.schema import Check
 from kd.formats.signing import Signer, TrustedKeys, verify_document
-from kd.formats.timeutil import format_time, parse_time, require_aware
+from kd.formats.timeutil import format_time, require_aware
 
 FORMAT_VERSION = 1
 
@@ -161,7 +161,7 @@ def _for_builder(fields: Any, what: str, body: Mapping[str, Any]) -> None:
 
 
 def _time(check: Check, body: Mapping[str, Any], field: str) -> datetime.datetime:
-    return parse_time(body.get(field), field, check.what)
+    return check.time(body.get(field), field)
 
 
 # -- 考试授权 (.PTQ) -------------------------------------------------------------------
@@ -364,7 +364,7 @@ def load_upload_receipt(data: bytes, trusted: TrustedKeys, site_code: str, *, se
     _bind(check, body, "session_id", session_id, "场次")
     _bind(check, body, "room_code", room_code, "考场代码")
     _bind(check, body, "file_id", file_id, "文件编号")
-    _bind(check, body, "sha256", sha256, "文件 SHA-256")
+    _bind(check, body, "sha256", sha256, "文件摘要（SHA-256）")
     if size is not None and body["size"] != size:
         raise check.refuse("文件大小不符（回执为 {} 字节，应为 {} 字节）".format(body["size"], size))
     return UploadReceipt(site_code=body["site_code"], session_id=body["session_id"], room_code=body["room_code"],

@@ -91,7 +91,7 @@ def _validate_head(body: Mapping[str, Any], check: Check) -> None:
     check.integer(body.get("format_version"), "format_version", FORMAT_VERSION, FORMAT_VERSION)
     check.code(body.get("site_code"), "site_code")
     check.text(body.get("exam_name"), "exam_name")
-    parse_time(body.get("publish_time"), "publish_time", WHAT)
+    check.time(body.get("publish_time"), "publish_time")
     lock = check.obj(body.get("lock"), "lock")
     check.code(lock.get("id"), "lock.id")
     check.b64key(lock.get("public_key"), "lock.public_key")
@@ -125,7 +125,7 @@ def _validate_head(body: Mapping[str, Any], check: Check) -> None:
             raise check.field_error(field + ".id", f"重复（{sid}）")
         session_ids.add(sid)
         check.text(session.get("name"), field + ".name")
-        parse_time(session.get("start"), field + ".start", WHAT)
+        check.time(session.get("start"), field + ".start")
         check.integer(session.get("duration_min"), field + ".duration_min", 1, 24 * 60)
         codes = check.lst(session.get("subjects"), field + ".subjects", MAX_SUBJECTS, 1)
         for j, code in enumerate(codes):
@@ -362,7 +362,7 @@ def load_package(source: Source, trusted: TrustedKeys, site_code: str,
         _validate_head(head, check)
         if head["site_code"] != site_code:
             raise check.refuse("考点代码不符（数据包为 {}，本考点为 {}）".format(head["site_code"], site_code))
-        published = parse_time(head["publish_time"], "publish_time", WHAT)
+        published = check.time(head["publish_time"], "publish_time")
         if loaded_publish_time is not None:
             loaded = parse_time(loaded_publish_time, "loaded_publish_time", WHAT)
             if published < loaded:

@@ -8,10 +8,12 @@ restricted to ``[0-9A-Za-z_-]`` so they are safe as Windows file names.
 
 import base64
 import binascii
+import datetime
 import re
 from typing import Any, Dict, List, Optional
 
 from kd.errors import FormatError
+from kd.formats.timeutil import read_time, shown_time
 
 CODE_RE = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -80,6 +82,13 @@ class Check:
         if raw is None or len(raw) != length:
             raise self.field_error(field, f"应为 {length} 字节密钥的 base64 编码")
         return raw
+
+    def time(self, value: Any, field: str) -> datetime.datetime:
+        """ISO 8601 with offset (``kd/formats/timeutil.py``)."""
+        try:
+            return read_time(value)
+        except ValueError as e:
+            raise self.field_error(field, f"的时间{e}（{shown_time(value)}）") from None
 
     def equal(self, value: Any, expected: Any, field: str) -> Any:
         if value != expected:

@@ -36,26 +36,31 @@ def require_aware(moment: Any, name: str = "now") -> datetime.datetime:
     return moment
 
 
-def parse_time(text: Any, field: str = "时间", what: str = "文件") -> datetime.datetime:
-    """Parse ISO 8601 text with offset; ``FormatError`` naming ``field`` of ``what`` otherwise."""
+def read_time(text: Any) -> datetime.datetime:
+    """Parse ISO 8601 text with offset; ``ValueError`` saying why (in Chinese) otherwise."""
     if not isinstance(text, str) or not _ISO.fullmatch(text):
-        raise _bad(field, what, text)
+        if isinstance(text, str) and _ISO.fullmatch(text + "Z"):
+            raise ValueError("缺少时区")
+        raise ValueError("格式错误")
     value = text[:-1] + "+00:00" if text.endswith("Z") else text
     try:
-        moment = datetime.datetime.fromisoformat(value)
+        return datetime.datetime.fromisoformat(value)
     except ValueError:
-        raise _bad(field, what, text) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise _bad(field, what, text, "缺少时区")
-    return moment
+        raise ValueError("不是有效的日期时间") from None
 
 
-def _bad(field: str, what: str, text: Any, why: str = "格式错误") -> FormatError:
+def parse_time(text: Any, field: str = "时间", what: str = "文件") -> datetime.datetime:
+    """``read_time`` that refuses with a ``FormatError`` naming ``field`` of ``what``."""
+    try:
+        return read_time(text)
+    except ValueError as e:
+        raise FormatError(
+            f"{what}无效：字段“{field}”的时间{e}（{shown_time(text)}）",
+            _REMEDY,
+            detail=f"bad time in {field!r}: {shown_time(text)}",
+        ) from None
+
+
+def shown_time(text: Any) -> str:
     shown = repr(text)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return FormatError(
-        f"{what}无效：字段“{field}”的时间{why}（{shown}）",
-        _REMEDY,
-        detail=f"bad time in {field!r}: {shown}",
-    )
+    return shown if len(shown) <= 60 else shown[:57] + "..."
