@@ -17,6 +17,7 @@ from kd.formats.timeutil import read_time, shown_time
 
 CODE_RE = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+CONTROL_RE = re.compile(r"[\x00-\x1f]")
 MAX_TEXT_CHARS = 200
 
 
@@ -53,7 +54,7 @@ class Check:
             raise self.field_error(field, "不能为空")
         if len(value) > max_chars:
             raise self.field_error(field, f"过长（上限 {max_chars} 个字符）")
-        if any(ord(c) < 32 for c in value):
+        if CONTROL_RE.search(value):
             raise self.field_error(field, "含控制字符")
         return value
 
