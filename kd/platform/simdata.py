@@ -212,6 +212,13 @@ class SimData:
             start=start, duration_min=session["duration_min"], valid_from=start - AUTH_EARLY,
             valid_until=end + AUTH_LATE, issued_at=now_cst())
 
+    def verification_opens(self, session_id: str) -> datetime.datetime:
+        """When a session's 授权验证 becomes valid (and downloadable); ``KeyError`` for an unknown session."""
+        session = self.session(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        return parse_time(session["start"], "start") - VERIFY_EARLY
+
     def verification(self, session_id: str) -> bytes:
         """授权验证 data of a session, bound to the site's dongle; ``KeyError`` for an unknown session."""
         session = self.session(session_id)

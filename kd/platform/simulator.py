@@ -386,6 +386,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._document(self.server.sim.data.authorization, session, ".PTQ")
 
     def h_verification(self, session: str) -> None:
+        try:
+            opens = self.server.sim.data.verification_opens(session)
+        except KeyError:
+            raise ApiError(404, "no_such_session", "场次不存在：" + session) from None
+        if now_cst() < opens:
+            raise ApiError(409, "not_open_yet",
+                           f"本场次的授权验证尚未开放（开考前 2 小时起可下载，开放时间 {format_time(opens)}）",
+                           opens_at=format_time(opens))
         self._document(self.server.sim.data.verification, session, ".KDV")
 
     def h_lock_sync(self) -> None:
