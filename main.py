@@ -22,6 +22,8 @@ from typing import List, Optional
 import kd
 from kd import paths
 from kd.errors import UserError
+from kd.lock import sync as lock_sync
+from kd.lock.gate import open_gate
 from kd.store.instance import InstanceLock
 
 log = logging.getLogger("kaodian")
@@ -57,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="数据目录（默认：程序旁的 data 文件夹；或环境变量 KD_DATA_DIR）")
     parser.add_argument("--headless", action="store_true", help="只运行后台服务，不打开窗口")
     parser.add_argument("-v", "--verbose", action="store_true", help="调试日志")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--lock", metavar="URL",
+                        help="机考锁端口，如 COM3、socket://127.0.0.1:7700（默认：环境变量 KD_LOCK_URL 或自动检测）")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    lock_sync.add_parser(commands)
     return parser
 
 
@@ -81,10 +86,16 @@ def run(opts: argparse.Namespace) -> int:
     try:
         with InstanceLock(data_dir):
             log.info("data dir %s", data_dir)
+            if opts.command == "sync-lock":
+                return lock_sync.run_cli(opts, opts.lock)
             if opts.headless or opts.command is None:
-                # The window arrives with the UI issue; until then both modes run the services.
-                print(f"kaodian {kd.__version__} 运行中（数据目录 {data_dir}），按 Ctrl+C 退出", flush=True)
-                wait_for_shutdown()
+                gate = open_gate(data_dir, opts.lock)  # LockGateError (exit 4) without the site's dongle
+                try:
+                    # The window arrives with the UI issue; until then both modes run the services.
+                    print(f"kaodian {kd.__version__} 运行中（数据目录 {data_dir}），按 Ctrl+C 退出", flush=True)
+                    wait_for_shutdown()
+                finally:
+                    gate.close()
             log.info("stopped cleanly")
             return 0
     except UserError as e:
