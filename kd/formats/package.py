@@ -101,9 +101,9 @@ def _validate_head(body: Mapping[str, Any], check: Check) -> None:
         field = f"rooms[{i}]"
         check.obj(room, field)
         code = check.code(room.get("code"), field + ".code")
-        if code in room_codes:
+        if code.casefold() in room_codes:  # room files live in one (case-insensitive) folder
             raise check.field_error(field + ".code", f"重复（{code}）")
-        room_codes.add(code)
+        room_codes.add(code.casefold())
         check.text(room.get("name"), field + ".name")
     subjects = check.lst(body.get("subjects"), "subjects", MAX_SUBJECTS, 1)
     subject_codes = set()

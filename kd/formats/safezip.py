@@ -44,7 +44,7 @@ _ZIP64_LOCATOR_SIG = b"PK\x06\x07"
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _ZIP64_EOCD_SIG = b"PK\x06\x06"
 
-_RESERVED = frozenset(
+RESERVED_NAMES = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
     + [f"COM{i}" for i in range(10)]
     + [f"LPT{i}" for i in range(10)]
@@ -101,7 +101,7 @@ def name_problem(name: str) -> Optional[str]:
         if any(c in _BAD_CHARS for c in part):
             return f"成员名含非法字符（{name}）"
         stem = part.split(".", 1)[0].rstrip(" ").upper()
-        if stem in _RESERVED:
+        if stem in RESERVED_NAMES:
             return f"成员名为 Windows 保留名（{name}）"
     return None
 

@@ -3,7 +3,8 @@
 A ``Check`` knows the artefact's name in the user's words (``what``, e.g. "考场数据包")
 and a remedy; every refusal names the field ("字段“sessions[1].start”...") so a support
 call can find the bad value. Codes used in file names (site, room, session ids) are
-restricted to ``[0-9A-Za-z_-]`` so they are safe as Windows file names.
+restricted to ``[0-9A-Za-z_-]`` and may not be a reserved Windows device name (``CON``,
+``NUL``, ``COM1``...), so they are safe as Windows file names.
 """
 
 import base64
@@ -13,6 +14,7 @@ import re
 from typing import Any, Dict, List, Optional
 
 from kd.errors import FormatError
+from kd.formats.safezip import RESERVED_NAMES
 from kd.formats.timeutil import read_time, shown_time
 
 CODE_RE = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
@@ -61,6 +63,8 @@ class Check:
     def code(self, value: Any, field: str) -> str:
         if not isinstance(value, str) or not CODE_RE.fullmatch(value):
             raise self.field_error(field, f"应为 1 到 32 位字母、数字、下划线或连字符（实为 {_shown(value)}）")
+        if value.upper() in RESERVED_NAMES:
+            raise self.field_error(field, f"不能是 Windows 保留名（{value}）")
         return value
 
     def integer(self, value: Any, field: str, low: int, high: int) -> int:

@@ -445,3 +445,30 @@ def test_builder_refuses_bad_input(platform, manifest, files):
 
 def test_builder_is_deterministic_for_same_input(platform, manifest, files):
     assert build_package(platform, manifest, files) == build_package(platform, manifest, files)
+
+
+@pytest.mark.parametrize("codes", [["11003001", "CON"], ["A1", "a1"]])
+def test_room_codes_unsafe_as_file_names(good, target, trusted, platform, codes):
+    """A reserved device name or a case-only difference would collide in a Windows folder."""
+    body = head_of(good)
+    body["rooms"] = [{"code": c, "name": "第{}考场".format(i)} for i, c in enumerate(codes)]
+    assert_refused(target, replace(good, "manifest.json", signed_manifest(platform, body)), trusted, "rooms[1].code")
+
+
+def test_refused_from_a_file_on_disk(good, trusted, tmp_path, target):
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(good[: len(good) - 30])
+    assert_refused(target, str(bad), trusted)
+    bad.write_bytes(many_members_zip(100000))
+    assert_refused(target, str(bad), trusted, "成员数过多")
+    folder = tmp_path / "a folder.zip"
+    folder.mkdir()
+    with pytest.raises(FormatError):
+        load_package(str(folder), trusted, SITE)
+
+
+def test_package_from_pathlike_and_bytearray(good, trusted, tmp_path):
+    path = tmp_path / "pkg.zip"
+    path.write_bytes(good)
+    assert load_package(path, trusted, SITE).room_file("11003001") == load_package(
+        bytearray(good), trusted, SITE).room_file("11003001")
