@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import zipfile
 
 import pytest
@@ -472,3 +473,17 @@ def test_package_from_pathlike_and_bytearray(good, trusted, tmp_path):
     path.write_bytes(good)
     assert load_package(path, trusted, SITE).room_file("11003001") == load_package(
         bytearray(good), trusted, SITE).room_file("11003001")
+
+
+def test_zip64_end_records_are_followed(good, trusted, monkeypatch):
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # makes zipfile write zip64 end records
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in zip_members(good):
+            zf.writestr(name, data)
+    data = buf.getvalue()
+    assert b"PK\x06\x06" in data[-200:]
+    # the classic end record may defer to the zip64 one: 0xFFFF counts, 0xFFFFFFFF size/offset
+    data = data[:-22] + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    monkeypatch.undo()
+    assert load_package(data, trusted, SITE).room_codes == ["11003001", "11003002", "11003003"]
