@@ -4,20 +4,13 @@ Each document is a kd-signed/1 envelope (``kd/formats/signing.py``) whose body i
 object with ``format_version`` 1 and the fields below (times: ISO 8601 with offset, see
 ``kd/formats/timeutil.py``). docs/formats.md §3 is the reference.
 
-============================  ==========================  ===================================
-kind                          name (file)                 body fields
-============================  ==========================  ===================================
-``session_authorization``     考试授权 (``.PTQ``)          site_code, session_id, session_name,
-                                                          start, duration_min, valid_from,
-                                                          valid_until, issued_at, auth_id
-``authorization_verification`` 授权验证 (``.KDV``)         site_code, session_id, lock_id,
-                                                          valid_from, valid_until, issued_at,
-                                                          nonce
-``sync_ticket``               机考锁校时凭证               lock_id, site_code, server_time,
-                                                          valid_until
-``upload_receipt``            上报回执                     site_code, session_id, room_code,
-                                                          file_id, sha256, size, received_at
-============================  ==========================  ===================================
+- ``session_authorization``: 考试授权 (``.PTQ``): site_code, session_id, session_name,
+  start, duration_min, valid_from, valid_until, issued_at, auth_id.
+- ``authorization_verification``: 授权验证 (``.KDV``): site_code, session_id, lock_id,
+  valid_from, valid_until, issued_at, nonce.
+- ``sync_ticket``: 机考锁校时凭证: lock_id, site_code, server_time, valid_until.
+- ``upload_receipt``: 上报回执: site_code, session_id, room_code, file_id, sha256, size,
+  received_at.
 
 Loading verifies, in this order: the envelope (size, kind, trusted key id, signature),
 ``format_version``, field types, the site code binding, the session (and lock, file)

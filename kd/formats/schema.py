@@ -11,7 +11,7 @@ import base64
 import binascii
 import datetime
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from kd.errors import FormatError
 from kd.formats.safezip import RESERVED_NAMES
@@ -95,16 +95,7 @@ class Check:
         except ValueError as e:
             raise self.field_error(field, f"的时间{e}（{shown_time(value)}）") from None
 
-    def equal(self, value: Any, expected: Any, field: str) -> Any:
-        if value != expected:
-            raise self.field_error(field, f"应为 {_shown(expected)}（实为 {_shown(value)}）")
-        return value
-
 
 def _shown(value: Any, limit: int = 40) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def optional_text(check: Check, value: Optional[Any], field: str) -> Optional[str]:
-    return None if value is None else check.text(value, field)
