@@ -229,7 +229,7 @@ class PlatformClient:
             hdrs = dict(headers or {})
             token = None
             if auth:
-                token = self._token or self._login_once()
+                token = self._token or self._login_once(op)
                 hdrs["Authorization"] = "Bearer " + token
             try:
                 resp = self.http.request(method, self._url(path), json=json, data=data, headers=hdrs,
@@ -302,14 +302,14 @@ class PlatformClient:
 
     # -- login and probe -------------------------------------------------------------
 
-    def _login_once(self) -> str:
-        """Log in (one exchange, no retries); the new token."""
-        resp = self._send("POST", "/login", "login", auth=False, stream=True,
+    def _login_once(self, op: str) -> str:
+        """Log in on behalf of ``op`` (one exchange, errors named after ``op``); the new token."""
+        resp = self._send("POST", "/login", op, auth=False, stream=True,
                           json={"site_code": self.site_code, "password": self._password})
-        body = self._json(resp, "login")
+        body = self._json(resp, op)
         token = body.get("token")
         if not isinstance(token, str) or not token:
-            raise refused("login", resp.status_code, "平台未返回登录令牌")
+            raise refused(op, resp.status_code, "平台未返回登录令牌")
         with self._token_lock:
             self._token = token
         log.info("logged in to the platform as site %s", self.site_code)

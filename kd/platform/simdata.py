@@ -198,6 +198,15 @@ class SimData:
         except FileNotFoundError:
             pass
 
+    def reschedule(self, first_start_in: int) -> None:
+        """Move every session so the first starts ``first_start_in`` minutes from now; republish."""
+        starts = [parse_time(s["start"], "start") for s in self.site["sessions"]]
+        shift = now_cst().replace(second=0) + datetime.timedelta(minutes=first_start_in) - min(starts)
+        for session, start in zip(self.site["sessions"], starts):
+            session["start"] = format_time(start + shift)
+        _write_json(os.path.join(self.root, "site.json"), self.site)
+        self.republish()
+
     # -- small signed documents --------------------------------------------------------
 
     def authorization(self, session_id: str) -> bytes:

@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_left = self._content_length()
         path = self.path.split("?", 1)[0]
         self._faulty = path.startswith(API + "/")
-        entry = {"method": method, "path": path, "status": None}
+        entry = {"method": method, "path": path, "status": None, "in": 0, "out": 0}
         self._entry = entry
         try:
             try:
@@ -248,6 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not data:
                 raise _Gone()
             self._body_left -= len(data)
+            self._entry["in"] += len(data)
             if budget is not None and faults.moved(len(data)):
                 self._cut_due = True
             return data
@@ -313,6 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
                 n = max(1, min(n, budget))
             self.wfile.write(view[pos:pos + n])
             pos += n
+            self._entry["out"] += n
             if budget is not None and faults.moved(n):
                 self._cut()
 
@@ -651,6 +653,11 @@ class SimulatorServer:
         self.data.republish()
         self._package_sha = None
 
+    def republish_at(self, first_start_in: int) -> None:
+        """Move the sessions so the first starts in ``first_start_in`` minutes; new package."""
+        self.data.reschedule(first_start_in)
+        self._package_sha = None
+
     def requests(self) -> List[Dict[str, Any]]:
         with self._lock:
             return [dict(e) for e in self._requests]
@@ -712,7 +719,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rooms", type=int, default=30)
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--candidates", type=int, default=40, help="每考场每场次考生数")
-    parser.add_argument("--first-start-in", type=int, default=60, metavar="MIN", help="第一场次在多少分钟后开考")
+    parser.add_argument("--first-start-in", type=int, metavar="MIN",
+                        help="第一场次在多少分钟后开考（默认 60；对已有数据目录：重排场次并重新发布数据包）")
     parser.add_argument("--duration", type=int, default=90, metavar="MIN", help="每场次考试时长（分钟）")
     parser.add_argument("--room-kb", type=int, default=1024, help="每个考场数据文件的大小（KB）")
     parser.add_argument("--password", help="平台密码（默认 kaodian）")
@@ -725,8 +733,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sim = SimulatorServer(args.data, args.port, site_code=args.site, rooms=args.rooms, sessions=args.sessions,
-                          candidates=args.candidates, first_start_in=args.first_start_in, duration=args.duration,
-                          room_kb=args.room_kb, password=args.password)
+                          candidates=args.candidates, first_start_in=args.first_start_in or 60,
+                          duration=args.duration, room_kb=args.room_kb, password=args.password)
+    if args.first_start_in is not None and not sim.data.created:
+        sim.republish_at(args.first_start_in)
     sim.faults.set(refuse=args.refuse, slow=args.slow, drop_after=args.drop_after, drop_count=args.drop_count,
                    fail_every=args.fail_every)
     sim.data.package_bytes()
