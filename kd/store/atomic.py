@@ -1,29 +1,34 @@
-"""A crash-safe TinyDB storage: never rewrites a data file in place.
+"""A crash-safe TinyDB storage: never rewrites the current data file in place.
 
-File format (``<name>.json``)::
+Two generation files per store, ``<name>.json.0`` and ``<name>.json.1``; the one with
+the higher ``gen`` in its header is current, the other is the previous good generation.
+Each file::
 
-    {"format":"kd-store/1","sha256":"<hex of body>","size":<bytes of body>}\\n
+    {"format":"kd-store/1","gen":<n>,"sha256":"<hex of body>","size":<bytes of body>}\\n
     <body: the TinyDB tables as compact UTF-8 JSON>
 
-The header line lets a reader tell a complete file from a truncated or bit-flipped one
-(JSON alone would accept a flipped digit).
+The header lets a reader tell a complete file from a truncated or bit-flipped one (JSON
+alone would accept a flipped digit).
 
-Write path (one per change, or one per ``deferred()`` block): serialise, write
-``<name>.json.tmp``, flush, fsync; rename the current file to ``<name>.json.prev`` (the
-previous good generation); rename the temp file to ``<name>.json``; fsync the folder.
-A crash at any point leaves either the new file, or no main file and the previous one
-(the change was not acknowledged yet), never a half-written main file.
+Write path (once per change, or once per ``deferred()`` block): serialise; write
+``<name>.json.tmp``; flush; fsync; ``os.replace`` it over the slot of the *older*
+generation (``gen + 1`` goes to slot ``(gen + 1) % 2``); fsync the folder. A crash at
+any point leaves the current generation untouched and the new one either complete or
+absent, so an acknowledged change is never lost and the store always opens. On Windows
+the replace is retried briefly when antivirus holds the file (``fsutil.replace``).
 
-Open path: read and check ``<name>.json``. When it is missing but ``.prev`` is good (a
-crash between the two renames), ``.prev`` is restored. When it is corrupt and ``.prev``
-is good, the corrupt file is kept as ``<name>.json.corrupt-<time>`` for inspection,
-``.prev`` is restored and the event is logged at CRITICAL (the last change before the
-corruption may be lost). When neither is readable, ``StoreCorruptError`` names the file
-and nothing on disk is touched: a corrupt store is never opened as an empty one.
+Open path: read and check both slots and take the newest good one. When a slot is
+corrupt (torn, bit-flipped, not ours) while the other is good, the bad file is kept as
+``<slot>.corrupt-<time>`` for inspection, the good generation is written anew as the
+current one, and the event is logged at CRITICAL (if the corrupt file was the newer
+one, its last change is lost). When no slot is readable, ``StoreCorruptError`` names
+the file and nothing on disk is touched: a corrupt store is never opened as empty.
 
-The parsed tables stay in memory (``read()`` returns that object, which TinyDB mutates
-before calling ``write()``); when a write fails, the memory copy is rebuilt from the last
-durable body, so memory never runs ahead of disk.
+Speed: the tables stay in memory (``read()`` hands TinyDB that object, which it mutates
+before calling ``write()``), and the JSON of every document is kept as a fragment, so a
+change re-encodes only the documents named by ``touch()`` (the ``Database`` layer names
+every document it changes; a write without hints re-encodes everything). When a write
+fails, memory is rebuilt from the last durable body, so memory never runs ahead of disk.
 """
 
 import hashlib
@@ -32,7 +37,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Set, Tuple
 
 from tinydb.storages import Storage
 
@@ -42,23 +47,32 @@ from kd.store import fsutil
 log = logging.getLogger(__name__)
 
 FORMAT = "kd-store/1"
+SLOTS = (".0", ".1")
 Tables = Dict[str, Dict[str, Any]]
+_dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _frag(doc_id: str, doc: Any) -> bytes:
+    return '"{}":{}'.format(doc_id, _dump(doc)).encode("utf-8")
 
 
 class CorruptFile(Exception):
     """Internal: a data file failed its checks (reason in args[0])."""
 
 
-def encode(tables: Tables) -> Tuple[bytes, str]:
-    """The file bytes for ``tables``, and the body text."""
-    body = json.dumps(tables, ensure_ascii=False, separators=(",", ":"))
-    raw = body.encode("utf-8")
-    header = f'{{"format":"{FORMAT}","sha256":"{hashlib.sha256(raw).hexdigest()}","size":{len(raw)}}}\n'
-    return header.encode("ascii") + raw, body
+def encode(tables: Tables, gen: int) -> bytes:
+    """The file bytes of generation ``gen`` holding ``tables`` (the plain, slow path)."""
+    return frame(_dump(tables).encode("utf-8"), gen)
 
 
-def decode(data: bytes) -> Tuple[Tables, str]:
-    """Check and parse file bytes; raises ``CorruptFile`` with the reason."""
+def frame(raw: bytes, gen: int) -> bytes:
+    header = '{{"format":"{}","gen":{},"sha256":"{}","size":{}}}\n'.format(
+        FORMAT, gen, hashlib.sha256(raw).hexdigest(), len(raw))
+    return header.encode("ascii") + raw
+
+
+def decode(data: bytes) -> Tuple[int, Tables, bytes]:
+    """Check and parse file bytes into (gen, tables, body); ``CorruptFile`` with the reason."""
     head, sep, raw = data.partition(b"\n")
     if not sep:
         raise CorruptFile("no header line (empty or truncated file)")
@@ -66,28 +80,43 @@ def decode(data: bytes) -> Tuple[Tables, str]:
         header = json.loads(head.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise CorruptFile("unreadable header") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CorruptFile(f"unknown format {head[:60]!r}")
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("gen"), int):
+        raise CorruptFile("unknown format {!r}".format(head[:60]))
     if header.get("size") != len(raw):
         raise CorruptFile("body has {} bytes, header says {}".format(len(raw), header.get("size")))
     if header.get("sha256") != hashlib.sha256(raw).hexdigest():
         raise CorruptFile("body sha256 mismatch")
     try:
-        body = raw.decode("utf-8")
-        tables = json.loads(body)
+        tables = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise CorruptFile(f"body is not JSON: {e}") from None
+        raise CorruptFile("body is not JSON: {}".format(e)) from None
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
         raise CorruptFile("body is not a set of tables")
-    return tables, body
+    return header["gen"], tables, raw
 
 
-def _read(path: str) -> Optional[bytes]:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
+class _Slot:
+    """What one generation file holds: missing, good (gen, tables, body) or corrupt."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.gen = -1
+        self.tables: Optional[Tables] = None
+        self.body = b""
+        self.error: Optional[str] = None
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        try:
+            self.gen, self.tables, self.body = decode(data)
+        except CorruptFile as e:
+            self.error = str(e)
+
+    @property
+    def good(self) -> bool:
+        return self.tables is not None
 
 
 class AtomicJSONStorage(Storage):
@@ -95,14 +124,18 @@ class AtomicJSONStorage(Storage):
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
-        self.prev_path = self.path + ".prev"
+        self.slot_paths = [self.path + s for s in SLOTS]
         self.tmp_path = self.path + ".tmp"
         self.folder = os.path.dirname(self.path)
         os.makedirs(self.folder, exist_ok=True)
         self._deferred = 0
         self._dirty = False
         self._tables: Optional[Tables] = None
-        self._body = ""  # the last durable body; "" while nothing was written
+        self._gen = 0  # generation of the durable state; 0 while nothing was written
+        self._body = b""  # the durable body, to rebuild memory after a failed write
+        self._frags: Dict[str, Dict[str, bytes]] = {}
+        self._joined: Dict[str, bytes] = {}
+        self._hints: Optional[Set[Tuple[str, Optional[str]]]] = set()
         self._open()
 
     # -- open / recover ---------------------------------------------------------------
@@ -110,42 +143,31 @@ class AtomicJSONStorage(Storage):
         if os.path.exists(self.tmp_path):
             log.info("removing unfinished write %s", self.tmp_path)
             os.remove(self.tmp_path)
-        main, main_error = self._check(self.path)
-        if main is not None:
-            self._tables, self._body = main
-            return
-        prev, prev_error = self._check(self.prev_path)
-        if main_error is None and prev_error is None and prev is None:
+        slots = [_Slot(p) for p in self.slot_paths]
+        good = sorted((s for s in slots if s.good), key=lambda s: s.gen)
+        bad = [s for s in slots if s.error]
+        if not good:
+            if bad:
+                raise StoreCorruptError(
+                    "数据文件已损坏，且没有可用的上一版本：{}".format(self.path),
+                    "请不要删除这些文件。可用“系统恢复”从备份文件恢复，或联系技术服务单位；"
+                    "损坏的文件保留在原处以便分析。",
+                    detail="; ".join("{}: {}".format(s.path, s.error) for s in bad),
+                )
             return  # a new, empty store
-        if prev is None:
-            raise StoreCorruptError(
-                f"数据文件已损坏，且没有可用的上一版本：{self.path}",
-                "请不要删除该文件。可用“系统恢复”从备份文件恢复，或联系技术服务单位；"
-                "损坏的文件保留在原处以便分析。",
-                detail="main: {}; prev: {}".format(main_error or "missing", prev_error or "missing"),
-            )
-        if main_error is None:
-            log.warning("%s missing after an interrupted write; restoring the previous generation", self.path)
-        else:
-            kept = "{}.corrupt-{}".format(self.path, time.strftime("%Y%m%d-%H%M%S"))
-            fsutil.replace(self.path, kept)
-            log.critical(
-                "DATA FILE CORRUPT: %s (%s). Kept it as %s and restored the previous generation %s; "
-                "the last change before the corruption may be missing.",
-                self.path, main_error, kept, self.prev_path,
-            )
-        self._tables, self._body = prev
-        fsutil.write_file_durably(self.path, encode(self._tables)[0])
-
-    def _check(self, path: str) -> Tuple[Optional[Tuple[Tables, str]], Optional[str]]:
-        """((tables, body), None) when good; (None, reason) when corrupt; (None, None) when missing."""
-        data = _read(path)
-        if data is None:
-            return None, None
-        try:
-            return decode(data), None
-        except CorruptFile as e:
-            return None, str(e)
+        current = good[-1]
+        self._tables, self._body, self._gen = current.tables, current.body, current.gen
+        self._hints = None
+        if bad:
+            for slot in bad:
+                kept = "{}.corrupt-{}".format(slot.path, time.strftime("%Y%m%d-%H%M%S"))
+                fsutil.replace(slot.path, kept)
+                log.critical(
+                    "DATA FILE CORRUPT: %s (%s). Kept it as %s; continuing from generation %d in %s. "
+                    "If the corrupt file was the newer generation, its last change is missing.",
+                    slot.path, slot.error, kept, current.gen, current.path,
+                )
+            self._persist()  # the good state becomes the newest generation again
 
     # -- Storage interface ---------------------------------------------------------------
     def read(self) -> Optional[Tables]:
@@ -161,6 +183,11 @@ class AtomicJSONStorage(Storage):
     def close(self) -> None:
         if self._dirty:
             self._persist()
+
+    def touch(self, table: str, doc_id: Optional[str] = None) -> None:
+        """Say that the next write changes document ``doc_id`` of ``table`` (None: all of it)."""
+        if self._hints is not None:
+            self._hints.add((table, doc_id))
 
     # -- batching ----------------------------------------------------------------------
     @contextmanager
@@ -184,29 +211,66 @@ class AtomicJSONStorage(Storage):
             self._persist()
 
     # -- the one write path ------------------------------------------------------------
+    def _body_bytes(self) -> bytes:
+        """The body JSON, re-encoding only hinted documents and re-joining only their tables.
+
+        ``_frags[table][doc_id]`` is ``"<doc_id>":<doc JSON>`` (UTF-8 bytes) and
+        ``_joined[table]`` is ``"<table>":{<frags>}``; key order inside a JSON object is
+        irrelevant, so fragments are joined in whatever order they were made.
+        """
+        tables = self._tables or {}
+        hints = self._hints
+        if hints is None:
+            self._frags, self._joined, changed = {}, {}, set(tables)
+            for name, docs in tables.items():
+                self._frags[name] = {k: _frag(k, v) for k, v in docs.items()}
+        else:
+            changed = {t for t, _ in hints}
+            whole = {t for t, d in hints if d is None}
+            for name in whole:
+                self._frags[name] = {k: _frag(k, v) for k, v in tables.get(name, {}).items()}
+            for name, doc_id in hints:
+                if name in whole or doc_id is None:
+                    continue
+                docs = tables.get(name, {})
+                frags = self._frags.setdefault(name, {})
+                if doc_id in docs:
+                    frags[doc_id] = _frag(doc_id, docs[doc_id])
+                else:
+                    frags.pop(doc_id, None)
+        for name in changed:
+            if name in tables:
+                self._joined[name] = _dump(name).encode("utf-8") + b":{" + b",".join(self._frags[name].values()) + b"}"
+            else:
+                self._joined.pop(name, None)
+                self._frags.pop(name, None)
+        return b"{" + b",".join(self._joined.values()) + b"}"
+
     def _persist(self) -> None:
+        gen = self._gen + 1
         try:
-            data, body = encode(self._tables or {})
+            raw = self._body_bytes()
             with open(self.tmp_path, "wb") as f:
-                f.write(data)
+                f.write(frame(raw, gen))
                 f.flush()
                 os.fsync(f.fileno())
-            if os.path.exists(self.path):
-                fsutil.replace(self.path, self.prev_path)
-            fsutil.replace(self.tmp_path, self.path)
+            fsutil.replace(self.tmp_path, self.slot_paths[gen % 2])
             fsutil.fsync_dir(self.folder)
         except BaseException as e:
             self._dirty = False
             self._restore()
-            if isinstance(e, (OSError, TypeError, ValueError)):
+            if isinstance(e, (OSError, TypeError, ValueError, KeyError)):
                 raise StoreError(
-                    f"无法保存数据：{self.path}",
+                    "无法保存数据：{}".format(self.path),
                     "请检查磁盘空间和数据目录的写入权限后重试；刚才的操作没有生效。",
                     detail=repr(e),
                 ) from e
             raise
-        self._body = body
+        self._gen = gen
+        self._body = raw
         self._dirty = False
+        self._hints = set()
 
     def _restore(self) -> None:
         self._tables = json.loads(self._body) if self._body else None
+        self._hints = None  # fragments may hold undone changes: rebuild them next time

@@ -24,13 +24,12 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
 from tinydb import Query, TinyDB
 from tinydb.storages import MemoryStorage, Storage
-from tinydb.table import Table
+from tinydb.table import Document, Table
 
 from kd.store.atomic import AtomicJSONStorage
 
 KEY = "_key"
 Doc = Dict[str, Any]
-_q = Query()
 
 
 def _copy(doc: Any) -> Any:
@@ -54,6 +53,9 @@ class Database:
         self._storage = storage
         self._db = _TinyDB(storage=_Given(storage))
         self._lock = threading.RLock()
+        self._touch = getattr(storage, "touch", None)
+        #: table -> key -> TinyDB doc id, built on first use of a table
+        self._index: Dict[str, Dict[str, int]] = {}
 
     @classmethod
     def open(cls, path: str) -> "Database":
@@ -63,11 +65,34 @@ class Database:
     def in_memory(cls, name: str = "memory") -> "Database":
         return cls(MemoryStorage(), name=name)
 
+    def _ids(self, table: str) -> Dict[str, int]:
+        ids = self._index.get(table)
+        if ids is None:
+            ids = {doc[KEY]: doc.doc_id for doc in self._db.table(table).all()}
+            self._index[table] = ids
+        return ids
+
+    def _hint(self, table: str, doc_id: Optional[int] = None) -> None:
+        if self._touch is not None:
+            self._touch(table, None if doc_id is None else str(doc_id))
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock; forget the index when a write fails (memory was rolled back)."""
+        with self._lock:
+            try:
+                yield
+            except BaseException:
+                self._index.clear()
+                raise
+
     # -- reads ---------------------------------------------------------------------------
     def get(self, table: str, key: str) -> Optional[Doc]:
         with self._lock:
-            doc = self._db.table(table).get(_q[KEY] == key)
-            return _strip(doc) if doc is not None else None
+            doc_id = self._ids(table).get(key)
+            if doc_id is None:
+                return None
+            return _strip(self._db.table(table).get(doc_id=doc_id))
 
     def all(self, table: str) -> List[Doc]:
         with self._lock:
@@ -76,7 +101,7 @@ class Database:
     def find(self, table: str, **fields: Any) -> List[Doc]:
         """Documents whose fields equal all of ``fields``."""
         with self._lock:
-            return [_strip(d) for d in self._db.table(table).search(_q.fragment(fields))]
+            return [_strip(d) for d in self._db.table(table).search(Query().fragment(fields))]
 
     def count(self, table: str) -> int:
         with self._lock:
@@ -91,24 +116,43 @@ class Database:
         """Store ``doc`` under ``key``, replacing what was there. Returns the stored copy."""
         stored = _copy(doc)
         stored[KEY] = key
-        with self._lock:
+        with self._writing():
+            ids = self._ids(table)
             t = self._db.table(table)
-            if not t.update(_replace_with(stored), _q[KEY] == key):
-                t.insert(stored)
+            doc_id = ids.get(key)
+            if doc_id is None:
+                doc_id = max(ids.values(), default=0) + 1
+                self._hint(table, doc_id)
+                t.insert(Document(stored, doc_id=doc_id))
+                ids[key] = doc_id
+            else:
+                self._hint(table, doc_id)
+                t.update(_replace_with(stored), doc_ids=[doc_id])
         return _strip(stored)
 
     def update(self, table: str, key: str, changes: Doc) -> Doc:
         """Merge ``changes`` into the document ``key`` (KeyError if there is none)."""
         new = _copy(changes)
-        with self._lock:
+        new.pop(KEY, None)
+        with self._writing():
+            doc_id = self._ids(table).get(key)
+            if doc_id is None:
+                raise KeyError("{}/{}".format(table, key))
             t = self._db.table(table)
-            if not t.update(new, _q[KEY] == key):
-                raise KeyError(f"{table}/{key}")
-            return _strip(t.get(_q[KEY] == key))
+            self._hint(table, doc_id)
+            t.update(new, doc_ids=[doc_id])
+            return _strip(t.get(doc_id=doc_id))
 
     def delete(self, table: str, key: str) -> bool:
-        with self._lock:
-            return bool(self._db.table(table).remove(_q[KEY] == key))
+        with self._writing():
+            ids = self._ids(table)
+            doc_id = ids.get(key)
+            if doc_id is None:
+                return False
+            self._hint(table, doc_id)
+            self._db.table(table).remove(doc_ids=[doc_id])
+            del ids[key]
+            return True
 
     def replace_table(self, table: str, docs: Dict[str, Doc]) -> None:
         """Make ``table`` hold exactly ``docs`` (key → doc), in one durable write."""
@@ -118,19 +162,24 @@ class Database:
             row[KEY] = key
             rows.append(row)
         with self.transaction():
+            self._hint(table)
             self._db.drop_table(table)
+            self._index.pop(table, None)
             if rows:
                 self._db.table(table).insert_multiple(rows)
 
     def clear(self) -> None:
         """Drop every table (system initialisation)."""
-        with self._lock:
+        with self._writing():
+            for table in self._db.tables():
+                self._hint(table)
             self._db.drop_tables()
+            self._index.clear()
 
     @contextmanager
     def transaction(self) -> Iterator["Database"]:
         """Hold the lock and make the block's changes one durable write (or none)."""
-        with self._lock:
+        with self._writing():
             deferred = getattr(self._storage, "deferred", None)
             if deferred is None:  # MemoryStorage: no durability to batch
                 yield self

@@ -1,5 +1,6 @@
-"""The atomic storage: generations, recovery, refusal, failed writes."""
+"""The atomic storage: generations, recovery, refusal, failed writes, incremental encoding."""
 
+import json
 import logging
 import os
 
@@ -23,11 +24,22 @@ def keys(path):
     return sorted(d["n"] for d in Database.open(path).all("rooms"))
 
 
+def slot(path, gen):
+    return path + atomic.SLOTS[gen % 2]
+
+
+def read_slot(path, gen):
+    got_gen, tables, _ = atomic.decode(open(slot(path, gen), "rb").read())
+    assert got_gen == gen
+    return tables
+
+
 def test_roundtrip_and_previous_generation(tmp_path):
     path = make(tmp_path)
     assert keys(path) == [0, 1, 2]
-    tables, _ = atomic.decode(open(path + ".prev", "rb").read())
-    assert sorted(tables["rooms"]) and len(tables["rooms"]) == 2  # one change behind
+    assert len(read_slot(path, 3)["rooms"]) == 3
+    assert len(read_slot(path, 2)["rooms"]) == 2  # the previous generation, one change behind
+    assert sorted(os.listdir(str(tmp_path))) == ["runtime.json.0", "runtime.json.1"]
 
 
 def test_new_store_is_empty_and_writes_nothing_until_a_change(tmp_path):
@@ -36,33 +48,46 @@ def test_new_store_is_empty_and_writes_nothing_until_a_change(tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "garbage"])
-def test_corrupt_main_is_recovered_from_previous(tmp_path, caplog, damage):
-    path = make(tmp_path)
-    data = open(path, "rb").read()
-    if damage == "truncate":
-        data = data[: len(data) // 2]
-    elif damage == "flip":
+def damage(data, how):
+    if how == "truncate":
+        return data[: len(data) // 2]
+    if how == "flip":
         i = len(data) - 5
-        data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
-    elif damage == "empty":
-        data = b""
-    else:
-        data = b"\x00\xff not json"
-    open(path, "wb").write(data)
+        return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+    if how == "empty":
+        return b""
+    return b"\x00\xff not json"
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "empty", "garbage"])
+def test_corrupt_current_generation_is_recovered_from_previous(tmp_path, caplog, how):
+    path = make(tmp_path)
+    bad = damage(open(slot(path, 3), "rb").read(), how)
+    open(slot(path, 3), "wb").write(bad)
     with caplog.at_level(logging.CRITICAL):
         assert keys(path) == [0, 1]  # the previous generation
     assert any("CORRUPT" in r.getMessage() for r in caplog.records)
     kept = [n for n in os.listdir(str(tmp_path)) if ".corrupt-" in n]
-    assert len(kept) == 1 and open(str(tmp_path / kept[0]), "rb").read() == data
-    assert keys(path) == [0, 1]  # the main file was rewritten good
+    assert len(kept) == 1 and open(str(tmp_path / kept[0]), "rb").read() == bad
+    assert keys(path) == [0, 1]  # and it stays recovered: the good state is current again
+    db = Database.open(path)
+    db.put("rooms", "7", {"n": 7})
+    assert keys(path) == [0, 1, 7]
+
+
+def test_corrupt_previous_generation_is_set_aside_and_nothing_lost(tmp_path, caplog):
+    path = make(tmp_path)
+    open(slot(path, 2), "wb").write(b"junk")
+    with caplog.at_level(logging.CRITICAL):
+        assert keys(path) == [0, 1, 2]
+    assert any("CORRUPT" in r.getMessage() for r in caplog.records)
 
 
 def test_both_generations_corrupt_refuses_and_touches_nothing(tmp_path):
     path = make(tmp_path)
-    for p in (path, path + ".prev"):
-        raw = open(p, "rb").read()
-        open(p, "wb").write(raw[:-3])
+    for gen in (2, 3):
+        raw = open(slot(path, gen), "rb").read()
+        open(slot(path, gen), "wb").write(raw[:-3])
     before = {n: open(str(tmp_path / n), "rb").read() for n in os.listdir(str(tmp_path))}
     with pytest.raises(StoreCorruptError) as info:
         Database.open(path)
@@ -71,20 +96,19 @@ def test_both_generations_corrupt_refuses_and_touches_nothing(tmp_path):
     assert after == before
 
 
-def test_corrupt_main_without_previous_refuses(tmp_path):
+def test_foreign_file_without_previous_refuses(tmp_path):
     path = str(tmp_path / "settings.json")
-    open(path, "wb").write(b'{"_default": {}}')  # plain TinyDB JSON: no header
+    open(path + ".0", "wb").write(b'{"_default": {}}')  # plain TinyDB JSON: no header
     with pytest.raises(StoreCorruptError):
         Database.open(path)
-    assert open(path, "rb").read() == b'{"_default": {}}'
+    assert open(path + ".0", "rb").read() == b'{"_default": {}}'
 
 
-def test_missing_main_after_interrupted_rename_uses_previous(tmp_path):
+def test_interrupted_write_leaves_last_generation(tmp_path):
     path = make(tmp_path)
-    os.replace(path, path + ".prev")  # crash between the two renames
-    open(path + ".tmp", "wb").write(b"half")
+    open(path + ".tmp", "wb").write(b"half a generation")  # killed before the replace
     assert keys(path) == [0, 1, 2]
-    assert os.path.exists(path) and not os.path.exists(path + ".tmp")
+    assert not os.path.exists(path + ".tmp")
 
 
 def test_failed_write_leaves_memory_and_disk_at_last_durable_state(tmp_path):
@@ -95,10 +119,12 @@ def test_failed_write_leaves_memory_and_disk_at_last_durable_state(tmp_path):
         db.put("rooms", "9", {"n": 9})
     assert "无法保存数据" in str(info.value)
     assert sorted(d["n"] for d in db.all("rooms")) == [0, 1, 2]
+    assert db.get("rooms", "9") is None
     os.rmdir(path + ".tmp")
     assert keys(path) == [0, 1, 2]
     db.put("rooms", "3", {"n": 3})  # and the store keeps working afterwards
-    assert keys(path) == [0, 1, 2, 3]
+    db.update("rooms", "0", {"n": 10})
+    assert keys(path) == [1, 2, 3, 10]
 
 
 def test_unserialisable_value_is_refused_before_touching_state(tmp_path):
@@ -118,10 +144,34 @@ def test_transaction_is_one_write_or_none(tmp_path):
             db.put("rooms", "5", {"n": 5})
             assert db.find("rooms", n=5)
             raise RuntimeError("abort")
-    assert db.find("rooms", n=5) == []
+    assert db.find("rooms", n=5) == [] and db.get("rooms", "5") is None
     with db.transaction():
         db.put("rooms", "5", {"n": 5})
         db.put("rooms", "6", {"n": 6})
-    tables, _ = atomic.decode(open(path + ".prev", "rb").read())
-    assert len(tables["rooms"]) == 1  # the block was a single generation
+    assert len(read_slot(path, 2)["rooms"]) == 3  # the block was a single generation
     assert keys(path) == [0, 5, 6]
+
+
+def test_incremental_encoding_matches_a_full_encoding(tmp_path):
+    """Whatever sequence of changes, the file body equals json of the in-memory tables."""
+    path = str(tmp_path / "x.json")
+    db = Database.open(path)
+    for i in range(30):
+        db.put("a", str(i), {"i": i, "t": "文本\"\n"})
+    for i in range(0, 30, 3):
+        db.update("a", str(i), {"changed": True})
+    for i in range(0, 30, 4):
+        db.delete("a", str(i))
+    db.put("a", "new", {"x": 1})
+    db.replace_table("b", {"k": {"v": 1}})
+    db.put("b", "k2", {"v": 2})
+    with db.transaction():
+        db.put("c", "1", {"v": [1, 2]})
+        db.delete("a", "1")
+    db.replace_table("b", {})
+    gen = db._storage._gen
+    _, tables, body = atomic.decode(open(slot(path, gen), "rb").read())
+    assert json.loads(body) == db._storage.read()
+    fresh = Database.open(path)
+    assert fresh.all("a") == db.all("a") and fresh.all("b") == [] and fresh.get("c", "1") == {"v": [1, 2]}
+    assert fresh.get("a", "1") is None and fresh.get("a", "3") == {"i": 3, "t": "文本\"\n", "changed": True}
