@@ -11,7 +11,7 @@
 Layout of a data folder::
 
     data/
-      db/settings.json  db/exam.json  db/runtime.json   (+ .prev generations)
+      db/settings.json.{0,1}  db/exam.json.{0,1}  db/runtime.json.{0,1}   (two generations each)
       spool/            result packages, content-addressed
       audit.log         append-only, hash-chained JSON lines
       logs/kaodian.log  rotating log

@@ -95,6 +95,11 @@ def decode(data: bytes) -> Tuple[int, Tables, bytes]:
     return header["gen"], tables, raw
 
 
+def store_exists(path: str) -> bool:
+    """True when a store at ``path`` has any generation file (good or not)."""
+    return any(os.path.exists(path + s) for s in SLOTS)
+
+
 class _Slot:
     """What one generation file holds: missing, good (gen, tables, body) or corrupt."""
 
