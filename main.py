@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def wait_for_shutdown() -> None:
-    """Block until Ctrl+C or SIGTERM."""
+def wait_for_shutdown(announce: str = "") -> None:
+    """Block until Ctrl+C or SIGTERM; print ``announce`` once the handlers are in place."""
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
@@ -76,6 +76,8 @@ def wait_for_shutdown() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    if announce:
+        print(announce, flush=True)
     while not stop.wait(0.5):
         pass
 
@@ -92,8 +94,7 @@ def run(opts: argparse.Namespace) -> int:
                 gate = open_gate(data_dir, opts.lock)  # LockGateError (exit 4) without the site's dongle
                 try:
                     # The window arrives with the UI issue; until then both modes run the services.
-                    print(f"kaodian {kd.__version__} 运行中（数据目录 {data_dir}），按 Ctrl+C 退出", flush=True)
-                    wait_for_shutdown()
+                    wait_for_shutdown(f"kaodian {kd.__version__} 运行中（数据目录 {data_dir}），按 Ctrl+C 退出")
                 finally:
                     gate.close()
             log.info("stopped cleanly")

@@ -204,16 +204,24 @@ class _Link:
                     pass
         if threading.current_thread() is not self._thread and self._thread.is_alive():
             self._thread.join(READ_POLL + 2.0)
-        try:
-            self.port.close()
-        except (serial.SerialException, OSError):
-            pass
+        if self.url.startswith("socket://"):
+            # pyserial's socket close() sleeps 0.3 s after closing ("for quick reconnects");
+            # nobody needs to wait for that
+            threading.Thread(target=self._close_port, name="lock-close", daemon=True).start()
+        else:
+            self._close_port()
         if self._waker is not None:
             for s in self._waker:
                 s.close()
         with self._cond:
             self.lost.set()
             self._cond.notify_all()
+
+    def _close_port(self) -> None:
+        try:
+            self.port.close()
+        except (serial.SerialException, OSError):
+            pass
 
 
 class LockDriver:
@@ -343,10 +351,10 @@ class LockDriver:
                 return
             info, self._link, self.info = self.info, None, None
             self._state.notify_all()
-        link.close()
         lock_id = info.lock_id if info else ""
         log.warning("dongle %s detached from %s: %s", lock_id, link.url, reason)
         self._publish(EVENT_DETACHED, lock_id=lock_id, url=link.url, reason=reason)
+        link.close()
 
     def _supervise(self) -> None:
         while not self._stopping.is_set():

@@ -177,7 +177,9 @@ class Dongle:
         lock_id: Optional[str] = None,
         ticket_checker: Optional[TicketChecker] = None,
         seed: Optional[bytes] = None,
+        host_clock: Callable[[], int] = _now_ms,
     ) -> None:
+        self._host_ms = host_clock  # the PC's clock (ms); tests may drive it
         self.state_dir = state_dir
         os.makedirs(state_dir, exist_ok=True)
         self.state, new = load_state(state_dir, lock_id, seed)
@@ -198,7 +200,7 @@ class Dongle:
         self.overlong = False
         self.bad_signature = False
         self._drift_ppm = 0.0
-        self._drift_base_ms = _now_ms()
+        self._drift_base_ms = self._host_ms()
         self.requests = 0
         if changed:
             self.save()
@@ -211,13 +213,13 @@ class Dongle:
     # --- clock ----------------------------------------------------------------
     def clock_ms(self) -> int:
         with self._lock:
-            host = _now_ms()
+            host = self._host_ms()
             drift = (host - self._drift_base_ms) * self._drift_ppm / 1e6
             return host + self.state.clock_offset_ms + int(drift)
 
     def set_clock(self, lock_ms: int, persist: bool = True) -> None:
         with self._lock:
-            self._drift_base_ms = _now_ms()
+            self._drift_base_ms = self._host_ms()
             self.state.clock_offset_ms = int(lock_ms) - self._drift_base_ms
             if persist:
                 self.save()
@@ -234,7 +236,7 @@ class Dongle:
 
     def set_clock_offset(self, seconds: float) -> None:
         """Put the clock ``seconds`` ahead of (negative: behind) the host clock."""
-        self.set_clock(_now_ms() + int(seconds * 1000))
+        self.set_clock(self._host_ms() + int(seconds * 1000))
 
     def save(self) -> None:
         with self._lock:

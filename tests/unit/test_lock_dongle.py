@@ -1,0 +1,164 @@
+"""The emulated dongle's behaviour without a transport (kd/lock/emulator.py ``Dongle``)."""
+
+import datetime
+import json
+import os
+
+import pytest
+
+from kd.errors import LockError
+from kd.formats.documents import build_sync_ticket
+from kd.formats.signing import Signer, verify_raw
+from kd.lock import protocol as P
+from kd.lock.emulator import STATE_FILE, Dongle, read_identity
+
+UTC = datetime.timezone.utc
+
+
+class HostClock:
+    """The PC clock the dongle sees, moved by the test."""
+
+    def __init__(self, ms: int = 1_800_000_000_000) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def ask(dongle, line):
+    reply = dongle.handle(line)
+    return P.parse_reply(reply.rstrip(b"\n"))
+
+
+def ticket(signer, lock_id, server_ms, hours=12, site="11003"):
+    moment = datetime.datetime.fromtimestamp(server_ms / 1000, UTC)
+    return build_sync_ticket(signer, lock_id=lock_id, site_code=site, server_time=moment,
+                             valid_until=moment + datetime.timedelta(hours=hours))
+
+
+@pytest.fixture
+def platform():
+    return Signer.generate()
+
+
+@pytest.fixture
+def clock():
+    return HostClock()
+
+
+@pytest.fixture
+def dongle(tmp_path, platform, clock):
+    return Dongle(str(tmp_path / "lock"), trust=[platform.public_key], lock_id="KL-0001", host_clock=clock)
+
+
+def test_every_command_answers(dongle, clock):
+    assert ask(dongle, b"VERSION") == P.Reply(True, ("KDLOCK", "1", "emu-1.0"))
+    assert ask(dongle, b"ID") == P.Reply(True, ("KL-0001",))
+    assert ask(dongle, b"KEY").fields == (P.b64encode(dongle.public_key),)
+    assert ask(dongle, b"TIME").fields == (str(clock.ms),)
+    assert ask(dongle, b"ECHO tok") == P.Reply(True, ("tok",))
+    assert ask(dongle, b"TICKET GET").code == P.E_NOTICKET
+    state = P.parse_state(ask(dongle, b"STATE").fields)
+    assert state == {"id": "KL-0001", "proto": "1", "fw": "emu-1.0", "time": str(clock.ms), "ticket": "0",
+                     "synced": "0", "keys": "1"}
+    nonce = os.urandom(32)
+    reply = ask(dongle, b"CHAL " + nonce.hex().encode())
+    assert reply.ok and reply.fields[0] == str(clock.ms)
+    assert verify_raw(dongle.public_key, P.challenge_message("KL-0001", nonce, clock.ms), P.b64decode(reply.fields[1]))
+    assert dongle.handle(b"") is None
+
+
+@pytest.mark.parametrize("line, code", [
+    (b"FOO", P.E_UNKNOWN), (b"id", P.E_UNKNOWN), (b"ID 1", P.E_ARG), (b"ECHO", P.E_ARG),
+    (b"CHAL 12", P.E_ARG), (b"CHAL " + b"g" * 64, P.E_ARG), (b"TICKET", P.E_ARG), (b"TICKET PUT", P.E_ARG),
+    (b"TICKET PUT !!!", P.E_ARG), (b"TICKET DROP x", P.E_ARG), (b"ID\x00", P.E_SYNTAX), (b"\xe6\x97\xb6", P.E_SYNTAX),
+    (P.TOO_LONG, P.E_TOOLONG),
+])
+def test_bad_requests_get_err(dongle, line, code):
+    reply = ask(dongle, line)
+    assert not reply.ok and reply.code == code
+
+
+def test_bad_signature_knob(dongle, clock):
+    dongle.bad_signature = True
+    nonce = os.urandom(32)
+    reply = ask(dongle, b"CHAL " + nonce.hex().encode())
+    assert not verify_raw(dongle.public_key, P.challenge_message("KL-0001", nonce, clock.ms),
+                          P.b64decode(reply.fields[1]))
+
+
+def test_clock_offset_and_drift(dongle, clock):
+    dongle.set_clock_offset(-90)
+    assert dongle.clock_ms() == clock.ms - 90_000
+    dongle.drift_ppm = 100  # 100 ppm fast: +0.36 s per hour
+    clock.ms += 3_600_000
+    assert dongle.clock_ms() == clock.ms - 90_000 + 360
+    dongle.drift_ppm = 0  # the drift so far is kept
+    clock.ms += 3_600_000
+    assert dongle.clock_ms() == clock.ms - 90_000 + 360
+
+
+def test_ticket_sets_clock_and_is_stored(dongle, platform, clock, tmp_path):
+    dongle.set_clock_offset(-600)  # ten minutes slow
+    server_ms = clock.ms + 1000
+    t = ticket(platform, "KL-0001", server_ms)
+    assert ask(dongle, b"TICKET PUT " + P.b64encode(t).encode()) == P.Reply(True, (str(server_ms),))
+    clock.ms += 5000
+    assert dongle.clock_ms() == server_ms + 5000
+    assert P.b64decode(ask(dongle, b"TICKET GET").fields[0]) == t
+    assert P.parse_state(ask(dongle, b"STATE").fields)["synced"] == str(server_ms)
+    # restarted on the same state: same identity, clock and ticket
+    again = Dongle(str(tmp_path / "lock"), host_clock=clock)
+    assert (again.lock_id, again.public_key) == (dongle.lock_id, dongle.public_key)
+    assert again.clock_ms() == server_ms + 5000
+    assert again.state.ticket == t and again.state.trusted_keys == [platform.public_key]
+
+
+def test_refused_tickets_change_nothing(dongle, platform, clock, tmp_path):
+    good = ticket(platform, "KL-0001", clock.ms)
+    assert ask(dongle, b"TICKET PUT " + P.b64encode(good).encode()).ok
+    before = (dongle.clock_ms(), dongle.state.ticket)
+    state_file = (tmp_path / "lock" / STATE_FILE).read_bytes()
+    envelope = json.loads(ticket(platform, "KL-0001", clock.ms + 60_000))
+    envelope["body"] = envelope["body"].replace("KL-0001", "KL-0002")
+    cases = [
+        (good, P.E_STALE),  # replay of the stored ticket
+        (ticket(platform, "KL-0001", clock.ms - 60_000), P.E_STALE),  # older
+        (ticket(Signer.generate(), "KL-0001", clock.ms + 60_000), P.E_TICKET),  # untrusted key
+        (ticket(platform, "KL-9999", clock.ms + 60_000), P.E_TICKET),  # another lock
+        (json.dumps(envelope).encode(), P.E_TICKET),  # tampered
+        (b'{"kind": "sync_ticket"}', P.E_TICKET),
+        (b"not json", P.E_TICKET),
+        (platform.sign_document("upload_receipt", {"lock_id": "KL-0001"}), P.E_TICKET),  # other kind
+    ]
+    for data, code in cases:
+        reply = ask(dongle, b"TICKET PUT " + P.b64encode(data).encode())
+        assert (reply.ok, reply.code) == (False, code), data[:80]
+        assert (dongle.clock_ms(), dongle.state.ticket) == before
+    too_big = P.b64encode(b"x" * (P.MAX_TICKET_BYTES + 1)).encode()
+    assert ask(dongle, b"TICKET PUT " + too_big).code in (P.E_ARG, P.E_TOOLONG)
+    assert (tmp_path / "lock" / STATE_FILE).read_bytes() == state_file
+
+
+def test_a_corrupt_or_foreign_state_is_refused_and_left_alone(tmp_path, clock):
+    folder = tmp_path / "lock"
+    Dongle(str(folder), lock_id="KL-0001", host_clock=clock)
+    with pytest.raises(LockError) as e:
+        Dongle(str(folder), lock_id="KL-0002")
+    assert "另一把模拟锁" in e.value.cause
+    (folder / STATE_FILE).write_bytes(b'{"format": "kd-lock-emulator/1", "lock_id": "KL-0001"')
+    with pytest.raises(LockError) as e:
+        Dongle(str(folder))
+    assert "状态文件损坏" in e.value.cause
+    assert (folder / STATE_FILE).read_bytes().endswith(b'"KL-0001"')
+
+
+def test_identity_file(tmp_path):
+    path = tmp_path / "dongle.json"
+    path.write_text(json.dumps({"lock_id": "KDLOCK-11003-01", "seed": "11" * 32, "public_key": "x"}))
+    assert read_identity(str(path)) == ("KDLOCK-11003-01", b"\x11" * 32)
+    d = Dongle(str(tmp_path / "lock"), lock_id="KDLOCK-11003-01", seed=b"\x11" * 32)
+    assert d.public_key == Signer(b"\x11" * 32).public_key
+    path.write_text(json.dumps({"lock_id": "bad id", "seed": "11" * 32}))
+    with pytest.raises(ValueError):
+        read_identity(str(path))
