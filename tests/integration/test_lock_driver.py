@@ -311,7 +311,7 @@ def test_emulator_command_line(tmp_path, hub, mode):
     proc = subprocess.Popen(
         [sys.executable, "-m", "kd.lock.emulator", "--state", str(tmp_path / "state"), "--lock-id", "KL-CLI1",
          "--clock-offset", "-120"] + where,
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     out = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True).start()
