@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import requests
 
-from kd.errors import PlatformRefused, PlatformUnreachable, UserError
+from kd.errors import PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.formats import documents
 from kd.formats.package import SitePackage, load_package
 from kd.formats.signing import TrustedKeys
@@ -357,7 +357,11 @@ class PlatformClient:
         """
         folder = folder or self.download_dir or tempfile.gettempdir()
         os.makedirs(folder, exist_ok=True)
-        final = self._with_retries("package", lambda: self._fetch_package(folder))
+        try:
+            final = self._with_retries("package", lambda: self._fetch_package(folder))
+        except OSError as e:
+            raise StoreError(f"无法保存下载的考场数据包（{folder}）", "请检查磁盘空间和写入权限后重试。",
+                             detail=repr(e)) from e
         try:
             package = load_package(final, self.trusted, self.site_code, loaded_publish_time)
         except BaseException:
@@ -367,7 +371,8 @@ class PlatformClient:
 
     def _fetch_package(self, folder: str) -> str:
         op = "package"
-        resp = self._send("GET", "/site/package", op, stream=True)
+        # identity: the byte count and hash are checked against the bytes as sent
+        resp = self._send("GET", "/site/package", op, stream=True, headers={"Accept-Encoding": "identity"})
         part = os.path.join(folder, "package-{}.part".format(secrets.token_hex(6)))
         try:
             announced = resp.headers.get("Content-Length")
@@ -474,7 +479,11 @@ class PlatformClient:
         """
         op = "upload"
         file_id = file_id or os.path.basename(path)
-        size, sha = _hash_file(path)
+        try:
+            size, sha = _hash_file(path)
+        except OSError as e:
+            raise UserError(f"无法读取要上报的文件：{path}", "请确认文件存在且未被其他程序占用后重试。",
+                            detail=repr(e)) from e
         tries = (self.retries + 1) if attempts is None else max(1, attempts)
 
         def once() -> documents.UploadReceipt:

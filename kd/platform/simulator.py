@@ -155,7 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ApiError as e:
                 body = {"error": {"code": e.code, "message": e.message}}
                 body.update(e.extra)
-                self._send_json(e.status, body)
+                retry = {"Retry-After": str(e.extra["retry_after"])} if "retry_after" in e.extra else None
+                self._send_json(e.status, body, retry)
         except _Cut:
             entry["fault"] = "cut"
             self.close_connection = True

@@ -127,7 +127,9 @@ def test_upload_whose_bytes_do_not_match_is_discarded(sim, http):
 def test_faults_and_inspection_over_http(sim):
     r = requests.post(sim.url + "/_sim/faults", json={"refuse": 503}, timeout=T)
     assert r.json()["refuse"] == 503
-    assert requests.get(sim.url + "/api/v1/ping", timeout=T).status_code == 503
+    refused = requests.get(sim.url + "/api/v1/ping", timeout=T)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert "监控平台" in refused.json()["error"]["message"]
     assert requests.get(sim.url + "/_sim/received", timeout=T).status_code == 200  # never faulted
     assert requests.post(sim.url + "/_sim/faults", json={"refuse": 42}, timeout=T).status_code == 400
     requests.post(sim.url + "/_sim/faults", json={}, timeout=T)
