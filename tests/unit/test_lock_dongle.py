@@ -162,3 +162,16 @@ def test_identity_file(tmp_path):
     path.write_text(json.dumps({"lock_id": "bad id", "seed": "11" * 32}))
     with pytest.raises(ValueError):
         read_identity(str(path))
+
+
+def test_the_documented_challenge_test_vector(tmp_path):
+    """docs/lock-protocol.md §4: a compatible dongle must give exactly these answers."""
+    d = Dongle(str(tmp_path / "v"), lock_id="KDLOCK-11003-01", seed=bytes(range(32)),
+               host_clock=lambda: 1781226000000)
+    assert d.handle(b"KEY") == b"OK A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\n"
+    nonce = bytes(range(100, 132))
+    assert d.handle(b"CHAL " + nonce.hex().encode()) == (
+        b"OK 1781226000000 sR9d1lr1cZzjyWkDk/m5WCPOv74gtHi7/OiEiatn+ikhdS4TfNW47jl7jIqWOGdqym7ROjzCebiO+1Wt/dTyBw==\n")
+    assert P.challenge_message("KDLOCK-11003-01", nonce, 1781226000000).hex() == (
+        "6b616f6469616e2d6c6f636b2d6368616c6c656e67652d7631" "00" "4b444c4f434b2d31313030332d3031" "00"
+        + nonce.hex() + "00" + "31373831323236303030303030")
