@@ -188,15 +188,18 @@ class UploadStore:
         Bytes already appended stay when ``read`` raises (a dropped connection), so the
         client can resume from the new offset.
         """
-        with open(self.data_path(upload_id), "ab") as f:
+        # unbuffered: every block is in the file (and its size) before the next read, so a
+        # client resuming after a cut connection is told the true offset at once
+        with open(self.data_path(upload_id), "ab", buffering=0) as f:
             try:
                 while True:
                     data = read()
                     if not data:
                         break
-                    f.write(data)
+                    view = memoryview(data)
+                    while view:  # a raw file may take less than asked
+                        view = view[f.write(view):]
             finally:
-                f.flush()
                 os.fsync(f.fileno())
         return self.offset(upload_id)
 

@@ -197,14 +197,15 @@ def test_report_recorded_once_per_key(sim, client):
 
 def test_report_whose_answer_was_lost_is_retried_and_recorded_once(sim, client):
     stamp = "2026-06-13T09:00:00+08:00"
-    client.post_report("session_started", {"rooms": 3}, new_report_key(), session_id="1", created_at=stamp)
+    client.post_report("session_ended", {"rooms": 3}, new_report_key(), session_id="1", created_at=stamp)
     body_bytes = api_requests(sim, "/reports")[-1]["in"]
-    # cut the connection 5 bytes into the answer: the platform recorded it, the client never heard
+    # the same body with another key has the same size: cut the connection 5 bytes into
+    # the answer, so the platform recorded the report but the client never heard
     sim.faults.set(drop_after=body_bytes + 5, drop_count=1)
     key = new_report_key()
     answer = client.post_report("session_ended", {"rooms": 3}, key, session_id="1", created_at=stamp)
     assert answer["duplicate"] is True  # the retry found the first delivery
-    sends = [r for r in api_requests(sim, "/reports")][-2:]
+    sends = api_requests(sim, "/reports")[-2:]
     assert [r.get("fault") for r in sends] == ["cut", None]
     kinds = [(r["idempotency_key"], r["report"]["kind"]) for r in sim.received()["reports"]]
     assert kinds.count((key, "session_ended")) == 1
