@@ -339,8 +339,13 @@ class LockDriver:
             raise
         info = LockInfo(url, lock_id, key, P.PROTOCOL_VERSION, version[2] if len(version) > 2 else "")
         with self._state:
-            self._link, self.info = link, info
-            self._state.notify_all()
+            stopped = self._stopping.is_set()
+            if not stopped:
+                self._link, self.info = link, info
+                self._state.notify_all()
+        if stopped:  # stop() came while probing: do not leave a link behind
+            link.close()
+            raise LockDisconnected(detail="driver stopped while attaching {}".format(url))
         log.info("dongle %s attached on %s (firmware %s)", lock_id, url, info.firmware)
         self._publish(EVENT_ATTACHED, lock_id=lock_id, url=url)
         return info

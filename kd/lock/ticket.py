@@ -49,6 +49,8 @@ def check_ticket_for_dongle(ticket: bytes, trusted_keys: List[bytes], lock_id: s
     except FormatError as e:
         log.info("sync ticket refused: %s (%s)", e.cause, e.detail)
         raise ValueError("invalid ticket (signature or fields)") from None
+    except OverflowError:  # a signed time near year 1 or 9999
+        raise ValueError("ticket times out of range") from None
     if doc.lock_id != lock_id:
         raise ValueError("ticket is for another lock")
     if doc.valid_until <= doc.server_time:
