@@ -85,9 +85,11 @@ class Gate:
 
 def _read_db_doc(data_dir: str, parts: Any, table: str, key: str) -> Optional[dict]:
     path = os.path.join(data_dir, *parts)
-    if not os.path.exists(path) and not os.path.exists(path + ".prev"):
+    from kd.store.atomic import store_exists  # noqa: PLC0415
+    from kd.store.database import Database  # noqa: PLC0415
+
+    if not store_exists(path):
         return None
-    from kd.store.database import Database  # noqa: PLC0415 - only when a DB exists
 
     db = Database.open(path)
     try:
