@@ -22,17 +22,9 @@ import sys
 from typing import Callable, List, Optional
 
 from kd.platform.simdata import SimData
+from kd.store.fsutil import write_file_durably
 
 WHATS = ("package", "authorization", "verification")
-
-
-def _write(path: str, data: bytes) -> None:
-    part = path + ".part"
-    with open(part, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
 
 
 def write_offline_files(data: SimData, out: str, whats: List[str], sessions: Optional[List[str]] = None,
@@ -54,7 +46,7 @@ def write_offline_files(data: SimData, out: str, whats: List[str], sessions: Opt
 
     def put(name: str, payload: bytes, label: str) -> None:
         path = os.path.join(out, name)
-        _write(path, payload)
+        write_file_durably(path, payload)
         written.append(path)
         say("{}  {}  ({} 字节)".format(label, path, len(payload)))
 

@@ -27,6 +27,7 @@ from kd.formats.package import build_package
 from kd.formats.signing import Signer, key_id_of
 from kd.formats.timeutil import CST, format_time, parse_time
 from kd.platform import demo
+from kd.store.fsutil import write_file_durably
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,7 @@ def read_public_key(path: str) -> bytes:
 
 
 def _write_text(path: str, text: str, private: bool = False) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    if private:
-        os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_file_durably(path, text.encode("utf-8"), 0o600 if private else None)
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -177,12 +171,7 @@ class SimData:
                 size = int(self.config.get("room_kb", 1024)) * 1024
                 rooms = {room["code"]: demo.room_file(self.site, room["code"], size) for room in self.site["rooms"]}
                 data = build_package(self.signer, self.manifest(), rooms)
-                tmp = path + ".tmp"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                write_file_durably(path, data)
                 log.info("built site package %s (%d bytes)", path, len(data))
             with open(path, "rb") as f:
                 self._package = f.read()

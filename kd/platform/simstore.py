@@ -20,6 +20,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from kd.formats.signing import canonical_json
+from kd.store.fsutil import write_file_durably
 
 
 def _append_line(path: str, obj: Dict[str, Any]) -> None:
@@ -46,12 +47,7 @@ def _read_lines(path: str) -> List[Dict[str, Any]]:
 
 
 def _write_json(path: str, obj: Dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, sort_keys=True, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_durably(path, json.dumps(obj, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8"))
 
 
 class ReportLog:

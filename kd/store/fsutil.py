@@ -12,6 +12,7 @@
 import logging
 import os
 import time
+from typing import Optional
 
 from kd.errors import StoreBusyError
 
@@ -56,8 +57,11 @@ def replace(src: str, dst: str, retry_seconds: float = REPLACE_RETRY_SECONDS) ->
             time.sleep(_RETRY_STEP)
 
 
-def write_file_durably(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
+def write_file_durably(path: str, data: bytes, mode: Optional[int] = None) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content.
+
+    ``mode`` (e.g. ``0o600`` for a private key) is set before the file takes its name.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
@@ -65,6 +69,8 @@ def write_file_durably(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
