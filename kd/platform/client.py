@@ -33,11 +33,11 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import requests
 
-from kd.errors import PlatformRefused, PlatformUnreachable, StoreError, UserError
+from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.formats import documents
 from kd.formats.package import SitePackage, load_package
 from kd.formats.signing import TrustedKeys
-from kd.formats.timeutil import CST
+from kd.formats.timeutil import CST, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,17 @@ class PlatformClient:
         except requests.exceptions.RequestException as e:
             log.debug("platform probe failed: %s", e)
             return False
+
+    def server_time(self, timeout: Tuple[float, float] = (2.0, 3.0)) -> Optional[datetime.datetime]:
+        """The platform's clock from its ping (for the 封场检测 clock check); None when unreachable."""
+        try:
+            resp = self.http.get(self._url("/ping"), timeout=timeout, allow_redirects=False)
+            body = resp.json() if resp.status_code == 200 else {}
+            resp.close()
+            return parse_time(str(body.get("server_time", "")), "server_time")
+        except (requests.exceptions.RequestException, ValueError, FormatError, AttributeError) as e:
+            log.debug("platform time unavailable: %s", e)
+            return None
 
     # -- downloads -------------------------------------------------------------------
 

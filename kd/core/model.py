@@ -1,0 +1,60 @@
+"""The core's data model: which DB holds what, under which table and key, in which shape.
+
+This is the contract between the chapter services (one module per manual chapter) and
+with ``kd/lock/gate.py`` (which reads ``settings/site`` and ``package/manifest``). All
+times are ISO 8601 strings with offset (``kd.formats.timeutil.format_time``). Keys of
+composite records are ``"<room>|<session>"`` (``rs_key``).
+
+settings DB (``ctx.stores.settings``)
+  settings/site        {"site_code", "mode": "formal"|"mock", "configured_at",
+                        "platform_url", "trusted_keys": [base64 Ed25519 public keys]}
+  accounts/<user>      {"user", "salt", "iterations", "hash", "must_change": bool,
+                        "failures": int, "locked_until": time|None, "changed_at"}
+
+exam DB (``ctx.stores.exam``): the loaded site package
+  package/manifest     the verified manifest as ``SitePackage.manifest`` (with
+                        "candidates"); its "lock" names the site's dongle
+  package/meta         {"publish_time", "loaded_at", "source": "online"|"manual",
+                        "verified_at", "zip_sha256", "manifest_sha256"}
+  Room data files live in ``DATA/rooms/<room>.dat`` (verified when extracted).
+
+runtime DB (``ctx.stores.runtime``)
+  rooms/<room>         {"code", "reg_code", "ip": str|None, "token": str|None,
+                        "registered_at", "data_sha256", "data_imported_at", "note"}
+  sessions/<session>   {"id", "authorized_at", "authorization_source", "authorization"
+                        (base64 of the .PTQ bytes), "verified_at", "verification_source",
+                        "verification" (base64 .KDV), "lock_clock_skew_s",
+                        "started_reported_at", "ended_reported_at"}
+  room_sessions/<room|session>
+                       {"room", "session", "started_at", "ended_at",
+                        "result": {"sha256", "size", "received_at", "source": "lan"|"manual",
+                                   "counts": {...}} | None,
+                        "upload": {"receipt" (base64), "uploaded_at"} | None}
+  outbox/<id>          {"id", "kind", "data", "key", "session_id", "room_code",
+                        "created_at", "state": "pending"|"sent", "tries", "last_error",
+                        "next_try_at", "sent_at"}
+  checks/seal          the last 封场检测 result (items, passed, checked_at, reported)
+  checks/external      the last 外部存储备份 (folder, files, verified_at)
+"""
+
+# DB tables and fixed keys
+SETTINGS, SITE = "settings", "site"
+ACCOUNTS = "accounts"
+PACKAGE, MANIFEST, PACKAGE_META = "package", "manifest", "meta"
+ROOMS = "rooms"
+SESSIONS = "sessions"
+ROOM_SESSIONS = "room_sessions"
+OUTBOX = "outbox"
+CHECKS, SEAL, EXTERNAL = "checks", "seal", "external"
+
+# exam modes (参数设置)
+FORMAL, MOCK = "formal", "mock"
+MODE_LABELS = {FORMAL: "正式考试", MOCK: "模拟考试"}
+
+#: the LAN port of the site server (screens.md: 端口: 9190)
+LAN_PORT = 9190
+
+
+def rs_key(room: str, session: str) -> str:
+    """The key of a room's record for one session."""
+    return "{}|{}".format(room, session)

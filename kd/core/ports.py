@@ -1,0 +1,86 @@
+"""What the core needs from the outside world, as small interfaces ``kd/app.py`` fills in.
+
+The core never imports ``kd.platform``, ``kd.lock``, ``kd.lan`` or tkinter. It talks to:
+
+- ``Platform``: the monitoring platform (``kd.platform.client.PlatformClient`` satisfies
+  it as it is). Methods raise ``PlatformUnreachable`` / ``PlatformRefused`` /
+  ``FormatError`` (all ``UserError``).
+- ``Dongle``: the exam dongle (``kd.app.DongleAdapter`` over ``kd.lock.driver``).
+  Methods raise ``LockError`` (a ``UserError``) when it is missing or not answering.
+- ``Lan``: the proctor LAN service, for the seal check and the status bar
+  (``kd.lan.server`` once it exists; ``None`` before).
+
+Tests wire the real adapters (the platform simulator over HTTP, the dongle emulator
+over ``socket://``), never mocks.
+"""
+
+import datetime
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+from kd.formats.documents import AuthorizationVerification, SessionAuthorization, UploadReceipt
+from kd.formats.package import SitePackage
+
+try:  # Python 3.8 has typing.Protocol; keep the import explicit for readers
+    from typing import Protocol
+except ImportError:  # pragma: no cover - Python < 3.8 is not supported
+    Protocol = object  # type: ignore
+
+
+class Downloaded(NamedTuple):
+    """A downloaded, verified site package and the file it lives in."""
+
+    path: str
+    package: SitePackage
+
+
+class Platform(Protocol):
+    def probe(self) -> bool: ...
+
+    def server_time(self) -> Optional[datetime.datetime]: ...
+
+    def download_package(self, folder: Optional[str] = None,
+                         loaded_publish_time: Optional[str] = None) -> Downloaded: ...
+
+    def download_authorization(self, session_id: str) -> SessionAuthorization: ...
+
+    def download_verification(self, session_id: str, lock_id: Optional[str] = None) -> AuthorizationVerification: ...
+
+    def post_report(self, kind: str, data: Dict[str, Any], key: str, *, session_id: Optional[str] = None,
+                    room_code: Optional[str] = None, created_at: Optional[str] = None) -> Dict[str, Any]: ...
+
+    def upload_result(self, path: str, *, session_id: str, room_code: str, file_id: Optional[str] = None,
+                      progress: Optional[Callable[[int, int], None]] = None) -> UploadReceipt: ...
+
+
+class DongleSignature(NamedTuple):
+    """The dongle's signature over a 32-byte digest, with the clock it signed."""
+
+    lock_id: str
+    clock_ms: int
+    signature: bytes
+
+
+class Dongle(Protocol):
+    def attached(self) -> bool: ...
+
+    def lock_id(self) -> Optional[str]: ...
+
+    def verify(self, lock_id: str, public_key: bytes) -> int:
+        """Check that the attached dongle is this one; return its signed clock (ms since epoch)."""
+
+    def get_ticket(self) -> Optional[bytes]: ...
+
+    def sign(self, digest: bytes) -> DongleSignature:
+        """Have the dongle sign a 32-byte digest (KDINFO, .bak)."""
+
+    def check_signature(self, public_key: bytes, digest: bytes, sig: DongleSignature) -> bool: ...
+
+
+class Lan(Protocol):
+    def listening(self) -> bool: ...
+
+    def address(self) -> str: ...
+
+    def port(self) -> int: ...
+
+    def disconnect_room(self, room_code: str) -> None: ...

@@ -1,0 +1,1 @@
+"""Shared test environments built from the real parts."""
