@@ -20,7 +20,7 @@ import threading
 from typing import List, Optional
 
 import kd
-from kd import paths
+from kd import cli, paths
 from kd.errors import UserError
 from kd.lock import sync as lock_sync
 from kd.lock.gate import open_gate
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="机考锁端口，如 COM3、socket://127.0.0.1:7700（默认：环境变量 KD_LOCK_URL 或自动检测）")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     lock_sync.add_parser(commands)
+    cli.add_parsers(commands)
     return parser
 
 
@@ -90,6 +91,8 @@ def run(opts: argparse.Namespace) -> int:
             log.info("data dir %s", data_dir)
             if opts.command == "sync-lock":
                 return lock_sync.run_cli(opts, opts.lock)
+            if cli.handler_of(opts) is not None:
+                return cli.run(opts, data_dir)
             if opts.headless or opts.command is None:
                 gate = open_gate(data_dir, opts.lock)  # LockGateError (exit 4) without the site's dongle
                 try:
