@@ -31,8 +31,9 @@ runtime DB (``ctx.stores.runtime``)
                                    "counts": {...}} | None,
                         "upload": {"receipt" (base64), "uploaded_at"} | None}
   outbox/<id>          {"id", "kind", "data", "key", "session_id", "room_code",
-                        "created_at", "state": "pending"|"sent", "tries", "last_error",
-                        "next_try_at", "sent_at"}
+                        "created_at", "state": "pending"|"sent"|"failed", "tries", "last_error",
+                        "next_try_at", "sent_at", "failed_at", "report_id"} (kd/core/outbox.py;
+                        failed = refused with a 4xx, the message in last_error)
   checks/seal          the last 封场检测 result (items, passed, checked_at, reported)
   checks/external      the last 外部存储备份 (folder, files, verified_at)
 """
