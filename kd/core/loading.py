@@ -1,0 +1,375 @@
+"""导入考务 (manual §3.1): load the site package online or from a ``.zip``, and show it.
+
+``LoadingService(ctx)``:
+
+- ``load_online(actor)``: download the site package from the platform (the client
+  verifies it: signature, site code, rollback against the loaded publish time, members)
+  and install it. When the platform is unreachable or refuses, the ``PlatformError``
+  tells the user to 手工导入 the ``.zip`` (the UI then opens the import dialog).
+- ``import_zip(path, actor)``: the same from a file the user chose (``load_package``
+  with ``ctx.trusted``, the site code and the loaded publish time).
+- ``snapshot()``: the table of §3.1 (考场代码 | 场次数 | 数据载入时间 | 是否通过校验 |
+  校验通过的时间) with the footer (考场数据包发布时间, load time, 校验通过 time).
+- ``rooms()``, ``sessions()``, ``room_detail(code)`` (查看: sessions, candidates with
+  seats), ``print_door_sheet(room, session)`` (门贴座次表: printable HTML file path).
+
+Installing is one step: the package is fully verified before anything is written; the
+room files are extracted (and re-verified) into a staging folder that replaces
+``DATA/rooms`` as a whole; then the exam DB (``package/manifest``, ``package/meta``)
+and the runtime DB (``rooms``, ``sessions``, ``room_sessions``) are written, each in one
+transaction. If a later step fails, the earlier ones are put back, so a bad package or a
+failed write changes nothing. Registration codes (8 capital letters from ``secrets``)
+are made for new rooms; rooms that still exist in a newer package keep their code and
+registration; rooms that are gone are dropped.
+"""
+
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import string
+from typing import Any, Dict, List, Optional
+
+from kd.core import model
+from kd.core.context import Context
+from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
+from kd.formats.package import ROOM_SUFFIX, SitePackage, load_package, room_member_name
+from kd.formats.timeutil import format_time
+
+log = logging.getLogger(__name__)
+
+REG_CODE_LETTERS = string.ascii_uppercase
+REG_CODE_LENGTH = 8
+ROOMS_DIR = "rooms"
+DOWNLOADS_DIR = "downloads"
+MANUAL_REMEDY = "请点击“手工导入”，选择监控平台提供的考场数据包文件（.zip）。"
+
+COLUMNS = ["考场代码", "场次数", "数据载入时间", "是否通过校验", "校验通过的时间"]
+
+
+class NotLoaded(UserError):
+    """No site package is loaded yet (导入考务 not done)."""
+
+
+def new_reg_code() -> str:
+    """A registration code: 8 capital letters from ``secrets`` (e.g. ``FBLDUFBO``)."""
+    return "".join(secrets.choice(REG_CODE_LETTERS) for _ in range(REG_CODE_LENGTH))
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def not_loaded() -> NotLoaded:
+    return NotLoaded("尚未导入考务（考场数据包未载入）。",
+                     "请先在“导入考务”中点击“载入”，或手工导入考场数据包（.zip）。")
+
+
+class LoadingService:
+    """导入考务: load, verify and install the site package; its tables and printouts."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def rooms_dir(self) -> str:
+        return os.path.join(self.ctx.data_dir, ROOMS_DIR)
+
+    def room_file_path(self, room_code: str) -> str:
+        """Where the room's verified data file lives (``DATA/rooms/<room>.dat``)."""
+        return os.path.join(self.rooms_dir, room_code + ROOM_SUFFIX)
+
+    # -- loading -----------------------------------------------------------------------
+    def _site_code(self) -> str:
+        code = self.ctx.site_code()
+        if not code:
+            raise UserError("尚未设置考点代码。", "请先登录并在“系统设置”中填写考点代码。")
+        return code
+
+    def _loaded_publish_time(self) -> Optional[str]:
+        meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META)
+        return meta.get("publish_time") if meta else None
+
+    def load_online(self, actor: str) -> Dict[str, Any]:
+        """Download the site package from the platform and install it; returns ``snapshot()``.
+
+        Raises ``PlatformUnreachable`` / ``PlatformRefused`` (remedy: 手工导入 the .zip),
+        ``FormatError`` (bad, foreign or older package), ``StoreError``. Nothing changes
+        on failure.
+        """
+        self._site_code()
+        platform = self.ctx.platform_or_raise("“手工导入”导入考场数据包文件（.zip）")
+        folder = os.path.join(self.ctx.data_dir, DOWNLOADS_DIR)
+        os.makedirs(folder, exist_ok=True)
+        with self.ctx.lock:
+            loaded = self._loaded_publish_time()
+        try:
+            downloaded = platform.download_package(folder, loaded)
+        except (PlatformUnreachable, PlatformRefused) as e:
+            log.warning("online load failed: %s (%s)", e.cause, e.detail)
+            raise type(e)("从监控平台载入考场数据失败：" + e.cause, MANUAL_REMEDY, detail=e.detail) from e
+        try:
+            with self.ctx.lock:
+                self._install(downloaded.package, downloaded.path, "online", actor)
+        finally:
+            try:
+                os.remove(downloaded.path)
+            except OSError:
+                log.warning("could not remove the downloaded package %s", downloaded.path)
+        return self.snapshot()
+
+    def import_zip(self, path: str, actor: str) -> Dict[str, Any]:
+        """手工导入: verify and install the site package file ``path``; returns ``snapshot()``.
+
+        Raises ``FormatError`` (missing, unreadable, bad signature, other site, older than
+        the loaded package, damaged members), ``StoreError``. Nothing changes on failure.
+        """
+        site_code = self._site_code()
+        if not os.path.isfile(path):
+            raise FormatError("找不到考场数据包文件：{}".format(path), "请选择监控平台提供的考场数据包文件（.zip）。")
+        with self.ctx.lock:
+            package = load_package(path, self.ctx.trusted, site_code, self._loaded_publish_time())
+            self._install(package, path, "manual", actor)
+        return self.snapshot()
+
+    def _install(self, package: SitePackage, zip_path: str, source: str, actor: str) -> None:
+        """Install a verified package in one step (see the module docstring). Under ``ctx.lock``."""
+        ctx = self.ctx
+        verified_at = format_time(ctx.now())
+        try:
+            zip_sha = _sha256_file(zip_path)
+        except OSError as e:
+            raise StoreError("无法读取考场数据包文件：{}".format(zip_path), "请检查文件后重试。", detail=repr(e)) from e
+        staging = self.rooms_dir + ".new-" + secrets.token_hex(4)
+        try:
+            package.extract_rooms(staging)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError("无法写入考场数据文件（{}）。".format(self.rooms_dir), "请检查磁盘空间和写入权限后重试。",
+                             detail=repr(e)) from e
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        loaded_at = format_time(ctx.now())
+        old_dir = self._swap_rooms_dir(staging)
+        exam, runtime = ctx.stores.exam, ctx.stores.runtime
+        old_exam = {key: exam.get(model.PACKAGE, key) for key in (model.MANIFEST, model.PACKAGE_META)}
+        meta = {"publish_time": package.publish_time, "loaded_at": loaded_at, "source": source,
+                "verified_at": verified_at, "zip_sha256": zip_sha, "manifest_sha256": package.manifest_sha256}
+        rooms, sessions, room_sessions = self._runtime_records(package)
+        exam_written = False
+        try:
+            with exam.transaction():
+                exam.put(model.PACKAGE, model.MANIFEST, package.manifest)
+                exam.put(model.PACKAGE, model.PACKAGE_META, meta)
+            exam_written = True
+            with runtime.transaction():
+                runtime.replace_table(model.ROOMS, rooms)
+                runtime.replace_table(model.SESSIONS, sessions)
+                runtime.replace_table(model.ROOM_SESSIONS, room_sessions)
+        except BaseException:
+            log.exception("installing the site package failed; putting the previous state back")
+            if exam_written:
+                with exam.transaction():
+                    for key, doc in old_exam.items():
+                        if doc is None:
+                            exam.delete(model.PACKAGE, key)
+                        else:
+                            exam.put(model.PACKAGE, key, doc)
+            self._unswap_rooms_dir(staging, old_dir)
+            raise
+        if old_dir is not None:
+            shutil.rmtree(old_dir, ignore_errors=True)
+        ctx.record(actor, "package_loaded", source=source, site_code=package.site_code,
+                   publish_time=package.publish_time, manifest_sha256=package.manifest_sha256,
+                   zip_sha256=zip_sha, rooms=len(package.rooms), sessions=len(package.sessions),
+                   candidates=len(package.candidates))
+
+    def _swap_rooms_dir(self, staging: str) -> Optional[str]:
+        """Put ``staging`` in place of ``DATA/rooms``; the old folder's new name (or None)."""
+        old = None
+        try:
+            if os.path.isdir(self.rooms_dir):
+                old = self.rooms_dir + ".old-" + secrets.token_hex(4)
+                os.replace(self.rooms_dir, old)
+            os.replace(staging, self.rooms_dir)
+        except OSError as e:
+            if old is not None and not os.path.exists(self.rooms_dir):
+                os.replace(old, self.rooms_dir)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StoreError("无法替换考场数据文件夹（{}）。".format(self.rooms_dir),
+                             "请关闭正在使用考场数据文件的程序（如杀毒软件、资源管理器窗口）后重试。",
+                             detail=repr(e)) from e
+        return old
+
+    def _unswap_rooms_dir(self, staging: str, old: Optional[str]) -> None:
+        try:
+            os.replace(self.rooms_dir, staging)
+            if old is not None:
+                os.replace(old, self.rooms_dir)
+        except OSError:
+            log.exception("could not put the previous room folder back (%s)", old)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def _runtime_records(self, package: SitePackage) -> Any:
+        """New ``rooms``, ``sessions`` and ``room_sessions`` tables for ``package``.
+
+        Existing records of rooms and sessions that are still in the package are kept
+        (registration, authorization, progress); new ones start empty.
+        """
+        runtime = self.ctx.stores.runtime
+        old_rooms = {doc["code"]: doc for doc in runtime.all(model.ROOMS)}
+        old_sessions = {doc["id"]: doc for doc in runtime.all(model.SESSIONS)}
+        old_rs = {model.rs_key(doc["room"], doc["session"]): doc for doc in runtime.all(model.ROOM_SESSIONS)}
+        rooms: Dict[str, Dict[str, Any]] = {}
+        used = {doc.get("reg_code") for doc in old_rooms.values()}
+        for code in package.room_codes:
+            doc = old_rooms.get(code)
+            if doc is None:
+                reg = new_reg_code()
+                while reg in used:
+                    reg = new_reg_code()
+                used.add(reg)
+                doc = {"code": code, "reg_code": reg, "ip": None, "token": None, "registered_at": None,
+                       "data_sha256": None, "data_imported_at": None, "note": ""}
+            rooms[code] = doc
+        sessions: Dict[str, Dict[str, Any]] = {}
+        for session in package.sessions:
+            sid = session["id"]
+            doc = old_sessions.get(sid)
+            if doc is None:
+                doc = {"id": sid, "authorized_at": None, "authorization_source": None, "authorization": None,
+                       "verified_at": None, "verification_source": None, "verification": None,
+                       "lock_clock_skew_s": None, "started_reported_at": None, "ended_reported_at": None}
+            sessions[sid] = doc
+        room_sessions: Dict[str, Dict[str, Any]] = {}
+        pairs = sorted({(c["room"], c["session"]) for c in package.candidates})
+        for room, sid in pairs:
+            key = model.rs_key(room, sid)
+            room_sessions[key] = old_rs.get(key) or {"room": room, "session": sid, "started_at": None,
+                                                     "ended_at": None, "result": None, "upload": None}
+        for key, doc in old_rs.items():
+            if key not in room_sessions and doc.get("result"):
+                log.warning("keeping the result record %s of a room/session no longer in the package", key)
+                room_sessions[key] = doc
+        return rooms, sessions, room_sessions
+
+    # -- reading -----------------------------------------------------------------------
+    def manifest(self) -> Dict[str, Any]:
+        """The loaded manifest; ``NotLoaded`` before 导入考务."""
+        manifest = self.ctx.manifest()
+        if manifest is None:
+            raise not_loaded()
+        return manifest
+
+    def meta(self) -> Optional[Dict[str, Any]]:
+        return self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META)
+
+    def loaded(self) -> bool:
+        return self.meta() is not None
+
+    def rooms(self) -> List[Dict[str, Any]]:
+        """The package's rooms (``code``, ``name``, ...), or [] before loading."""
+        manifest = self.ctx.manifest()
+        return list(manifest["rooms"]) if manifest else []
+
+    def sessions(self) -> List[Dict[str, Any]]:
+        """The package's sessions (``id``, ``name``, ``start``, ``duration_min``, ``subjects``), or []."""
+        manifest = self.ctx.manifest()
+        return list(manifest["sessions"]) if manifest else []
+
+    def session(self, session_id: str) -> Dict[str, Any]:
+        for session in self.sessions():
+            if session["id"] == session_id:
+                return session
+        raise UserError("没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
+
+    def room_data_sha256(self, room_code: str) -> Optional[str]:
+        """The signed SHA-256 of a room's data file in the loaded package (None if unknown)."""
+        manifest = self.ctx.manifest()
+        if not manifest:
+            return None
+        for entry in manifest.get("members", []):
+            if entry["name"] == room_member_name(room_code):
+                return entry["sha256"]
+        return None
+
+    def _room_verified(self, manifest: Dict[str, Any], code: str) -> bool:
+        """The room file is in place with its signed size (hashes were checked when written)."""
+        name = room_member_name(code)
+        for entry in manifest.get("members", []):
+            if entry["name"] == name:
+                try:
+                    return os.path.getsize(self.room_file_path(code)) == entry["size"]
+                except OSError:
+                    return False
+        return False
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The §3.1 table and footer as plain JSON."""
+        with self.ctx.lock:
+            manifest = self.ctx.manifest()
+            meta = self.meta()
+        if not manifest or not meta:
+            return {"loaded": False, "columns": COLUMNS, "rooms": [], "publish_time": None, "loaded_at": None,
+                    "verified_at": None, "source": None, "exam_name": None, "site_code": self.ctx.site_code()}
+        counts: Dict[str, set] = {}
+        for cand in manifest["candidates"]:
+            counts.setdefault(cand["room"], set()).add(cand["session"])
+        rows = []
+        for room in manifest["rooms"]:
+            code = room["code"]
+            ok = self._room_verified(manifest, code)
+            rows.append({"code": code, "name": room.get("name", ""), "session_count": len(counts.get(code, ())),
+                         "loaded_at": meta["loaded_at"], "verified": ok,
+                         "verified_at": meta["verified_at"] if ok else None})
+        return {"loaded": True, "columns": COLUMNS, "rooms": rows, "site_code": manifest["site_code"],
+                "exam_name": manifest["exam_name"], "publish_time": meta["publish_time"],
+                "loaded_at": meta["loaded_at"], "verified_at": meta["verified_at"], "source": meta["source"],
+                "manifest_sha256": meta["manifest_sha256"]}
+
+    def room_detail(self, room_code: str) -> Dict[str, Any]:
+        """查看: the room's sessions with their candidates (by seat). ``UserError`` for an unknown room."""
+        manifest = self.manifest()
+        room = next((r for r in manifest["rooms"] if r["code"] == room_code), None)
+        if room is None:
+            raise UserError("考场数据包中没有考场 {}。".format(room_code), "请从考场列表中选择考场。")
+        subjects = {s["code"]: s["name"] for s in manifest["subjects"]}
+        sessions = []
+        for session in manifest["sessions"]:
+            cands = sorted((c for c in manifest["candidates"]
+                            if c["room"] == room_code and c["session"] == session["id"]), key=lambda c: c["seat"])
+            if not cands:
+                continue
+            sessions.append({
+                "id": session["id"], "name": session["name"], "start": session["start"],
+                "duration_min": session["duration_min"],
+                "candidates": [{"seat": c["seat"], "ticket": c["ticket"], "name": c["name"],
+                                "subject": c.get("subject"), "subject_name": subjects.get(c.get("subject"), "")}
+                               for c in cands],
+            })
+        return {"code": room_code, "name": room.get("name", ""), "seats": room.get("seats"),
+                "exam_name": manifest["exam_name"], "site_code": manifest["site_code"], "sessions": sessions}
+
+    def print_door_sheet(self, room_code: str, session_id: Optional[str] = None) -> str:
+        """门贴座次表 of a room (one session, or every session of the room) as an HTML file; its path.
+
+        The UI opens the path with ``webbrowser``. Raises ``UserError`` for an unknown
+        room or session, ``StoreError`` when the file cannot be written.
+        """
+        from kd.core import printing  # noqa: PLC0415 - only needed when printing
+
+        detail = self.room_detail(room_code)
+        if session_id is not None:
+            detail["sessions"] = [s for s in detail["sessions"] if s["id"] == session_id]
+            if not detail["sessions"]:
+                raise UserError("考场 {} 在场次 {} 没有考生。".format(room_code, session_id), "请选择该考场的场次。")
+        html = printing.door_sheet_html(detail)
+        name = "门贴座次表-{}{}.html".format(room_code, "-" + session_id if session_id else "")
+        return printing.write_page(self.ctx.data_dir, name, html)
