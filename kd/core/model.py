@@ -28,14 +28,26 @@ runtime DB (``ctx.stores.runtime``)
   room_sessions/<room|session>
                        {"room", "session", "started_at", "ended_at",
                         "result": {"sha256", "size", "received_at", "source": "lan"|"manual",
-                                   "counts": {...}} | None,
-                        "upload": {"receipt" (base64), "uploaded_at"} | None}
+                                   "counts": {...}, "created_at", "actor"} | None,
+                        "upload": {"receipt" (base64), "uploaded_at", "file_id", "sha256",
+                                   "size", "received_at"} | None}
+                       (result/upload: kd/core/recovery.py, kd/core/upload.py; counts as
+                       kd.formats.result.RoomResult.counts())
+  result_conflicts/<room|session|sha256>
+                       a refused result package (another hash for a recovered room and
+                       session): {"room", "session", "sha256", "size", "source",
+                       "kept_sha256", "first_at", "last_at", "times", "actor"}; the
+                       refused file stays in the spool for inspection
   outbox/<id>          {"id", "kind", "data", "key", "session_id", "room_code",
                         "created_at", "state": "pending"|"sent"|"failed", "tries", "last_error",
                         "next_try_at", "sent_at", "failed_at", "report_id"} (kd/core/outbox.py;
                         failed = refused with a 4xx, the message in last_error)
   checks/seal          the last 封场检测 result (items, passed, checked_at, reported)
-  checks/external      the last 外部存储备份 (folder, files, verified_at)
+  checks/external      the last 外部存储备份 (folder, files, verified_at), with files
+                       [{"name", "room", "session", "sha256", "size"}], "manifest",
+                       "valid": bool (False once a re-check found a copy damaged), "actor"
+  checks/recovery      every room of every session recovered: {"completed_at",
+                       "outbox_id"} (the recovery_status report, enqueued once)
 """
 
 # DB tables and fixed keys
@@ -46,7 +58,8 @@ ROOMS = "rooms"
 SESSIONS = "sessions"
 ROOM_SESSIONS = "room_sessions"
 OUTBOX = "outbox"
-CHECKS, SEAL, EXTERNAL = "checks", "seal", "external"
+CHECKS, SEAL, EXTERNAL, RECOVERY = "checks", "seal", "external", "recovery"
+RESULT_CONFLICTS = "result_conflicts"
 
 # exam modes (参数设置)
 FORMAL, MOCK = "formal", "mock"
