@@ -85,3 +85,7 @@ class LockError(UserError):
     """The exam dongle (机考锁) is missing, wrong or not answering."""
 
     exit_code = 4
+
+
+class ResultConflict(UserError):
+    """A result package for a room and session already recovered with a different hash."""
