@@ -89,3 +89,7 @@ class LockError(UserError):
 
 class ResultConflict(UserError):
     """A result package for a room and session already recovered with a different hash."""
+
+
+class PermitRefused(UserError):
+    """A proctor may not start the session: it is not verified, or the room is not registered."""
