@@ -93,3 +93,7 @@ class ResultConflict(UserError):
 
 class PermitRefused(UserError):
     """A proctor may not start the session: it is not verified, or the room is not registered."""
+
+
+class RegistrationRefused(UserError):
+    """A proctor machine's room registration or token was refused (考场注册)."""
