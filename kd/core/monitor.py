@@ -1,0 +1,365 @@
+"""考场监控 (screens.md §4.3) and the automatic reports of §4.4.
+
+``MonitorService(ctx, outbox)`` keeps the proctors' heartbeats in memory and persists only
+transitions. ``heartbeat(room_code, state)`` takes what a proctor machine reports (the
+LAN service calls it after authenticating the room)::
+
+    {"session_id": "S1",        # the session the room is on (required)
+     "started": bool,           # the room has started the session (开考)
+     "ended": bool,             # the room has ended it (结束考试)
+     "logged_in": int,          # candidates logged in (已登录)
+     "in_exam": int}            # candidates answering (考试中)
+
+A room's first ``started`` (``ended``) for a session sets ``started_at`` (``ended_at``)
+of ``runtime room_sessions/<room|session>`` (an ``ended`` also implies started). A room
+is connected while its last heartbeat is younger than ``missed`` (3) x ``interval``
+(5 s); the time comes from ``clock`` (monotonic seconds; tests pass their own).
+
+``tick()`` (called periodically by the app, or by tests) enqueues the reports of §4.4 in
+the outbox, each once per session (the time is kept in ``sessions/<id>``:
+``started_reported_at``, ``ended_reported_at``): ``session_started`` when every room of
+the session has started, ``session_ended`` when every room has ended; and a
+``room_status`` report per session under way every ``status_every`` seconds.
+
+``snapshot(session_id)``: one row per room of the session with every column of §4.3 (考场
+编号 | 注册IP | 考场数据导入状态 | 考试授权状态 | 授权验证状态 | 是否结束考试 | 是否已上报数据 |
+是否与考场连接 | 考生人数 | 已登录 | 考试中), the 人数统计 totals and the footer (场次名称,
+开考时间, 考场状态上报 state).
+"""
+
+import datetime
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from kd.core import model
+from kd.core.context import Context
+from kd.core.outbox import SENT, Outbox
+from kd.core.verification import current_session
+from kd.errors import UserError
+from kd.formats.timeutil import format_time
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system"
+
+#: (key, label) of the §4.3 columns, in the manual's order
+COLUMNS: List[Tuple[str, str]] = [
+    ("room", "考场编号"), ("ip", "注册IP"), ("data_imported", "考场数据导入状态"),
+    ("authorized", "考试授权状态"), ("verified", "授权验证状态"), ("ended", "是否结束考试"),
+    ("reported", "是否已上报数据"), ("connected", "是否与考场连接"), ("candidates", "考生人数"),
+    ("logged_in", "已登录"), ("in_exam", "考试中"),
+]
+BOOL_LABELS = {
+    "data_imported": ("已导入", "未导入"), "authorized": ("已授权", "未授权"), "verified": ("已验证", "未验证"),
+    "ended": ("是", "否"), "reported": ("是", "否"), "connected": ("是", "否"),
+}
+TOTAL_LABEL = "人数统计"
+
+
+def cell_text(key: str, value: Any) -> str:
+    """A cell as the manual shows it (booleans as their Chinese labels)."""
+    if key in BOOL_LABELS:
+        yes, no = BOOL_LABELS[key]
+        return yes if value else no
+    return "" if value is None else str(value)
+
+
+class _Beat:
+    __slots__ = ("at", "session", "logged_in", "in_exam", "started", "ended")
+
+    def __init__(self, at: float, session: str, logged_in: int, in_exam: int, started: bool, ended: bool) -> None:
+        self.at, self.session = at, session
+        self.logged_in, self.in_exam = logged_in, in_exam
+        self.started, self.ended = started, ended
+
+
+def _count(state: Dict[str, Any], name: str) -> int:
+    value = state.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100000:
+        raise UserError("考场状态数据无效：{} 应为非负整数。".format(name), "请检查监考机的版本。",
+                        detail="bad heartbeat field {}={!r}".format(name, value))
+    return value
+
+
+class MonitorService:
+    """Live room state (in memory), its persisted transitions, the §4.3 table and §4.4 reports."""
+
+    def __init__(self, ctx: Context, outbox: Outbox, *, interval: float = 5.0, missed: int = 3,
+                 status_every: float = 60.0, clock: Optional[Callable[[], float]] = None) -> None:
+        if interval <= 0 or missed < 1:
+            raise ValueError("interval must be > 0 and missed >= 1")
+        self.ctx = ctx
+        self.outbox = outbox
+        self.interval = float(interval)
+        self.missed = int(missed)
+        self.status_every = float(status_every)
+        self.clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._beats: Dict[str, _Beat] = {}
+        #: (room, session) pairs known to be persisted as started / ended
+        self._started: set = set()
+        self._ended: set = set()
+        self._loaded = False
+        self._last_status: Dict[str, float] = {}
+        #: session -> outbox id of its latest room_status report ("" when none)
+        self._status_ids: Dict[str, str] = {}
+        #: manifest_sha256 -> {"rooms": [...], "sessions": {...}, "counts": {(room, session): n}}
+        self._plan_key: Optional[str] = None
+        self._plan: Dict[str, Any] = {}
+        self._generation = 0
+        self._cache: Dict[str, Any] = {}
+        ctx.hub.on("*", self._changed)
+
+    # -- the package, cached per manifest ------------------------------------------------
+    def _plan_now(self) -> Dict[str, Any]:
+        meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
+        key = "{}|{}".format(meta.get("manifest_sha256"), meta.get("loaded_at"))
+        with self._lock:
+            if key == self._plan_key:
+                return self._plan
+        manifest = self.ctx.manifest() or {}
+        counts: Dict[Tuple[str, str], int] = {}
+        for c in manifest.get("candidates") or []:
+            pair = (c.get("room"), c.get("session"))
+            counts[pair] = counts.get(pair, 0) + 1
+        rooms_of: Dict[str, List[str]] = {}
+        for room, session in counts:
+            rooms_of.setdefault(session, []).append(room)
+        order = [r["code"] for r in manifest.get("rooms") or []]
+        index = {code: i for i, code in enumerate(order)}
+        for session in rooms_of:
+            rooms_of[session].sort(key=lambda code: (index.get(code, len(order)), code))
+        plan = {"rooms": order, "sessions": {s["id"]: s for s in manifest.get("sessions") or []},
+                "rooms_of": rooms_of, "counts": counts}
+        with self._lock:
+            self._plan_key, self._plan = key, plan
+        return plan
+
+    def _load_transitions(self) -> None:
+        if self._loaded:
+            return
+        for doc in self.ctx.stores.runtime.all(model.ROOM_SESSIONS):
+            pair = (doc.get("room"), doc.get("session"))
+            if doc.get("started_at"):
+                self._started.add(pair)
+            if doc.get("ended_at"):
+                self._ended.add(pair)
+        self._loaded = True
+
+    # -- heartbeats ---------------------------------------------------------------------
+    def heartbeat(self, room_code: str, state: Dict[str, Any]) -> None:
+        """Take a room's heartbeat (see the module docstring); persist started/ended transitions.
+
+        Raises ``UserError`` for a malformed state or a room/session not in the package.
+        """
+        if not isinstance(state, dict):
+            raise UserError("考场状态数据无效。", "请检查监考机的版本。", detail="heartbeat state {!r}".format(state))
+        session = state.get("session_id")
+        plan = self._plan_now()
+        if not isinstance(session, str) or session not in plan["sessions"]:
+            raise UserError("考场状态中的场次无效：{}".format(session), "请确认监考机已导入本考点当前的考场数据。")
+        if room_code not in plan["rooms"]:
+            raise UserError("没有考场 {}。".format(room_code), "请确认监考机已导入本考点的考场数据。")
+        logged_in, in_exam = _count(state, "logged_in"), _count(state, "in_exam")
+        ended = bool(state.get("ended"))
+        started = bool(state.get("started")) or ended
+        pair = (room_code, session)
+        with self._lock:
+            self._beats[room_code] = _Beat(self.clock(), session, logged_in, in_exam, started, ended)
+            self._load_transitions()
+            new_start = started and pair not in self._started
+            new_end = ended and pair not in self._ended
+        if new_start or new_end:
+            self._persist(room_code, session, new_start, new_end)
+
+    def _persist(self, room: str, session: str, started: bool, ended: bool) -> None:
+        with self.ctx.lock:
+            runtime = self.ctx.stores.runtime
+            key = model.rs_key(room, session)
+            doc = runtime.get(model.ROOM_SESSIONS, key) or {
+                "room": room, "session": session, "started_at": None, "ended_at": None, "result": None,
+                "upload": None}
+            now = format_time(self.ctx.now())
+            changed = []
+            if started and not doc.get("started_at"):
+                doc["started_at"] = now
+                changed.append("room.started")
+            if ended and not doc.get("ended_at"):
+                doc["ended_at"] = now
+                changed.append("room.ended")
+            if changed:
+                runtime.put(model.ROOM_SESSIONS, key, doc)
+                for action in changed:
+                    self.ctx.record(room, action, room_code=room, session_id=session)
+            with self._lock:
+                if doc.get("started_at"):
+                    self._started.add((room, session))
+                if doc.get("ended_at"):
+                    self._ended.add((room, session))
+
+    def forget(self, room_code: str) -> None:
+        """Drop a room's live state (its registration was revoked): it shows as not connected."""
+        with self._lock:
+            self._beats.pop(room_code, None)
+
+    def connected(self, room_code: str) -> bool:
+        with self._lock:
+            beat = self._beats.get(room_code)
+            return beat is not None and self.clock() - beat.at < self.interval * self.missed
+
+    # -- the persisted state, cached until the next recorded change ------------------------
+    def _changed(self, _event: Any) -> None:
+        with self._lock:
+            self._generation += 1
+
+    def _persisted(self, session_id: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+        """(rooms by code, room_sessions of the session by room, sessions/<id>), from the cache when valid.
+
+        Every state change of the core is persisted and then published on the hub
+        (``ctx.record``); any event drops the cache. The generation is read before the
+        stores, so a change racing with the read is seen by the next call.
+        """
+        with self._lock:
+            generation = self._generation
+            cached = self._cache.get(session_id)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        runtime = self.ctx.stores.runtime
+        rooms = {d.get("code"): d for d in runtime.all(model.ROOMS)}
+        rs = {d.get("room"): d for d in runtime.find(model.ROOM_SESSIONS, session=session_id)}
+        sdoc = runtime.get(model.SESSIONS, session_id) or {}
+        value = (rooms, rs, sdoc)
+        with self._lock:
+            self._cache[session_id] = (generation, value)
+        return value
+
+    def invalidate(self) -> None:
+        """Forget the cached persisted state (for writers that bypass ``ctx.record``)."""
+        self._changed(None)
+
+    # -- the table ----------------------------------------------------------------------
+    def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
+        """The §4.3 table of ``session_id`` (default: the current session); empty before loading.
+
+        Raises ``UserError`` for a session not in the package.
+        """
+        plan = self._plan_now()
+        sessions = plan["sessions"]
+        if session_id is None:
+            session_id = current_session(list(sessions.values()), self.ctx.now())
+        if session_id is None:
+            return {"session": None, "columns": COLUMNS, "rows": [], "totals": {}, "sessions": []}
+        if session_id not in sessions:
+            raise UserError("没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
+        rooms, rs, sdoc = self._persisted(session_id)
+        authorized, verified = bool(sdoc.get("authorized_at")), bool(sdoc.get("verified_at"))
+        now = self.clock()
+        limit = self.interval * self.missed
+        counts = plan["counts"]
+        with self._lock:
+            beats = dict(self._beats)
+        rows = []
+        for code in plan["rooms_of"].get(session_id, []):
+            room = rooms.get(code) or {}
+            record = rs.get(code) or {}
+            beat = beats.get(code)
+            connected = beat is not None and now - beat.at < limit
+            live = beat is not None and beat.session == session_id
+            rows.append({
+                "room": code, "ip": room.get("ip"), "data_imported": bool(room.get("data_imported_at")),
+                "authorized": authorized, "verified": verified, "started": bool(record.get("started_at")),
+                "ended": bool(record.get("ended_at")), "reported": bool(record.get("result")),
+                "connected": connected, "candidates": counts.get((code, session_id), 0),
+                "logged_in": beat.logged_in if live else 0, "in_exam": beat.in_exam if live else 0,
+                "started_at": record.get("started_at"), "ended_at": record.get("ended_at"),
+                "last_seen_s": round(now - beat.at, 1) if beat is not None else None,
+            })
+        totals = {"room": TOTAL_LABEL, "rooms": len(rows)}
+        for key in ("data_imported", "authorized", "verified", "started", "ended", "reported", "connected"):
+            totals[key] = sum(1 for r in rows if r[key])
+        for key in ("candidates", "logged_in", "in_exam"):
+            totals[key] = sum(r[key] for r in rows)
+        return self._snapshot_tail(session_id, sessions, sdoc, rows, totals)
+
+    def _snapshot_tail(self, session_id: str, sessions: Dict[str, Any], sdoc: Dict[str, Any],
+                       rows: List[Dict[str, Any]], totals: Dict[str, Any]) -> Dict[str, Any]:
+        rid = self._status_ids.get(session_id)
+        if rid is None:
+            latest = self.outbox.latest("room_status", session_id=session_id)
+            rid = self._status_ids[session_id] = latest["id"] if latest else ""
+        status = self.outbox.get(rid) if rid else None
+        session = sessions[session_id]
+        return {
+            "session": {"id": session_id, "name": session.get("name"), "start": session.get("start"),
+                        "duration_min": session.get("duration_min"),
+                        "started_reported_at": sdoc.get("started_reported_at"),
+                        "ended_reported_at": sdoc.get("ended_reported_at")},
+            "sessions": [{"id": s["id"], "name": s.get("name")} for s in sessions.values()],
+            "columns": COLUMNS, "rows": rows, "totals": totals,
+            "status_report": _report_view(status),
+        }
+
+    # -- automatic reports ----------------------------------------------------------------
+    def tick(self) -> List[Dict[str, Any]]:
+        """Enqueue the §4.4 reports that are due; returns the enqueued outbox records."""
+        plan = self._plan_now()
+        out: List[Dict[str, Any]] = []
+        now = self.clock()
+        for session_id, rooms in plan["rooms_of"].items():
+            if not rooms:
+                continue
+            with self._lock:
+                self._load_transitions()
+                all_started = all((r, session_id) in self._started for r in rooms)
+                all_ended = all((r, session_id) in self._ended for r in rooms)
+                any_started = any((r, session_id) in self._started for r in rooms)
+            if all_started:
+                out.extend(self._once(session_id, "session_started", "started_reported_at", rooms))
+            if all_ended:
+                out.extend(self._once(session_id, "session_ended", "ended_reported_at", rooms))
+            under_way = any_started and not all_ended
+            last = self._last_status.get(session_id)
+            if under_way and (last is None or now - last >= self.status_every):
+                self._last_status[session_id] = now
+                snap = self.snapshot(session_id)
+                report = self.outbox.enqueue("room_status", {
+                    "rooms": [{k: r[k] for k in ("room", "started", "ended", "reported", "connected",
+                                                 "candidates", "logged_in", "in_exam")} for r in snap["rows"]],
+                    "totals": snap["totals"]}, session_id=session_id)
+                self._status_ids[session_id] = report["id"]
+                out.append(report)
+        return out
+
+    def _once(self, session_id: str, kind: str, field: str, rooms: List[str]) -> List[Dict[str, Any]]:
+        with self.ctx.lock:
+            runtime = self.ctx.stores.runtime
+            doc = runtime.get(model.SESSIONS, session_id) or {"id": session_id}
+            if doc.get(field):
+                return []
+            stamp = "started_at" if kind == "session_started" else "ended_at"
+            times = [d.get(stamp) for d in runtime.find(model.ROOM_SESSIONS, session=session_id)
+                     if d.get("room") in rooms]
+            report = self.outbox.enqueue(kind, {"rooms": len(rooms), "at": max((t for t in times if t), default=None)},
+                                         session_id=session_id)
+            doc[field] = format_time(self.ctx.now())
+            runtime.put(model.SESSIONS, session_id, doc)
+            self.ctx.record(ACTOR, "monitor." + kind, session_id=session_id, outbox_id=report["id"])
+        return [report]
+
+
+def _report_view(report: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """考场状态上报: 成功 <time> / waiting / failed."""
+    if report is None:
+        return {"state": None, "label": "", "sent_at": None}
+    if report["state"] == SENT:
+        shown = report.get("sent_at") or ""
+        try:
+            shown = datetime.datetime.fromisoformat(shown).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            pass
+        return {"state": SENT, "label": "成功 {}".format(shown), "sent_at": report.get("sent_at")}
+    if report["state"] == "failed":
+        return {"state": "failed", "label": "失败：{}".format(report.get("last_error") or ""), "sent_at": None}
+    return {"state": report["state"], "label": "等待上报", "sent_at": None}

@@ -1,0 +1,266 @@
+"""封场检测 (screens.md §3.4): may the site be sealed? A go/no-go check with evidence.
+
+``SealCheckService(ctx, outbox).run(actor)`` checks, in this order, each item giving
+``{"id", "label", "status": "pass"|"fail"|"skipped", "detail", "remedy"}`` (Chinese):
+
+==============  =====================================================================
+package         the site package is loaded and was verified (exam package/meta)
+registered      every room of the package is registered (runtime rooms/<code>)
+room_data       every registered room has imported its room data (and the hash matches)
+authorized      every session of the package is authorized (runtime sessions/<id>)
+dongle          the package's dongle is attached and proves its identity
+lan             the proctor LAN service is listening
+disk            free space of the data folder's disk >= ``min_free_bytes`` (2 GB)
+clock           system clock within ``max_clock_skew_s`` (120 s) of the platform's;
+                ``skipped`` (not failed) when the platform cannot be reached
+==============  =====================================================================
+
+The check passes when no item fails. The result is stored in runtime ``checks/seal``
+either way (``passed_at`` keeps the time of the last passing run); a passing run also
+enqueues a ``seal_check`` report in the outbox, whose delivery state (上报成功 and its
+time) is part of ``snapshot()``.
+"""
+
+import base64
+import datetime
+import shutil
+from typing import Any, Dict, List, Optional
+
+from kd.core import model
+from kd.core.context import Context
+from kd.core.outbox import FAILED, SENT, Outbox
+from kd.errors import UserError
+from kd.formats.timeutil import format_time
+
+PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+STATUS_LABELS = {PASS: "通过", FAIL: "未通过", SKIPPED: "未检测"}
+GB = 1024 ** 3
+
+LABELS = {
+    "package": "考场数据包已校验",
+    "registered": "考场全部注册",
+    "room_data": "考场数据全部导入",
+    "authorized": "场次全部授权",
+    "dongle": "机考锁在位",
+    "lan": "局域网服务运行",
+    "disk": "磁盘剩余空间",
+    "clock": "系统时间准确",
+}
+
+
+def _codes(codes: List[str], limit: int = 10) -> str:
+    shown = "、".join(codes[:limit])
+    return shown + ("等 {} 个".format(len(codes)) if len(codes) > limit else "")
+
+
+class SealCheckService:
+    """封场检测: ``run(actor)`` checks and stores; ``snapshot()`` shows the last result."""
+
+    def __init__(self, ctx: Context, outbox: Outbox, *, min_free_bytes: int = 2 * GB,
+                 max_clock_skew_s: float = 120.0) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+        self.min_free_bytes = int(min_free_bytes)
+        self.max_clock_skew_s = float(max_clock_skew_s)
+
+    # -- the items ----------------------------------------------------------------------
+    @staticmethod
+    def _item(key: str, status: str, detail: str, remedy: str = "") -> Dict[str, Any]:
+        return {"id": key, "label": LABELS[key], "status": status, "status_label": STATUS_LABELS[status],
+                "detail": detail, "remedy": remedy if status == FAIL else ""}
+
+    def _package(self, manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
+        if manifest is None or not meta.get("verified_at"):
+            return self._item("package", FAIL, "尚未导入考务（没有通过校验的考场数据包）。",
+                              "请在“导入考务”中点击“载入”，或手工导入监控平台提供的考场数据包（.zip）。")
+        return self._item("package", PASS, "考场数据包发布时间 {}，校验通过时间 {}。".format(
+            manifest.get("publish_time", ""), meta.get("verified_at")))
+
+    def _registered(self, codes: List[str], rooms: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        if not codes:
+            return self._item("registered", FAIL, "没有考场（尚未导入考务）。", "请先完成“导入考务”。")
+        missing = [c for c in codes if not rooms.get(c, {}).get("registered_at")]
+        if missing:
+            return self._item("registered", FAIL, "未注册考场 {} 个：{}。".format(len(missing), _codes(missing)),
+                              "请在这些考场的监考机上用考场代码和注册码完成考场注册（可“导出考点信息”发给各考场）。")
+        return self._item("registered", PASS, "已注册考场 {} 个，未注册考场 0 个。".format(len(codes)))
+
+    def _room_data(self, codes: List[str], rooms: Dict[str, Dict[str, Any]],
+                   manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        registered = [c for c in codes if rooms.get(c, {}).get("registered_at")]
+        if not registered:
+            return self._item("room_data", FAIL, "没有已注册的考场。", "请先完成考场注册，再在监考机上导入考场数据。")
+        expected = {}
+        for entry in (manifest or {}).get("members") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                expected[entry["name"]] = entry.get("sha256")
+        missing, wrong = [], []
+        for code in registered:
+            room = rooms[code]
+            if not room.get("data_imported_at"):
+                missing.append(code)
+                continue
+            want = expected.get("rooms/{}.dat".format(code))
+            if want and room.get("data_sha256") and room["data_sha256"] != want:
+                wrong.append(code)
+        if missing or wrong:
+            parts = []
+            if missing:
+                parts.append("未导入考场数据 {} 个：{}".format(len(missing), _codes(missing)))
+            if wrong:
+                parts.append("考场数据与数据包不符 {} 个：{}".format(len(wrong), _codes(wrong)))
+            return self._item("room_data", FAIL, "；".join(parts) + "。",
+                              "请在这些考场的监考机上重新导入考场数据，完成后再做封场检测。")
+        return self._item("room_data", PASS, "已注册的 {} 个考场均已导入考场数据。".format(len(registered)))
+
+    def _authorized(self, manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        sessions = [s["id"] for s in (manifest or {}).get("sessions") or []]
+        if not sessions:
+            return self._item("authorized", FAIL, "没有场次（尚未导入考务）。", "请先完成“导入考务”。")
+        missing = [sid for sid in sessions
+                   if not (self.ctx.stores.runtime.get(model.SESSIONS, sid) or {}).get("authorized_at")]
+        if missing:
+            return self._item("authorized", FAIL, "未授权场次 {} 个：{}。".format(len(missing), _codes(missing)),
+                              "请在“考试授权”中联网授权，或手工导入这些场次的考试授权文件（.PTQ）。")
+        return self._item("authorized", PASS, "{} 个场次均已授权。".format(len(sessions)))
+
+    def _dongle(self, manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        lock = (manifest or {}).get("lock") or {}
+        if not lock.get("id"):
+            return self._item("dongle", FAIL, "尚未导入考务，不知道本考点登记的机考锁。", "请先完成“导入考务”。")
+        dongle = self.ctx.dongle
+        if dongle is None or not dongle.attached():
+            return self._item("dongle", FAIL, "未检测到机考锁（本考点登记的机考锁：{}）。".format(lock["id"]),
+                              "请插入本考点的机考锁后重新检测。")
+        try:
+            key = base64.b64decode(lock["public_key"])
+            dongle.verify(lock["id"], key)
+        except (UserError, ValueError, TypeError) as e:
+            cause = e.cause if isinstance(e, UserError) else str(e)
+            return self._item("dongle", FAIL, "机考锁验证未通过：{}".format(cause),
+                              "请插入本考点登记的机考锁（{}）后重新检测。".format(lock["id"]))
+        return self._item("dongle", PASS, "机考锁 {} 在位，身份验证通过。".format(lock["id"]))
+
+    def _lan(self) -> Dict[str, Any]:
+        lan = self.ctx.lan
+        if lan is None:
+            return self._item("lan", FAIL, "局域网服务未启动。",
+                              "请重新启动考点管理系统；如仍未启动，请检查端口 {} 是否被占用。".format(model.LAN_PORT))
+        try:
+            listening = lan.listening()
+            where = "{}:{}".format(lan.address(), lan.port())
+        except Exception as e:  # noqa: BLE001 - a broken service is a failed item, not a crash
+            return self._item("lan", FAIL, "局域网服务状态未知：{}".format(e), "请重新启动考点管理系统。")
+        if not listening:
+            return self._item("lan", FAIL, "局域网服务未在监听（{}）。".format(where),
+                              "请检查端口是否被其他程序占用、防火墙是否放行，然后重新启动考点管理系统。")
+        return self._item("lan", PASS, "局域网服务正在监听 {}。".format(where))
+
+    def _disk(self) -> Dict[str, Any]:
+        try:
+            free = shutil.disk_usage(self.ctx.data_dir).free
+        except OSError as e:
+            return self._item("disk", FAIL, "无法读取数据目录所在磁盘的剩余空间：{}".format(e),
+                              "请确认数据目录可访问后重新检测。")
+        need = "{:.1f} GB".format(self.min_free_bytes / GB)
+        have = "{:.1f} GB".format(free / GB)
+        if free < self.min_free_bytes:
+            return self._item("disk", FAIL, "数据目录所在磁盘剩余 {}，低于要求的 {}。".format(have, need),
+                              "请清理该磁盘（删除无关文件）以留出至少 {} 空间，然后重新检测。".format(need))
+        return self._item("disk", PASS, "剩余 {}（要求至少 {}）。".format(have, need))
+
+    def _clock(self) -> Dict[str, Any]:
+        platform = self.ctx.platform
+        server = None
+        if platform is not None:
+            try:
+                server = platform.server_time()
+            except UserError:
+                server = None
+        if server is None:
+            return self._item("clock", SKIPPED, "无法连接监控平台，未能比对系统时间（不影响封场）。")
+        skew = (self.ctx.now() - server).total_seconds()
+        shown = "系统时间与监控平台时间相差 {:.0f} 秒".format(abs(skew))
+        if abs(skew) > self.max_clock_skew_s:
+            return self._item("clock", FAIL, "{}（系统时间{}），超过 {:.0f} 秒。".format(
+                shown, "偏快" if skew > 0 else "偏慢", self.max_clock_skew_s),
+                "请将本机系统时间校准为北京时间（监控平台时间：{}）后重新检测。".format(format_time(server)))
+        return self._item("clock", PASS, shown + "。")
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self, actor: str) -> Dict[str, Any]:
+        """Check every item, store the result, and report to the platform when it passes.
+
+        Raises nothing for a failed item (it is in the result); only store errors
+        (``StoreError``) propagate.
+        """
+        manifest = self.ctx.manifest()
+        codes = [r["code"] for r in (manifest or {}).get("rooms") or []]
+        rooms = {d["code"]: d for d in self.ctx.stores.runtime.all(model.ROOMS) if "code" in d}
+        items = [
+            self._package(manifest),
+            self._registered(codes, rooms),
+            self._room_data(codes, rooms, manifest),
+            self._authorized(manifest),
+            self._dongle(manifest),
+            self._lan(),
+            self._disk(),
+            self._clock(),
+        ]
+        passed = all(i["status"] != FAIL for i in items)
+        room_rows = [{"room": c, "registered": bool(rooms.get(c, {}).get("registered_at")),
+                      "data_imported": bool(rooms.get(c, {}).get("data_imported_at"))} for c in codes]
+        with self.ctx.lock:
+            now = format_time(self.ctx.now())
+            previous = self.ctx.stores.runtime.get(model.CHECKS, model.SEAL) or {}
+            result = {"items": items, "passed": passed, "checked_at": now, "rooms": room_rows,
+                      "passed_at": now if passed else previous.get("passed_at"),
+                      "report_id": previous.get("report_id")}
+            if passed:
+                report = self.outbox.enqueue("seal_check", {
+                    "passed": True, "checked_at": now,
+                    "items": [{"id": i["id"], "status": i["status"], "detail": i["detail"]} for i in items]})
+                result["report_id"] = report["id"]
+            self.ctx.stores.runtime.put(model.CHECKS, model.SEAL, result)
+            self.ctx.record(actor, "seal.checked", passed=passed,
+                            failed=[i["id"] for i in items if i["status"] == FAIL])
+        return self._view(result)
+
+    def last(self) -> Optional[Dict[str, Any]]:
+        """The stored result of the last run, or None."""
+        return self.ctx.stores.runtime.get(model.CHECKS, model.SEAL)
+
+    def _view(self, result: Dict[str, Any]) -> Dict[str, Any]:
+        out = dict(result)
+        report = self.outbox.get(result["report_id"]) if result.get("report_id") else None
+        out["report"] = None
+        out["report_label"] = ""
+        if report is not None:
+            out["report"] = {"state": report["state"], "sent_at": report.get("sent_at"),
+                             "last_error": report.get("last_error"), "created_at": report.get("created_at")}
+            if report["state"] == SENT:
+                out["report_label"] = "上报成功 {}".format(_shown(report.get("sent_at")))
+            elif report["state"] == FAILED:
+                out["report_label"] = "上报失败：{}".format(report.get("last_error") or "")
+            else:
+                out["report_label"] = "等待上报（网络恢复后自动上报）"
+        return out
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The last result (items, passed, times, per-room marks) with its report state; empty before any run."""
+        result = self.last()
+        if result is None:
+            return {"items": [], "passed": False, "checked_at": None, "passed_at": None, "rooms": [],
+                    "report": None, "report_label": ""}
+        return self._view(result)
+
+
+def _shown(text: Optional[str]) -> str:
+    """ISO time as the UI shows it: ``2026-06-13 08:30:00``."""
+    if not text:
+        return ""
+    try:
+        return datetime.datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return text

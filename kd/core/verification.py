@@ -1,0 +1,235 @@
+"""授权验证 (screens.md §4.2) and the proctors' start permit.
+
+``VerificationService(ctx)`` verifies a session, online (``verify_online``: the platform's
+授权验证 data for the session and the site's dongle) or from a file
+(``import_verification``: a ``.KDV`` the platform issued). In this order, each step
+refusing with a ``UserError`` (Chinese cause + remedy) and writing nothing:
+
+1. 导入考务 done, the session is in the package, and it is authorized (考试授权 first);
+2. the package's dongle is attached and proves its identity (``ctx.dongle.verify``); the
+   clock it signed is within ``max_clock_skew_s`` (120 s) of the system clock;
+3. the dongle holds a platform-signed sync ticket (``ctx.dongle.get_ticket``) that is
+   valid (trusted signature, this dongle, this site, ``server_time <= now < valid_until``)
+   and whose sync lies within the hour before the session starts
+   (``kd.formats.documents.require_sync_for_session``);
+4. the verification data is valid: trusted signature, this site, this session, this
+   dongle, ``valid_from <= now < valid_until``.
+
+Only then ``runtime sessions/<id>`` gets ``verified_at``, ``verification_source``
+(``online``/``manual``), ``verification`` (base64 of the document bytes),
+``lock_clock_skew_s`` (dongle minus system, seconds) and ``lock_synced_at`` (the sync
+ticket's server time).
+
+``start_permit(room_code, session_id)`` answers a proctor: granted only for a registered
+room and a verified session, else ``PermitRefused`` with the reason.
+"""
+
+import base64
+import datetime
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from kd.core import model
+from kd.core.context import Context
+from kd.errors import FormatError, LockError, PermitRefused, UserError
+from kd.formats import documents
+from kd.formats.signing import MAX_DOCUMENT_BYTES
+from kd.formats.timeutil import format_time, parse_time
+
+log = logging.getLogger(__name__)
+
+ONLINE, MANUAL = "online", "manual"
+SOURCE_LABELS = {ONLINE: "联网验证", MANUAL: "手工导入"}
+FALLBACK = "“手工导入”授权验证文件（.KDV）"
+
+
+class VerificationService:
+    """授权验证 per session, and the start permit that depends on it."""
+
+    def __init__(self, ctx: Context, *, max_clock_skew_s: float = 120.0,
+                 sync_window: datetime.timedelta = documents.SYNC_WINDOW) -> None:
+        self.ctx = ctx
+        self.max_clock_skew_s = float(max_clock_skew_s)
+        self.sync_window = sync_window
+
+    # -- preconditions ------------------------------------------------------------------
+    def _manifest(self) -> Dict[str, Any]:
+        manifest = self.ctx.manifest()
+        if manifest is None:
+            raise UserError("尚未导入考务，无法进行授权验证。", "请先完成“导入考务”。")
+        return manifest
+
+    @staticmethod
+    def _session(manifest: Dict[str, Any], session_id: str) -> Dict[str, Any]:
+        for session in manifest.get("sessions") or []:
+            if session.get("id") == session_id:
+                return session
+        raise UserError("考场数据包中没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
+
+    def _require_authorized(self, session_id: str) -> None:
+        doc = self.ctx.stores.runtime.get(model.SESSIONS, session_id) or {}
+        if not doc.get("authorized_at"):
+            raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
+                            "请先在“考试授权”中为该场次授权（联网授权或手工导入 .PTQ），再做授权验证。")
+
+    def _check_dongle(self, manifest: Dict[str, Any], session: Dict[str, Any],
+                      now: datetime.datetime) -> Dict[str, Any]:
+        """Steps 2 and 3: identity, clock, sync ticket. Returns the evidence."""
+        lock = manifest["lock"]
+        lock_id = lock["id"]
+        dongle = self.ctx.dongle_or_raise()
+        clock_ms = dongle.verify(lock_id, base64.b64decode(lock["public_key"]))
+        skew = clock_ms / 1000.0 - now.timestamp()
+        if abs(skew) > self.max_clock_skew_s:
+            raise LockError(
+                "机考锁时间与系统时间相差 {:.0f} 秒（机考锁{}），超过 {:.0f} 秒，授权验证未通过。".format(
+                    abs(skew), "偏快" if skew > 0 else "偏慢", self.max_clock_skew_s),
+                "请确认本机系统时间为北京时间；再在开考前一小时内用联网电脑为机考锁校时，"
+                "看到“校时授权成功!”后插回本机重试。",
+                detail="dongle clock {} ms, system {}".format(clock_ms, now.isoformat()))
+        raw = dongle.get_ticket()
+        if not raw:
+            raise LockError("机考锁中没有校时凭证（尚未校时）。", documents.REMEDY_SYNC_TICKET)
+        ticket = documents.load_sync_ticket(raw, self.ctx.trusted, now, lock_id=lock_id,
+                                            site_code=self.ctx.site_code() or manifest.get("site_code"),
+                                            skew=datetime.timedelta(seconds=self.max_clock_skew_s))
+        start = parse_time(session.get("start"), "start", "考场数据包")
+        documents.require_sync_for_session(ticket, start, self.sync_window)
+        return {"lock_id": lock_id, "skew": round(skew, 3), "synced_at": format_time(ticket.server_time)}
+
+    def _prepare(self, session_id: str) -> Any:
+        manifest = self._manifest()
+        session = self._session(manifest, session_id)
+        self._require_authorized(session_id)
+        now = self.ctx.now()
+        evidence = self._check_dongle(manifest, session, now)
+        return manifest, now, evidence
+
+    def _load(self, data: bytes, manifest: Dict[str, Any], session_id: str,
+              now: datetime.datetime) -> documents.AuthorizationVerification:
+        return documents.load_authorization_verification(
+            data, self.ctx.trusted, self.ctx.site_code() or manifest["site_code"], now,
+            session_id=session_id, lock_id=manifest["lock"]["id"])
+
+    # -- verify -------------------------------------------------------------------------
+    def verify_online(self, session_id: str, actor: str) -> Dict[str, Any]:
+        """Verify ``session_id`` with the platform's verification data; the session's row.
+
+        Raises ``UserError`` (not loaded, unknown or unauthorized session), ``LockError``
+        (dongle missing, wrong, clock off, no sync ticket), ``FormatError`` (ticket or
+        data invalid, sync not within the hour before the start), ``PlatformError`` (the
+        platform unreachable or refusing: the remedy names the manual import).
+        """
+        manifest, now, evidence = self._prepare(session_id)
+        platform = self.ctx.platform_or_raise(FALLBACK)
+        doc = platform.download_verification(session_id, manifest["lock"]["id"])
+        checked = self._load(doc.raw, manifest, session_id, now)
+        return self._store(session_id, checked, ONLINE, evidence, actor)
+
+    def import_verification(self, path: str, session_id: str, actor: str) -> Dict[str, Any]:
+        """Verify ``session_id`` with a ``.KDV`` file; raises as ``verify_online`` (no platform needed)."""
+        manifest, now, evidence = self._prepare(session_id)
+        data = _read_document(path)
+        checked = self._load(data, manifest, session_id, now)
+        return self._store(session_id, checked, MANUAL, evidence, actor)
+
+    def _store(self, session_id: str, doc: documents.AuthorizationVerification, source: str,
+               evidence: Dict[str, Any], actor: str) -> Dict[str, Any]:
+        with self.ctx.lock:
+            runtime = self.ctx.stores.runtime
+            current = runtime.get(model.SESSIONS, session_id) or {"id": session_id}
+            if not current.get("authorized_at"):  # an authorization revoked meanwhile
+                raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
+                                "请先完成考试授权。")
+            current.update({
+                "verified_at": format_time(self.ctx.now()), "verification_source": source,
+                "verification": base64.b64encode(doc.raw).decode("ascii"),
+                "lock_clock_skew_s": evidence["skew"], "lock_synced_at": evidence["synced_at"],
+            })
+            runtime.put(model.SESSIONS, session_id, current)
+            self.ctx.record(actor, "verification.verified", session_id=session_id, source=source,
+                            lock_id=evidence["lock_id"], lock_clock_skew_s=evidence["skew"],
+                            lock_synced_at=evidence["synced_at"])
+        log.info("session %s verified (%s)", session_id, source)
+        return self._row(self._session(self._manifest(), session_id), current)
+
+    # -- permit -------------------------------------------------------------------------
+    def start_permit(self, room_code: str, session_id: str) -> Dict[str, Any]:
+        """The start permit of a room for a session: ``{"room", "session", "start", "duration_min", "verified_at"}``.
+
+        Raises ``PermitRefused`` (reason in Chinese) for an unknown or unregistered room,
+        an unknown session, or a session not yet verified.
+        """
+        manifest = self.ctx.manifest()
+        if manifest is None:
+            raise PermitRefused("考点尚未导入考务，不能开考。", "请联系考点管理员完成考前准备。")
+        room = self.ctx.stores.runtime.get(model.ROOMS, room_code) if isinstance(room_code, str) else None
+        if room is None or not room.get("registered_at"):
+            raise PermitRefused("考场 {} 未在考点注册，不能开考。".format(room_code),
+                                "请先完成考场注册（考场代码和注册码）。")
+        session = None
+        for s in manifest.get("sessions") or []:
+            if s.get("id") == session_id:
+                session = s
+        if session is None:
+            raise PermitRefused("没有场次 {}，不能开考。".format(session_id), "请选择考点当前的场次。")
+        doc = self.ctx.stores.runtime.get(model.SESSIONS, session_id) or {}
+        if not doc.get("authorized_at"):
+            raise PermitRefused("场次 {} 尚未完成考试授权，不能开考。".format(session_id),
+                                "请联系考点管理员完成考试授权和授权验证。")
+        if not doc.get("verified_at"):
+            raise PermitRefused("场次 {} 尚未通过授权验证，不能开考。".format(session_id),
+                                "请联系考点管理员在“授权验证”中完成该场次的验证。")
+        return {"room": room_code, "session": session_id, "session_name": session.get("name"),
+                "start": session.get("start"), "duration_min": session.get("duration_min"),
+                "verified_at": doc["verified_at"]}
+
+    # -- view ---------------------------------------------------------------------------
+    @staticmethod
+    def _row(session: Dict[str, Any], doc: Dict[str, Any]) -> Dict[str, Any]:
+        return {
+            "id": session["id"], "name": session.get("name"), "start": session.get("start"),
+            "duration_min": session.get("duration_min"),
+            "authorized": bool(doc.get("authorized_at")), "authorized_at": doc.get("authorized_at"),
+            "verified": bool(doc.get("verified_at")), "verified_at": doc.get("verified_at"),
+            "verification_source": doc.get("verification_source"),
+            "lock_clock_skew_s": doc.get("lock_clock_skew_s"), "lock_synced_at": doc.get("lock_synced_at"),
+        }
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Sessions (场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状态 | 授权验证状态) and the current one."""
+        manifest = self.ctx.manifest()
+        rows: List[Dict[str, Any]] = []
+        for session in (manifest or {}).get("sessions") or []:
+            doc = self.ctx.stores.runtime.get(model.SESSIONS, session["id"]) or {}
+            rows.append(self._row(session, doc))
+        return {"sessions": rows, "current": current_session(rows, self.ctx.now()),
+                "lock_id": ((manifest or {}).get("lock") or {}).get("id")}
+
+
+def current_session(sessions: List[Dict[str, Any]], now: datetime.datetime) -> Optional[str]:
+    """The session to act on: the first not yet over (start + duration), else the last; None if none."""
+    chosen = None
+    for s in sorted(sessions, key=lambda s: s.get("start") or ""):
+        chosen = s.get("id")
+        try:
+            end = parse_time(s.get("start")) + datetime.timedelta(minutes=int(s.get("duration_min") or 0))
+        except (FormatError, TypeError, ValueError):
+            continue
+        if now < end:
+            return chosen
+    return chosen
+
+
+def _read_document(path: str) -> bytes:
+    """The bytes of a chosen .KDV file (at most ``MAX_DOCUMENT_BYTES``); ``UserError`` when unreadable."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_DOCUMENT_BYTES:
+            raise FormatError("所选文件过大（{} 字节），不是授权验证文件。".format(size), documents.REMEDY_VERIFICATION)
+        with open(path, "rb") as f:
+            return f.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as e:
+        raise UserError("无法读取所选文件：{}".format(path), "请确认文件存在且未被其他程序占用后重试。",
+                        detail=repr(e)) from e
