@@ -239,10 +239,18 @@ class LoadingService:
                 doc = {"code": code, "reg_code": reg, "ip": None, "token": None, "registered_at": None,
                        "data_sha256": None, "data_imported_at": None, "note": ""}
             rooms[code] = doc
+        old_manifest = self.ctx.manifest() or {}
+        old_defs = {s["id"]: s for s in old_manifest.get("sessions", [])}
         sessions: Dict[str, Dict[str, Any]] = {}
         for session in package.sessions:
             sid = session["id"]
             doc = old_sessions.get(sid)
+            before = old_defs.get(sid)
+            if doc is not None and before is not None and any(
+                    before.get(k) != session.get(k) for k in ("name", "start", "duration_min")):
+                log.warning("session %s changed in the new package: its authorization and verification are void", sid)
+                doc = dict(doc, authorized_at=None, authorization_source=None, authorization=None,
+                           verified_at=None, verification_source=None, verification=None)
             if doc is None:
                 doc = {"id": sid, "authorized_at": None, "authorization_source": None, "authorization": None,
                        "verified_at": None, "verification_source": None, "verification": None,

@@ -1,0 +1,335 @@
+"""考场注册 (manual §3.2, §3.2.2): proctor machines register their room; export and restore.
+
+``RegistrationService(ctx)``:
+
+- ``register(room_code, reg_code, ip)`` → ``{"token", "site_code", "sessions",
+  "room_data_sha256"}``. Rules: an unknown room and a wrong code get the same answer;
+  at most ``ROOM_MAX_FAILURES`` wrong codes per room (as typed) and
+  ``IP_MAX_FAILURES`` per IP within ``WINDOW``, after which the room (or IP) is refused
+  even with the right code until the window has passed; a room registered from one IP
+  is refused from another until 撤销注册; registering again from the same IP gives a new
+  token (``secrets.token_urlsafe``), bound to room and IP. Wrong-code counts live in
+  memory (shared by every service of one ``Context``) and follow ``ctx.now()``.
+- ``authenticate(room_code, token, ip)`` → the room doc, or ``RegistrationRefused``.
+- ``mark_data_imported(room_code, token, ip, sha256)``: the proctor imported its room
+  data file; the hash must be the loaded package's.
+- ``revoke(room_code, actor)``: 撤销注册 (and ``ctx.lan.disconnect_room``).
+- ``export_site_info(folder, actor, server_address, port)``: the printable HTML sheet
+  and ``考点信息表(<site>).KDINFO`` (``kd.formats.kdinfo``, signed by the dongle).
+- ``restore(path, actor)``: 恢复注册 from a KDINFO; a tampered or foreign file is refused
+  and nothing changes.
+- ``snapshot()``: the §3.2 table (考场代码 | 注册码 | 注册IP | 封场检测 | 备注) and the
+  counts 已注册 / 未注册.
+"""
+
+import base64
+import datetime
+import hmac
+import logging
+import os
+import secrets
+import socket
+import weakref
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
+
+from kd.core import model, printing
+from kd.core.context import Context
+from kd.core.loading import LoadingService, not_loaded
+from kd.core.ports import DongleSignature
+from kd.errors import FormatError, RegistrationRefused, StoreError, UserError
+from kd.formats import kdinfo
+from kd.formats.timeutil import format_time
+
+log = logging.getLogger(__name__)
+
+WINDOW = datetime.timedelta(minutes=5)
+ROOM_MAX_FAILURES = 10
+IP_MAX_FAILURES = 30
+TOKEN_BYTES = 24
+MAX_INPUT = 64
+
+COLUMNS = ["考场代码", "注册码", "注册IP", "封场检测", "备注"]
+
+WRONG = ("考场代码或注册码错误，注册失败。", "请核对考点信息表上的考场代码和注册码后重试。")
+
+
+class _Limiter:
+    """Wrong-code times per room and per IP within ``WINDOW`` (in memory, per Context)."""
+
+    def __init__(self) -> None:
+        self.rooms: Dict[str, Deque[datetime.datetime]] = {}
+        self.ips: Dict[str, Deque[datetime.datetime]] = {}
+
+    @staticmethod
+    def _recent(table: Dict[str, Deque[datetime.datetime]], key: str, now: datetime.datetime) -> Deque:
+        times = table.get(key)
+        if times is None:
+            return deque()
+        while times and (now - times[0] >= WINDOW or times[0] > now):
+            times.popleft()
+        if not times:
+            del table[key]
+        return times
+
+    def blocked_until(self, room: str, ip: str, now: datetime.datetime) -> Optional[datetime.datetime]:
+        room_times = self._recent(self.rooms, room, now)
+        ip_times = self._recent(self.ips, ip, now)
+        until = None
+        if len(room_times) >= ROOM_MAX_FAILURES:
+            until = room_times[-ROOM_MAX_FAILURES] + WINDOW
+        if len(ip_times) >= IP_MAX_FAILURES:
+            ip_until = ip_times[-IP_MAX_FAILURES] + WINDOW
+            until = ip_until if until is None else max(until, ip_until)
+        return until
+
+    def fail(self, room: str, ip: str, now: datetime.datetime) -> None:
+        self.rooms.setdefault(room, deque()).append(now)
+        self.ips.setdefault(ip, deque()).append(now)
+        if len(self.rooms) > 10000:  # garbage room codes: forget the oldest keys
+            for key in list(self.rooms)[:5000]:
+                del self.rooms[key]
+        if len(self.ips) > 10000:
+            for key in list(self.ips)[:5000]:
+                del self.ips[key]
+
+
+_LIMITERS: "weakref.WeakKeyDictionary[Context, _Limiter]" = weakref.WeakKeyDictionary()
+
+
+def _limiter(ctx: Context) -> _Limiter:
+    with ctx.lock:
+        lim = _LIMITERS.get(ctx)
+        if lim is None:
+            lim = _LIMITERS[ctx] = _Limiter()
+        return lim
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def default_address() -> str:
+    """This PC's LAN address as best known without sending anything (``127.0.0.1`` if none)."""
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+    return address or "127.0.0.1"
+
+
+class RegistrationService:
+    """考场注册: rooms, codes, proctor IPs and tokens."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.loading = LoadingService(ctx)
+        self._limiter = _limiter(ctx)
+
+    # -- proctor side (called by the LAN service) --------------------------------------
+    def register(self, room_code: str, reg_code: str, ip: str) -> Dict[str, Any]:
+        """Register a proctor machine for a room. Returns ``{"token", "site_code", "sessions",
+        "room_data_sha256"}`` (sessions: the room's sessions with id, name, start, duration_min).
+
+        Raises ``RegistrationRefused``: wrong code or unknown room (one answer), too many
+        wrong codes, registered from another IP, no package loaded.
+        """
+        room_code = str(room_code or "").strip()[:MAX_INPUT]
+        reg_code = str(reg_code or "").strip().upper()[:MAX_INPUT]
+        ip = str(ip or "")[:MAX_INPUT]
+        ctx = self.ctx
+        with ctx.lock:
+            manifest = ctx.manifest()
+            if manifest is None:
+                raise RegistrationRefused("考点尚未导入考务，暂不能注册考场。",
+                                          "请等考点管理员完成“导入考务”后再注册。")
+            now = ctx.now()
+            until = self._limiter.blocked_until(room_code, ip, now)
+            if until is not None:
+                log.warning("registration of %r from %s refused: too many wrong codes", room_code, ip)
+                ctx.record("proctor", "registration_blocked", room=room_code, ip=ip)
+                raise RegistrationRefused(
+                    "注册码错误次数过多，已暂停注册。",
+                    "请在 {} 之后重试，并核对考点信息表上的考场代码和注册码。".format(format_time(until)[11:19]))
+            room = ctx.stores.runtime.get(model.ROOMS, room_code) if room_code else None
+            if room is None or not _same(reg_code, room["reg_code"]):
+                self._limiter.fail(room_code, ip, now)
+                log.info("wrong registration code for room %r from %s", room_code, ip)
+                ctx.record("proctor", "registration_failed", room=room_code, ip=ip)
+                raise RegistrationRefused(*WRONG)
+            if room.get("ip") and room["ip"] != ip:
+                ctx.record("proctor", "registration_conflict", room=room_code, ip=ip, registered_ip=room["ip"])
+                raise RegistrationRefused(
+                    "考场 {} 已在另一台监考机（{}）上注册。".format(room_code, room["ip"]),
+                    "如需更换监考机，请在考点管理系统“考场注册”中对该考场“撤销注册”后重新注册。")
+            again = room.get("ip") == ip
+            token = secrets.token_urlsafe(TOKEN_BYTES)
+            ctx.stores.runtime.update(model.ROOMS, room_code, {
+                "ip": ip, "token": token, "registered_at": format_time(now)})
+            ctx.record("proctor", "room_registered", room=room_code, ip=ip, again=again)
+            sessions = self._room_sessions(manifest, room_code)
+        return {"token": token, "site_code": manifest["site_code"], "sessions": sessions,
+                "room_data_sha256": self.loading.room_data_sha256(room_code)}
+
+    @staticmethod
+    def _room_sessions(manifest: Dict[str, Any], room_code: str) -> List[Dict[str, Any]]:
+        ids = {c["session"] for c in manifest["candidates"] if c["room"] == room_code}
+        return [{"id": s["id"], "name": s["name"], "start": s["start"], "duration_min": s["duration_min"]}
+                for s in manifest["sessions"] if s["id"] in ids]
+
+    def authenticate(self, room_code: str, token: str, ip: str) -> Dict[str, Any]:
+        """The room doc when ``token`` is the room's current token and ``ip`` its registered IP.
+
+        Raises ``RegistrationRefused`` otherwise (revoked, re-registered, other IP).
+        """
+        with self.ctx.lock:
+            room = self.ctx.stores.runtime.get(model.ROOMS, str(room_code or "")[:MAX_INPUT]) if room_code else None
+            if (room is None or not room.get("token") or not isinstance(token, str)
+                    or not _same(token, room["token"]) or room.get("ip") != ip):
+                raise RegistrationRefused("监考机的考场注册已失效。", "请在监考机上重新注册考场。")
+            return room
+
+    def mark_data_imported(self, room_code: str, token: str, ip: str, sha256: str) -> Dict[str, Any]:
+        """Record that the room's proctor machine imported its room data file (hash ``sha256``).
+
+        Raises ``RegistrationRefused`` (bad token) or ``FormatError`` (not the loaded
+        package's room file). Returns the updated room doc.
+        """
+        with self.ctx.lock:
+            self.authenticate(room_code, token, ip)
+            expected = self.loading.room_data_sha256(room_code)
+            if expected is None or not isinstance(sha256, str) or sha256.lower() != expected:
+                raise FormatError("监考机导入的考场数据与考点当前的考场数据包不一致。",
+                                  "请在监考机上重新下载并导入本考场的考场数据。",
+                                  detail="room {} data {} != {}".format(room_code, sha256, expected))
+            doc = self.ctx.stores.runtime.update(model.ROOMS, room_code, {
+                "data_sha256": expected, "data_imported_at": format_time(self.ctx.now())})
+            self.ctx.record("proctor", "room_data_imported", room=room_code, ip=ip, sha256=expected)
+            return doc
+
+    # -- admin side --------------------------------------------------------------------
+    def revoke(self, room_code: str, actor: str) -> Dict[str, Any]:
+        """撤销注册: forget the room's IP, token and data import; disconnect it from the LAN service.
+
+        Raises ``UserError`` for an unknown room. Returns the updated room doc.
+        """
+        with self.ctx.lock:
+            room = self.ctx.stores.runtime.get(model.ROOMS, room_code)
+            if room is None:
+                raise UserError("没有考场 {}。".format(room_code), "请从考场列表中选择考场。")
+            doc = self.ctx.stores.runtime.update(model.ROOMS, room_code, {
+                "ip": None, "token": None, "registered_at": None, "data_sha256": None, "data_imported_at": None})
+            self.ctx.record(actor, "registration_revoked", room=room_code, ip=room.get("ip"))
+        if self.ctx.lan is not None:
+            try:
+                self.ctx.lan.disconnect_room(room_code)
+            except Exception:  # noqa: BLE001 - the revocation stands; the LAN service logs its own trouble
+                log.exception("could not disconnect room %s from the LAN service", room_code)
+        return doc
+
+    def _rooms_in_order(self) -> List[Dict[str, Any]]:
+        docs = {d["code"]: d for d in self.ctx.stores.runtime.all(model.ROOMS)}
+        return [docs[r["code"]] for r in self.loading.rooms() if r["code"] in docs]
+
+    def export_site_info(self, folder: str, actor: str, server_address: Optional[str] = None,
+                         port: int = model.LAN_PORT) -> Dict[str, str]:
+        """导出考点信息: ``{"html": path, "kdinfo": path}`` written into ``folder``.
+
+        The HTML sheet has one page per room (room code, registration code, server
+        address, port); the KDINFO is signed by the dongle. Raises ``NotLoaded``,
+        ``LockError`` (no dongle), ``StoreError`` (folder not writable).
+        """
+        ctx = self.ctx
+        if server_address is None:
+            server_address = ctx.lan.address() if ctx.lan is not None else default_address()
+        with ctx.lock:
+            manifest = ctx.manifest()
+            meta = self.loading.meta()
+            if manifest is None or meta is None:
+                raise not_loaded()
+            rooms = self._rooms_in_order()
+            site = manifest["site_code"]
+            body = kdinfo.make_body(site, meta["manifest_sha256"], format_time(ctx.now()), rooms)
+            dongle = ctx.dongle_or_raise()
+            sig = dongle.sign(kdinfo.body_digest(body))
+            data = kdinfo.build_kdinfo(body, sig.lock_id, sig.clock_ms, sig.signature)
+            page = printing.site_info_html(site, manifest["exam_name"], server_address, port, rooms)
+            html_path = os.path.join(folder, "考点信息表({}).html".format(site))
+            info_path = os.path.join(folder, kdinfo.file_name(site))
+            try:
+                os.makedirs(folder, exist_ok=True)
+                printing.write_file(html_path, page.encode("utf-8"))
+                printing.write_file(info_path, data)
+            except OSError as e:
+                raise StoreError("无法写入考点信息文件（{}）。".format(folder),
+                                 "请检查所选文件夹（U盘）是否可写、空间是否足够。",
+                                 detail=repr(e)) from e
+            ctx.record(actor, "site_info_exported", folder=folder, kdinfo=info_path, html=html_path,
+                       rooms=len(rooms), registered=sum(1 for r in rooms if r.get("ip")))
+        return {"html": os.path.abspath(html_path), "kdinfo": os.path.abspath(info_path)}
+
+    def restore(self, kdinfo_path: str, actor: str) -> Dict[str, Any]:
+        """恢复注册 from a KDINFO file: registration codes and IPs of every room in it.
+
+        Checked first, nothing changes on refusal: the file's form, the site code, the
+        loaded package (manifest hash), the dongle signature by the package's lock key.
+        Raises ``FormatError``, ``NotLoaded``, ``LockError``. Returns ``snapshot()``.
+        """
+        ctx = self.ctx
+        try:
+            with open(kdinfo_path, "rb") as f:
+                data = f.read(kdinfo.MAX_BYTES + 1)
+        except OSError as e:
+            raise FormatError("无法读取考点信息备份文件：{}".format(kdinfo_path), kdinfo.REMEDY, detail=repr(e)) from e
+        info = kdinfo.parse_kdinfo(data)
+        with ctx.lock:
+            manifest = ctx.manifest()
+            meta = self.loading.meta()
+            if manifest is None or meta is None:
+                raise not_loaded()
+            kdinfo.check_binding(info, ctx.site_code(), meta["manifest_sha256"])
+            lock = manifest["lock"]
+            if info.lock_id != lock["id"]:
+                raise kdinfo.signature_error("kdinfo lock {} != package lock {}".format(info.lock_id, lock["id"]))
+            if ctx.dongle is None:
+                raise kdinfo.signature_error("no dongle port to check the signature")
+            public_key = base64.b64decode(lock["public_key"])
+            sig = DongleSignature(info.lock_id, info.clock_ms, info.signature)
+            if not ctx.dongle.check_signature(public_key, info.digest, sig):
+                raise kdinfo.signature_error("kdinfo signature does not verify")
+            runtime = ctx.stores.runtime
+            current = {d["code"]: d for d in runtime.all(model.ROOMS)}
+            unknown = [r["code"] for r in info.rooms if r["code"] not in current]
+            if unknown:
+                raise FormatError("考点信息备份文件中的考场不在当前考场数据包中：{}".format("、".join(unknown[:5])),
+                                  kdinfo.REMEDY)
+            with runtime.transaction():
+                for room in info.rooms:
+                    doc = current[room["code"]]
+                    changes: Dict[str, Any] = {"reg_code": room["reg_code"], "ip": room["ip"],
+                                               "registered_at": room["registered_at"] if room["ip"] else None}
+                    if doc.get("ip") != room["ip"] or doc.get("reg_code") != room["reg_code"]:
+                        changes.update({"token": None, "data_sha256": None, "data_imported_at": None})
+                    runtime.update(model.ROOMS, room["code"], changes)
+            ctx.record(actor, "registration_restored", file=kdinfo_path, rooms=len(info.rooms),
+                       registered=sum(1 for r in info.rooms if r["ip"]), created_at=info.body["created_at"])
+        return self.snapshot()
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The §3.2 table: one row per room (``code``, ``reg_code``, ``ip``, ``registered``,
+        ``registered_at``, ``data_imported`` (the room's 封场检测 condition: its proctor
+        imported the loaded package's room data), ``note``) and the counts."""
+        with self.ctx.lock:
+            rooms = self._rooms_in_order()
+            rows = []
+            for room in rooms:
+                expected = self.loading.room_data_sha256(room["code"])
+                rows.append({
+                    "code": room["code"], "reg_code": room["reg_code"], "ip": room.get("ip"),
+                    "registered": bool(room.get("ip")), "registered_at": room.get("registered_at"),
+                    "data_imported": bool(room.get("ip")) and expected is not None
+                    and room.get("data_sha256") == expected,
+                    "data_imported_at": room.get("data_imported_at"), "note": room.get("note") or "",
+                })
+        registered = sum(1 for r in rows if r["registered"])
+        return {"columns": COLUMNS, "rooms": rows, "registered": registered, "unregistered": len(rows) - registered}
