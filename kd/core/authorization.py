@@ -1,0 +1,159 @@
+"""考试授权 (manual §3.3): each session's authorization, online or from a ``.PTQ`` file.
+
+``AuthorizationService(ctx)``:
+
+- ``authorize_online(session_id, actor)``: download the authorization of one session
+  (or of every session with ``None``) from the platform (verified by the client:
+  signature, site, session, validity). When the platform is unreachable or refuses,
+  the ``PlatformError`` tells the user to import the ``.PTQ`` by hand.
+- ``import_ptq(path, actor)``: a ``.PTQ`` the user chose, verified with
+  ``load_session_authorization`` (trusted keys, site code, ``ctx.now()``).
+- ``snapshot()``: the table 场次明细 (场次 | 场次名称 | 开考时间 | 考试时长 |
+  考试授权状态 | 授权验证状态).
+
+An authorization is accepted only when its session is a session of the loaded package
+with the same start, duration and name; it is stored (raw bytes, base64) in
+``runtime sessions/<id>``. It does not depend on 考场注册: steps 2 and 3 go in either order.
+"""
+
+import base64
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from kd.core import model
+from kd.core.context import Context
+from kd.core.loading import LoadingService, not_loaded
+from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, UserError
+from kd.formats.documents import REMEDY_AUTHORIZATION, SessionAuthorization, load_session_authorization
+from kd.formats.timeutil import format_time, parse_time
+
+log = logging.getLogger(__name__)
+
+MAX_PTQ_BYTES = 1024 * 1024
+MANUAL_REMEDY = "请点击“手工导入”，选择监控平台提供的该场次考试授权文件（.PTQ）。"
+COLUMNS = ["场次", "场次名称", "开考时间", "考试时长", "考试授权状态", "授权验证状态"]
+
+
+class AuthorizationService:
+    """考试授权 of the loaded package's sessions."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.loading = LoadingService(ctx)
+
+    def _sessions(self) -> List[Dict[str, Any]]:
+        sessions = self.loading.sessions()
+        if not sessions:
+            raise not_loaded()
+        return sessions
+
+    def _session(self, session_id: str) -> Dict[str, Any]:
+        for session in self._sessions():
+            if session["id"] == session_id:
+                return session
+        raise UserError("考场数据包中没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
+
+    def _check_matches(self, auth: SessionAuthorization) -> Dict[str, Any]:
+        """The package's session the authorization is for; ``FormatError`` when they differ."""
+        session = next((s for s in self._sessions() if s["id"] == auth.session_id), None)
+        if session is None:
+            raise FormatError("考试授权文件无效：场次 {} 不在已载入的考场数据包中。".format(auth.session_id),
+                              REMEDY_AUTHORIZATION)
+        start = parse_time(session["start"], "start", "考场数据包")
+        diffs = []
+        if auth.start != start:
+            diffs.append("开考时间（授权 {}，数据包 {}）".format(format_time(auth.start), session["start"]))
+        if auth.duration_min != session["duration_min"]:
+            diffs.append("考试时长（授权 {} 分钟，数据包 {} 分钟）".format(auth.duration_min, session["duration_min"]))
+        if auth.session_name != session["name"]:
+            diffs.append("场次名称（授权 {}，数据包 {}）".format(auth.session_name, session["name"]))
+        if diffs:
+            raise FormatError("考试授权与考场数据包中的场次 {} 不符：{}。".format(session["id"], "；".join(diffs)),
+                              "请先重新载入最新的考场数据包，再重新获取考试授权。")
+        return session
+
+    def _store(self, auth: SessionAuthorization, source: str, actor: str) -> Dict[str, Any]:
+        """Check and persist one authorization. Under ``ctx.lock``."""
+        self._check_matches(auth)
+        runtime = self.ctx.stores.runtime
+        changes = {"id": auth.session_id, "authorized_at": format_time(self.ctx.now()),
+                   "authorization_source": source,
+                   "authorization": base64.b64encode(auth.raw).decode("ascii")}
+        if runtime.get(model.SESSIONS, auth.session_id) is None:
+            doc = runtime.put(model.SESSIONS, auth.session_id, changes)
+        else:
+            doc = runtime.update(model.SESSIONS, auth.session_id, changes)
+        self.ctx.record(actor, "session_authorized", session=auth.session_id, source=source,
+                        auth_id=auth.auth_id, valid_until=format_time(auth.valid_until))
+        return doc
+
+    def authorize_online(self, session_id: Optional[str], actor: str) -> Dict[str, Any]:
+        """Download and store the authorization of ``session_id`` (every session with None).
+
+        Returns ``snapshot()``. Raises ``NotLoaded``, ``UserError`` (unknown session),
+        ``PlatformUnreachable`` / ``PlatformRefused`` (remedy: import the .PTQ),
+        ``FormatError`` (bad document, or one that does not match the package). With
+        ``None``, the sessions that did succeed stay authorized when a later one fails.
+        """
+        ids = [self._session(session_id)["id"]] if session_id is not None else [s["id"] for s in self._sessions()]
+        platform = self.ctx.platform_or_raise("“手工导入”导入考试授权文件（.PTQ）")
+        done: List[str] = []
+        for sid in ids:
+            try:
+                auth = platform.download_authorization(sid)
+            except (PlatformUnreachable, PlatformRefused) as e:
+                log.warning("authorization of session %s failed: %s (%s)", sid, e.cause, e.detail)
+                prefix = "已获取场次 {} 的授权；".format("、".join(done)) if done else ""
+                raise type(e)("{}从监控平台获取场次 {} 的考试授权失败：{}".format(prefix, sid, e.cause),
+                              MANUAL_REMEDY, detail=e.detail) from e
+            with self.ctx.lock:
+                self._store(auth, "online", actor)
+            done.append(sid)
+        return self.snapshot()
+
+    def import_ptq(self, path: str, actor: str) -> Dict[str, Any]:
+        """Verify and store a ``.PTQ`` file; returns ``snapshot()``.
+
+        Raises ``FormatError`` (unreadable, bad signature, other site, expired, not a
+        session of the loaded package or different from it), ``NotLoaded``.
+        """
+        site_code = self.ctx.site_code()
+        if not site_code:
+            raise UserError("尚未设置考点代码。", "请先登录并在“系统设置”中填写考点代码。")
+        self._sessions()
+        try:
+            if os.path.getsize(path) > MAX_PTQ_BYTES:
+                raise FormatError("考试授权文件过大：{}".format(path), REMEDY_AUTHORIZATION)
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise FormatError("无法读取考试授权文件：{}".format(path), REMEDY_AUTHORIZATION, detail=repr(e)) from e
+        auth = load_session_authorization(data, self.ctx.trusted, site_code, self.ctx.now())
+        with self.ctx.lock:
+            self._store(auth, "manual", actor)
+        return self.snapshot()
+
+    def authorized(self, session_id: str) -> bool:
+        doc = self.ctx.stores.runtime.get(model.SESSIONS, session_id)
+        return bool(doc and doc.get("authorized_at"))
+
+    def snapshot(self) -> Dict[str, Any]:
+        """场次明细: one row per session of the loaded package (``id``, ``name``, ``start``,
+        ``duration_min``, ``authorized``, ``authorized_at``, ``authorization_source``,
+        ``verified``, ``verified_at``) and whether every session is authorized."""
+        with self.ctx.lock:
+            sessions = self.loading.sessions()
+            docs = {d["id"]: d for d in self.ctx.stores.runtime.all(model.SESSIONS)}
+        rows = []
+        for session in sessions:
+            doc = docs.get(session["id"]) or {}
+            rows.append({
+                "id": session["id"], "name": session["name"], "start": session["start"],
+                "duration_min": session["duration_min"],
+                "authorized": bool(doc.get("authorized_at")), "authorized_at": doc.get("authorized_at"),
+                "authorization_source": doc.get("authorization_source"),
+                "verified": bool(doc.get("verified_at")), "verified_at": doc.get("verified_at"),
+            })
+        return {"columns": COLUMNS, "sessions": rows,
+                "all_authorized": bool(rows) and all(r["authorized"] for r in rows)}
