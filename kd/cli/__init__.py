@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any, Callable, Optional
 
-MODULES = ("kd.cli.audit",)
+MODULES = ("kd.cli.audit", "kd.cli.live")
 
 
 class Session:

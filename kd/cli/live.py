@@ -1,0 +1,126 @@
+"""``seal-check``, ``verify``, ``monitor``, ``outbox``: 封场检测, 授权验证, 考场监控 and the report outbox.
+
+- ``seal-check [--min-free-gb G] [--json]``: run 封场检测, print every item; a passing
+  check enqueues its report and tries to deliver the outbox once. Exit 0 when the
+  check passes, 1 when an item failed (the items say why and what to do).
+- ``verify --session N [--file F.KDV] [--json]``: 授权验证 of a session, online or from a file.
+- ``monitor [--session N] [--json]``: the §4.3 table (this process receives no
+  heartbeats, so it shows the persisted state: every room as not connected).
+- ``outbox [--send] [--json]``: the stored reports and their states; ``--send`` first
+  tries to deliver every pending one.
+"""
+
+import argparse
+from typing import Any, Dict, List
+
+from kd.cli import Session, add_json
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("seal-check", help="封场检测")
+    p.add_argument("--min-free-gb", type=float, default=2.0, help="磁盘剩余空间下限（GB，默认 2）")
+    add_json(p)
+    p.set_defaults(handler=run_seal)
+
+    p = commands.add_parser("verify", help="授权验证（联网或导入授权验证文件）")
+    p.add_argument("--session", required=True, help="场次编号")
+    p.add_argument("--file", help="授权验证文件（.KDV）；不给则联网验证")
+    add_json(p)
+    p.set_defaults(handler=run_verify)
+
+    p = commands.add_parser("monitor", help="考场监控")
+    p.add_argument("--session", help="场次编号（默认当前场次）")
+    add_json(p)
+    p.set_defaults(handler=run_monitor)
+
+    p = commands.add_parser("outbox", help="查看待上报/已上报的状态报告")
+    p.add_argument("--send", action="store_true", help="先尝试上报所有待上报的报告")
+    add_json(p)
+    p.set_defaults(handler=run_outbox)
+
+
+def _seal_text(result: Dict[str, Any]) -> str:
+    marks = {"pass": "✓", "fail": "✗", "skipped": "-"}
+    lines = []
+    for item in result["items"]:
+        lines.append("{} {}：{}".format(marks.get(item["status"], "?"), item["label"], item["detail"]))
+        if item.get("remedy"):
+            lines.append("    处理：" + item["remedy"])
+    lines.append("封场检测{}（{}）".format("通过" if result["passed"] else "未通过", result["checked_at"]))
+    if result.get("report_label"):
+        lines.append("状态上报：" + result["report_label"])
+    return "\n".join(lines)
+
+
+def run_seal(s: Session) -> int:
+    from kd.core.outbox import Outbox  # noqa: PLC0415
+    from kd.core.seal import GB, SealCheckService  # noqa: PLC0415
+
+    opts: argparse.Namespace = s.opts
+    outbox = Outbox(s.ctx)
+    service = SealCheckService(s.ctx, outbox, min_free_bytes=int(opts.min_free_gb * GB))
+    result = service.run(s.actor)
+    if result["passed"]:
+        outbox.deliver_once()
+        result = service.snapshot()
+    s.out(result, _seal_text(result))
+    return 0 if result["passed"] else 1
+
+
+def run_verify(s: Session) -> int:
+    from kd.core.verification import VerificationService  # noqa: PLC0415
+
+    opts: argparse.Namespace = s.opts
+    service = VerificationService(s.ctx)
+    if opts.file:
+        row = service.import_verification(opts.file, opts.session, s.actor)
+    else:
+        row = service.verify_online(opts.session, s.actor)
+    s.out(row, "场次 {}（{}）授权验证通过：{}（{}）。".format(
+        row["id"], row.get("name") or "", row["verified_at"], "手工导入" if opts.file else "联网验证"))
+    return 0
+
+
+def _monitor_text(snap: Dict[str, Any]) -> str:
+    from kd.core.monitor import COLUMNS, cell_text  # noqa: PLC0415
+
+    if snap.get("session") is None:
+        return "尚未导入考务，没有场次。"
+    session = snap["session"]
+    lines: List[str] = ["场次：{} {}  开考时间：{}".format(session["id"], session.get("name") or "",
+                                                        session.get("start") or ""),
+                        " | ".join(label for _, label in COLUMNS)]
+    for row in snap["rows"]:
+        lines.append(" | ".join(cell_text(key, row.get(key)) for key, _ in COLUMNS))
+    totals = snap["totals"]
+    lines.append(" | ".join([totals.get("room", "")] + [str(totals.get(key, "")) for key, _ in COLUMNS[1:]]))
+    if snap.get("status_report", {}).get("label"):
+        lines.append("考场状态上报：" + snap["status_report"]["label"])
+    return "\n".join(lines)
+
+
+def run_monitor(s: Session) -> int:
+    from kd.core.monitor import MonitorService  # noqa: PLC0415
+    from kd.core.outbox import Outbox  # noqa: PLC0415
+
+    snap = MonitorService(s.ctx, Outbox(s.ctx)).snapshot(s.opts.session)
+    s.out(snap, _monitor_text(snap))
+    return 0
+
+
+def run_outbox(s: Session) -> int:
+    from kd.core.outbox import Outbox  # noqa: PLC0415
+
+    outbox = Outbox(s.ctx)
+    sent = outbox.deliver_once() if s.opts.send else 0
+    snap = outbox.snapshot()
+    snap["sent_now"] = sent
+    lines = ["{created_at} {kind_label} {session} {room} {state_label} {extra}".format(
+        created_at=r["created_at"], kind_label=r["kind_label"], session=r["session_id"] or "",
+        room=r["room_code"] or "", state_label=r["state_label"],
+        extra=r["sent_at"] or r["last_error"] or "") for r in snap["items"]]
+    counts = snap["counts"]
+    lines.append("待上报 {} 条，已上报 {} 条，上报失败 {} 条。".format(
+        counts["pending"], counts["sent"], counts["failed"]))
+    s.out(snap, "\n".join(lines))
+    return 0
