@@ -1,0 +1,574 @@
+"""System management (manual §6): backup, restore, 模考转正考, 系统初始化, the exit rule.
+
+- ``backup(folder, note, actor)``: a ``.bak`` (``kd.formats.backup``) with the current
+  content of the three stores, every spool file, the room data files and the audit log,
+  signed by the site's dongle (the one the loaded site package names). Written as
+  ``.part``, fsynced, renamed, then read back in full and its signature checked; a
+  backup that does not verify is deleted and reported.
+- ``restore(path, actor)``: verify first (structure, every hash, the signature with the
+  public key the manifest names, that key being the one of the site package inside the
+  backup, and the attached dongle being that dongle), extract into
+  ``DATA/.restore-staging``, then swap it in (see below). The running context is switched
+  over to the restored files, but services that keep state in memory do not know: the
+  result says ``restart_required`` and the app must restart (manual §6.2).
+- ``to_formal(actor)`` (模考转正考, mock mode only): clears the exam data (runtime DB,
+  exam DB, room files, spool), keeps site code, accounts and settings; mode → formal.
+- ``initialize(confirm_site_code, actor)`` (系统初始化): clears the site code and all exam
+  data, keeps accounts; refused during a formal exam while data is not reported.
+- ``exit_allowed()``: the same rule guards exit (§6.5).
+
+"Not reported" (formal mode only): a room of a session that started and whose results
+were not recovered yet, or a recovered result (``room_sessions.result``) without an
+upload receipt (``room_sessions.upload``). Restore is refused in formal mode when it
+would drop such a result (the backup does not hold the same result).
+
+The swap (never half-restored): the items ``db/``, ``spool/``, ``rooms/`` and
+``audit.log`` are staged complete in ``DATA/.restore-staging``; a journal
+``DATA/restore.journal`` is written durably; each live item is renamed into
+``DATA/.restore-old`` and the staged one into its place; the journal is removed; the old
+items are kept as ``DATA/restore-previous`` (the one before is deleted). A failure during
+the swap puts the old items back. A crash during the swap leaves the journal:
+``finish_interrupted_restore(data_dir)``, called before the stores are opened, rolls the
+swap forward (the staging was complete and verified before the journal was written).
+"""
+
+import base64
+import logging
+import os
+import re
+import shutil
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import kd
+from kd.core import model
+from kd.core.accounts import AccountService
+from kd.core.context import Context
+from kd.core.ports import DongleSignature
+from kd.errors import LockError, StoreError, UserError
+from kd.formats import backup as bak
+from kd.formats.signing import canonical_json
+from kd.formats.timeutil import format_time
+
+# The system chapter works on the data folder's files themselves (backup, restore,
+# reopening after a restore), so it uses the store's file primitives directly.
+from kd.store import atomic, fsutil
+from kd.store.audit import AuditLog
+from kd.store.database import DB_FILES, open_stores
+from kd.store.spool import Spool
+
+log = logging.getLogger(__name__)
+
+ITEMS = ("db", "spool", "rooms", "audit.log")
+STAGING = ".restore-staging"
+OLD = ".restore-old"
+PREVIOUS = "restore-previous"
+JOURNAL = "restore.journal"
+ROOM_FILE_RE = re.compile(r"[0-9A-Za-z_.-]{1,100}", re.ASCII)
+
+
+class SystemRefused(UserError):
+    """A system operation is not allowed now (unreported data, wrong mode, wrong confirmation)."""
+
+
+class BackupError(UserError):
+    """A backup could not be written or did not verify after writing."""
+
+
+class RestoreError(UserError):
+    """A restore failed; the old data is unchanged."""
+
+
+def _move(src: str, dst: str) -> None:
+    """One rename of the swap (a module function so that tests can inject a failure)."""
+    fsutil.replace(src, dst)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def finish_interrupted_restore(data_dir: str) -> bool:
+    """Roll forward a swap a crash interrupted (call before opening the stores); True if it did."""
+    journal = os.path.join(data_dir, JOURNAL)
+    if not os.path.exists(journal):
+        _remove(os.path.join(data_dir, STAGING))  # an unfinished staging: never swapped in
+        return False
+    log.warning("finishing an interrupted system restore in %s", data_dir)
+    staging, old = os.path.join(data_dir, STAGING), os.path.join(data_dir, OLD)
+    os.makedirs(old, exist_ok=True)
+    for item in ITEMS:
+        new, live, kept = os.path.join(staging, item), os.path.join(data_dir, item), os.path.join(old, item)
+        if not os.path.exists(new):
+            continue  # already swapped in
+        if os.path.exists(live):
+            if os.path.exists(kept):
+                _remove(live)  # a live item re-created after the old one was moved away
+            else:
+                fsutil.replace(live, kept)
+        fsutil.replace(new, live)
+    fsutil.fsync_dir(data_dir)
+    _finish(data_dir)
+    return True
+
+
+def _finish(data_dir: str) -> None:
+    """After a complete swap: drop the journal, keep the old items as ``restore-previous``."""
+    os.remove(os.path.join(data_dir, JOURNAL))
+    fsutil.fsync_dir(data_dir)
+    previous = os.path.join(data_dir, PREVIOUS)
+    try:
+        _remove(previous)
+        if os.path.exists(os.path.join(data_dir, OLD)):
+            os.replace(os.path.join(data_dir, OLD), previous)
+        _remove(os.path.join(data_dir, STAGING))
+    except OSError as e:  # the restore is complete; only tidying failed
+        log.error("could not tidy up after the restore: %r", e)
+
+
+def _write_durably(path: str, chunks: Callable[[Callable[[bytes], object]], None]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        chunks(f.write)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_tree(root: str) -> None:
+    for folder, _dirs, _files in os.walk(root):
+        fsutil.fsync_dir(folder)
+
+
+class SystemService:
+    """系统备份 / 系统恢复 / 模考转正考 / 系统初始化 and the exit rule."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.accounts = AccountService(ctx)
+
+    # -- the rule of §6.3 / §6.5 -------------------------------------------------------------
+    def unreported(self) -> List[str]:
+        """What keeps a formal exam from being left: one line per room and session (empty in mock mode)."""
+        if self.ctx.mode() != model.FORMAL:
+            return []
+        return _unreported(self.ctx.stores.runtime.all(model.ROOM_SESSIONS))
+
+    def exit_allowed(self) -> Tuple[bool, str]:
+        """(True, "") or (False, the reason) — 退出系统 is forbidden while data is unreported."""
+        lines = self.unreported()
+        if not lines:
+            return True, ""
+        return False, "考试数据尚未上报，禁止退出系统（否则考场无法正常进行考试）：{}。".format(_summary(lines))
+
+    def _refuse_if_unreported(self, what: str) -> None:
+        lines = self.unreported()
+        if lines:
+            raise SystemRefused("考试数据尚未上报，禁止{}：{}。".format(what, _summary(lines)),
+                                "请先完成数据回收和考后上报，再执行此操作。", detail="; ".join(lines))
+
+    # -- 系统备份 ------------------------------------------------------------------------------
+    def backup(self, folder: str, note: str, actor: str) -> str:
+        """Write a signed ``.bak`` into ``folder``; return its path.
+
+        Raises ``SystemRefused`` (no site package loaded: nothing names the dongle that
+        signs), ``LockError`` (dongle missing or not the package's), ``BackupError``
+        (folder not writable, disk full, read-back failed), ``PasswordChangeRequired``.
+        """
+        note = (note or "").strip()
+        if len(note) > bak.MAX_NOTE_CHARS or any(ord(c) < 32 for c in note):
+            raise SystemRefused("备注过长或含控制字符（至多 {} 个字符）。".format(bak.MAX_NOTE_CHARS),
+                                "请修改备注后重试。")
+        with self.ctx.lock:
+            self.accounts.require_changed(actor)
+            manifest = self.ctx.manifest()
+            if not manifest or not isinstance(manifest.get("lock"), dict):
+                raise SystemRefused("尚未导入考务数据，无法进行系统备份。",
+                                    "系统备份由考务数据包中登记的机考锁签名；请先完成“导入考务”。")
+            lock = {"id": manifest["lock"]["id"], "public_key": manifest["lock"]["public_key"]}
+            public_key = base64.b64decode(lock["public_key"])
+            dongle = self.ctx.dongle_or_raise()
+            dongle.verify(lock["id"], public_key)
+            site = self.ctx.site()
+            now = self.ctx.now()
+            header = {"site_code": site.get("site_code") or "", "mode": site.get("mode", model.FORMAL),
+                      "exam_name": str(manifest.get("exam_name") or ""), "note": note,
+                      "created_at": format_time(now), "app_version": kd.__version__, "lock": lock}
+            try:
+                os.makedirs(folder, exist_ok=True)
+                path = _free_name(folder, "系统备份({})_{}".format(header["site_code"] or "未设置",
+                                                                   now.strftime("%Y%m%d-%H%M%S")))
+                part = path + ".part"
+                sources = self._sources()
+                try:
+                    with open(part, "wb") as f:
+                        written = bak.write(f, header, sources, lambda d: bak.Seal(*dongle.sign(d)))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    fsutil.replace(part, path)
+                    fsutil.fsync_dir(os.path.dirname(os.path.abspath(path)))
+                except BaseException:
+                    _quietly_remove(part)
+                    raise
+            except OSError as e:
+                raise BackupError("无法写入备份文件到 {}。".format(folder),
+                                  "请检查该文件夹（如 U 盘）是否可写、空间是否足够，然后重试。", detail=repr(e)) from e
+            try:
+                self._check_written(path, public_key)
+            except (UserError, OSError) as e:
+                _quietly_remove(path)
+                raise BackupError("备份文件写入后校验失败，已删除：{}。".format(path),
+                                  "请检查存储介质后重新备份，或换一个文件夹/U 盘。", detail=repr(e)) from e
+            size = os.path.getsize(path)
+            self.ctx.record(actor, "system.backup", path=path, note=note, members=len(written["members"]),
+                            size=size)
+            return path
+
+    def _sources(self) -> List[Tuple[str, bak.Source]]:
+        """Every member of a backup: the stores' current content, spool, room files, audit log."""
+        sources: List[Tuple[str, bak.Source]] = []
+        for name in DB_FILES:
+            sources.append(("db/{}.json".format(name), self._db_body(name)))
+        for sha in self.ctx.spool.list():
+            sources.append(("spool/{}.dat".format(sha), self.ctx.spool.path(sha)))
+        rooms = os.path.join(self.ctx.data_dir, "rooms")
+        if os.path.isdir(rooms):
+            for name in sorted(os.listdir(rooms)):
+                full = os.path.join(rooms, name)
+                if os.path.isfile(full) and ROOM_FILE_RE.fullmatch(name) and ".part" not in name:
+                    sources.append(("rooms/" + name, full))
+        if os.path.exists(self.ctx.audit.path):
+            with open(self.ctx.audit.path, "rb") as f:
+                sources.append((bak.AUDIT, f.read()))
+        return sources
+
+    def _db_body(self, name: str) -> bytes:
+        """The current durable tables of store ``name`` (its newest good generation file)."""
+        db = getattr(self.ctx.stores, name)
+        base = os.path.join(self.ctx.data_dir, "db", name + ".json")
+        with db.transaction():  # holds the store's lock: no write in between
+            best: Optional[Tuple[int, bytes]] = None
+            for suffix in atomic.SLOTS:
+                try:
+                    with open(base + suffix, "rb") as f:
+                        gen, _tables, body = atomic.decode(f.read())
+                except FileNotFoundError:
+                    continue
+                except atomic.CorruptFile as e:
+                    log.warning("backup: skipping corrupt generation %s%s: %s", base, suffix, e)
+                    continue
+                if best is None or gen > best[0]:
+                    best = (gen, body)
+        return best[1] if best else b"{}"
+
+    def _check_written(self, path: str, public_key: bytes) -> None:
+        with bak.BackupFile(path) as f:
+            f.verify_all()
+            self._check_signature(f, public_key)
+
+    def _check_signature(self, f: bak.BackupFile, public_key: bytes) -> None:
+        dongle = self.ctx.dongle_or_raise()
+        sig = DongleSignature(f.seal.lock_id, f.seal.clock_ms, f.seal.signature)
+        if f.seal.lock_id != f.lock_id or not dongle.check_signature(public_key, f.digest, sig):
+            raise bak.refuse("机考锁签名无效，文件可能被篡改或不是本考点的备份")
+
+    # -- 系统恢复 ------------------------------------------------------------------------------
+    def restore(self, path: str, actor: str) -> Dict[str, Any]:
+        """Verify ``path`` completely, then replace the data folder's content with it in one swap.
+
+        Returns ``{"restart_required": True, "site_code", "note", "created_at", ...}``.
+        Raises ``FormatError`` (not a valid/untampered backup), ``LockError`` (the attached
+        dongle is not the backup's), ``SystemRefused`` (another site's backup, or it would
+        drop unreported results), ``RestoreError`` (the swap failed; old data intact).
+        """
+        ctx = self.ctx
+        with ctx.lock:
+            self.accounts.require_changed(actor)
+            staging = os.path.join(ctx.data_dir, STAGING)
+            if os.path.exists(os.path.join(ctx.data_dir, JOURNAL)):
+                raise RestoreError("上次系统恢复未完成。",
+                                   "请重新启动考点管理系统（启动时会完成上次的恢复），然后再操作。")
+            with bak.BackupFile(path) as f:
+                info = self._verify_backup(f)
+                try:
+                    self._stage(f, staging)
+                except BaseException:
+                    _quietly_rmtree(staging)
+                    raise
+            self._swap()
+            self._reopen()
+            ctx.record(actor, "system.restored", path=os.path.abspath(path), **info)
+            return dict(info, restart_required=True)
+
+    def _verify_backup(self, f: bak.BackupFile) -> Dict[str, Any]:
+        m = f.manifest
+        public_key = f.lock_public_key
+        # 1. the signature, with the key the manifest names
+        self._check_signature(f, public_key)
+        # 2. that key is the dongle of the site package inside the backup
+        exam = _tables(f.read(f.member("db/exam.json")), "exam")
+        package = _doc(exam, model.PACKAGE, model.MANIFEST) or {}
+        if package.get("lock") != m["lock"] or package.get("site_code", m["site_code"]) != m["site_code"]:
+            raise bak.refuse("备份中的考务数据包与签名所用的机考锁不符，文件可能被篡改")
+        # 3. the attached dongle is that dongle
+        try:
+            self.ctx.dongle_or_raise().verify(f.lock_id, public_key)
+        except LockError as e:
+            raise LockError("当前插入的机考锁不是该备份所属考点的机考锁（备份使用机考锁 {}）。".format(f.lock_id),
+                            "请插入本考点注册的机考锁后再恢复。", detail=e.detail or e.message) from e
+        # 4. the settings inside name the same site
+        settings = _tables(f.read(f.member("db/settings.json")), "settings")
+        site = _doc(settings, model.SETTINGS, model.SITE) or {}
+        if (site.get("site_code") or "") != m["site_code"]:
+            raise bak.refuse("备份中的考点设置与清单不符，文件可能被篡改")
+        current = self.ctx.site_code()
+        if current and current != m["site_code"]:
+            raise SystemRefused("该备份属于考点 {}，本系统的考点代码是 {}。".format(m["site_code"] or "（未设置）",
+                                                                                current),
+                                "请选择本考点的备份文件；如确需恢复其他考点的备份，请先执行“系统初始化”。")
+        # 5. nothing unreported is dropped
+        runtime = _tables(f.read(f.member("db/runtime.json")), "runtime")
+        kept = {(d.get("room"), d.get("session")): (d.get("result") or {}).get("sha256")
+                for d in runtime.get(model.ROOM_SESSIONS, {}).values() if isinstance(d, dict)}
+        if self.ctx.mode() == model.FORMAL:
+            for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS):
+                result = d.get("result")
+                room, session = d.get("room"), d.get("session")
+                if result and not d.get("upload") and kept.get((room, session)) != result.get("sha256"):
+                    raise SystemRefused(
+                        "恢复该备份会丢失尚未上报的考试数据（考场 {} 场次 {}）。".format(room, session),
+                        "请先完成考后上报，或选择包含这些数据的较新备份。")
+        return {"site_code": m["site_code"], "mode": m["mode"], "note": m["note"], "created_at": m["created_at"],
+                "exam_name": m["exam_name"], "members": len(f.members)}
+
+    def _stage(self, f: bak.BackupFile, staging: str) -> None:
+        """Extract every member (checked against the manifest while written) into ``staging``."""
+        _quietly_rmtree(staging)
+        for sub in ("db", "spool", "rooms"):
+            os.makedirs(os.path.join(staging, sub))
+        for member in f.members:
+            if member.name.startswith("db/"):
+                body = f.read(member)
+                _tables(body, member.name)
+                name = member.name[len("db/"):]
+                _write_durably(os.path.join(staging, "db", name + atomic.SLOTS[1]),
+                               lambda write, b=body: write(atomic.frame(b, 1)))
+            else:
+                _write_durably(os.path.join(staging, *member.name.split("/")),
+                               lambda write, m=member: f.stream(m, write))
+        _fsync_tree(staging)
+
+    def _swap(self) -> None:
+        data_dir = self.ctx.data_dir
+        staging, old = os.path.join(data_dir, STAGING), os.path.join(data_dir, OLD)
+        _quietly_rmtree(old)
+        os.makedirs(old)
+        fsutil.write_file_durably(os.path.join(data_dir, JOURNAL),
+                                  canonical_json({"items": list(ITEMS), "staging": STAGING, "old": OLD}).encode())
+        done: List[Tuple[str, bool]] = []  # (item, had a live one)
+        try:
+            with self.ctx.stores.settings.transaction(), self.ctx.stores.exam.transaction(), \
+                    self.ctx.stores.runtime.transaction():
+                for item in ITEMS:
+                    live, new = os.path.join(data_dir, item), os.path.join(staging, item)
+                    had = os.path.exists(live)
+                    if had:
+                        _move(live, os.path.join(old, item))
+                    done.append((item, had))
+                    if os.path.exists(new):
+                        _move(new, live)
+                fsutil.fsync_dir(data_dir)
+        except BaseException as e:
+            self._roll_back(done)
+            if isinstance(e, (OSError, UserError)):
+                raise RestoreError("系统恢复未完成，原有数据保持不变。",
+                                   "请关闭占用数据目录的程序（如杀毒软件）并检查磁盘空间后重试。",
+                                   detail=repr(e)) from e
+            raise
+        _finish(data_dir)
+
+    def _roll_back(self, done: List[Tuple[str, bool]]) -> None:
+        data_dir = self.ctx.data_dir
+        staging, old = os.path.join(data_dir, STAGING), os.path.join(data_dir, OLD)
+        for item, had in reversed(done):
+            live, kept = os.path.join(data_dir, item), os.path.join(old, item)
+            if os.path.exists(live) and (had and os.path.exists(kept) or not had):
+                fsutil.replace(live, os.path.join(staging, item))
+            if had and os.path.exists(kept):
+                fsutil.replace(kept, live)
+        fsutil.fsync_dir(data_dir)
+        os.remove(os.path.join(data_dir, JOURNAL))
+        fsutil.fsync_dir(data_dir)
+        _quietly_rmtree(staging)
+        _quietly_rmtree(old)
+        log.warning("system restore rolled back; the old data is in place")
+
+    def _reopen(self) -> None:
+        """Point the context at the restored files (the app must still restart)."""
+        ctx = self.ctx
+        old = ctx.stores
+        ctx.stores = open_stores(ctx.data_dir)
+        ctx.spool = Spool(os.path.join(ctx.data_dir, "spool"))
+        ctx.audit = AuditLog(os.path.join(ctx.data_dir, "audit.log"))
+        try:
+            old.close()
+        except StoreError as e:  # nothing was pending; the files are the restored ones now
+            log.error("closing the replaced stores: %r", e)
+
+    # -- 模考转正考 / 系统初始化 -------------------------------------------------------------------
+    def to_formal(self, actor: str) -> Dict[str, Any]:
+        """模考转正考: clear the mock exam's data, keep site code, accounts and settings; mode → formal.
+
+        The caller asks for confirmation first. Raises ``SystemRefused`` (not in mock
+        mode), ``PasswordChangeRequired``.
+        """
+        with self.ctx.lock:
+            self.accounts.require_changed(actor)
+            site = self.ctx.site()
+            if not site.get("site_code"):
+                raise SystemRefused("尚未完成系统设置。", "请先设置考点代码和考试模式。")
+            if site.get("mode") != model.MOCK:
+                raise SystemRefused("当前已是正式考试模式，无需模考转正考。", "")
+            cleared = self._clear_exam_data()
+            self.ctx.stores.settings.put(model.SETTINGS, model.SITE, dict(site, mode=model.FORMAL))
+            self.ctx.record(actor, "system.to_formal", site_code=site.get("site_code"), **cleared)
+            return dict(cleared, mode=model.FORMAL, restart_required=True)
+
+    def initialize(self, confirm_site_code: str, actor: str) -> Dict[str, Any]:
+        """系统初始化: clear the site code and every exam data, keep accounts and passwords.
+
+        ``confirm_site_code`` must be the current site code (empty when none is set).
+        Raises ``SystemRefused`` (wrong confirmation; formal mode with unreported data),
+        ``PasswordChangeRequired``.
+        """
+        with self.ctx.lock:
+            self.accounts.require_changed(actor)
+            site = self.ctx.site()
+            code = site.get("site_code") or ""
+            if (confirm_site_code or "").strip() != code:
+                raise SystemRefused("确认的考点代码与本系统的考点代码不符，未执行初始化。",
+                                    "请输入本系统的考点代码以确认初始化（初始化会清除全部考试数据）。")
+            self._refuse_if_unreported("初始化")
+            cleared = self._clear_exam_data()
+            kept = {k: v for k, v in site.items() if k in ("platform_url", "trusted_keys")}
+            if kept:
+                self.ctx.stores.settings.put(model.SETTINGS, model.SITE, kept)
+            else:
+                self.ctx.stores.settings.delete(model.SETTINGS, model.SITE)
+            self.ctx.record(actor, "system.initialized", site_code=code, **cleared)
+            return dict(cleared, site_code_cleared=code, restart_required=True)
+
+    def _clear_exam_data(self) -> Dict[str, int]:
+        """Runtime DB, exam DB, then the files they referred to (a crash leaves only orphans)."""
+        stores = self.ctx.stores
+        counts = {"rooms": stores.runtime.count(model.ROOMS), "sessions": stores.runtime.count(model.SESSIONS),
+                  "results": sum(1 for d in stores.runtime.all(model.ROOM_SESSIONS) if d.get("result"))}
+        stores.runtime.clear()
+        stores.exam.clear()
+        files = 0
+        for sha in self.ctx.spool.list():
+            os.remove(self.ctx.spool.path(sha))
+            files += 1
+        rooms = os.path.join(self.ctx.data_dir, "rooms")
+        if os.path.isdir(rooms):
+            for name in os.listdir(rooms):
+                full = os.path.join(rooms, name)
+                if os.path.isfile(full):
+                    os.remove(full)
+                    files += 1
+        counts["files"] = files
+        return counts
+
+    # -- status --------------------------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        """What the status line and ``status`` show: site, mode, exam, counts, the exit rule."""
+        ctx = self.ctx
+        with ctx.lock:
+            site = ctx.site()
+            manifest = ctx.manifest() or {}
+            meta = ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
+            rooms = ctx.stores.runtime.all(model.ROOMS)
+            sessions = ctx.stores.runtime.all(model.SESSIONS)
+            rs = ctx.stores.runtime.all(model.ROOM_SESSIONS)
+            outbox = ctx.stores.runtime.all(model.OUTBOX)
+            allowed, reason = self.exit_allowed()
+            mode = site.get("mode", model.FORMAL) if site.get("site_code") else None
+            return {
+                "site_code": site.get("site_code"),
+                "mode": mode,
+                "mode_label": model.MODE_LABELS.get(mode or "", "未设置"),
+                "needs_setup": not site.get("site_code"),
+                "platform_url": site.get("platform_url"),
+                "exam_name": manifest.get("exam_name"),
+                "package_loaded": bool(manifest),
+                "publish_time": meta.get("publish_time") or manifest.get("publish_time"),
+                "loaded_at": meta.get("loaded_at"),
+                "rooms": len(rooms),
+                "rooms_registered": sum(1 for r in rooms if r.get("token") or r.get("registered_at")),
+                "rooms_data_imported": sum(1 for r in rooms if r.get("data_imported_at")),
+                "sessions": len(sessions),
+                "sessions_authorized": sum(1 for s in sessions if s.get("authorized_at")),
+                "sessions_verified": sum(1 for s in sessions if s.get("verified_at")),
+                "results_recovered": sum(1 for d in rs if d.get("result")),
+                "results_uploaded": sum(1 for d in rs if d.get("result") and d.get("upload")),
+                "outbox_pending": sum(1 for o in outbox if o.get("state") == "pending"),
+                "exit_allowed": allowed,
+                "exit_reason": reason,
+            }
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _unreported(rows: List[Dict[str, Any]]) -> List[str]:
+    lines = []
+    for d in sorted(rows, key=lambda r: (str(r.get("session")), str(r.get("room")))):
+        room, session = d.get("room"), d.get("session")
+        if d.get("result"):
+            if not d.get("upload"):
+                lines.append("考场 {} 场次 {}：已回收，未上报".format(room, session))
+        elif d.get("started_at"):
+            lines.append("考场 {} 场次 {}：考试已开始，数据未回收".format(room, session))
+    return lines
+
+
+def _summary(lines: List[str]) -> str:
+    if len(lines) <= 3:
+        return "；".join(lines)
+    return "{} 等 {} 项".format("；".join(lines[:3]), len(lines))
+
+
+def _tables(body: bytes, what: str) -> Dict[str, Dict[str, Any]]:
+    """A store body's tables, or a ``FormatError`` (a backup member that is not a store)."""
+    try:
+        _gen, tables, _raw = atomic.decode(atomic.frame(body, 1))
+    except atomic.CorruptFile as e:
+        raise bak.refuse("数据库 {} 无法读取（{}）".format(what, e)) from None
+    return tables
+
+
+def _doc(tables: Dict[str, Dict[str, Any]], table: str, key: str) -> Optional[Dict[str, Any]]:
+    for doc in tables.get(table, {}).values():
+        if isinstance(doc, dict) and doc.get("_key") == key:
+            return doc
+    return None
+
+
+def _free_name(folder: str, stem: str) -> str:
+    path = os.path.join(folder, stem + bak.SUFFIX)
+    n = 2
+    while os.path.exists(path) or os.path.exists(path + ".part"):
+        path = os.path.join(folder, "{}-{}{}".format(stem, n, bak.SUFFIX))
+        n += 1
+    return path
+
+
+def _quietly_remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _quietly_rmtree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
