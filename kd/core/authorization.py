@@ -112,8 +112,8 @@ class AuthorizationService:
             done.append(sid)
         return self.snapshot()
 
-    def import_ptq(self, path: str, actor: str) -> Dict[str, Any]:
-        """Verify and store a ``.PTQ`` file; returns ``snapshot()``.
+    def import_ptq(self, path: str, actor: str, session_id: Optional[str] = None) -> Dict[str, Any]:
+        """Verify and store a ``.PTQ`` file (of ``session_id`` when given); returns ``snapshot()``.
 
         Raises ``FormatError`` (unreadable, bad signature, other site, expired, not a
         session of the loaded package or different from it), ``NotLoaded``.
@@ -129,7 +129,7 @@ class AuthorizationService:
                 data = f.read()
         except OSError as e:
             raise FormatError("无法读取考试授权文件：{}".format(path), REMEDY_AUTHORIZATION, detail=repr(e)) from e
-        auth = load_session_authorization(data, self.ctx.trusted, site_code, self.ctx.now())
+        auth = load_session_authorization(data, self.ctx.trusted, site_code, self.ctx.now(), session_id=session_id)
         with self.ctx.lock:
             self._store(auth, "manual", actor)
         return self.snapshot()

@@ -1,0 +1,134 @@
+"""考前 commands (manual §3.1-§3.3): ``load``, ``rooms``, ``export-site-info``,
+``restore-registration``, ``revoke``, ``authorize``.
+
+Each is one call of ``kd.core.loading`` / ``registration`` / ``authorization``; the
+output is the service's snapshot (``--json``) or a plain table.
+"""
+
+import argparse
+from typing import Any, Dict, List
+
+from kd.cli import Session, add_json
+from kd.core.model import LAN_PORT
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("load", help="导入考务：从监控平台载入考场数据包，或 --zip 手工导入")
+    p.add_argument("--zip", metavar="F", help="手工导入的考场数据包文件（.zip）")
+    add_json(p)
+    p.set_defaults(handler=run_load)
+
+    p = commands.add_parser("rooms", help="考场列表（导入考务与考场注册的表格）")
+    add_json(p)
+    p.set_defaults(handler=run_rooms)
+
+    p = commands.add_parser("export-site-info", help="导出考点信息（考点信息表 HTML 与 .KDINFO）到文件夹")
+    p.add_argument("dir", metavar="DIR", help="目标文件夹（如 U 盘）")
+    p.add_argument("--address", metavar="A", help="考点服务器地址（默认：本机地址）")
+    p.add_argument("--port", type=int, default=LAN_PORT, help="端口（默认 {}）".format(LAN_PORT))
+    add_json(p)
+    p.set_defaults(handler=run_export)
+
+    p = commands.add_parser("restore-registration", help="恢复注册：从考点信息备份文件（.KDINFO）恢复")
+    p.add_argument("file", metavar="F", help="考点信息备份文件（*.KDINFO）")
+    add_json(p)
+    p.set_defaults(handler=run_restore)
+
+    p = commands.add_parser("revoke", help="撤销考场注册")
+    p.add_argument("room", metavar="ROOM", help="考场代码")
+    add_json(p)
+    p.set_defaults(handler=run_revoke)
+
+    p = commands.add_parser("authorize", help="考试授权：从监控平台获取，或 --ptq 手工导入")
+    p.add_argument("--ptq", metavar="F", help="考试授权文件（.PTQ）")
+    p.add_argument("--session", metavar="N", help="场次（默认：全部场次）")
+    add_json(p)
+    p.set_defaults(handler=run_authorize)
+
+
+def _yes(flag: Any) -> str:
+    return "✓" if flag else "✗"
+
+
+def _table(header: List[str], rows: List[List[Any]]) -> str:
+    cells = [header] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _loading_text(snap: Dict[str, Any]) -> str:
+    if not snap["loaded"]:
+        return "尚未导入考务。"
+    rows = [[r["code"], r["session_count"], r["loaded_at"], _yes(r["verified"]), r["verified_at"]]
+            for r in snap["rooms"]]
+    return "{}\n考场数据包发布时间：{}  载入时间：{}（{}）  校验通过：{}".format(
+        _table(snap["columns"], rows), snap["publish_time"], snap["loaded_at"],
+        "联网载入" if snap["source"] == "online" else "手工导入", snap["verified_at"])
+
+
+def _registration_text(snap: Dict[str, Any]) -> str:
+    rows = [[r["code"], r["reg_code"], r["ip"] or "", _yes(r["data_imported"]), r["note"]] for r in snap["rooms"]]
+    return "{}\n已注册考场{}个，未注册考场{}个".format(_table(snap["columns"], rows), snap["registered"],
+                                                    snap["unregistered"])
+
+
+def _authorization_text(snap: Dict[str, Any]) -> str:
+    rows = [[r["id"], r["name"], r["start"], "{} 分钟".format(r["duration_min"]), _yes(r["authorized"]),
+             _yes(r["verified"])] for r in snap["sessions"]]
+    return _table(snap["columns"], rows)
+
+
+def run_load(s: Session) -> int:
+    from kd.core.loading import LoadingService  # noqa: PLC0415
+
+    opts: argparse.Namespace = s.opts
+    svc = LoadingService(s.ctx)
+    snap = svc.import_zip(opts.zip, s.actor) if opts.zip else svc.load_online(s.actor)
+    s.out(snap, _loading_text(snap))
+    return 0
+
+
+def run_rooms(s: Session) -> int:
+    from kd.core.loading import LoadingService  # noqa: PLC0415
+    from kd.core.registration import RegistrationService  # noqa: PLC0415
+
+    loading = LoadingService(s.ctx).snapshot()
+    registration = RegistrationService(s.ctx).snapshot()
+    s.out({"loading": loading, "registration": registration},
+          "导入考务\n{}\n\n考场注册\n{}".format(_loading_text(loading), _registration_text(registration)))
+    return 0
+
+
+def run_export(s: Session) -> int:
+    from kd.core.registration import RegistrationService  # noqa: PLC0415
+
+    opts: argparse.Namespace = s.opts
+    paths = RegistrationService(s.ctx).export_site_info(opts.dir, s.actor, opts.address, opts.port)
+    s.out(paths, "考点信息表：{}\n考点信息备份文件：{}".format(paths["html"], paths["kdinfo"]))
+    return 0
+
+
+def run_restore(s: Session) -> int:
+    from kd.core.registration import RegistrationService  # noqa: PLC0415
+
+    snap = RegistrationService(s.ctx).restore(s.opts.file, s.actor)
+    s.out(snap, "已恢复注册。\n" + _registration_text(snap))
+    return 0
+
+
+def run_revoke(s: Session) -> int:
+    from kd.core.registration import RegistrationService  # noqa: PLC0415
+
+    doc = RegistrationService(s.ctx).revoke(s.opts.room, s.actor)
+    s.out(doc, "已撤销考场 {} 的注册。".format(doc["code"]))
+    return 0
+
+
+def run_authorize(s: Session) -> int:
+    from kd.core.authorization import AuthorizationService  # noqa: PLC0415
+
+    opts: argparse.Namespace = s.opts
+    svc = AuthorizationService(s.ctx)
+    snap = svc.import_ptq(opts.ptq, s.actor, opts.session) if opts.ptq else svc.authorize_online(opts.session, s.actor)
+    s.out(snap, _authorization_text(snap))
+    return 0
