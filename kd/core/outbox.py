@@ -17,6 +17,8 @@ Outcomes of one attempt:
   ``last_error`` (shown in the snapshot), never retried automatically.
 
 The sender thread waits on an ``Event`` (woken by ``enqueue`` and ``stop``), never spins.
+Hub events: ``outbox.enqueued``, ``outbox.sent``, ``outbox.failed``, ``outbox.retry``
+(audited) and ``outbox.deferred`` (a retryable failure; not audited).
 """
 
 import datetime
@@ -180,6 +182,9 @@ class Outbox:
                 due = now + datetime.timedelta(seconds=self.backoff(tries))
                 self._db.update(model.OUTBOX, rid, {"tries": tries, "last_error": message,
                                                     "next_try_at": format_time(due)})
+                # an event for the views (not audited: an outage would flood the audit log)
+                self.ctx.hub.publish("outbox.deferred", id=rid, kind=doc["kind"], tries=tries, error=message,
+                                     next_try_at=format_time(due))
         return False
 
     def retry(self, rid: str, actor: str) -> Dict[str, Any]:
