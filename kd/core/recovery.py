@@ -1,0 +1,390 @@
+"""数据回收 (manual §5.1): receive each room's result package, online or by hand, and show it.
+
+``RecoveryService(ctx, outbox)``:
+
+- ``receive(room_code, session_id, stream, sha256, size, source, actor)``: the bytes go
+  into the spool first (``ctx.spool.put``: durable, hash and size checked), then the
+  package is checked from the spool file (``kd.formats.result.load_result``: it must name
+  this site, room and session, and list exactly the room's candidates of that session in
+  the loaded package), and only then is ``room_sessions/<room|session>.result`` written
+  and audited. The caller (the LAN handler) acknowledges after it returns.
+- The same hash again is a no-op (``duplicate: True``). A different hash for a room and
+  session already recovered raises ``ResultConflict`` and keeps the old result; the
+  refused package stays in the spool and is listed in ``result_conflicts`` (audited,
+  shown by ``snapshot``/``conflicts``).
+- A package refused for its content (not a result package, wrong room or session...)
+  leaves nothing behind: its spool file is removed unless something else refers to it.
+- ``import_package(path, actor)``: 回收 by hand, the room and session come from the
+  package's ``result.json``.
+- When every room of every session (each room/session pair with candidates) is
+  recovered, one ``recovery_status`` report is enqueued, in the same durable write as
+  ``checks/recovery`` (so it is enqueued exactly once, also across restarts).
+- ``snapshot(session_id|None)``: the table of §5.1 with per-subject columns (科目1/科目2)
+  when the chosen session has two subjects, and the 人数统计 totals row.
+"""
+
+import hashlib
+import logging
+import os
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+
+from kd.core import model
+from kd.core.context import Context
+from kd.core.loading import not_loaded
+from kd.errors import FormatError, ResultConflict, SpoolError, UserError
+from kd.formats.result import CAPS, PREFIX, REMEDY, RoomResult, load_result
+from kd.formats.timeutil import format_time
+
+log = logging.getLogger(__name__)
+
+LAN, MANUAL = "lan", "manual"
+SOURCES = (LAN, MANUAL)
+SOURCE_LABELS = {LAN: "联网回收", MANUAL: "手工回收"}
+
+COLUMNS = [("room", "考场编号"), ("session", "场次"), ("candidates", "考生人数"), ("present", "参考人数"),
+           ("absent", "缺考人数"), ("collected", "回收人数"), ("not_collected", "未回收人数"),
+           ("situation", "考场情况"), ("report", "状态上报")]
+COUNT_KEYS = ("candidates", "present", "absent", "collected", "not_collected")
+TOTALS_LABEL = "人数统计"
+RECOVERED, NOT_RECOVERED, CONFLICT = "已回收", "未回收", "已回收（有冲突）"
+NO_DATA, REPORTED, NOT_REPORTED = "无数据", "上报成功", "未上报"
+
+
+def _short(digest: Optional[str]) -> str:
+    return (digest or "")[:12]
+
+
+def _sha256_file(path: str) -> Tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+class RecoveryService:
+    """数据回收: result packages into the spool and ``room_sessions``, and the §5.1 table."""
+
+    def __init__(self, ctx: Context, outbox: Any) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+
+    # -- the loaded package --------------------------------------------------------------
+    def loaded_manifest(self) -> Dict[str, Any]:
+        manifest = self.ctx.manifest()
+        if manifest is None:
+            raise not_loaded()
+        return manifest
+
+    @staticmethod
+    def _pair_candidates(manifest: Dict[str, Any], room: str, session: str) -> List[Dict[str, Any]]:
+        return [c for c in manifest.get("candidates", []) if c["room"] == room and c["session"] == session]
+
+    @staticmethod
+    def expected_pairs(manifest: Dict[str, Any]) -> List[Tuple[str, str]]:
+        """The (room, session) pairs that must be recovered: those with candidates, in order."""
+        order = {s["id"]: i for i, s in enumerate(manifest.get("sessions", []))}
+        rooms = {r["code"]: i for i, r in enumerate(manifest.get("rooms", []))}
+        pairs = {(c["room"], c["session"]) for c in manifest.get("candidates", [])}
+        return sorted(pairs, key=lambda p: (order.get(p[1], 0), rooms.get(p[0], 0)))
+
+    # -- receiving -----------------------------------------------------------------------
+    def receive(self, room_code: str, session_id: str, stream: BinaryIO, sha256: str, size: int,
+                source: str, actor: str) -> Dict[str, Any]:
+        """Store and record a room's result package for a session; the stored result.
+
+        Returns ``{"room", "session", "sha256", "size", "counts", "source",
+        "received_at", "duplicate"}``. Raises ``NotLoaded`` before 导入考务, ``UserError``
+        for an unknown room or session or a bad size, ``IntegrityError`` when the bytes do
+        not match ``sha256``/``size``, ``SpoolError`` when the disk refuses them,
+        ``FormatError`` for a package that is not a valid result of this site, room and
+        session (nothing is kept), ``ResultConflict`` when the room and session already
+        hold a result with another hash (the old one is kept, the conflict recorded).
+        """
+        if source not in SOURCES:
+            raise ValueError("source must be one of {}".format(SOURCES))
+        manifest = self.loaded_manifest()
+        expected = self._pair_candidates(manifest, room_code, session_id)
+        if not expected:
+            raise UserError("考场 {} 在场次 {} 没有考生安排，不能回收其结果。".format(room_code, session_id),
+                            "请核对考场编号和场次；如考务数据已更新，请先重新导入考务。")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= CAPS.max_source_bytes:
+            raise UserError("结果包大小无效（{!r}）。".format(size), "请在监考机上重新导出并上报结果包。")
+        spool = self.ctx.spool
+        existed = spool.has(sha256)
+        path = spool.put(stream, sha256, size)
+        digest = str(sha256).lower()
+        try:
+            result = load_result(path, site_code=self.ctx.site_code(), room_code=room_code, session_id=session_id)
+            self._check_candidates(result, expected)
+        except FormatError:
+            if not existed:
+                self._discard(digest)
+            raise
+        return self._record(result, digest, size, source, actor)
+
+    def import_package(self, path: str, actor: str) -> Dict[str, Any]:
+        """回收 by hand: a result package file the administrator chose (see ``receive``)."""
+        try:
+            digest, size = _sha256_file(path)
+        except OSError as e:
+            raise UserError("无法读取结果包文件：{}".format(path), "请确认文件存在且未被其他程序占用后重试。",
+                            detail=repr(e)) from e
+        if size == 0:
+            raise FormatError(PREFIX + "文件为空", REMEDY)
+        head = load_result(path, site_code=self.ctx.site_code())
+        with open(path, "rb") as f:
+            return self.receive(head.room_code, head.session_id, f, digest, size, MANUAL, actor)
+
+    @staticmethod
+    def _check_candidates(result: RoomResult, expected: List[Dict[str, Any]]) -> None:
+        want = {c["ticket"]: c.get("subject") for c in expected}
+        got = {c["ticket"]: c["subject"] for c in result.candidates}
+        if set(want) != set(got):
+            missing = sorted(set(want) - set(got))
+            extra = sorted(set(got) - set(want))
+            raise FormatError(PREFIX + "考生与本考场本场次的考生名单不符（缺少 {}，多出 {}）".format(
+                "、".join(missing[:5]) or "无", "、".join(extra[:5]) or "无"), REMEDY)
+        for ticket, subject in got.items():
+            if want[ticket] is not None and want[ticket] != subject:
+                raise FormatError(PREFIX + "考生 {} 的科目不符（结果包为 {}，应为 {}）".format(
+                    ticket, subject, want[ticket]), REMEDY)
+
+    def _referenced(self, digest: str) -> bool:
+        runtime = self.ctx.stores.runtime
+        for doc in runtime.all(model.ROOM_SESSIONS):
+            if (doc.get("result") or {}).get("sha256") == digest:
+                return True
+        return any(doc.get("sha256") == digest for doc in runtime.all(model.RESULT_CONFLICTS))
+
+    def _discard(self, digest: str) -> None:
+        """Remove a refused package from the spool unless a record refers to it."""
+        with self.ctx.lock:
+            if self._referenced(digest):
+                return
+            try:
+                os.remove(self.ctx.spool.path(digest))
+            except OSError as e:
+                log.warning("could not remove refused result %s from the spool: %s", digest, e)
+
+    def _record(self, result: RoomResult, digest: str, size: int, source: str, actor: str) -> Dict[str, Any]:
+        ctx = self.ctx
+        runtime = ctx.stores.runtime
+        room, session = result.room_code, result.session_id
+        key = model.rs_key(room, session)
+        with ctx.lock:
+            if not ctx.spool.has(digest):
+                raise SpoolError("接收的结果包在保存后丢失（{}）。".format(_short(digest)),
+                                 "请重新上报该考场的结果包。")
+            doc = runtime.get(model.ROOM_SESSIONS, key) or {
+                "room": room, "session": session, "started_at": None, "ended_at": None, "result": None,
+                "upload": None}
+            old = doc.get("result")
+            now = format_time(ctx.now())
+            if old and old.get("sha256") == digest:
+                log.info("result %s of %s received again (%s): nothing to do", _short(digest), key, source)
+                return dict(old, room=room, session=session, duplicate=True)
+            if old:
+                self._conflict(result, digest, size, source, actor, old, now)
+            doc["result"] = {"sha256": digest, "size": size, "received_at": now, "source": source,
+                             "counts": result.counts(), "created_at": result.created_at, "actor": actor}
+            with runtime.transaction():
+                runtime.put(model.ROOM_SESSIONS, key, doc)
+                complete = self._report_if_complete(actor)
+            ctx.record(actor, "results.received", room=room, session=session, sha256=digest, size=size,
+                       source=source, counts={k: v for k, v in result.counts().items() if k != "subjects"})
+            if complete is not None:
+                ctx.record(actor, "results.all_recovered", outbox_id=complete)
+            return dict(doc["result"], room=room, session=session, duplicate=False)
+
+    def _conflict(self, result: RoomResult, digest: str, size: int, source: str, actor: str,
+                  old: Dict[str, Any], now: str) -> None:
+        runtime = self.ctx.stores.runtime
+        room, session = result.room_code, result.session_id
+        ckey = "{}|{}".format(model.rs_key(room, session), digest)
+        seen = runtime.get(model.RESULT_CONFLICTS, ckey)
+        conflict = {"room": room, "session": session, "sha256": digest, "size": size, "source": source,
+                    "kept_sha256": old["sha256"], "first_at": seen["first_at"] if seen else now, "last_at": now,
+                    "times": (seen["times"] + 1) if seen else 1, "actor": actor}
+        runtime.put(model.RESULT_CONFLICTS, ckey, conflict)
+        self.ctx.record(actor, "results.conflict", room=room, session=session, sha256=digest, size=size,
+                        source=source, kept_sha256=old["sha256"])
+        raise ResultConflict(
+            "考场 {} 场次 {} 的结果已回收（校验值 {}…），收到的结果包校验值不同（{}…），"
+            "已拒绝，原结果保留不变。".format(room, session, _short(old["sha256"]), _short(digest)),
+            "请到该考场的监考机核实结果包；同一考场同一场次只能回收一个结果包，如确需更换请联系技术支持。",
+            detail="kept {} refused {}".format(old["sha256"], digest))
+
+    def _report_if_complete(self, actor: str) -> Optional[str]:
+        """Enqueue ``recovery_status`` once when every pair is recovered; the outbox id or None.
+
+        Runs inside the caller's runtime transaction, so the report and ``checks/recovery``
+        are one durable write.
+        """
+        runtime = self.ctx.stores.runtime
+        if runtime.get(model.CHECKS, model.RECOVERY) is not None:
+            return None
+        manifest = self.loaded_manifest()
+        pairs = self.expected_pairs(manifest)
+        docs = {model.rs_key(d["room"], d["session"]): d for d in runtime.all(model.ROOM_SESSIONS)}
+        if not pairs or any(not (docs.get(model.rs_key(r, s)) or {}).get("result") for r, s in pairs):
+            return None
+        sessions = []
+        for session in manifest.get("sessions", []):
+            rooms = [r for r, s in pairs if s == session["id"]]
+            if rooms:
+                sessions.append({"session_id": session["id"], "rooms": len(rooms), "recovered": len(rooms)})
+        item = self.outbox.enqueue("recovery_status", {"sessions": sessions, "complete": True})
+        runtime.put(model.CHECKS, model.RECOVERY, {"completed_at": format_time(self.ctx.now()),
+                                                   "outbox_id": item["id"]})
+        return item["id"]
+
+    # -- reading -------------------------------------------------------------------------
+    def recovered(self) -> List[Dict[str, Any]]:
+        """Every ``room_sessions`` record that holds a result, in session and room order."""
+        manifest = self.ctx.manifest() or {}
+        order = {s["id"]: i for i, s in enumerate(manifest.get("sessions", []))}
+        rooms = {r["code"]: i for i, r in enumerate(manifest.get("rooms", []))}
+        docs = [d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS) if d.get("result")]
+        return sorted(docs, key=lambda d: (order.get(d["session"], len(order)), d["session"],
+                                           rooms.get(d["room"], len(rooms)), d["room"]))
+
+    def conflicts(self) -> List[Dict[str, Any]]:
+        """Refused packages (another hash for a recovered room and session), newest first."""
+        docs = self.ctx.stores.runtime.all(model.RESULT_CONFLICTS)
+        return sorted(docs, key=lambda d: d.get("last_at") or "", reverse=True)
+
+    def detail(self, room_code: str, session_id: str) -> Dict[str, Any]:
+        """考场情况 (查看): the room's candidates with their status from the recovered package.
+
+        Raises ``UserError`` when the room and session have no result yet, ``FormatError``
+        when the stored package no longer checks (spool damaged).
+        """
+        manifest = self.loaded_manifest()
+        doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room_code, session_id)) or {}
+        res = doc.get("result")
+        if not res:
+            raise UserError("考场 {} 场次 {} 尚未回收。".format(room_code, session_id), "请等待监考机上报或手工回收。")
+        result = load_result(self.ctx.spool.path(res["sha256"]), room_code=room_code, session_id=session_id)
+        people = {c["ticket"]: c for c in self._pair_candidates(manifest, room_code, session_id)}
+        rows = []
+        for cand in result.candidates:
+            info = people.get(cand["ticket"], {})
+            rows.append({"ticket": cand["ticket"], "name": info.get("name"), "seat": info.get("seat"),
+                         "subject": cand["subject"], "status": cand["status"],
+                         "collected": cand.get("answer") is not None})
+        rows.sort(key=lambda r: (r["seat"] or 0, r["ticket"]))
+        return {"room": room_code, "session": session_id, "result": res, "candidates": rows,
+                "conflicts": [c for c in self.conflicts() if c["room"] == room_code and c["session"] == session_id]}
+
+    def all_recovered(self) -> bool:
+        manifest = self.ctx.manifest()
+        if manifest is None:
+            return False
+        docs = {model.rs_key(d["room"], d["session"]): d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS)}
+        pairs = self.expected_pairs(manifest)
+        return bool(pairs) and all((docs.get(model.rs_key(r, s)) or {}).get("result") for r, s in pairs)
+
+    # -- the §5.1 table ------------------------------------------------------------------
+    def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
+        """The 数据回收 table for one session or all (``None`` = 全部), with totals.
+
+        ``{"session", "sessions": [{"id", "name", "subjects"}], "columns": [[key, label]],
+        "subject_columns": ["科目1", "科目2"] or [], "rows": [...], "totals": {...},
+        "conflicts": [...], "all_recovered", "recovery_report": {...} | None}``. A row:
+        ``room``, ``room_name``, ``session``, ``session_name``, the counts
+        (``candidates`` 考生人数 from the loaded package; ``present``, ``absent``,
+        ``collected`` from the result; ``not_collected`` = 考生 − 缺考 − 回收),
+        ``recovered``, ``situation`` (已回收 / 未回收 / 已回收（有冲突）), ``report``
+        (无数据 / 未上报 / 上报成功), ``source``, ``received_at``, ``sha256``, ``size`` and
+        ``subjects`` (per-subject counts with ``label`` 科目1/科目2 when the session has
+        more than one subject). Raises ``NotLoaded`` before 导入考务.
+        """
+        manifest = self.loaded_manifest()
+        sessions = manifest.get("sessions", [])
+        if session_id is not None and session_id not in {s["id"] for s in sessions}:
+            raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
+        subject_names = {s["code"]: s["name"] for s in manifest.get("subjects", [])}
+        room_names = {r["code"]: r["name"] for r in manifest.get("rooms", [])}
+        session_by_id = {s["id"]: s for s in sessions}
+        docs = {model.rs_key(d["room"], d["session"]): d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS)}
+        per_subject: Dict[Tuple[str, str], Dict[str, int]] = {}
+        for cand in manifest.get("candidates", []):
+            counter = per_subject.setdefault((cand["room"], cand["session"]), {})
+            subject = cand.get("subject") or ""
+            counter[subject] = counter.get(subject, 0) + 1
+        conflicts = self.conflicts()
+        conflicted = {model.rs_key(c["room"], c["session"]) for c in conflicts}
+        rows = []
+        for room, sid in self.expected_pairs(manifest):
+            if session_id is not None and sid != session_id:
+                continue
+            session = session_by_id.get(sid, {"id": sid, "name": sid, "subjects": []})
+            key = model.rs_key(room, sid)
+            doc = docs.get(key) or {}
+            rows.append(self._row(room, room_names.get(room, room), session, doc, per_subject[(room, sid)],
+                                  subject_names, key in conflicted))
+        multi = session_id is not None and len(session_by_id[session_id].get("subjects", [])) > 1
+        totals: Dict[str, Any] = {"label": TOTALS_LABEL, "rooms": len(rows),
+                                  "recovered": sum(1 for r in rows if r["recovered"]),
+                                  "reported": sum(1 for r in rows if r["report"] == REPORTED)}
+        for k in COUNT_KEYS:
+            totals[k] = sum(r[k] for r in rows)
+        totals["not_recovered"] = totals["rooms"] - totals["recovered"]
+        totals["subjects"] = []
+        if multi:
+            for i, code in enumerate(session_by_id[session_id]["subjects"]):
+                sub = {"label": "科目{}".format(i + 1), "code": code, "name": subject_names.get(code, code)}
+                for k in COUNT_KEYS:
+                    sub[k] = sum(s[k] for r in rows for s in r["subjects"] if s["code"] == code)
+                totals["subjects"].append(sub)
+        status = self.ctx.stores.runtime.get(model.CHECKS, model.RECOVERY)
+        report = None
+        if status is not None:
+            item = self.outbox.get(status["outbox_id"]) if hasattr(self.outbox, "get") else None
+            report = dict(status, state=(item or {}).get("state"), sent_at=(item or {}).get("sent_at"))
+        return {
+            "session": session_id,
+            "sessions": [{"id": s["id"], "name": s["name"], "subjects": list(s.get("subjects", []))}
+                         for s in sessions],
+            "columns": [list(c) for c in COLUMNS],
+            "subject_columns": [s["label"] for s in totals["subjects"]],
+            "rows": rows,
+            "totals": totals,
+            "conflicts": [c for c in conflicts if session_id is None or c["session"] == session_id],
+            "all_recovered": self.all_recovered(),
+            "recovery_report": report,
+        }
+
+    @staticmethod
+    def _row(room: str, room_name: str, session: Dict[str, Any], doc: Dict[str, Any], expected: Dict[str, int],
+             subject_names: Dict[str, str], conflicted: bool) -> Dict[str, Any]:
+        res = doc.get("result")
+        counts = (res or {}).get("counts") or {}
+        got = {s["code"]: s for s in counts.get("subjects", [])}
+        subjects = []
+        codes = list(session.get("subjects", [])) or sorted(expected)
+        for i, code in enumerate(codes):
+            sub = {"label": "科目{}".format(i + 1), "code": code, "name": subject_names.get(code, code),
+                   "candidates": expected.get(code, 0)}
+            for k in ("present", "absent", "collected"):
+                sub[k] = got.get(code, {}).get(k, 0)
+            sub["not_collected"] = max(0, sub["candidates"] - sub["absent"] - sub["collected"])
+            subjects.append(sub)
+        row: Dict[str, Any] = {"room": room, "room_name": room_name, "session": session["id"],
+                               "session_name": session.get("name", session["id"]),
+                               "candidates": sum(expected.values())}
+        for k in ("present", "absent", "collected"):
+            row[k] = counts.get(k, 0)
+        row["not_collected"] = max(0, row["candidates"] - row["absent"] - row["collected"])
+        row["recovered"] = bool(res)
+        row["situation"] = (CONFLICT if conflicted else RECOVERED) if res else NOT_RECOVERED
+        row["report"] = NO_DATA if not res else (REPORTED if doc.get("upload") else NOT_REPORTED)
+        row["source"] = SOURCE_LABELS.get((res or {}).get("source", ""), None)
+        row["received_at"] = (res or {}).get("received_at")
+        row["sha256"] = (res or {}).get("sha256")
+        row["size"] = (res or {}).get("size")
+        row["subjects"] = subjects if len(codes) > 1 else []
+        return row

@@ -1,0 +1,376 @@
+"""考后上报 (manual §5.2): back the results up to external storage, then upload them.
+
+``UploadService(ctx, outbox)``:
+
+- Step 1, ``backup_external(folder, actor)``: copies every recovered result package
+  (from the spool) into a new folder ``KDRESULT-<site>-<YYYYMMDD-HHMMSS>`` inside
+  ``folder`` (the USB drive) as ``RESULT_<site>_<room>_<session>.zip`` with a
+  ``manifest.json``, fsyncs them, then reads every file back and checks its size and
+  SHA-256 against the recovered record (and the manifest against what was written).
+  Only a backup whose read-back passed is recorded in ``checks/external``.
+  ``verify_external(actor)`` re-reads the recorded backup later; a damaged copy marks it
+  invalid (step 2 is refused again until a new backup).
+- Step 2, ``upload(session_id|None, actor, progress=None)``: refused until the valid
+  backup covers every recovered file (a result recovered after the backup needs a new
+  one). Then each room/session not yet uploaded is sent with
+  ``ctx.platform.upload_result`` (resumable: the platform keeps what it got, so calling
+  ``upload`` again after a cut — 续报 — continues from its offset); each signed receipt
+  is checked against the recorded hash and size and kept (base64) in
+  ``room_sessions/<room|session>.upload``. One ``upload_status`` report per session
+  touched is enqueued. Rooms not yet recovered are named in ``warnings``.
+- ``snapshot()``: per session 考场数 | 已回收 | 文件大小 | 已上报 | 上报状态
+  (全部未上报 / N个未上报 / 全部已上报), and the state of the external backup.
+
+Backup manifest (``manifest.json``, UTF-8 JSON)::
+
+    {"format": "kd-result-backup", "format_version": 1, "site_code": "11003",
+     "created_at": "<time>", "files": [{"name": "RESULT_11003_11003001_1.zip",
+     "room": "11003001", "session": "1", "sha256": "<hex>", "size": 1234}]}
+"""
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import secrets
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from kd.core import model
+from kd.core.context import Context
+from kd.core.recovery import RecoveryService
+from kd.errors import UserError
+from kd.formats.result import file_name
+from kd.formats.timeutil import format_time
+
+log = logging.getLogger(__name__)
+
+BACKUP_FORMAT = "kd-result-backup"
+BACKUP_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+FOLDER_PREFIX = "KDRESULT"
+CHUNK = 1 << 20
+
+COLUMNS = [("session", "场次"), ("rooms", "考场数"), ("recovered", "已回收"), ("size_text", "文件大小"),
+           ("uploaded", "已上报"), ("status", "上报状态")]
+ALL_NOT_UPLOADED, ALL_UPLOADED = "全部未上报", "全部已上报"
+
+Progress = Callable[[Dict[str, Any]], None]
+
+
+class BackupRequired(UserError):
+    """Step 2 (上报) asked for before step 1 (备份到外部存储) covered every recovered file."""
+
+
+def size_text(size: int) -> str:
+    """Bytes as the table shows them: ``512 B``, ``3.4 KB``, ``12.0 MB``, ``1.20 GB``."""
+    if size < 1024:
+        return "{} B".format(size)
+    if size < 1024 ** 2:
+        return "{:.1f} KB".format(size / 1024)
+    if size < 1024 ** 3:
+        return "{:.1f} MB".format(size / 1024 ** 2)
+    return "{:.2f} GB".format(size / 1024 ** 3)
+
+
+def _hash_file(path: str) -> Tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(path: str) -> None:
+    if os.name == "nt":  # pragma: no cover - Windows cannot open a folder for fsync
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(dest: str, chunks: Any) -> None:
+    """Write ``chunks`` to ``dest`` via ``.part``: flush, fsync, rename."""
+    part = dest + ".part"
+    try:
+        with open(part, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, dest)
+    except BaseException:
+        try:
+            os.remove(part)
+        except OSError:
+            pass
+        raise
+
+
+def _read_chunks(path: str) -> Any:
+    with open(path, "rb") as f:
+        yield from iter(lambda: f.read(CHUNK), b"")
+
+
+class UploadService:
+    """考后上报: external backup (step 1), resumable upload with receipts (step 2)."""
+
+    def __init__(self, ctx: Context, outbox: Any) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+        self.recovery = RecoveryService(ctx, outbox)
+
+    # -- step 1: external backup -----------------------------------------------------------
+    def backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
+        """Copy every recovered result package and a manifest into ``folder``, verified by reading back.
+
+        Returns ``{"folder", "files", "bytes", "verified_at"}``. Raises ``UserError``
+        when nothing is recovered yet, when ``folder`` does not exist or cannot be
+        written, or when a copy reads back with another size or SHA-256 (the backup is
+        then not recorded; use another drive).
+        """
+        ctx = self.ctx
+        with ctx.lock:
+            records = self.recovery.recovered()
+            site = ctx.site_code() or "site"
+            now = ctx.now()
+        if not records:
+            raise UserError("尚无已回收的考试数据，无需备份。", "请先在“数据回收”中回收各考场的结果。")
+        if not os.path.isdir(folder):
+            raise UserError("所选的备份位置不存在或不是文件夹：{}".format(folder),
+                            "请插入U盘或移动硬盘，并选择其中的一个文件夹。")
+        target = os.path.join(folder, "{}-{}-{}".format(FOLDER_PREFIX, site, now.strftime("%Y%m%d-%H%M%S")))
+        if os.path.exists(target):
+            target += "-" + secrets.token_hex(2)
+        files: List[Dict[str, Any]] = []
+        try:
+            os.mkdir(target)
+            for rec in records:
+                res = rec["result"]
+                name = file_name(site, rec["room"], rec["session"])
+                _write_durably(os.path.join(target, name), _read_chunks(ctx.spool.path(res["sha256"])))
+                files.append({"name": name, "room": rec["room"], "session": rec["session"],
+                              "sha256": res["sha256"], "size": res["size"]})
+            manifest = {"format": BACKUP_FORMAT, "format_version": BACKUP_VERSION, "site_code": site,
+                        "created_at": format_time(now), "files": files}
+            manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+            _write_durably(os.path.join(target, MANIFEST_NAME), [manifest_bytes])
+            _fsync_dir(target)
+        except OSError as e:
+            raise UserError("无法写入外部存储：{}".format(folder),
+                            "请确认U盘或移动硬盘已插好、未写保护且有足够空间，然后重新备份。",
+                            detail=repr(e)) from e
+        self._check_copies(target, files, manifest_bytes)
+        total = sum(f["size"] for f in files)
+        with ctx.lock:
+            verified_at = format_time(ctx.now())
+            ctx.stores.runtime.put(model.CHECKS, model.EXTERNAL, {
+                "folder": target, "files": files, "manifest": MANIFEST_NAME, "verified_at": verified_at,
+                "valid": True, "actor": actor, "bytes": total})
+            ctx.record(actor, "results.backed_up", folder=target, files=len(files), bytes=total)
+        return {"folder": target, "files": files, "bytes": total, "verified_at": verified_at}
+
+    @staticmethod
+    def _check_copies(target: str, files: List[Dict[str, Any]], manifest_bytes: Optional[bytes]) -> None:
+        """Read every copy back; ``UserError`` naming the first one that differs."""
+        bad = None
+        try:
+            for entry in files:
+                digest, size = _hash_file(os.path.join(target, entry["name"]))
+                if digest != entry["sha256"] or size != entry["size"]:
+                    bad = entry["name"]
+                    break
+            if bad is None and manifest_bytes is not None:
+                with open(os.path.join(target, MANIFEST_NAME), "rb") as f:
+                    if f.read() != manifest_bytes:
+                        bad = MANIFEST_NAME
+        except OSError as e:
+            raise UserError("外部存储上的备份无法读回：{}".format(target),
+                            "请确认U盘或移动硬盘已插好，然后重新备份。", detail=repr(e)) from e
+        if bad is not None:
+            raise UserError("外部存储上的备份文件校验失败：{}（读回的内容与回收的结果包不一致）".format(bad),
+                            "请更换U盘或移动硬盘后重新备份；如仍失败，请联系技术支持。",
+                            detail="{} in {}".format(bad, target))
+
+    def verify_external(self, actor: str) -> Dict[str, Any]:
+        """Read the recorded external backup back again; mark it invalid if a copy differs.
+
+        Raises ``UserError`` when there is no backup, or when it no longer reads back
+        as written (then ``upload`` refuses until a new backup).
+        """
+        ctx = self.ctx
+        record = ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)
+        if not record:
+            raise BackupRequired("尚未备份到外部存储。", "请先完成第一步：备份到外部存储。")
+        try:
+            self._check_copies(record["folder"], record["files"], None)
+        except UserError as e:
+            with ctx.lock:
+                ctx.stores.runtime.update(model.CHECKS, model.EXTERNAL, {"valid": False})
+                ctx.record(actor, "results.backup_invalid", folder=record["folder"], error=e.cause)
+            raise
+        with ctx.lock:
+            checked = format_time(ctx.now())
+            record = ctx.stores.runtime.update(model.CHECKS, model.EXTERNAL, {"valid": True, "checked_at": checked})
+            ctx.record(actor, "results.backup_verified", folder=record["folder"], files=len(record["files"]))
+        return record
+
+    def _uncovered(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Recovered records the valid external backup does not hold (same room, session, hash)."""
+        backup = self.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) or {}
+        if not backup.get("valid"):
+            return list(records)
+        held = {(f["room"], f["session"], f["sha256"]) for f in backup.get("files", [])}
+        return [r for r in records if (r["room"], r["session"], r["result"]["sha256"]) not in held]
+
+    # -- step 2: upload --------------------------------------------------------------------
+    def upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress] = None) -> Dict[str, Any]:
+        """Upload the recovered, not yet uploaded results of a session (or all); keep the receipts.
+
+        ``progress`` is called with ``{"room", "session", "index", "count", "sent", "size"}``.
+        Returns ``{"uploaded": [...], "already": n, "warnings": [...], "not_recovered": [...],
+        "sessions": [...]}``. Raises ``NotLoaded`` before 导入考务, ``BackupRequired``
+        before a valid external backup of every recovered file, ``UserError`` when the
+        session has nothing recovered or a spooled package is damaged, and the
+        platform's ``PlatformError`` when the upload is cut (what got through is kept:
+        call again to 续报).
+        """
+        ctx = self.ctx
+        with ctx.lock:
+            manifest = self.recovery.loaded_manifest()
+            if session_id is not None and session_id not in {s["id"] for s in manifest.get("sessions", [])}:
+                raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
+            records = self.recovery.recovered()
+            if not records:
+                raise UserError("尚无已回收的考试数据，无法上报。", "请先在“数据回收”中回收各考场的结果。")
+            uncovered = self._uncovered(records)
+            if uncovered:
+                names = "、".join("{}（场次{}）".format(r["room"], r["session"]) for r in uncovered[:5])
+                raise BackupRequired(
+                    "有 {} 个已回收的结果包尚未备份到外部存储：{}{}".format(
+                        len(uncovered), names, "等" if len(uncovered) > 5 else ""),
+                    "请先完成第一步“备份到外部存储”（备份完成后再回收的数据需要重新备份），再上报。")
+            scope = [r for r in records if session_id is None or r["session"] == session_id]
+            if not scope:
+                raise UserError("场次 {} 尚无已回收的考试数据。".format(session_id), "请先回收该场次各考场的结果。")
+            pending = [r for r in scope if not self._uploaded(r)]
+            already = len(scope) - len(pending)
+            pairs = [p for p in self.recovery.expected_pairs(manifest) if session_id is None or p[1] == session_id]
+            have = {(r["room"], r["session"]) for r in records}
+            not_recovered = [{"room": room, "session": sid} for room, sid in pairs if (room, sid) not in have]
+            site = ctx.site_code() or "site"
+        warnings = []
+        if not_recovered:
+            warnings.append("以下考场尚未回收，未能上报：{}".format("、".join(
+                "{}（场次{}）".format(p["room"], p["session"]) for p in not_recovered)))
+        uploaded: List[Dict[str, Any]] = []
+        touched: List[str] = []
+        if pending:
+            platform = ctx.platform_or_raise("外部存储中的备份（交监控平台导入）")
+            try:
+                for index, rec in enumerate(pending):
+                    uploaded.append(self._upload_one(platform, rec, site, index, len(pending), progress, actor))
+                    if rec["session"] not in touched:
+                        touched.append(rec["session"])
+            except UserError as e:
+                with ctx.lock:
+                    ctx.record(actor, "results.upload_interrupted", uploaded=len(uploaded),
+                               left=len(pending) - len(uploaded), error=e.cause)
+                raise
+            finally:
+                for sid in touched:
+                    self._report_status(sid)
+        return {"uploaded": uploaded, "already": already, "warnings": warnings, "not_recovered": not_recovered,
+                "sessions": self.snapshot()["sessions"]}
+
+    @staticmethod
+    def _uploaded(rec: Dict[str, Any]) -> bool:
+        up = rec.get("upload")
+        return bool(up) and up.get("sha256", rec["result"]["sha256"]) == rec["result"]["sha256"]
+
+    def _upload_one(self, platform: Any, rec: Dict[str, Any], site: str, index: int, count: int,
+                    progress: Optional[Progress], actor: str) -> Dict[str, Any]:
+        ctx = self.ctx
+        room, sid = rec["room"], rec["session"]
+        res = rec["result"]
+        path = ctx.spool.path(res["sha256"])
+        if not ctx.spool.has(res["sha256"]) or not ctx.spool.verify(res["sha256"]):
+            raise UserError("本机保存的考场 {} 场次 {} 的结果包已丢失或损坏。".format(room, sid),
+                            "请用外部存储中的备份重新手工回收该考场，或将备份交监控平台导入。")
+        fid = file_name(site, room, sid)
+
+        def step(sent: int, size: int) -> None:
+            if progress is not None:
+                progress({"room": room, "session": sid, "index": index, "count": count, "sent": sent, "size": size})
+
+        receipt = platform.upload_result(path, session_id=sid, room_code=room, file_id=fid, progress=step)
+        if (receipt.sha256, receipt.size, receipt.room_code, receipt.session_id) != (res["sha256"], res["size"],
+                                                                                    room, sid):
+            raise UserError("监控平台的上报回执与上报的文件不符（考场 {} 场次 {}）。".format(room, sid),
+                            "请点击“续报”重新上报；如仍失败，请联系监控平台。",
+                            detail="receipt {} {} for {}".format(receipt.sha256, receipt.size, res["sha256"]))
+        upload = {"receipt": base64.b64encode(receipt.raw).decode("ascii"), "uploaded_at": format_time(ctx.now()),
+                  "file_id": receipt.file_id, "sha256": receipt.sha256, "size": receipt.size,
+                  "received_at": format_time(receipt.received_at)}
+        with ctx.lock:
+            ctx.stores.runtime.update(model.ROOM_SESSIONS, model.rs_key(room, sid), {"upload": upload})
+            ctx.record(actor, "results.uploaded", room=room, session=sid, sha256=receipt.sha256, size=receipt.size,
+                       file_id=receipt.file_id)
+        return {"room": room, "session": sid, "sha256": receipt.sha256, "size": receipt.size,
+                "file_id": receipt.file_id, "received_at": upload["received_at"]}
+
+    def _report_status(self, session_id: str) -> None:
+        with self.ctx.lock:
+            manifest = self.ctx.manifest() or {}
+            rooms = [p for p in self.recovery.expected_pairs(manifest) if p[1] == session_id]
+            recs = [r for r in self.recovery.recovered() if r["session"] == session_id]
+            done = [r for r in recs if self._uploaded(r)]
+            data = {"session_id": session_id, "rooms": len(rooms), "files": len(recs), "uploaded": len(done),
+                    "receipts": [{"room_code": r["room"], "file_id": r["upload"]["file_id"],
+                                  "sha256": r["upload"]["sha256"], "size": r["upload"]["size"],
+                                  "received_at": r["upload"]["received_at"]} for r in done]}
+            self.outbox.enqueue("upload_status", data, session_id=session_id)
+
+    # -- the §5.2 table --------------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        """数据上报: one row per session and the external backup's state.
+
+        ``{"columns", "sessions": [{"session", "session_name", "rooms" 考场数,
+        "recovered" 已回收, "size" (bytes), "size_text" 文件大小, "uploaded" 已上报,
+        "not_uploaded", "status" 上报状态}], "external": checks/external | None,
+        "backup_current": bool, "not_backed_up", "can_upload", "not_recovered": [...]}``.
+        Before 导入考务 the session list is empty.
+        """
+        ctx = self.ctx
+        with ctx.lock:
+            manifest = ctx.manifest() or {}
+            records = self.recovery.recovered()
+            external = ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)
+            pairs = self.recovery.expected_pairs(manifest)
+            uncovered = self._uncovered(records)
+        rows = []
+        have = {(r["room"], r["session"]) for r in records}
+        for session in manifest.get("sessions", []):
+            sid = session["id"]
+            rooms = [p for p in pairs if p[1] == sid]
+            recs = [r for r in records if r["session"] == sid]
+            size = sum(r["result"]["size"] for r in recs)
+            uploaded = sum(1 for r in recs if self._uploaded(r))
+            left = len(rooms) - uploaded
+            status = ALL_NOT_UPLOADED if uploaded == 0 else (ALL_UPLOADED if left <= 0 else "{}个未上报".format(left))
+            rows.append({"session": sid, "session_name": session.get("name", sid), "rooms": len(rooms),
+                         "recovered": len(recs), "size": size, "size_text": size_text(size), "uploaded": uploaded,
+                         "not_uploaded": max(left, 0), "status": status})
+        return {
+            "columns": [list(c) for c in COLUMNS],
+            "sessions": rows,
+            "external": external,
+            "backup_current": bool(records) and not uncovered,
+            "not_backed_up": [{"room": r["room"], "session": r["session"]} for r in uncovered],
+            "can_upload": bool(records) and not uncovered,
+            "not_recovered": [{"room": room, "session": sid} for room, sid in pairs if (room, sid) not in have],
+        }
