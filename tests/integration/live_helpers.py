@@ -1,8 +1,8 @@
 """Shared set-up of the 封场检测 / 授权验证 / 考场监控 / outbox tests.
 
-The site package is loaded with the real ``LoadingService`` from the platform simulator.
-Registration and authorization are written per ``kd/core/model.py`` (the fields those
-services set), so these tests do not depend on how a proctor registers. ``Listener`` is
+The site package is loaded, rooms registered and sessions authorized with the real
+services (``LoadingService``, ``RegistrationService``, ``AuthorizationService``) against
+the platform simulator. ``Listener`` is
 a real TCP listener on 127.0.0.1 standing in for the LAN service's port.
 """
 
@@ -11,8 +11,9 @@ import socket
 from typing import Any, Iterable, List, Optional
 
 from kd.core import model
+from kd.core.authorization import AuthorizationService
 from kd.core.loading import LoadingService
-from kd.formats.timeutil import format_time
+from kd.core.registration import RegistrationService
 from kd.lock.sync import sync_lock
 from tests.support.env import Env, make_env
 
@@ -34,21 +35,24 @@ def session_ids(env: Env) -> List[str]:
 
 
 def register(env: Env, codes: Optional[Iterable[str]] = None, imported: bool = True) -> None:
-    """Mark rooms registered (and their data imported, with the package's hash)."""
+    """Register rooms like their proctor machines do (and import their room data)."""
     ctx = env.ctx
+    service = RegistrationService(ctx)
     members = {m["name"]: m["sha256"] for m in ctx.manifest()["members"]}
-    now = format_time(ctx.now())
-    for i, code in enumerate(codes if codes is not None else room_codes(env)):
-        changes = {"ip": "127.0.0.{}".format(10 + i), "token": "t{:031d}".format(i), "registered_at": now}
+    every = room_codes(env)
+    for code in codes if codes is not None else every:
+        ip = "127.0.0.{}".format(10 + every.index(code))  # one proctor machine per room
+        reg_code = ctx.stores.runtime.get(model.ROOMS, code)["reg_code"]
+        token = service.register(code, reg_code, ip)["token"]
         if imported:
-            changes.update({"data_sha256": members["rooms/{}.dat".format(code)], "data_imported_at": now})
-        ctx.stores.runtime.update(model.ROOMS, code, changes)
+            service.mark_data_imported(code, token, ip, members["rooms/{}.dat".format(code)])
 
 
 def authorize(env: Env, sessions: Optional[Iterable[str]] = None) -> None:
-    now = format_time(env.ctx.now())
+    """考试授权 online, per session (all by default)."""
+    service = AuthorizationService(env.ctx)
     for sid in sessions if sessions is not None else session_ids(env):
-        env.ctx.stores.runtime.update(model.SESSIONS, sid, {"authorized_at": now, "authorization_source": "online"})
+        service.authorize_online(sid, "admin")
 
 
 def sync(env: Env) -> None:
