@@ -1,0 +1,60 @@
+"""``recover``, ``results``, ``backup-external``, ``upload`` through real ``main.py`` processes."""
+
+import json
+import os
+
+import pytest
+
+from kd.formats.result import ABSENT, PRESENT, build_result
+from tests.integration.test_cli_exam import configure, kd, ok
+from tests.support.env import make_env
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = make_env(tmp_path, rooms=2, sessions=1, candidates=4, room_kb=4)
+    e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
+    yield e
+    e.close()
+
+
+def export(env, folder, room, session, salt=b""):
+    manifest = env.sim.data.manifest()
+    people = sorted((c for c in manifest["candidates"] if c["room"] == room and c["session"] == session),
+                    key=lambda c: c["seat"])
+    cands = [{"ticket": c["ticket"], "subject": c["subject"], "status": ABSENT if i == 0 else PRESENT,
+              "answer": None if i == 0 else salt + c["ticket"].encode() * 100} for i, c in enumerate(people)]
+    data = build_result(site_code=manifest["site_code"], room_code=room, session_id=session,
+                        created_at=env.ctx.now(), candidates=cands)
+    path = os.path.join(folder, "{}-{}{}.zip".format(room, session, "-x" if salt else ""))
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_recover_backup_upload(env, tmp_path):
+    data = configure(env, "site")
+    ok(kd(env, data, "load"))
+    rooms = [r["code"] for r in env.sim.data.manifest()["rooms"]]
+    exported = str(tmp_path / "exported")
+    os.mkdir(exported)
+    got = json.loads(ok(kd(env, data, "recover", export(env, exported, rooms[0], "1"), "--json")).stdout)
+    assert got["room"] == rooms[0] and got["counts"]["absent"] == 1 and not got["duplicate"]
+    refused = kd(env, data, "recover", export(env, exported, rooms[0], "1", salt=b"other"))
+    assert refused.returncode == 2 and "已拒绝" in refused.stderr
+    ok(kd(env, data, "recover", export(env, exported, rooms[1], "1")))
+    text = ok(kd(env, data, "results")).stdout
+    assert "人数统计" in text and "已回收（有冲突）" in text and "已拒绝" in text
+    snap = json.loads(ok(kd(env, data, "results", "--session", "1", "--json")).stdout)
+    assert snap["totals"]["recovered"] == 2 and snap["all_recovered"]
+    early = kd(env, data, "upload")
+    assert early.returncode == 2 and "备份到外部存储" in early.stderr
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    assert "备份完成" in ok(kd(env, data, "backup-external", str(usb))).stdout
+    done = json.loads(ok(kd(env, data, "upload", "--json")).stdout)
+    assert len(done["uploaded"]) == 2 and done["sessions"][0]["status"] == "全部已上报"
+    received = env.sim.received()
+    assert sorted(u["room_code"] for u in received["uploads"] if u["state"] == "committed") == sorted(rooms)
+    kinds = [r["report"]["kind"] for r in received["reports"]]
+    assert kinds.count("recovery_status") == 1 and kinds.count("upload_status") == 1
