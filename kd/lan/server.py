@@ -1,0 +1,832 @@
+"""The proctor LAN service (port 9190): KDLAN v1 over threaded TCP sockets.
+
+``LanServer(ctx, registration=..., verification=..., monitor=..., recovery=...)`` serves
+docs/lan-protocol.md with ``socketserver.ThreadingTCPServer`` (one daemon thread per
+connection). It implements ``kd.core.ports.Lan`` (``listening()``, ``address()``,
+``port()``, ``disconnect_room()``) and calls only the core services:
+
+- ``register``       → ``RegistrationService.register``
+- every other request → ``RegistrationService.authenticate`` (token bound to room and IP)
+- ``data_imported``  → ``RegistrationService.mark_data_imported``
+- ``data``, ``hello`` → ``LoadingService.room_file_path / room_data_sha256 / room_detail``
+- ``heartbeat``      → ``MonitorService.heartbeat``
+- ``permit``         → ``VerificationService.start_permit``
+- ``upload_commit``  → ``RecoveryService.receive`` (the reply only after it returned:
+  the file is durable in the spool and recorded)
+
+It never touches the stores. Partial uploads live in ``DATA/lan-uploads/<room>.<session>.
+<sha256>.part`` (names built only from validated codes and a hex digest) between
+connections and restarts, written unbuffered so the size on disk is the offset the
+server reports.
+
+Defences (``LanOptions``): caps on connections in total and per IP (refused in the
+accept loop with ``E_BUSY``, no thread spent), an idle deadline, an absolute deadline
+per request, a minimum transfer rate while a request is received (``kd.lan.framing``),
+a send deadline for replies. ``stop()`` closes every connection, waits for requests in
+progress (a commit finishes before its thread ends), and frees the port.
+
+Start and stop::
+
+    server = LanServer(ctx, registration=RegistrationService(ctx), verification=VerificationService(ctx),
+                       monitor=monitor, recovery=RecoveryService(ctx, outbox)).start()   # sets ctx.lan
+    ...
+    server.stop()
+
+Events on ``ctx.hub``: ``lan.started`` (host, port), ``lan.stopped`` (port),
+``lan.connected`` (ip), ``lan.closed`` (ip, room, reason), ``lan.refused`` (ip, reason),
+``lan.upload`` (room, session, offset, size; at most one per second per connection),
+``lan.committed`` (room, session, sha256, size).
+"""
+
+import logging
+import os
+import re
+import shutil
+import socket
+import socketserver
+import threading
+import time
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+
+from kd.core.context import Context
+from kd.core.loading import LoadingService
+from kd.errors import (
+    FormatError,
+    IntegrityError,
+    PermitRefused,
+    RegistrationRefused,
+    ResultConflict,
+    SpoolError,
+    UserError,
+)
+from kd.formats.timeutil import format_time
+from kd.lan import framing
+from kd.lan.framing import BODY_MAX, Closed, FrameError, Limits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9190
+UPLOAD_DIR = "lan-uploads"
+PART_SUFFIX = ".part"
+ACTOR = "proctor"
+_CODE = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
+_SHA = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_TEXT = 64
+MAX_COUNT = 100000
+
+REMEDY_RETRY = "请稍后重试；如反复出现，请联系考点管理员。"
+
+
+class LanOptions(NamedTuple):
+    """Where to listen and the limits that keep slow or hostile clients in check."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - proctor machines are on the LAN
+    port: int = DEFAULT_PORT
+    max_connections: int = 512
+    max_per_ip: int = 8
+    idle_timeout: float = 60.0
+    request_timeout: float = 60.0
+    min_rate: float = 32 * 1024.0
+    rate_grace: float = 3.0
+    send_timeout: float = 30.0
+    #: largest result package accepted (kd.formats.result caps it at 2 GiB)
+    max_upload: int = 2 * 1024 ** 3
+    #: folder of partial uploads (default DATA/lan-uploads)
+    upload_dir: Optional[str] = None
+    #: how long stop() waits for requests in progress
+    stop_timeout: float = 30.0
+
+
+class LanServiceError(UserError):
+    """The LAN service could not start (port taken, address not available)."""
+
+
+class _Reply(Exception):
+    """An error reply: ``code`` and Chinese message/remedy, extra fields (offset...)."""
+
+    def __init__(self, code: str, message: str, remedy: str = "", **extra: Any) -> None:
+        super().__init__(code)
+        self.code = code
+        self.message = message
+        self.remedy = remedy
+        self.extra = extra
+
+
+def _bad(message: str) -> _Reply:
+    return _Reply("E_ARG", "监考机发送的请求无效：{}".format(message), "请升级监考机软件或联系技术服务。")
+
+
+def _text(header: Dict[str, Any], name: str, limit: int = MAX_TEXT) -> str:
+    value = header.get(name)
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise _bad("字段 {} 应为 1-{} 个字符的文本".format(name, limit))
+    return value
+
+
+def _code(header: Dict[str, Any], name: str) -> str:
+    value = _text(header, name, 32)
+    if not _CODE.match(value):
+        raise _bad("字段 {} 不是有效的代码".format(name))
+    return value
+
+
+def _int(header: Dict[str, Any], name: str, low: int, high: int) -> int:
+    value = header.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad("字段 {} 应为 {}..{} 的整数".format(name, low, high))
+    return value
+
+
+def _sha(header: Dict[str, Any], name: str = "sha256") -> str:
+    value = header.get(name)
+    if not isinstance(value, str) or not _SHA.match(value):
+        raise _bad("字段 {} 应为 64 位十六进制 SHA-256".format(name))
+    return value.lower()
+
+
+class _Upload:
+    """One connection's upload in progress: which part file, how far, the open handle."""
+
+    def __init__(self, room: str, session: str, sha256: str, size: int, path: str) -> None:
+        self.room, self.session, self.sha256, self.size, self.path = room, session, sha256, size, path
+        self.file: Optional[Any] = None
+        self.offset = 0
+        self.last_event = 0.0
+
+    def close(self) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                log.exception("closing %s", self.path)
+            self.file = None
+
+
+class _Connection:
+    """A proctor connection: socket, peer IP, the room it serves, its upload."""
+
+    def __init__(self, sock: socket.socket, ip: str) -> None:
+        self.sock = sock
+        self.ip = ip
+        self.room: Optional[str] = None
+        self.upload: Optional[_Upload] = None
+        self.idle = True
+        self.closing: Optional[str] = None
+        self.send_lock = threading.Lock()
+
+    def kill(self, reason: str) -> None:
+        """Close the socket from another thread; the handler thread then ends."""
+        if self.closing is None:
+            self.closing = reason
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: "_TCPServer"
+
+    def handle(self) -> None:
+        self.server.owner._serve(self.request, self.client_address)
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+    allow_reuse_address = os.name != "nt"  # on Windows SO_REUSEADDR would let another program share the port
+
+    def __init__(self, owner: "LanServer", address: Tuple[str, int]) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.owner._admit(request, client_address[0])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                  name="lan-{}:{}".format(*client_address[:2]), daemon=True)
+        try:
+            self.owner._track(thread, request)
+            thread.start()
+        except BaseException:
+            self.owner._release(request)
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("LAN connection from %s failed", client_address)
+
+
+class LanServer:
+    """The KDLAN v1 server over the core services (see the module docstring)."""
+
+    def __init__(self, ctx: Context, *, registration: Any, verification: Any, monitor: Any, recovery: Any,
+                 loading: Optional[LoadingService] = None, options: LanOptions = LanOptions()) -> None:
+        self.ctx = ctx
+        self.registration = registration
+        self.verification = verification
+        self.monitor = monitor
+        self.recovery = recovery
+        self.loading = loading or LoadingService(ctx)
+        self.options = options
+        self.limits = Limits(idle=options.idle_timeout, request=options.request_timeout,
+                             min_rate=options.min_rate, grace=options.rate_grace)
+        self.upload_dir = options.upload_dir or os.path.join(ctx.data_dir, UPLOAD_DIR)
+        self._server: Optional[_TCPServer] = None
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._pending: Dict[int, str] = {}  # id(request) -> ip, admitted but not yet serving
+        self._per_ip: Dict[str, int] = {}
+        self._conns: Set[_Connection] = set()
+        self._threads: Set[threading.Thread] = set()
+        self._part_locks: Dict[str, threading.Lock] = {}
+        self._owners: Dict[str, _Connection] = {}
+        self._listening = False
+        self.refused = 0
+
+    # -- the Lan port --------------------------------------------------------------------
+    def listening(self) -> bool:
+        return self._listening
+
+    def address(self) -> str:
+        """The address proctors should use: the bound one, or this PC's LAN address for 0.0.0.0."""
+        host = self.options.host
+        if self._server is not None:
+            host = self._server.server_address[0]
+        if host in ("0.0.0.0", ""):  # noqa: S104
+            from kd.core.registration import default_address  # noqa: PLC0415
+
+            return default_address()
+        return str(host)
+
+    def port(self) -> int:
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return int(self.options.port)
+
+    def disconnect_room(self, room_code: str) -> None:
+        """Close every connection serving ``room_code`` (its registration was revoked)."""
+        with self._lock:
+            victims = [c for c in self._conns if c.room == room_code]
+        for conn in victims:
+            log.info("closing connection of room %s from %s (revoked)", room_code, conn.ip)
+            conn.kill("revoked")
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> "LanServer":
+        """Bind and serve in a background thread; sets ``ctx.lan``. Raises ``LanServiceError``."""
+        if self._server is not None:
+            return self
+        os.makedirs(self.upload_dir, exist_ok=True)
+        try:
+            server = _TCPServer(self, (self.options.host, self.options.port))
+        except OSError as e:
+            raise LanServiceError(
+                "考场通讯服务无法在端口 {} 上启动。".format(self.options.port),
+                "请确认没有另一个考点管理系统或其他程序占用该端口，然后重新启动本系统。",
+                detail=repr(e)) from e
+        self._server = server
+        self._listening = True
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="lan-accept", daemon=True)
+        self._thread.start()
+        self.ctx.lan = self
+        host, port = server.server_address[:2]
+        log.info("LAN service listening on %s:%d", host, port)
+        self.ctx.hub.publish("lan.started", host=host, port=port)
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection, wait for requests in progress, free the port."""
+        server = self._server
+        if server is None:
+            return
+        self._listening = False
+        server.shutdown()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            if conn.idle:
+                self._send_error_nowait(conn, "E_SHUTDOWN", "考点管理系统的考场通讯服务已停止。", "请稍后重新连接。")
+            conn.kill("shutdown")
+        deadline = time.monotonic() + self.options.stop_timeout
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("%d LAN threads still running at stop", len(threads))
+                break
+            threads[0].join(left)
+        server.server_close()
+        self._server = None
+        port = server.server_address[1]
+        log.info("LAN service on port %d stopped", port)
+        self.ctx.hub.publish("lan.stopped", port=port)
+
+    def __enter__(self) -> "LanServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Status-bar state: 端口, 通讯 (运行/停止), connections and the rooms connected."""
+        with self._lock:
+            rooms = sorted({c.room for c in self._conns if c.room})
+            count = len(self._conns) + len(self._pending)
+        return {"port": self.port(), "listening": self._listening, "state": "运行" if self._listening else "停止",
+                "connections": count, "rooms": rooms, "refused": self.refused}
+
+    # -- admission (accept thread) ------------------------------------------------------
+    def _admit(self, request: socket.socket, ip: str) -> bool:
+        with self._lock:
+            total = len(self._conns) + len(self._pending)
+            reason = None
+            if not self._listening:
+                reason = "stopping"
+            elif total >= self.options.max_connections:
+                reason = "too many connections"
+            elif self._per_ip.get(ip, 0) >= self.options.max_per_ip:
+                reason = "too many connections from this address"
+            if reason is None:
+                self._pending[id(request)] = ip
+                self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+                return True
+            self.refused += 1
+        log.warning("refusing LAN connection from %s: %s", ip, reason)
+        try:  # best effort, never blocks the accept loop
+            request.setblocking(False)
+            request.send(framing.encode_frame({
+                "type": "error", "seq": 0, "code": "E_BUSY", "message": "考点机连接数已满，暂不能连接。",
+                "remedy": "请稍后重试。", "retry_after": 10}))
+        except (OSError, ValueError):
+            pass
+        self.ctx.hub.publish("lan.refused", ip=ip, reason=reason)
+        return False
+
+    def _track(self, thread: threading.Thread, request: socket.socket) -> None:
+        with self._lock:
+            self._threads.add(thread)
+
+    def _release(self, request: socket.socket) -> None:
+        with self._lock:
+            ip = self._pending.pop(id(request), None)
+            if ip is not None:
+                self._drop_ip(ip)
+
+    def _drop_ip(self, ip: str) -> None:
+        left = self._per_ip.get(ip, 1) - 1
+        if left > 0:
+            self._per_ip[ip] = left
+        else:
+            self._per_ip.pop(ip, None)
+
+    # -- one connection (its own thread) ------------------------------------------------
+    def _serve(self, sock: socket.socket, address: Tuple[str, int]) -> None:
+        ip = address[0]
+        conn = _Connection(sock, ip)
+        with self._lock:
+            self._pending.pop(id(sock), None)
+            self._conns.add(conn)
+        if not self._listening:
+            conn.kill("shutdown")
+        reason = "closed"
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.ctx.hub.publish("lan.connected", ip=ip)
+            reason = self._loop(conn)
+        except OSError as e:
+            reason = conn.closing or "socket error: {}".format(e)
+        finally:
+            self._drop_upload(conn)
+            with self._lock:
+                self._conns.discard(conn)
+                self._drop_ip(ip)
+                self._threads.discard(threading.current_thread())
+            log.info("LAN connection from %s (room %s) closed: %s", ip, conn.room, reason)
+            self.ctx.hub.publish("lan.closed", ip=ip, room=conn.room, reason=reason)
+
+    def _loop(self, conn: _Connection) -> str:
+        while True:
+            conn.idle = True
+            if conn.closing:
+                return conn.closing
+            try:
+                frame = framing.read_frame(conn.sock, self.limits)
+            except Closed:
+                return conn.closing or "peer closed"
+            except FrameError as e:
+                if conn.closing:
+                    return conn.closing
+                log.warning("LAN client %s: %s", conn.ip, e)
+                self._send_error(conn, 0, _Reply(e.code, _frame_message(e.code), "请检查监考机软件或网络。"))
+                return e.code
+            conn.idle = False
+            seq = frame.seq
+            try:
+                fields, body = self._dispatch(conn, frame)
+            except _Reply as e:
+                self._send_error(conn, seq, e)
+                continue
+            except UserError as e:
+                log.info("LAN request %s from %s refused: %s", frame.type, conn.ip, e.cause)
+                self._send_error(conn, seq, _Reply("E_REFUSED", e.cause, e.remedy))
+                continue
+            except Exception:  # noqa: BLE001 - one bad request must not end the service
+                log.exception("LAN request %s from %s failed", frame.type, conn.ip)
+                self._send_error(conn, seq, _Reply("E_INTERNAL", "考点机处理请求时出错。", REMEDY_RETRY))
+                continue
+            reply = dict(fields)
+            reply.update({"type": "ok", "seq": seq})
+            with conn.send_lock:
+                framing.send_frame(conn.sock, reply, body, timeout=self.options.send_timeout)
+            if frame.type == "bye":
+                return "goodbye"
+
+    def _send_error(self, conn: _Connection, seq: int, e: _Reply) -> None:
+        header = {"type": "error", "seq": seq, "code": e.code, "message": e.message, "remedy": e.remedy}
+        header.update(e.extra)
+        with conn.send_lock:
+            framing.send_frame(conn.sock, header, timeout=self.options.send_timeout)
+
+    def _send_error_nowait(self, conn: _Connection, code: str, message: str, remedy: str) -> None:
+        if not conn.send_lock.acquire(blocking=False):
+            return
+        try:
+            framing.send_frame(conn.sock, {"type": "error", "seq": 0, "code": code, "message": message,
+                                           "remedy": remedy}, timeout=0.5)
+        except OSError:
+            pass
+        finally:
+            conn.send_lock.release()
+
+    # -- requests -----------------------------------------------------------------------
+    def _dispatch(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        handler = _HANDLERS.get(frame.type)
+        if handler is None:
+            raise _Reply("E_TYPE", "考点机不支持该请求（{}）。".format(frame.type), "请确认监考机软件的版本与考点一致。")
+        if frame.body and frame.type != "upload_chunk":
+            raise _bad("该请求不应带数据")
+        return handler(self, conn, frame)
+
+    def _auth(self, conn: _Connection, header: Dict[str, Any]) -> Dict[str, Any]:
+        room = _code(header, "room")
+        token = _text(header, "token", 256)
+        if conn.room is not None and conn.room != room:
+            raise _Reply("E_AUTH", "此连接已用于考场 {}。".format(conn.room), "请为每个考场使用单独的连接。")
+        try:
+            doc = self.registration.authenticate(room, token, conn.ip)
+        except RegistrationRefused as e:
+            raise _Reply("E_AUTH", e.cause, e.remedy) from None
+        self._bind(conn, room)
+        return doc
+
+    def _bind(self, conn: _Connection, room: str) -> None:
+        with self._lock:
+            conn.room = room
+
+    def _room_data(self, room: str) -> Dict[str, Any]:
+        sha = self.loading.room_data_sha256(room)
+        try:
+            size: Optional[int] = os.path.getsize(self.loading.room_file_path(room))
+        except OSError:
+            size = None
+        return {"sha256": sha, "size": size}
+
+    def _heartbeat_s(self) -> float:
+        return float(getattr(self.monitor, "interval", 5.0))
+
+    def _register(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        h = frame.header
+        room = _text(h, "room")
+        reg_code = _text(h, "reg_code")
+        if conn.room is not None and conn.room != room:
+            raise _Reply("E_AUTH", "此连接已用于考场 {}。".format(conn.room), "请为每个考场使用单独的连接。")
+        try:
+            result = self.registration.register(room, reg_code, conn.ip)
+        except RegistrationRefused as e:
+            raise _Reply("E_REGISTER", e.cause, e.remedy) from None
+        self._bind(conn, room)
+        client = h.get("client")
+        log.info("room %s registered from %s (%s)", room, conn.ip, str(client)[:MAX_TEXT] if client else "-")
+        return {"token": result["token"], "site_code": result["site_code"], "room": room,
+                "sessions": result["sessions"], "data": self._room_data(room),
+                "heartbeat_s": self._heartbeat_s()}, b""
+
+    def _hello(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        doc = self._auth(conn, frame.header)
+        room = doc["code"]
+        detail = self.loading.room_detail(room)
+        data = self._room_data(room)
+        sessions = [{k: s[k] for k in ("id", "name", "start", "duration_min")} for s in detail["sessions"]]
+        return {"room": room, "site_code": detail["site_code"], "sessions": sessions, "data": data,
+                "data_imported": bool(data["sha256"]) and doc.get("data_sha256") == data["sha256"],
+                "heartbeat_s": self._heartbeat_s()}, b""
+
+    def _data(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        doc = self._auth(conn, frame.header)
+        room = doc["code"]
+        offset = _int(frame.header, "offset", 0, 2 ** 62)
+        length = _int(frame.header, "length", 1, BODY_MAX)
+        sha = self.loading.room_data_sha256(room)
+        try:
+            with open(self.loading.room_file_path(room), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if offset > size:
+                    raise _bad("offset {} 超出考场数据大小 {}".format(offset, size))
+                f.seek(offset)
+                body = f.read(min(length, size - offset))
+        except OSError as e:
+            raise _Reply("E_REFUSED", "考点机上没有考场 {} 的考场数据。".format(room),
+                         "请联系考点管理员先完成“导入考务”。", ) from e
+        if sha is None:
+            raise _Reply("E_REFUSED", "考点机上没有考场 {} 的考场数据。".format(room), "请联系考点管理员先完成“导入考务”。")
+        return {"offset": offset, "size": size, "sha256": sha}, body
+
+    def _data_imported(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        h = frame.header
+        doc = self._auth(conn, h)
+        sha = _sha(h)
+        try:
+            self.registration.mark_data_imported(doc["code"], h["token"], conn.ip, sha)
+        except RegistrationRefused as e:
+            raise _Reply("E_AUTH", e.cause, e.remedy) from None
+        return {"room": doc["code"], "sha256": sha}, b""
+
+    def _heartbeat(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        doc = self._auth(conn, frame.header)
+        state = frame.header.get("state")
+        if not isinstance(state, dict):
+            raise _bad("state 应为对象")
+        session = _code(state, "session")
+        beat: Dict[str, Any] = {"session_id": session}
+        for name in ("started", "ended"):
+            value = state.get(name, False)
+            if not isinstance(value, bool):
+                raise _bad("state.{} 应为 true/false".format(name))
+            beat[name] = value
+        for name in ("logged_in", "in_exam"):
+            beat[name] = _int(state, name, 0, MAX_COUNT)
+        if "candidates" in state:
+            beat["candidates"] = _int(state, "candidates", 0, MAX_COUNT)
+        try:
+            self.monitor.heartbeat(doc["code"], beat)
+        except UserError as e:
+            raise _Reply("E_ARG", e.cause, e.remedy) from None
+        return {"server_time": format_time(self.ctx.now()), "heartbeat_s": self._heartbeat_s()}, b""
+
+    def _permit(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        doc = self._auth(conn, frame.header)
+        session = _code(frame.header, "session")
+        try:
+            permit = self.verification.start_permit(doc["code"], session)
+        except PermitRefused as e:
+            raise _Reply("E_PERMIT", e.cause, e.remedy) from None
+        permit = dict(permit)
+        permit.setdefault("session", session)
+        permit["granted"] = True
+        return {"session": session, "permit": permit}, b""
+
+    # -- uploads ------------------------------------------------------------------------
+    def _part_path(self, room: str, session: str, sha: str) -> str:
+        return os.path.join(self.upload_dir, "{}.{}.{}{}".format(room, session, sha, PART_SUFFIX))
+
+    def _part_lock(self, path: str) -> threading.Lock:
+        with self._lock:
+            lock = self._part_locks.get(path)
+            if lock is None:
+                lock = self._part_locks[path] = threading.Lock()
+            return lock
+
+    def _drop_upload(self, conn: _Connection) -> None:
+        upload = conn.upload
+        if upload is None:
+            return
+        with self._part_lock(upload.path):
+            upload.close()
+            conn.upload = None
+            with self._lock:
+                if self._owners.get(upload.path) is conn:
+                    del self._owners[upload.path]
+
+    def _upload_begin(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        h = frame.header
+        doc = self._auth(conn, h)
+        room = doc["code"]
+        if not _CODE.match(room):
+            raise _Reply("E_REFUSED", "考场代码 {} 无法用于文件名。".format(room), REMEDY_RETRY)
+        session = _code(h, "session")
+        size = _int(h, "size", 1, self.options.max_upload)
+        sha = _sha(h)
+        detail = self.loading.room_detail(room)
+        if session not in {s["id"] for s in detail["sessions"]}:
+            raise _Reply("E_REFUSED", "考场 {} 在场次 {} 没有考生安排，不能上报结果。".format(room, session),
+                         "请核对监考机上的场次。")
+        self._drop_upload(conn)
+        path = self._part_path(room, session, sha)
+        self._discard_other_parts(room, session, path)
+        with self._part_lock(path):
+            with self._lock:
+                previous = self._owners.get(path)
+                self._owners[path] = conn
+            if previous is not None and previous is not conn and previous.upload is not None:
+                previous.upload.close()  # a stale connection of the same proctor: this one takes over
+                previous.upload = None
+            upload = _Upload(room, session, sha, size, path)
+            try:
+                upload.file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across chunks
+                upload.offset = os.fstat(upload.file.fileno()).st_size
+                if upload.offset > size:
+                    upload.file.truncate(0)
+                    upload.offset = 0
+                free = shutil.disk_usage(self.upload_dir).free
+            except OSError as e:
+                upload.close()
+                raise _Reply("E_STORAGE", "考点机无法保存上报的结果包。", "请联系考点管理员检查磁盘空间。") from e
+            if free < 2 * (size - upload.offset) + 64 * 1024 * 1024:
+                upload.close()
+                raise _Reply("E_REFUSED", "考点机磁盘空间不足，无法接收结果包。", "请联系考点管理员清理考点机磁盘后重试。")
+            conn.upload = upload
+        log.info("upload %s/%s %s: %d of %d bytes already here", room, session, sha[:12], upload.offset, size)
+        return {"offset": upload.offset}, b""
+
+    def _discard_other_parts(self, room: str, session: str, keep: str) -> None:
+        prefix = "{}.{}.".format(room, session)
+        try:
+            names = os.listdir(self.upload_dir)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(self.upload_dir, name)
+            if name.startswith(prefix) and name.endswith(PART_SUFFIX) and path != keep:
+                rest = name[len(prefix):-len(PART_SUFFIX)]
+                if _SHA.match(rest):
+                    with self._part_lock(path):
+                        with self._lock:
+                            owner = self._owners.pop(path, None)
+                        if owner is not None and owner.upload is not None:
+                            owner.upload.close()
+                            owner.upload = None
+                        log.info("discarding partial upload %s (a new package was begun)", name)
+                        _remove(path)
+
+    def _current_upload(self, conn: _Connection) -> _Upload:
+        upload = conn.upload
+        if upload is None or upload.file is None:
+            raise _Reply("E_STATE", "没有进行中的结果上报。", "请先发送 upload_begin。")
+        return upload
+
+    def _upload_chunk(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        self._auth(conn, frame.header)
+        offset = _int(frame.header, "offset", 0, 2 ** 62)
+        upload = self._current_upload(conn)
+        body = frame.body
+        if not body:
+            raise _bad("upload_chunk 没有数据")
+        with self._part_lock(upload.path):
+            if conn.upload is not upload or upload.file is None:
+                raise _Reply("E_STATE", "结果上报已在另一连接上继续。", "请重新发送 upload_begin。")
+            if offset != upload.offset:
+                raise _Reply("E_OFFSET", "数据块位置不符：考点机已有 {} 字节。".format(upload.offset),
+                             "请从考点机给出的位置继续上报。", offset=upload.offset)
+            if offset + len(body) > upload.size:
+                raise _bad("数据超出声明的大小 {}".format(upload.size))
+            try:
+                _write_all(upload.file, body)
+                upload.offset += len(body)
+            except OSError as e:
+                upload.offset = _size_of(upload.path)
+                raise _Reply("E_STORAGE", "考点机无法保存上报的结果包。", "请联系考点管理员检查磁盘空间。",
+                             offset=upload.offset) from e
+        now = time.monotonic()
+        if now - upload.last_event >= 1.0 or upload.offset == upload.size:
+            upload.last_event = now
+            self.ctx.hub.publish("lan.upload", room=upload.room, session=upload.session, offset=upload.offset,
+                                 size=upload.size)
+        return {"offset": upload.offset}, b""
+
+    def _upload_commit(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        self._auth(conn, frame.header)
+        upload = self._current_upload(conn)
+        with self._part_lock(upload.path):
+            if conn.upload is not upload or upload.file is None:
+                raise _Reply("E_STATE", "结果上报已在另一连接上继续。", "请重新发送 upload_begin。")
+            if upload.offset != upload.size:
+                raise _Reply("E_OFFSET", "结果包尚未传完：考点机已有 {} / {} 字节。".format(upload.offset, upload.size),
+                             "请从考点机给出的位置继续上报。", offset=upload.offset)
+            upload.close()
+            try:
+                with open(upload.path, "rb") as f:
+                    result = self.recovery.receive(upload.room, upload.session, f, upload.sha256, upload.size,
+                                                   "lan", ACTOR)
+            except IntegrityError as e:
+                self._finish(conn, upload)
+                raise _Reply("E_INTEGRITY", e.cause, "请重新上报结果包（从头开始）。", offset=0) from None
+            except SpoolError as e:
+                self._reopen(upload)
+                raise _Reply("E_STORAGE", e.cause, e.remedy) from None
+            except ResultConflict as e:
+                self._finish(conn, upload)
+                raise _Reply("E_CONFLICT", e.cause, e.remedy) from None
+            except (FormatError, UserError) as e:
+                self._finish(conn, upload)
+                raise _Reply("E_REFUSED", e.cause, e.remedy) from None
+            except OSError as e:
+                self._reopen(upload)
+                raise _Reply("E_STORAGE", "考点机无法读取已接收的结果包。", REMEDY_RETRY) from e
+            self._finish(conn, upload)
+        log.info("result of room %s session %s received over the LAN (%s, %d bytes)", upload.room,
+                 upload.session, upload.sha256[:12], upload.size)
+        self.ctx.hub.publish("lan.committed", room=upload.room, session=upload.session, sha256=upload.sha256,
+                             size=upload.size)
+        return {"room": upload.room, "session": upload.session, "sha256": upload.sha256, "size": upload.size,
+                "result": result}, b""
+
+    def _reopen(self, upload: _Upload) -> None:
+        try:
+            upload.file = open(upload.path, "ab", buffering=0)  # noqa: SIM115
+            upload.offset = os.fstat(upload.file.fileno()).st_size
+        except OSError:
+            log.exception("cannot reopen %s", upload.path)
+
+    def _finish(self, conn: _Connection, upload: _Upload) -> None:
+        """The part file is done with (stored, or refused for good): remove it; caller holds its lock."""
+        upload.close()
+        _remove(upload.path)
+        conn.upload = None
+        with self._lock:
+            if self._owners.get(upload.path) is conn:
+                del self._owners[upload.path]
+            self._part_locks.pop(upload.path, None)
+
+    def _bye(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
+        return {}, b""
+
+    def partial_uploads(self) -> List[Dict[str, Any]]:
+        """The partial uploads kept between connections: room, session, sha256, bytes."""
+        out = []
+        try:
+            names = sorted(os.listdir(self.upload_dir))
+        except OSError:
+            return out
+        for name in names:
+            parts = name[:-len(PART_SUFFIX)].split(".") if name.endswith(PART_SUFFIX) else []
+            if len(parts) == 3 and _SHA.match(parts[2]):
+                out.append({"room": parts[0], "session": parts[1], "sha256": parts[2],
+                            "bytes": _size_of(os.path.join(self.upload_dir, name))})
+        return out
+
+
+_HANDLERS = {
+    "register": LanServer._register,
+    "hello": LanServer._hello,
+    "data": LanServer._data,
+    "data_imported": LanServer._data_imported,
+    "heartbeat": LanServer._heartbeat,
+    "permit": LanServer._permit,
+    "upload_begin": LanServer._upload_begin,
+    "upload_chunk": LanServer._upload_chunk,
+    "upload_commit": LanServer._upload_commit,
+    "bye": LanServer._bye,
+}
+
+_FRAME_MESSAGES = {
+    "E_FRAME": "监考机发送的数据格式错误，连接已断开。",
+    "E_TOO_LARGE": "监考机发送的数据超过大小限制，连接已断开。",
+    "E_VERSION": "监考机的通讯协议版本与考点机不一致，连接已断开。",
+    "E_TIMEOUT": "监考机长时间没有发送数据，连接已断开。",
+    "E_SLOW": "监考机发送数据过慢，连接已断开。",
+}
+
+
+def _frame_message(code: str) -> str:
+    return _FRAME_MESSAGES.get(code, "连接已断开。")
+
+
+def _write_all(f: Any, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        if n is None or n <= 0:
+            raise OSError("short write")
+        view = view[n:]
+
+
+def _size_of(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.exception("cannot remove %s", path)
