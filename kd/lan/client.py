@@ -251,7 +251,8 @@ class ProctorClient:
                 h, _ = self.request("upload_commit")
                 return h
             except _Aborted:
-                raise LanError("上报被中断（测试）。", "请重新上报。", detail="aborted after {} bytes".format(sent)) from None
+                raise LanError("上报被中断（测试）。", "请重新上报。",
+                               detail="aborted after {} bytes".format(sent)) from None
             except LanError as e:
                 if e.code not in (E_NET, "E_TIMEOUT", "E_SLOW", "E_SHUTDOWN", "E_BUSY", "E_STATE") \
                         or attempt >= retries:

@@ -180,7 +180,10 @@ def _recv_into(sock: socket.socket, view: memoryview, clock: _Clock) -> None:
         got += n
 
 
-def read_frame(sock: socket.socket, limits: Limits = Limits()) -> Frame:
+DEFAULT_LIMITS = Limits()
+
+
+def read_frame(sock: socket.socket, limits: Limits = DEFAULT_LIMITS) -> Frame:
     """Read one frame from ``sock`` under ``limits``.
 
     Raises ``Closed`` on a clean end of stream before a frame, ``FrameError`` on a

@@ -116,6 +116,10 @@ def _bad(message: str) -> _Reply:
     return _Reply("E_ARG", "监考机发送的请求无效：{}".format(message), "请升级监考机软件或联系技术服务。")
 
 
+def _no_data(room: str) -> _Reply:
+    return _Reply("E_REFUSED", "考点机上没有考场 {} 的考场数据。".format(room), "请联系考点管理员先完成“导入考务”。")
+
+
 def _text(header: Dict[str, Any], name: str, limit: int = MAX_TEXT) -> str:
     value = header.get(name)
     if not isinstance(value, str) or not value or len(value) > limit:
@@ -222,14 +226,14 @@ class LanServer:
     """The KDLAN v1 server over the core services (see the module docstring)."""
 
     def __init__(self, ctx: Context, *, registration: Any, verification: Any, monitor: Any, recovery: Any,
-                 loading: Optional[LoadingService] = None, options: LanOptions = LanOptions()) -> None:
+                 loading: Optional[LoadingService] = None, options: Optional[LanOptions] = None) -> None:
         self.ctx = ctx
         self.registration = registration
         self.verification = verification
         self.monitor = monitor
         self.recovery = recovery
         self.loading = loading or LoadingService(ctx)
-        self.options = options
+        self.options = options = options or LanOptions()
         self.limits = Limits(idle=options.idle_timeout, request=options.request_timeout,
                              min_rate=options.min_rate, grace=options.rate_grace)
         self.upload_dir = options.upload_dir or os.path.join(ctx.data_dir, UPLOAD_DIR)
@@ -468,7 +472,8 @@ class LanServer:
     def _dispatch(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
         handler = _HANDLERS.get(frame.type)
         if handler is None:
-            raise _Reply("E_TYPE", "考点机不支持该请求（{}）。".format(frame.type), "请确认监考机软件的版本与考点一致。")
+            raise _Reply("E_TYPE", "考点机不支持该请求（{}）。".format(frame.type),
+                         "请确认监考机软件的版本与考点一致。")
         if frame.body and frame.type != "upload_chunk":
             raise _bad("该请求不应带数据")
         return handler(self, conn, frame)
@@ -541,10 +546,9 @@ class LanServer:
                 f.seek(offset)
                 body = f.read(min(length, size - offset))
         except OSError as e:
-            raise _Reply("E_REFUSED", "考点机上没有考场 {} 的考场数据。".format(room),
-                         "请联系考点管理员先完成“导入考务”。", ) from e
+            raise _no_data(room) from e
         if sha is None:
-            raise _Reply("E_REFUSED", "考点机上没有考场 {} 的考场数据。".format(room), "请联系考点管理员先完成“导入考务”。")
+            raise _no_data(room)
         return {"offset": offset, "size": size, "sha256": sha}, body
 
     def _data_imported(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
@@ -649,7 +653,8 @@ class LanServer:
                 raise _Reply("E_STORAGE", "考点机无法保存上报的结果包。", "请联系考点管理员检查磁盘空间。") from e
             if free < 2 * (size - upload.offset) + 64 * 1024 * 1024:
                 upload.close()
-                raise _Reply("E_REFUSED", "考点机磁盘空间不足，无法接收结果包。", "请联系考点管理员清理考点机磁盘后重试。")
+                raise _Reply("E_REFUSED", "考点机磁盘空间不足，无法接收结果包。",
+                             "请联系考点管理员清理考点机磁盘后重试。")
             conn.upload = upload
         log.info("upload %s/%s %s: %d of %d bytes already here", room, session, sha[:12], upload.offset, size)
         return {"offset": upload.offset}, b""
