@@ -34,8 +34,9 @@ from typing import Any, Dict, List, Optional
 from kd.core import model
 from kd.core.context import Context
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
+from kd.formats.package import REMEDY as PACKAGE_REMEDY
 from kd.formats.package import ROOM_SUFFIX, SitePackage, load_package, room_member_name
-from kd.formats.timeutil import format_time
+from kd.formats.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,7 @@ class LoadingService:
             log.warning("online load failed: %s (%s)", e.cause, e.detail)
             raise type(e)("从监控平台载入考场数据失败：" + e.cause, MANUAL_REMEDY, detail=e.detail) from e
         try:
-            with self.ctx.lock:
-                self._install(downloaded.package, downloaded.path, "online", actor)
+            self._install(downloaded.package, downloaded.path, "online", actor)
         finally:
             try:
                 os.remove(downloaded.path)
@@ -134,12 +134,17 @@ class LoadingService:
         if not os.path.isfile(path):
             raise FormatError("找不到考场数据包文件：{}".format(path), "请选择监控平台提供的考场数据包文件（.zip）。")
         with self.ctx.lock:
-            package = load_package(path, self.ctx.trusted, site_code, self._loaded_publish_time())
-            self._install(package, path, "manual", actor)
+            loaded = self._loaded_publish_time()
+        package = load_package(path, self.ctx.trusted, site_code, loaded)
+        self._install(package, path, "manual", actor)
         return self.snapshot()
 
     def _install(self, package: SitePackage, zip_path: str, source: str, actor: str) -> None:
-        """Install a verified package in one step (see the module docstring). Under ``ctx.lock``."""
+        """Install a verified package in one step (see the module docstring).
+
+        The room files are extracted outside ``ctx.lock`` (a large package takes a while
+        and the LAN service must go on answering); the swap and the DB writes run under it.
+        """
         ctx = self.ctx
         verified_at = format_time(ctx.now())
         try:
@@ -156,6 +161,25 @@ class LoadingService:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        with ctx.lock:
+            try:
+                self._check_not_older(package)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            self._commit(package, staging, zip_sha, source, verified_at, actor)
+
+    def _check_not_older(self, package: SitePackage) -> None:
+        """Refuse a package older than the loaded one (another load may have finished meanwhile)."""
+        loaded = self._loaded_publish_time()
+        if loaded is not None and package.published_at < parse_time(loaded, "publish_time", "考场数据包"):
+            raise FormatError("考场数据包校验失败：数据包发布时间 {} 早于已载入数据包的发布时间 {}，"
+                              "不能回退到旧版本".format(package.publish_time, loaded), PACKAGE_REMEDY)
+
+    def _commit(self, package: SitePackage, staging: str, zip_sha: str, source: str, verified_at: str,
+                actor: str) -> None:
+        """Swap the room folder, write both DBs; put everything back if a step fails. Under ``ctx.lock``."""
+        ctx = self.ctx
         loaded_at = format_time(ctx.now())
         old_dir = self._swap_rooms_dir(staging)
         exam, runtime = ctx.stores.exam, ctx.stores.runtime

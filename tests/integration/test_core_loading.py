@@ -9,7 +9,7 @@ import pytest
 
 from kd.core import model
 from kd.core.loading import LoadingService, NotLoaded
-from kd.errors import FormatError, PlatformError, UserError
+from kd.errors import FormatError, PlatformError, StoreError, UserError
 from kd.formats.timeutil import format_time
 from kd.platform.signer import write_offline_files
 from tests.support.env import make_env
@@ -178,3 +178,25 @@ def test_door_sheet_escapes_html(env):
          "candidates": [{"seat": 1, "ticket": "T", "name": "<script>alert(1)</script>", "subject_name": "m"}]}]}
     page = printing.door_sheet_html(detail)
     assert "<script>" not in page and "&lt;script&gt;" in page and "a&amp;b" in page
+
+
+def test_failed_write_puts_everything_back(env):
+    """The runtime DB cannot be written (its temp file path is taken by a folder): the
+    new package's exam records and room folder are rolled back."""
+    svc = LoadingService(env.ctx)
+    svc.load_online("admin")
+    before = state(env)
+    publish_at(env, env.ctx.now() + datetime.timedelta(minutes=1))
+    env.sim.data.site["rooms"] = env.sim.data.site["rooms"][:2]  # the new package has other room files
+    env.sim.data.site["candidates"] = [c for c in env.sim.data.site["candidates"] if c["room"] != "11003003"]
+    blocker = os.path.join(env.data_dir, "db", "runtime.json.tmp")
+    os.mkdir(blocker)
+    try:
+        with pytest.raises(StoreError):
+            svc.load_online("admin")
+    finally:
+        os.rmdir(blocker)
+    assert state(env) == before
+    snap = svc.load_online("admin")
+    assert [r["code"] for r in snap["rooms"]] == ["11003001", "11003002"]
+    assert sorted(os.listdir(os.path.join(env.data_dir, "rooms"))) == ["11003001.dat", "11003002.dat"]
