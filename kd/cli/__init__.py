@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any, Callable, Optional
 
-MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results")
+MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system")
 
 
 class Session:

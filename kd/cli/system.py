@@ -1,0 +1,190 @@
+"""Login, settings and system management commands (screens.md §登录, §参数设置; manual §6).
+
+``login``, ``setup``, ``passwd``, ``backup``, ``restore``, ``to-formal``, ``init``,
+``status``: each one call of ``kd.core.accounts`` / ``kd.core.system``. Passwords are
+read with ``getpass`` or, for scripts, one per line from stdin (``--password-stdin``,
+``--stdin``); they never appear on the command line. The acting account is ``--user``
+(default admin); an account that still has the initial password may only ``login`` and
+``passwd``.
+"""
+
+import argparse
+import getpass
+import sys
+from typing import Any, Dict, List
+
+from kd.cli import Session, add_json
+from kd.errors import UserError
+
+
+def _user(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", metavar="U", help="账号（默认 admin）")
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser("login", help="登录检查（首次登录须修改初始密码）")
+    _user(p)
+    p.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
+    add_json(p)
+    p.set_defaults(handler=run_login)
+
+    p = commands.add_parser("setup", help="系统设置：考点代码与考试模式（考点代码设置后不能修改）")
+    p.add_argument("--site", required=True, metavar="CODE", help="考点代码，如 11003")
+    p.add_argument("--mode", required=True, choices=("formal", "mock"), help="formal 正式考试 / mock 模拟考试")
+    p.add_argument("--platform-url", metavar="U", help="监控平台地址")
+    p.add_argument("--platform-password-stdin", action="store_true", help="从标准输入读取监控平台密码（一行）")
+    _user(p)
+    add_json(p)
+    p.set_defaults(handler=run_setup)
+
+    p = commands.add_parser("passwd", help="修改密码（原密码、新密码、确认新密码）")
+    _user(p)
+    p.add_argument("--stdin", action="store_true", help="从标准输入读取三行：原密码、新密码、确认新密码")
+    add_json(p)
+    p.set_defaults(handler=run_passwd)
+
+    p = commands.add_parser("backup", help="系统备份：写入 .bak 备份文件到文件夹")
+    p.add_argument("dir", metavar="DIR", help="目标文件夹（如 U 盘）")
+    p.add_argument("--note", default="", metavar="T", help="备注")
+    _user(p)
+    add_json(p)
+    p.set_defaults(handler=run_backup)
+
+    p = commands.add_parser("restore", help="系统恢复：从 .bak 备份文件恢复（之后须重新启动）")
+    p.add_argument("file", metavar="F", help="系统备份文件（*.bak）")
+    _user(p)
+    add_json(p)
+    p.set_defaults(handler=run_restore)
+
+    p = commands.add_parser("to-formal", help="模考转正考：清除模拟考试数据，切换为正式考试")
+    p.add_argument("--yes", action="store_true", help="不再询问，直接执行")
+    _user(p)
+    add_json(p)
+    p.set_defaults(handler=run_to_formal)
+
+    p = commands.add_parser("init", help="系统初始化：清除考点代码和全部考试数据（保留账号密码）")
+    p.add_argument("--confirm", required=True, metavar="SITECODE", help="输入本系统的考点代码以确认")
+    _user(p)
+    add_json(p)
+    p.set_defaults(handler=run_init)
+
+    p = commands.add_parser("status", help="系统状态：考点代码、考试模式、考务与各项计数")
+    add_json(p)
+    p.set_defaults(handler=run_status)
+
+
+def _line(prompt: str) -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise UserError("标准输入中缺少{}。".format(prompt), "请每行提供一项输入。")
+    return line.rstrip("\r\n")
+
+
+def _secret(prompt: str, from_stdin: bool) -> str:
+    return _line(prompt) if from_stdin else getpass.getpass(prompt + "：")
+
+
+def run_login(s: Session) -> int:
+    from kd.core.accounts import AccountService  # noqa: PLC0415
+
+    opts = s.opts
+    user = opts.user or ("admin" if opts.password_stdin else input("账号：").strip())
+    svc = AccountService(s.ctx)
+    out = svc.login(user, _secret("密码", opts.password_stdin))
+    out["needs_setup"] = svc.needs_setup()
+    lines = ["登录成功：{}".format(out["user"])]
+    if out["must_change"]:
+        lines.append("首次登录：请先修改初始密码（passwd），否则不能进行其他操作。")
+    if out["needs_setup"]:
+        lines.append("尚未完成系统设置：请设置考点代码和考试模式（setup --site CODE --mode formal|mock）。")
+    s.out(out, "\n".join(lines))
+    return 0
+
+
+def run_setup(s: Session) -> int:
+    from kd.core.accounts import AccountService  # noqa: PLC0415
+    from kd.core.model import MODE_LABELS  # noqa: PLC0415
+
+    opts = s.opts
+    password = _line("监控平台密码") if opts.platform_password_stdin else None
+    out = AccountService(s.ctx).setup(opts.site, opts.mode, s.actor, platform_url=opts.platform_url,
+                                      platform_password=password)
+    s.out(out, "系统设置完成：考点代码 {}，{}。".format(out["site_code"], MODE_LABELS[out["mode"]]))
+    return 0
+
+
+def run_passwd(s: Session) -> int:
+    from kd.core.accounts import AccountService  # noqa: PLC0415
+
+    opts = s.opts
+    user = s.actor
+    old = _secret("原密码", opts.stdin)
+    new = _secret("新密码", opts.stdin)
+    confirm = _secret("确认新密码", opts.stdin)
+    out = AccountService(s.ctx).change_password(user, old, new, confirm)
+    s.out(out, "密码已修改：{}".format(user))
+    return 0
+
+
+def run_backup(s: Session) -> int:
+    from kd.core.system import SystemService  # noqa: PLC0415
+
+    path = SystemService(s.ctx).backup(s.opts.dir, s.opts.note, s.actor)
+    s.out({"path": path}, "系统备份完成（已校验）：{}".format(path))
+    return 0
+
+
+def run_restore(s: Session) -> int:
+    from kd.core.system import SystemService  # noqa: PLC0415
+
+    out = SystemService(s.ctx).restore(s.opts.file, s.actor)
+    s.out(out, "系统已从备份恢复（考点 {}，备份时间 {}，备注：{}）。\n请重新启动考点管理系统。".format(
+        out["site_code"], out["created_at"], out["note"] or "无"))
+    return 0
+
+
+def run_to_formal(s: Session) -> int:
+    from kd.core.system import SystemService  # noqa: PLC0415
+
+    if not s.opts.yes:
+        answer = input("模考转正考将清除模拟考试的全部考试数据（考场、注册、授权、回收的结果），"
+                       "保留考点代码、账号和设置。确认执行请输入 yes：").strip().lower()
+        if answer != "yes":
+            raise UserError("已取消模考转正考。", "")
+    out = SystemService(s.ctx).to_formal(s.actor)
+    s.out(out, "已切换为正式考试，模拟考试数据已清除。请重新启动考点管理系统。")
+    return 0
+
+
+def run_init(s: Session) -> int:
+    from kd.core.system import SystemService  # noqa: PLC0415
+
+    out = SystemService(s.ctx).initialize(s.opts.confirm, s.actor)
+    s.out(out, "系统已初始化（考点代码与考试数据已清除，账号密码保留）。请重新启动考点管理系统。")
+    return 0
+
+
+def _status_text(snap: Dict[str, Any]) -> str:
+    lines: List[str] = [
+        "考点代码：{}    考试模式：{}".format(snap["site_code"] or "未设置", snap["mode_label"]),
+        "考试名称：{}".format(snap["exam_name"] or "（尚未导入考务）"),
+    ]
+    if snap["package_loaded"]:
+        lines += [
+            "考场：{}（已注册 {}，已导入数据 {}）".format(snap["rooms"], snap["rooms_registered"],
+                                                   snap["rooms_data_imported"]),
+            "场次：{}（已授权 {}，已验证 {}）".format(snap["sessions"], snap["sessions_authorized"],
+                                                snap["sessions_verified"]),
+            "回收结果：{}（已上报 {}）    待发送报告：{}".format(snap["results_recovered"], snap["results_uploaded"],
+                                                      snap["outbox_pending"]),
+        ]
+    lines.append("退出系统：{}".format("允许" if snap["exit_allowed"] else snap["exit_reason"]))
+    return "\n".join(lines)
+
+
+def run_status(s: Session) -> int:
+    from kd.core.system import SystemService  # noqa: PLC0415
+
+    snap = SystemService(s.ctx).snapshot()
+    s.out(snap, _status_text(snap))
+    return 0
