@@ -343,7 +343,7 @@ class RecoveryService:
         status = self.ctx.stores.runtime.get(model.CHECKS, model.RECOVERY)
         report = None
         if status is not None:
-            item = self.outbox.get(status["outbox_id"]) if hasattr(self.outbox, "get") else None
+            item = self.outbox.get(status["outbox_id"])
             report = dict(status, state=(item or {}).get("state"), sent_at=(item or {}).get("sent_at"))
         return {
             "session": session_id,

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from kd.core import model
@@ -123,6 +124,12 @@ class UploadService:
         self.ctx = ctx
         self.outbox = outbox
         self.recovery = RecoveryService(ctx, outbox)
+        #: one backup or upload at a time (a second click while one runs is refused)
+        self._busy = threading.Lock()
+
+    def _claim(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise UserError("正在备份或上报考试数据。", "请等待当前操作完成后再试。")
 
     # -- step 1: external backup -----------------------------------------------------------
     def backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
@@ -130,9 +137,16 @@ class UploadService:
 
         Returns ``{"folder", "files", "bytes", "verified_at"}``. Raises ``UserError``
         when nothing is recovered yet, when ``folder`` does not exist or cannot be
-        written, or when a copy reads back with another size or SHA-256 (the backup is
-        then not recorded; use another drive).
+        written, when a copy reads back with another size or SHA-256 (the backup is
+        then not recorded; use another drive), or while another backup or upload runs.
         """
+        self._claim()
+        try:
+            return self._backup_external(folder, actor)
+        finally:
+            self._busy.release()
+
+    def _backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
         ctx = self.ctx
         with ctx.lock:
             records = self.recovery.recovered()
@@ -237,8 +251,15 @@ class UploadService:
         before a valid external backup of every recovered file, ``UserError`` when the
         session has nothing recovered or a spooled package is damaged, and the
         platform's ``PlatformError`` when the upload is cut (what got through is kept:
-        call again to 续报).
+        call again to 续报), ``UserError`` while another backup or upload runs.
         """
+        self._claim()
+        try:
+            return self._upload(session_id, actor, progress)
+        finally:
+            self._busy.release()
+
+    def _upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress]) -> Dict[str, Any]:
         ctx = self.ctx
         with ctx.lock:
             manifest = self.recovery.loaded_manifest()

@@ -416,3 +416,33 @@ def test_upload_refused_when_platform_unreachable_keeps_nothing_half_done(env, t
         env.upload.upload(None, "admin")
     assert rs(env, room, session)["upload"] is None
     assert [i for i in env.outbox.items() if i["kind"] == "upload_status"] == []
+
+
+def test_second_upload_while_one_runs_is_refused(env, tmp_path):
+    room, session = pairs(env)[0]
+    send(env, room, session, package(env, room, session, answer_kb=64))
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    env.upload.backup_external(str(usb), "admin")
+    env.client.chunk_size = 16 * 1024  # several progress calls
+    inside, release = threading.Event(), threading.Event()
+    outcome = {}
+
+    def hold(_step):
+        inside.set()
+        release.wait(30)
+
+    def first():
+        outcome["result"] = env.upload.upload(None, "admin", progress=hold)
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(UserError, match="正在备份或上报"):
+            env.upload.upload(None, "admin")
+        with pytest.raises(UserError, match="正在备份或上报"):
+            env.upload.backup_external(str(usb), "admin")
+    finally:
+        release.set()
+        t.join(30)
+    assert len(outcome["result"]["uploaded"]) == 1
