@@ -21,9 +21,9 @@ from typing import List, Optional
 
 import kd
 from kd import cli, paths
+from kd.app import App
 from kd.errors import UserError
 from kd.lock import sync as lock_sync
-from kd.lock.gate import open_gate
 from kd.store.instance import InstanceLock
 
 log = logging.getLogger("kaodian")
@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="调试日志")
     parser.add_argument("--lock", metavar="URL",
                         help="机考锁端口，如 COM3、socket://127.0.0.1:7700（默认：环境变量 KD_LOCK_URL 或自动检测）")
+    parser.add_argument("--lan-port", type=int, default=int(os.environ.get("KD_LAN_PORT", "9190")),
+                        help="考场通讯端口（默认 9190；0 表示任选空闲端口，用于测试）")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     lock_sync.add_parser(commands)
     cli.add_parsers(commands)
@@ -94,12 +96,14 @@ def run(opts: argparse.Namespace) -> int:
             if cli.handler_of(opts) is not None:
                 return cli.run(opts, data_dir)
             if opts.headless or opts.command is None:
-                gate = open_gate(data_dir, opts.lock)  # LockGateError (exit 4) without the site's dongle
+                # The window arrives with the UI issue; until then both modes run the services.
+                app = App(data_dir, lock_url=opts.lock, lan_port=opts.lan_port)
                 try:
-                    # The window arrives with the UI issue; until then both modes run the services.
-                    wait_for_shutdown(f"kaodian {kd.__version__} 运行中（数据目录 {data_dir}），按 Ctrl+C 退出")
+                    app.start()  # LockGateError (exit 4) without the site's dongle
+                    wait_for_shutdown("kaodian {} 运行中（数据目录 {}，考场通讯端口 {}），按 Ctrl+C 退出".format(
+                        kd.__version__, data_dir, app.lan.port()))
                 finally:
-                    gate.close()
+                    app.stop()
             log.info("stopped cleanly")
             return 0
     except UserError as e:

@@ -58,7 +58,7 @@ def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:
 
 def run(opts: argparse.Namespace, data_dir: str) -> int:
     """Run the command in ``opts`` with the gate and the core context open."""
-    from kd.app import open_context, platform_for, trusted_keys  # noqa: PLC0415
+    from kd.app import SettingsPlatform, open_context, trusted_keys  # noqa: PLC0415
     from kd.lock.coreport import DonglePort  # noqa: PLC0415
     from kd.lock.gate import open_gate  # noqa: PLC0415
     from kd.store.database import open_stores  # noqa: PLC0415
@@ -72,12 +72,11 @@ def run(opts: argparse.Namespace, data_dir: str) -> int:
         site = probe.settings.get("settings", "site") or {}
         probe.close()
         trusted = trusted_keys(site)
-        ctx = open_context(data_dir, platform=platform_for(site, trusted), dongle=DonglePort(gate.driver),
-                           trusted=trusted)
+        ctx = open_context(data_dir, dongle=DonglePort(gate.driver), trusted=trusted)
+        ctx.platform = SettingsPlatform(ctx.site, trusted)
         return handler(Session(opts, data_dir, ctx, gate))
     finally:
         if ctx is not None:
-            if ctx.platform is not None and hasattr(ctx.platform, "close"):
-                ctx.platform.close()
+            ctx.platform.close()
             ctx.stores.close()
         gate.close()

@@ -7,7 +7,8 @@ kept for the life of the app, and the drill emulator if one was started) or rais
 
 Which dongle is required (``lock_requirement``, the one place that reads it):
 
-- no site configured yet (no settings DB with a site code): **drill mode**. Unless a URL
+- no site configured yet (no settings DB with a site code), or a site set up against the
+  drill platform (``settings/site`` has ``"drill": true``): **drill mode**. Unless a URL
   is given, the gate starts a dongle emulator itself (state in ``DATA_DIR/drill/lock``,
   identity and trusted platform key taken from the drill platform's folder
   ``DATA_DIR/drill/platform`` when it exists) and logs that it is drill mode;
@@ -53,14 +54,16 @@ class LockGateError(LockError):
 
 
 class Requirement(NamedTuple):
-    """What the gate requires: ``site_code`` None means drill mode."""
+    """What the gate requires: ``site_code`` None (or a drill site) means drill mode."""
 
     site_code: Optional[str]
     expected: Optional[ExpectedLock]
+    #: settings/site says "drill": the site was set up against the drill platform
+    drill_site: bool = False
 
     @property
     def drill(self) -> bool:
-        return self.site_code is None
+        return self.site_code is None or self.drill_site
 
 
 class Gate:
@@ -105,11 +108,12 @@ def lock_requirement(data_dir: str) -> Requirement:
     """
     site = _read_db_doc(data_dir, SETTINGS_DB, SITE_TABLE, SITE_KEY) or {}
     site_code = site.get("site_code") or None
+    drill_site = bool(site.get("drill"))
     if site_code is None:
         return Requirement(None, None)
     manifest = _read_db_doc(data_dir, EXAM_DB, PACKAGE_TABLE, PACKAGE_KEY)
     if not manifest:
-        return Requirement(site_code, None)
+        return Requirement(site_code, None, drill_site)
     lock = manifest.get("lock") or {}
     try:
         key = base64.b64decode(str(lock.get("public_key", "")).encode("ascii"), validate=True)
@@ -121,7 +125,7 @@ def lock_requirement(data_dir: str) -> Requirement:
             "请重新导入考务数据；如问题持续，请联系技术服务单位。",
             detail="package lock entry {!r}: {}".format(lock, e),
         ) from e
-    return Requirement(site_code, ExpectedLock(lock["id"], key))
+    return Requirement(site_code, ExpectedLock(lock["id"], key), drill_site)
 
 
 def start_drill_lock(data_dir: str) -> LockEmulator:
@@ -184,7 +188,7 @@ def open_gate(
     if req.drill and not url:
         emulator = start_drill_lock(data_dir)
         url = emulator.url
-        log.warning("演练模式（drill mode）：尚未设置考点代码，使用机考锁模拟器 %s（编号 %s）",
+        log.warning("演练模式（drill mode）：使用机考锁模拟器 %s（编号 %s）",
                     url, emulator.lock_id)
     driver = LockDriver(url, hub, timeout=timeout)
     try:

@@ -17,7 +17,7 @@ def start(data_dir, *args):
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
     env.pop("KD_DATA_DIR", None)
     return subprocess.Popen(
-        [sys.executable, MAIN, "--data-dir", str(data_dir)] + list(args),
+        [sys.executable, MAIN, "--data-dir", str(data_dir), "--lan-port", "0"] + list(args),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, encoding="utf-8", env=env,
     )
 
