@@ -23,7 +23,8 @@ runtime DB (``ctx.stores.runtime``)
                         "registered_at", "data_sha256", "data_imported_at", "note"}
   sessions/<session>   {"id", "authorized_at", "authorization_source", "authorization"
                         (base64 of the .PTQ bytes), "verified_at", "verification_source",
-                        "verification" (base64 .KDV), "lock_clock_skew_s",
+                        "verification" (base64 .KDV), "lock_clock_skew_s", "lock_synced_at"
+                        (the dongle's sync ticket server time, kd/core/verification.py),
                         "started_reported_at", "ended_reported_at"}
   room_sessions/<room|session>
                        {"room", "session", "started_at", "ended_at",
@@ -42,7 +43,9 @@ runtime DB (``ctx.stores.runtime``)
                         "created_at", "state": "pending"|"sent"|"failed", "tries", "last_error",
                         "next_try_at", "sent_at", "failed_at", "report_id"} (kd/core/outbox.py;
                         failed = refused with a 4xx, the message in last_error)
-  checks/seal          the last 封场检测 result (items, passed, checked_at, reported)
+  checks/seal          the last 封场检测 result {"items": [{"id", "label", "status":
+                        "pass"|"fail"|"skipped", "detail", "remedy"}], "passed", "checked_at",
+                        "passed_at" (last passing run), "rooms", "report_id" (outbox id)}
   checks/external      the last 外部存储备份 (folder, files, verified_at), with files
                        [{"name", "room", "session", "sha256", "size"}], "manifest",
                        "valid": bool (False once a re-check found a copy damaged), "actor"
