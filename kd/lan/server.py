@@ -292,7 +292,7 @@ class LanServer:
                 detail=repr(e)) from e
         self._server = server
         self._listening = True
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="lan-accept", daemon=True)
         self._thread.start()
         self.ctx.lan = self
