@@ -86,7 +86,7 @@ def test_backoff_is_exponential_capped_and_survives_a_restart(tmp_path, clock):
     data = str(tmp_path / "data")
     ctx = open_context(data, clock=clock)
     svc = AccountService(ctx)
-    for n in (1, 2):
+    for _ in (1, 2):
         with pytest.raises(LoginFailed) as e:
             svc.login("admin", "wrong")
         assert e.value.wait_s == 0
