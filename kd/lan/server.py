@@ -248,6 +248,7 @@ class LanServer:
         self._owners: Dict[str, _Connection] = {}
         self._listening = False
         self.refused = 0
+        self._refusal_logged = -1e9
 
     # -- the Lan port --------------------------------------------------------------------
     def listening(self) -> bool:
@@ -361,7 +362,12 @@ class LanServer:
                 self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
                 return True
             self.refused += 1
-        log.warning("refusing LAN connection from %s: %s", ip, reason)
+            now = time.monotonic()
+            quiet = now - self._refusal_logged < 5.0
+            if not quiet:
+                self._refusal_logged = now
+        if not quiet:  # a flood is logged every 5 s, not once per connection
+            log.warning("refusing LAN connection from %s: %s (%d refused so far)", ip, reason, self.refused)
         try:  # best effort, never blocks the accept loop
             request.setblocking(False)
             request.send(framing.encode_frame({
