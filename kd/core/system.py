@@ -27,7 +27,9 @@ The swap (never half-restored): the items ``db/``, ``spool/``, ``rooms/`` and
 ``DATA/restore.journal`` is written durably; each live item is renamed into
 ``DATA/.restore-old`` and the staged one into its place; the journal is removed; the old
 items are kept as ``DATA/restore-previous`` (the one before is deleted). A failure during
-the swap puts the old items back. A crash during the swap leaves the journal:
+the swap puts the old items back. After a swap the replaced store objects are retired
+(their writes fail), so a thread holding one cannot write old tables over the restored
+files. A crash during the swap leaves the journal:
 ``finish_interrupted_restore(data_dir)``, called before the stores are opened, rolls the
 swap forward (the staging was complete and verified before the journal was written).
 """
@@ -126,6 +128,23 @@ def _finish(data_dir: str) -> None:
         _remove(os.path.join(data_dir, STAGING))
     except OSError as e:  # the restore is complete; only tidying failed
         log.error("could not tidy up after the restore: %r", e)
+
+
+def _retire(stores: Any, data_dir: str) -> None:
+    """Make the replaced stores' writes fail instead of landing on the restored files.
+
+    A thread that fetched ``ctx.stores.<db>`` before the swap and writes after it would
+    otherwise persist its old in-memory tables as a newer generation over the restored
+    store. Called while the swap holds every store's lock. (The store has no public
+    "retire" yet, so this reaches the storage of ``kd.store.database.Database``.)
+    """
+    gone = os.path.join(data_dir, ".retired-store-{}".format(os.getpid()), "missing")
+    for db in stores:
+        storage = getattr(db, "_storage", None)
+        if isinstance(storage, atomic.AtomicJSONStorage):
+            storage.slot_paths = [os.path.join(gone, os.path.basename(p)) for p in storage.slot_paths]
+            storage.tmp_path = os.path.join(gone, os.path.basename(storage.tmp_path))
+            storage.folder = gone
 
 
 def _write_durably(path: str, chunks: Callable[[Callable[[bytes], object]], None]) -> None:
@@ -379,6 +398,7 @@ class SystemService:
                     if os.path.exists(new):
                         _move(new, live)
                 fsutil.fsync_dir(data_dir)
+                _retire(self.ctx.stores, data_dir)
         except BaseException as e:
             self._roll_back(done)
             if isinstance(e, (OSError, UserError)):

@@ -21,13 +21,14 @@ from kd.core import system as system_mod
 from kd.core.accounts import PasswordChangeRequired, default_account
 from kd.core.loading import LoadingService
 from kd.core.system import BackupError, RestoreError, SystemRefused, SystemService, finish_interrupted_restore
-from kd.errors import FormatError, LockError
+from kd.errors import FormatError, LockError, StoreError
 from kd.events import EventHub
 from kd.formats import backup as bak
 from kd.formats.signing import canonical_json
 from kd.lock.coreport import DonglePort
 from kd.lock.driver import LockDriver
 from kd.lock.emulator import LockEmulator
+from kd.store.database import open_stores
 from tests.support.env import SITE, make_env
 
 ACTOR = "tester"  # not an account: passes require_changed
@@ -407,3 +408,22 @@ def test_to_formal_clears_mock_exam_data_and_keeps_site_and_accounts(mock_env, t
         svc.to_formal(ACTOR)  # already formal
     snap = svc.snapshot()
     assert snap["mode"] == model.FORMAL and snap["package_loaded"] is False and snap["exit_allowed"] is True
+
+
+def test_a_stale_store_reference_cannot_overwrite_the_restored_data(env, tmp_path):
+    ctx = env.ctx
+    svc = SystemService(ctx)
+    path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
+    stale = ctx.stores.runtime  # e.g. a thread that fetched the store before the restore
+    stale.put("marker", "before-restore", {"x": 1})
+    svc.restore(path, ACTOR)
+    with pytest.raises(StoreError):
+        stale.put("marker", "stale-write", {"x": 2})
+    check = open_stores(ctx.data_dir)
+    try:
+        assert check.runtime.get("marker", "stale-write") is None
+        assert check.runtime.get("marker", "before-restore") is None
+        assert check.exam.get(model.PACKAGE, model.MANIFEST) == ctx.manifest()
+    finally:
+        check.close()
+    ctx.stores.runtime.put("marker", "after-restore", {"x": 3})  # the context's new stores work
