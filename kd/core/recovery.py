@@ -64,31 +64,70 @@ def _sha256_file(path: str) -> Tuple[str, int]:
     return digest.hexdigest(), size
 
 
+class Plan:
+    """The loaded package seen from 数据回收: pairs to recover, their candidates, names, order.
+
+    Built once per loaded package (copying the manifest out of the store costs tens of
+    milliseconds for a large site).
+    """
+
+    def __init__(self, manifest: Dict[str, Any], key: Tuple[Any, Any]) -> None:
+        self.key = key
+        self.sessions: List[Dict[str, Any]] = list(manifest.get("sessions", []))
+        self.session_by_id = {s["id"]: s for s in self.sessions}
+        self.room_names = {r["code"]: r.get("name", r["code"]) for r in manifest.get("rooms", [])}
+        self.subject_names = {s["code"]: s.get("name", s["code"]) for s in manifest.get("subjects", [])}
+        self.by_pair: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        self.subject_counts: Dict[Tuple[str, str], Dict[str, int]] = {}
+        for cand in manifest.get("candidates", []):
+            pair = (cand["room"], cand["session"])
+            self.by_pair.setdefault(pair, []).append(cand)
+            counter = self.subject_counts.setdefault(pair, {})
+            subject = cand.get("subject") or ""
+            counter[subject] = counter.get(subject, 0) + 1
+        self._session_order = {s["id"]: i for i, s in enumerate(self.sessions)}
+        self._room_order = {code: i for i, code in enumerate(self.room_names)}
+        self.pairs: List[Tuple[str, str]] = sorted(self.by_pair, key=lambda p: self.order(p[0], p[1]))
+
+    def order(self, room: str, session: str) -> Tuple[int, str, int, str]:
+        """Sort key: session order, then room order, as in the package."""
+        return (self._session_order.get(session, len(self._session_order)), session,
+                self._room_order.get(room, len(self._room_order)), room)
+
+
 class RecoveryService:
     """数据回收: result packages into the spool and ``room_sessions``, and the §5.1 table."""
 
     def __init__(self, ctx: Context, outbox: Any) -> None:
         self.ctx = ctx
         self.outbox = outbox
+        self._plan: Optional[Plan] = None
 
     # -- the loaded package --------------------------------------------------------------
-    def loaded_manifest(self) -> Dict[str, Any]:
+    def plan(self) -> "Plan":
+        """What the loaded package says about results (cached per loaded package); ``NotLoaded`` before."""
+        plan = self.plan_or_none()
+        if plan is None:
+            raise not_loaded()
+        return plan
+
+    def plan_or_none(self) -> Optional["Plan"]:
+        meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
+        key = (meta.get("manifest_sha256"), meta.get("loaded_at"))
+        cached = self._plan
+        if cached is not None and key[0] is not None and cached.key == key:
+            return cached
         manifest = self.ctx.manifest()
         if manifest is None:
-            raise not_loaded()
-        return manifest
-
-    @staticmethod
-    def _pair_candidates(manifest: Dict[str, Any], room: str, session: str) -> List[Dict[str, Any]]:
-        return [c for c in manifest.get("candidates", []) if c["room"] == room and c["session"] == session]
+            return None
+        plan = Plan(manifest, key)
+        self._plan = plan
+        return plan
 
     @staticmethod
     def expected_pairs(manifest: Dict[str, Any]) -> List[Tuple[str, str]]:
         """The (room, session) pairs that must be recovered: those with candidates, in order."""
-        order = {s["id"]: i for i, s in enumerate(manifest.get("sessions", []))}
-        rooms = {r["code"]: i for i, r in enumerate(manifest.get("rooms", []))}
-        pairs = {(c["room"], c["session"]) for c in manifest.get("candidates", [])}
-        return sorted(pairs, key=lambda p: (order.get(p[1], 0), rooms.get(p[0], 0)))
+        return Plan(manifest, (None, None)).pairs
 
     # -- receiving -----------------------------------------------------------------------
     def receive(self, room_code: str, session_id: str, stream: BinaryIO, sha256: str, size: int,
@@ -105,8 +144,7 @@ class RecoveryService:
         """
         if source not in SOURCES:
             raise ValueError("source must be one of {}".format(SOURCES))
-        manifest = self.loaded_manifest()
-        expected = self._pair_candidates(manifest, room_code, session_id)
+        expected = self.plan().by_pair.get((room_code, session_id), [])
         if not expected:
             raise UserError("考场 {} 在场次 {} 没有考生安排，不能回收其结果。".format(room_code, session_id),
                             "请核对考场编号和场次；如考务数据已更新，请先重新导入考务。")
@@ -226,13 +264,13 @@ class RecoveryService:
         runtime = self.ctx.stores.runtime
         if runtime.get(model.CHECKS, model.RECOVERY) is not None:
             return None
-        manifest = self.loaded_manifest()
-        pairs = self.expected_pairs(manifest)
+        plan = self.plan()
+        pairs = plan.pairs
         docs = {model.rs_key(d["room"], d["session"]): d for d in runtime.all(model.ROOM_SESSIONS)}
         if not pairs or any(not (docs.get(model.rs_key(r, s)) or {}).get("result") for r, s in pairs):
             return None
         sessions = []
-        for session in manifest.get("sessions", []):
+        for session in plan.sessions:
             rooms = [r for r, s in pairs if s == session["id"]]
             if rooms:
                 sessions.append({"session_id": session["id"], "rooms": len(rooms), "recovered": len(rooms)})
@@ -244,12 +282,11 @@ class RecoveryService:
     # -- reading -------------------------------------------------------------------------
     def recovered(self) -> List[Dict[str, Any]]:
         """Every ``room_sessions`` record that holds a result, in session and room order."""
-        manifest = self.ctx.manifest() or {}
-        order = {s["id"]: i for i, s in enumerate(manifest.get("sessions", []))}
-        rooms = {r["code"]: i for i, r in enumerate(manifest.get("rooms", []))}
+        plan = self.plan_or_none()
         docs = [d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS) if d.get("result")]
-        return sorted(docs, key=lambda d: (order.get(d["session"], len(order)), d["session"],
-                                           rooms.get(d["room"], len(rooms)), d["room"]))
+        if plan is None:
+            return sorted(docs, key=lambda d: (d["session"], d["room"]))
+        return sorted(docs, key=lambda d: plan.order(d["room"], d["session"]))
 
     def conflicts(self) -> List[Dict[str, Any]]:
         """Refused packages (another hash for a recovered room and session), newest first."""
@@ -262,13 +299,13 @@ class RecoveryService:
         Raises ``UserError`` when the room and session have no result yet, ``FormatError``
         when the stored package no longer checks (spool damaged).
         """
-        manifest = self.loaded_manifest()
+        plan = self.plan()
         doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room_code, session_id)) or {}
         res = doc.get("result")
         if not res:
             raise UserError("考场 {} 场次 {} 尚未回收。".format(room_code, session_id), "请等待监考机上报或手工回收。")
         result = load_result(self.ctx.spool.path(res["sha256"]), room_code=room_code, session_id=session_id)
-        people = {c["ticket"]: c for c in self._pair_candidates(manifest, room_code, session_id)}
+        people = {c["ticket"]: c for c in plan.by_pair.get((room_code, session_id), [])}
         rows = []
         for cand in result.candidates:
             info = people.get(cand["ticket"], {})
@@ -280,11 +317,11 @@ class RecoveryService:
                 "conflicts": [c for c in self.conflicts() if c["room"] == room_code and c["session"] == session_id]}
 
     def all_recovered(self) -> bool:
-        manifest = self.ctx.manifest()
-        if manifest is None:
+        plan = self.plan_or_none()
+        if plan is None:
             return False
         docs = {model.rs_key(d["room"], d["session"]): d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS)}
-        pairs = self.expected_pairs(manifest)
+        pairs = plan.pairs
         return bool(pairs) and all((docs.get(model.rs_key(r, s)) or {}).get("result") for r, s in pairs)
 
     # -- the §5.1 table ------------------------------------------------------------------
@@ -302,30 +339,24 @@ class RecoveryService:
         ``subjects`` (per-subject counts with ``label`` 科目1/科目2 when the session has
         more than one subject). Raises ``NotLoaded`` before 导入考务.
         """
-        manifest = self.loaded_manifest()
-        sessions = manifest.get("sessions", [])
-        if session_id is not None and session_id not in {s["id"] for s in sessions}:
+        plan = self.plan()
+        sessions = plan.sessions
+        if session_id is not None and session_id not in plan.session_by_id:
             raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
-        subject_names = {s["code"]: s["name"] for s in manifest.get("subjects", [])}
-        room_names = {r["code"]: r["name"] for r in manifest.get("rooms", [])}
-        session_by_id = {s["id"]: s for s in sessions}
+        subject_names = plan.subject_names
+        session_by_id = plan.session_by_id
         docs = {model.rs_key(d["room"], d["session"]): d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS)}
-        per_subject: Dict[Tuple[str, str], Dict[str, int]] = {}
-        for cand in manifest.get("candidates", []):
-            counter = per_subject.setdefault((cand["room"], cand["session"]), {})
-            subject = cand.get("subject") or ""
-            counter[subject] = counter.get(subject, 0) + 1
         conflicts = self.conflicts()
         conflicted = {model.rs_key(c["room"], c["session"]) for c in conflicts}
         rows = []
-        for room, sid in self.expected_pairs(manifest):
+        for room, sid in plan.pairs:
             if session_id is not None and sid != session_id:
                 continue
             session = session_by_id.get(sid, {"id": sid, "name": sid, "subjects": []})
             key = model.rs_key(room, sid)
             doc = docs.get(key) or {}
-            rows.append(self._row(room, room_names.get(room, room), session, doc, per_subject[(room, sid)],
-                                  subject_names, key in conflicted))
+            rows.append(self._row(room, plan.room_names.get(room, room), session, doc,
+                                  plan.subject_counts[(room, sid)], subject_names, key in conflicted))
         multi = session_id is not None and len(session_by_id[session_id].get("subjects", [])) > 1
         totals: Dict[str, Any] = {"label": TOTALS_LABEL, "rooms": len(rows),
                                   "recovered": sum(1 for r in rows if r["recovered"]),
@@ -354,7 +385,8 @@ class RecoveryService:
             "rows": rows,
             "totals": totals,
             "conflicts": [c for c in conflicts if session_id is None or c["session"] == session_id],
-            "all_recovered": self.all_recovered(),
+            "all_recovered": bool(plan.pairs) and all(
+                (docs.get(model.rs_key(r, sid)) or {}).get("result") for r, sid in plan.pairs),
             "recovery_report": report,
         }
 

@@ -262,8 +262,8 @@ class UploadService:
     def _upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress]) -> Dict[str, Any]:
         ctx = self.ctx
         with ctx.lock:
-            manifest = self.recovery.loaded_manifest()
-            if session_id is not None and session_id not in {s["id"] for s in manifest.get("sessions", [])}:
+            plan = self.recovery.plan()
+            if session_id is not None and session_id not in plan.session_by_id:
                 raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
             records = self.recovery.recovered()
             if not records:
@@ -280,7 +280,7 @@ class UploadService:
                 raise UserError("场次 {} 尚无已回收的考试数据。".format(session_id), "请先回收该场次各考场的结果。")
             pending = [r for r in scope if not self._uploaded(r)]
             already = len(scope) - len(pending)
-            pairs = [p for p in self.recovery.expected_pairs(manifest) if session_id is None or p[1] == session_id]
+            pairs = [p for p in plan.pairs if session_id is None or p[1] == session_id]
             have = {(r["room"], r["session"]) for r in records}
             not_recovered = [{"room": room, "session": sid} for room, sid in pairs if (room, sid) not in have]
             site = ctx.site_code() or "site"
@@ -346,8 +346,8 @@ class UploadService:
 
     def _report_status(self, session_id: str) -> None:
         with self.ctx.lock:
-            manifest = self.ctx.manifest() or {}
-            rooms = [p for p in self.recovery.expected_pairs(manifest) if p[1] == session_id]
+            plan = self.recovery.plan_or_none()
+            rooms = [p for p in (plan.pairs if plan else []) if p[1] == session_id]
             recs = [r for r in self.recovery.recovered() if r["session"] == session_id]
             done = [r for r in recs if self._uploaded(r)]
             data = {"session_id": session_id, "rooms": len(rooms), "files": len(recs), "uploaded": len(done),
@@ -368,14 +368,14 @@ class UploadService:
         """
         ctx = self.ctx
         with ctx.lock:
-            manifest = ctx.manifest() or {}
+            plan = self.recovery.plan_or_none()
             records = self.recovery.recovered()
             external = ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)
-            pairs = self.recovery.expected_pairs(manifest)
+            pairs = plan.pairs if plan else []
             uncovered = self._uncovered(records)
         rows = []
         have = {(r["room"], r["session"]) for r in records}
-        for session in manifest.get("sessions", []):
+        for session in (plan.sessions if plan else []):
             sid = session["id"]
             rooms = [p for p in pairs if p[1] == sid]
             recs = [r for r in records if r["session"] == sid]
