@@ -168,13 +168,22 @@ def test_slow_upload_chunk_is_dropped(site):
                 "size": 100000, "sha256": "a" * 64})
     assert recv(sock).header["offset"] == 0
     head = framing.encode_header({"type": "upload_chunk", "seq": 2, "room": room, "token": c.token,
-                                  "offset": 0}, 4000)
-    sock.sendall(head + b"x" * 1000)  # a 4 kB chunk (due within 0.5 s + 2 s at 2000 B/s) of which 1 kB arrives
+                                  "offset": 0}, 2000)
+    sock.sendall(head + b"x" * 500)  # a 2 kB chunk (due within 0.5 s + 1 s at 2000 B/s): 500 bytes arrive
     assert error_then_close(sock) == "E_SLOW"
     assert site.server.partial_uploads()[0]["bytes"] == 0  # nothing of the torn chunk was written
 
 
-def test_500_idle_connections_cannot_exhaust_the_server(site):
+@pytest.fixture
+def patient_site(tmp_path):
+    """Idle deadline longer than the test, so no admitted connection is dropped meanwhile."""
+    s = LanSite(tmp_path, idle_timeout=60.0, max_per_ip=8, max_connections=64)
+    yield s
+    s.close()
+
+
+def test_500_idle_connections_cannot_exhaust_the_server(patient_site):
+    site = patient_site
     before = threading.active_count()
     cap = site.options.max_per_ip
     refused = site.ctx.hub.subscribe(["lan.refused"])
