@@ -186,7 +186,7 @@ class LoadingService:
         old_exam = {key: exam.get(model.PACKAGE, key) for key in (model.MANIFEST, model.PACKAGE_META)}
         meta = {"publish_time": package.publish_time, "loaded_at": loaded_at, "source": source,
                 "verified_at": verified_at, "zip_sha256": zip_sha, "manifest_sha256": package.manifest_sha256}
-        rooms, sessions, room_sessions = self._runtime_records(package)
+        rooms, sessions, room_sessions = self._runtime_records(package, old_exam[model.MANIFEST])
         exam_written = False
         try:
             with exam.transaction():
@@ -241,7 +241,7 @@ class LoadingService:
             log.exception("could not put the previous room folder back (%s)", old)
         shutil.rmtree(staging, ignore_errors=True)
 
-    def _runtime_records(self, package: SitePackage) -> Any:
+    def _runtime_records(self, package: SitePackage, old_manifest: Optional[Dict[str, Any]]) -> Any:
         """New ``rooms``, ``sessions`` and ``room_sessions`` tables for ``package``.
 
         Existing records of rooms and sessions that are still in the package are kept
@@ -263,8 +263,7 @@ class LoadingService:
                 doc = {"code": code, "reg_code": reg, "ip": None, "token": None, "registered_at": None,
                        "data_sha256": None, "data_imported_at": None, "note": ""}
             rooms[code] = doc
-        old_manifest = self.ctx.manifest() or {}
-        old_defs = {s["id"]: s for s in old_manifest.get("sessions", [])}
+        old_defs = {s["id"]: s for s in (old_manifest or {}).get("sessions", [])}
         sessions: Dict[str, Dict[str, Any]] = {}
         for session in package.sessions:
             sid = session["id"]
