@@ -268,6 +268,11 @@ def test_backup_and_upload_refusals_before_anything(env, tmp_path):
         env.upload.upload(None, "admin")
     with pytest.raises(UserError, match="不存在"):
         env.upload.backup_external(str(tmp_path / "no-usb"), "admin")
+    a_file = tmp_path / "file.txt"
+    a_file.write_bytes(b"x")
+    with pytest.raises(UserError, match="不是文件夹"):
+        env.upload.backup_external(str(a_file), "admin")
+    assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) is None
     assert env.sim.received()["uploads"] == []
 
 
