@@ -37,8 +37,8 @@ class FakeMonotonic:
 
 
 class LanSite:
-    def __init__(self, tmp_path: Any, rooms: int = 3, **options: Any) -> None:
-        self.env = loaded_env(tmp_path, rooms=rooms, first_start_in=30)
+    def __init__(self, tmp_path: Any, rooms: int = 3, sessions: int = 2, **options: Any) -> None:
+        self.env = loaded_env(tmp_path, rooms=rooms, sessions=sessions, first_start_in=30)
         self.ctx = self.env.ctx
         self.outbox = Outbox(self.ctx)
         self.clock = FakeMonotonic()

@@ -1,0 +1,392 @@
+"""N simulated proctor machines (监考机) in one process, speaking KDLAN v1 to a site server.
+
+    python -m kd.lan.simulator --server HOST:PORT --site-info FILE --rooms N
+                               [--result-mb M] [--speed X] [--json]
+                               [--wrong-code K] [--silent K] [--disconnect K] ...
+
+``--site-info`` is the site's exported ``考点信息表(<site>).KDINFO`` (registration codes
+per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorClient``):
+
+1. registers its room with its code (``--wrong-code K``: the first K proctors first
+   present a wrong code and must be refused);
+2. downloads the room data, checks its hash, reads its candidates (the platform's
+   ``kd-room-data/1`` JSON) and confirms the import;
+3. for each of the room's sessions in order: heartbeats (every ``heartbeat_s`` / speed,
+   at least every 0.2 s) while candidates log in over time, asks for the start permit
+   every ``--permit-every`` s until granted, runs the session for ``duration_min`` / speed
+   (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam),
+   ends it, builds its result package (``kd.formats.result.build_result``, about
+   ``--result-mb`` MB of answers) and uploads it (``--disconnect K``: the first K proctors
+   drop the connection half-way and resume from the server's offset);
+4. says goodbye.
+
+Prints a summary (``--json``: one JSON object) and exits 0 only when every proctor
+finished its day. ``Simulation`` is the same as a library (the drill runs it in-process):
+``Simulation(host, port, rooms, options).start()``, ``.wait(timeout)`` → the report,
+``.stop()``.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, NamedTuple, Optional
+
+from kd.errors import FormatError
+from kd.formats import kdinfo
+from kd.formats.result import ABSENT, PRESENT, build_result
+from kd.formats.timeutil import CST
+from kd.lan.client import E_NET, LanError, ProctorClient
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+
+class SimOptions(NamedTuple):
+    result_mb: float = 0.05
+    speed: float = 60.0
+    wrong_code: int = 0
+    silent: int = 0
+    silent_s: float = 16.0
+    disconnect: int = 0
+    permit_every: float = 1.0
+    permit_timeout: float = 3600.0
+    connect_timeout: float = 60.0
+    absent_rate: float = 0.05
+    timeout: float = 60.0
+    work_dir: Optional[str] = None
+    seed: int = 1
+
+
+class ProctorReport:
+    """What one proctor did (plain data for the summary)."""
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.registered = False
+        self.wrong_code_refused: Optional[bool] = None
+        self.data_imported = False
+        self.data_sha256: Optional[str] = None
+        self.started: List[str] = []
+        self.ended: List[str] = []
+        self.uploads: List[Dict[str, Any]] = []
+        self.permit_refusals = 0
+        self.reconnects = 0
+        self.silent_s = 0.0
+        self.disconnected_upload = False
+        self.done = False
+        self.error: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(vars(self))
+
+
+class Proctor(threading.Thread):
+    """One room's proctor machine for a whole exam day."""
+
+    def __init__(self, index: int, host: str, port: int, room: Dict[str, Any], options: SimOptions,
+                 stop: threading.Event, work_dir: str) -> None:
+        super().__init__(name="proctor-{}".format(room["code"]), daemon=True)
+        self.index = index
+        self.room = room["code"]
+        self.reg_code = room["reg_code"]
+        self.options = options
+        self.stop_event = stop
+        self.work_dir = work_dir
+        self.client = ProctorClient(host, port, timeout=options.timeout, connect_timeout=5.0)
+        self.report = ProctorReport(self.room)
+        self.rng = random.Random("{}-{}".format(options.seed, self.room))
+        self.state: Dict[str, Any] = {}
+        self.candidates: List[Dict[str, Any]] = []
+        self.subjects: Dict[str, List[str]] = {}
+        self.site_code = ""
+        self.silenced = False
+
+    # -- pacing -------------------------------------------------------------------------
+    def _pause(self, seconds: float) -> None:
+        if self.stop_event.wait(max(0.0, seconds)):
+            raise _Stopped()
+
+    def _hb_interval(self) -> float:
+        return min(self.client.heartbeat_s, max(0.2, self.client.heartbeat_s / max(self.options.speed, 1.0)))
+
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        """A request, retried across connection losses (the client reconnects on the next one)."""
+        deadline = time.monotonic() + self.options.connect_timeout
+        pause = 0.2
+        while True:
+            try:
+                return fn(*args, **kw)
+            except LanError as e:
+                if e.code not in (E_NET, "E_BUSY", "E_SHUTDOWN", "E_TIMEOUT", "E_SLOW") or \
+                        time.monotonic() >= deadline:
+                    raise
+                self.report.reconnects += 1
+                self._pause(min(pause, 5.0))
+                pause *= 2
+
+    # -- the day ------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._day()
+            self.report.done = True
+        except _Stopped:
+            self.report.error = self.report.error or "stopped"
+        except LanError as e:
+            self.report.error = "{}: {}".format(e.code, e.cause)
+            log.warning("proctor %s: %s", self.room, self.report.error)
+        except Exception as e:  # noqa: BLE001 - one proctor's bug is its own failure, reported
+            self.report.error = "{}: {}".format(type(e).__name__, e)
+            log.exception("proctor %s failed", self.room)
+        finally:
+            self.client.bye()
+
+    def _day(self) -> None:
+        if self.index < self.options.wrong_code:
+            wrong = "".join(chr(65 + (ord(ch) - 64) % 26) for ch in self.reg_code)  # every letter shifted
+            try:
+                self._call(self.client.register, self.room, wrong)
+                self.report.wrong_code_refused = False
+            except LanError as e:
+                self.report.wrong_code_refused = e.code == "E_REGISTER"
+        reply = self._call(self.client.register, self.room, self.reg_code)
+        self.report.registered = True
+        self._import_data()
+        for session in reply["sessions"]:
+            if self.stop_event.is_set():
+                raise _Stopped()
+            self._session(session)
+
+    def _import_data(self) -> None:
+        dest = os.path.join(self.work_dir, "{}.dat".format(self.room))
+        got = self._call(self.client.download_data, dest)
+        with open(dest, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+        if data.get("room") != self.room:
+            raise FormatError("考场数据不是本考场的：{}".format(data.get("room")), "")
+        self.candidates = [c for c in data.get("candidates", []) if c.get("room") == self.room]
+        self.subjects = {s["id"]: list(s.get("subjects") or []) for s in data.get("sessions", [])}
+        self.site_code = str(data.get("site_code"))
+        self._call(self.client.data_imported, got["sha256"])
+        self.report.data_imported = True
+        self.report.data_sha256 = got["sha256"]
+
+    def _beat(self) -> None:
+        self._call(self.client.heartbeat, dict(self.state))
+
+    def _session(self, session: Dict[str, Any]) -> None:
+        sid = session["id"]
+        people = [c for c in self.candidates if c.get("session") == sid]
+        present = [c for c in people if self.rng.random() >= self.options.absent_rate] or people[:1]
+        self.state = {"session": sid, "started": False, "ended": False, "candidates": len(people),
+                      "logged_in": 0, "in_exam": 0}
+        # waiting: candidates log in over time; ask for the permit until granted
+        give_up = time.monotonic() + self.options.permit_timeout
+        next_permit = 0.0
+        while True:
+            self.state["logged_in"] = min(len(present), self.state["logged_in"] + max(1, len(present) // 5))
+            self._beat()
+            if time.monotonic() >= next_permit:
+                try:
+                    self._call(self.client.permit, sid)
+                    break
+                except LanError as e:
+                    if e.code != "E_PERMIT":
+                        raise
+                    self.report.permit_refusals += 1
+                    if time.monotonic() >= give_up:
+                        raise
+                next_permit = time.monotonic() + self.options.permit_every
+            self._pause(self._hb_interval())
+        # the exam
+        self.state.update(started=True, logged_in=len(present), in_exam=len(present))
+        self._beat()
+        self.report.started.append(sid)
+        end = time.monotonic() + float(session.get("duration_min", 90)) * 60.0 / max(self.options.speed, 1e-6)
+        silent = self.index < self.options.silent and not self.silenced
+        self.silenced = self.silenced or silent
+        while time.monotonic() < end:
+            if silent:
+                silent = False
+                log.info("proctor %s goes silent for %.1f s", self.room, self.options.silent_s)
+                self._pause(self.options.silent_s)
+                self.report.silent_s += self.options.silent_s
+                continue
+            self._pause(min(self._hb_interval(), max(0.0, end - time.monotonic())))
+            self._beat()
+        self.state.update(ended=True, in_exam=0)
+        self._beat()
+        self.report.ended.append(sid)
+        self._upload(sid, people, present)
+
+    def _package(self, sid: str, people: List[Dict[str, Any]], present: List[Dict[str, Any]]) -> str:
+        ids = {id(c) for c in present}
+        per = int(self.options.result_mb * MiB / max(1, len(present)))
+        cands = []
+        for c in sorted(people, key=lambda c: c.get("seat", 0)):
+            answer = None
+            if id(c) in ids:
+                seed = hashlib.sha256("{}|{}|{}".format(self.options.seed, sid, c["ticket"]).encode()).digest()
+                answer = (seed * (per // 32 + 1))[:max(per, 1)]
+            cands.append({"ticket": c["ticket"], "subject": c.get("subject"),
+                          "status": PRESENT if id(c) in ids else ABSENT, "answer": answer})
+        data = build_result(site_code=self.site_code, room_code=self.room, session_id=sid,
+                            created_at=datetime.datetime.now(CST), candidates=cands,
+                            subjects=self.subjects.get(sid) or None)
+        path = os.path.join(self.work_dir, "result-{}-{}.zip".format(self.room, sid))
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def _upload(self, sid: str, people: List[Dict[str, Any]], present: List[Dict[str, Any]]) -> None:
+        path = self._package(sid, people, present)
+        if self.index < self.options.disconnect and not self.report.disconnected_upload:
+            size = os.path.getsize(path)
+            try:
+                self.client.upload(path, sid, abort_after=size // 2)
+            except LanError:
+                self.report.disconnected_upload = True
+                log.info("proctor %s dropped its upload of session %s half-way", self.room, sid)
+        reply = self._call(self.client.upload, path, sid)
+        self.report.uploads.append({"session": sid, "sha256": reply["sha256"], "size": reply["size"]})
+        os.remove(path)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Simulation:
+    """N proctors against one server (threads); see the module docstring."""
+
+    def __init__(self, host: str, port: int, rooms: List[Dict[str, Any]], options: Optional[SimOptions] = None) -> None:
+        self.host, self.port = host, int(port)
+        self.options = options or SimOptions()
+        self.stop_event = threading.Event()
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None  # type: ignore[type-arg]
+        work = self.options.work_dir
+        if work is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="kd-proctors-")
+            work = self._tmp.name
+        os.makedirs(work, exist_ok=True)
+        self.proctors = [Proctor(i, host, self.port, room, self.options, self.stop_event, work)
+                         for i, room in enumerate(rooms)]
+        self.started_at = 0.0
+
+    def start(self) -> "Simulation":
+        self.started_at = time.monotonic()
+        for p in self.proctors:
+            p.start()
+        return self
+
+    def wait(self, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Wait for every proctor (at most ``timeout`` s in all) and return the report."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for p in self.proctors:
+            p.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return self.report()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for p in self.proctors:
+            p.join(10)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def report(self) -> Dict[str, Any]:
+        rows = [p.report.as_dict() for p in self.proctors]
+        failures = ["{}: {}".format(r["room"], r["error"] or "not finished") for r in rows if not r["done"]]
+        failures += ["{}: wrong code was not refused".format(r["room"]) for r in rows
+                     if r["wrong_code_refused"] is False]
+        return {
+            "rooms": len(rows),
+            "registered": sum(r["registered"] for r in rows),
+            "data_imported": sum(r["data_imported"] for r in rows),
+            "sessions_started": sum(len(r["started"]) for r in rows),
+            "sessions_ended": sum(len(r["ended"]) for r in rows),
+            "uploads": sum(len(r["uploads"]) for r in rows),
+            "results": [dict(u, room=r["room"]) for r in rows for u in r["uploads"]],
+            "wrong_code_refused": sum(1 for r in rows if r["wrong_code_refused"]),
+            "silent": sum(1 for r in rows if r["silent_s"]),
+            "disconnected_uploads": sum(1 for r in rows if r["disconnected_upload"]),
+            "permit_refusals": sum(r["permit_refusals"] for r in rows),
+            "reconnects": sum(r["reconnects"] for r in rows),
+            "seconds": round(time.monotonic() - self.started_at, 2) if self.started_at else 0.0,
+            "failures": failures,
+            "ok": not failures,
+        }
+
+
+def rooms_from_site_info(path: str, count: int) -> List[Dict[str, Any]]:
+    """The first ``count`` rooms (code, reg_code) of an exported KDINFO. Raises ``FormatError``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(kdinfo.MAX_BYTES + 1)
+    except OSError as e:
+        raise FormatError("无法读取考点信息文件：{}".format(path), kdinfo.REMEDY, detail=repr(e)) from e
+    rooms = kdinfo.parse_kdinfo(data).rooms
+    if count > len(rooms):
+        raise FormatError("考点信息文件只有 {} 个考场，不够模拟 {} 个。".format(len(rooms), count),
+                          "请减少 --rooms。")
+    return [{"code": r["code"], "reg_code": r["reg_code"]} for r in rooms[:count]]
+
+
+def _address(text: str) -> Any:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 192.168.1.10:9190")
+    return host, int(port)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kd.lan.simulator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", type=_address, required=True, help="site server HOST:PORT")
+    parser.add_argument("--site-info", required=True, help="the exported 考点信息表(<site>).KDINFO")
+    parser.add_argument("--rooms", type=int, required=True, help="number of proctors (the first N rooms)")
+    parser.add_argument("--result-mb", type=float, default=SimOptions.result_mb, help="answers per result package")
+    parser.add_argument("--speed", type=float, default=SimOptions.speed, help="time acceleration of the sessions")
+    parser.add_argument("--wrong-code", type=int, default=0, metavar="K", help="K proctors first try a wrong code")
+    parser.add_argument("--silent", type=int, default=0, metavar="K", help="K proctors go silent mid-exam")
+    parser.add_argument("--silent-s", type=float, default=SimOptions.silent_s, help="how long they stay silent")
+    parser.add_argument("--disconnect", type=int, default=0, metavar="K", help="K proctors cut their upload")
+    parser.add_argument("--permit-every", type=float, default=SimOptions.permit_every)
+    parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds in all")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    try:
+        rooms = rooms_from_site_info(args.site_info, args.rooms)
+    except FormatError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    options = SimOptions(result_mb=args.result_mb, speed=args.speed, wrong_code=args.wrong_code,
+                         silent=args.silent, silent_s=args.silent_s, disconnect=args.disconnect,
+                         permit_every=args.permit_every)
+    sim = Simulation(args.server[0], args.server[1], rooms, options).start()
+    try:
+        report = sim.wait(args.timeout)
+    except KeyboardInterrupt:
+        report = sim.report()
+    finally:
+        sim.stop()
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print("proctors {rooms}: registered {registered}, data imported {data_imported}, sessions started "
+              "{sessions_started}, ended {sessions_ended}, results uploaded {uploads} in {seconds} s".format(**report))
+        for failure in report["failures"]:
+            print("FAILED", failure)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
