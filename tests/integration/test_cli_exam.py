@@ -1,6 +1,7 @@
 """The 考前 commands through real ``main.py`` processes: platform simulator over HTTP,
 dongle emulator over ``socket://``, the data folder configured like after first login."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -25,12 +26,28 @@ def env(tmp_path):
     e.close()
 
 
+ITERATIONS = 600000
+_ADMIN = {}
+
+
+def admin_account():
+    """The admin account after its first password change (the CLI refuses the initial one)."""
+    if not _ADMIN:
+        salt = os.urandom(16)
+        _ADMIN.update({"user": "admin", "salt": salt.hex(), "iterations": ITERATIONS,
+                       "hash": hashlib.pbkdf2_hmac("sha256", b"exam-day-2026", salt, ITERATIONS).hex(),
+                       "must_change": False, "failures": 0, "locked_until": None,
+                       "changed_at": "2026-11-20T08:00:00+08:00"})
+    return dict(_ADMIN)
+
+
 def configure(env, name):
-    """A data folder for the subprocesses with the env's site settings."""
+    """A data folder for the subprocesses as after first login: the env's site settings, admin's own password."""
     data = os.path.join(env.root, name)
     stores = open_stores(data)
     try:
         stores.settings.put(model.SETTINGS, model.SITE, env.ctx.site())
+        stores.settings.put(model.ACCOUNTS, "admin", admin_account())
     finally:
         stores.close()
     return data
