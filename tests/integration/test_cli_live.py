@@ -1,5 +1,6 @@
 """``main.py seal-check | verify | monitor | outbox`` as processes, over the simulator and the emulator."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +22,11 @@ def env(tmp_path):
     register(e)
     authorize(e)
     sync(e)
+    salt = os.urandom(16)
+    e.ctx.stores.settings.put(model.ACCOUNTS, "admin", {  # as after the first password change
+        "user": "admin", "salt": salt.hex(), "iterations": 600000,
+        "hash": hashlib.pbkdf2_hmac("sha256", b"exam-day-2026", salt, 600000).hex(), "must_change": False,
+        "failures": 0, "locked_until": None, "changed_at": "2026-11-20T08:00:00+08:00"})
     e.ctx.stores.close()  # the CLI processes own the data folder and the dongle from here on
     e.driver.stop()
     yield e
