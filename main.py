@@ -22,6 +22,7 @@ from typing import List, Optional
 import kd
 from kd import cli, paths
 from kd.app import App
+from kd.core.system import finish_interrupted_restore
 from kd.errors import UserError
 from kd.lock import sync as lock_sync
 from kd.store.instance import InstanceLock
@@ -91,6 +92,8 @@ def run(opts: argparse.Namespace) -> int:
     try:
         with InstanceLock(data_dir):
             log.info("data dir %s", data_dir)
+            if finish_interrupted_restore(data_dir):
+                log.warning("finished a 系统恢复 that was interrupted by a crash")
             if opts.command == "sync-lock":
                 return lock_sync.run_cli(opts, opts.lock)
             if cli.handler_of(opts) is not None:

@@ -17,6 +17,9 @@ import json
 import sys
 from typing import Any, Callable, Optional
 
+#: commands an account still on its initial password may use (the rest need a changed password)
+BEFORE_PASSWORD_CHANGE = frozenset(["login", "passwd", "status", "audit"])
+
 MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system")
 
 
@@ -74,7 +77,12 @@ def run(opts: argparse.Namespace, data_dir: str) -> int:
         trusted = trusted_keys(site)
         ctx = open_context(data_dir, dongle=DonglePort(gate.driver), trusted=trusted)
         ctx.platform = SettingsPlatform(ctx.site, trusted)
-        return handler(Session(opts, data_dir, ctx, gate))
+        session = Session(opts, data_dir, ctx, gate)
+        if opts.command not in BEFORE_PASSWORD_CHANGE:
+            from kd.core.accounts import AccountService  # noqa: PLC0415
+
+            AccountService(ctx).require_changed(session.actor)
+        return handler(session)
     finally:
         if ctx is not None:
             ctx.platform.close()

@@ -33,6 +33,7 @@ def register(commands: Any) -> None:
     p.add_argument("--mode", required=True, choices=("formal", "mock"), help="formal 正式考试 / mock 模拟考试")
     p.add_argument("--platform-url", metavar="U", help="监控平台地址")
     p.add_argument("--platform-password-stdin", action="store_true", help="从标准输入读取监控平台密码（一行）")
+    p.add_argument("--platform-key", action="append", metavar="B64", help="信任的监控平台公钥（Base64，可重复）")
     _user(p)
     add_json(p)
     p.set_defaults(handler=run_setup)
@@ -108,7 +109,7 @@ def run_setup(s: Session) -> int:
     opts = s.opts
     password = _line("监控平台密码") if opts.platform_password_stdin else None
     out = AccountService(s.ctx).setup(opts.site, opts.mode, s.actor, platform_url=opts.platform_url,
-                                      platform_password=password)
+                                      platform_password=password, platform_keys=opts.platform_key)
     s.out(out, "系统设置完成：考点代码 {}，{}。".format(out["site_code"], MODE_LABELS[out["mode"]]))
     return 0
 

@@ -28,6 +28,7 @@ Rules:
   changed afterwards only by 模考转正考.
 """
 
+import base64
 import binascii
 import datetime
 import hashlib
@@ -266,10 +267,12 @@ class AccountService:
         return not self.ctx.site_code()
 
     def setup(self, site_code: str, mode: str, actor: str, *, platform_url: Optional[str] = None,
-              platform_password: Optional[str] = None) -> Dict[str, Any]:
+              platform_password: Optional[str] = None, platform_keys: Optional[List[str]] = None) -> Dict[str, Any]:
         """系统设置: site code (4-10 digits, fixed afterwards) and mode (formal/mock or 正式考试/模拟考试).
 
         Calling it again with the same code may change the platform URL/password only.
+        ``platform_keys`` (base64 Ed25519 public keys of the monitoring platform) are added
+        to the trusted keys, in the settings and in the running context.
         Raises ``SetupRefused`` (bad code or mode, another code than the fixed one, a mode
         change), ``PasswordChangeRequired``.
         """
@@ -284,6 +287,7 @@ class AccountService:
         if url is not None and not re.match(r"https?://[^\s/]+", url):
             raise SetupRefused("监控平台地址格式错误：{!r}。".format(url[:80]),
                                "请填写以 http:// 或 https:// 开头的地址。")
+        keys = [_platform_key(k) for k in platform_keys or []]
         with self.ctx.lock:
             self.require_changed(actor)
             site = self.ctx.site()
@@ -302,9 +306,15 @@ class AccountService:
                 new["platform_url"] = url
             if platform_password is not None:
                 new["platform_password"] = platform_password
+            if keys:
+                known = list(new.get("trusted_keys") or [])
+                new["trusted_keys"] = known + [base64.b64encode(k).decode("ascii") for k in keys
+                                               if base64.b64encode(k).decode("ascii") not in known]
             self.ctx.stores.settings.put(model.SETTINGS, model.SITE, new)
+            for key in keys:
+                self.ctx.trusted.add(key)
             self.ctx.record(actor, "system.setup", site_code=code, mode=chosen, platform_url=new.get("platform_url"),
-                            first=not fixed)
+                            first=not fixed, platform_keys=len(keys))
             return {"site_code": code, "mode": chosen, "mode_label": model.MODE_LABELS[chosen],
                     "platform_url": new.get("platform_url")}
 
@@ -318,3 +328,15 @@ class AccountService:
             rows.append({"user": user, "must_change": bool(d.get("must_change")), "failures": d.get("failures", 0),
                          "locked_for_s": self._locked_for(user, d), "changed_at": d.get("changed_at")})
         return {"accounts": rows, "needs_setup": self.needs_setup()}
+
+
+def _platform_key(text: str) -> bytes:
+    """A monitoring-platform public key given as base64; ``SetupRefused`` when it is not one."""
+    try:
+        raw = base64.b64decode(str(text).strip().encode("ascii"), validate=True)
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 32:
+        raise SetupRefused("监控平台公钥格式错误：{!r}。".format(str(text)[:60]),
+                           "请填写监控平台提供的公钥（Base64 编码的 32 字节 Ed25519 公钥）。")
+    return raw
