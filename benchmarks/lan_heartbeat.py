@@ -1,0 +1,128 @@
+"""200 proctors heartbeating every second against the LAN service: round-trip latency.
+
+The site (platform simulator, dongle emulator, a package of 200 rooms) and the
+``LanServer`` run in this process; the 200 proctors run as threads in a child process
+(as on real proctor machines, they do not share the server's interpreter), each bound to
+its own loopback address (127.0.1.x), registering with its room's code and then sending
+one ``heartbeat`` per second (start times spread over the first second). Each heartbeat
+goes through authentication and ``MonitorService.heartbeat``.
+
+The issue asks for 30 s; this run lasts ``SECONDS`` = 10 s (2,000 heartbeats) to keep
+``dev.py bench`` short; the ``seconds`` field says so. Prints one JSON line:
+``{"bench": "lan_heartbeat", "proctors": 200, "seconds": 10, "heartbeats", "p50_ms", "p99_ms", "errors"}``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from _common import ROOT, emit
+
+PROCTORS = 200
+SECONDS = 10.0
+
+
+def child(host: str, port: int, rooms_file: str) -> None:
+    """The proctors: register, then heartbeat every second; print latencies as JSON."""
+    from kd.lan.client import LanError, ProctorClient
+
+    with open(rooms_file, encoding="utf-8") as f:
+        spec = json.load(f)
+    latencies = []
+    errors = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(spec["rooms"]))
+
+    def proctor(i: int, room: dict) -> None:
+        ip = "127.0.1.{}".format(i + 1)
+        c = ProctorClient(host, port, timeout=10, source_address=(ip, 0))
+        try:
+            c.register(room["code"], room["reg_code"])
+        except LanError as e:
+            with lock:
+                errors.append("register {}: {}".format(room["code"], e.code))
+            barrier.abort()
+            return
+        barrier.wait()
+        start = time.monotonic() + (i / len(spec["rooms"]))  # spread over the first second
+        state = {"session": spec["session"], "started": False, "ended": False, "logged_in": 0, "in_exam": 0}
+        n = 0
+        while n < int(spec["seconds"]):
+            delay = start + n - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            state["logged_in"] = min(30, n)
+            t0 = time.perf_counter()
+            try:
+                c.heartbeat(state)
+                ms = (time.perf_counter() - t0) * 1000.0
+                with lock:
+                    latencies.append(ms)
+            except LanError as e:
+                with lock:
+                    errors.append("heartbeat {}: {}".format(room["code"], e.code))
+            n += 1
+        c.bye()
+
+    threads = [threading.Thread(target=proctor, args=(i, r), daemon=True) for i, r in enumerate(spec["rooms"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"latencies": latencies, "errors": errors}))
+
+
+def main() -> None:
+    sys.path.insert(0, ROOT)
+    from kd.core import model
+    from kd.core.loading import LoadingService
+    from kd.core.monitor import MonitorService
+    from kd.core.outbox import Outbox
+    from kd.core.recovery import RecoveryService
+    from kd.core.registration import RegistrationService
+    from kd.core.verification import VerificationService
+    from kd.lan.server import LanOptions, LanServer
+    from tests.support.env import make_env
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = make_env(tmp, rooms=PROCTORS, sessions=1, candidates=2, room_kb=1)
+        try:
+            ctx = env.ctx
+            LoadingService(ctx).load_online("bench")
+            outbox = Outbox(ctx)
+            server = LanServer(ctx, registration=RegistrationService(ctx), verification=VerificationService(ctx),
+                               monitor=MonitorService(ctx, outbox), recovery=RecoveryService(ctx, outbox),
+                               options=LanOptions(host="0.0.0.0", port=0)).start()  # noqa: S104 - 127.0.1.x clients
+            rooms = [{"code": r["code"], "reg_code": ctx.stores.runtime.get(model.ROOMS, r["code"])["reg_code"]}
+                     for r in ctx.manifest()["rooms"]]
+            spec = os.path.join(tmp, "rooms.json")
+            with open(spec, "w", encoding="utf-8") as f:
+                json.dump({"rooms": rooms, "session": ctx.manifest()["sessions"][0]["id"], "seconds": SECONDS}, f)
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "127.0.0.1",
+                                  str(server.port()), spec], capture_output=True, text=True, timeout=SECONDS + 120,
+                                 cwd=ROOT)
+            server.stop()
+        finally:
+            env.close()
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    lat = sorted(result["latencies"])
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else -1.0
+
+    emit(bench="lan_heartbeat", proctors=PROCTORS, seconds=SECONDS, heartbeats=len(lat), p50_ms=pct(0.50),
+         p99_ms=pct(0.99), errors=len(result["errors"]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        sys.path.insert(0, ROOT)
+        child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        main()
