@@ -234,11 +234,11 @@ def test_report_keys_survive_a_simulator_restart(tmp_path):
     key = new_report_key()
     with start_simulator(data_dir, rooms=2, room_kb=8) as first:
         public_key = first.public_key
-        with make_client(first) as c:
+        with make_client(first, timeout=(10.0, 30.0)) as c:  # generous: a retried post would say duplicate
             assert c.post_report("recovery_status", {"all": True}, key)["duplicate"] is False
     with start_simulator(data_dir) as second:
         assert second.public_key == public_key
-        with make_client(second) as c:
+        with make_client(second, timeout=(10.0, 30.0)) as c:
             assert c.post_report("recovery_status", {"all": True}, key)["duplicate"] is True
         assert len(second.received()["reports"]) == 1
 
