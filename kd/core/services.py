@@ -40,6 +40,8 @@ class Core:
         self.monitor = MonitorService(ctx, self.outbox)
         self.recovery = RecoveryService(ctx, self.outbox)
         self.upload = UploadService(ctx, self.outbox)
+        # a revoked room is disconnected at once, not after its missed heartbeats
+        ctx.hub.on("registration_revoked", lambda event: self.monitor.forget(event.data["room"]))
 
     def start(self) -> "Core":
         self.outbox.start()

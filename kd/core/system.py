@@ -61,6 +61,8 @@ from kd.store.spool import Spool
 log = logging.getLogger(__name__)
 
 ITEMS = ("db", "spool", "rooms", "audit.log")
+#: folders of files made from the exam data, dropped with it (to_formal, initialize)
+DERIVED_DIRS = ("print", "downloads", "lan-uploads")
 STAGING = ".restore-staging"
 OLD = ".restore-old"
 PREVIOUS = "restore-previous"
@@ -497,6 +499,10 @@ class SystemService:
                 if os.path.isfile(full):
                     os.remove(full)
                     files += 1
+        for derived in DERIVED_DIRS:  # printouts, downloaded packages, partial LAN uploads
+            folder = os.path.join(self.ctx.data_dir, derived)
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
         counts["files"] = files
         return counts
 
