@@ -1,0 +1,110 @@
+"""Small widgets every page uses: the manual's tables, status marks, fonts.
+
+``Table(parent, columns)`` is a ``ttk.Treeview`` with scroll bars whose columns are
+``(key, heading, width)``; ``set_rows(rows)`` replaces the content from a list of dicts
+(missing keys show empty), keeps the selection by the first column, and can end with a
+bold totals row (人数统计). ``mark(flag)`` is ✓ / ✗ as in the manual. ``ui_font()``
+picks Microsoft YaHei where Windows has it and a CJK font elsewhere.
+"""
+
+import tkinter as tk
+import tkinter.font as tkfont
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import ttkbootstrap as ttk
+
+Column = Tuple[str, str, int]
+
+PREFERRED_FONTS = ("Microsoft YaHei UI", "Microsoft YaHei", "Noto Sans CJK SC", "Noto Sans SC",
+                   "WenQuanYi Micro Hei", "SimHei")
+
+
+def ui_font(root: tk.Misc) -> str:
+    """The first installed font of ``PREFERRED_FONTS``, else Tk's default family."""
+    families = set(tkfont.families(root))
+    for name in PREFERRED_FONTS:
+        if name in families:
+            return name
+    return tkfont.nametofont("TkDefaultFont").actual("family")
+
+
+def apply_fonts(root: tk.Misc, size: int = 10) -> str:
+    """Make every named Tk font use the CJK family; returns the family."""
+    family = ui_font(root)
+    for name in ("TkDefaultFont", "TkTextFont", "TkMenuFont", "TkHeadingFont", "TkCaptionFont",
+                 "TkSmallCaptionFont", "TkIconFont", "TkTooltipFont"):
+        try:
+            tkfont.nametofont(name).configure(family=family, size=size)
+        except tk.TclError:
+            pass
+    return family
+
+
+def mark(flag: Any) -> str:
+    """✓ for a true value, ✗ otherwise (the manual's done marks)."""
+    return "✓" if flag else "✗"
+
+
+class Table(ttk.Frame):
+    def __init__(self, parent: tk.Misc, columns: Sequence[Column], height: int = 12, **kw: Any) -> None:
+        super().__init__(parent, **kw)
+        self.columns = list(columns)
+        keys = [c[0] for c in self.columns]
+        self.tree = ttk.Treeview(self, columns=keys, show="headings", height=height, selectmode="browse")
+        for key, heading, width in self.columns:
+            self.tree.heading(key, text=heading)
+            self.tree.column(key, width=width, minwidth=40, stretch=True, anchor="center")
+        ybar = ttk.Scrollbar(self, orient="vertical", command=self.tree.yview)
+        xbar = ttk.Scrollbar(self, orient="horizontal", command=self.tree.xview)
+        self.tree.configure(yscrollcommand=ybar.set, xscrollcommand=xbar.set)
+        self.tree.grid(row=0, column=0, sticky="nsew")
+        ybar.grid(row=0, column=1, sticky="ns")
+        xbar.grid(row=1, column=0, sticky="ew")
+        self.rowconfigure(0, weight=1)
+        self.columnconfigure(0, weight=1)
+        self.tree.tag_configure("total", font=(ui_font(self), 10, "bold"))
+        self._rows: List[Dict[str, Any]] = []
+
+    def set_rows(self, rows: Iterable[Dict[str, Any]], total: Optional[Dict[str, Any]] = None) -> None:
+        """Show ``rows`` (and a 人数统计 ``total`` row); keeps the selected row by its first column."""
+        keep = self.selected()
+        first = self.columns[0][0]
+        self._rows = list(rows)
+        self.tree.delete(*self.tree.get_children())
+        for index, row in enumerate(self._rows):
+            values = [_cell(row.get(key)) for key, _, _ in self.columns]
+            iid = self.tree.insert("", "end", iid="r{}".format(index), values=values)
+            if keep is not None and row.get(first) == keep.get(first):
+                self.tree.selection_set(iid)
+        if total is not None:
+            self.tree.insert("", "end", iid="total", values=[_cell(total.get(k)) for k, _, _ in self.columns],
+                             tags=("total",))
+
+    def rows(self) -> List[Dict[str, Any]]:
+        return list(self._rows)
+
+    def cells(self) -> List[List[str]]:
+        """What the table shows, as text (tests check it)."""
+        return [list(self.tree.item(iid, "values")) for iid in self.tree.get_children()]
+
+    def selected(self) -> Optional[Dict[str, Any]]:
+        chosen = self.tree.selection()
+        if not chosen or not chosen[0].startswith("r"):
+            return None
+        index = int(chosen[0][1:])
+        return self._rows[index] if index < len(self._rows) else None
+
+    def select_index(self, index: int) -> None:
+        iid = "r{}".format(index)
+        self.tree.selection_set(iid)
+        self.tree.see(iid)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if value is True:
+        return "✓"
+    if value is False:
+        return "✗"
+    return str(value)
