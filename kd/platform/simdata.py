@@ -82,6 +82,7 @@ class SimData:
         duration: int = 90,
         room_kb: int = 1024,
         password: Optional[str] = None,
+        gap: int = 60,
     ) -> None:
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
@@ -93,7 +94,7 @@ class SimData:
             signer = Signer.generate()
             dongle = Signer.generate()
             start = now_cst().replace(second=0) + datetime.timedelta(minutes=first_start_in)
-            site = demo.make_site(site_code, rooms, sessions, candidates, start, duration)
+            site = demo.make_site(site_code, rooms, sessions, candidates, start, duration, gap)
             _write_text(os.path.join(self.root, "platform.key"), signer.seed.hex() + "\n", private=True)
             _write_json(os.path.join(self.root, "dongle.json"), {
                 "lock_id": f"KDLOCK-{site_code}-01",
