@@ -1,0 +1,47 @@
+"""GUI fixtures: a guarded ttkbootstrap root and scripted dialogs (see tests/support/ui.py).
+
+``gui_root``: a real ``ttkbootstrap.Window`` on the (virtual) display with the Tk-thread
+guard installed before any widget exists; the test fails when any other thread called
+Tk. Without a display it skips, or fails under ``KD_REQUIRE_GUI=1`` (as ``tk_root``).
+``KD_NO_TRAY=1`` is set so no tray icon starts.
+"""
+
+import os
+
+import pytest
+
+from tests.support.ui import ScriptedDialogs, install_tk_guard
+
+
+@pytest.fixture
+def gui_root(monkeypatch):
+    monkeypatch.setenv("KD_NO_TRAY", "1")
+    try:
+        import tkinter
+
+        import ttkbootstrap as ttk
+    except ImportError as e:  # pragma: no cover - depends on the interpreter build
+        _no_display("tkinter missing: {}".format(e))
+    try:
+        root = ttk.Window(themename="cosmo")
+    except tkinter.TclError as e:
+        _no_display(str(e))
+    guard = install_tk_guard(root)
+    yield root
+    try:
+        root.destroy()
+    except tkinter.TclError:
+        pass
+    assert not guard.violations, "Tk called from other threads:\n" + "\n".join(
+        "{} called tk.{}:\n{}".format(*v) for v in guard.violations)
+
+
+@pytest.fixture
+def scripted(gui_root):
+    return ScriptedDialogs(gui_root)
+
+
+def _no_display(reason):
+    if os.environ.get("KD_REQUIRE_GUI") == "1":
+        pytest.fail("KD_REQUIRE_GUI=1 but no display: " + reason, pytrace=False)
+    pytest.skip("no display: " + reason)
