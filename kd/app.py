@@ -195,6 +195,17 @@ class App:
             self.simulator.shutdown()
         log.info("app stopped")
 
+    def sync_lock(self) -> Any:
+        """机考锁校时 from the running app: the platform's sync ticket into the gate's dongle.
+
+        ``kd.lock.sync.sync_lock`` over the gate's driver and the settings' platform;
+        returns its ``SyncResult`` (``.message()`` is the manual's text). Raises
+        ``LockError`` / ``PlatformError`` / ``FormatError`` (``UserError``s).
+        """
+        from kd.lock.sync import sync_lock  # noqa: PLC0415
+
+        return sync_lock(self.gate.driver, self.ctx.platform)
+
     # -- helpers ---------------------------------------------------------------------------
     def _site(self) -> Dict[str, Any]:
         stores = open_stores(self.data_dir)
