@@ -1,4 +1,4 @@
-"""Durable file primitives shared by the store, the spool and the audit log.
+"""File primitives every layer shares: durable writes, folder fsync, busy-file retry, hashing.
 
 - ``fsync_dir(path)``: make a rename or create in ``path`` durable (POSIX; a no-op on
   Windows, where NTFS metadata is journaled and directories cannot be opened).
@@ -7,12 +7,15 @@
   ``StoreBusyError`` naming the file.
 - ``write_file_durably(path, data)``: temp file in the same folder, write, flush, fsync,
   replace, fsync the folder. Returns only when the new content is durable.
+- ``write_chunks_durably(path, chunks)``: the same for content that arrives in pieces.
+- ``sha256_file(path)``: SHA-256 hex digest and size of a file, read in blocks.
 """
 
+import hashlib
 import logging
 import os
 import time
-from typing import Optional
+from typing import Iterable, Optional, Tuple
 
 from kd.errors import StoreBusyError
 
@@ -55,6 +58,34 @@ def replace(src: str, dst: str, retry_seconds: float = REPLACE_RETRY_SECONDS) ->
                 ) from e
             attempt += 1
             time.sleep(_RETRY_STEP)
+
+
+def sha256_file(path: str, block: int = 1024 * 1024) -> Tuple[str, int]:
+    """SHA-256 hex digest and size of the file at ``path``."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def write_chunks_durably(path: str, chunks: Iterable[bytes]) -> None:
+    """Replace ``path`` with the concatenated ``chunks``, durably (see ``write_file_durably``)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = "{}.tmp-{}".format(path, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    fsync_dir(folder)
 
 
 def write_file_durably(path: str, data: bytes, mode: Optional[int] = None) -> None:

@@ -23,7 +23,6 @@ are made for new rooms; rooms that still exist in a newer package keep their cod
 registration; rooms that are gone are dropped.
 """
 
-import hashlib
 import logging
 import os
 import secrets
@@ -31,6 +30,7 @@ import shutil
 import string
 from typing import Any, Dict, List, Optional
 
+from kd import fileio
 from kd.core import model
 from kd.core.context import Context
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
@@ -58,12 +58,6 @@ def new_reg_code() -> str:
     return "".join(secrets.choice(REG_CODE_LETTERS) for _ in range(REG_CODE_LENGTH))
 
 
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def not_loaded() -> NotLoaded:
@@ -148,7 +142,7 @@ class LoadingService:
         ctx = self.ctx
         verified_at = format_time(ctx.now())
         try:
-            zip_sha = _sha256_file(zip_path)
+            zip_sha = fileio.sha256_file(zip_path)[0]
         except OSError as e:
             raise StoreError("无法读取考场数据包文件：{}".format(zip_path), "请检查文件后重试。", detail=repr(e)) from e
         staging = self.rooms_dir + ".new-" + secrets.token_hex(4)

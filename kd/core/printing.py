@@ -10,6 +10,7 @@ import html
 import os
 from typing import Any, Dict, Iterable, List
 
+from kd import fileio
 from kd.errors import StoreError
 
 PRINT_DIR = "print"
@@ -84,14 +85,6 @@ def site_info_html(site_code: str, exam_name: str, address: str, port: int, room
     return document("考点信息表({})".format(site_code), pages)
 
 
-def write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path``: ``.part``, flush, fsync, rename."""
-    part = path + ".part"
-    with open(part, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
 
 
 def write_page(data_dir: str, name: str, text: str) -> str:
@@ -100,7 +93,7 @@ def write_page(data_dir: str, name: str, text: str) -> str:
     path = os.path.abspath(os.path.join(folder, name))
     try:
         os.makedirs(folder, exist_ok=True)
-        write_file(path, text.encode("utf-8"))
+        fileio.write_file_durably(path, text.encode("utf-8"))
     except OSError as e:
         raise StoreError("无法写入打印文件：{}".format(path), "请检查磁盘空间和写入权限后重试。", detail=repr(e)) from e
     return path

@@ -23,11 +23,11 @@
   when the chosen session has two subjects, and the 人数统计 totals row.
 """
 
-import hashlib
 import logging
 import os
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
+from kd import fileio
 from kd.core import model
 from kd.core.context import Context
 from kd.core.loading import not_loaded
@@ -54,14 +54,6 @@ def _short(digest: Optional[str]) -> str:
     return (digest or "")[:12]
 
 
-def _sha256_file(path: str) -> Tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 class Plan:
@@ -166,7 +158,7 @@ class RecoveryService:
     def import_package(self, path: str, actor: str) -> Dict[str, Any]:
         """回收 by hand: a result package file the administrator chose (see ``receive``)."""
         try:
-            digest, size = _sha256_file(path)
+            digest, size = fileio.sha256_file(path)
         except OSError as e:
             raise UserError("无法读取结果包文件：{}".format(path), "请确认文件存在且未被其他程序占用后重试。",
                             detail=repr(e)) from e

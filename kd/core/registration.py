@@ -33,6 +33,7 @@ import weakref
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
+from kd import fileio
 from kd.core import model, printing
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
@@ -258,8 +259,8 @@ class RegistrationService:
             info_path = os.path.join(folder, kdinfo.file_name(site))
             try:
                 os.makedirs(folder, exist_ok=True)
-                printing.write_file(html_path, page.encode("utf-8"))
-                printing.write_file(info_path, data)
+                fileio.write_file_durably(html_path, page.encode("utf-8"))
+                fileio.write_file_durably(info_path, data)
             except OSError as e:
                 raise StoreError("无法写入考点信息文件（{}）。".format(folder),
                                  "请检查所选文件夹（U盘）是否可写、空间是否足够。",

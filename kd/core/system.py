@@ -42,6 +42,10 @@ import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import kd
+
+# The system chapter works on the data folder's files themselves (backup, restore,
+# reopening after a restore), so it uses the store's file primitives directly.
+from kd import fileio as fsutil
 from kd.core import model
 from kd.core.accounts import AccountService
 from kd.core.context import Context
@@ -50,10 +54,7 @@ from kd.errors import LockError, StoreError, UserError
 from kd.formats import backup as bak
 from kd.formats.signing import canonical_json
 from kd.formats.timeutil import format_time
-
-# The system chapter works on the data folder's files themselves (backup, restore,
-# reopening after a restore), so it uses the store's file primitives directly.
-from kd.store import atomic, fsutil
+from kd.store import atomic
 from kd.store.audit import AuditLog
 from kd.store.database import DB_FILES, open_stores
 from kd.store.spool import Spool

@@ -29,14 +29,14 @@ Backup manifest (``manifest.json``, UTF-8 JSON)::
 """
 
 import base64
-import hashlib
 import json
 import logging
 import os
 import secrets
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
+from kd import fileio
 from kd.core import model
 from kd.core.context import Context
 from kd.core.recovery import RecoveryService
@@ -74,42 +74,10 @@ def size_text(size: int) -> str:
     return "{:.2f} GB".format(size / 1024 ** 3)
 
 
-def _hash_file(path: str) -> Tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
-def _fsync_dir(path: str) -> None:
-    if os.name == "nt":  # pragma: no cover - Windows cannot open a folder for fsync
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
-def _write_durably(dest: str, chunks: Any) -> None:
-    """Write ``chunks`` to ``dest`` via ``.part``: flush, fsync, rename."""
-    part = dest + ".part"
-    try:
-        with open(part, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(part, dest)
-    except BaseException:
-        try:
-            os.remove(part)
-        except OSError:
-            pass
-        raise
 
 
 def _read_chunks(path: str) -> Any:
@@ -166,14 +134,14 @@ class UploadService:
             for rec in records:
                 res = rec["result"]
                 name = file_name(site, rec["room"], rec["session"])
-                _write_durably(os.path.join(target, name), _read_chunks(ctx.spool.path(res["sha256"])))
+                fileio.write_chunks_durably(os.path.join(target, name), _read_chunks(ctx.spool.path(res["sha256"])))
                 files.append({"name": name, "room": rec["room"], "session": rec["session"],
                               "sha256": res["sha256"], "size": res["size"]})
             manifest = {"format": BACKUP_FORMAT, "format_version": BACKUP_VERSION, "site_code": site,
                         "created_at": format_time(now), "files": files}
             manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
-            _write_durably(os.path.join(target, MANIFEST_NAME), [manifest_bytes])
-            _fsync_dir(target)
+            fileio.write_chunks_durably(os.path.join(target, MANIFEST_NAME), [manifest_bytes])
+            fileio.fsync_dir(target)
         except OSError as e:
             raise UserError("无法写入外部存储：{}".format(folder),
                             "请确认U盘或移动硬盘已插好、未写保护且有足够空间，然后重新备份。",
@@ -194,7 +162,7 @@ class UploadService:
         bad = None
         try:
             for entry in files:
-                digest, size = _hash_file(os.path.join(target, entry["name"]))
+                digest, size = fileio.sha256_file(os.path.join(target, entry["name"]))
                 if digest != entry["sha256"] or size != entry["size"]:
                     bad = entry["name"]
                     break

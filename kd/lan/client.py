@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from kd.errors import UserError
+from kd.fileio import sha256_file
 from kd.lan import framing
 from kd.lan.framing import BODY_MAX, Closed, FrameError, Limits
 
@@ -42,15 +43,6 @@ class LanError(UserError):
         self.retry_after = retry_after
 
 
-def sha256_file(path: str) -> Tuple[str, int]:
-    """SHA-256 hex and size of a file."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(BODY_MAX), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 class ProctorClient:

@@ -49,8 +49,8 @@ from typing import Callable, Iterable, List, Optional, Tuple
 import nacl.signing
 
 from kd.errors import LockError
+from kd.fileio import write_file_durably
 from kd.lock import protocol as P
-from kd.store.fsutil import write_file_durably
 
 log = logging.getLogger(__name__)
 

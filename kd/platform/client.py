@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import requests
 
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
+from kd.fileio import sha256_file
 from kd.formats import documents
 from kd.formats.package import SitePackage, load_package
 from kd.formats.signing import TrustedKeys
@@ -491,7 +492,7 @@ class PlatformClient:
         op = "upload"
         file_id = file_id or os.path.basename(path)
         try:
-            size, sha = _hash_file(path)
+            sha, size = sha256_file(path)
         except OSError as e:
             raise UserError(f"无法读取要上报的文件：{path}", "请确认文件存在且未被其他程序占用后重试。",
                             detail=repr(e)) from e
@@ -557,14 +558,6 @@ def _segment(value: str) -> str:
     return value
 
 
-def _hash_file(path: str) -> Tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(MiB), b""):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 def _remove(path: str) -> None:

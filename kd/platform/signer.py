@@ -21,8 +21,8 @@ import shutil
 import sys
 from typing import Callable, List, Optional
 
+from kd.fileio import write_file_durably
 from kd.platform.simdata import SimData
-from kd.store.fsutil import write_file_durably
 
 WHATS = ("package", "authorization", "verification")
 

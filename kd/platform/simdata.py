@@ -22,12 +22,12 @@ import logging
 import os
 from typing import Any, Dict, Optional
 
+from kd.fileio import write_file_durably
 from kd.formats import documents
 from kd.formats.package import build_package
 from kd.formats.signing import Signer, key_id_of
 from kd.formats.timeutil import CST, format_time, parse_time
 from kd.platform import demo
-from kd.store.fsutil import write_file_durably
 
 log = logging.getLogger(__name__)
 

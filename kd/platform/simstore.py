@@ -19,8 +19,8 @@ import secrets
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from kd.fileio import write_file_durably
 from kd.formats.signing import canonical_json
-from kd.store.fsutil import write_file_durably
 
 
 def _append_line(path: str, obj: Dict[str, Any]) -> None:

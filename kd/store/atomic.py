@@ -41,8 +41,8 @@ from typing import Any, Dict, Iterator, Optional, Set, Tuple
 
 from tinydb.storages import Storage
 
+from kd import fileio as fsutil
 from kd.errors import StoreCorruptError, StoreError
-from kd.store import fsutil
 
 log = logging.getLogger(__name__)
 

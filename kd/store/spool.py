@@ -19,8 +19,8 @@ import re
 import secrets
 from typing import BinaryIO, List, Optional
 
+from kd import fileio as fsutil
 from kd.errors import IntegrityError, SpoolError
-from kd.store import fsutil
 
 log = logging.getLogger(__name__)
 
