@@ -1,0 +1,195 @@
+"""考中 → 考场管理: the live monitoring table of manual §4.3.
+
+One row per room of the chosen session: 考场编号 | 注册IP | 考场数据导入状态 | 考试授权状态 |
+授权验证状态 | 是否结束考试 | 是否已上报数据 | 是否与考场连接 | 考生人数 | 已登录 | 考试中,
+then the 人数统计 totals row (counts of rooms for the yes/no columns as ``n/rooms``, sums
+for the people). Footer: 场次名称 selector, 开考时间, 考场状态上报 成功 <time>.
+
+Everything comes from ``core.monitor.snapshot(session_id)`` (a worker). Heartbeats live
+in memory and are no hub events, so while the page is shown it refreshes on a timer
+(``REFRESH_MS``, ``after()``; the id is kept, cancelled when the page is unmapped or
+destroyed) as well as after the hub events in ``events``. ``render`` updates the rows in
+place (``LiveTable``) when the rooms are the same, so a refresh of 100 rooms is cheap.
+"""
+
+import logging
+import tkinter as tk
+from typing import Any, Dict, List, Optional, Tuple
+
+import ttkbootstrap as ttk
+
+from kd.core.monitor import COLUMNS, cell_text
+from kd.errors import UserError
+from kd.views.base import Page
+from kd.views.live_table import LiveTable
+
+log = logging.getLogger(__name__)
+
+#: the refresh period while the page is shown (heartbeats are not hub events)
+REFRESH_MS = 2000
+
+#: column widths (px, at least the heading's width: see LiveTable)
+WIDTHS = {"room": 90, "ip": 110, "candidates": 60, "logged_in": 50, "in_exam": 50}
+OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
+BOOL_KEYS = ("data_imported", "authorized", "verified", "ended", "reported", "connected")
+COUNT_KEYS = ("candidates", "logged_in", "in_exam")
+
+
+def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """The snapshot's rows and totals as the table shows them (display strings)."""
+    rows = []
+    for r in snap.get("rows") or []:
+        shown: Dict[str, Any] = {key: cell_text(key, r.get(key)) for key, _ in COLUMNS}
+        if not r.get("connected"):
+            shown["_tags"] = ("off",)
+        rows.append(shown)
+    totals = snap.get("totals") or {}
+    if not rows:
+        return rows, None
+    rooms = totals.get("rooms", len(rows))
+    total: Dict[str, Any] = {"room": totals.get("room", "人数统计"), "ip": ""}
+    for key in BOOL_KEYS:
+        total[key] = "{}/{}".format(totals.get(key, 0), rooms)
+    for key in COUNT_KEYS:
+        total[key] = str(totals.get(key, 0))
+    return rows, total
+
+
+class MonitorPage(Page):
+    title = "考场管理"
+    events = frozenset([
+        "package_loaded", "room_registered", "registration_revoked", "registration_restored", "room_data_imported",
+        "session_authorized", "verification.verified", "room.started", "room.ended", "results.received",
+        "results.uploaded", "monitor.session_started", "monitor.session_ended", "outbox.sent", "outbox.failed",
+        "system.initialized", "system.restored", "system.to_formal",
+    ])
+
+    def _build(self) -> None:
+        self._session_id: Optional[str] = None
+        self._session_ids: List[str] = []
+        self._timer: Optional[str] = None
+        self._closing = False
+        self.rendered = 0
+        self._build_table()
+        self._build_footer()
+        self.bind("<Map>", self._on_map, add="+")
+        self.bind("<Unmap>", self._on_unmap, add="+")
+        self.bind("<Destroy>", self._on_destroy, add="+")
+
+    def _build_table(self) -> None:
+        columns = [(key, label, WIDTHS.get(key, 60)) for key, label in COLUMNS]
+        self.table = LiveTable(self, columns, key=("room",), height=16)
+        self.table.tree.tag_configure("off", foreground=BAD_COLOUR)
+        self.table.pack(side="top", fill="both", expand=True)
+        self.hint = ttk.Label(self, text="", bootstyle="secondary")
+        self.hint.pack(side="top", anchor="w", pady=(4, 0))
+
+    def _build_footer(self) -> None:
+        foot = ttk.Frame(self)
+        foot.pack(side="bottom", fill="x", pady=(6, 0))
+        ttk.Label(foot, text="场次名称：").pack(side="left")
+        self.session_box = ttk.Combobox(foot, state="readonly", width=16, values=[])
+        self.session_box.pack(side="left")
+        self.session_box.bind("<<ComboboxSelected>>", self._on_session)
+        ttk.Label(foot, text="开考时间：").pack(side="left", padx=(16, 0))
+        self.start_label = ttk.Label(foot, text="")
+        self.start_label.pack(side="left")
+        ttk.Label(foot, text="考场状态上报：").pack(side="left", padx=(16, 0))
+        self.report_label = ttk.Label(foot, text="")
+        self.report_label.pack(side="left")
+
+    # -- reacting --------------------------------------------------------------------------
+    def _on_session(self, _event: Any = None) -> None:
+        index = self.session_box.current()
+        if 0 <= index < len(self._session_ids):
+            self.choose_session(self._session_ids[index])
+
+    def choose_session(self, session_id: Optional[str]) -> None:
+        """Show ``session_id`` (None: the current session) and refresh."""
+        self._session_id = session_id
+        self.refresh()
+
+    def _on_map(self, event: Any) -> None:
+        if event.widget is self:
+            self.start_timer()
+
+    def _on_unmap(self, event: Any) -> None:
+        if event.widget is self:
+            self.stop_timer()
+
+    def _on_destroy(self, event: Any) -> None:
+        if event.widget is self:
+            self._closing = True
+            self.stop_timer()
+
+    def start_timer(self) -> None:
+        """Refresh now and every ``REFRESH_MS`` while shown (the shell may also call it)."""
+        if self._closing:
+            return
+        self.stop_timer()
+        self._tick()
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            try:
+                self.after_cancel(self._timer)
+            except tk.TclError:
+                pass
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._closing:
+            return
+        if self.winfo_viewable():
+            self.refresh()
+        self._timer = self.after(REFRESH_MS, self._tick)
+
+    @property
+    def timer_running(self) -> bool:
+        return self._timer is not None
+
+    # -- the core (worker) -----------------------------------------------------------------
+    def snapshot(self) -> Any:
+        chosen = self._session_id
+        try:
+            return self.core.monitor.snapshot(chosen)
+        except UserError:
+            if chosen is None:
+                raise
+            log.info("session %s is gone; showing the current session", chosen)
+            return self.core.monitor.snapshot(None)
+
+    # -- rendering (Tk) --------------------------------------------------------------------
+    def render(self, snapshot: Any) -> None:
+        snap = snapshot or {}
+        rows, total = format_rows(snap)
+        self.table.set_rows(rows, total)
+        session = snap.get("session") or {}
+        sessions = snap.get("sessions") or []
+        ids = [s["id"] for s in sessions]
+        if ids != self._session_ids:
+            self._session_ids = ids
+            self.session_box.configure(values=[s.get("name") or s["id"] for s in sessions])
+        sid = session.get("id")
+        if sid in ids and self.session_box.current() != ids.index(sid):
+            self.session_box.current(ids.index(sid))
+        _set(self.start_label, session.get("start") or "")
+        report = snap.get("status_report") or {}
+        _set(self.report_label, report.get("label") or "")
+        state = report.get("state")
+        _set(self.report_label, OK_COLOUR if state == "sent" else (BAD_COLOUR if state == "failed" else ""),
+             "foreground")
+        if not sessions:
+            _set(self.hint, "尚未导入考务，没有可监控的考场。")
+        else:
+            totals = snap.get("totals") or {}
+            _set(self.hint, "共 {} 个考场，{} 个与考场连接（每 {} 秒刷新）".format(
+                totals.get("rooms", len(rows)), totals.get("connected", 0), REFRESH_MS // 1000))
+        self.rendered += 1
+
+
+def _set(widget: Any, value: str, option: str = "text") -> None:
+    """Configure ``option`` only when it changes (a redundant configure redraws)."""
+    if str(widget.cget(option)) != value:
+        widget.configure(**{option: value})

@@ -1,0 +1,129 @@
+"""考场管理 (§4.3) on a real Tk window over a real core, platform simulator and dongle emulator.
+
+Heartbeats go through ``core.monitor.heartbeat`` as the LAN service sends them; the
+monitor's clock is the test's, so a missed heartbeat is a moved clock, not a wait.
+Hub events reach the page through a real ``EventPump``.
+"""
+
+import json
+
+import pytest
+
+from kd.core.services import Core
+from kd.views import monitor as monitor_view
+from kd.views.pump import EventPump
+from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, session_ids
+from tests.support.ui import FakeShell, pump_until
+
+pytestmark = pytest.mark.gui
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def site(tmp_path, gui_root, scripted, monkeypatch):
+    monkeypatch.setattr(monitor_view, "REFRESH_MS", 100)
+    env = loaded_env(tmp_path, rooms=3, sessions=2, candidates=5, first_start_in=30)
+    register(env)
+    authorize(env)
+    core = Core(env.ctx).start()
+    clock = Clock()
+    core.monitor.clock = clock
+    shell = FakeShell(gui_root, core, dialogs=scripted)
+    gui_root.geometry("1024x700")
+    page = monitor_view.MonitorPage(gui_root, shell)
+    pump = EventPump(gui_root, env.hub.subscribe(page.events), page.on_event)
+    page.pack(fill="both", expand=True)
+    yield env, core, page, clock, shell
+    pump.close()
+    page.destroy()
+    shell.close()
+    core.stop()
+    env.close()
+
+
+def by_room(page):
+    cells = page.table.cells()
+    return {row[0]: row for row in cells[:-1]}, cells[-1]
+
+
+def beat(core, room, session="1", started=True, ended=False, logged_in=0, in_exam=0):
+    core.monitor.heartbeat(room, {"session_id": session, "started": started, "ended": ended,
+                                  "logged_in": logged_in, "in_exam": in_exam})
+
+
+def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripted):
+    env, core, page, clock, _shell = site
+    codes = room_codes(env)
+    headings = [page.table.tree.heading(k, "text") for k, _, _ in page.table.columns]
+    assert headings == ["考场编号", "注册IP", "考场数据导入状态", "考试授权状态", "授权验证状态", "是否结束考试",
+                        "是否已上报数据", "是否与考场连接", "考生人数", "已登录", "考试中"]
+    pump_until(gui_root, lambda: len(page.table.cells()) == len(codes) + 1, what="the rooms of session 1")
+    rows, total = by_room(page)
+    assert set(rows) == set(codes)
+    assert all(r[2] == "已导入" and r[3] == "已授权" and r[7] == "否" for r in rows.values())
+    assert rows[codes[0]][1] == "127.0.0.10"
+    assert total[0] == "人数统计" and total[7] == "0/3"
+    assert page.session_box.get() == env.ctx.manifest()["sessions"][0]["name"]
+    assert page.start_label.cget("text") == env.ctx.manifest()["sessions"][0]["start"]
+    assert page.timer_running
+
+    # heartbeats are no hub events: the timer shows them
+    beat(core, codes[0], logged_in=4, in_exam=3)
+    beat(core, codes[1], logged_in=2, in_exam=1)
+    pump_until(gui_root, lambda: by_room(page)[0][codes[0]][9] == "4", what="room 1 logged in")
+    rows, total = by_room(page)
+    assert rows[codes[0]][7] == "是" and rows[codes[0]][10] == "3"
+    assert rows[codes[1]][7] == "是" and rows[codes[2]][7] == "否"
+    assert total[7] == "2/3" and total[9] == "6" and total[10] == "4"
+    assert total[8] == str(sum(int(r[8]) for r in rows.values()))
+    assert "off" in page.table.tree.item("r2", "tags") and "off" not in page.table.tree.item("r0", "tags")
+
+    # the room ends: a persisted transition (a hub event) shows as 是否结束考试 是
+    beat(core, codes[0], ended=True, logged_in=4, in_exam=0)
+    pump_until(gui_root, lambda: by_room(page)[0][codes[0]][5] == "是", what="room 1 ended")
+
+    # three missed heartbeats (15 s by the monitor's clock): not connected any more
+    clock.t += 16
+    beat(core, codes[1], logged_in=2, in_exam=2)
+    pump_until(gui_root, lambda: by_room(page)[0][codes[0]][7] == "否", what="room 1 disconnected")
+    rows, total = by_room(page)
+    assert rows[codes[1]][7] == "是" and total[7] == "1/3"
+    assert "off" in page.table.tree.item("r0", "tags")
+
+    # 场次名称: the second session
+    second = session_ids(env)[1]
+    page.session_box.current(1)
+    page.session_box.event_generate("<<ComboboxSelected>>")
+    pump_until(gui_root, lambda: page.start_label.cget("text") == env.ctx.manifest()["sessions"][1]["start"],
+               what="session 2 shown")
+    rows, total = by_room(page)
+    expected = {c["room"] for c in env.ctx.manifest()["candidates"] if c["session"] == second}
+    assert set(rows) == expected
+    assert all(r[9] == "0" and r[5] == "否" for r in rows.values())  # the beats were for session 1
+    scripted.check()
+
+
+def test_status_report_footer_and_timer_follows_visibility(site, gui_root):
+    env, core, page, clock, _shell = site
+    codes = room_codes(env)
+    pump_until(gui_root, lambda: len(page.table.cells()) == len(codes) + 1, what="rooms")
+    beat(core, codes[0], logged_in=1)
+    core.monitor.tick()  # a session under way: a room_status report, sent by the outbox to the simulator
+    pump_until(gui_root, lambda: page.report_label.cget("text").startswith("成功 "), what="report sent")
+    assert "room_status" in json.dumps(env.sim.received()["reports"])
+    page.pack_forget()
+    pump_until(gui_root, lambda: not page.timer_running, what="timer stopped when hidden")
+    shown = page.rendered
+    beat(core, codes[1], logged_in=5)
+    clock.t += 1
+    gui_root.update()
+    assert page.rendered == shown  # hidden: no refresh
+    page.pack(fill="both", expand=True)
+    pump_until(gui_root, lambda: page.timer_running and by_room(page)[0][codes[1]][9] == "5", what="shown again")
