@@ -16,11 +16,12 @@ import logging.handlers
 import os
 import signal
 import sys
+import tempfile
 import threading
 from typing import List, Optional
 
 import kd
-from kd import cli, paths
+from kd import cli, drill, paths
 from kd.app import App
 from kd.core.system import finish_interrupted_restore
 from kd.errors import UserError
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="考场通讯端口（默认 9190；0 表示任选空闲端口，用于测试）")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     lock_sync.add_parser(commands)
+    drill.add_parser(commands)
     cli.add_parsers(commands)
     return parser
 
@@ -118,8 +120,17 @@ def run(opts: argparse.Namespace) -> int:
         return 1
 
 
+def run_drill(opts: argparse.Namespace) -> int:
+    """``drill``: its own temp work folder and App (no --data-dir, no gate); see kd/drill.py."""
+    work = tempfile.mkdtemp(prefix="kd-drill-")
+    setup_logging(work, opts.verbose)
+    return drill.run_cli(opts, work)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
+    if opts.command == "drill":
+        return run_drill(opts)
     try:
         return run(opts)
     except UserError as e:

@@ -1,0 +1,446 @@
+"""The drill (演练): a whole exam day on one machine, with real sockets and real files.
+
+    python3 main.py drill --rooms N [--candidates C] [--result-mb M] [--sessions S]
+                          [--mode mock|formal] [--json] [--keep] [--timeout SECONDS]
+
+``run_drill(DrillOptions(...), work_dir)`` does, in a fresh work folder (``work_dir``;
+``main.py`` makes a temp folder), the manual's exam day end to end:
+
+1. ``App`` in drill mode over ``WORK/data`` (the platform simulator in
+   ``WORK/data/drill/platform``, sized by the options, every session starting within
+   the next hour; the gate's dongle emulator with the simulator's dongle identity; the
+   LAN service on 127.0.0.1, port 0, the per-IP cap raised: every proctor is local);
+2. first login ``admin/888`` → 修改密码 → 系统设置 (the drill platform's site code, mode);
+3. 导入考务 online; 导出考点信息 to ``WORK/usb`` (HTML sheet + KDINFO);
+4. N simulated proctors (``kd.lan.simulator.Simulation``, codes from the KDINFO) register
+   and import their room data over the LAN; the drill waits until every room did;
+5. 考试授权 (every session) → 封场检测 (must pass) → 机考锁校时 through the platform
+   (``App.sync_lock``) → 授权验证 of each session;
+6. the proctors get their start permits, run the sessions (accelerated: a session lasts
+   about ``session_s`` seconds), end them and upload their results over the LAN
+   (数据回收); the drill checks every expected (room, session) is recovered, its
+   spooled file hashing to what the proctor sent;
+7. 考后上报: 备份到外部存储 (``WORK/external``), then 上报 to the platform;
+8. on the platform simulator's side: every expected result arrived, committed, its bytes
+   hashing to the recovered file's SHA-256; every receipt (the platform's and the one
+   kept by the site) verifies against the platform key; the seal check and one
+   upload-status report per session were received.
+
+Every step and check is waited on with deadlines (events and conditions, no fixed
+sleeps). The report (``run_drill`` returns it; ``--json`` prints it as one line)::
+
+    {"ok": true, "rooms": 10, "sessions": 1, "candidates": 20, "mode": "mock",
+     "results_expected": 10, "results_received": 10, "results_uploaded": 10,
+     "results_at_platform": 10, "receipts_verified": 20, "reports": {"seal_check": 1, ...},
+     "proctors": {...the simulator's counts...}, "seconds": 7.9,
+     "steps": [{"step": "login", "ok": true, "seconds": 0.31}, ...],
+     "failures": [], "work_dir": null}
+
+``failures`` lists every failed check (a failed step stops the day; the checks after the
+uploads are all made). ``work_dir`` is the kept work folder (``--keep``, or any failure),
+else null. ``main.py drill`` exits 0 only when ``failures`` is empty, else 1.
+"""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+ACTOR = "admin"
+INITIAL_PASSWORD = "888"  # noqa: S105 - the manual's documented initial password
+DRILL_PASSWORD = "drill-2026"  # noqa: S105 - a throwaway password of a throwaway data folder
+HOST = "127.0.0.1"
+
+
+class DrillOptions(NamedTuple):
+    rooms: int = 10
+    candidates: int = 20
+    result_mb: float = 0.05
+    sessions: int = 1
+    mode: str = "mock"
+    site_code: str = "11003"
+    room_kb: int = 64
+    #: how long one accelerated session lasts for the proctors (seconds)
+    session_s: float = 0.5
+    #: minutes from now to the first session's start
+    first_start_in: int = 10
+    #: the whole day must finish within this many seconds
+    timeout: float = 300.0
+
+
+DEFAULTS = DrillOptions()
+
+
+class DrillFailed(Exception):
+    """A step could not be done; the day stops there (its message is the failed check)."""
+
+
+def schedule(sessions: int, first_start_in: int) -> Tuple[int, int]:
+    """(duration, gap) in minutes so every session starts within the hour (授权验证 needs a
+    sync within the hour before each start): sessions follow each other back to back."""
+    step = max(1, (55 - first_start_in) // max(1, sessions))
+    duration = min(step, 30)
+    return duration, step - duration
+
+
+class Drill:
+    """One run of the drill (see the module docstring); ``run()`` returns the report."""
+
+    def __init__(self, options: DrillOptions, work_dir: str) -> None:
+        self.options = options
+        self.work = os.path.abspath(work_dir)
+        self.data_dir = os.path.join(self.work, "data")
+        self.usb = os.path.join(self.work, "usb")
+        self.external = os.path.join(self.work, "external")
+        self.app: Any = None
+        self.sim: Any = None
+        self.started = 0.0
+        self.deadline = 0.0
+        self.steps: List[Dict[str, Any]] = []
+        self.failures: List[str] = []
+        self.counts: Dict[str, Any] = {"results_expected": 0, "results_received": 0, "results_uploaded": 0,
+                                       "results_at_platform": 0, "receipts_verified": 0}
+        self.reports: Dict[str, int] = {}
+        self.proctors: Dict[str, Any] = {}
+        self.sessions: List[str] = []
+        self.expected: List[Tuple[str, str]] = []
+        self.recovered: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        self.proctor_results: Dict[Tuple[str, str], Dict[str, Any]] = {}
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def fail(self, message: str) -> None:
+        log.warning("drill check failed: %s", message)
+        self.failures.append(message)
+
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run one step; a ``DrillFailed`` or any error is recorded and re-raised as ``DrillFailed``."""
+        t0 = time.monotonic()
+        ok = False
+        try:
+            value = fn()
+            ok = True
+            return value
+        except DrillFailed as e:
+            self.fail("{}: {}".format(name, e))
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure is a reported check, the day stops
+            cause = getattr(e, "cause", None) or str(e) or type(e).__name__
+            log.warning("drill step %s failed", name, exc_info=True)
+            self.fail("{}: {}: {}".format(name, type(e).__name__, cause))
+            raise DrillFailed(cause) from e
+        finally:
+            self.steps.append({"step": name, "ok": ok, "seconds": round(time.monotonic() - t0, 3)})
+
+    def wait(self, what: str, condition: Callable[[], bool], sub: Any, timeout: Optional[float] = None) -> None:
+        """Wait until ``condition()`` holds, re-checking on each hub event of ``sub`` (and
+        at least every 0.2 s); ``DrillFailed`` naming ``what`` at the deadline."""
+        end = time.monotonic() + min(self.left(), timeout if timeout is not None else self.left())
+        while not condition():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise DrillFailed("timed out waiting for " + what)
+            sub.get(min(left, 0.2))
+
+    # -- the day -------------------------------------------------------------------------------
+    def run(self) -> Dict[str, Any]:
+        self.started = time.monotonic()
+        self.deadline = self.started + self.options.timeout
+        try:
+            self._day()
+        except DrillFailed:
+            pass
+        finally:
+            self._shutdown()
+        return self.report()
+
+    def _day(self) -> None:
+        self.step("start", self._start)
+        core = self.app.core
+        self.step("login", self._login)
+        self.step("setup", lambda: core.accounts.setup(self.app.simulator.site_code, self.options.mode, ACTOR))
+        self.step("load", self._load)
+        kdinfo = self.step("export_site_info", lambda: core.registration.export_site_info(
+            self.usb, ACTOR, HOST, self.app.lan.port())["kdinfo"])
+        self.step("register_rooms", lambda: self._proctors(kdinfo))
+        self.step("authorize", lambda: core.authorization.authorize_online(None, ACTOR))
+        self.step("seal_check", self._seal_check)
+        self.step("sync_lock", self.app.sync_lock)
+        self.step("verify", self._verify)
+        self.step("run_sessions", self._run_sessions)
+        self.step("recover", self._recover)
+        self.step("backup_external", lambda: core.upload.backup_external(self.external, ACTOR))
+        self.step("upload", self._upload)
+        self.step("platform_check", self._platform_check)
+
+    def _start(self) -> None:
+        from kd.app import App  # noqa: PLC0415
+        from kd.lan.server import LanOptions  # noqa: PLC0415
+
+        o = self.options
+        for folder in (self.data_dir, self.usb, self.external):
+            os.makedirs(folder, exist_ok=True)
+        duration, gap = schedule(o.sessions, o.first_start_in)
+        site = {"site_code": o.site_code, "rooms": o.rooms, "sessions": o.sessions, "candidates": o.candidates,
+                "first_start_in": o.first_start_in, "duration": duration, "gap": gap, "room_kb": o.room_kb}
+        lan = LanOptions(host=HOST, port=0, max_per_ip=2 * o.rooms + 8, max_connections=4 * o.rooms + 64)
+        self.app = App(self.data_dir, lan_host=HOST, lan_port=0, lan_options=lan, drill_site=site,
+                       tick_s=0.2, probe_s=30.0)
+        self.app.start()
+        if not self.app.drill:
+            raise DrillFailed("the app did not start in drill mode")
+
+    def _login(self) -> None:
+        accounts = self.app.core.accounts
+        if not accounts.login(ACTOR, INITIAL_PASSWORD)["must_change"]:
+            raise DrillFailed("the initial password was not marked for change")
+        accounts.change_password(ACTOR, INITIAL_PASSWORD, DRILL_PASSWORD, DRILL_PASSWORD)
+        if accounts.login(ACTOR, DRILL_PASSWORD)["must_change"]:
+            raise DrillFailed("the changed password still has to be changed")
+
+    def _load(self) -> None:
+        from kd.core.recovery import RecoveryService  # noqa: PLC0415
+
+        self.app.core.loading.load_online(ACTOR)
+        manifest = self.app.ctx.manifest()
+        rooms = len(manifest["rooms"])
+        if rooms != self.options.rooms:
+            raise DrillFailed("the package holds {} rooms, not {}".format(rooms, self.options.rooms))
+        self.sessions = [s["id"] for s in manifest["sessions"]]
+        self.expected = list(RecoveryService.expected_pairs(manifest))
+        self.counts["results_expected"] = len(self.expected)
+
+    def _proctors(self, kdinfo_path: str) -> None:
+        from kd.lan.simulator import SimOptions, Simulation, rooms_from_site_info  # noqa: PLC0415
+
+        o = self.options
+        rooms = rooms_from_site_info(kdinfo_path, o.rooms)
+        duration, _gap = schedule(o.sessions, o.first_start_in)
+        sim_options = SimOptions(result_mb=o.result_mb, speed=duration * 60.0 / max(o.session_s, 0.01),
+                                 permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
+                                 timeout=30.0, work_dir=os.path.join(self.work, "proctors"))
+        registration = self.app.core.registration
+        sub = self.app.hub.subscribe(["room_registered", "room_data_imported"])
+        try:
+            self.sim = Simulation(HOST, self.app.lan.port(), rooms, sim_options).start()
+
+            def imported() -> bool:
+                rows = registration.snapshot()["rooms"]
+                if all(r.get("data_imported") for r in rows):
+                    return True
+                if not any(p.is_alive() for p in self.sim.proctors):
+                    raise DrillFailed("proctors stopped: {}".format("; ".join(self.sim.report()["failures"])))
+                return False
+
+            self.wait("every room registered with its data imported", imported, sub)
+        finally:
+            sub.close()
+
+    def _seal_check(self) -> None:
+        result = self.app.core.seal.run(ACTOR)
+        if not result["passed"]:
+            failed = ["{}: {}".format(i["id"], i["detail"]) for i in result["items"] if i["status"] == "fail"]
+            raise DrillFailed("the seal check did not pass ({})".format("; ".join(failed)))
+
+    def _verify(self) -> None:
+        for sid in self.sessions:
+            self.app.core.verification.verify_online(sid, ACTOR)
+
+    def _run_sessions(self) -> None:
+        report = self.sim.wait(self.left())
+        self.proctors = {k: v for k, v in report.items() if k not in ("results", "failures", "ok")}
+        if not report["ok"]:
+            raise DrillFailed("proctors failed: {}".format("; ".join(report["failures"])))
+        self.proctor_results = {(r["room"], r["session"]): r for r in report["results"]}
+
+    def _recover(self) -> None:
+        from kd.core import model  # noqa: PLC0415
+
+        ctx = self.app.ctx
+        docs = {(d["room"], d["session"]): d for d in ctx.stores.runtime.all(model.ROOM_SESSIONS)
+                if d.get("result")}
+        for pair in self.expected:
+            doc = docs.get(pair)
+            sent = self.proctor_results.get(pair)
+            if doc is None:
+                self.fail("recover: no result for room {} session {}".format(*pair))
+            elif sent is None or doc["result"]["sha256"] != sent["sha256"]:
+                self.fail("recover: room {} session {} holds another file than the proctor sent".format(*pair))
+            elif doc["result"].get("source") != "lan":
+                self.fail("recover: room {} session {} was not recovered over the LAN".format(*pair))
+            elif not ctx.spool.verify(doc["result"]["sha256"]):
+                self.fail("recover: the spooled file of room {} session {} does not hash".format(*pair))
+            else:
+                self.recovered[pair] = doc["result"]
+        self.counts["results_received"] = len(self.recovered)
+        if not self.app.core.recovery.all_recovered():
+            raise DrillFailed("数据回收 does not show every room recovered")
+        if len(self.recovered) != len(self.expected):
+            raise DrillFailed("{} of {} results recovered intact".format(len(self.recovered), len(self.expected)))
+
+    def _upload(self) -> None:
+        result = self.app.core.upload.upload(None, ACTOR)
+        self.counts["results_uploaded"] = len(result["uploaded"]) + result["already"]
+        if result["not_recovered"]:
+            raise DrillFailed("not recovered at upload: {}".format(result["not_recovered"]))
+
+    def _platform_check(self) -> None:
+        import base64  # noqa: PLC0415
+
+        from kd.core import model  # noqa: PLC0415
+        from kd.formats.documents import load_upload_receipt  # noqa: PLC0415
+        from kd.formats.signing import TrustedKeys  # noqa: PLC0415
+
+        sim = self.app.simulator
+        trusted = TrustedKeys()
+        trusted.add(sim.public_key)
+        site = sim.site_code
+        committed = {(u["room_code"], u["session"]): u for u in sim.received()["uploads"]
+                     if u.get("state") == "committed"}
+        arrived = verified = 0
+        for pair, res in sorted(self.recovered.items()):
+            room, sid = pair
+            upload = committed.get(pair)
+            if upload is None:
+                self.fail("platform: no committed upload of room {} session {}".format(room, sid))
+                continue
+            if upload["sha256"] != res["sha256"] or upload["size"] != res["size"] \
+                    or sim.uploads.hash_of(upload["upload_id"]) != res["sha256"]:
+                self.fail("platform: the upload of room {} session {} does not hash as recovered".format(room, sid))
+                continue
+            arrived += 1
+            doc = self.app.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, sid)) or {}
+            kept = (doc.get("upload") or {}).get("receipt")
+            for source, raw in (("platform", upload.get("receipt", "").encode("utf-8")),
+                                ("site", base64.b64decode(kept) if kept else b"")):
+                try:
+                    load_upload_receipt(raw, trusted, site, session_id=sid, room_code=room,
+                                        sha256=res["sha256"], size=res["size"])
+                    verified += 1
+                except Exception as e:  # noqa: BLE001 - a receipt that does not verify is a failed check
+                    self.fail("platform: the {} receipt of room {} session {} does not verify: {}".format(
+                        source, room, sid, getattr(e, "cause", e)))
+        self.counts["results_at_platform"] = arrived
+        self.counts["receipts_verified"] = verified
+        # the reports go through the outbox (a background sender): wait for them
+        wanted = {"seal_check": 1, "upload_status": len(self.sessions)}
+        sub = self.app.hub.subscribe(["outbox.sent", "outbox.failed", "outbox.deferred"])
+        try:
+            def reports_in() -> bool:
+                self.reports = {}
+                for line in sim.reports.all():
+                    kind = line["report"].get("kind")
+                    self.reports[kind] = self.reports.get(kind, 0) + 1
+                return all(self.reports.get(k, 0) >= n for k, n in wanted.items())
+
+            try:
+                self.wait("the reports at the platform", reports_in, sub, timeout=30.0)
+            except DrillFailed as e:
+                self.fail("platform: {} (received {})".format(e, self.reports))
+        finally:
+            sub.close()
+
+    def _shutdown(self) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+        if self.app is not None:
+            try:
+                self.app.stop()
+            except Exception as e:  # noqa: BLE001 - reported, the report still comes out
+                log.exception("drill: stopping the app failed")
+                self.fail("stop: {}: {}".format(type(e).__name__, e))
+
+    def report(self) -> Dict[str, Any]:
+        o = self.options
+        out: Dict[str, Any] = {"ok": not self.failures, "rooms": o.rooms, "sessions": o.sessions,
+                               "candidates": o.candidates, "mode": o.mode}
+        out.update(self.counts)
+        out.update({"reports": self.reports, "proctors": self.proctors,
+                    "seconds": round(time.monotonic() - self.started, 2), "steps": self.steps,
+                    "failures": list(self.failures), "work_dir": None})
+        missing = self.counts["results_expected"] - min(self.counts["results_received"],
+                                                        self.counts["results_uploaded"],
+                                                        self.counts["results_at_platform"])
+        if not self.counts["results_expected"] or missing or \
+                self.counts["receipts_verified"] != 2 * self.counts["results_expected"]:
+            if not self.failures:
+                out["failures"].append("results missing: {}".format(
+                    {k: v for k, v in self.counts.items()}))
+            out["ok"] = False
+        return out
+
+
+def run_drill(options: DrillOptions, work_dir: str) -> Dict[str, Any]:
+    """Run the drill in ``work_dir`` (made if missing; not removed) and return its report."""
+    os.makedirs(work_dir, exist_ok=True)
+    return Drill(options, work_dir).run()
+
+
+# --- python3 main.py drill ------------------------------------------------------------------
+
+
+def _positive(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: {!r}".format(text)) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError("must be between {} and {}".format(low, high))
+        return value
+
+    return parse
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``drill`` to ``main.py``'s subcommands."""
+    p = subparsers.add_parser("drill", help="演练：在本机用模拟的监控平台、机考锁和监考机走完整个考试日",
+                              description="演练 (drill): a whole exam day on this machine, in a temp folder")
+    p.add_argument("--rooms", type=_positive(int, 1, 999), required=True, help="考场数（模拟的监考机数）")
+    p.add_argument("--candidates", type=_positive(int, 1, 99), default=DEFAULTS.candidates,
+                   help="每考场每场次考生数")
+    p.add_argument("--result-mb", type=_positive(float, 0.001, 2048), default=DEFAULTS.result_mb,
+                   help="每个结果包的作答数据量（MB）")
+    p.add_argument("--sessions", type=_positive(int, 1, 8), default=DEFAULTS.sessions, help="场次数")
+    p.add_argument("--mode", choices=("mock", "formal"), default=DEFAULTS.mode, help="考试模式（默认 mock）")
+    p.add_argument("--timeout", type=_positive(float, 10, 86400), default=DEFAULTS.timeout,
+                   help="整个演练的时限（秒）")
+    p.add_argument("--keep", action="store_true", help="保留演练的工作目录（失败时总是保留）")
+    p.add_argument("--json", action="store_true", help="以一行 JSON 输出报告")
+    return p
+
+
+def options_of(opts: argparse.Namespace) -> DrillOptions:
+    return DrillOptions(rooms=opts.rooms, candidates=opts.candidates, result_mb=opts.result_mb,
+                        sessions=opts.sessions, mode=opts.mode, timeout=opts.timeout)
+
+
+def run_cli(opts: argparse.Namespace, work_dir: str) -> int:
+    """``main.py drill``: run in ``work_dir``, print the report, remove the folder unless kept."""
+    report = run_drill(options_of(opts), work_dir)
+    if opts.keep or not report["ok"]:
+        report["work_dir"] = os.path.abspath(work_dir)
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if opts.json:
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+    else:
+        print(("演练{}：{} 个考场，{} 个场次；结果 应回收 {} / 已回收 {} / 已上报 {} / 平台收到 {}；"
+               "回执验证 {}；用时 {} 秒").format(
+            "成功" if report["ok"] else "失败", report["rooms"], report["sessions"], report["results_expected"],
+            report["results_received"], report["results_uploaded"], report["results_at_platform"],
+            report["receipts_verified"], report["seconds"]))
+        for failure in report["failures"]:
+            print("失败：" + failure)
+        if report["work_dir"]:
+            print("工作目录：" + report["work_dir"])
+        sys.stdout.flush()
+    return 0 if report["ok"] else 1
