@@ -1,0 +1,98 @@
+"""考前 step 3 考试授权 (screens.md §3.3): each session's authorization, online or from a .PTQ.
+
+考试授权 downloads every session's authorization (``core.authorization.authorize_online``
+with ``None``); when the platform cannot be reached or refuses, the .PTQ import dialog
+opens (``core.authorization.import_ptq``), as does 手工导入. The table 场次明细 is the
+manual's: 场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状态 | 授权验证状态.
+考场注册 and 考试授权 may be done in either order.
+"""
+
+from typing import Any, Dict, List
+
+import ttkbootstrap as ttk
+
+from kd.errors import UserError
+from kd.views.base import Page
+from kd.views.dialogs import PTQ_TYPES
+from kd.views.step_common import actor, fallback_import, shown
+from kd.views.widgets import Table, mark
+
+COLUMNS = [
+    ("id", "场次", 60),
+    ("name", "场次名称", 150),
+    ("start", "开考时间", 160),
+    ("duration", "考试时长", 80),
+    ("authorized", "考试授权状态", 110),
+    ("verified", "授权验证状态", 110),
+]
+PTQ_TITLE = "手工导入考试授权文件（.PTQ）"
+
+
+class AuthorizePage(Page):
+    title = "考试授权"
+    events = frozenset({"session_authorized", "verification.verified", "package_loaded", "system.initialized",
+                        "system.restored", "system.to_formal"})
+
+    # -- build ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        ttk.Label(self, text="场次明细：").pack(anchor="w")
+        self.table = Table(self, COLUMNS, height=10)
+        self.table.pack(fill="both", expand=True)
+
+        footer = ttk.Frame(self)
+        footer.pack(fill="x", pady=(8, 0))
+        self.status = ttk.Label(footer, text="")
+        self.status.pack(side="left")
+        self.import_button = ttk.Button(footer, text="手工导入", bootstyle="secondary", command=self._on_import)
+        self.import_button.pack(side="right")
+        self.authorize_button = ttk.Button(footer, text="考试授权", bootstyle="primary", command=self._on_authorize)
+        self.authorize_button.pack(side="right", padx=(0, 6))
+        ttk.Label(self, text="说明：考试授权从监控平台联网下载各场次的授权；"
+                             "下载失败时请手工导入该场次的考试授权文件（.PTQ）。考场注册与考试授权两个操作无先后顺序限制。",
+                  bootstyle="info", wraplength=760).pack(anchor="w", pady=(6, 0))
+
+    # -- snapshot / render ---------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        return self.core.authorization.snapshot()
+
+    @staticmethod
+    def step_done(core: Any) -> bool:
+        return bool(core.authorization.snapshot()["all_authorized"])
+
+    def render(self, snap: Dict[str, Any]) -> None:
+        rows: List[Dict[str, Any]] = []
+        for s in snap.get("sessions") or []:
+            rows.append({"id": s["id"], "name": s["name"], "start": shown(s["start"]),
+                         "duration": s["duration_min"], "authorized": mark(s["authorized"]),
+                         "verified": mark(s["verified"])})
+        self.table.set_rows(rows)
+        sessions = snap.get("sessions") or []
+        if not sessions:
+            text = "尚未导入考务：请先在“导入考务”中载入考场数据。"
+        elif snap.get("all_authorized"):
+            text = "考试授权成功（全部 {} 个场次）".format(len(sessions))
+        else:
+            text = "未授权场次 {} 个。".format(sum(1 for s in sessions if not s["authorized"]))
+        self.status.configure(text=text)
+
+    # -- actions -------------------------------------------------------------------------
+    def _authorized(self, _snap: Any) -> None:
+        self.shell.notify("考试授权成功。")
+        self.shell.refresh_steps()
+
+    def _on_authorize(self) -> None:
+        who = actor(self.shell)
+        self.run(lambda: self.core.authorization.authorize_online(None, who), self._authorized,
+                 button=self.authorize_button, on_user_error=self._failed)
+
+    def _failed(self, exc: UserError) -> None:
+        who = actor(self.shell)
+        fallback_import(self, exc, PTQ_TITLE, PTQ_TYPES, lambda path: self.core.authorization.import_ptq(path, who),
+                        self._authorized, button=self.authorize_button)
+
+    def _on_import(self) -> None:
+        path = self.shell.dialogs.open_file(PTQ_TITLE, PTQ_TYPES)
+        if not path:
+            return
+        who = actor(self.shell)
+        self.run(lambda: self.core.authorization.import_ptq(path, who), self._authorized, button=self.import_button)

@@ -1,0 +1,188 @@
+"""考前 step 1 导入考务 (screens.md §3.1): load the site package, its rooms, detail and door sheets.
+
+The table is the manual's: 考场代码 | 场次数 | 数据载入时间 | 是否通过校验 | 校验通过的时间 |
+查看详情 (查看) | 门贴座次表 (打开); a click on 查看 opens the room's detail (sessions and
+candidates by seat, ``core.loading.room_detail``), a click on 打开 writes the room's
+door sticker / seating chart (``core.loading.print_door_sheet``) and opens it in the
+browser (``shell.open_url``). The buttons below the table do the same for the selected
+room. The footer shows 考场数据包发布时间, the load time (手工导入时间 after a manual
+import) and the 校验通过 time, with 载入 (``core.loading.load_online``) and 手工导入
+(``core.loading.import_zip``); a failed download opens the .zip import dialog.
+"""
+
+from typing import Any, Dict, List
+
+import ttkbootstrap as ttk
+
+from kd.errors import UserError
+from kd.views.base import Page
+from kd.views.dialogs import ZIP_TYPES
+from kd.views.step_common import InfoLine, actor, fallback_import, shown
+from kd.views.widgets import Table, mark
+
+COLUMNS = [
+    ("code", "考场代码", 110),
+    ("session_count", "场次数", 60),
+    ("loaded_at", "数据载入时间", 150),
+    ("verified", "是否通过校验", 100),
+    ("verified_at", "校验通过的时间", 150),
+    ("detail", "查看详情", 80),
+    ("door", "门贴座次表", 90),
+]
+NOTE = "说明：考场注册与考试授权两个操作无先后顺序限制。"
+ZIP_TITLE = "手工导入考场数据包（.zip）"
+
+
+class LoadPage(Page):
+    title = "导入考务"
+    events = frozenset({"package_loaded", "system.initialized", "system.restored", "system.to_formal"})
+
+    # -- build ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.table = Table(self, COLUMNS, height=12)
+        self.table.pack(fill="both", expand=True)
+        self.table.tree.bind("<ButtonRelease-1>", self._on_click, add="+")
+        self.table.tree.bind("<Double-1>", lambda e: self._on_detail(), add="+")
+
+        row = ttk.Frame(self)
+        row.pack(fill="x", pady=(6, 0))
+        self.detail_button = ttk.Button(row, text="查看详情", bootstyle="secondary-outline", command=self._on_detail)
+        self.detail_button.pack(side="left")
+        self.door_button = ttk.Button(row, text="门贴座次表", bootstyle="secondary-outline", command=self._on_door)
+        self.door_button.pack(side="left", padx=(6, 0))
+        self.empty = ttk.Label(row, text="", bootstyle="secondary")
+        self.empty.pack(side="left", padx=(12, 0))
+
+        footer = ttk.Frame(self)
+        footer.pack(fill="x", pady=(8, 0))
+        self.info = InfoLine(footer, [("publish", "考场数据包发布时间"), ("loaded", "数据载入时间"),
+                                      ("verified", "校验通过")])
+        self.info.pack(side="left")
+        self.import_button = ttk.Button(footer, text="手工导入", bootstyle="secondary", command=self._on_import)
+        self.import_button.pack(side="right")
+        self.load_button = ttk.Button(footer, text="载入", bootstyle="primary", command=self._on_load)
+        self.load_button.pack(side="right", padx=(0, 6))
+
+        ttk.Label(self, text=NOTE, bootstyle="info").pack(anchor="w", pady=(6, 0))
+
+    # -- snapshot / render ---------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        return self.core.loading.snapshot()
+
+    @staticmethod
+    def step_done(core: Any) -> bool:
+        snap = core.loading.snapshot()
+        return bool(snap["loaded"] and snap["rooms"] and all(r["verified"] for r in snap["rooms"]))
+
+    def render(self, snap: Dict[str, Any]) -> None:
+        rows: List[Dict[str, Any]] = []
+        for room in snap.get("rooms") or []:
+            rows.append({"code": room["code"], "session_count": room["session_count"],
+                         "loaded_at": shown(room.get("loaded_at")), "verified": mark(room.get("verified")),
+                         "verified_at": shown(room.get("verified_at")), "detail": "查看", "door": "打开"})
+        self.table.set_rows(rows)
+        manual = snap.get("source") == "manual"
+        self.info.set_label("loaded", "手工导入时间" if manual else "数据载入时间")
+        self.info.set("publish", shown(snap.get("publish_time")) or "未载入")
+        self.info.set("loaded", shown(snap.get("loaded_at")))
+        self.info.set("verified", shown(snap.get("verified_at")))
+        self.empty.configure(text="" if snap.get("loaded") else "尚未导入考务：请点击“载入”从监控平台下载考场数据。")
+
+    # -- actions -------------------------------------------------------------------------
+    def _loaded(self, _result: Any) -> None:
+        self.shell.notify("考场数据载入成功，已通过校验。")
+        self.shell.refresh_steps()
+
+    def _on_load(self) -> None:
+        who = actor(self.shell)
+        self.run(lambda: self.core.loading.load_online(who), self._loaded, button=self.load_button,
+                 on_user_error=self._load_failed)
+
+    def _load_failed(self, exc: UserError) -> None:
+        who = actor(self.shell)
+        fallback_import(self, exc, ZIP_TITLE, ZIP_TYPES, lambda path: self.core.loading.import_zip(path, who),
+                        self._loaded, button=self.load_button)
+
+    def _on_import(self) -> None:
+        path = self.shell.dialogs.open_file(ZIP_TITLE, ZIP_TYPES)
+        if not path:
+            return
+        who = actor(self.shell)
+        self.run(lambda: self.core.loading.import_zip(path, who), self._loaded, button=self.import_button)
+
+    def _selected_code(self) -> Any:
+        row = self.table.selected()
+        if row is None:
+            self.shell.notify("请先在表格中选择一个考场。", kind="warning")
+            return None
+        return row["code"]
+
+    def _on_click(self, event: Any) -> None:
+        tree = self.table.tree
+        iid = tree.identify_row(event.y)
+        column = tree.identify_column(event.x)
+        if not iid or not iid.startswith("r") or not column:
+            return
+        key = COLUMNS[int(column[1:]) - 1][0]
+        if key not in ("detail", "door"):
+            return
+        tree.selection_set(iid)
+        (self._on_detail if key == "detail" else self._on_door)()
+
+    def _on_detail(self) -> None:
+        code = self._selected_code()
+        if code is None:
+            return
+        self.run(lambda: self.core.loading.room_detail(code), self._show_detail)
+
+    def _show_detail(self, detail: Dict[str, Any]) -> None:
+        self.detail_window = RoomDetail(self, detail, on_door=self._open_door)
+
+    def _on_door(self) -> None:
+        code = self._selected_code()
+        if code is not None:
+            self._open_door(code)
+
+    def _open_door(self, code: str) -> None:
+        self.run(lambda: self.core.loading.print_door_sheet(code), self.shell.open_url, button=self.door_button)
+
+
+DETAIL_COLUMNS = [
+    ("session", "场次", 140),
+    ("seat", "座位号", 60),
+    ("ticket", "准考证号", 150),
+    ("name", "姓名", 90),
+    ("subject", "科目", 150),
+]
+
+
+class RoomDetail(ttk.Toplevel):
+    """查看详情: a room's sessions and candidates by seat (rendered from ``room_detail``)."""
+
+    def __init__(self, page: Page, detail: Dict[str, Any], on_door: Any) -> None:
+        super().__init__(master=page, title="考场详情 - {}".format(detail["code"]))
+        self.transient(page.winfo_toplevel())
+        self.detail = detail
+        head = "考场代码：{}    考场名称：{}    座位数：{}".format(
+            detail["code"], detail.get("name") or "", detail.get("seats") or "")
+        ttk.Label(self, text=head).pack(anchor="w", padx=10, pady=(10, 4))
+        sessions = "；".join("{} {}（{} 分钟，{} 人）".format(s["name"], shown(s["start"]), s["duration_min"],
+                                                           len(s["candidates"])) for s in detail["sessions"])
+        ttk.Label(self, text="场次：" + (sessions or "无"), wraplength=600).pack(anchor="w", padx=10)
+        self.table = Table(self, DETAIL_COLUMNS, height=14)
+        self.table.pack(fill="both", expand=True, padx=10, pady=6)
+        rows = []
+        for session in detail["sessions"]:
+            for cand in session["candidates"]:
+                rows.append({"session": session["name"], "seat": cand["seat"], "ticket": cand["ticket"],
+                             "name": cand["name"], "subject": cand.get("subject_name") or cand.get("subject") or ""})
+        self.table.set_rows(rows)
+        buttons = ttk.Frame(self)
+        buttons.pack(fill="x", padx=10, pady=(0, 10))
+        self.close_button = ttk.Button(buttons, text="关闭", bootstyle="secondary", command=self.destroy)
+        self.close_button.pack(side="right")
+        self.door_button = ttk.Button(buttons, text="门贴座次表", bootstyle="primary",
+                                      command=lambda: on_door(detail["code"]))
+        self.door_button.pack(side="right", padx=(0, 6))
+        self.bind("<Escape>", lambda e: self.destroy())
+

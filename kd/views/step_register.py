@@ -1,0 +1,170 @@
+"""考前 step 2 考场注册 (screens.md §3.2, §3.2.2): rooms, registration codes, proctor IPs.
+
+The table is the manual's: 考场代码 | 注册码 | 注册IP | 封场检测 | 备注 | 操作; the 操作 cell
+holds 撤销注册 (left half; asks for confirmation, then ``core.registration.revoke``) and
+查看考场 (right half; the room's detail as in 导入考务). The buttons below the table do
+the same for the selected room. The footer counts 已注册考场N个, 未注册考场M个 and has
+导出考点信息 (choose a folder → ``core.registration.export_site_info``, with the running
+App's LAN address and port) and 恢复注册 (a KDINFO file → ``core.registration.restore``).
+The table refreshes live when a proctor registers, imports its room data, or a
+registration is revoked or restored.
+"""
+
+from typing import Any, Dict, List, Optional
+
+import ttkbootstrap as ttk
+
+from kd.views.base import Page
+from kd.views.dialogs import KDINFO_TYPES
+from kd.views.step_common import actor
+from kd.views.step_load import RoomDetail
+from kd.views.widgets import Table, mark
+
+OPERATIONS = "撤销注册 | 查看考场"
+COLUMNS = [
+    ("code", "考场代码", 110),
+    ("reg_code", "注册码", 100),
+    ("ip", "注册IP", 120),
+    ("seal", "封场检测", 80),
+    ("note", "备注", 200),
+    ("ops", "操作", 150),
+]
+
+
+class RegisterPage(Page):
+    title = "考场注册"
+    events = frozenset({"room_registered", "room_data_imported", "registration_revoked", "registration_restored",
+                        "package_loaded", "system.initialized", "system.restored", "system.to_formal"})
+
+    # -- build ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.table = Table(self, COLUMNS, height=12)
+        self.table.pack(fill="both", expand=True)
+        self.table.tree.bind("<ButtonRelease-1>", self._on_click, add="+")
+
+        row = ttk.Frame(self)
+        row.pack(fill="x", pady=(6, 0))
+        self.revoke_button = ttk.Button(row, text="撤销注册", bootstyle="danger-outline", command=self._on_revoke)
+        self.revoke_button.pack(side="left")
+        self.view_button = ttk.Button(row, text="查看考场", bootstyle="secondary-outline", command=self._on_view)
+        self.view_button.pack(side="left", padx=(6, 0))
+
+        footer = ttk.Frame(self)
+        footer.pack(fill="x", pady=(8, 0))
+        self.counts = ttk.Label(footer, text="")
+        self.counts.pack(side="left")
+        self.restore_button = ttk.Button(footer, text="恢复注册", bootstyle="secondary", command=self._on_restore)
+        self.restore_button.pack(side="right")
+        self.export_button = ttk.Button(footer, text="导出考点信息", bootstyle="primary", command=self._on_export)
+        self.export_button.pack(side="right", padx=(0, 6))
+        ttk.Label(self, text="说明：导出考点信息（考场代码和注册码）交给各考场，监考机用考场代码和注册码注册；"
+                             "全部考场注册后请再导出一次，用于重装后“恢复注册”。",
+                  bootstyle="info", wraplength=760).pack(anchor="w", pady=(6, 0))
+
+    # -- snapshot / render ---------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        return self.core.registration.snapshot()
+
+    @staticmethod
+    def step_done(core: Any) -> bool:
+        snap = core.registration.snapshot()
+        return bool(snap["rooms"]) and snap["unregistered"] == 0
+
+    def render(self, snap: Dict[str, Any]) -> None:
+        rows: List[Dict[str, Any]] = []
+        for room in snap.get("rooms") or []:
+            note = room.get("note") or ""
+            if not note and room.get("registered") and not room.get("data_imported"):
+                note = "监考机尚未导入考场数据"
+            rows.append({"code": room["code"], "reg_code": room["reg_code"], "ip": room.get("ip") or "",
+                         "seal": mark(room.get("data_imported")) if room.get("registered") else "",
+                         "note": note, "ops": OPERATIONS if room.get("registered") else "查看考场"})
+        self.table.set_rows(rows)
+        self.counts.configure(text="已注册考场{}个，未注册考场{}个".format(snap.get("registered", 0),
+                                                                      snap.get("unregistered", 0)))
+
+    # -- actions -------------------------------------------------------------------------
+    def _selected(self) -> Optional[Dict[str, Any]]:
+        row = self.table.selected()
+        if row is None:
+            self.shell.notify("请先在表格中选择一个考场。", kind="warning")
+        return row
+
+    def _on_click(self, event: Any) -> None:
+        tree = self.table.tree
+        iid = tree.identify_row(event.y)
+        column = tree.identify_column(event.x)
+        if not iid or not iid.startswith("r") or column != "#{}".format(len(COLUMNS)):
+            return
+        tree.selection_set(iid)
+        box = tree.bbox(iid, column)
+        left = bool(box) and event.x < box[0] + box[2] // 2
+        row = self.table.selected()
+        if left and row is not None and row.get("ops") == OPERATIONS:
+            self._on_revoke()
+        else:
+            self._on_view()
+
+    def _on_revoke(self) -> None:
+        row = self._selected()
+        if row is None:
+            return
+        code = row["code"]
+        if not row.get("ip"):
+            self.shell.notify("考场 {} 尚未注册。".format(code), kind="warning")
+            return
+        if not self.shell.dialogs.confirm("撤销注册", "确认撤销考场 {} 的注册吗？".format(code),
+                                          "撤销后该考场的监考机（{}）需要重新注册。".format(row["ip"])):
+            return
+        who = actor(self.shell)
+
+        def done(_doc: Any) -> None:
+            self.shell.notify("已撤销考场 {} 的注册。".format(code))
+            self.shell.refresh_steps()
+
+        self.run(lambda: self.core.registration.revoke(code, who), done, button=self.revoke_button)
+
+    def _on_view(self) -> None:
+        row = self._selected()
+        if row is None:
+            return
+        code = row["code"]
+        self.run(lambda: self.core.loading.room_detail(code), self._show_detail)
+
+    def _show_detail(self, detail: Dict[str, Any]) -> None:
+        self.detail_window = RoomDetail(self, detail, on_door=self._open_door)
+
+    def _open_door(self, code: str) -> None:
+        self.run(lambda: self.core.loading.print_door_sheet(code), self.shell.open_url)
+
+    def _on_export(self) -> None:
+        folder = self.shell.dialogs.choose_dir("导出考点信息：选择保存的文件夹（如 U 盘）")
+        if not folder:
+            return
+        who = actor(self.shell)
+        app = getattr(self.shell, "app", None)
+
+        def export() -> Dict[str, str]:
+            lan = getattr(app, "lan", None) if app is not None else None
+            if lan is not None:
+                return self.core.registration.export_site_info(folder, who, lan.address(), lan.port())
+            return self.core.registration.export_site_info(folder, who)
+
+        def done(paths: Dict[str, str]) -> None:
+            self.exported = paths
+            self.shell.notify("考点信息已导出：{}".format(paths["kdinfo"]))
+            self.shell.open_url(paths["html"])
+
+        self.run(export, done, button=self.export_button)
+
+    def _on_restore(self) -> None:
+        path = self.shell.dialogs.open_file("恢复注册：选择考点信息备份文件", KDINFO_TYPES)
+        if not path:
+            return
+        who = actor(self.shell)
+
+        def done(snap: Dict[str, Any]) -> None:
+            self.shell.notify("注册信息已恢复：已注册考场{}个。".format(snap.get("registered", 0)))
+            self.shell.refresh_steps()
+
+        self.run(lambda: self.core.registration.restore(path, who), done, button=self.restore_button)

@@ -1,0 +1,154 @@
+"""考前 step 4 封场检测 (screens.md §3.4): may the site be sealed? Item by item, with remedies.
+
+封场检测 runs ``core.seal.run`` (in a worker): each item (考场数据包已校验, 考场全部注册,
+考场数据全部导入, 场次全部授权, 机考锁在位, 局域网服务运行, 磁盘剩余空间, 系统时间准确)
+shows 通过 / 未通过 / 未检测 with its detail, and every failed item its remedy below the
+table. A passing check is reported to the platform automatically (through the outbox);
+the page shows "上报成功" and the time once the platform took it, and follows the
+outbox live. The manual's 系统备份 of step 4 is the button at the top right: the window
+考点系统备份 (请选择备份目录 with 选择, 备注, 备份 / 关闭; ``core.system.backup``).
+"""
+
+import tkinter as tk
+from typing import Any, Dict, List
+
+import ttkbootstrap as ttk
+
+from kd.views.base import Page
+from kd.views.step_common import InfoLine, actor, shown
+from kd.views.widgets import Table, ui_font
+
+COLUMNS = [
+    ("label", "检测项目", 140),
+    ("status", "检测结果", 90),
+    ("detail", "说明", 540),
+]
+MARKS = {"pass": "✓ 通过", "fail": "✗ 未通过", "skipped": "— 未检测"}
+
+
+class SealPage(Page):
+    title = "封场检测"
+    events = frozenset({"seal.checked", "outbox.sent", "outbox.failed", "outbox.deferred", "outbox.retry",
+                        "system.initialized", "system.restored", "system.backup"})
+
+    # -- build ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        top = ttk.Frame(self)
+        top.pack(fill="x", pady=(0, 6))
+        self.check_button = ttk.Button(top, text="封场检测", bootstyle="primary", command=self._on_check)
+        self.check_button.pack(side="left")
+        self.verdict = ttk.Label(top, text="", font=(ui_font(self), 11, "bold"))
+        self.verdict.pack(side="left", padx=(12, 0))
+        self.backup_button = ttk.Button(top, text="系统备份", bootstyle="secondary", command=self._on_backup)
+        self.backup_button.pack(side="right")
+
+        self.table = Table(self, COLUMNS, height=8)
+        self.table.pack(fill="both", expand=True)
+        self.remedies = ttk.Label(self, text="", bootstyle="danger", wraplength=780, justify="left")
+        self.remedies.pack(anchor="w", fill="x", pady=(4, 0))
+
+        self.info = InfoLine(self, [("checked", "检测时间"), ("passed", "检测通过时间"), ("report", "上报状态")])
+        self.info.pack(anchor="w", pady=(6, 0))
+
+
+    # -- snapshot / render ---------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        return self.core.seal.snapshot()
+
+    @staticmethod
+    def step_done(core: Any) -> bool:
+        return bool(core.seal.snapshot()["passed"])
+
+    def render(self, snap: Dict[str, Any]) -> None:
+        items = snap.get("items") or []
+        rows: List[Dict[str, Any]] = [
+            {"id": i["id"], "label": i["label"], "status": MARKS.get(i["status"], i["status"]), "detail": i["detail"]}
+            for i in items]
+        self.table.set_rows(rows)
+        failed = [i for i in items if i["status"] == "fail"]
+        self.remedies.configure(text="\n".join("✗ {}：{}".format(i["label"], i["remedy"]) for i in failed))
+        if not snap.get("checked_at"):
+            self.verdict.configure(text="尚未进行封场检测", bootstyle="secondary")
+        elif snap.get("passed"):
+            self.verdict.configure(text="封场检测通过，可以封场", bootstyle="success")
+        else:
+            self.verdict.configure(text="封场检测未通过：{} 项未通过".format(len(failed)), bootstyle="danger")
+        self.info.set("checked", shown(snap.get("checked_at")))
+        self.info.set("passed", shown(snap.get("passed_at")))
+        self.info.set("report", snap.get("report_label") or "")
+
+    # -- actions -------------------------------------------------------------------------
+    def _on_check(self) -> None:
+        who = actor(self.shell)
+
+        def done(result: Dict[str, Any]) -> None:
+            self.shell.notify("封场检测通过。" if result.get("passed") else "封场检测未通过，请按提示处理。",
+                              kind="info" if result.get("passed") else "warning")
+            self.shell.refresh_steps()
+
+        self.run(lambda: self.core.seal.run(who), done, button=self.check_button)
+
+    def _on_backup(self) -> None:
+        self.backup_window = BackupDialog(self)
+
+
+class BackupDialog(ttk.Toplevel):
+    """考点系统备份 (the manual's step 4 window): 请选择备份目录, 备注, 备份 / 关闭."""
+
+    def __init__(self, page: Page) -> None:
+        super().__init__(master=page, title="考点系统备份")
+        self.transient(page.winfo_toplevel())
+        self.page = page
+        self.path = ""
+        frame = ttk.Frame(self, padding=12)
+        frame.pack(fill="both", expand=True)
+        ttk.Label(frame, text="请选择备份目录").grid(row=0, column=0, sticky="w")
+        self.folder = ttk.Entry(frame, width=40)
+        self.folder.grid(row=1, column=0, sticky="ew")
+        self.choose_button = ttk.Button(frame, text="选择", bootstyle="secondary-outline", command=self._on_choose)
+        self.choose_button.grid(row=1, column=1, padx=(6, 0))
+        ttk.Label(frame, text="备注").grid(row=2, column=0, sticky="w", pady=(8, 0))
+        self.note = tk.Text(frame, width=40, height=4)
+        self.note.grid(row=3, column=0, columnspan=2, sticky="nsew")
+        self.result = ttk.Label(frame, text="", bootstyle="success", wraplength=360)
+        self.result.grid(row=4, column=0, columnspan=2, sticky="w", pady=(6, 0))
+        buttons = ttk.Frame(frame)
+        buttons.grid(row=5, column=0, columnspan=2, sticky="e", pady=(8, 0))
+        self.backup_button = ttk.Button(buttons, text="备份", bootstyle="primary", command=self._on_backup)
+        self.backup_button.pack(side="left")
+        self.close_button = ttk.Button(buttons, text="关闭", bootstyle="secondary", command=self.destroy)
+        self.close_button.pack(side="left", padx=(6, 0))
+        frame.columnconfigure(0, weight=1)
+        frame.rowconfigure(3, weight=1)
+        self.bind("<Escape>", lambda e: self.destroy())
+
+    def _on_choose(self) -> None:
+        folder = self.page.shell.dialogs.choose_dir("系统备份：请选择备份目录")
+        if folder:
+            self.folder.delete(0, "end")
+            self.folder.insert(0, folder)
+
+    def _on_backup(self) -> None:
+        folder = self.folder.get().strip()
+        if not folder:
+            self._on_choose()
+            folder = self.folder.get().strip()
+            if not folder:
+                return
+        note = self.note.get("1.0", "end").strip()
+        page, who = self.page, actor(self.page.shell)
+
+        def done(path: str) -> None:
+            self.path = path
+            if self.winfo_exists():
+                self.result.configure(text="备份完成：{}".format(path))
+            page.shell.notify("系统备份完成：{}".format(path))
+
+        self.result.configure(text="正在备份…")
+        page.run(lambda: page.core.system.backup(folder, note, who), done, button=self.backup_button,
+                 on_user_error=self._failed)
+
+    def _failed(self, exc: Any) -> None:
+        if self.winfo_exists():
+            self.result.configure(text="")
+        self.page.shell.dialogs.error(exc)

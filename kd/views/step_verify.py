@@ -1,0 +1,251 @@
+"""考前 step 5 授权验证 (screens.md §4.1, §4.2): verify the current session with the synced dongle.
+
+Pick the current session (场次, preselected by ``core.verification.snapshot()["current"]``),
+then 授权验证: ``core.verification.verify_online``; when the platform cannot be reached
+or refuses, the .KDV import dialog opens (``core.verification.import_verification``),
+as does 手工导入. The table shows each session's 考试授权状态 and 授权验证状态 (✓) with
+the verification time and source.
+
+Above it, the dongle's 校时 state: which dongle is attached (and the one the package
+names), when it was synced (the sync ticket's server time, valid until when, for which
+lock) and whether that sync lies within the hour before each session's start, with the
+manual's instruction (§4.1): about one hour before the session, sync the dongle on an
+internet PC; only "校时授权成功!" means the sync is done.
+
+The ticket is read by the dongle port and checked with ``kd.formats.documents`` in the
+worker (``sync_state``); the core has no such read-only method yet. When the page runs
+in the app (``shell.app``) and the platform is reachable (the app's ``net.status``
+events, or one probe before the first), a 机考锁校时 button syncs the dongle from here
+(``App.sync_lock``) and shows the manual's "校时授权成功!" message.
+"""
+
+from typing import Any, Dict, List, Optional
+
+import ttkbootstrap as ttk
+
+from kd.errors import FormatError, UserError
+from kd.formats import documents
+from kd.formats.timeutil import format_time, parse_time
+from kd.views.base import Page
+from kd.views.dialogs import KDV_TYPES
+from kd.views.step_common import InfoLine, actor, fallback_import, shown
+from kd.views.widgets import Table, mark
+
+COLUMNS = [
+    ("id", "场次", 50),
+    ("name", "场次名称", 130),
+    ("start", "开考时间", 150),
+    ("duration", "考试时长", 70),
+    ("authorized", "考试授权状态", 100),
+    ("verified", "授权验证状态", 100),
+    ("verified_at", "验证时间", 150),
+    ("source", "验证方式", 80),
+]
+SOURCES = {"online": "联网验证", "manual": "手工导入"}
+KDV_TITLE = "手工导入授权验证文件（.KDV）"
+SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如 9:00 开考，8:00 校时），将机考锁插在可上互联网的电脑上，"
+             "登录监控平台的校时网站，点击“读取机考锁时间”进行校时；提示“校时授权成功!”才算校时完成。"
+             "校时后将机考锁插回本机，选择当前场次，点击“授权验证”。")
+
+
+def sync_state(core: Any, sessions: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The dongle's 校时 state (worker thread): attached, lock ids, the ticket's times, per-session fit."""
+    ctx = core.ctx
+    manifest = ctx.manifest() or {}
+    expected = (manifest.get("lock") or {}).get("id")
+    state: Dict[str, Any] = {"attached": False, "lock_id": None, "expected": expected, "ticket": None,
+                             "problem": "", "for_session": {}}
+    dongle = ctx.dongle
+    if dongle is None or not dongle.attached():
+        state["problem"] = "未检测到机考锁"
+        return state
+    state["attached"] = True
+    state["lock_id"] = dongle.lock_id()
+    try:
+        raw = dongle.get_ticket()
+    except UserError as e:
+        state["problem"] = e.cause
+        return state
+    if not raw:
+        state["problem"] = "机考锁中没有校时凭证（尚未校时）"
+        return state
+    try:
+        ticket = documents.load_sync_ticket(raw, ctx.trusted, ctx.now(), lock_id=expected,
+                                            site_code=ctx.site_code() or manifest.get("site_code"))
+    except FormatError as e:
+        state["problem"] = e.cause
+        return state
+    state["ticket"] = {"lock_id": ticket.lock_id, "server_time": format_time(ticket.server_time),
+                       "valid_until": format_time(ticket.valid_until)}
+    for s in sessions:
+        try:
+            start = parse_time(s.get("start"), "start", "考场数据包")
+        except FormatError:
+            continue
+        state["for_session"][s["id"]] = documents.synced_for_session(ticket, start)
+    return state
+
+
+class VerifyPage(Page):
+    title = "授权验证"
+    events = frozenset({"verification.verified", "session_authorized", "package_loaded", "lock.attached",
+                        "lock.detached", "system.initialized", "system.restored", "system.to_formal",
+                        "net.status"})
+
+    # -- build ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        lock = ttk.Labelframe(self, text="机考锁校时", padding=6)
+        lock.pack(fill="x")
+        self.lock_info = InfoLine(lock, [("lock", "机考锁"), ("synced", "校时时间"), ("valid", "有效至")])
+        self.lock_info.pack(anchor="w")
+        self.sync_status = ttk.Label(lock, text="")
+        self.sync_status.pack(anchor="w", pady=(2, 0))
+        ttk.Label(lock, text=SYNC_HINT, bootstyle="info", wraplength=780, justify="left").pack(anchor="w", pady=(4, 0))
+        self.sync_button = ttk.Button(lock, text="机考锁校时", bootstyle="info-outline", command=self._on_sync)
+        self.reachable: Optional[bool] = None
+
+        self.table = Table(self, COLUMNS, height=7)
+        self.table.pack(fill="both", expand=True, pady=(8, 0))
+
+        footer = ttk.Frame(self)
+        footer.pack(fill="x", pady=(8, 0))
+        ttk.Label(footer, text="当前场次：").pack(side="left")
+        self.session = ttk.Combobox(footer, state="readonly", width=34)
+        self.session.pack(side="left")
+        self.session.bind("<<ComboboxSelected>>", lambda e: self._show_sync())
+        self.status = ttk.Label(footer, text="")
+        self.status.pack(side="left", padx=(12, 0))
+        self.import_button = ttk.Button(footer, text="手工导入", bootstyle="secondary", command=self._on_import)
+        self.import_button.pack(side="right")
+        self.verify_button = ttk.Button(footer, text="授权验证", bootstyle="primary", command=self._on_verify)
+        self.verify_button.pack(side="right", padx=(0, 6))
+        self._ids: List[str] = []
+
+    # -- snapshot / render ---------------------------------------------------------------
+    def snapshot(self) -> Dict[str, Any]:
+        snap = dict(self.core.verification.snapshot())
+        snap["sync"] = sync_state(self.core, snap["sessions"])
+        app = getattr(self.shell, "app", None)
+        if app is not None and self.reachable is None:  # not known yet: ask once (the app probes from then on)
+            platform = self.core.ctx.platform
+            snap["reachable"] = bool(platform is not None and platform.probe())
+        return snap
+
+    def on_event(self, event: Any) -> None:
+        if event.name == "net.status":
+            self.reachable = bool(event.data.get("ok"))
+            self._show_sync_button()
+            return
+        self.refresh()
+
+    @staticmethod
+    def step_done(core: Any) -> bool:
+        snap = core.verification.snapshot()
+        current = snap.get("current")
+        return any(s["id"] == current and s["verified"] for s in snap["sessions"])
+
+    def render(self, snap: Dict[str, Any]) -> None:
+        sessions = snap.get("sessions") or []
+        rows = [{"id": s["id"], "name": s["name"], "start": shown(s["start"]), "duration": s["duration_min"],
+                 "authorized": mark(s["authorized"]), "verified": mark(s["verified"]),
+                 "verified_at": shown(s.get("verified_at")),
+                 "source": SOURCES.get(s.get("verification_source") or "", "")} for s in sessions]
+        self.table.set_rows(rows)
+        before = self.selected_session()
+        self._ids = [s["id"] for s in sessions]
+        self.session.configure(values=["{} {}（{}）".format(s["id"], s["name"], shown(s["start"])) for s in sessions])
+        chosen = before if before in self._ids else snap.get("current")
+        if chosen in self._ids:
+            self.session.current(self._ids.index(chosen))
+        else:
+            self.session.set("")
+        if "reachable" in snap and self.reachable is None:
+            self.reachable = snap["reachable"]
+        self._show_sync()
+        self._show_sync_button()
+
+    def _show_sync_button(self) -> None:
+        """机考锁校时 only in the app and while the platform is reachable."""
+        if getattr(self.shell, "app", None) is not None and self.reachable:
+            if not self.sync_button.winfo_manager():
+                self.sync_button.pack(anchor="w", pady=(4, 0))
+        else:
+            self.sync_button.pack_forget()
+
+    def selected_session(self) -> Optional[str]:
+        index = self.session.current()
+        if index is None or index < 0 or index >= len(self._ids):
+            return None
+        return self._ids[index]
+
+    def _show_sync(self) -> None:
+        snap = self.last or {}
+        sync = snap.get("sync") or {}
+        lock = sync.get("lock_id") or ""
+        if not sync.get("attached"):
+            lock_text = "未检测到机考锁"
+        elif sync.get("expected") and lock != sync["expected"]:
+            lock_text = "{}（不是本考点登记的机考锁 {}）".format(lock, sync["expected"])
+        else:
+            lock_text = "{}（在位）".format(lock)
+        ticket = sync.get("ticket") or {}
+        self.lock_info.set("lock", lock_text)
+        self.lock_info.set("synced", shown(ticket.get("server_time")) or "未校时")
+        self.lock_info.set("valid", shown(ticket.get("valid_until")))
+        sid = self.selected_session()
+        if not ticket:
+            text, style = "校时状态：{}".format(sync.get("problem") or "未校时"), "danger"
+        elif sid is None:
+            text, style = "校时状态：已校时", "success"
+        elif sync.get("for_session", {}).get(sid):
+            text, style = "校时状态：已在场次 {} 开考前一小时内校时，可以进行授权验证。".format(sid), "success"
+        else:
+            text = "校时状态：校时时间不在场次 {} 开考前一小时内，请在开考前一小时内重新校时。".format(sid)
+            style = "warning"
+        self.sync_status.configure(text=text, bootstyle=style)
+        row = next((s for s in snap.get("sessions") or [] if s["id"] == sid), None)
+        self.status.configure(text="授权验证状态：{}".format(mark(row["verified"])) if row else "")
+
+    # -- actions -------------------------------------------------------------------------
+    def _verified(self, _row: Any) -> None:
+        self.shell.notify("授权验证成功。")
+        self.shell.refresh_steps()
+
+    def _on_sync(self) -> None:
+        app = self.shell.app
+
+        def synced(message: str) -> None:
+            self.shell.dialogs.info("机考锁校时", message)
+
+        self.run(lambda: app.sync_lock().message(), synced, button=self.sync_button)
+
+    def _session_or_warn(self) -> Optional[str]:
+        sid = self.selected_session()
+        if sid is None:
+            self.shell.notify("请先选择当前场次。", kind="warning")
+        return sid
+
+    def _on_verify(self) -> None:
+        sid = self._session_or_warn()
+        if sid is None:
+            return
+        who = actor(self.shell)
+        self.run(lambda: self.core.verification.verify_online(sid, who), self._verified, button=self.verify_button,
+                 on_user_error=lambda exc: self._failed(exc, sid))
+
+    def _failed(self, exc: UserError, sid: str) -> None:
+        who = actor(self.shell)
+        fallback_import(self, exc, KDV_TITLE, KDV_TYPES,
+                        lambda path: self.core.verification.import_verification(path, sid, who),
+                        self._verified, button=self.verify_button)
+
+    def _on_import(self) -> None:
+        sid = self._session_or_warn()
+        if sid is None:
+            return
+        path = self.shell.dialogs.open_file(KDV_TITLE, KDV_TYPES)
+        if not path:
+            return
+        who = actor(self.shell)
+        self.run(lambda: self.core.verification.import_verification(path, sid, who), self._verified,
+                 button=self.import_button)
