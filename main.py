@@ -1,6 +1,7 @@
 """kaodian (考点管理系统) entry point.
 
-    kaodian                      the desktop app (drill mode when no site is configured)
+    kaodian                      the desktop app (drill mode when no site is configured;
+                                 kd.views.start: start screens, main window, tray)
     kaodian --headless           services only (LAN service, senders), until Ctrl+C/SIGTERM
     kaodian SUBCOMMAND ...       command-line tools (see --help)
     kaodian --data-dir DIR       use DIR instead of data/ beside the program
@@ -100,8 +101,13 @@ def run(opts: argparse.Namespace) -> int:
                 return lock_sync.run_cli(opts, opts.lock)
             if cli.handler_of(opts) is not None:
                 return cli.run(opts, data_dir)
+            if opts.command is None and not opts.headless:
+                from kd.views import start  # noqa: PLC0415 - only the GUI imports tkinter
+
+                rc = start.run(data_dir, lock_url=opts.lock, lan_port=opts.lan_port, log_path=log_path)
+                log.info("stopped cleanly")
+                return rc
             if opts.headless or opts.command is None:
-                # The window arrives with the UI issue; until then both modes run the services.
                 app = App(data_dir, lock_url=opts.lock, lan_port=opts.lan_port)
                 try:
                     app.start()  # LockGateError (exit 4) without the site's dongle

@@ -1,0 +1,488 @@
+"""The main window around the pages (screens.md §Main window layout).
+
+``Shell(root, core, app=..., dialogs=..., user=..., log_path=...)`` fills a
+``ttkbootstrap.Window``: the title ``<exam name> 考点管理系统 【<site>】`` (plus
+``(当前是模考)`` in mock mode), a top bar with 更多 (≡) and, in drill mode, 演练; the left
+navigation of ``kd.views.pages.NAVIGATION`` (pages imported and built lazily, on first
+show); for 考务管理 the 5-step header of ``pages.STEPS`` with ✓/✗ marks (each step
+page's ``step_done(core)`` run in a worker); the status bar and the footer.
+
+It is the ``shell`` every page uses: ``core``, ``runner``, ``dialogs``, ``app``,
+``notify(text, kind)``, ``open_url(path)``, ``show(label)``, ``refresh_steps()``.
+
+Live events: one hub subscription ("*") drained by an ``EventPump`` on the Tk thread;
+each event goes to the status bar, to a short notification when it is one the user
+should see (registered, data imported, results received, report sent/failing), to the
+visible page when its ``events`` name it, and refreshes the step marks and the title.
+
+Errors: ``report_callback_exception`` is hooked: a ``UserError`` becomes a dialog with
+its cause and remedy; anything else is logged and the user is told where the log is.
+
+Closing: the window's close button hides it (withdraw) when the tray icon runs (
+``tray_available``); without a tray it asks to exit. 退出系统 (``exit_system``) follows
+``core.system.exit_allowed()`` and says why when it refuses. ``on_exit(restart)`` is
+called when the app must end (restart=True after 系统恢复, 系统初始化, 模考转正考).
+"""
+
+import logging
+import queue
+import tkinter as tk
+import webbrowser
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import ttkbootstrap as ttk
+
+import kd
+from kd.core import model
+from kd.errors import UserError
+from kd.views import branding, pages
+from kd.views.dialogs import Dialogs
+from kd.views.pump import EventPump
+from kd.views.runner import UiRunner
+from kd.views.statusbar import StatusBar
+from kd.views.widgets import apply_fonts, mark
+
+log = logging.getLogger(__name__)
+
+#: events after which the step marks are checked again
+STEP_EVENTS = frozenset({
+    "package_loaded", "room_registered", "room_data_imported", "registration_revoked", "registration_restored",
+    "site_info_exported", "session_authorized", "seal.checked", "verification.verified", "system.restored",
+    "system.initialized", "system.to_formal", "system.setup",
+})
+#: events after which the title (exam name, site, mode) is read again
+TITLE_EVENTS = frozenset({"package_loaded", "system.setup", "system.restored", "system.initialized",
+                          "system.to_formal"})
+
+
+def notice_for(name: str, data: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """(text, kind) of the short notification an event deserves, or None."""
+    room = data.get("room") or data.get("room_code") or ""
+    if name == "room_registered":
+        return "考场 {} 已注册{}".format(room, "（重新注册）" if data.get("again") else ""), "info"
+    if name == "room_data_imported":
+        return "考场 {} 已导入考场数据".format(room), "info"
+    if name == "results.received":
+        return "收到考场 {} 场次 {} 的考试结果".format(room, data.get("session", "")), "success"
+    if name == "results.uploaded":
+        return "考后上报成功", "success"
+    if name == "results.upload_interrupted":
+        return "考后上报中断，请稍后续报", "warning"
+    if name == "outbox.sent":
+        return "状态报告已发送", "info"
+    if name in ("outbox.deferred", "outbox.failed"):
+        return "状态报告发送失败，{}：{}".format("将自动重试" if name == "outbox.deferred" else "已停止重试",
+                                         str(data.get("error", ""))[:60]), "warning"
+    if name == "lock.detached":
+        return "机考锁已拔出", "danger"
+    return None
+
+
+class Shell:
+    def __init__(self, root: Any, core: Any, *, app: Any = None, dialogs: Any = None, user: str = "admin",
+                 log_path: str = "", tray_available: bool = False,
+                 on_exit: Optional[Callable[[bool], None]] = None) -> None:
+        self.root = root
+        self.core = core
+        self.app = app
+        self.user = user
+        self.log_path = log_path
+        self.tray_available = tray_available
+        self.on_exit = on_exit or (lambda restart: root.quit())
+        self.dialogs = dialogs if dialogs is not None else Dialogs(root)
+        self.runner = UiRunner(root)
+        self.family = apply_fonts(root)
+        root.report_callback_exception = self._report
+        self.notes: List[Tuple[str, str]] = []
+        self.opened: List[str] = []
+        self.marks: Dict[str, Optional[bool]] = {label: None for _, label, _ in pages.STEPS}
+        self.pages: Dict[str, Any] = {}
+        self.current: Any = None
+        self.current_label = ""
+        self.last_site_info: Optional[str] = None
+        self.closed = False
+        self._posted: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._steps_after: Optional[str] = None
+        self._note_after: Optional[str] = None
+        self._post_after: Optional[str] = None
+        self._busy = 0
+
+        self._build()
+        from kd.views.more import MoreMenu  # noqa: PLC0415 - the menus need the shell built
+
+        self.more = MoreMenu(self, self.more_button)
+        self.drill: Any = None
+        if app is not None and getattr(app, "drill", False):
+            from kd.views.drill import DrillMenu  # noqa: PLC0415
+
+            self.drill = DrillMenu(self, self.top)
+        root.protocol("WM_DELETE_WINDOW", self.close_window)
+        self.pump = EventPump(root, core.ctx.hub.subscribe(None), self.on_event)
+        self._post_after = root.after(50, self._drain_posted)
+        self._initial_status()
+        self.refresh_title()
+        self.show("考务管理")
+
+    # -- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = self.root
+        self.frame = ttk.Frame(root)
+        self.frame.pack(fill="both", expand=True)
+        self.top = ttk.Frame(self.frame, bootstyle="primary", padding=(10, 4))
+        self.top.pack(side="top", fill="x")
+        self.heading = ttk.Label(self.top, text=branding.PRODUCT, bootstyle="inverse-primary",
+                                 font=(self.family, 13, "bold"))
+        self.heading.pack(side="left")
+        self.more_button = ttk.Menubutton(self.top, text="≡ 更多", bootstyle="primary")
+        self.more_button.pack(side="right")
+        self.key_button = ttk.Button(self.top, text="修改密码", bootstyle="primary",
+                                     command=lambda: self.more.change_password())
+        self.key_button.pack(side="right", padx=4)
+
+        footer = ttk.Frame(self.frame, padding=(8, 2))
+        footer.pack(side="bottom", fill="x")
+        self.footer = ttk.Label(footer, text="系统版本：{}    {}    {}".format(
+            kd.__version__, branding.SERVICE_UNIT, branding.SERVICE_PHONE), bootstyle="secondary")
+        self.footer.pack(side="left")
+        self.status = StatusBar(self.frame)
+        self.status.pack(side="bottom", fill="x")
+        ttk.Separator(self.frame).pack(side="bottom", fill="x")
+
+        self.busy_bar = ttk.Frame(self.frame, padding=(8, 2))
+        self.busy_label = ttk.Label(self.busy_bar, text="", bootstyle="warning")
+        self.busy_label.pack(side="left")
+        self.busy_progress = ttk.Progressbar(self.busy_bar, mode="indeterminate", length=240, bootstyle="warning")
+        self.busy_progress.pack(side="left", padx=8)
+
+        body = ttk.Frame(self.frame)
+        body.pack(side="top", fill="both", expand=True)
+        nav = ttk.Frame(body, padding=(6, 8), bootstyle="light")
+        nav.pack(side="left", fill="y")
+        self.nav_buttons: Dict[str, ttk.Button] = {}
+        group = None
+        for name, label, _spec in pages.NAVIGATION:
+            if name != group:
+                group = name
+                ttk.Label(nav, text=name, bootstyle="inverse-light", font=(self.family, 11, "bold")).pack(
+                    anchor="w", pady=(10, 2))
+            button = ttk.Button(nav, text=label, width=10, bootstyle="secondary-outline",
+                                command=lambda lb=label: self.show(lb))
+            button.pack(fill="x", pady=2)
+            self.nav_buttons[label] = button
+
+        content = ttk.Frame(body)
+        content.pack(side="left", fill="both", expand=True)
+        self.steps_bar = ttk.Frame(content, padding=(8, 6))
+        self.step_buttons: Dict[str, ttk.Button] = {}
+        for index, (_, label, _spec) in enumerate(pages.STEPS):
+            if index:
+                ttk.Label(self.steps_bar, text="→", bootstyle="secondary").pack(side="left", padx=2)
+            button = ttk.Button(self.steps_bar, text="", bootstyle="info-outline",
+                                command=lambda lb=label: self.show(lb))
+            button.pack(side="left", padx=2)
+            self.step_buttons[label] = button
+        self._paint_steps()
+        self.page_area = ttk.Frame(content)
+        self.page_area.pack(side="bottom", fill="both", expand=True)
+        self.note_label = ttk.Label(content, text="", padding=(10, 4))
+
+    # -- the Shell interface -----------------------------------------------------------------
+    def notify(self, text: str, kind: str = "info") -> None:
+        """Show ``text`` for a few seconds at the top right of the pages (never blocks)."""
+        self.notes.append((kind, text))
+        del self.notes[:-100]
+        style = {"success": "inverse-success", "warning": "inverse-warning", "danger": "inverse-danger",
+                 "error": "inverse-danger"}.get(kind, "inverse-info")
+        self.note_label.configure(text=text, bootstyle=style)
+        self.note_label.place(relx=1.0, rely=0.0, x=-12, y=8, anchor="ne")
+        self.note_label.lift()
+        if self._note_after is not None:
+            self.root.after_cancel(self._note_after)
+        self._note_after = self.root.after(branding.NOTIFY_MS, self._hide_note)
+
+    def _hide_note(self) -> None:
+        self._note_after = None
+        self.note_label.place_forget()
+
+    def open_url(self, path: str) -> None:
+        """Open ``path`` (a file or URL) in the browser, from a worker."""
+        self.opened.append(path)
+        self.runner.submit(lambda: webbrowser.open(path), None, None)
+
+    def show(self, label: str) -> None:
+        """Show the page of a navigation entry or of a step (by its label)."""
+        step_specs = {lb: spec for _, lb, spec in pages.STEPS}
+        nav_specs = {lb: spec for _, lb, spec in pages.NAVIGATION}
+        if label in step_specs:
+            spec, nav_label, steps = step_specs[label], "考务管理", True
+        elif label in nav_specs:
+            spec, nav_label = nav_specs[label], label
+            steps = any(s == spec for _, _, s in pages.STEPS)
+            if steps:
+                label = next(lb for _, lb, s in pages.STEPS if s == spec)
+        else:
+            raise KeyError(label)
+        page = self.page(spec)
+        if self.current is not None and self.current is not page:
+            self.current.pack_forget()
+        if steps:
+            self.steps_bar.pack(side="top", fill="x", before=self.page_area)
+        else:
+            self.steps_bar.pack_forget()
+        page.pack(in_=self.page_area, fill="both", expand=True)
+        self.current, self.current_label = page, label
+        for lb, button in self.nav_buttons.items():
+            button.configure(bootstyle="primary" if lb == nav_label else "secondary-outline")
+        self._paint_steps()
+        page.refresh()
+        if steps:
+            self.refresh_steps()
+
+    def page(self, spec: str) -> Any:
+        """The page of ``spec`` (``"module:Class"``), built on first use."""
+        page = self.pages.get(spec)
+        if page is None:
+            try:
+                cls = pages.load(spec)
+            except (ImportError, AttributeError) as e:
+                log.error("page %s is not available: %r", spec, e)
+                page = _Missing(self.page_area, self, spec)
+            else:
+                page = cls(self.page_area, self)
+            self.pages[spec] = page
+        return page
+
+    def refresh_steps(self) -> None:
+        """Check each step's done mark again (coalesced; ``step_done`` runs in workers)."""
+        if self._steps_after is None and not self.closed:
+            self._steps_after = self.root.after(100, self._check_steps)
+
+    def _check_steps(self) -> None:
+        self._steps_after = None
+        for _, label, spec in pages.STEPS:
+            try:
+                cls = pages.load(spec)
+            except (ImportError, AttributeError):
+                continue
+            done_fn = getattr(cls, "step_done", None)
+            if done_fn is None:
+                continue
+
+            def set_mark(done: Any, lb: str = label) -> None:
+                self.marks[lb] = bool(done)
+                self._paint_steps()
+
+            self.runner.submit(lambda fn=done_fn: fn(self.core), set_mark, self._mark_failed)
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        log.warning("a step mark could not be checked: %r", exc)
+
+    def _paint_steps(self) -> None:
+        for index, (_, label, _spec) in enumerate(pages.STEPS):
+            done = self.marks.get(label)
+            text = "{} {} {}".format(index + 1, label, "" if done is None else mark(done))
+            selected = label == self.current_label
+            style = ("success" if done else "info") if selected else ("success-outline" if done else "info-outline")
+            self.step_buttons[label].configure(text=text.strip(), bootstyle=style)
+
+    # -- title and status --------------------------------------------------------------------
+    def refresh_title(self) -> None:
+        self.runner.submit(self.core.system.snapshot, self._set_title, self._mark_failed)
+
+    def _set_title(self, snap: Dict[str, Any]) -> None:
+        self.title_snapshot = snap
+        self.root.title(title_text(snap))
+        self.heading.configure(text=title_text(snap))
+
+    def _initial_status(self) -> None:
+        app = self.app
+        lan = getattr(app, "lan", None)
+        self.status.set_port(lan.port() if lan is not None else branding.DEFAULT_PORT)
+        self.status.set_lan(lan is not None)
+        dongle = self.core.ctx.dongle
+        if dongle is not None:
+            self.runner.submit(dongle.attached, self.status.set_lock, self._mark_failed)
+        else:
+            self.status.set_lock(False)
+        platform = self.core.ctx.platform
+        if platform is not None and hasattr(platform, "probe"):
+            self.runner.submit(platform.probe, lambda ok: self.status.set_net(bool(ok)), self._mark_failed)
+
+    # -- events ------------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        name, data = event.name, event.data
+        if name == "net.status":
+            self.status.set_net(bool(data.get("ok")))
+        elif name == "lock.attached":
+            self.status.set_lock(True)
+        elif name == "lock.detached":
+            self.status.set_lock(False)
+        elif name == "lan.started":
+            self.status.set_lan(True)
+        elif name == "lan.stopped":
+            self.status.set_lan(False)
+        elif name == "site_info_exported":
+            self.last_site_info = data.get("kdinfo")
+        notice = notice_for(name, data)
+        if notice is not None:
+            self.notify(*notice)
+        page = self.current
+        if page is not None and (name in page.events or "*" in page.events):
+            page.on_event(event)
+        if name in STEP_EVENTS:
+            self.refresh_steps()
+        if name in TITLE_EVENTS:
+            self.refresh_title()
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the Tk thread soon (any thread may call this: the tray does)."""
+        self._posted.put(fn)
+
+    def _drain_posted(self) -> None:
+        self._post_after = None
+        if self.closed:
+            return
+        while True:
+            try:
+                fn = self._posted.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - shown like any callback error
+                self._report(type(e), e, e.__traceback__)
+        if not self.closed:
+            self._post_after = self.root.after(50, self._drain_posted)
+
+    # -- work with a visible busy state ------------------------------------------------------
+    def call(self, fn: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None,
+             busy: str = "") -> None:
+        """Run one core call in a worker; ``busy`` shows a progress bar until it ends."""
+        if busy:
+            self.set_busy(busy)
+
+        def done(result: Any) -> None:
+            if busy:
+                self.set_busy(None)
+            if on_done is not None:
+                on_done(result)
+
+        def failed(exc: BaseException) -> None:
+            if busy:
+                self.set_busy(None)
+            self._report(type(exc), exc, exc.__traceback__)
+
+        self.runner.submit(fn, done, failed)
+
+    def set_busy(self, text: Optional[str]) -> None:
+        """Show (``text``) or hide (None) the busy bar; the 更多 menu is disabled while busy."""
+        if text:
+            self._busy += 1
+            self.busy_label.configure(text=text)
+            self.busy_bar.pack(side="bottom", fill="x", before=self.status)
+            self.busy_progress.start(15)
+            self.more_button.configure(state="disabled")
+            self.root.configure(cursor="watch")
+        else:
+            self._busy = max(0, self._busy - 1)
+            if not self._busy:
+                self.busy_progress.stop()
+                self.busy_bar.pack_forget()
+                self.more_button.configure(state="normal")
+                self.root.configure(cursor="")
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0
+
+    # -- errors ------------------------------------------------------------------------------
+    def _report(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, UserError):
+            log.info("user error shown: %s (%s)", exc.cause, exc.detail)
+            self.dialogs.error(exc)
+            return
+        log.error("internal error in the UI", exc_info=(exc_type, exc, tb))
+        self.dialogs.error(UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
+                                     "请把日志文件交给技术服务单位。"), title="内部错误")
+
+    # -- closing -----------------------------------------------------------------------------
+    def close_window(self) -> None:
+        """The window's close button: hide to the tray (or, without a tray, 退出系统)."""
+        if self.tray_available:
+            self.root.withdraw()
+            return
+        self.exit_system()
+
+    def show_window(self) -> None:
+        self.root.deiconify()
+        self.root.lift()
+
+    def exit_system(self) -> None:
+        """退出系统: refused (with the reason) while exam data is not reported (§6.5)."""
+        def decided(answer: Tuple[bool, str]) -> None:
+            allowed, reason = answer
+            if not allowed:
+                self.show_window()
+                self.dialogs.warning("不能退出系统", reason, "请先完成数据回收和考后上报。")
+                return
+            if self.dialogs.confirm("退出系统", "确定要退出考点管理系统吗？",
+                                    "退出后考场将无法连接考点服务器。"):
+                self.end(False)
+
+        self.call(self.core.system.exit_allowed, decided)
+
+    def restart(self, text: str) -> None:
+        """After 系统恢复 / 系统初始化 / 模考转正考: tell the user, then restart the app."""
+        self.dialogs.info("需要重新启动", text, "点击确定后考点管理系统将重新启动。")
+        self.end(True)
+
+    def end(self, restart: bool) -> None:
+        self.close()
+        self.on_exit(restart)
+
+    def close(self) -> None:
+        """Stop pumps and timers (the window itself belongs to the caller)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.pump.close()
+        self.status.close()
+        if self.drill is not None:
+            self.drill.close()
+        for after_id in (self._steps_after, self._note_after, self._post_after):
+            if after_id is not None:
+                try:
+                    self.root.after_cancel(after_id)
+                except tk.TclError:
+                    pass
+        self.runner.close()
+
+
+def title_text(snap: Dict[str, Any]) -> str:
+    """``<exam name> 考点管理系统 【<site>】`` plus ``(当前是模考)`` in mock mode."""
+    parts = []
+    if snap.get("exam_name"):
+        parts.append(str(snap["exam_name"]) + " ")
+    parts.append(branding.PRODUCT)
+    if snap.get("site_code"):
+        parts.append(" 【{}】".format(snap["site_code"]))
+    if snap.get("mode") == model.MOCK:
+        parts.append("(当前是模考)")
+    return "".join(parts)
+
+
+class _Missing(ttk.Frame):
+    """Stands in for a page whose module is not there (yet): says so instead of crashing."""
+
+    events: frozenset = frozenset()
+
+    def __init__(self, parent: tk.Misc, shell: Any, spec: str) -> None:
+        super().__init__(parent, padding=20)
+        self.shell = shell
+        ttk.Label(self, text="此页面暂不可用：{}".format(spec), bootstyle="danger").pack()
+
+    def refresh(self) -> None:
+        return None
+
+    def on_event(self, event: Any) -> None:
+        return None

@@ -1,0 +1,226 @@
+"""The GUI entry point and the start flow (``main.py`` without a command or ``--headless``).
+
+``run(data_dir, lock_url, lan_port, log_path)`` opens the window and runs:
+
+1. 正在启动… while ``App.start()`` runs in a worker (drill mode starts a platform
+   simulator and a dongle emulator: the window stays responsive);
+2. a start refusal (``LockGateError``: "考点管理系统需要机考锁才能启动…", or any other
+   ``UserError`` such as the LAN port being taken) → ``GateScreen`` with 重试 / 退出;
+3. 考点端登录 → (default password) the forced change → (no site code yet) 系统设置;
+4. the main window (``kd.views.shell.Shell``) and the tray icon.
+
+Restart (after 系统恢复, 系统初始化, 模考转正考): the shell tells the user, then the
+window closes, the App stops and everything starts again in-process from step 1 — under
+the same instance lock, so no second kaodian can slip in between. ``run`` returns 0
+when the user exits (退出 at the gate or 退出系统).
+"""
+
+import logging
+import tkinter as tk
+from typing import Any, Callable, Dict, Optional
+
+import ttkbootstrap as ttk
+
+from kd import paths
+from kd.errors import UserError
+from kd.views import branding
+from kd.views.dialogs import Dialogs
+from kd.views.login import GateScreen, LoginScreen, SetupScreen, StartingScreen
+from kd.views.password import PasswordForm
+from kd.views.runner import UiRunner
+from kd.views.widgets import apply_fonts
+
+log = logging.getLogger(__name__)
+
+EXIT, RESTART = "exit", "restart"
+THEME = "cosmo"
+FORCED_HINT = "当前账号仍在使用初始密码，请先修改密码（至少 6 位，不能是 888）。"
+
+
+class StartFlow:
+    """Start screens → main window in one root; ``outcome`` is EXIT or RESTART after the loop ends."""
+
+    def __init__(self, root: Any, app_factory: Callable[[], Any], *, dialogs: Any = None, log_path: str = "",
+                 tray_factory: Optional[Callable[[Any], Any]] = None) -> None:
+        self.root = root
+        self.app_factory = app_factory
+        self.dialogs = dialogs if dialogs is not None else Dialogs(root)
+        self.log_path = log_path
+        self.tray_factory = tray_factory
+        self.runner = UiRunner(root)
+        self.app: Any = None
+        self.shell: Any = None
+        self.tray: Any = None
+        self.screen: Any = None
+        self.user = ""
+        self.outcome = EXIT
+        self.attempts = 0
+        self.closed = False
+        apply_fonts(root)
+        root.report_callback_exception = self._report
+        root.protocol("WM_DELETE_WINDOW", self.exit)
+
+    # -- screens -----------------------------------------------------------------------------
+    def _swap(self, screen: Any) -> Any:
+        if self.screen is not None:
+            self.screen.destroy()
+        self.screen = screen
+        if screen is not None:
+            screen.pack(fill="both", expand=True)
+        return screen
+
+    def begin(self) -> None:
+        """Show 正在启动… and start the App in a worker."""
+        self.attempts += 1
+        self._swap(StartingScreen(self.root))
+        app = self.app = self.app_factory()
+        self.runner.submit(app.start, self._started, self._start_failed)
+
+    def _start_failed(self, exc: BaseException) -> None:
+        app, self.app = self.app, None
+        self.runner.submit(app.stop, None, lambda e: log.warning("stopping after a failed start: %r", e))
+        if not isinstance(exc, UserError):
+            log.error("the app did not start", exc_info=(type(exc), exc, exc.__traceback__))
+            exc = UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
+                            "请把日志文件交给技术服务单位。")
+        else:
+            log.warning("start refused: %s (%s)", exc.cause, exc.detail)
+        self._swap(GateScreen(self.root, exc, self.begin, self.exit))
+
+    def _started(self, app: Any) -> None:
+        self._swap(LoginScreen(self.root, self.runner, app.core, self._logged_in))
+
+    def _logged_in(self, result: Dict[str, Any]) -> None:
+        self.user = result["user"]
+        if result.get("must_change"):
+            self._swap(PasswordForm(self.root, self.runner, self.app.core, self.user, self._password_changed,
+                                    heading="修改初始密码", hint=FORCED_HINT))
+            self.screen.pack_configure(expand=False, pady=80)
+            return
+        self._password_changed({})
+
+    def _password_changed(self, result: Dict[str, Any]) -> None:
+        self.runner.submit(self.app.core.accounts.needs_setup, self._setup_or_main)
+
+    def _setup_or_main(self, needs_setup: bool) -> None:
+        if not needs_setup:
+            self.main()
+            return
+        sim = getattr(self.app, "simulator", None)
+        code = getattr(sim, "site_code", None) if getattr(self.app, "drill", False) else None
+        note = "演练模式：模拟监控平台分配的考点代码是 {}。".format(code) if code else ""
+        self._swap(SetupScreen(self.root, self.runner, self.app.core, self.user, lambda r: self.main(),
+                               self._initialize, suggested=code, note=note))
+
+    def _initialize(self) -> None:
+        """The 初始化 link of 系统设置: confirmations, then 系统初始化 (no site code is set yet)."""
+        from kd.views.more import INIT_AGAIN, INIT_WARNING  # noqa: PLC0415
+
+        d = self.dialogs
+        if not d.confirm("系统初始化", INIT_WARNING) or not d.confirm("系统初始化", INIT_AGAIN):
+            return
+        core = self.app.core
+
+        def done(result: Any) -> None:
+            d.info("需要重新启动", "系统初始化完成。", "点击确定后考点管理系统将重新启动。")
+            self._end(True)
+
+        self.runner.submit(lambda: core.system.initialize("", self.user), done)
+
+    def main(self) -> None:
+        """The main window (and the tray icon)."""
+        from kd.views.shell import Shell  # noqa: PLC0415
+
+        self._swap(None)
+        tray = self.tray_factory(self) if self.tray_factory is not None else None
+        self.shell = Shell(self.root, self.app.core, app=self.app, dialogs=self.dialogs, user=self.user,
+                           log_path=self.log_path, tray_available=tray is not None, on_exit=self._end)
+        self.tray = tray
+
+    # -- ending ------------------------------------------------------------------------------
+    def exit(self) -> None:
+        if self.shell is not None:
+            self.shell.close_window()
+            return
+        self._end(False)
+
+    def _end(self, restart: bool) -> None:
+        self.outcome = RESTART if restart else EXIT
+        self.root.quit()
+
+    def close(self) -> None:
+        """After the loop: stop the shell, the tray and the App (blocks until they stopped)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.shell is not None:
+            self.shell.close()
+        if self.tray is not None:
+            self.tray.stop()
+        self.runner.close()
+        if self.app is not None:
+            self.app.stop()
+
+    def _report(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, UserError):
+            self.dialogs.error(exc)
+            return
+        log.error("internal error in the UI", exc_info=(exc_type, exc, tb))
+        self.dialogs.error(UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
+                                     "请把日志文件交给技术服务单位。"), title="内部错误")
+
+
+def make_window() -> Any:
+    """The root window: theme, CJK font, icon, a size that fits 1024x700 up to 1366x768."""
+    root = ttk.Window(title=branding.PRODUCT, themename=THEME)
+    fit_window(root)
+    set_icon(root)
+    return root
+
+
+def fit_window(root: Any, width: int = 1366, height: int = 768) -> None:
+    sw, sh = root.winfo_screenwidth(), root.winfo_screenheight()
+    w, h = min(width, sw), min(height, max(600, sh - 40))
+    root.geometry("{}x{}+{}+{}".format(w, h, max(0, (sw - w) // 2), max(0, (sh - h) // 2 - 20)))
+    root.minsize(min(1000, w), min(660, h))
+
+
+def set_icon(root: Any) -> None:
+    try:
+        image = tk.PhotoImage(master=root, file=paths.resource_path("assets", "kaodian.png"))
+    except tk.TclError as e:
+        log.warning("no window icon: %s", e)
+        return
+    root.iconphoto(True, image)
+    root._kd_icon = image  # keep a reference
+
+
+def tray_for(flow: StartFlow) -> Any:
+    """The tray icon for the main window, or None (switched off or not usable)."""
+    from kd.views.tray import Tray, tray_enabled  # noqa: PLC0415
+
+    if not tray_enabled():
+        return None
+    tray = Tray(lambda fn: flow.shell.post(fn) if flow.shell is not None else None,
+                lambda: flow.shell.show_window(), lambda: flow.shell.exit_system())
+    return tray if tray.start() else None
+
+
+def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190, log_path: str = "") -> int:
+    """Run the desktop app until 退出 / 退出系统; restarts in-process when the shell asks."""
+    from kd.app import App  # noqa: PLC0415
+
+    while True:
+        root = make_window()
+        flow = StartFlow(root, lambda: App(data_dir, lock_url=lock_url, lan_port=lan_port),
+                         log_path=log_path, tray_factory=tray_for)
+        try:
+            flow.begin()
+            root.mainloop()
+        finally:
+            root.withdraw()
+            flow.close()
+            root.destroy()
+        if flow.outcome != RESTART:
+            return 0
+        log.info("restarting the app")

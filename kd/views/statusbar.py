@@ -1,0 +1,72 @@
+"""The status bar: 端口 | 通讯 | 文件服务 | 网络连接 (正常 green / 异常 red) | 机考锁 | clock.
+
+``StatusBar(parent)`` is a row of labels; the shell feeds it: ``set_port(n)``,
+``set_lan(running)``, ``set_net(ok)`` (None: 检测中), ``set_lock(attached)``. The clock
+ticks every second with ``after()`` and stops on ``close()``. ``texts()`` returns what
+it shows (tests).
+"""
+
+import datetime
+import tkinter as tk
+from typing import Dict, Optional
+
+import ttkbootstrap as ttk
+
+from kd.formats.timeutil import CST
+
+
+class StatusBar(ttk.Frame):
+    def __init__(self, parent: tk.Misc) -> None:
+        super().__init__(parent, padding=(8, 2))
+        self.labels: Dict[str, ttk.Label] = {}
+        for key in ("port", "lan", "files", "net", "lock"):
+            label = ttk.Label(self, text="")
+            label.pack(side="left")
+            ttk.Separator(self, orient="vertical").pack(side="left", fill="y", padx=8)
+            self.labels[key] = label
+        self.labels["clock"] = ttk.Label(self, text="")
+        self.labels["clock"].pack(side="right")
+        self.set_port(None)
+        self.set_lan(False)
+        self.labels["files"].configure(text="文件服务: 运行")
+        self.set_net(None)
+        self.set_lock(None)
+        self._after: Optional[str] = None
+        self._tick()
+
+    def set_port(self, port: Optional[int]) -> None:
+        self.labels["port"].configure(text="端口: {}".format(port if port else "-"))
+
+    def set_lan(self, running: bool) -> None:
+        self.labels["lan"].configure(text="通讯: {}".format("运行" if running else "停止"),
+                                     bootstyle="default" if running else "danger")
+
+    def set_net(self, ok: Optional[bool]) -> None:
+        if ok is None:
+            self.labels["net"].configure(text="网络连接: 检测中", bootstyle="secondary")
+        else:
+            self.labels["net"].configure(text="网络连接: {}".format("正常" if ok else "异常"),
+                                         bootstyle="success" if ok else "danger")
+
+    def set_lock(self, attached: Optional[bool]) -> None:
+        if attached is None:
+            self.labels["lock"].configure(text="机考锁: 检测中", bootstyle="secondary")
+        else:
+            self.labels["lock"].configure(text="机考锁: {}".format("已插入" if attached else "未插入"),
+                                          bootstyle="success" if attached else "danger")
+
+    def texts(self) -> Dict[str, str]:
+        return {key: str(label.cget("text")) for key, label in self.labels.items()}
+
+    def _tick(self) -> None:
+        now = datetime.datetime.now(CST)
+        self.labels["clock"].configure(text=now.strftime("%Y-%m-%d %H:%M:%S"))
+        self._after = self.after(1000, self._tick)
+
+    def close(self) -> None:
+        if self._after is not None:
+            try:
+                self.after_cancel(self._after)
+            except tk.TclError:
+                pass
+            self._after = None
