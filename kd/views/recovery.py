@@ -1,0 +1,297 @@
+"""考后 → 数据回收: the result recovery table of manual §5.1, with 回收 and 上报.
+
+Table: 考场编号 | 场次 | 考生人数 | 参考人数 | 缺考人数 | 回收人数 | 未回收人数 | 考场情况 |
+状态上报, then 人数统计. When the chosen session has two subjects the count columns become
+``考生人数(科目1/科目2)`` ... and show ``a/b`` (the manual's layout); the columns are
+rebuilt when that changes. 考场情况 shows 查看 for a recovered room: clicking it (or a
+double click on the row) opens ``core.recovery.detail`` in a window. Footer: 场次
+selector (全部 or one session), the 数据回收 status report, buttons 回收 and 上报.
+
+- 回收: choose a result package (``RESULT_TYPES``) → ``core.recovery.import_package`` in
+  a worker. A ``ResultConflict`` is shown with both full hashes (kept and refused, from
+  ``core.recovery.conflicts()``); other ``UserError`` as a dialog.
+- 上报: opens the two-step 数据上报 dialog (``kd.views.upload_dialog.UploadDialog``).
+
+Results received online (``results.received``) refresh the table through ``events``.
+"""
+
+import logging
+import tkinter as tk
+from typing import Any, Dict, List, Optional, Tuple
+
+import ttkbootstrap as ttk
+
+from kd.core.loading import NotLoaded
+from kd.core.recovery import COLUMNS, COUNT_KEYS, RECOVERED
+from kd.errors import ResultConflict, UserError
+from kd.views.base import Page
+from kd.views.dialogs import RESULT_TYPES
+from kd.views.live_table import LiveTable
+from kd.views.widgets import Table
+
+log = logging.getLogger(__name__)
+
+ALL = "全部"
+VIEW = "查看"
+WIDTHS = {"room": 100, "session": 50, "situation": 110, "report": 80}
+OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
+
+
+def columns_for(subject_labels: List[str]) -> List[Tuple[str, str, int]]:
+    """The table's columns; with two subjects the counts are headed ``考生人数(科目1/科目2)``."""
+    suffix = "({})".format("/".join(subject_labels)) if len(subject_labels) > 1 else ""
+    out = []
+    for key, label in COLUMNS:
+        text = label + suffix if key in COUNT_KEYS else label
+        out.append((key, text, WIDTHS.get(key, 70)))
+    return out
+
+
+def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """Rows and totals as shown (display strings); rows keep ``room``/``session`` ids for 查看."""
+    multi = bool(snap.get("subject_columns"))
+    names = {s["id"]: s.get("name") or s["id"] for s in snap.get("sessions") or []}
+    rows = []
+    for r in snap.get("rows") or []:
+        shown: Dict[str, Any] = {"room": r["room"], "session": r["session"], "session_id": r["session"],
+                                 "recovered": r.get("recovered"), "report": r.get("report")}
+        for key in COUNT_KEYS:
+            shown[key] = _counts(r, key, multi)
+        situation = r.get("situation") or ""
+        if r.get("recovered"):
+            shown["situation"] = VIEW if situation == RECOVERED else "{}（有冲突）".format(VIEW)
+        else:
+            shown["situation"] = situation
+        if situation != RECOVERED and r.get("recovered"):
+            shown["_tags"] = ("conflict",)
+        shown["session_name"] = names.get(r["session"], r["session"])
+        rows.append(shown)
+    if not rows:
+        return rows, None
+    totals = snap.get("totals") or {}
+    total: Dict[str, Any] = {"room": totals.get("label", "人数统计"), "session": ""}
+    for key in COUNT_KEYS:
+        total[key] = _counts(totals, key, multi)
+    total["situation"] = "已回收 {}/{}".format(totals.get("recovered", 0), totals.get("rooms", len(rows)))
+    total["report"] = "上报成功 {}".format(totals.get("reported", 0))
+    return rows, total
+
+
+def _counts(row: Dict[str, Any], key: str, multi: bool) -> str:
+    if multi:
+        return "/".join(str(s.get(key, 0)) for s in row.get("subjects") or [])
+    return str(row.get(key, 0))
+
+
+class RecoveryPage(Page):
+    title = "数据回收"
+    events = frozenset([
+        "package_loaded", "results.received", "results.conflict", "results.uploaded", "results.all_recovered",
+        "outbox.sent", "outbox.failed", "system.initialized", "system.restored",
+    ])
+
+    def _build(self) -> None:
+        self._session_id: Optional[str] = None
+        self._session_ids: List[Optional[str]] = [None]
+        self._subjects: List[str] = []
+        self.detail_window: Optional[DetailWindow] = None
+        self.upload_dialog: Any = None
+        self._build_table()
+        self._build_footer()
+
+    def _build_table(self) -> None:
+        self.table = LiveTable(self, columns_for([]), key=("room", "session"), height=16)
+        self.table.tree.tag_configure("conflict", foreground=BAD_COLOUR)
+        self.table.pack(side="top", fill="both", expand=True)
+        self.table.tree.bind("<ButtonRelease-1>", self._on_click, add="+")
+        self.table.tree.bind("<Double-1>", self._on_double, add="+")
+        self.hint = ttk.Label(self, text="", foreground=BAD_COLOUR, wraplength=760, justify="left")
+        self.hint.pack(side="top", anchor="w", pady=(4, 0))
+
+    def _build_footer(self) -> None:
+        foot = ttk.Frame(self)
+        foot.pack(side="bottom", fill="x", pady=(6, 0))
+        ttk.Label(foot, text="场次：").pack(side="left")
+        self.session_box = ttk.Combobox(foot, state="readonly", width=14, values=[ALL])
+        self.session_box.current(0)
+        self.session_box.pack(side="left")
+        self.session_box.bind("<<ComboboxSelected>>", self._on_session)
+        self.report_label = ttk.Label(foot, text="")
+        self.report_label.pack(side="left", padx=(16, 0))
+        self.upload_button = ttk.Button(foot, text="上报", width=8, command=self._on_upload)
+        self.upload_button.pack(side="right")
+        self.recover_button = ttk.Button(foot, text="回收", width=8, command=self._on_recover)
+        self.recover_button.pack(side="right", padx=(0, 8))
+
+    # -- reacting --------------------------------------------------------------------------
+    def _on_session(self, _event: Any = None) -> None:
+        index = self.session_box.current()
+        if 0 <= index < len(self._session_ids):
+            self.choose_session(self._session_ids[index])
+
+    def choose_session(self, session_id: Optional[str]) -> None:
+        """Show one session (None: 全部) and refresh."""
+        self._session_id = session_id
+        self.refresh()
+
+    def _on_recover(self) -> None:
+        path = self.shell.dialogs.open_file("回收：选择考场结果包", RESULT_TYPES)
+        if not path:
+            return
+        actor = getattr(self.shell, "user", None) or "admin"
+        recovery = self.core.recovery
+
+        def work() -> Dict[str, Any]:
+            try:
+                return {"result": recovery.import_package(path, actor)}
+            except ResultConflict as e:
+                conflicts = recovery.conflicts()  # newest first: the one just refused
+                return {"conflict": e, "record": conflicts[0] if conflicts else None}
+
+        self.run(work, self._on_recovered, button=self.recover_button)
+
+    def _on_recovered(self, outcome: Dict[str, Any]) -> None:
+        if "conflict" in outcome:
+            self.show_conflict(outcome["conflict"], outcome.get("record"))
+            return
+        res = outcome["result"]
+        if res.get("duplicate"):
+            self.shell.notify("考场 {} 场次 {} 的结果包已回收过，无需再次回收。".format(res["room"], res["session"]))
+        else:
+            self.shell.notify("已回收考场 {} 场次 {} 的结果包。".format(res["room"], res["session"]))
+
+    def show_conflict(self, err: UserError, record: Optional[Dict[str, Any]]) -> None:
+        """A refused package: the cause, then both full hashes (kept and refused)."""
+        lines = [err.remedy]
+        if record is not None:
+            lines += ["", "保留的结果包校验值（SHA-256）：", record["kept_sha256"],
+                      "被拒绝的结果包校验值（SHA-256）：", record["sha256"],
+                      "同一结果包已被拒绝 {} 次。".format(record.get("times", 1))]
+        self.shell.dialogs.warning("结果包冲突", err.cause, "\n".join(lines))
+
+    def _on_upload(self) -> None:
+        from kd.views.upload_dialog import UploadDialog  # noqa: PLC0415 - the dialog is opened rarely
+
+        if self.upload_dialog is not None and self.upload_dialog.winfo_exists():
+            self.upload_dialog.lift()
+            return
+        self.upload_dialog = UploadDialog(self, self.shell)
+
+    def _on_click(self, event: Any) -> None:
+        tree = self.table.tree
+        if tree.identify_region(event.x, event.y) != "cell":
+            return
+        column = tree.identify_column(event.x)
+        keys = [k for k, _, _ in self.table.columns]
+        index = int(column[1:]) - 1 if column.startswith("#") and column[1:].isdigit() else -1
+        if 0 <= index < len(keys) and keys[index] == "situation":
+            self.view(tree.identify_row(event.y))
+
+    def _on_double(self, event: Any) -> None:
+        self.view(self.table.tree.identify_row(event.y))
+
+    def view(self, iid: Optional[str] = None) -> None:
+        """查看: the room's 考场情况 (the selected row when ``iid`` is None)."""
+        if iid:
+            self.table.tree.selection_set(iid)
+        row = self.table.selected()
+        if row is None or not row.get("recovered"):
+            return
+        room, session = row["room"], row["session_id"]
+        self.run(lambda: self.core.recovery.detail(room, session), self._show_detail)
+
+    def _show_detail(self, detail: Dict[str, Any]) -> None:
+        if self.detail_window is not None and self.detail_window.winfo_exists():
+            self.detail_window.destroy()
+        self.detail_window = DetailWindow(self, detail)
+
+    # -- the core (worker) -----------------------------------------------------------------
+    def snapshot(self) -> Any:
+        try:
+            return self.core.recovery.snapshot(self._session_id)
+        except NotLoaded as e:
+            return {"error": e.cause}
+        except UserError:
+            if self._session_id is None:
+                raise
+            return self.core.recovery.snapshot(None)
+
+    # -- rendering (Tk) --------------------------------------------------------------------
+    def render(self, snapshot: Any) -> None:
+        snap = snapshot or {}
+        subjects = list(snap.get("subject_columns") or [])
+        if subjects != self._subjects:
+            self._subjects = subjects
+            self.table.set_columns(columns_for(subjects))
+        rows, total = format_rows(snap)
+        self.table.set_rows(rows, total)
+        sessions = snap.get("sessions") or []
+        ids: List[Optional[str]] = [None] + [s["id"] for s in sessions]
+        if ids != self._session_ids:
+            self._session_ids = ids
+            self.session_box.configure(values=[ALL] + [s.get("name") or s["id"] for s in sessions])
+        chosen = snap.get("session")
+        if chosen in ids and self.session_box.current() != ids.index(chosen):
+            self.session_box.current(ids.index(chosen))
+        self._render_report(snap)
+        if snap.get("error"):
+            text = snap["error"]
+        elif snap.get("conflicts"):
+            text = "有 {} 个结果包与已回收的结果不一致，已拒绝（原结果保留）：{}。点击“查看”了解详情。".format(
+                len(snap["conflicts"]), "、".join("{}（场次{}）".format(c["room"], c["session"])
+                                               for c in snap["conflicts"][:5]))
+        else:
+            text = ""
+        if self.hint.cget("text") != text:
+            self.hint.configure(text=text)
+
+    def _render_report(self, snap: Dict[str, Any]) -> None:
+        report = snap.get("recovery_report")
+        if not report:
+            text, colour = ("全部考场已回收" if snap.get("all_recovered") else ""), ""
+        elif report.get("state") == "sent":
+            text, colour = "回收状态上报：成功 {}".format(_short_time(report.get("sent_at"))), OK_COLOUR
+        elif report.get("state") == "failed":
+            text, colour = "回收状态上报：失败", BAD_COLOUR
+        else:
+            text, colour = "回收状态上报：等待上报", ""
+        if self.report_label.cget("text") != text:
+            self.report_label.configure(text=text, foreground=colour)
+
+
+def _short_time(value: Optional[str]) -> str:
+    return (value or "").replace("T", " ")[:19]
+
+
+class DetailWindow(tk.Toplevel):
+    """考场情况: the recovered package of one room and session, its candidates, refused packages."""
+
+    COLUMNS = [("ticket", "准考证号", 150), ("name", "姓名", 90), ("seat", "座号", 50), ("subject", "科目", 80),
+               ("status", "考试状态", 80), ("collected", "作答已回收", 90)]
+
+    def __init__(self, parent: tk.Misc, detail: Dict[str, Any]) -> None:
+        super().__init__(parent)
+        self.title("考场情况 — 考场 {} 场次 {}".format(detail["room"], detail["session"]))
+        self.transient(parent.winfo_toplevel())
+        res = detail.get("result") or {}
+        frame = ttk.Frame(self, padding=10)
+        frame.pack(fill="both", expand=True)
+        info = [
+            "考场编号：{}    场次：{}".format(detail["room"], detail["session"]),
+            "回收时间：{}    方式：{}    大小：{} 字节".format(
+                _short_time(res.get("received_at")), {"lan": "联网回收", "manual": "手工回收"}.get(
+                    res.get("source", ""), res.get("source", "")), res.get("size", "")),
+            "结果包校验值（SHA-256）：{}".format(res.get("sha256", "")),
+        ]
+        self.info = ttk.Label(frame, text="\n".join(info), justify="left")
+        self.info.pack(anchor="w")
+        self.table = Table(frame, self.COLUMNS, height=10)
+        self.table.pack(fill="both", expand=True, pady=(8, 0))
+        self.table.set_rows([dict(c, collected="是" if c.get("collected") else "否") for c in detail["candidates"]])
+        conflicts = detail.get("conflicts") or []
+        text = "\n".join("被拒绝的结果包：{}（{} 次，最近 {}）".format(c["sha256"], c.get("times", 1),
+                                                           _short_time(c.get("last_at"))) for c in conflicts)
+        self.conflicts = ttk.Label(frame, text=text, foreground=BAD_COLOUR, justify="left")
+        self.conflicts.pack(anchor="w", pady=(6, 0))
+        self.close_button = ttk.Button(frame, text="关闭", command=self.destroy, width=8)
+        self.close_button.pack(anchor="e", pady=(8, 0))

@@ -1,0 +1,341 @@
+"""数据上报 (manual §5.2): back up to external storage first, then the upload tool.
+
+``UploadDialog(parent, shell)`` is the manual's two-step window: 第一步 备份到外部存储
+(choose a folder on the USB drive → ``core.upload.backup_external`` in a worker, an
+indeterminate progress bar, then "备份完成!"), and 第二步 上报, enabled only when the
+core says the external backup covers every recovered file (``snapshot()["can_upload"]``,
+so after step 1 succeeded). 第二步 opens ``UploadTool``.
+
+``UploadTool(parent, shell)``: one block per session — 考场数 | 已回收 | 文件大小 | 已上报 |
+上报状态 (全部未上报 / N个未上报 / 全部已上报) — with its own progress bar and the buttons
+上报 and 续报 (resume after a cut: the same ``core.upload.upload(session)`` call, the
+platform keeps what it got). ``upload``'s progress callback runs in the worker: it only
+puts the dicts on a queue, which the tool drains on the Tk thread with ``after()``
+while an upload runs (the id is kept and cancelled when done or closed). Rooms still
+not recovered are named above the table and after an upload (the result's warnings).
+"""
+
+import logging
+import queue
+import tkinter as tk
+from typing import Any, Callable, Dict, List, Optional
+
+import ttkbootstrap as ttk
+
+from kd.errors import UserError
+
+log = logging.getLogger(__name__)
+
+OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
+PROGRESS_MS = 50
+INTRO = ("根据考务要求，上报前，需先将当前考试结果数据备份到外部存储设备上，然后再进行上报。\n"
+         "请接入外部存储设备（U盘、移动硬盘）后，点【第一步】。")
+BACKUP_DONE = "备份完成!"
+
+
+def _actor(shell: Any) -> str:
+    return getattr(shell, "user", None) or "admin"
+
+
+def _not_recovered_text(pairs: List[Dict[str, Any]]) -> str:
+    if not pairs:
+        return ""
+    names = "、".join("{}（场次{}）".format(p["room"], p["session"]) for p in pairs[:8])
+    return "还有 {} 个考场未回收文件：{}{}".format(len(pairs), names, "等" if len(pairs) > 8 else "")
+
+
+class _Worker:
+    """Run core calls from a window through the shell's runner; a UserError becomes a dialog."""
+
+    def __init__(self, window: tk.Misc, shell: Any) -> None:
+        self.window = window
+        self.shell = shell
+
+    def submit(self, fn: Callable[[], Any], on_done: Callable[[Any], None],
+               on_error: Optional[Callable[[BaseException], None]] = None) -> None:
+        def done(value: Any) -> None:
+            if self.window.winfo_exists():
+                on_done(value)
+
+        def failed(exc: BaseException) -> None:
+            if on_error is not None and self.window.winfo_exists():
+                on_error(exc)
+                return
+            if isinstance(exc, UserError):
+                self.shell.dialogs.error(exc)
+                return
+            raise exc
+
+        self.shell.runner.submit(fn, done, failed)
+
+
+class UploadDialog(tk.Toplevel):
+    """数据上报: 第一步 备份到外部存储 → 第二步 上报."""
+
+    def __init__(self, parent: tk.Misc, shell: Any) -> None:
+        super().__init__(parent)
+        self.shell = shell
+        self.worker = _Worker(self, shell)
+        self.tool: Optional[UploadTool] = None
+        self.last: Optional[Dict[str, Any]] = None
+        self.title("数据上报")
+        self.transient(parent.winfo_toplevel())
+        self.resizable(False, False)
+        self._build()
+        self.refresh()
+
+    def _build(self) -> None:
+        frame = ttk.Frame(self, padding=16)
+        frame.pack(fill="both", expand=True)
+        ttk.Label(frame, text=INTRO, justify="left", wraplength=460).grid(row=0, column=0, columnspan=3, sticky="w")
+        ttk.Label(frame, text="第一步").grid(row=1, column=0, pady=(14, 2))
+        ttk.Label(frame, text="第二步").grid(row=1, column=2, pady=(14, 2))
+        self.step1 = ttk.Button(frame, text="备份到外部存储", width=16, command=self._on_backup)
+        self.step1.grid(row=2, column=0, padx=4)
+        ttk.Label(frame, text="→").grid(row=2, column=1, padx=12)
+        self.step2 = ttk.Button(frame, text="上报", width=16, state="disabled", command=self._on_step2)
+        self.step2.grid(row=2, column=2, padx=4)
+        self.progress = ttk.Progressbar(frame, mode="indeterminate", length=460)
+        self.progress.grid(row=3, column=0, columnspan=3, sticky="ew", pady=(14, 4))
+        self.status = ttk.Label(frame, text="", justify="left", wraplength=460)
+        self.status.grid(row=4, column=0, columnspan=3, sticky="w")
+        self.close_button = ttk.Button(frame, text="关闭", width=8, command=self.destroy)
+        self.close_button.grid(row=5, column=2, sticky="e", pady=(12, 0))
+
+    # -- reacting --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self.worker.submit(self.shell.core.upload.snapshot, self.render)
+
+    def _on_backup(self) -> None:
+        folder = self.shell.dialogs.choose_dir("第一步：选择外部存储（U盘、移动硬盘）上的文件夹")
+        if not folder:
+            return
+        upload, actor = self.shell.core.upload, _actor(self.shell)
+        self.step1.configure(state="disabled")
+        self.step2.configure(state="disabled")
+        self.status.configure(text="正在备份到 {} …".format(folder), foreground="")
+        self.progress.start(20)
+        self.worker.submit(lambda: upload.backup_external(folder, actor), self._backed_up, self._backup_failed)
+
+    def _backed_up(self, result: Dict[str, Any]) -> None:
+        self.progress.stop()
+        self.progress.configure(mode="determinate", value=100)
+        self.step1.configure(state="normal")
+        self.status.configure(text="{}\n已备份 {} 个结果包到 {}".format(BACKUP_DONE, len(result["files"]),
+                                                                 result["folder"]), foreground=OK_COLOUR)
+        self.shell.notify(BACKUP_DONE)
+        self.refresh()
+
+    def _backup_failed(self, exc: BaseException) -> None:
+        self.progress.stop()
+        self.progress.configure(mode="determinate", value=0)
+        self.step1.configure(state="normal")
+        if not isinstance(exc, UserError):
+            raise exc
+        self.status.configure(text="备份未完成：{}".format(exc.cause), foreground=BAD_COLOUR)
+        self.shell.dialogs.error(exc)
+        self.refresh()
+
+    def _on_step2(self) -> None:
+        if self.tool is not None and self.tool.winfo_exists():
+            self.tool.lift()
+            self.tool.refresh()
+            return
+        self.tool = UploadTool(self, self.shell)
+
+    # -- rendering -------------------------------------------------------------------------
+    def render(self, snap: Dict[str, Any]) -> None:
+        self.last = snap
+        self.step2.configure(state="normal" if snap.get("can_upload") else "disabled")
+        if snap.get("not_backed_up") and snap.get("external"):
+            self.status.configure(text="备份完成后又回收了 {} 个结果包，请重新执行第一步。".format(
+                len(snap["not_backed_up"])), foreground=BAD_COLOUR)
+
+
+class UploadTool(tk.Toplevel):
+    """The upload tool: per session counts, a progress bar, 上报 and 续报."""
+
+    HEADINGS = ["场次", "考场数", "已回收", "文件大小", "已上报", "上报状态"]
+
+    def __init__(self, parent: tk.Misc, shell: Any) -> None:
+        super().__init__(parent)
+        self.shell = shell
+        self.worker = _Worker(self, shell)
+        self.title("上报工具")
+        self.transient(parent.winfo_toplevel())
+        self.last: Optional[Dict[str, Any]] = None
+        self.busy: Optional[str] = None
+        self.interrupted: set = set()
+        self.blocks: Dict[str, Dict[str, Any]] = {}
+        self._order: List[str] = []
+        self._queue: queue.Queue[Dict[str, Any]] = queue.Queue()
+        self._poll_id: Optional[str] = None
+        self._closing = False
+        #: progress reports shown so far (tests check that the bars were fed)
+        self.progress_seen = 0
+        self.bind("<Destroy>", self._on_destroy, add="+")
+        self.frame = ttk.Frame(self, padding=12)
+        self.frame.pack(fill="both", expand=True)
+        self.warning = ttk.Label(self.frame, text="", foreground=BAD_COLOUR, wraplength=640, justify="left")
+        self.warning.pack(anchor="w")
+        self.rows = ttk.Frame(self.frame)
+        self.rows.pack(fill="both", expand=True, pady=(6, 0))
+        self.close_button = ttk.Button(self.frame, text="关闭", width=8, command=self.destroy)
+        self.close_button.pack(anchor="e", pady=(10, 0))
+        self.refresh()
+
+    # -- blocks ----------------------------------------------------------------------------
+    def _block(self, sid: str) -> Dict[str, Any]:
+        block = self.blocks.get(sid)
+        if block is not None:
+            return block
+        box = ttk.Labelframe(self.rows, text="场次 {}".format(sid), padding=8)
+        box.pack(fill="x", pady=4)
+        labels = {}
+        for col, key in enumerate(("rooms", "recovered", "size_text", "uploaded", "status")):
+            labels[key] = ttk.Label(box, text="", width=14 if key == "status" else 11)
+            labels[key].grid(row=0, column=col, sticky="w", padx=(0, 8))
+        upload = ttk.Button(box, text="上报", width=6, command=lambda: self.upload(sid))
+        upload.grid(row=0, column=5, padx=(8, 0))
+        resume = ttk.Button(box, text="续报", width=6, command=lambda: self.upload(sid, resume=True))
+        resume.grid(row=0, column=6, padx=(6, 0))
+        bar = ttk.Progressbar(box, mode="determinate", maximum=100, length=420)
+        bar.grid(row=1, column=0, columnspan=5, sticky="ew", pady=(6, 0))
+        message = ttk.Label(box, text="", wraplength=620, justify="left")
+        message.grid(row=2, column=0, columnspan=7, sticky="w", pady=(4, 0))
+        block = {"box": box, "labels": labels, "upload": upload, "resume": resume, "bar": bar, "message": message,
+                 "row": {}}
+        self.blocks[sid] = block
+        return block
+
+    def cells(self) -> List[List[str]]:
+        """What the tool shows per session, as text: 场次 考场数 已回收 文件大小 已上报 上报状态."""
+        out = []
+        for sid in self._order:
+            row = self.blocks[sid]["row"]
+            out.append([row.get("session_name", sid), str(row.get("rooms", "")), str(row.get("recovered", "")),
+                        row.get("size_text", ""), str(row.get("uploaded", "")), row.get("status", "")])
+        return out
+
+    # -- reacting --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self.worker.submit(self.shell.core.upload.snapshot, self.render)
+
+    def upload(self, session_id: str, resume: bool = False) -> None:
+        """上报 (or 续报) one session in a worker; progress through the queue."""
+        if self.busy is not None:
+            return
+        self.busy = session_id
+        block = self.blocks[session_id]
+        block["bar"].configure(value=0)
+        block["message"].configure(text="正在{}…".format("续报" if resume else "上报"), foreground="")
+        self._enable()
+        upload, actor, put = self.shell.core.upload, _actor(self.shell), self._queue.put
+        self.worker.submit(lambda: upload.upload(session_id, actor, progress=put),
+                           lambda result: self._uploaded(session_id, result),
+                           lambda exc: self._failed(session_id, exc))
+        self._poll()
+
+    def _poll(self) -> None:
+        self._poll_id = None
+        if self._closing:
+            return
+        self._drain()
+        if self.busy is not None:
+            self._poll_id = self.after(PROGRESS_MS, self._poll)
+
+    def _drain(self) -> None:
+        latest: Dict[str, Dict[str, Any]] = {}
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            latest[item["session"]] = item
+            self.progress_seen += 1
+        for sid, item in latest.items():
+            block = self.blocks.get(sid)
+            if block is None:
+                continue
+            count = max(1, int(item.get("count") or 1))
+            size = max(1, int(item.get("size") or 1))
+            done = (int(item.get("index") or 0) + min(1.0, int(item.get("sent") or 0) / size)) / count
+            block["bar"].configure(value=round(done * 100, 1))
+            text = "正在上报考场 {}（{}/{}）".format(item.get("room"), item["index"] + 1, count)
+            block["message"].configure(text=text)
+
+    def _stop_poll(self) -> None:
+        if self._poll_id is not None:
+            try:
+                self.after_cancel(self._poll_id)
+            except tk.TclError:
+                pass
+            self._poll_id = None
+
+    def _uploaded(self, sid: str, result: Dict[str, Any]) -> None:
+        self._drain()
+        self.busy = None
+        self._stop_poll()
+        self.interrupted.discard(sid)
+        block = self.blocks[sid]
+        block["bar"].configure(value=100)
+        text = "文件上报完成，已上报 {} 个结果包".format(len(result.get("uploaded") or []))
+        if result.get("already"):
+            text += "（{} 个此前已上报）".format(result["already"])
+        pending = result.get("not_recovered") or []
+        if pending:
+            text += "，还有{}个考场未回收文件!".format(len(pending))
+        block["message"].configure(text=text, foreground=BAD_COLOUR if pending else OK_COLOUR)
+        if result.get("warnings"):
+            self.shell.dialogs.warning("上报", "文件上报完成，但有考场尚未回收。", "\n".join(result["warnings"]))
+        self.shell.notify("场次 {} 上报完成".format(sid))
+        self.refresh()
+
+    def _failed(self, sid: str, exc: BaseException) -> None:
+        self._drain()
+        self.busy = None
+        self._stop_poll()
+        if not isinstance(exc, UserError):
+            self.refresh()
+            raise exc
+        self.interrupted.add(sid)
+        text = "上报中断：{} 已上报的部分会保留，请点击“续报”继续。".format(exc.cause)
+        self.blocks[sid]["message"].configure(text=text, foreground=BAD_COLOUR)
+        self.shell.dialogs.error(exc)
+        self.refresh()
+
+    def _on_destroy(self, event: Any) -> None:
+        if event.widget is self:
+            self._closing = True
+            self._stop_poll()
+
+    # -- rendering -------------------------------------------------------------------------
+    def render(self, snap: Dict[str, Any]) -> None:
+        self.last = snap
+        order = []
+        for row in snap.get("sessions") or []:
+            sid = row["session"]
+            order.append(sid)
+            block = self._block(sid)
+            block["row"] = row
+            block["box"].configure(text="场次 {}".format(row.get("session_name") or sid))
+            labels = block["labels"]
+            labels["rooms"].configure(text="考场数：{}".format(row["rooms"]))
+            labels["recovered"].configure(text="已回收：{}".format(row["recovered"]))
+            labels["size_text"].configure(text="文件大小：{}".format(row["size_text"]))
+            labels["uploaded"].configure(text="已上报：{}".format(row["uploaded"]))
+            labels["status"].configure(text="上报状态：{}".format(row["status"]))
+            if self.busy != sid and row["recovered"] and row["uploaded"] >= row["recovered"]:
+                block["bar"].configure(value=100)
+        self._order = order
+        self.warning.configure(text=_not_recovered_text(snap.get("not_recovered") or []))
+        self._enable()
+
+    def _enable(self) -> None:
+        for sid, block in self.blocks.items():
+            row = block["row"]
+            left = row.get("recovered", 0) > row.get("uploaded", 0)
+            idle = self.busy is None
+            block["upload"].configure(state="normal" if idle and left else "disabled")
+            resumable = sid in self.interrupted or 0 < row.get("uploaded", 0) < row.get("recovered", 0)
+            block["resume"].configure(state="normal" if idle and left and resumable else "disabled")

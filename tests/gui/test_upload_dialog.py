@@ -1,0 +1,119 @@
+"""数据上报 (§5.2): the two-step dialog and the upload tool over a real core and the platform simulator.
+
+Step 2 is disabled until step 1 (backup to a temporary "USB" folder) succeeded; the
+upload is cut by the simulator's ``drop_after`` fault and 续报 completes it; a session
+with a room not recovered warns. The window is driven with ``.invoke()``; dialogs are
+scripted; the Tk-thread guard fails the test if the progress callback touched Tk.
+"""
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from kd.core.services import Core
+from kd.errors import PlatformError
+from kd.views.recovery import RecoveryPage
+from tests.integration.live_helpers import loaded_env
+from tests.support.results import pairs, result_package
+from tests.support.ui import FakeShell, pump_until
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def site(tmp_path, gui_root, scripted):
+    env = loaded_env(tmp_path, rooms=3, sessions=2, candidates=5)
+    core = Core(env.ctx).start()
+    shell = FakeShell(gui_root, core, dialogs=scripted)
+    page = RecoveryPage(gui_root, shell)
+    page.pack(fill="both", expand=True)
+    yield env, core, page, shell
+    page.destroy()
+    shell.close()
+    core.stop()
+    env.close()
+
+
+def receive(env, core, room, session):
+    data = result_package(env.ctx, room, session, absent=1, answer_kb=16)
+    core.recovery.receive(room, session, io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data), "lan",
+                          "proctor-" + room)
+    return len(data)
+
+
+def test_backup_then_upload_cut_and_resume(site, gui_root, scripted, tmp_path):
+    env, core, page, shell = site
+    every = pairs(env.ctx)
+    first, last = every[0][1], every[-1][1]
+    sizes = {p: receive(env, core, *p) for p in every[:-1]}  # the last room of the last session is missing
+
+    page.upload_button.invoke()
+    dialog = page.upload_dialog
+    pump_until(gui_root, lambda: dialog.last is not None, what="the dialog's snapshot")
+    assert str(dialog.step2.cget("state")) == "disabled"  # 第二步 before 第一步
+
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    scripted.plan("choose_dir", str(usb))
+    dialog.step1.invoke()
+    pump_until(gui_root, lambda: str(dialog.step2.cget("state")) == "normal", what="step 2 enabled")
+    assert dialog.status.cget("text").startswith("备份完成!")
+    [backup] = os.listdir(str(usb))
+    assert len([n for n in os.listdir(str(usb / backup)) if n.endswith(".zip")]) == len(every) - 1
+
+    dialog.step2.invoke()
+    tool = dialog.tool
+    pump_until(gui_root, lambda: len(tool.cells()) == 2, what="the upload tool's sessions")
+    cells = tool.cells()
+    rooms_first = sum(1 for p in every if p[1] == first)
+    assert cells[0][1:3] == [str(rooms_first), str(rooms_first)] and cells[0][4:] == ["0", "全部未上报"]
+    assert cells[0][3].endswith("KB")
+    assert every[-1][0] in tool.warning.cget("text")
+    assert str(tool.blocks[first]["resume"].cget("state")) == "disabled"
+
+    # the line is cut mid-file (the client retries once, then gives up)
+    env.sim.faults.set(drop_after=sizes[every[0]] // 3, drop_count=2)
+    tool.blocks[first]["upload"].invoke()
+    pump_until(gui_root, lambda: scripted.errors, timeout=20, what="the cut reported")
+    assert isinstance(scripted.errors[0], PlatformError)
+    pump_until(gui_root, lambda: str(tool.blocks[first]["resume"].cget("state")) == "normal", what="续报 enabled")
+    assert "续报" in tool.blocks[first]["message"].cget("text")
+    assert tool.cells()[0][5] == "全部未上报"
+
+    env.sim.faults.clear()
+    tool.blocks[first]["resume"].invoke()
+    pump_until(gui_root, lambda: tool.cells()[0][5] == "全部已上报", timeout=20, what="续报 done")
+    assert tool.cells()[0][4] == str(rooms_first)
+    assert float(tool.blocks[first]["bar"].cget("value")) == 100.0 and tool.progress_seen > 0
+    committed = [u for u in env.sim.received()["uploads"] if u["state"] == "committed"]
+    assert len(committed) == rooms_first
+
+    # the session with a room not recovered: uploaded what there is, and says what is missing
+    tool.blocks[last]["upload"].invoke()
+    pump_until(gui_root, lambda: scripted.messages, timeout=20, what="the warning")
+    kind, _title, _text, detail = scripted.messages[-1]
+    assert kind == "warning" and every[-1][0] in detail
+    pump_until(gui_root, lambda: tool.cells()[1][5] == "1个未上报", what="last session status")
+    assert "还有1个考场未回收文件" in tool.blocks[last]["message"].cget("text")
+    assert len(scripted.errors) == 1
+    scripted.check()
+
+
+def test_backup_to_a_missing_folder_keeps_step_2_disabled(site, gui_root, scripted, tmp_path):
+    env, core, page, shell = site
+    receive(env, core, *pairs(env.ctx)[0])
+    page.upload_button.invoke()
+    dialog = page.upload_dialog
+    scripted.plan("choose_dir", str(tmp_path / "no-such-usb"))
+    dialog.step1.invoke()
+    pump_until(gui_root, lambda: scripted.errors, what="the refusal")
+    assert "不存在" in scripted.errors[0].cause
+    pump_until(gui_root, lambda: dialog.last is not None and str(dialog.step1.cget("state")) == "normal",
+               what="step 1 again")
+    assert str(dialog.step2.cget("state")) == "disabled"
+    assert dialog.status.cget("text").startswith("备份未完成")
+    page.upload_button.invoke()  # a second 上报 brings the same dialog forward
+    assert page.upload_dialog is dialog
+    scripted.check()
