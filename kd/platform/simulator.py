@@ -104,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kd-platform-sim/1"
     timeout = 30  # idle keep-alive connections go away
+    disable_nagle_algorithm = True  # headers and body are separate writes: no delayed-ACK stalls
     server: "_HTTPServer"
 
     # -- plumbing ------------------------------------------------------------------
