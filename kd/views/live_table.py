@@ -8,40 +8,67 @@ dicts of display values (the page formats them); extra keys are kept for ``selec
 and ``_tags`` (a tuple of tree tags, e.g. ``("off",)``) colours a row.
 
 ``set_columns(columns)`` replaces the columns (the 科目1/科目2 headings of 数据回收) and
-clears the rows. Column widths are at least the heading's text width, so a narrow
-window shows a horizontal scroll bar instead of clipping a heading.
+clears the rows. The manual's headings are long (考场数据导入状态, 是否与考场连接 ...) and a
+Treeview heading has one line, so the table draws its own two-line header on a canvas
+above the rows: a heading may carry ``"\n"`` where it breaks (the tree's own headings,
+hidden, keep the text without it, for ``headings()``). Each column is at least as wide
+as its widest heading line, so nothing is clipped; a narrow window scrolls sideways and
+the header follows.
 """
 
 import tkinter as tk
 import tkinter.font as tkfont
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import ttkbootstrap as ttk
+
 from kd.views.widgets import Column, Table, _cell
 
 #: horizontal room around a heading's text (padding and the separator)
-PAD = 14
+PAD = 12
+
+
+def one_line(heading: str) -> str:
+    return heading.replace("\n", "")
 
 
 class LiveTable(Table):
     def __init__(self, parent: tk.Misc, columns: Sequence[Column], key: Sequence[str] = ("room",),
                  height: int = 12, **kw: Any) -> None:
-        super().__init__(parent, columns, height=height, **kw)
+        super().__init__(parent, [(k, one_line(h), w) for k, h, w in columns], height=height, **kw)
+        self.columns = list(columns)
         self.key = tuple(key)
         self._ids: List[Tuple[Any, ...]] = []
         self._shown: List[Tuple[str, ...]] = []
         self._total: Optional[Tuple[str, ...]] = None
+        self._draw_after: Optional[str] = None
+        self.heading_font = tkfont.nametofont("TkHeadingFont")
+        line = self.heading_font.metrics("linespace")
+        style = ttk.Style()
+        self._bg = style.lookup("Treeview.Heading", "background") or "#f0f0f0"
+        self._fg = style.lookup("Treeview.Heading", "foreground") or "#000000"
+        self.header = tk.Canvas(self, height=2 * line + 8, highlightthickness=0, background=self._bg)
+        self.tree.configure(show="")
+        for child in self.grid_slaves():
+            info = child.grid_info()
+            child.grid(row=int(info["row"]) + 1)
+        self.header.grid(row=0, column=0, sticky="ew")
+        self.rowconfigure(0, weight=0)
+        self.rowconfigure(1, weight=1)
+        xbar = self.grid_slaves(row=2, column=0)
+        self._xset = xbar[0].set if xbar else None
+        self.tree.configure(xscrollcommand=self._on_xscroll)
+        self.tree.bind("<Configure>", lambda _e: self._schedule_draw(), add="+")
         self._fit()
 
     # -- columns ---------------------------------------------------------------------------
     def _fit(self) -> None:
-        """Each column at least as wide as its heading (no clipped heading)."""
-        try:
-            font = tkfont.nametofont("TkHeadingFont")
-        except tk.TclError:
-            font = tkfont.nametofont("TkDefaultFont")
+        """Each column at least as wide as its widest heading line (no clipped heading)."""
+        font = self.heading_font
         for key, heading, width in self.columns:
-            need = font.measure(heading) + PAD
+            need = max(font.measure(part) for part in heading.split("\n")) + PAD
             self.tree.column(key, width=max(width, need), minwidth=need, stretch=True)
+        self._schedule_draw()
 
     def set_columns(self, columns: Sequence[Column]) -> None:
         """Replace the columns (headings and widths); the rows are cleared."""
@@ -49,13 +76,41 @@ class LiveTable(Table):
         self.tree.delete(*self.tree.get_children())
         self.tree.configure(columns=[c[0] for c in self.columns], displaycolumns="#all")
         for key, heading, _width in self.columns:
-            self.tree.heading(key, text=heading)
+            self.tree.heading(key, text=one_line(heading))
             self.tree.column(key, anchor="center")
         self._fit()
         self._rows, self._ids, self._shown, self._total = [], [], [], None
 
     def headings(self) -> List[str]:
         return [self.tree.heading(key, "text") for key, _, _ in self.columns]
+
+    def _on_xscroll(self, first: str, last: str) -> None:
+        if self._xset is not None:
+            self._xset(first, last)
+        self._schedule_draw()
+
+    def _schedule_draw(self) -> None:
+        if self._draw_after is None:
+            self._draw_after = self.after_idle(self._draw)
+
+    def _draw(self) -> None:
+        """The two-line header, aligned with the tree's columns and horizontal scroll."""
+        self._draw_after = None
+        if not self.winfo_exists():
+            return
+        canvas = self.header
+        canvas.delete("all")
+        widths = [int(self.tree.column(key, "width")) for key, _, _ in self.columns]
+        total = sum(widths)
+        first = float(self.tree.xview()[0]) if total else 0.0
+        x = -first * total
+        height = int(canvas.cget("height"))
+        for (_key, heading, _w), width in zip(self.columns, widths):
+            canvas.create_text(x + width / 2, height / 2, text=heading, justify="center", font=self.heading_font,
+                               fill=self._fg)
+            canvas.create_line(x + width - 1, 4, x + width - 1, height - 4, fill="#c8c8c8")
+            x += width
+        canvas.create_line(0, height - 1, max(x, canvas.winfo_width()), height - 1, fill="#c8c8c8")
 
     # -- rows ------------------------------------------------------------------------------
     def set_rows(self, rows: Iterable[Dict[str, Any]], total: Optional[Dict[str, Any]] = None) -> None:

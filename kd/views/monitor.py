@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 REFRESH_MS = 2000
 
 #: column widths (px, at least the heading's width: see LiveTable)
-WIDTHS = {"room": 90, "ip": 110, "candidates": 60, "logged_in": 50, "in_exam": 50}
+WIDTHS = {"room": 80, "ip": 112}
+#: where the long headings break (the header has two lines)
+BREAKS = {"data_imported": "考场数据\n导入状态", "authorized": "考试授权\n状态", "verified": "授权验证\n状态",
+          "ended": "是否结束\n考试", "reported": "是否已上报\n数据", "connected": "是否与考场\n连接"}
 OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
 BOOL_KEYS = ("data_imported", "authorized", "verified", "ended", "reported", "connected")
 COUNT_KEYS = ("candidates", "logged_in", "in_exam")
@@ -55,6 +58,11 @@ def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Di
     return rows, total
 
 
+def show_time(value: Optional[str]) -> str:
+    """An ISO time as the manual shows it: ``2026-11-26 09:00``."""
+    return (value or "").replace("T", " ")[:16]
+
+
 class MonitorPage(Page):
     title = "考场管理"
     events = frozenset([
@@ -77,7 +85,7 @@ class MonitorPage(Page):
         self.bind("<Destroy>", self._on_destroy, add="+")
 
     def _build_table(self) -> None:
-        columns = [(key, label, WIDTHS.get(key, 60)) for key, label in COLUMNS]
+        columns = [(key, BREAKS.get(key, label), WIDTHS.get(key, 60)) for key, label in COLUMNS]
         self.table = LiveTable(self, columns, key=("room",), height=16)
         self.table.tree.tag_configure("off", foreground=BAD_COLOUR)
         self.table.pack(side="top", fill="both", expand=True)
@@ -174,7 +182,7 @@ class MonitorPage(Page):
         sid = session.get("id")
         if sid in ids and self.session_box.current() != ids.index(sid):
             self.session_box.current(ids.index(sid))
-        _set(self.start_label, session.get("start") or "")
+        _set(self.start_label, show_time(session.get("start")))
         report = snap.get("status_report") or {}
         _set(self.report_label, report.get("label") or "")
         state = report.get("state")

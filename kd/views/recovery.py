@@ -2,7 +2,7 @@
 
 Table: 考场编号 | 场次 | 考生人数 | 参考人数 | 缺考人数 | 回收人数 | 未回收人数 | 考场情况 |
 状态上报, then 人数统计. When the chosen session has two subjects the count columns become
-``考生人数(科目1/科目2)`` ... and show ``a/b`` (the manual's layout); the columns are
+``考生人数`` over ``(科目1/科目2)`` ... and show ``a/b`` (the manual's layout); the columns are
 rebuilt when that changes. 考场情况 shows 查看 for a recovered room: clicking it (or a
 double click on the row) opens ``core.recovery.detail`` in a window. Footer: 场次
 selector (全部 or one session), the 数据回收 status report, buttons 回收 and 上报.
@@ -39,7 +39,7 @@ OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
 
 def columns_for(subject_labels: List[str]) -> List[Tuple[str, str, int]]:
     """The table's columns; with two subjects the counts are headed ``考生人数(科目1/科目2)``."""
-    suffix = "({})".format("/".join(subject_labels)) if len(subject_labels) > 1 else ""
+    suffix = "\n({})".format("/".join(subject_labels)) if len(subject_labels) > 1 else ""
     out = []
     for key, label in COLUMNS:
         text = label + suffix if key in COUNT_KEYS else label
@@ -273,6 +273,8 @@ class DetailWindow(tk.Toplevel):
         super().__init__(parent)
         self.title("考场情况 — 考场 {} 场次 {}".format(detail["room"], detail["session"]))
         self.transient(parent.winfo_toplevel())
+        top = parent.winfo_toplevel()
+        self.geometry("+{}+{}".format(top.winfo_rootx() + 80, top.winfo_rooty() + 60))
         res = detail.get("result") or {}
         frame = ttk.Frame(self, padding=10)
         frame.pack(fill="both", expand=True)

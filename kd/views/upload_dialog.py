@@ -33,6 +33,12 @@ INTRO = ("根据考务要求，上报前，需先将当前考试结果数据备�
 BACKUP_DONE = "备份完成!"
 
 
+def place_near(window: tk.Toplevel, parent: tk.Misc) -> None:
+    """Open ``window`` a little inside its parent's window (not at the screen's corner)."""
+    top = parent.winfo_toplevel()
+    window.geometry("+{}+{}".format(top.winfo_rootx() + 80, top.winfo_rooty() + 60))
+
+
 def _actor(shell: Any) -> str:
     return getattr(shell, "user", None) or "admin"
 
@@ -41,7 +47,7 @@ def _not_recovered_text(pairs: List[Dict[str, Any]]) -> str:
     if not pairs:
         return ""
     names = "、".join("{}（场次{}）".format(p["room"], p["session"]) for p in pairs[:8])
-    return "还有 {} 个考场未回收文件：{}{}".format(len(pairs), names, "等" if len(pairs) > 8 else "")
+    return "还有{}个考场未回收文件：{}{}".format(len(pairs), names, "等" if len(pairs) > 8 else "")
 
 
 class _Worker:
@@ -81,13 +87,14 @@ class UploadDialog(tk.Toplevel):
         self.title("数据上报")
         self.transient(parent.winfo_toplevel())
         self.resizable(False, False)
+        place_near(self, parent)
         self._build()
         self.refresh()
 
     def _build(self) -> None:
         frame = ttk.Frame(self, padding=16)
         frame.pack(fill="both", expand=True)
-        ttk.Label(frame, text=INTRO, justify="left", wraplength=460).grid(row=0, column=0, columnspan=3, sticky="w")
+        ttk.Label(frame, text=INTRO, justify="left", wraplength=520).grid(row=0, column=0, columnspan=3, sticky="w")
         ttk.Label(frame, text="第一步").grid(row=1, column=0, pady=(14, 2))
         ttk.Label(frame, text="第二步").grid(row=1, column=2, pady=(14, 2))
         self.step1 = ttk.Button(frame, text="备份到外部存储", width=16, command=self._on_backup)
@@ -95,9 +102,9 @@ class UploadDialog(tk.Toplevel):
         ttk.Label(frame, text="→").grid(row=2, column=1, padx=12)
         self.step2 = ttk.Button(frame, text="上报", width=16, state="disabled", command=self._on_step2)
         self.step2.grid(row=2, column=2, padx=4)
-        self.progress = ttk.Progressbar(frame, mode="indeterminate", length=460)
+        self.progress = ttk.Progressbar(frame, mode="indeterminate", length=520)
         self.progress.grid(row=3, column=0, columnspan=3, sticky="ew", pady=(14, 4))
-        self.status = ttk.Label(frame, text="", justify="left", wraplength=460)
+        self.status = ttk.Label(frame, text="", justify="left", wraplength=520)
         self.status.grid(row=4, column=0, columnspan=3, sticky="w")
         self.close_button = ttk.Button(frame, text="关闭", width=8, command=self.destroy)
         self.close_button.grid(row=5, column=2, sticky="e", pady=(12, 0))
@@ -163,6 +170,7 @@ class UploadTool(tk.Toplevel):
         self.worker = _Worker(self, shell)
         self.title("上报工具")
         self.transient(parent.winfo_toplevel())
+        place_near(self, parent)
         self.last: Optional[Dict[str, Any]] = None
         self.busy: Optional[str] = None
         self.interrupted: set = set()
@@ -193,8 +201,8 @@ class UploadTool(tk.Toplevel):
         box.pack(fill="x", pady=4)
         labels = {}
         for col, key in enumerate(("rooms", "recovered", "size_text", "uploaded", "status")):
-            labels[key] = ttk.Label(box, text="", width=14 if key == "status" else 11)
-            labels[key].grid(row=0, column=col, sticky="w", padx=(0, 8))
+            labels[key] = ttk.Label(box, text="")
+            labels[key].grid(row=0, column=col, sticky="w", padx=(0, 14))
         upload = ttk.Button(box, text="上报", width=6, command=lambda: self.upload(sid))
         upload.grid(row=0, column=5, padx=(8, 0))
         resume = ttk.Button(box, text="续报", width=6, command=lambda: self.upload(sid, resume=True))

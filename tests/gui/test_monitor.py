@@ -71,7 +71,7 @@ def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripte
     assert rows[codes[0]][1] == "127.0.0.10"
     assert total[0] == "人数统计" and total[7] == "0/3"
     assert page.session_box.get() == env.ctx.manifest()["sessions"][0]["name"]
-    assert page.start_label.cget("text") == env.ctx.manifest()["sessions"][0]["start"]
+    assert page.start_label.cget("text") == monitor_view.show_time(env.ctx.manifest()["sessions"][0]["start"])
     assert page.timer_running
 
     # heartbeats are no hub events: the timer shows them
@@ -101,7 +101,8 @@ def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripte
     second = session_ids(env)[1]
     page.session_box.current(1)
     page.session_box.event_generate("<<ComboboxSelected>>")
-    pump_until(gui_root, lambda: page.start_label.cget("text") == env.ctx.manifest()["sessions"][1]["start"],
+    pump_until(gui_root, lambda: page.start_label.cget("text") == monitor_view.show_time(
+        env.ctx.manifest()["sessions"][1]["start"]),
                what="session 2 shown")
     rows, total = by_room(page)
     expected = {c["room"] for c in env.ctx.manifest()["candidates"] if c["session"] == second}
