@@ -102,7 +102,7 @@ class UploadDialog(tk.Toplevel):
         ttk.Label(frame, text="→").grid(row=2, column=1, padx=12)
         self.step2 = ttk.Button(frame, text="上报", width=16, state="disabled", command=self._on_step2)
         self.step2.grid(row=2, column=2, padx=4)
-        self.progress = ttk.Progressbar(frame, mode="indeterminate", length=520)
+        self.progress = ttk.Progressbar(frame, mode="determinate", length=520, value=0)
         self.progress.grid(row=3, column=0, columnspan=3, sticky="ew", pady=(14, 4))
         self.status = ttk.Label(frame, text="", justify="left", wraplength=520)
         self.status.grid(row=4, column=0, columnspan=3, sticky="w")
@@ -121,6 +121,7 @@ class UploadDialog(tk.Toplevel):
         self.step1.configure(state="disabled")
         self.step2.configure(state="disabled")
         self.status.configure(text="正在备份到 {} …".format(folder), foreground="")
+        self.progress.configure(mode="indeterminate")
         self.progress.start(20)
         self.worker.submit(lambda: upload.backup_external(folder, actor), self._backed_up, self._backup_failed)
 
