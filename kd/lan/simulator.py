@@ -66,6 +66,9 @@ class SimOptions(NamedTuple):
     seed: int = 1
 
 
+_DEFAULTS = SimOptions()  # the class attributes of a NamedTuple are field accessors, not defaults
+
+
 class ProctorReport:
     """What one proctor did (plain data for the summary)."""
 
@@ -352,13 +355,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--server", type=_address, required=True, help="site server HOST:PORT")
     parser.add_argument("--site-info", required=True, help="the exported 考点信息表(<site>).KDINFO")
     parser.add_argument("--rooms", type=int, required=True, help="number of proctors (the first N rooms)")
-    parser.add_argument("--result-mb", type=float, default=SimOptions.result_mb, help="answers per result package")
-    parser.add_argument("--speed", type=float, default=SimOptions.speed, help="time acceleration of the sessions")
+    parser.add_argument("--result-mb", type=float, default=_DEFAULTS.result_mb, help="answers per result package")
+    parser.add_argument("--speed", type=float, default=_DEFAULTS.speed, help="time acceleration of the sessions")
     parser.add_argument("--wrong-code", type=int, default=0, metavar="K", help="K proctors first try a wrong code")
     parser.add_argument("--silent", type=int, default=0, metavar="K", help="K proctors go silent mid-exam")
-    parser.add_argument("--silent-s", type=float, default=SimOptions.silent_s, help="how long they stay silent")
+    parser.add_argument("--silent-s", type=float, default=_DEFAULTS.silent_s, help="how long they stay silent")
     parser.add_argument("--disconnect", type=int, default=0, metavar="K", help="K proctors cut their upload")
-    parser.add_argument("--permit-every", type=float, default=SimOptions.permit_every)
+    parser.add_argument("--permit-every", type=float, default=_DEFAULTS.permit_every)
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds in all")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
