@@ -14,7 +14,7 @@ import ttkbootstrap as ttk
 from kd.errors import UserError
 from kd.views.base import Page
 from kd.views.dialogs import PTQ_TYPES
-from kd.views.step_common import actor, fallback_import, shown
+from kd.views.step_common import actor, auto_wrap, fallback_import, shown
 from kd.views.widgets import Table, mark
 
 COLUMNS = [
@@ -47,9 +47,11 @@ class AuthorizePage(Page):
         self.import_button.pack(side="right")
         self.authorize_button = ttk.Button(footer, text="考试授权", bootstyle="primary", command=self._on_authorize)
         self.authorize_button.pack(side="right", padx=(0, 6))
-        ttk.Label(self, text="说明：考试授权从监控平台联网下载各场次的授权；"
+        note = ttk.Label(self, text="说明：考试授权从监控平台联网下载各场次的授权；"
                              "下载失败时请手工导入该场次的考试授权文件（.PTQ）。考场注册与考试授权两个操作无先后顺序限制。",
-                  bootstyle="info", wraplength=760).pack(anchor="w", pady=(6, 0))
+                         bootstyle="info", wraplength=760)
+        note.pack(anchor="w", pady=(6, 0))
+        auto_wrap(note, self)
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:

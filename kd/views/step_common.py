@@ -1,5 +1,6 @@
 """What the five 考前 step pages share: times as the manual shows them, the acting user,
-the manual's import fallback after a failed download, and a label/value footer.
+the manual's import fallback after a failed download, a label/value footer, and labels
+that wrap to their container's width.
 
 ``fallback_import(page, exc, title, filetypes, importer)`` is the rule of screens.md
 §3.1/§3.3/§4.2: when an online call failed because the platform could not be reached or
@@ -50,6 +51,16 @@ def fallback_import(page: Any, exc: UserError, title: str, filetypes: Sequence[T
     if not path:
         return
     page.run(lambda: importer(path), on_done, button=button)
+
+
+def auto_wrap(label: ttk.Label, container: tk.Misc, margin: int = 16) -> None:
+    """Keep ``label`` wrapped to the width of ``container`` (minus ``margin`` pixels)."""
+    def resize(event: Any) -> None:
+        width = max(200, int(event.width) - margin)
+        if int(str(label.cget("wraplength") or 0)) != width:
+            label.configure(wraplength=width)
+
+    container.bind("<Configure>", resize, add="+")
 
 
 class InfoLine(ttk.Frame):

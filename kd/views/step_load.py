@@ -50,19 +50,16 @@ class LoadPage(Page):
         self.detail_button.pack(side="left")
         self.door_button = ttk.Button(row, text="门贴座次表", bootstyle="secondary-outline", command=self._on_door)
         self.door_button.pack(side="left", padx=(6, 0))
+        self.import_button = ttk.Button(row, text="手工导入", bootstyle="secondary", command=self._on_import)
+        self.import_button.pack(side="right")
+        self.load_button = ttk.Button(row, text="载入", bootstyle="primary", width=8, command=self._on_load)
+        self.load_button.pack(side="right", padx=(0, 6))
         self.empty = ttk.Label(row, text="", bootstyle="secondary")
         self.empty.pack(side="left", padx=(12, 0))
 
-        footer = ttk.Frame(self)
-        footer.pack(fill="x", pady=(8, 0))
-        self.info = InfoLine(footer, [("publish", "考场数据包发布时间"), ("loaded", "数据载入时间"),
-                                      ("verified", "校验通过")])
-        self.info.pack(side="left")
-        self.import_button = ttk.Button(footer, text="手工导入", bootstyle="secondary", command=self._on_import)
-        self.import_button.pack(side="right")
-        self.load_button = ttk.Button(footer, text="载入", bootstyle="primary", command=self._on_load)
-        self.load_button.pack(side="right", padx=(0, 6))
-
+        self.info = InfoLine(self, [("publish", "考场数据包发布时间"), ("loaded", "数据载入时间"),
+                                    ("verified", "校验通过")])
+        self.info.pack(anchor="w", pady=(8, 0))
         ttk.Label(self, text=NOTE, bootstyle="info").pack(anchor="w", pady=(6, 0))
 
     # -- snapshot / render ---------------------------------------------------------------

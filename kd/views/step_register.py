@@ -16,7 +16,7 @@ import ttkbootstrap as ttk
 
 from kd.views.base import Page
 from kd.views.dialogs import KDINFO_TYPES
-from kd.views.step_common import actor
+from kd.views.step_common import actor, auto_wrap
 from kd.views.step_load import RoomDetail
 from kd.views.widgets import Table, mark
 
@@ -57,9 +57,11 @@ class RegisterPage(Page):
         self.restore_button.pack(side="right")
         self.export_button = ttk.Button(footer, text="导出考点信息", bootstyle="primary", command=self._on_export)
         self.export_button.pack(side="right", padx=(0, 6))
-        ttk.Label(self, text="说明：导出考点信息（考场代码和注册码）交给各考场，监考机用考场代码和注册码注册；"
-                             "全部考场注册后请再导出一次，用于重装后“恢复注册”。",
-                  bootstyle="info", wraplength=760).pack(anchor="w", pady=(6, 0))
+        note = ttk.Label(self, text="说明：导出考点信息（考场代码和注册码）交给各考场，监考机用考场代码和注册码注册；"
+                                    "全部考场注册后请再导出一次，用于重装后“恢复注册”。",
+                         bootstyle="info", wraplength=760)
+        note.pack(anchor="w", pady=(6, 0))
+        auto_wrap(note, self)
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:

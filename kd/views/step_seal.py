@@ -2,11 +2,12 @@
 
 封场检测 runs ``core.seal.run`` (in a worker): each item (考场数据包已校验, 考场全部注册,
 考场数据全部导入, 场次全部授权, 机考锁在位, 局域网服务运行, 磁盘剩余空间, 系统时间准确)
-shows 通过 / 未通过 / 未检测 with its detail, and every failed item its remedy below the
-table. A passing check is reported to the platform automatically (through the outbox);
-the page shows "上报成功" and the time once the platform took it, and follows the
-outbox live. The manual's 系统备份 of step 4 is the button at the top right: the window
-考点系统备份 (请选择备份目录 with 选择, 备注, 备份 / 关闭; ``core.system.backup``).
+shows 通过 / 未通过 / 未检测 with its detail (wrapped, never clipped), and every failed
+item its remedy (处理办法) under the detail. A passing check is reported to the
+platform automatically (through the outbox); the page shows "上报成功" and the time
+once the platform took it, and follows the outbox live. The manual's 系统备份 of
+step 4 is the button at the top right: the window 考点系统备份 (请选择备份目录 with
+选择, 备注, 备份 / 关闭; ``core.system.backup``).
 """
 
 import tkinter as tk
@@ -16,13 +17,15 @@ import ttkbootstrap as ttk
 
 from kd.views.base import Page
 from kd.views.step_common import InfoLine, actor, shown
-from kd.views.widgets import Table, ui_font
+from kd.views.widgets import ui_font
 
+#: (key, heading, width in characters); the 说明 column wraps its text
 COLUMNS = [
-    ("label", "检测项目", 140),
-    ("status", "检测结果", 90),
-    ("detail", "说明", 540),
+    ("label", "检测项目", 14),
+    ("status", "检测结果", 9),
+    ("detail", "说明", 0),
 ]
+WRAP = 600
 MARKS = {"pass": "✓ 通过", "fail": "✗ 未通过", "skipped": "— 未检测"}
 
 
@@ -42,14 +45,20 @@ class SealPage(Page):
         self.backup_button = ttk.Button(top, text="系统备份", bootstyle="secondary", command=self._on_backup)
         self.backup_button.pack(side="right")
 
-        self.table = Table(self, COLUMNS, height=8)
-        self.table.pack(fill="both", expand=True)
-        self.remedies = ttk.Label(self, text="", bootstyle="danger", wraplength=780, justify="left")
-        self.remedies.pack(anchor="w", fill="x", pady=(4, 0))
+        self.items = ttk.Frame(self, padding=(0, 4))
+        self.items.pack(fill="both", expand=True)
+        self.items.columnconfigure(2, weight=1)
+        for column, (_key, heading, width) in enumerate(COLUMNS):
+            ttk.Label(self.items, text=heading, font=(ui_font(self), 10, "bold"), width=width).grid(
+                row=0, column=column, sticky="w", padx=(0, 8))
+        ttk.Separator(self.items).grid(row=1, column=0, columnspan=3, sticky="ew", pady=2)
+        self.item_widgets: List[Any] = []
+        self.wrap = WRAP
+        self.items.bind("<Configure>", self._on_resize, add="+")
+        self.item_rows: List[List[str]] = []
 
         self.info = InfoLine(self, [("checked", "检测时间"), ("passed", "检测通过时间"), ("report", "上报状态")])
         self.info.pack(anchor="w", pady=(6, 0))
-
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:
@@ -61,12 +70,22 @@ class SealPage(Page):
 
     def render(self, snap: Dict[str, Any]) -> None:
         items = snap.get("items") or []
-        rows: List[Dict[str, Any]] = [
-            {"id": i["id"], "label": i["label"], "status": MARKS.get(i["status"], i["status"]), "detail": i["detail"]}
-            for i in items]
-        self.table.set_rows(rows)
+        for widget in self.item_widgets:
+            widget.destroy()
+        self.item_widgets, self.item_rows = [], []
+        for index, item in enumerate(items):
+            status = MARKS.get(item["status"], item["status"])
+            style = {"pass": "success", "fail": "danger"}.get(item["status"], "secondary")
+            remedy = "处理办法：{}".format(item["remedy"]) if item.get("remedy") else ""
+            cells = [ttk.Label(self.items, text=item["label"]), ttk.Label(self.items, text=status, bootstyle=style)]
+            text = item["detail"] + ("\n" + remedy if remedy else "")
+            style_kw = {"bootstyle": "danger"} if remedy else {}
+            cells.append(ttk.Label(self.items, text=text, wraplength=self.wrap, justify="left", **style_kw))
+            for column, widget in enumerate(cells):
+                widget.grid(row=index + 2, column=column, sticky="nw", padx=(0, 8), pady=2)
+            self.item_widgets.extend(cells)
+            self.item_rows.append([item["label"], status, item["detail"], item.get("remedy") or ""])
         failed = [i for i in items if i["status"] == "fail"]
-        self.remedies.configure(text="\n".join("✗ {}：{}".format(i["label"], i["remedy"]) for i in failed))
         if not snap.get("checked_at"):
             self.verdict.configure(text="尚未进行封场检测", bootstyle="secondary")
         elif snap.get("passed"):
@@ -76,6 +95,15 @@ class SealPage(Page):
         self.info.set("checked", shown(snap.get("checked_at")))
         self.info.set("passed", shown(snap.get("passed_at")))
         self.info.set("report", snap.get("report_label") or "")
+
+    def _on_resize(self, event: Any) -> None:
+        """The 说明 column takes the width the first two columns leave."""
+        first = self.items.grid_bbox(0, 0, 1, 0)
+        width = max(300, int(event.width) - (first[2] if first else 240) - 24)
+        if width != self.wrap:
+            self.wrap = width
+            for widget in self.item_widgets[2::3]:
+                widget.configure(wraplength=width)
 
     # -- actions -------------------------------------------------------------------------
     def _on_check(self) -> None:

@@ -28,7 +28,7 @@ from kd.formats import documents
 from kd.formats.timeutil import format_time, parse_time
 from kd.views.base import Page
 from kd.views.dialogs import KDV_TYPES
-from kd.views.step_common import InfoLine, actor, fallback_import, shown
+from kd.views.step_common import InfoLine, actor, auto_wrap, fallback_import, shown
 from kd.views.widgets import Table, mark
 
 COLUMNS = [
@@ -43,7 +43,7 @@ COLUMNS = [
 ]
 SOURCES = {"online": "联网验证", "manual": "手工导入"}
 KDV_TITLE = "手工导入授权验证文件（.KDV）"
-SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如 9:00 开考，8:00 校时），将机考锁插在可上互联网的电脑上，"
+SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00开考则8:00校时），将机考锁插在可上互联网的电脑上，"
              "登录监控平台的校时网站，点击“读取机考锁时间”进行校时；提示“校时授权成功!”才算校时完成。"
              "校时后将机考锁插回本机，选择当前场次，点击“授权验证”。")
 
@@ -100,7 +100,9 @@ class VerifyPage(Page):
         self.lock_info.pack(anchor="w")
         self.sync_status = ttk.Label(lock, text="")
         self.sync_status.pack(anchor="w", pady=(2, 0))
-        ttk.Label(lock, text=SYNC_HINT, bootstyle="info", wraplength=780, justify="left").pack(anchor="w", pady=(4, 0))
+        self.hint = ttk.Label(lock, text=SYNC_HINT, bootstyle="info", wraplength=780, justify="left")
+        self.hint.pack(anchor="w", pady=(4, 0))
+        auto_wrap(self.hint, lock, margin=24)
         self.sync_button = ttk.Button(lock, text="机考锁校时", bootstyle="info-outline", command=self._on_sync)
         self.reachable: Optional[bool] = None
 

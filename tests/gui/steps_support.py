@@ -7,9 +7,12 @@ main window routes them. ``clipped(table)`` lists the cells whose text does not 
 their column.
 """
 
+import gc
 import os
 import tkinter.font as tkfont
 from typing import Any, List, Optional, Tuple
+
+import pytest
 
 from kd.core.services import Core
 from kd.platform.signer import write_offline_files
@@ -18,6 +21,26 @@ from tests.support.ui import FakeShell, pump_until
 
 #: the padding a Treeview cell needs besides its text (pixels)
 CELL_PAD = 8
+
+
+@pytest.fixture(autouse=True)
+def main_thread_gc():
+    """A fresh ttkbootstrap style for each root; the test's Tk objects collected on the main thread.
+
+    ttkbootstrap keeps one ``Style`` per process (``Style.instance``) bound to the first
+    root's interpreter, and ``Window.destroy`` does not reset it (it sets an instance
+    attribute): the next root would style its widgets through a deleted interpreter and
+    crash. And widgets sit in reference cycles (page ↔ shell ↔ runner); left to the
+    cyclic GC they may be freed in whatever thread allocates next (a simulator or worker
+    thread), and Tcl aborts ("Tcl_AsyncDelete: async handler deleted by the wrong
+    thread"). Autouse, this is set up before ``gui_root`` and torn down after it.
+    """
+    from ttkbootstrap.style import Style  # noqa: PLC0415
+
+    Style.instance = None
+    yield
+    Style.instance = None
+    gc.collect()
 
 
 class StepSite:

@@ -7,10 +7,11 @@ import pytest
 from kd.views.dialogs import ZIP_TYPES
 from kd.views.step_common import shown
 from kd.views.step_load import LoadPage, RoomDetail
-from tests.gui.steps_support import StepSite, clipped, headings, offline_file
+from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc, offline_file
 from tests.support.env import make_env
 
 pytestmark = pytest.mark.gui
+__all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 
 
 @pytest.fixture
@@ -88,7 +89,8 @@ def test_platform_refusal_opens_the_zip_dialog_and_imports(site):
     site.until(lambda: site.dialogs.count("open_file") == 1, "the import dialog")
     site.idle()
     assert site.dialogs.calls[-1] == ("open_file", ("手工导入考场数据包（.zip）", ZIP_TYPES))
-    assert site.shell.notes and site.shell.notes[-1][0] == "warning" and "从监控平台载入考场数据失败" in site.shell.notes[-1][1]
+    kind, text = site.shell.notes[-1]
+    assert kind == "warning" and "从监控平台载入考场数据失败" in text
     assert page.table.cells() == [] and site.dialogs.errors == []
 
     site.dialogs.plan("open_file", path)

@@ -9,10 +9,11 @@ from kd.core import model
 from kd.views.dialogs import KDINFO_TYPES
 from kd.views.step_load import RoomDetail
 from kd.views.step_register import OPERATIONS, RegisterPage
-from tests.gui.steps_support import StepSite, clipped, headings
+from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc
 from tests.support.env import make_env
 
 pytestmark = pytest.mark.gui
+__all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 
 
 @pytest.fixture
