@@ -10,6 +10,7 @@ import) and the 校验通过 time, with 载入 (``core.loading.load_online``) an
 (``core.loading.import_zip``); a failed download opens the .zip import dialog.
 """
 
+import tkinter.font as tkfont
 from typing import Any, Dict, List
 
 import ttkbootstrap as ttk
@@ -145,11 +146,11 @@ class LoadPage(Page):
 
 
 DETAIL_COLUMNS = [
-    ("session", "场次", 140),
+    ("session", "场次", 100),
     ("seat", "座位号", 60),
-    ("ticket", "准考证号", 150),
-    ("name", "姓名", 90),
-    ("subject", "科目", 150),
+    ("ticket", "准考证号", 130),
+    ("name", "姓名", 80),
+    ("subject", "科目", 200),
 ]
 
 
@@ -174,6 +175,7 @@ class RoomDetail(ttk.Toplevel):
                 rows.append({"session": session["name"], "seat": cand["seat"], "ticket": cand["ticket"],
                              "name": cand["name"], "subject": cand.get("subject_name") or cand.get("subject") or ""})
         self.table.set_rows(rows)
+        self._fit_columns(rows)
         buttons = ttk.Frame(self)
         buttons.pack(fill="x", padx=10, pady=(0, 10))
         self.close_button = ttk.Button(buttons, text="关闭", bootstyle="secondary", command=self.destroy)
@@ -182,4 +184,13 @@ class RoomDetail(ttk.Toplevel):
                                       command=lambda: on_door(detail["code"]))
         self.door_button.pack(side="right", padx=(0, 6))
         self.bind("<Escape>", lambda e: self.destroy())
+
+    def _fit_columns(self, rows: List[Dict[str, Any]]) -> None:
+        """Widen a column to its longest text (subject names vary in length)."""
+        font = tkfont.nametofont("TkDefaultFont")
+        for key, heading, width in DETAIL_COLUMNS:
+            texts = [heading] + [str(r.get(key, "")) for r in rows]
+            need = max(font.measure(t) for t in texts) + 16
+            if need > width:
+                self.table.tree.column(key, width=need)
 

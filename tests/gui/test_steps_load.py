@@ -64,6 +64,7 @@ def test_load_online_fills_the_table_detail_and_door_sheet(site):
     want = [[s["name"], str(c["seat"]), c["ticket"], c["name"], c["subject_name"] or c["subject"]]
             for s in expected["sessions"] for c in s["candidates"]]
     assert detail.table.cells() == want and len(want) == 2 * 5
+    assert clipped(detail.table) == []
     # 门贴座次表 from the detail window, then by a click on the table's 打开 cell
     detail.door_button.invoke()
     site.until(lambda: site.shell.urls, "the door sheet")
