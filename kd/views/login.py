@@ -140,6 +140,12 @@ class SetupScreen(_Card):
         self.code.bind("<Return>", lambda e: self.submit())
         self.code.focus_set()
 
+    def destroy(self) -> None:
+        # drop the variable here, on the Tk thread: left in a reference cycle, the garbage
+        # collector could delete it (a Tk call) from whichever thread happens to run it
+        self.mode = None  # type: ignore[assignment]
+        super().destroy()
+
     def submit(self) -> None:
         if str(self.button.cget("state")) == "disabled":
             return

@@ -95,6 +95,8 @@ class Shell:
         root.report_callback_exception = self._report
         self.notes: List[Tuple[str, str]] = []
         self.opened: List[str] = []
+        #: how ``open_url`` opens a path (tests replace it)
+        self.browser: Callable[[str], Any] = webbrowser.open
         self.marks: Dict[str, Optional[bool]] = {label: None for _, label, _ in pages.STEPS}
         self.pages: Dict[str, Any] = {}
         self.current: Any = None
@@ -207,7 +209,8 @@ class Shell:
     def open_url(self, path: str) -> None:
         """Open ``path`` (a file or URL) in the browser, from a worker."""
         self.opened.append(path)
-        self.runner.submit(lambda: webbrowser.open(path), None, None)
+        browser = self.browser
+        self.runner.submit(lambda: browser(path), None, None)
 
     def show(self, label: str) -> None:
         """Show the page of a navigation entry or of a step (by its label)."""

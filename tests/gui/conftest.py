@@ -3,7 +3,9 @@
 ``gui_root``: a real ``ttkbootstrap.Window`` on the (virtual) display with the Tk-thread
 guard installed before any widget exists; the test fails when any other thread called
 Tk. Without a display it skips, or fails under ``KD_REQUIRE_GUI=1`` (as ``tk_root``).
-``KD_NO_TRAY=1`` is set so no tray icon starts.
+``KD_NO_TRAY=1`` is set so no tray icon starts. The window has a fixed size (1366x768) as
+the real one has: without it, labels that wrap to their container's width can grow the
+window without end.
 """
 
 import os
@@ -27,6 +29,7 @@ def gui_root(monkeypatch):
     except tkinter.TclError as e:
         _no_display(str(e))
     guard = install_tk_guard(root)
+    root.geometry("1366x768+0+0")  # a fixed size, as kd.views.start.fit_window gives the real window
     yield root
     try:
         root.destroy()
