@@ -8,7 +8,9 @@
 
 Exit codes: 0 ok, 1 internal error (see the log), 2 user error (message printed),
 3 another instance is running on this data folder, 4 exam dongle missing or wrong.
-Logging is configured here and only here.
+On the GUI route a refusal before the first window (data folder not writable, already
+running, internal error) is also shown in a message box (kd.views.fatal): the windowed
+exe has no console. Logging is configured here and only here.
 """
 
 import argparse
@@ -101,7 +103,7 @@ def run(opts: argparse.Namespace) -> int:
                 return lock_sync.run_cli(opts, opts.lock)
             if cli.handler_of(opts) is not None:
                 return cli.run(opts, data_dir)
-            if opts.command is None and not opts.headless:
+            if is_gui(opts):
                 from kd.views import start  # noqa: PLC0415 - only the GUI imports tkinter
 
                 rc = start.run(data_dir, lock_url=opts.lock, lan_port=opts.lan_port, log_path=log_path)
@@ -122,8 +124,26 @@ def run(opts: argparse.Namespace) -> int:
         raise
     except Exception:
         log.exception("internal error")
-        print(f"内部错误，详见日志：{log_path}", file=sys.stderr)
+        tell_user(opts, f"内部错误，详见日志：{log_path}")
         return 1
+
+
+def is_gui(opts: argparse.Namespace) -> bool:
+    """True when ``opts`` open the window (no command, not --headless)."""
+    return opts.command is None and not opts.headless
+
+
+def tell_user(opts: argparse.Namespace, text: str) -> None:
+    """``text`` on stderr, and in a message box on the GUI route (no console there)."""
+    if sys.stderr is not None:
+        print(text, file=sys.stderr, flush=True)
+    if is_gui(opts):
+        try:
+            from kd.views.fatal import show_fatal  # noqa: PLC0415 - only the GUI imports tkinter
+
+            show_fatal(text)
+        except Exception:  # noqa: BLE001 - the message is on stderr and in the log already
+            log.exception("could not show the message box")
 
 
 def run_drill(opts: argparse.Namespace) -> int:
@@ -140,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return run(opts)
     except UserError as e:
-        print(e.message, file=sys.stderr)
+        tell_user(opts, e.message)
         return e.exit_code
 
 
