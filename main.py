@@ -153,7 +153,34 @@ def run_drill(opts: argparse.Namespace) -> int:
     return drill.run_cli(opts, work)
 
 
+def console_streams() -> None:
+    """Give a windowed exe (no stdout/stderr) somewhere to print.
+
+    Started from a console (cmd: ``kaodian.exe --version``, ``sync-lock``, ``drill``), the
+    exe attaches to that console and prints there; otherwise the output goes nowhere
+    (os.devnull), so argparse and print() never write to None.
+    """
+    if sys.stdout is not None and sys.stderr is not None:
+        return
+    stream = None
+    if os.name == "nt":
+        try:
+            import ctypes  # noqa: PLC0415 - Windows, windowed exe only
+
+            if ctypes.windll.kernel32.AttachConsole(-1):  # ATTACH_PARENT_PROCESS
+                stream = open("CONOUT$", "w", encoding="utf-8")  # noqa: SIM115 - for the process' life
+        except (OSError, AttributeError):
+            stream = None
+    if stream is None:
+        stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process' life
+    if sys.stdout is None:
+        sys.stdout = stream
+    if sys.stderr is None:
+        sys.stderr = stream
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    console_streams()
     opts = build_parser().parse_args(argv)
     if opts.command == "drill":
         return run_drill(opts)
