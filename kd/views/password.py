@@ -72,6 +72,11 @@ class PasswordDialog(tk.Toplevel):
         self._after_done = on_done
         self.form = PasswordForm(self, shell.runner, shell.core, user, self._done)
         self.form.pack(fill="both", expand=True)
+        self.update_idletasks()
+        root = shell.root
+        x = root.winfo_rootx() + max(0, (root.winfo_width() - self.winfo_reqwidth()) // 2)
+        y = root.winfo_rooty() + max(0, (root.winfo_height() - self.winfo_reqheight()) // 3)
+        self.geometry("+{}+{}".format(x, y))
 
     def _done(self, result: Dict[str, Any]) -> None:
         self.destroy()

@@ -140,6 +140,8 @@ class Shell:
         self.key_button = ttk.Button(self.top, text="修改密码", bootstyle="primary",
                                      command=lambda: self.more.change_password())
         self.key_button.pack(side="right", padx=4)
+        #: the short notification, in the top bar so it never covers a page
+        self.note_label = ttk.Label(self.top, text="", padding=(10, 3))
 
         footer = ttk.Frame(self.frame, padding=(8, 2))
         footer.pack(side="bottom", fill="x")
@@ -158,7 +160,7 @@ class Shell:
 
         body = ttk.Frame(self.frame)
         body.pack(side="top", fill="both", expand=True)
-        nav = ttk.Frame(body, padding=(6, 8), bootstyle="light")
+        nav = ttk.Frame(body, padding=(4, 8), bootstyle="light")
         nav.pack(side="left", fill="y")
         self.nav_buttons: Dict[str, ttk.Button] = {}
         group = None
@@ -167,7 +169,7 @@ class Shell:
                 group = name
                 ttk.Label(nav, text=name, bootstyle="inverse-light", font=(self.family, 11, "bold")).pack(
                     anchor="w", pady=(10, 2))
-            button = ttk.Button(nav, text=label, width=10, bootstyle="secondary-outline",
+            button = ttk.Button(nav, text=label, width=8, bootstyle="secondary-outline",
                                 command=lambda lb=label: self.show(lb))
             button.pack(fill="x", pady=2)
             self.nav_buttons[label] = button
@@ -186,7 +188,6 @@ class Shell:
         self._paint_steps()
         self.page_area = ttk.Frame(content)
         self.page_area.pack(side="bottom", fill="both", expand=True)
-        self.note_label = ttk.Label(content, text="", padding=(10, 4))
 
     # -- the Shell interface -----------------------------------------------------------------
     def notify(self, text: str, kind: str = "info") -> None:
@@ -194,17 +195,17 @@ class Shell:
         self.notes.append((kind, text))
         del self.notes[:-100]
         style = {"success": "inverse-success", "warning": "inverse-warning", "danger": "inverse-danger",
-                 "error": "inverse-danger"}.get(kind, "inverse-info")
-        self.note_label.configure(text=text, bootstyle=style)
-        self.note_label.place(relx=1.0, rely=0.0, x=-12, y=8, anchor="ne")
-        self.note_label.lift()
+                 "error": "inverse-danger"}.get(kind, "inverse-light")
+        self.note_label.configure(text=text if len(text) <= 60 else text[:59] + "…", bootstyle=style)
+        if not self.note_label.winfo_ismapped():
+            self.note_label.pack(side="right", padx=(8, 16))
         if self._note_after is not None:
             self.root.after_cancel(self._note_after)
         self._note_after = self.root.after(branding.NOTIFY_MS, self._hide_note)
 
     def _hide_note(self) -> None:
         self._note_after = None
-        self.note_label.place_forget()
+        self.note_label.pack_forget()
 
     def open_url(self, path: str) -> None:
         """Open ``path`` (a file or URL) in the browser, from a worker."""
@@ -285,7 +286,8 @@ class Shell:
             done = self.marks.get(label)
             text = "{} {} {}".format(index + 1, label, "" if done is None else mark(done))
             selected = label == self.current_label
-            style = ("success" if done else "info") if selected else ("success-outline" if done else "info-outline")
+            style = ("success" if done else "primary") if selected else ("success-outline" if done else
+                                                                        "primary-outline")
             self.step_buttons[label].configure(text=text.strip(), bootstyle=style)
 
     # -- title and status --------------------------------------------------------------------

@@ -10,6 +10,7 @@ to read what the tables should show.
 """
 
 import os
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 from tests.support.ui import pump_until
@@ -22,12 +23,14 @@ SITE = {"rooms": 3, "sessions": 2, "candidates": 5, "room_kb": 4, "duration": 30
 class ExamDay:
     def __init__(self, root: Any, data_dir: str, work_dir: str, dialogs: Any,
                  shot: Optional[Callable[[str], None]] = None, site: Optional[Dict[str, Any]] = None,
-                 timeout: float = 30.0, mock: bool = False) -> None:
+                 timeout: float = 30.0, mock: bool = False, wrong_logins: int = 0, speed: float = 900.0) -> None:
         self.root, self.data_dir, self.work_dir, self.dialogs = root, data_dir, work_dir, dialogs
         self.shot = shot or (lambda name: None)
         self.site = dict(site or SITE)
         self.timeout = timeout
         self.mock = mock
+        self.wrong_logins = wrong_logins
+        self.speed = speed
         self.flow: Any = None
         self.opened: List[str] = []
 
@@ -49,8 +52,13 @@ class ExamDay:
 
     def settle(self) -> None:
         """Let pending workers and refreshes land (the runner is idle and no page refresh is running)."""
-        runner = self.flow.shell.runner if self.flow.shell is not None else self.flow.runner
-        self.wait(lambda: runner.pending == 0 and not getattr(self.page(), "_refreshing", False), "idle UI")
+        shell = self.flow.shell
+        runner = shell.runner if shell is not None else self.flow.runner
+        if shell is not None:
+            shell.refresh_steps()
+        self.wait(lambda: runner.pending == 0 and not getattr(self.page(), "_refreshing", False)
+                  and (shell is None or shell._steps_after is None), "idle UI")
+        self.wait(lambda: runner.pending == 0, "step marks")
         self.root.update()
 
     def page(self) -> Any:
@@ -81,6 +89,20 @@ class ExamDay:
         self.shot("01_starting")
         login = self.wait(lambda: isinstance(self.flow.screen, LoginScreen) and self.flow.screen, "login screen")
         self.shot("03_login")
+        for _ in range(self.wrong_logins):
+            login.password.insert(0, "wrong")
+            login.button.invoke()
+            self.wait(lambda: str(login.button.cget("state")) == "normal" and "错误" in login.error.cget("text")
+                      or "过多" in login.error.cget("text"), "login refused")
+        if self.wrong_logins:
+            self.shot("04_login_refused")
+            login.button.invoke()  # at once again: the back-off answers inline
+            self.wait(lambda: str(login.button.cget("state")) == "normal" and "过多" in login.error.cget("text"),
+                      "back-off")
+            self.shot("04_login_backoff")
+            until = time.monotonic() + 2.5  # the back-off after 3 failures is 1 s (2 s after the 4th)
+            self.wait(lambda: time.monotonic() > until, "the back-off to pass")
+        login.password.delete(0, "end")
         login.password.insert(0, "888")
         login.password.focus_force()
         self.root.update()
@@ -117,14 +139,16 @@ class ExamDay:
         page.export_button.invoke()
         return self.wait(lambda: self.shell.last_site_info, "site info exported")
 
-    def proctors(self, speed: float = 900.0) -> None:
+    def proctors(self) -> None:
         """Start the simulated proctors (演练 → 启动模拟考场) and wait until every room registered."""
         rooms = self.site["rooms"]
-        self.shell.drill.start(rooms=rooms, speed=speed)
+        self.shell.drill.start(rooms=rooms, speed=self.speed)
         core = self.core
         self.wait(lambda: sum(1 for r in core.registration.snapshot()["rooms"] if r.get("registered"))
                   >= rooms, "rooms registered")
         self.settle()
+        self.show("考场注册")
+        self.shot("09_register")
 
     def authorize(self) -> None:
         page = self.show("考试授权")
@@ -159,6 +183,9 @@ class ExamDay:
     def results(self) -> None:
         """考场管理 while the sessions run, then wait for every result to arrive."""
         self.show("考场管理")
+        self.wait(lambda: any(r["started"] and r["in_exam"] for r in self.core.monitor.snapshot()["rows"]),
+                  "a session running", timeout=self.timeout * 2)
+        self.settle()
         self.shot("13_monitor")
         try:
             self.wait(lambda: self.core.recovery.all_recovered(), "all results received", timeout=self.timeout * 2)
