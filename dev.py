@@ -6,6 +6,7 @@
     python3 dev.py bench             run every benchmarks/*.py, print their JSON lines
     python3 dev.py lint              ruff check + vermin (Python 3.8 floor)
     python3 dev.py build             PyInstaller one-file build from kaodian.spec
+    python3 dev.py screenshots       a PNG of every screen (drill mode, Xvfb) into docs/screenshots/
     python3 dev.py venv              only create/refresh .venv
 
 Every command first makes sure ``.venv`` exists for the interpreter that runs dev.py
@@ -22,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 VENV = os.path.join(ROOT, ".venv")
@@ -135,6 +137,35 @@ def cmd_build(py, args):
     return run([py, "-m", "PyInstaller", "--noconfirm", "--clean", os.path.join(ROOT, "kaodian.spec")] + args)
 
 
+def cmd_screenshots(py, args):
+    """Run tools/screenshots.py on a fresh Xvfb display (1366x768x24); stops it afterwards."""
+    xvfb = shutil.which("Xvfb")
+    if not xvfb:
+        say("Xvfb is needed for screenshots (apt-get install -y xvfb)")
+        return 1
+    x_dir = "/tmp/.X11-unix"  # noqa: S108 - where X servers put their sockets
+    display = next((n for n in range(91, 200) if not os.path.exists(os.path.join(x_dir, "X{}".format(n)))
+                    and not os.path.exists("/tmp/.X{}-lock".format(n))), None)  # noqa: S108
+    if display is None:
+        say("no free X display number")
+        return 1
+    server = subprocess.Popen([xvfb, ":{}".format(display), "-screen", "0", "1366x768x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        socket_path = os.path.join(x_dir, "X{}".format(display))
+        deadline = time.monotonic() + 15
+        while not os.path.exists(socket_path):
+            if server.poll() is not None or time.monotonic() > deadline:
+                say("Xvfb did not start")
+                return 1
+            time.sleep(0.1)
+        env = dict(os.environ, DISPLAY=":{}".format(display), KD_NO_TRAY="1")
+        return run([py, os.path.join(ROOT, "tools", "screenshots.py")] + args, env=env)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def cmd_venv(py, args):
     return 0
 
@@ -145,6 +176,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "lint": cmd_lint,
     "build": cmd_build,
+    "screenshots": cmd_screenshots,
     "venv": cmd_venv,
 }
 
