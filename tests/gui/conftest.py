@@ -3,11 +3,15 @@
 ``gui_root``: a real ``ttkbootstrap.Window`` on the (virtual) display with the Tk-thread
 guard installed before any widget exists; the test fails when any other thread called
 Tk. Without a display it skips, or fails under ``KD_REQUIRE_GUI=1`` (as ``tk_root``).
-``KD_NO_TRAY=1`` is set so no tray icon starts. The window has a fixed size (1366x768) as
+A fresh ttkbootstrap ``Style`` per root (its per-process instance outlives the root it was
+made for), and a ``gc.collect()`` on the Tk thread after the root is destroyed (widgets
+in reference cycles must not be freed by another thread). ``KD_NO_TRAY=1`` is set so no
+tray icon starts. The window has a fixed size (1366x768) as
 the real one has: without it, labels that wrap to their container's width can grow the
 window without end.
 """
 
+import gc
 import os
 
 import pytest
@@ -24,6 +28,9 @@ def gui_root(monkeypatch):
         import ttkbootstrap as ttk
     except ImportError as e:  # pragma: no cover - depends on the interpreter build
         _no_display("tkinter missing: {}".format(e))
+    from ttkbootstrap.style import Style
+
+    Style.instance = None  # ttkbootstrap's per-process Style is bound to the root it was made for
     try:
         root = ttk.Window(themename="cosmo")
     except tkinter.TclError as e:
@@ -35,6 +42,8 @@ def gui_root(monkeypatch):
         root.destroy()
     except tkinter.TclError:
         pass
+    Style.instance = None
+    gc.collect()  # widgets in reference cycles are freed here, on the Tk thread, not in a worker
     assert not guard.violations, "Tk called from other threads:\n" + "\n".join(
         "{} called tk.{}:\n{}".format(*v) for v in guard.violations)
 
