@@ -27,17 +27,34 @@ def test_exam_day_through_the_ui(gui_root, scripted, tmp_path):
         assert "导入考务 ✓" in shell.step_buttons["导入考务"].cget("text")
 
         day.export_site_info()
+        assert any(p.endswith(".html") for p in day.opened) or day.shell.last_site_info.endswith(".KDINFO")
         day.proctors()
         page = day.show("考场注册")
-        assert len(day.cells(page)) >= 3
-        day.wait(lambda: any("已注册" in n[1] or "注册" in n[1] for n in shell.notes), "registered notice")
+        rows = day.cells(page)
+        assert len(rows) == 3 and all("127.0.0.1" in r for r in rows)
+        day.wait(lambda: any(n[1].startswith("考场 ") and "已注册" in n[1] for n in shell.notes), "registered notice")
 
         day.authorize()
+        rows = day.cells()
+        assert len(rows) == 2 and all("✓" in r or "已授权" in r for r in rows)
         day.seal()
         day.verify()
+        rows = day.cells()
+        assert len(rows) == 2 and all(r.count("✓") >= 2 for r in rows)
+        assert all(shell.marks.values()), shell.marks
+        assert [b.cget("text")[-1] for b in shell.step_buttons.values()] == ["✓"] * 5
+
         day.results()
+        monitor = day.show("考场管理")
+        totals = day.cells(monitor)[-1]
+        assert totals[0] == "人数统计" and "3/3" in totals
+        assert any("收到考场" in n[1] for n in shell.notes)
+
         tool = day.upload()
-        assert tool is not None
+        assert len(tool.blocks) == 2
+        recovery = day.show("数据回收")
+        day.wait(lambda: day.cells(recovery) and "已回收 6/6" in day.cells(recovery)[-1], "recovered 6/6")
+        assert any("上报成功" in cell for cell in day.cells(recovery)[-1])
         scripted.check()
         assert not scripted.errors
         ok, reason = day.core.system.exit_allowed()
