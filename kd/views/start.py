@@ -54,6 +54,8 @@ class StartFlow:
         self.screen: Any = None
         self.user = ""
         self.outcome = EXIT
+        #: the process exit code: the refusal's (4 for the dongle gate) when 退出 ends a refused start
+        self.exit_code = 0
         self.attempts = 0
         self.closed = False
         apply_fonts(root)
@@ -85,9 +87,16 @@ class StartFlow:
                             "请把日志文件交给技术服务单位。")
         else:
             log.warning("start refused: %s (%s)", exc.cause, exc.detail)
-        self._swap(GateScreen(self.root, exc, self.begin, self.exit))
+        refusal = exc
+
+        def quit_refused() -> None:
+            self.exit_code = refusal.exit_code
+            self.exit()
+
+        self._swap(GateScreen(self.root, exc, self.begin, quit_refused))
 
     def _started(self, app: Any) -> None:
+        self.exit_code = 0
         self._swap(LoginScreen(self.root, self.runner, app.core, self._logged_in))
 
     def _logged_in(self, result: Dict[str, Any]) -> None:
@@ -222,5 +231,5 @@ def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190, log
             flow.close()
             root.destroy()
         if flow.outcome != RESTART:
-            return 0
+            return flow.exit_code
         log.info("restarting the app")

@@ -45,6 +45,7 @@ def test_gate_refuses_without_the_dongle_retry_and_exit(gui_root, scripted, tmp_
         assert flow.attempts == 2 and flow.app is None
         again.exit.invoke()
         assert flow.outcome == EXIT and flow.shell is None
+        assert flow.exit_code == 4  # main.py exits with the dongle gate's code
     finally:
         flow.close()
     assert not scripted.calls
