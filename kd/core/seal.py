@@ -75,7 +75,7 @@ class SealCheckService:
             return self._item("package", FAIL, "尚未导入考务（没有通过校验的考场数据包）。",
                               "请在“导入考务”中点击“载入”，或手工导入监控平台提供的考场数据包（.zip）。")
         return self._item("package", PASS, "考场数据包发布时间 {}，校验通过时间 {}。".format(
-            manifest.get("publish_time", ""), meta.get("verified_at")))
+            _shown(manifest.get("publish_time")), _shown(meta.get("verified_at"))))
 
     def _registered(self, codes: List[str], rooms: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         if not codes:
@@ -185,7 +185,7 @@ class SealCheckService:
         if abs(skew) > self.max_clock_skew_s:
             return self._item("clock", FAIL, "{}（系统时间{}），超过 {:.0f} 秒。".format(
                 shown, "偏快" if skew > 0 else "偏慢", self.max_clock_skew_s),
-                "请将本机系统时间校准为北京时间（监控平台时间：{}）后重新检测。".format(format_time(server)))
+                "请将本机系统时间校准为北京时间（监控平台时间：{}）后重新检测。".format(_shown(format_time(server))))
         return self._item("clock", PASS, shown + "。")
 
     # -- run ----------------------------------------------------------------------------
