@@ -88,6 +88,14 @@ class Context:
         """The loaded package's manifest, or None before 导入考务."""
         return self.stores.exam.get(model.PACKAGE, model.MANIFEST)
 
+    def manifest_view(self, fn: Callable[[Dict[str, Any]], Any]) -> Any:
+        """``fn(manifest)`` copied out (None before 导入考务), without copying the whole manifest.
+
+        ``fn`` must only read: it sees the stored document (``Database.view``). For the
+        LAN's hot paths (register, permit): a full ``manifest()`` copies every candidate.
+        """
+        return self.stores.exam.view(model.PACKAGE, model.MANIFEST, fn)
+
     # -- ports -----------------------------------------------------------------------------
     def platform_or_raise(self, fallback: str) -> Platform:
         """The platform port, or a ``PlatformUnreachable`` that names ``fallback`` (e.g. 手工导入)."""

@@ -317,13 +317,9 @@ class LoadingService:
 
     def room_data_sha256(self, room_code: str) -> Optional[str]:
         """The signed SHA-256 of a room's data file in the loaded package (None if unknown)."""
-        manifest = self.ctx.manifest()
-        if not manifest:
-            return None
-        for entry in manifest.get("members", []):
-            if entry["name"] == room_member_name(room_code):
-                return entry["sha256"]
-        return None
+        name = room_member_name(room_code)
+        return self.ctx.manifest_view(
+            lambda m: next((e["sha256"] for e in m.get("members", []) if e["name"] == name), None))
 
     def _room_verified(self, manifest: Dict[str, Any], code: str) -> bool:
         """The room file is in place with its signed size (hashes were checked when written)."""

@@ -140,7 +140,9 @@ class RegistrationService:
         ip = str(ip or "")[:MAX_INPUT]
         ctx = self.ctx
         with ctx.lock:
-            manifest = ctx.manifest()
+            # only this room's part of the manifest: a full copy holds every candidate
+            manifest = ctx.manifest_view(lambda m: {"site_code": m["site_code"],
+                                                    "sessions": self._room_sessions(m, room_code)})
             if manifest is None:
                 raise RegistrationRefused("考点尚未导入考务，暂不能注册考场。",
                                           "请等考点管理员完成“导入考务”后再注册。")
@@ -168,8 +170,7 @@ class RegistrationService:
             ctx.stores.runtime.update(model.ROOMS, room_code, {
                 "ip": ip, "token": token, "registered_at": format_time(now)})
             ctx.record("proctor", "room_registered", room=room_code, ip=ip, again=again)
-            sessions = self._room_sessions(manifest, room_code)
-        return {"token": token, "site_code": manifest["site_code"], "sessions": sessions,
+        return {"token": token, "site_code": manifest["site_code"], "sessions": manifest["sessions"],
                 "room_data_sha256": self.loading.room_data_sha256(room_code)}
 
     @staticmethod

@@ -161,7 +161,8 @@ class VerificationService:
         Raises ``PermitRefused`` (reason in Chinese) for an unknown or unregistered room,
         an unknown session, or a session not yet verified.
         """
-        manifest = self.ctx.manifest()
+        # the sessions only: proctors poll for their permit, a full manifest copy holds every candidate
+        manifest = self.ctx.manifest_view(lambda m: {"sessions": m.get("sessions") or []})
         if manifest is None:
             raise PermitRefused("考点尚未导入考务，不能开考。", "请联系考点管理员完成考前准备。")
         room = self.ctx.stores.runtime.get(model.ROOMS, room_code) if isinstance(room_code, str) else None

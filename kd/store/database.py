@@ -94,6 +94,19 @@ class Database:
                 return None
             return _strip(self._db.table(table).get(doc_id=doc_id))
 
+    def view(self, table: str, key: str, fn: Callable[[Doc], Any]) -> Any:
+        """``fn(doc)`` on the stored document, copied out; None when there is none.
+
+        For reading a small part of a large document (the 8,000-candidate manifest)
+        without copying all of it: ``fn`` runs under the lock on the stored document
+        itself, must not change it, and only its (JSON) result is copied.
+        """
+        with self._lock:
+            doc_id = self._ids(table).get(key)
+            if doc_id is None:
+                return None
+            return _copy(fn(self._db.table(table).get(doc_id=doc_id)))
+
     def all(self, table: str) -> List[Doc]:
         with self._lock:
             return [_strip(d) for d in self._db.table(table).all()]
