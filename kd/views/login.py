@@ -1,10 +1,10 @@
 """The start screens (screens.md §登录, 参数设置), shown in the main window before the shell.
 
-- ``StartingScreen``: 正在启动… while ``App.start`` runs in a worker.
 - ``GateScreen``: the dongle gate's refusal ("考点管理系统需要机考锁才能启动…", cause,
   remedy) with 重试 and 退出 (also used for any other start error).
-- ``LoginScreen``: 考点端登录 — 账号, 密码, 登录; Enter logs in; a refusal (wrong password,
-  the back-off wait) shows inline. ``core.accounts.login`` (PBKDF2) runs in a worker.
+- ``LoginScreen``: 考点端登录 — 账号, 密码, 登录; shown while the services start (登录
+  enabled by ``ready(core)``); Enter logs in; a refusal (wrong password, the back-off
+  wait) shows inline. ``core.accounts.login`` (PBKDF2) runs in a worker.
 - ``SetupScreen``: first login 系统设置 — 考点代码, 考试模式 ◉正式考试 ○模拟考试, 确定; the
   link 初始化 with its hint. ``core.accounts.setup`` validates (Tk-free).
 - the forced change of the default password is ``kd.views.password.PasswordForm``.
@@ -33,16 +33,6 @@ class _Card(ttk.Frame):
             row=0, column=0, columnspan=2, pady=(0, 16))
 
 
-class StartingScreen(_Card):
-    def __init__(self, parent: tk.Misc, text: str = "正在启动考点管理系统…") -> None:
-        super().__init__(parent, "考点管理系统")
-        self.label = ttk.Label(self.card, text=text, bootstyle="inverse-light")
-        self.label.grid(row=1, column=0, columnspan=2)
-        self.bar = ttk.Progressbar(self.card, mode="indeterminate", length=260)
-        self.bar.grid(row=2, column=0, columnspan=2, pady=12)
-        self.bar.start(15)
-
-
 class GateScreen(_Card):
     """A start refusal with 重试 and 退出."""
 
@@ -62,6 +52,9 @@ class GateScreen(_Card):
 
 
 class LoginScreen(_Card):
+    """考点端登录. Shown at once while the services start (``core`` None): the user can type,
+    and 登录 is enabled by ``ready(core)``; a refused start replaces the screen."""
+
     def __init__(self, parent: tk.Misc, runner: Any, core: Any, on_login: Callable[[Dict[str, Any]], None]) -> None:
         super().__init__(parent, "考点端登录")
         self.runner, self.core, self.on_login = runner, core, on_login
@@ -79,6 +72,15 @@ class LoginScreen(_Card):
         for entry in (self.user, self.password):
             entry.bind("<Return>", lambda e: self.submit())
         self.password.focus_set()
+        if core is None:
+            self.button.configure(state="disabled")
+            self.error.configure(text="正在启动考点管理系统…", bootstyle="secondary")
+
+    def ready(self, core: Any) -> None:
+        """The services are up: enable 登录."""
+        self.core = core
+        self.button.configure(state="normal")
+        self.error.configure(text="")
 
     def submit(self) -> None:
         if str(self.button.cget("state")) == "disabled":

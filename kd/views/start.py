@@ -2,11 +2,12 @@
 
 ``run(data_dir, lock_url, lan_port, log_path)`` opens the window and runs:
 
-1. 正在启动… while ``App.start()`` runs in a worker (drill mode starts a platform
-   simulator and a dongle emulator: the window stays responsive);
+1. 考点端登录 at once, its 登录 disabled ("正在启动考点管理系统…") while ``App.start()``
+   runs in a worker (drill mode starts a platform simulator and a dongle emulator: the
+   window stays responsive, the user can already type);
 2. a start refusal (``LockGateError``: "考点管理系统需要机考锁才能启动…", or any other
    ``UserError`` such as the LAN port being taken) → ``GateScreen`` with 重试 / 退出;
-3. 考点端登录 → (default password) the forced change → (no site code yet) 系统设置;
+3. 登录 enabled → (default password) the forced change → (no site code yet) 系统设置;
 4. the main window (``kd.views.shell.Shell``) and the tray icon.
 
 Restart (after 系统恢复, 系统初始化, 模考转正考): the shell tells the user, then the
@@ -16,6 +17,8 @@ when the user exits (退出 at the gate or 退出系统).
 """
 
 import logging
+import os
+import sys
 import tkinter as tk
 from typing import Any, Callable, Dict, Optional
 
@@ -25,7 +28,7 @@ from kd import paths
 from kd.errors import UserError
 from kd.views import branding
 from kd.views.dialogs import Dialogs
-from kd.views.login import GateScreen, LoginScreen, SetupScreen, StartingScreen
+from kd.views.login import GateScreen, LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
 from kd.views.runner import UiRunner
 from kd.views.widgets import apply_fonts
@@ -74,7 +77,8 @@ class StartFlow:
     def begin(self) -> None:
         """Show 正在启动… and start the App in a worker."""
         self.attempts += 1
-        self._swap(StartingScreen(self.root))
+        self._swap(LoginScreen(self.root, self.runner, None, self._logged_in))
+        startup_probe(self.root, "login")
         app = self.app = self.app_factory()
         self.runner.submit(app.start, self._started, self._start_failed)
 
@@ -97,7 +101,11 @@ class StartFlow:
 
     def _started(self, app: Any) -> None:
         self.exit_code = 0
-        self._swap(LoginScreen(self.root, self.runner, app.core, self._logged_in))
+        if isinstance(self.screen, LoginScreen):
+            self.screen.ready(app.core)
+        else:
+            self._swap(LoginScreen(self.root, self.runner, app.core, self._logged_in))
+        startup_probe(self.root, "ready")
 
     def _logged_in(self, result: Dict[str, Any]) -> None:
         self.user = result["user"]
@@ -177,6 +185,28 @@ class StartFlow:
         log.error("internal error in the UI", exc_info=(exc_type, exc, tb))
         self.dialogs.error(UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
                                      "请把日志文件交给技术服务单位。"), title="内部错误")
+
+
+PROBE_ENV = "KD_STARTUP_PROBE"
+
+
+def startup_probe(root: Any, screen: str) -> None:
+    """For benchmarks/startup.py: print ``KD-PAINTED <screen>`` once ``screen`` is drawn.
+
+    Only when ``KD_STARTUP_PROBE`` is set; with ``KD_STARTUP_PROBE=login`` the process
+    also ends after the login screen is drawn.
+    """
+    want = os.environ.get(PROBE_ENV)
+    if not want:
+        return
+
+    def painted() -> None:
+        root.update_idletasks()
+        print("KD-PAINTED {}".format(screen), file=sys.stdout, flush=True)
+        if want == screen:
+            root.after(50, root.quit)
+
+    root.after_idle(painted)
 
 
 def make_window() -> Any:

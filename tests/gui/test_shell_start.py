@@ -51,11 +51,17 @@ def test_gate_refuses_without_the_dongle_retry_and_exit(gui_root, scripted, tmp_
     assert not scripted.calls
 
 
+def ready_login(flow):
+    """The login screen once the services started (登录 enabled)."""
+    login = screen_of(flow, LoginScreen)
+    return login if login and login.core is not None else None
+
+
 def test_login_back_off_is_inline(gui_root, scripted, tmp_path):
     flow = drill_flow(gui_root, scripted, str(tmp_path / "data"))
     try:
         flow.begin()
-        login = pump_until(gui_root, lambda: screen_of(flow, LoginScreen), 30, "login")
+        login = pump_until(gui_root, lambda: ready_login(flow), 30, "login")
         assert login.user.get() == "admin"
         for attempt in range(3):
             login.password.insert(0, "wrong{}".format(attempt))
@@ -77,7 +83,7 @@ def test_first_login_password_change_setup_and_main_window(gui_root, scripted, t
     flow = drill_flow(gui_root, scripted, str(tmp_path / "data"))
     try:
         flow.begin()
-        login = pump_until(gui_root, lambda: screen_of(flow, LoginScreen), 30, "login")
+        login = pump_until(gui_root, lambda: ready_login(flow), 30, "login")
         login.password.insert(0, "888")
         login.password.focus_force()
         gui_root.update()

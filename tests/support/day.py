@@ -87,7 +87,8 @@ class ExamDay:
         self.flow.begin()
         self.root.update()
         self.shot("01_starting")
-        login = self.wait(lambda: isinstance(self.flow.screen, LoginScreen) and self.flow.screen, "login screen")
+        login = self.wait(lambda: isinstance(self.flow.screen, LoginScreen) and self.flow.screen.core is not None
+                           and self.flow.screen, "login screen")
         self.shot("03_login")
         for _ in range(self.wrong_logins):
             login.password.insert(0, "wrong")
