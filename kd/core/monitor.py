@@ -83,6 +83,16 @@ def _count(state: Dict[str, Any], name: str) -> int:
     return value
 
 
+def _plan_part(manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """What the monitor needs of the stored manifest: rooms, sessions, candidates per (room, session)."""
+    counts: Dict[Tuple[str, str], int] = {}
+    for c in manifest.get("candidates") or []:
+        pair = (c.get("room"), c.get("session"))
+        counts[pair] = counts.get(pair, 0) + 1
+    return {"rooms": manifest.get("rooms") or [], "sessions": manifest.get("sessions") or [],
+            "counts": [[room, session, n] for (room, session), n in counts.items()]}
+
+
 class MonitorService:
     """Live room state (in memory), its persisted transitions, the §4.3 table and §4.4 reports."""
 
@@ -119,11 +129,8 @@ class MonitorService:
         with self._lock:
             if key == self._plan_key:
                 return self._plan
-        manifest = self.ctx.manifest() or {}
-        counts: Dict[Tuple[str, str], int] = {}
-        for c in manifest.get("candidates") or []:
-            pair = (c.get("room"), c.get("session"))
-            counts[pair] = counts.get(pair, 0) + 1
+        manifest = self.ctx.manifest_view(_plan_part) or {}  # not a copy of every candidate
+        counts: Dict[Tuple[str, str], int] = {(room, session): n for room, session, n in manifest.get("counts") or []}
         rooms_of: Dict[str, List[str]] = {}
         for room, session in counts:
             rooms_of.setdefault(session, []).append(room)
