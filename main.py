@@ -25,8 +25,6 @@ from typing import List, Optional
 
 import kd
 from kd import cli, drill, paths
-from kd.app import App
-from kd.core.system import finish_interrupted_restore
 from kd.errors import UserError
 from kd.lock import sync as lock_sync
 from kd.store.instance import InstanceLock
@@ -97,6 +95,8 @@ def run(opts: argparse.Namespace) -> int:
     try:
         with InstanceLock(data_dir):
             log.info("data dir %s", data_dir)
+            from kd.core.system import finish_interrupted_restore  # noqa: PLC0415 - the window comes first
+
             if finish_interrupted_restore(data_dir):
                 log.warning("finished a 系统恢复 that was interrupted by a crash")
             if opts.command == "sync-lock":
@@ -110,6 +110,8 @@ def run(opts: argparse.Namespace) -> int:
                 log.info("stopped cleanly")
                 return rc
             if opts.headless or opts.command is None:
+                from kd.app import App  # noqa: PLC0415
+
                 app = App(data_dir, lock_url=opts.lock, lan_port=opts.lan_port)
                 try:
                     app.start()  # LockGateError (exit 4) without the site's dongle

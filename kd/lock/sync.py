@@ -18,14 +18,15 @@ import binascii
 import datetime
 import logging
 import os
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from kd.errors import LockError, UserError
-from kd.formats.documents import SyncTicket
-from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import CST
-from kd.lock.driver import LockDriver
-from kd.lock.gate import ENV_LOCK_URL
+
+if TYPE_CHECKING:  # imported where used: main.py builds its parser with this module at every start
+    from kd.formats.documents import SyncTicket
+    from kd.formats.signing import TrustedKeys
+    from kd.lock.driver import LockDriver
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class SyncResult(NamedTuple):
     lock_time_before_ms: int
     server_time: datetime.datetime
     lock_time_ms: int
-    ticket: SyncTicket
+    ticket: "SyncTicket"
 
     def message(self) -> str:
         """The manual's success text, with both clocks in China Standard Time."""
@@ -51,7 +52,7 @@ def format_ms(ms: int) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def sync_lock(driver: LockDriver, client: Any) -> SyncResult:
+def sync_lock(driver: "LockDriver", client: Any) -> "SyncResult":
     """Sync the attached dongle's clock from the platform; raises the family's ``UserError``s.
 
     ``client`` is a ``kd.platform.client.PlatformClient`` (``sync_lock(lock_id, lock_time)``
@@ -93,7 +94,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _trusted(values: Any) -> TrustedKeys:
+def _trusted(values: Any) -> "TrustedKeys":
+    from kd.formats.signing import TrustedKeys  # noqa: PLC0415
+
     keys = TrustedKeys()
     for value in values:
         text = value
@@ -117,6 +120,8 @@ def run_cli(opts: argparse.Namespace, lock_url: Optional[str] = None) -> int:
     if missing:
         raise UserError("机考锁校时缺少参数：{}".format("、".join(missing)),
                         "用法：kaodian sync-lock --platform URL --site 考点代码 --password 密码 --trust platform.pub")
+    from kd.lock.driver import LockDriver  # noqa: PLC0415
+    from kd.lock.gate import ENV_LOCK_URL  # noqa: PLC0415
     from kd.platform.client import PlatformClient  # noqa: PLC0415 - requests only for this command
 
     url = opts.sync_lock_url or lock_url or os.environ.get(ENV_LOCK_URL) or None
