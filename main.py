@@ -95,10 +95,6 @@ def run(opts: argparse.Namespace) -> int:
     try:
         with InstanceLock(data_dir):
             log.info("data dir %s", data_dir)
-            from kd.core.system import finish_interrupted_restore  # noqa: PLC0415 - the window comes first
-
-            if finish_interrupted_restore(data_dir):
-                log.warning("finished a 系统恢复 that was interrupted by a crash")
             if opts.command == "sync-lock":
                 return lock_sync.run_cli(opts, opts.lock)
             if cli.handler_of(opts) is not None:

@@ -116,6 +116,14 @@ def open_context(
 DRILL_PLATFORM = ("drill", "platform")
 
 
+def finish_restore(data_dir: str) -> None:
+    """Before any store of ``data_dir`` opens: finish a 系统恢复 a crash interrupted."""
+    from kd.core.system import finish_interrupted_restore  # noqa: PLC0415
+
+    if finish_interrupted_restore(data_dir):
+        log.warning("finished a 系统恢复 that was interrupted by a crash")
+
+
 class App:
     """A running kaodian: drill platform (drill mode), dongle gate, core, LAN service, ticks.
 
@@ -159,6 +167,7 @@ class App:
         from kd.lock.coreport import DonglePort  # noqa: PLC0415
         from kd.lock.gate import open_gate  # noqa: PLC0415
 
+        finish_restore(self.data_dir)
         site = self._site()
         self.drill = not site.get("site_code") or bool(site.get("drill"))
         if self.drill and not self.lock_url:

@@ -61,13 +61,14 @@ def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:
 
 def run(opts: argparse.Namespace, data_dir: str) -> int:
     """Run the command in ``opts`` with the gate and the core context open."""
-    from kd.app import SettingsPlatform, open_context, trusted_keys  # noqa: PLC0415
+    from kd.app import SettingsPlatform, finish_restore, open_context, trusted_keys  # noqa: PLC0415
     from kd.lock.coreport import DonglePort  # noqa: PLC0415
     from kd.lock.gate import open_gate  # noqa: PLC0415
     from kd.store.database import open_stores  # noqa: PLC0415
 
     handler = handler_of(opts)
     assert handler is not None
+    finish_restore(data_dir)
     gate = open_gate(data_dir, getattr(opts, "lock", None))
     ctx = None
     try:
