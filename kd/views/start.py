@@ -75,16 +75,21 @@ class StartFlow:
         return screen
 
     def begin(self) -> None:
-        """Show 正在启动… and start the App in a worker."""
+        """Show 考点端登录 (登录 disabled until ready) and start the App in a worker."""
         self.attempts += 1
         self._swap(LoginScreen(self.root, self.runner, None, self._logged_in))
         startup_probe(self.root, "login")
-        app = self.app = self.app_factory()
-        self.runner.submit(app.start, self._started, self._start_failed)
+
+        def start() -> Any:  # worker: even importing the services waits until the window shows
+            self.app = self.app_factory()
+            return self.app.start()
+
+        self.runner.submit(start, self._started, self._start_failed)
 
     def _start_failed(self, exc: BaseException) -> None:
         app, self.app = self.app, None
-        self.runner.submit(app.stop, None, lambda e: log.warning("stopping after a failed start: %r", e))
+        if app is not None:
+            self.runner.submit(app.stop, None, lambda e: log.warning("stopping after a failed start: %r", e))
         if not isinstance(exc, UserError):
             log.error("the app did not start", exc_info=(type(exc), exc, exc.__traceback__))
             exc = UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
@@ -247,11 +252,14 @@ def tray_for(flow: StartFlow) -> Any:
 
 def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190, log_path: str = "") -> int:
     """Run the desktop app until 退出 / 退出系统; restarts in-process when the shell asks."""
-    from kd.app import App  # noqa: PLC0415
+    def make_app() -> Any:  # called in a worker
+        from kd.app import App  # noqa: PLC0415
+
+        return App(data_dir, lock_url=lock_url, lan_port=lan_port)
 
     while True:
         root = make_window()
-        flow = StartFlow(root, lambda: App(data_dir, lock_url=lock_url, lan_port=lan_port),
+        flow = StartFlow(root, make_app,
                          log_path=log_path, tray_factory=tray_for)
         try:
             flow.begin()
