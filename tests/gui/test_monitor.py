@@ -5,7 +5,6 @@ monitor's clock is the test's, so a missed heartbeat is a moved clock, not a wai
 Hub events reach the page through a real ``EventPump``.
 """
 
-import gc
 import json
 
 import pytest
@@ -17,22 +16,6 @@ from tests.integration.live_helpers import authorize, loaded_env, register, room
 from tests.support.ui import FakeShell, pump_until
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def fresh_style():
-    """A fresh ttkbootstrap ``Style`` per root, and Tk garbage collected on the main thread.
-
-    ``Style.instance`` survives the root it was made for (``Window.destroy`` does not reset
-    the class attribute); until tests/gui/conftest.py's ``gui_root`` resets it, do it here
-    (autouse: set up before ``gui_root``, torn down after it).
-    """
-    from ttkbootstrap.style import Style
-
-    Style.instance = None
-    yield
-    Style.instance = None
-    gc.collect()
 
 
 class Clock:

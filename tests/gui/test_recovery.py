@@ -5,7 +5,6 @@ one arrives as the LAN service delivers it (``core.recovery.receive``), others t
 回收 with a scripted file dialog. Hub events reach the page through a real ``EventPump``.
 """
 
-import gc
 import hashlib
 import io
 import re
@@ -20,22 +19,6 @@ from tests.support.results import pairs, result_package, write_package
 from tests.support.ui import FakeShell, pump_until
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def fresh_style():
-    """A fresh ttkbootstrap ``Style`` per root, and Tk garbage collected on the main thread.
-
-    ``Style.instance`` survives the root it was made for (``Window.destroy`` does not reset
-    the class attribute); until tests/gui/conftest.py's ``gui_root`` resets it, do it here
-    (autouse: set up before ``gui_root``, torn down after it).
-    """
-    from ttkbootstrap.style import Style
-
-    Style.instance = None
-    yield
-    Style.instance = None
-    gc.collect()
 
 
 @pytest.fixture

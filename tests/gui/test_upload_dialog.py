@@ -6,7 +6,6 @@ with a room not recovered warns. The window is driven with ``.invoke()``; dialog
 scripted; the Tk-thread guard fails the test if the progress callback touched Tk.
 """
 
-import gc
 import hashlib
 import io
 import os
@@ -21,22 +20,6 @@ from tests.support.results import pairs, result_package
 from tests.support.ui import FakeShell, pump_until
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def fresh_style():
-    """A fresh ttkbootstrap ``Style`` per root, and Tk garbage collected on the main thread.
-
-    ``Style.instance`` survives the root it was made for (``Window.destroy`` does not reset
-    the class attribute); until tests/gui/conftest.py's ``gui_root`` resets it, do it here
-    (autouse: set up before ``gui_root``, torn down after it).
-    """
-    from ttkbootstrap.style import Style
-
-    Style.instance = None
-    yield
-    Style.instance = None
-    gc.collect()
 
 
 @pytest.fixture
