@@ -229,17 +229,21 @@ def test_same_key_with_other_content_is_refused(sim, client):
     assert "HTTP 409" in str(err.value)
 
 
+CREATED = "2026-06-13T08:00:00+08:00"
+
+
 def test_report_keys_survive_a_simulator_restart(tmp_path):
     data_dir = str(tmp_path / "sim")
     key = new_report_key()
     with start_simulator(data_dir, rooms=2, room_kb=8) as first:
         public_key = first.public_key
         with make_client(first, timeout=(10.0, 30.0)) as c:  # generous: a retried post would say duplicate
-            assert c.post_report("recovery_status", {"all": True}, key)["duplicate"] is False
+            # the same report sent again carries its original created_at (the outbox keeps it)
+            assert c.post_report("recovery_status", {"all": True}, key, created_at=CREATED)["duplicate"] is False
     with start_simulator(data_dir) as second:
         assert second.public_key == public_key
         with make_client(second, timeout=(10.0, 30.0)) as c:
-            assert c.post_report("recovery_status", {"all": True}, key)["duplicate"] is True
+            assert c.post_report("recovery_status", {"all": True}, key, created_at=CREATED)["duplicate"] is True
         assert len(second.received()["reports"]) == 1
 
 
