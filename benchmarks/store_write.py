@@ -15,7 +15,7 @@ import secrets
 import string
 import tempfile
 
-from _common import emit, interleaved_median_ms
+from _common import emit, interleaved_median_ms, median_ms
 
 from kd.store.database import Database
 
@@ -71,7 +71,11 @@ def main() -> None:
                 os.fsync(fd)
                 os.close(fd)
 
-        ms, baseline, nodirsync = interleaved_median_ms([change, bare, lambda: bare(False)], REPEAT)
+        # change and bare are both fully durable, so neither leaves work for the other's fsync;
+        # the no-folder-fsync variant leaves its rename in the journal for the next fsync to pay,
+        # so it is timed on its own, after them
+        ms, baseline = interleaved_median_ms([change, bare], REPEAT)
+        nodirsync = median_ms(lambda: bare(False), REPEAT)
         db.close()
     emit(bench="store_write", ms=round(ms, 3), baseline_ms=round(baseline, 3), ratio=round(ms / baseline, 2),
          bare_nodirsync_ms=round(nodirsync, 3), ratio_nodirsync=round(ms / nodirsync, 2), db_bytes=size)
