@@ -4,13 +4,15 @@ Under Xvfb (started here when there is no DISPLAY), ``main.py`` runs in a fresh 
 data folder with ``KD_STARTUP_PROBE=login``: the app prints ``KD-PAINTED starting``
 when its first window is drawn and ``KD-PAINTED login`` when the login screen is (the
 App, with the drill platform and dongle, starts in between). The baseline is a bare
-ttkbootstrap window with one label, timed the same way. When ``dist/`` holds the
+ttkbootstrap window with one label, timed the same way. Modules are byte-compiled
+first, as a normal Python run caches them. When ``dist/`` holds the
 one-file binary, it is timed too (``frozen_s``; its first run unpacks, so the median
 is over warm runs). Prints
 ``{"bench": "startup", "s": .., "baseline_s": .., "ratio": .., "first_window_s": .., "frozen_s": ..}``.
 Target: ratio ≤ 1.5 from source.
 """
 
+import compileall
 import os
 import queue
 import shutil
@@ -85,6 +87,11 @@ def app_runs(argv: List[str], env: Dict[str, str]) -> List[Dict[str, float]]:
 def main() -> None:
     xvfb: Optional[subprocess.Popen] = None
     env = dict(os.environ, KD_STARTUP_PROBE="login", KD_NO_TRAY="1")
+    # normal Python caches compiled modules (site-packages got theirs at install time); a
+    # sandbox's PYTHONDONTWRITEBYTECODE=1 would bill compiling kd/ to every start
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    compileall.compile_dir(os.path.join(ROOT, "kd"), quiet=1)
+    compileall.compile_file(os.path.join(ROOT, "main.py"), quiet=1)
     if not env.get("DISPLAY"):
         if not shutil.which("Xvfb"):
             emit(bench="startup", error="no DISPLAY and no Xvfb")
