@@ -198,6 +198,45 @@ class VerificationService:
             "lock_clock_skew_s": doc.get("lock_clock_skew_s"), "lock_synced_at": doc.get("lock_synced_at"),
         }
 
+    def sync_state(self, sessions: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """The dongle's 校时 state for 授权验证: attached, lock ids, the ticket's times, and for
+        each of ``sessions`` whether the sync lies within the hour before its start. Read-only;
+        problems are reported in ``problem``, not raised."""
+        ctx = self.ctx
+        manifest = ctx.manifest() or {}
+        expected = (manifest.get("lock") or {}).get("id")
+        state: Dict[str, Any] = {"attached": False, "lock_id": None, "expected": expected, "ticket": None,
+                                 "problem": "", "for_session": {}}
+        dongle = ctx.dongle
+        if dongle is None or not dongle.attached():
+            state["problem"] = "未检测到机考锁"
+            return state
+        state["attached"] = True
+        state["lock_id"] = dongle.lock_id()
+        try:
+            raw = dongle.get_ticket()
+        except UserError as e:
+            state["problem"] = e.cause
+            return state
+        if not raw:
+            state["problem"] = "机考锁中没有校时凭证（尚未校时）"
+            return state
+        try:
+            ticket = documents.load_sync_ticket(raw, ctx.trusted, ctx.now(), lock_id=expected,
+                                                site_code=ctx.site_code() or manifest.get("site_code"))
+        except FormatError as e:
+            state["problem"] = e.cause
+            return state
+        state["ticket"] = {"lock_id": ticket.lock_id, "server_time": format_time(ticket.server_time),
+                           "valid_until": format_time(ticket.valid_until)}
+        for s in sessions:
+            try:
+                start = parse_time(s.get("start"), "start", "考场数据包")
+            except FormatError:
+                continue
+            state["for_session"][s["id"]] = documents.synced_for_session(ticket, start)
+        return state
+
     def snapshot(self) -> Dict[str, Any]:
         """Sessions (场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状态 | 授权验证状态) and the current one."""
         manifest = self.ctx.manifest()

@@ -12,8 +12,7 @@ lock) and whether that sync lies within the hour before each session's start, wi
 manual's instruction (§4.1): about one hour before the session, sync the dongle on an
 internet PC; only "校时授权成功!" means the sync is done.
 
-The ticket is read by the dongle port and checked with ``kd.formats.documents`` in the
-worker (``sync_state``); the core has no such read-only method yet. When the page runs
+The ticket state comes from ``core.verification.sync_state`` (in the worker). When the page runs
 in the app (``shell.app``) and the platform is reachable (the app's ``net.status``
 events, or one probe before the first), a 机考锁校时 button syncs the dongle from here
 (``App.sync_lock``) and shows the manual's "校时授权成功!" message.
@@ -23,9 +22,7 @@ from typing import Any, Dict, List, Optional
 
 import ttkbootstrap as ttk
 
-from kd.errors import FormatError, UserError
-from kd.formats import documents
-from kd.formats.timeutil import format_time, parse_time
+from kd.errors import UserError
 from kd.views.base import Page
 from kd.views.dialogs import KDV_TYPES
 from kd.views.step_common import InfoLine, actor, auto_wrap, fallback_import, shown
@@ -46,44 +43,6 @@ KDV_TITLE = "手工导入授权验证文件（.KDV）"
 SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00开考则8:00校时），将机考锁插在可上互联网的电脑上，"
              "登录监控平台的校时网站，点击“读取机考锁时间”进行校时；提示“校时授权成功!”才算校时完成。"
              "校时后将机考锁插回本机，选择当前场次，点击“授权验证”。")
-
-
-def sync_state(core: Any, sessions: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The dongle's 校时 state (worker thread): attached, lock ids, the ticket's times, per-session fit."""
-    ctx = core.ctx
-    manifest = ctx.manifest() or {}
-    expected = (manifest.get("lock") or {}).get("id")
-    state: Dict[str, Any] = {"attached": False, "lock_id": None, "expected": expected, "ticket": None,
-                             "problem": "", "for_session": {}}
-    dongle = ctx.dongle
-    if dongle is None or not dongle.attached():
-        state["problem"] = "未检测到机考锁"
-        return state
-    state["attached"] = True
-    state["lock_id"] = dongle.lock_id()
-    try:
-        raw = dongle.get_ticket()
-    except UserError as e:
-        state["problem"] = e.cause
-        return state
-    if not raw:
-        state["problem"] = "机考锁中没有校时凭证（尚未校时）"
-        return state
-    try:
-        ticket = documents.load_sync_ticket(raw, ctx.trusted, ctx.now(), lock_id=expected,
-                                            site_code=ctx.site_code() or manifest.get("site_code"))
-    except FormatError as e:
-        state["problem"] = e.cause
-        return state
-    state["ticket"] = {"lock_id": ticket.lock_id, "server_time": format_time(ticket.server_time),
-                       "valid_until": format_time(ticket.valid_until)}
-    for s in sessions:
-        try:
-            start = parse_time(s.get("start"), "start", "考场数据包")
-        except FormatError:
-            continue
-        state["for_session"][s["id"]] = documents.synced_for_session(ticket, start)
-    return state
 
 
 class VerifyPage(Page):
@@ -126,7 +85,7 @@ class VerifyPage(Page):
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:
         snap = dict(self.core.verification.snapshot())
-        snap["sync"] = sync_state(self.core, snap["sessions"])
+        snap["sync"] = self.core.verification.sync_state(snap["sessions"])
         app = getattr(self.shell, "app", None)
         if app is not None and self.reachable is None:  # not known yet: ask once (the app probes from then on)
             platform = self.core.ctx.platform

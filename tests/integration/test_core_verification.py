@@ -6,10 +6,11 @@ import os
 import pytest
 
 from kd.core import model
+from kd.core.loading import LoadingService
 from kd.core.verification import VerificationService
 from kd.errors import FormatError, LockError, PermitRefused, PlatformError, UserError
 from kd.platform.signer import write_offline_files
-from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, sync
+from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, session_ids, sync
 
 
 @pytest.fixture
@@ -145,3 +146,15 @@ def test_import_kdv_offline_and_tampered(env):
     assert session_doc(env)["verified_at"] is None
     row = service.import_verification(path, "1", "admin")
     assert row["verified"] and row["verification_source"] == "manual"
+
+
+def test_sync_state_reports_the_ticket_and_the_hour_per_session(env):
+    svc = VerificationService(env.ctx)
+    sessions = LoadingService(env.ctx).sessions()
+    before = svc.sync_state(sessions)
+    assert before["attached"] and before["ticket"] is None and "尚未校时" in before["problem"]
+    sync(env)
+    after = svc.sync_state(sessions)
+    assert after["problem"] == "" and after["ticket"]["lock_id"] == after["expected"] == after["lock_id"]
+    first = session_ids(env)[0]
+    assert after["for_session"][first] is True  # the demo's first session starts within the hour
