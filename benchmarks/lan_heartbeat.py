@@ -7,9 +7,9 @@ its own loopback address (127.0.1.x), registering with its room's code and then 
 one ``heartbeat`` per second (start times spread over the first second). Each heartbeat
 goes through authentication and ``MonitorService.heartbeat``.
 
-The issue asks for 30 s; this run lasts ``SECONDS`` = 10 s (2,000 heartbeats) to keep
-``dev.py bench`` short; the ``seconds`` field says so. Prints one JSON line:
-``{"bench": "lan_heartbeat", "proctors": 200, "seconds": 10, "heartbeats", "p50_ms", "p99_ms", "errors"}``.
+200 proctors heartbeat every second for ``SECONDS`` = 30 s (6,000 heartbeats), as the
+issue asks; ``KD_BENCH_SECONDS`` shortens it for a quick look. Prints one JSON line:
+``{"bench": "lan_heartbeat", "proctors": 200, "seconds": 30, "heartbeats", "p50_ms", "p99_ms", "errors"}``.
 """
 
 import json
@@ -23,7 +23,7 @@ import time
 from _common import ROOT, emit
 
 PROCTORS = 200
-SECONDS = 10.0
+SECONDS = float(os.environ.get("KD_BENCH_SECONDS", "30"))
 
 
 def child(host: str, port: int, rooms_file: str) -> None:
