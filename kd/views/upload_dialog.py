@@ -171,7 +171,8 @@ class UploadTool(tk.Toplevel):
         self.worker = _Worker(self, shell)
         self.title("上报工具")
         self.transient(parent.winfo_toplevel())
-        place_near(self, parent)
+        # where the 数据上报 dialog is (both near the main window): the tool covers it, not half of it
+        place_near(self, parent.master if parent.master is not None else parent)
         self.last: Optional[Dict[str, Any]] = None
         self.busy: Optional[str] = None
         self.interrupted: set = set()

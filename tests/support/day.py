@@ -222,6 +222,7 @@ class ExamDay:
             tool.upload(sid)
             self.wait(lambda: tool.busy is None, "upload of " + sid)
         self.wait(lambda: self.core.upload.snapshot() and _all_uploaded(self.core), "every result uploaded")
+        self.wait(lambda: all(row[-1] == "全部已上报" for row in tool.cells()), "the tool shows every upload")
         self.root.update()
         self.shot("16_upload_tool")
         return tool
