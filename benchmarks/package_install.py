@@ -22,12 +22,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import write_site_package  # noqa: E402
+
 from kd.app import open_context  # noqa: E402
 from kd.core import model  # noqa: E402
 from kd.core.loading import LoadingService  # noqa: E402
-from kd.formats.package import build_package, load_package  # noqa: E402
-from kd.formats.signing import Signer, TrustedKeys  # noqa: E402
-from tests.unit.formats_helpers import make_manifest  # noqa: E402
+from kd.formats.package import load_package  # noqa: E402
 
 
 def main() -> None:
@@ -37,15 +37,9 @@ def main() -> None:
     parser.add_argument("--room-kib", type=int, default=1024)
     args = parser.parse_args()
 
-    platform, lock = Signer.generate(), Signer.generate()
-    trusted = TrustedKeys([platform.public_key])
-    manifest = make_manifest(lock, rooms=args.rooms, sessions=2, per_room=40)
-    files = {room["code"]: os.urandom(args.room_kib * 1024) for room in manifest["rooms"]}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "package.zip")
-        with open(path, "wb") as out:
-            out.write(build_package(platform, manifest, files))
-        del files
+        trusted = write_site_package(path, args.rooms, args.room_kib)
         ctx = open_context(os.path.join(tmp, "data"), trusted=trusted)
         ctx.stores.settings.put(model.SETTINGS, model.SITE, {"site_code": "11003", "mode": model.FORMAL})
         svc = LoadingService(ctx)

@@ -10,7 +10,8 @@ their column.
 import gc
 import os
 import tkinter.font as tkfont
-from typing import Any, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -76,6 +77,22 @@ class StepSite:
         self.shell.close()
         self.core.stop()
         assert not self.crashes, "callbacks raised: {!r}".format(self.crashes)
+
+
+@contextmanager
+def step_site(env: Any, root: Any, page_class: Any, dialogs: Any,
+              prepare: Optional[Callable[[Any], Any]] = None, **kw: Any) -> Iterator[StepSite]:
+    """A ``StepSite`` over ``env`` (after ``prepare(env)``); closes the site, then the env."""
+    try:
+        if prepare is not None:
+            prepare(env)
+        site = StepSite(root, env, page_class, dialogs, **kw)
+        try:
+            yield site
+        finally:
+            site.close()
+    finally:
+        env.close()
 
 
 def headings(table: Any) -> List[str]:

@@ -6,7 +6,7 @@ from kd.core.loading import LoadingService
 from kd.views.dialogs import PTQ_TYPES
 from kd.views.step_authorize import AuthorizePage
 from kd.views.step_common import shown
-from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc, offline_file
+from tests.gui.steps_support import clipped, headings, main_thread_gc, offline_file, step_site
 from tests.support.env import make_env
 
 pytestmark = pytest.mark.gui
@@ -16,17 +16,9 @@ __all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
     env = make_env(tmp_path, rooms=2, sessions=2, candidates=2)
-    s = None
-    try:
-        LoadingService(env.ctx).load_online("admin")
-        s = StepSite(gui_root, env, AuthorizePage, scripted)
+    with step_site(env, gui_root, AuthorizePage, scripted,
+                   prepare=lambda e: LoadingService(e.ctx).load_online("admin")) as s:
         yield s
-    finally:
-        try:
-            if s is not None:
-                s.close()
-        finally:
-            env.close()
 
 
 def expected_rows(env, authorized):

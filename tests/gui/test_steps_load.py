@@ -7,7 +7,7 @@ import pytest
 from kd.views.dialogs import ZIP_TYPES
 from kd.views.step_common import shown
 from kd.views.step_load import LoadPage, RoomDetail
-from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc, offline_file
+from tests.gui.steps_support import clipped, headings, main_thread_gc, offline_file, step_site
 from tests.support.env import make_env
 
 pytestmark = pytest.mark.gui
@@ -16,17 +16,8 @@ __all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
-    env = make_env(tmp_path, rooms=3, sessions=2, candidates=5)
-    s = None
-    try:
-        s = StepSite(gui_root, env, LoadPage, scripted)
+    with step_site(make_env(tmp_path, rooms=3, sessions=2, candidates=5), gui_root, LoadPage, scripted) as s:
         yield s
-    finally:
-        try:
-            if s is not None:
-                s.close()
-        finally:
-            env.close()
 
 
 def test_load_online_fills_the_table_detail_and_door_sheet(site):

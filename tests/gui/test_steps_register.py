@@ -9,7 +9,7 @@ from kd.core import model
 from kd.views.dialogs import KDINFO_TYPES
 from kd.views.step_load import RoomDetail
 from kd.views.step_register import OPERATIONS, RegisterPage
-from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc
+from tests.gui.steps_support import clipped, headings, main_thread_gc, step_site
 from tests.support.env import make_env
 
 pytestmark = pytest.mark.gui
@@ -19,17 +19,8 @@ __all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
     env = make_env(tmp_path, rooms=3, sessions=2, candidates=3)
-    s = None
-    try:
-        env_core_load(env)
-        s = StepSite(gui_root, env, RegisterPage, scripted)
+    with step_site(env, gui_root, RegisterPage, scripted, prepare=env_core_load) as s:
         yield s
-    finally:
-        try:
-            if s is not None:
-                s.close()
-        finally:
-            env.close()
 
 
 def env_core_load(env):
