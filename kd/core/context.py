@@ -57,6 +57,9 @@ class Context:
         self.trusted = trusted or TrustedKeys()
         self.clock = clock
         self.lock = threading.RLock()
+        #: folder-level file operations: backup copies, package install swap, restore swap,
+        #: clear; never taken by LAN hot paths
+        self.files_lock = threading.RLock()
 
     def now(self) -> datetime.datetime:
         """Timezone-aware current time (tests may pass a clock)."""
