@@ -111,6 +111,11 @@ class Database:
         with self._lock:
             return [_strip(d) for d in self._db.table(table).all()]
 
+    def items(self, table: str) -> Dict[str, Doc]:
+        """Every document of ``table`` by its key (copies)."""
+        with self._lock:
+            return {d[KEY]: _strip(d) for d in self._db.table(table).all()}
+
     def find(self, table: str, **fields: Any) -> List[Doc]:
         """Documents whose fields equal all of ``fields``."""
         with self._lock:
