@@ -53,6 +53,14 @@ class StoreCorruptError(StoreError):
     """A data file and its previous generation are both unreadable."""
 
 
+class StoreMissingError(StoreError):
+    """A data file, or one generation of it, is missing: refused by name, never opened as empty."""
+
+
+class StoreClosedError(StoreError):
+    """A store was used after ``close()`` (the app is restarting or exiting)."""
+
+
 class StoreBusyError(StoreError):
     """Another program (often antivirus) holds a data file and would not let go."""
 
