@@ -8,7 +8,8 @@ Each file::
     <body: the TinyDB tables as compact UTF-8 JSON>
 
 The header lets a reader tell a complete file from a truncated or bit-flipped one (JSON
-alone would accept a flipped digit).
+alone would accept a flipped digit). Generation ``g`` lives in slot ``g % 2``; generations
+count from 1 (``create_store()`` writes an empty generation 1 into ``.1``).
 
 Write path (once per change, or once per ``deferred()`` block): serialise; write
 ``<name>.json.tmp``; flush; fsync; ``os.replace`` it over the slot of the *older*
@@ -16,13 +17,32 @@ generation (``gen + 1`` goes to slot ``(gen + 1) % 2``); fsync the folder. A cra
 any point leaves the current generation untouched and the new one either complete or
 absent, so an acknowledged change is never lost and the store always opens. On Windows
 the replace is retried briefly when antivirus holds the file (``fsutil.replace``).
+After ``close()`` the storage refuses ``read()`` and ``write()`` (``StoreClosedError``),
+so a store that outlived a restart can never write over the files its successor owns.
 
-Open path: read and check both slots and take the newest good one. When a slot is
-corrupt (torn, bit-flipped, not ours) while the other is good, the bad file is kept as
-``<slot>.corrupt-<time>`` for inspection, the good generation is written anew as the
-current one, and the event is logged at CRITICAL (if the corrupt file was the newer
-one, its last change is lost). When no slot is readable, ``StoreCorruptError`` names
-the file and nothing on disk is touched: a corrupt store is never opened as empty.
+Open path: read and check both slots and take the newest good one.
+
+- A slot that cannot be read at all (permission, a directory in its place, I/O error)
+  raises ``StoreError`` naming the file and the OS error; nothing is touched.
+- A corrupt slot (torn, bit-flipped, not ours) beside a good one is copied to
+  ``<slot>.corrupt-<time>`` for inspection, then the good generation is written anew as
+  the current one (over the corrupt slot), and the event is logged at CRITICAL (if the
+  corrupt file was the newer one, its last change is lost). Both slots exist at every
+  step. When no slot is good, ``StoreCorruptError`` names the file and nothing on disk
+  is touched: a corrupt store is never opened as empty.
+- Slots are written alternately and never deleted, so from generation 2 on both files
+  always exist. One file alone holding generation >= 2 means the other was deleted (if
+  it was the newer one, acknowledged changes would silently roll back): refused with
+  ``StoreMissingError`` naming the missing file and the generation found. Exception: a
+  ``<missing slot>.corrupt-<time>`` at least as new as the remaining slot is what an
+  older version's corrupt recovery left when killed between setting the corrupt file
+  aside and rewriting it; that recovery is finished (a new generation is written).
+- No file at all: an empty store, or ``StoreMissingError`` with ``must_exist=True``.
+- ``accept_damage=True`` is the explicit way out (``main.py repair-db NAME``): a missing
+  generation, missing files or no good slot are accepted (corrupt files are renamed to
+  ``<slot>.corrupt-<time>``), logged at CRITICAL with what was accepted, and a new
+  generation is written at once so the store is whole again. Unreadable files are still
+  refused.
 
 Speed: the tables stay in memory (``read()`` hands TinyDB that object, which it mutates
 before calling ``write()``), and the JSON of every document is kept as a fragment, so a
@@ -37,12 +57,12 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from tinydb.storages import Storage
 
 from kd import fileio as fsutil
-from kd.errors import StoreCorruptError, StoreError
+from kd.errors import StoreClosedError, StoreCorruptError, StoreError, StoreMissingError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +70,11 @@ FORMAT = "kd-store/1"
 SLOTS = (".0", ".1")
 Tables = Dict[str, Dict[str, Any]]
 _dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_STAMP = "%Y%m%d-%H%M%S"
+#: how much older than the remaining slot a corrupt leftover's time stamp may be
+#: (the stamp has whole seconds; file systems round modification times)
+_STAMP_SLACK = 2.0
+REMEDY_DOC = "详见 docs/storage.md “数据文件缺失或被回退”。"
 
 
 def _frag(doc_id: str, doc: Any) -> bytes:
@@ -100,85 +125,252 @@ def store_exists(path: str) -> bool:
     return any(os.path.exists(path + s) for s in SLOTS)
 
 
+def db_name(path: str) -> str:
+    """The store's name as ``main.py repair-db`` takes it: ``db/runtime.json`` -> ``runtime``."""
+    base = os.path.basename(path)
+    return base[:-5] if base.endswith(".json") else base
+
+
+def ways_out(path: str) -> str:
+    """The remedy text of a missing or rolled-back store: the three documented ways out."""
+    return ("请从回收站或副本把该文件放回原处后重新启动；或用最近的系统备份恢复到新的数据目录"
+            "（main.py --data-dir 新目录 restore 备份文件）；或确认接受损失后运行 main.py repair-db {}。{}"
+            ).format(db_name(path), REMEDY_DOC)
+
+
+def closed_error(name: str) -> StoreClosedError:
+    return StoreClosedError("数据库已关闭（系统正在重新启动或已退出）：{}".format(name), "请稍后重试。")
+
+
+def _write_generation(tmp_path: str, dest: str, folder: str, data: bytes) -> None:
+    """The durable replace every generation goes through: tmp, flush, fsync, replace, fsync folder."""
+    with open(tmp_path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fsutil.replace(tmp_path, dest)
+    fsutil.fsync_dir(folder)
+
+
+def create_store(path: str) -> bool:
+    """Write an empty generation 1 (``<path>.1``) unless the store has a generation file.
+
+    A data folder creates its stores with this, so that from then on a store without
+    files was deleted (``must_exist=True`` refuses it). Returns whether it wrote.
+    Raises ``StoreError`` when the file cannot be written.
+    """
+    path = os.path.abspath(path)
+    if store_exists(path):
+        return False
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _write_generation(path + ".tmp", path + SLOTS[1], folder, frame(b"{}", 1))
+    except OSError as e:
+        raise StoreError(
+            "无法创建数据文件：{}".format(path + SLOTS[1]),
+            "请检查磁盘空间和数据目录的写入权限后重试。",
+            detail=repr(e),
+        ) from e
+    return True
+
+
 class _Slot:
-    """What one generation file holds: missing, good (gen, tables, body) or corrupt."""
+    """What one generation file holds: missing, good (gen, tables, body) or corrupt (data kept).
+
+    A file that exists but cannot be read raises ``StoreError`` naming it.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.gen = -1
         self.tables: Optional[Tables] = None
         self.body = b""
+        self.data = b""  # the bytes of a corrupt file, to keep a copy
         self.error: Optional[str] = None
+        self.present = True
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
+            self.present = False
             return
+        except OSError as e:
+            raise StoreError(
+                "无法读取数据文件：{}（{}）".format(path, e.strerror or e),
+                "请检查该文件和数据目录的访问权限，或暂时关闭杀毒软件的实时扫描后重试；数据没有被改动。",
+                detail=repr(e),
+            ) from e
         try:
             self.gen, self.tables, self.body = decode(data)
         except CorruptFile as e:
             self.error = str(e)
+            self.data = data
 
     @property
     def good(self) -> bool:
         return self.tables is not None
 
 
+def _stamp() -> str:
+    return time.strftime(_STAMP)
+
+
+def _leftover_time(slot_path: str) -> Optional[float]:
+    """The newest time stamp of a ``<slot>.corrupt-<time>`` beside ``slot_path`` (None: none)."""
+    folder, base = os.path.split(slot_path)
+    prefix = base + ".corrupt-"
+    newest: Optional[float] = None
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        try:
+            t = time.mktime(time.strptime(name[len(prefix):len(prefix) + 15], _STAMP))
+        except (ValueError, OverflowError):
+            continue
+        newest = t if newest is None else max(newest, t)
+    return newest
+
+
 class AtomicJSONStorage(Storage):
     """TinyDB storage with atomic replace, a previous generation and corruption checks."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, must_exist: bool = False, accept_damage: bool = False) -> None:
+        """Open the store at ``path`` (files ``<path>.0`` / ``<path>.1``).
+
+        Raises ``StoreMissingError`` (no file and ``must_exist``; a deleted generation),
+        ``StoreCorruptError`` (no good generation) or ``StoreError`` (a file is unreadable),
+        each naming the file; ``accept_damage`` opens what is there instead (see the module).
+        """
         self.path = os.path.abspath(path)
         self.slot_paths = [self.path + s for s in SLOTS]
         self.tmp_path = self.path + ".tmp"
         self.folder = os.path.dirname(self.path)
-        os.makedirs(self.folder, exist_ok=True)
+        if not must_exist or accept_damage:
+            os.makedirs(self.folder, exist_ok=True)
         self._deferred = 0
         self._dirty = False
+        self._closed = False
         self._tables: Optional[Tables] = None
         self._gen = 0  # generation of the durable state; 0 while nothing was written
         self._body = b""  # the durable body, to rebuild memory after a failed write
         self._frags: Dict[str, Dict[str, bytes]] = {}
         self._joined: Dict[str, bytes] = {}
         self._hints: Optional[Set[Tuple[str, Optional[str]]]] = set()
-        self._open()
+        self._open(must_exist, accept_damage)
+
+    @property
+    def generation(self) -> int:
+        """The generation of the durable state (0: nothing written yet)."""
+        return self._gen
 
     # -- open / recover ---------------------------------------------------------------
-    def _open(self) -> None:
-        if os.path.exists(self.tmp_path):
+    def _open(self, must_exist: bool, accept_damage: bool) -> None:
+        if os.path.lexists(self.tmp_path):
             log.info("removing unfinished write %s", self.tmp_path)
-            os.remove(self.tmp_path)
+            try:
+                os.remove(self.tmp_path)
+            except OSError as e:
+                raise StoreError(
+                    "无法清理未完成的写入：{}（{}）".format(self.tmp_path, e.strerror or e),
+                    "请检查该文件和数据目录的访问权限，或暂时关闭杀毒软件的实时扫描后重试；数据没有被改动。",
+                    detail=repr(e),
+                ) from e
         slots = [_Slot(p) for p in self.slot_paths]
         good = sorted((s for s in slots if s.good), key=lambda s: s.gen)
         bad = [s for s in slots if s.error]
+        missing = [s for s in slots if not s.present]
         if not good:
-            if bad:
-                raise StoreCorruptError(
-                    "数据文件已损坏，且没有可用的上一版本：{}".format(self.path),
-                    "请不要删除这些文件。可用“系统恢复”从备份文件恢复，或联系技术服务单位；"
-                    "损坏的文件保留在原处以便分析。",
-                    detail="; ".join("{}: {}".format(s.path, s.error) for s in bad),
-                )
-            return  # a new, empty store
+            self._open_without_good(bad, must_exist, accept_damage)
+            return
         current = good[-1]
         self._tables, self._body, self._gen = current.tables, current.body, current.gen
         self._hints = None
+        if missing and current.gen >= 2:
+            self._one_slot_left(current, missing[0], accept_damage)
+            return
         if bad:
             for slot in bad:
-                kept = "{}.corrupt-{}".format(slot.path, time.strftime("%Y%m%d-%H%M%S"))
-                fsutil.replace(slot.path, kept)
+                kept = "{}.corrupt-{}".format(slot.path, _stamp())
+                try:
+                    fsutil.write_file_durably(kept, slot.data)  # a copy: the slot stays until it is replaced
+                except OSError as e:
+                    raise StoreError(
+                        "数据文件已损坏，且无法保存损坏文件的副本：{}".format(slot.path),
+                        "请检查磁盘空间和数据目录的写入权限后重试；上一版本的数据仍完好。",
+                        detail=repr(e),
+                    ) from e
                 log.critical(
-                    "DATA FILE CORRUPT: %s (%s). Kept it as %s; continuing from generation %d in %s. "
+                    "DATA FILE CORRUPT: %s (%s). Kept a copy as %s; continuing from generation %d in %s. "
                     "If the corrupt file was the newer generation, its last change is missing.",
                     slot.path, slot.error, kept, current.gen, current.path,
                 )
-            self._persist()  # the good state becomes the newest generation again
+            self._persist()  # the good state becomes the newest generation again, over the corrupt slot
+
+    def _open_without_good(self, bad: List[_Slot], must_exist: bool, accept_damage: bool) -> None:
+        if accept_damage:
+            for slot in bad:
+                kept = "{}.corrupt-{}".format(slot.path, _stamp())
+                fsutil.replace(slot.path, kept)
+                log.critical("ACCEPTED DAMAGE: %s is corrupt (%s); kept it as %s.", slot.path, slot.error, kept)
+            log.critical("ACCEPTED DAMAGE: %s has no good generation; opening it EMPTY as requested (repair-db).",
+                         self.path)
+            self._hints = None
+            self._persist()
+            return
+        if bad:
+            raise StoreCorruptError(
+                "数据文件已损坏，且没有可用的上一版本：{}".format(self.path),
+                "请不要删除这些文件（会保留以便分析）。可用最近的系统备份恢复到新的数据目录"
+                "（main.py --data-dir 新目录 restore 备份文件），或确认接受损失后运行 main.py repair-db {}。{}".format(
+                    db_name(self.path), REMEDY_DOC),
+                detail="; ".join("{}: {}".format(s.path, s.error) for s in bad),
+            )
+        if must_exist:
+            raise StoreMissingError(
+                "数据文件缺失：{}（{} 和 {} 都不存在）".format(self.path, SLOTS[0], SLOTS[1]),
+                ways_out(self.path),
+            )
+        # a new, empty store: nothing is written until the first change
+
+    def _one_slot_left(self, current: _Slot, lost: _Slot, accept_damage: bool) -> None:
+        """One file of generation >= 2 and the other gone: a deletion, or a recovery to finish."""
+        leftover = _leftover_time(lost.path)
+        try:
+            mtime = os.path.getmtime(current.path)
+        except OSError:
+            mtime = None
+        if leftover is not None and mtime is not None and leftover >= mtime - _STAMP_SLACK:
+            log.critical(
+                "finishing an interrupted corrupt-file recovery: %s was set aside as %s.corrupt-*; "
+                "continuing from generation %d in %s", lost.path, lost.path, current.gen, current.path)
+        elif accept_damage:
+            log.critical(
+                "ACCEPTED DAMAGE: %s is missing; continuing from generation %d in %s as requested (repair-db). "
+                "If the missing file was the newer generation, its changes are lost.",
+                lost.path, current.gen, current.path)
+        else:
+            raise StoreMissingError(
+                "数据文件缺失：{}（另一份 {} 为第 {} 代）。缺的若是较新的一份，最近保存的更改会被悄悄回退，"
+                "因此不予打开。".format(lost.path, os.path.basename(current.path), current.gen),
+                ways_out(self.path),
+                detail="present: {} gen {}; missing: {}".format(current.path, current.gen, lost.path),
+            )
+        self._persist()  # gen + 1 goes into the missing slot: both exist again
 
     # -- Storage interface ---------------------------------------------------------------
     def read(self) -> Optional[Tables]:
+        if self._closed:
+            raise closed_error(self.path)
         return self._tables
 
     def write(self, data: Tables) -> None:
+        if self._closed:
+            raise closed_error(self.path)
         self._tables = data
         if self._deferred:
             self._dirty = True
@@ -186,8 +378,14 @@ class AtomicJSONStorage(Storage):
         self._persist()
 
     def close(self) -> None:
-        if self._dirty:
-            self._persist()
+        """Write what a ``deferred()`` block left pending, then refuse every further use."""
+        if self._closed:
+            return
+        try:
+            if self._dirty:
+                self._persist()
+        finally:
+            self._closed = True
 
     def touch(self, table: str, doc_id: Optional[str] = None) -> None:
         """Say that the next write changes document ``doc_id`` of ``table`` (None: all of it)."""
@@ -255,12 +453,7 @@ class AtomicJSONStorage(Storage):
         gen = self._gen + 1
         try:
             raw = self._body_bytes()
-            with open(self.tmp_path, "wb") as f:
-                f.write(frame(raw, gen))
-                f.flush()
-                os.fsync(f.fileno())
-            fsutil.replace(self.tmp_path, self.slot_paths[gen % 2])
-            fsutil.fsync_dir(self.folder)
+            _write_generation(self.tmp_path, self.slot_paths[gen % 2], self.folder, frame(raw, gen))
         except BaseException as e:
             self._dirty = False
             self._restore()

@@ -10,6 +10,15 @@ Each change is durable when the call returns (the storage's write path). Several
 that must land together go in ``with db.transaction():`` — one durable write at the end,
 nothing written if the block raises.
 
+A closed ``Database`` refuses every call, reads and writes (``StoreClosedError``, a
+``StoreError``): a thread that still holds a store across a restart or a restore gets an
+error instead of writing its stale tables over the files the new store owns.
+``close()`` is idempotent.
+
+``Database.open(path, must_exist=..., accept_damage=...)`` opens a file store (the
+refusals and the way out are kaodian.store.atomic's); ``create_store(path)`` writes an
+empty first generation, so that a store a data folder lists always exists as a file.
+
 ``open_stores(data_dir)`` opens the three files of a data folder, split by write rate
 (DESIGN.md §6): ``settings`` (accounts, site code, mode), ``exam`` (the loaded site
 package: large, rarely written), ``runtime`` (registrations, session states, outbox:
@@ -26,7 +35,9 @@ from tinydb import Query, TinyDB
 from tinydb.storages import MemoryStorage, Storage
 from tinydb.table import Document, Table
 
-from kd.store.atomic import AtomicJSONStorage
+from kd.store.atomic import AtomicJSONStorage, closed_error, create_store
+
+__all__ = ["DB_FILES", "KEY", "Database", "Stores", "create_store", "memory_stores", "open_stores"]
 
 KEY = "_key"
 Doc = Dict[str, Any]
@@ -54,12 +65,30 @@ class Database:
         self._db = _TinyDB(storage=_Given(storage))
         self._lock = threading.RLock()
         self._touch = getattr(storage, "touch", None)
+        self._closed = False
         #: table -> key -> TinyDB doc id, built on first use of a table
         self._index: Dict[str, Dict[str, int]] = {}
 
     @classmethod
-    def open(cls, path: str) -> "Database":
-        return cls(AtomicJSONStorage(path), name=os.path.basename(path))
+    def open(cls, path: str, *, must_exist: bool = False, accept_damage: bool = False) -> "Database":
+        """Open the file store at ``path`` (``<path>.0`` / ``<path>.1``).
+
+        Raises ``StoreMissingError`` (no file while ``must_exist``, or a deleted
+        generation), ``StoreCorruptError`` (no good generation) or ``StoreError`` (a file
+        cannot be read), each naming the file. ``accept_damage`` opens what is there
+        instead, logs it at CRITICAL and writes a new generation (``repair-db``).
+        """
+        storage = AtomicJSONStorage(path, must_exist=must_exist, accept_damage=accept_damage)
+        return cls(storage, name=os.path.basename(path))
+
+    @property
+    def generation(self) -> Optional[int]:
+        """The durable generation of a file store (0: nothing written yet); None in memory."""
+        return getattr(self._storage, "generation", None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @classmethod
     def in_memory(cls, name: str = "memory") -> "Database":
@@ -80,6 +109,8 @@ class Database:
     def _writing(self) -> Iterator[None]:
         """Hold the lock; forget the index when a write fails (memory was rolled back)."""
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             try:
                 yield
             except BaseException:
@@ -89,6 +120,8 @@ class Database:
     # -- reads ---------------------------------------------------------------------------
     def get(self, table: str, key: str) -> Optional[Doc]:
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             doc_id = self._ids(table).get(key)
             if doc_id is None:
                 return None
@@ -102,6 +135,8 @@ class Database:
         itself, must not change it, and only its (JSON) result is copied.
         """
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             doc_id = self._ids(table).get(key)
             if doc_id is None:
                 return None
@@ -109,6 +144,8 @@ class Database:
 
     def all(self, table: str) -> List[Doc]:
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             return [_strip(d) for d in self._db.table(table).all()]
 
     def items(self, table: str) -> Dict[str, Doc]:
@@ -119,14 +156,20 @@ class Database:
     def find(self, table: str, **fields: Any) -> List[Doc]:
         """Documents whose fields equal all of ``fields``."""
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             return [_strip(d) for d in self._db.table(table).search(Query().fragment(fields))]
 
     def count(self, table: str) -> int:
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             return len(self._db.table(table))
 
     def tables(self) -> List[str]:
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             return sorted(self._db.tables())
 
     # -- writes --------------------------------------------------------------------------
@@ -206,7 +249,11 @@ class Database:
                 yield self
 
     def close(self) -> None:
+        """Write anything pending and refuse every further call; closing again does nothing."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._db.close()
 
 
@@ -247,11 +294,23 @@ class Stores(NamedTuple):
 DB_FILES = ("settings", "exam", "runtime")
 
 
-def open_stores(data_dir: str) -> Stores:
-    """Open (or create) ``data_dir/db/{settings,exam,runtime}.json``."""
+def open_stores(data_dir: str, *, must_exist: bool = False) -> Stores:
+    """Open (or, unless ``must_exist``, create) ``data_dir/db/{settings,exam,runtime}.json``.
+
+    Raises what ``Database.open`` raises; the stores opened before a refusal are closed.
+    """
     folder = os.path.join(data_dir, "db")
-    os.makedirs(folder, exist_ok=True)
-    return Stores(*(Database.open(os.path.join(folder, name + ".json")) for name in DB_FILES))
+    if not must_exist:
+        os.makedirs(folder, exist_ok=True)
+    opened: List[Database] = []
+    try:
+        for name in DB_FILES:
+            opened.append(Database.open(os.path.join(folder, name + ".json"), must_exist=must_exist))
+    except BaseException:
+        for db in opened:
+            db.close()
+        raise
+    return Stores(*opened)
 
 
 def memory_stores() -> Stores:

@@ -3,10 +3,11 @@
 import json
 import logging
 import os
+import time
 
 import pytest
 
-from kd.errors import StoreCorruptError, StoreError
+from kd.errors import StoreCorruptError, StoreError, StoreMissingError
 from kd.store import atomic
 from kd.store.database import Database
 
@@ -175,3 +176,134 @@ def test_incremental_encoding_matches_a_full_encoding(tmp_path):
     fresh = Database.open(path)
     assert fresh.all("a") == db.all("a") and fresh.all("b") == [] and fresh.get("c", "1") == {"v": [1, 2]}
     assert fresh.get("a", "1") is None and fresh.get("a", "3") == {"i": 3, "t": "文本\"\n", "changed": True}
+
+
+# -- missing files, deleted generations, unreadable files ---------------------------------------
+def test_must_exist_refuses_a_store_without_files_and_creates_nothing(tmp_path):
+    path = str(tmp_path / "db" / "settings.json")
+    with pytest.raises(StoreMissingError) as info:
+        Database.open(path, must_exist=True)
+    text = str(info.value)
+    assert "db/settings.json" in text.replace(os.sep, "/") and "repair-db settings" in text
+    assert "restore" in text and "数据文件缺失或被回退" in text
+    assert not os.path.exists(str(tmp_path / "db")) or os.listdir(str(tmp_path / "db")) == []
+
+
+def test_create_store_writes_generation_1_once(tmp_path):
+    path = str(tmp_path / "exam.json")
+    assert atomic.create_store(path) is True
+    assert sorted(os.listdir(str(tmp_path))) == ["exam.json.1"]
+    assert read_slot(path, 1) == {}
+    db = Database.open(path, must_exist=True)
+    assert db.tables() == [] and db.generation == 1
+    db.put("t", "k", {"v": 1})
+    db.close()
+    assert atomic.create_store(path) is False  # an existing store is left as it is
+    assert keys_of(path, "t") == [{"v": 1}]
+
+
+def keys_of(path, table):
+    return Database.open(path).all(table)
+
+
+@pytest.mark.parametrize("deleted_gen", [3, 2])
+def test_a_deleted_generation_is_refused_by_name(tmp_path, deleted_gen):
+    path = make(tmp_path)  # generation 2 in .0, 3 in .1
+    os.remove(slot(path, deleted_gen))
+    for must_exist in (False, True):
+        with pytest.raises(StoreMissingError) as info:
+            Database.open(path, must_exist=must_exist)
+        text = str(info.value)
+        assert os.path.basename(slot(path, deleted_gen)) in text
+        assert "第 {} 代".format(5 - deleted_gen) in text  # the generation that was found
+        assert "repair-db runtime" in text
+    assert not os.path.exists(slot(path, deleted_gen))  # nothing was touched
+
+
+def test_single_first_generation_is_not_a_rollback(tmp_path):
+    path = make(tmp_path, n=1)
+    assert sorted(os.listdir(str(tmp_path))) == ["runtime.json.1"]
+    assert Database.open(path, must_exist=True).all("rooms") == [{"n": 0, "名称": "考场0"}]
+
+
+def test_accept_damage_opens_what_is_there_and_rewrites_both_slots(tmp_path, caplog):
+    path = make(tmp_path)
+    os.remove(slot(path, 3))
+    with caplog.at_level(logging.CRITICAL):
+        db = Database.open(path, accept_damage=True)
+    assert sorted(d["n"] for d in db.all("rooms")) == [0, 1]  # generation 2: the last change is gone
+    assert any("accept" in r.getMessage().lower() and r.levelno == logging.CRITICAL for r in caplog.records)
+    assert db.generation == 3 and os.path.exists(slot(path, 3)) and os.path.exists(slot(path, 2))
+    db.close()
+    assert keys(path) == [0, 1]  # and it opens normally from now on
+
+
+def test_accept_damage_without_files_creates_an_empty_store(tmp_path):
+    path = str(tmp_path / "runtime.json")
+    db = Database.open(path, must_exist=True, accept_damage=True)
+    assert db.tables() == [] and os.listdir(str(tmp_path)) == ["runtime.json.1"]
+    db.close()
+    assert Database.open(path, must_exist=True).generation == 1
+
+
+def test_accept_damage_with_both_generations_corrupt_keeps_them_and_opens_empty(tmp_path):
+    path = make(tmp_path)
+    for gen in (2, 3):
+        open(slot(path, gen), "wb").write(b"junk")
+    db = Database.open(path, accept_damage=True)
+    assert db.all("rooms") == []
+    kept = sorted(n for n in os.listdir(str(tmp_path)) if ".corrupt-" in n)
+    assert len(kept) == 2 and all(open(str(tmp_path / n), "rb").read() == b"junk" for n in kept)
+    db.close()
+    assert keys(path) == []
+
+
+def test_accept_damage_on_a_sound_store_changes_nothing(tmp_path):
+    path = make(tmp_path)
+    before = {n: open(str(tmp_path / n), "rb").read() for n in os.listdir(str(tmp_path))}
+    assert sorted(d["n"] for d in Database.open(path, accept_damage=True).all("rooms")) == [0, 1, 2]
+    assert {n: open(str(tmp_path / n), "rb").read() for n in os.listdir(str(tmp_path))} == before
+
+
+def test_crash_inside_corrupt_recovery_still_opens(tmp_path, caplog):
+    """An older version renamed the corrupt slot aside, then rewrote it: a kill in between
+    leaves one slot and ``<slot>.corrupt-<time>`` — a recovery to finish, not a rollback."""
+    path = make(tmp_path)
+    kept = "{}.corrupt-{}".format(slot(path, 3), time.strftime("%Y%m%d-%H%M%S"))
+    os.replace(slot(path, 3), kept)
+    with caplog.at_level(logging.CRITICAL):
+        assert keys(path) == [0, 1]
+    assert os.path.exists(slot(path, 3)) and os.path.exists(slot(path, 2)) and os.path.exists(kept)
+    assert keys(path) == [0, 1]
+
+
+def test_an_old_corrupt_leftover_does_not_excuse_a_later_deletion(tmp_path):
+    path = make(tmp_path)
+    open(slot(path, 3) + ".corrupt-20200101-000000", "wb").write(b"junk from long ago")
+    os.remove(slot(path, 3))
+    with pytest.raises(StoreMissingError):
+        Database.open(path)
+
+
+def test_unreadable_generation_file_is_a_store_error_naming_it(tmp_path):
+    path = make(tmp_path)
+    os.remove(slot(path, 3))
+    os.mkdir(slot(path, 3))  # a real OSError on open (IsADirectoryError; PermissionError on Windows)
+    with pytest.raises(StoreError) as info:
+        Database.open(path)
+    text = str(info.value)
+    assert not isinstance(info.value, (StoreMissingError, StoreCorruptError))
+    assert "无法读取数据文件" in text and os.path.basename(slot(path, 3)) in text and "权限" in text
+    assert "杀毒软件" in text and ("IsADirectoryError" in info.value.detail or "PermissionError" in info.value.detail)
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="chmod 000 blocks reads only for non-root POSIX")
+def test_chmod_000_generation_file_is_a_store_error(tmp_path):
+    path = make(tmp_path)
+    os.chmod(slot(path, 3), 0)
+    try:
+        with pytest.raises(StoreError) as info:
+            Database.open(path)
+        assert "无法读取数据文件" in str(info.value)
+    finally:
+        os.chmod(slot(path, 3), 0o600)
