@@ -9,7 +9,8 @@ dropped; the next request reconnects and re-binds the room with its token.
 
 The proctor's day: ``register`` → ``download_data`` → ``data_imported`` → ``heartbeat``
 every ``heartbeat_s`` → ``permit`` until granted → ``upload`` (begins, continues from the
-offset the server reports, commits; ``retries`` reconnects on a lost connection) →
+offset the server reports, commits; ``retries`` reconnects on a lost connection or waits
+out an ``E_STORAGE``; a begin answered ``committed: true`` goes straight to the commit) →
 ``bye``.
 """
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 E_NET = "E_NET"
 CLOSING = frozenset({"E_FRAME", "E_TOO_LARGE", "E_VERSION", "E_TIMEOUT", "E_SLOW", "E_BUSY", "E_SHUTDOWN"})
+#: errors after which an upload is tried again (begin, continue, commit) after a pause
+UPLOAD_RETRY = frozenset({E_NET, "E_TIMEOUT", "E_SLOW", "E_SHUTDOWN", "E_BUSY", "E_STATE", "E_STORAGE"})
 NET_REMEDY = "请检查监考机与考点机之间的网络，并确认考点管理系统正在运行。"
 
 
@@ -202,14 +205,18 @@ class ProctorClient:
 
     def upload(self, path: str, session: str, *, chunk: int = BODY_MAX, retries: int = 3, backoff: float = 1.0,
                progress: Optional[Callable[[int, int], None]] = None,
-               abort_after: Optional[int] = None) -> Dict[str, Any]:
+               abort_after: Optional[int] = None,
+               pause: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
         """Upload a result package; returns the commit reply (after the server stored it durably).
 
-        Continues from the offset the server reports, also after reconnecting (up to
-        ``retries`` connection losses, with a growing pause from ``backoff`` s).
-        ``abort_after`` (tests, simulator): drop the connection once that many bytes
-        of this call were sent, raising ``LanError`` (E_NET) without a retry.
-        Raises ``LanError``.
+        Continues from the offset the server reports, also after reconnecting: up to
+        ``retries`` times after a lost connection or an ``E_STORAGE`` (the site server
+        could not store it yet; its copy is kept), each after ``pause(seconds)``: the
+        server's ``retry_after``, else a growing pause from ``backoff`` s (at most 30 s).
+        A begin answered ``committed: true`` (an earlier commit's reply was lost) sends
+        no byte and commits at once. ``abort_after`` (tests, simulator): drop the
+        connection once that many bytes of this call were sent, raising ``LanError``
+        (E_NET) without a retry. Raises ``LanError``.
         """
         sha, size = sha256_file(path)
         sent = 0
@@ -217,7 +224,7 @@ class ProctorClient:
         while True:
             try:
                 h, _ = self.request("upload_begin", {"session": session, "size": size, "sha256": sha})
-                offset = int(h["offset"])
+                offset = size if h.get("committed") is True else int(h["offset"])
                 with open(path, "rb") as f:
                     while offset < size:
                         f.seek(offset)
@@ -246,13 +253,12 @@ class ProctorClient:
                 raise LanError("上报被中断（测试）。", "请重新上报。",
                                detail="aborted after {} bytes".format(sent)) from None
             except LanError as e:
-                if e.code not in (E_NET, "E_TIMEOUT", "E_SLOW", "E_SHUTDOWN", "E_BUSY", "E_STATE") \
-                        or attempt >= retries:
+                if e.code not in UPLOAD_RETRY or attempt >= retries:
                     raise
                 attempt += 1
-                pause = e.retry_after if e.retry_after else backoff * attempt
-                log.info("upload of %s interrupted (%s); retry %d in %.1f s", path, e.code, attempt, pause)
-                time.sleep(min(float(pause), 30.0))
+                wait = min(float(e.retry_after if e.retry_after else backoff * attempt), 30.0)
+                log.info("upload of %s interrupted (%s); retry %d in %.1f s", path, e.code, attempt, wait)
+                pause(wait)
 
     def bye(self) -> None:
         """Say goodbye and close (errors ignored: the connection ends either way)."""

@@ -14,10 +14,21 @@ connection). It implements ``kd.core.ports.Lan`` (``listening()``, ``address()``
 - ``upload_commit``  → ``RecoveryService.receive`` (the reply only after it returned:
   the file is durable in the spool and recorded)
 
-It never touches the stores. Partial uploads live in ``DATA/lan-uploads/<room>.<session>.
+It never writes the stores. Partial uploads live in ``DATA/lan-uploads/<room>.<session>.
 <sha256>.part`` (names built only from validated codes and a hex digest) between
 connections and restarts, written unbuffered so the size on disk is the offset the
 server reports.
+
+Commit semantics (docs/lan-protocol.md, ``upload_commit``): what ``receive`` raises decides
+the part file's fate. A refusal of the content (``IntegrityError``, ``ResultConflict``,
+``FormatError``, a room or session without candidates) removes it; a storage failure
+(``SpoolError``, ``StoreError``, ``OSError``: disk full, folder unwritable) keeps it and
+answers ``E_STORAGE`` with ``offset`` (the bytes held) and ``retry_after``, so the proctor
+commits again later without resending. ``upload_begin`` for a file already recorded for
+its room and session (a commit whose reply was lost) answers ``offset = size,
+committed: true``; the following ``upload_commit`` answers the recorded result again.
+A part no connection has begun or continued for ``LanOptions.part_max_age`` (24 h) is
+removed at ``start()`` and by the accept thread's housekeeping every ``sweep_interval``.
 
 Defences (``LanOptions``): caps on connections in total and per IP (refused in the
 accept loop with ``E_BUSY``, no thread spent), an idle deadline, an absolute deadline
@@ -35,7 +46,8 @@ Start and stop::
 Events on ``ctx.hub``: ``lan.started`` (host, port), ``lan.stopped`` (port),
 ``lan.connected`` (ip), ``lan.closed`` (ip, room, reason), ``lan.refused`` (ip, reason),
 ``lan.upload`` (room, session, offset, size; at most one per second per connection),
-``lan.committed`` (room, session, sha256, size).
+``lan.committed`` (room, session, sha256, size), ``lan.part_removed`` (room, session, sha256,
+bytes, reason ``"abandoned"``).
 """
 
 import logging
@@ -49,7 +61,7 @@ import time
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from kd.core.context import Context
-from kd.core.loading import LoadingService
+from kd.core.loading import LoadingService, NotLoaded
 from kd.errors import (
     FormatError,
     IntegrityError,
@@ -57,6 +69,7 @@ from kd.errors import (
     RegistrationRefused,
     ResultConflict,
     SpoolError,
+    StoreError,
     UserError,
 )
 from kd.formats.timeutil import format_time
@@ -75,6 +88,8 @@ MAX_TEXT = 64
 MAX_COUNT = 100000
 
 REMEDY_RETRY = "请稍后重试；如反复出现，请联系考点管理员。"
+STORAGE_MESSAGE = "考点机暂时无法保存上报的结果包（磁盘已满或数据目录不可写），已收到的数据仍保留在考点机上。"
+STORAGE_REMEDY = "监考机稍后会自动重试，无需重新传送；如反复出现，请联系考点管理员检查考点机的磁盘空间和数据目录。"
 
 
 class LanOptions(NamedTuple):
@@ -95,6 +110,12 @@ class LanOptions(NamedTuple):
     upload_dir: Optional[str] = None
     #: how long stop() waits for requests in progress
     stop_timeout: float = 30.0
+    #: ``retry_after`` (seconds) of an ``E_STORAGE`` reply
+    storage_retry_after: int = 10
+    #: a partial upload that no connection has begun or continued for this long (seconds) is removed
+    part_max_age: float = 24 * 3600.0
+    #: how often the accept thread looks for abandoned partial uploads (seconds)
+    sweep_interval: float = 600.0
 
 
 class LanServiceError(UserError):
@@ -156,6 +177,8 @@ class _Upload:
         self.file: Optional[Any] = None
         self.offset = 0
         self.last_event = 0.0
+        #: True when this file is already recorded for its room and session (nothing to send)
+        self.committed = False
 
     def close(self) -> None:
         if self.file is not None:
@@ -221,6 +244,10 @@ class _TCPServer(socketserver.ThreadingTCPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("LAN connection from %s failed", client_address)
 
+    def service_actions(self) -> None:  # the accept loop, between polls
+        super().service_actions()
+        self.owner._housekeeping()
+
 
 class LanServer:
     """The KDLAN v1 server over the core services (see the module docstring)."""
@@ -249,6 +276,7 @@ class LanServer:
         self._listening = False
         self.refused = 0
         self._refusal_logged = -1e9
+        self._next_sweep = 0.0
 
     # -- the Lan port --------------------------------------------------------------------
     def listening(self) -> bool:
@@ -284,6 +312,8 @@ class LanServer:
         if self._server is not None:
             return self
         os.makedirs(self.upload_dir, exist_ok=True)
+        self.sweep_parts()
+        self._next_sweep = time.monotonic() + self.options.sweep_interval
         try:
             server = _TCPServer(self, (self.options.host, self.options.port))
         except OSError as e:
@@ -639,13 +669,10 @@ class LanServer:
         self._drop_upload(conn)
         path = self._part_path(room, session, sha)
         self._discard_other_parts(room, session, path)
+        if self._recorded(room, session, sha, size) is not None:
+            return self._begin_committed(conn, room, session, sha, size, path)
         with self._part_lock(path):
-            with self._lock:
-                previous = self._owners.get(path)
-                self._owners[path] = conn
-            if previous is not None and previous is not conn and previous.upload is not None:
-                previous.upload.close()  # a stale connection of the same proctor: this one takes over
-                previous.upload = None
+            self._take_over(conn, path)
             upload = _Upload(room, session, sha, size, path)
             try:
                 upload.file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across chunks
@@ -653,17 +680,63 @@ class LanServer:
                 if upload.offset > size:
                     upload.file.truncate(0)
                     upload.offset = 0
+                os.utime(path)  # begun again: not abandoned (see sweep_parts)
                 free = shutil.disk_usage(self.upload_dir).free
             except OSError as e:
                 upload.close()
-                raise _Reply("E_STORAGE", "考点机无法保存上报的结果包。", "请联系考点管理员检查磁盘空间。") from e
+                log.error("cannot open partial upload %s: %r", path, e)
+                raise self._storage_error(_size_of(path)) from e
             if free < 2 * (size - upload.offset) + 64 * 1024 * 1024:
                 upload.close()
-                raise _Reply("E_REFUSED", "考点机磁盘空间不足，无法接收结果包。",
-                             "请联系考点管理员清理考点机磁盘后重试。")
+                log.error("not enough disk space for the upload of %s/%s (%d bytes free, %d to come)",
+                          room, session, free, size - upload.offset)
+                raise _Reply("E_STORAGE", "考点机磁盘空间不足，暂不能接收结果包。",
+                             "监考机稍后会自动重试；请联系考点管理员清理考点机磁盘。", offset=upload.offset,
+                             retry_after=self.options.storage_retry_after)
             conn.upload = upload
         log.info("upload %s/%s %s: %d of %d bytes already here", room, session, sha[:12], upload.offset, size)
         return {"offset": upload.offset}, b""
+
+    def _take_over(self, conn: _Connection, path: str) -> None:
+        """``conn`` now owns the part ``path``; a stale connection of the same proctor loses it (lock held)."""
+        with self._lock:
+            previous = self._owners.get(path)
+            self._owners[path] = conn
+        if previous is not None and previous is not conn and previous.upload is not None:
+            previous.upload.close()
+            previous.upload = None
+
+    def _begin_committed(self, conn: _Connection, room: str, session: str, sha: str, size: int,
+                         path: str) -> Tuple[Dict[str, Any], bytes]:
+        """``upload_begin`` of a file already recorded: nothing to send, the commit answers again."""
+        with self._part_lock(path):
+            self._take_over(conn, path)
+            with self._lock:
+                if self._owners.get(path) is conn:
+                    del self._owners[path]
+            if os.path.exists(path):  # the server stopped between recording and removing it
+                log.info("removing partial upload %s: its result is already recorded", os.path.basename(path))
+                _remove(path)
+            upload = _Upload(room, session, sha, size, path)
+            upload.offset = size
+            upload.committed = True
+            conn.upload = upload
+        log.info("upload %s/%s %s: already received and recorded (a lost commit reply)", room, session, sha[:12])
+        return {"offset": size, "committed": True}, b""
+
+    def _recorded(self, room: str, session: str, sha: str, size: int) -> Optional[Dict[str, Any]]:
+        """The result recorded for ``room``/``session`` if it is this file and the spool holds it."""
+        for doc in self.recovery.recovered():
+            res = doc.get("result") or {}
+            if doc.get("room") == room and doc.get("session") == session:
+                if res.get("sha256") == sha and res.get("size") == size and self.ctx.spool.has(sha):
+                    return dict(res, room=room, session=session, duplicate=True)
+                return None
+        return None
+
+    def _storage_error(self, offset: int) -> _Reply:
+        return _Reply("E_STORAGE", STORAGE_MESSAGE, STORAGE_REMEDY, offset=offset,
+                      retry_after=self.options.storage_retry_after)
 
     def _discard_other_parts(self, room: str, session: str, keep: str) -> None:
         prefix = "{}.{}.".format(room, session)
@@ -685,8 +758,12 @@ class LanServer:
                         log.info("discarding partial upload %s (a new package was begun)", name)
                         _remove(path)
 
-    def _current_upload(self, conn: _Connection) -> _Upload:
+    def _current_upload(self, conn: _Connection, committed: bool = False) -> _Upload:
         upload = conn.upload
+        if upload is not None and upload.committed:
+            if committed:
+                return upload
+            raise _Reply("E_STATE", "该结果包考点机已完整接收并记录，无需再传送。", "请发送 upload_commit。")
         if upload is None or upload.file is None:
             raise _Reply("E_STATE", "没有进行中的结果上报。", "请先发送 upload_begin。")
         return upload
@@ -711,8 +788,8 @@ class LanServer:
                 upload.offset += len(body)
             except OSError as e:
                 upload.offset = _size_of(upload.path)
-                raise _Reply("E_STORAGE", "考点机无法保存上报的结果包。", "请联系考点管理员检查磁盘空间。",
-                             offset=upload.offset) from e
+                log.error("cannot write partial upload %s: %r", upload.path, e)
+                raise self._storage_error(upload.offset) from e
         now = time.monotonic()
         if now - upload.last_event >= 1.0 or upload.offset == upload.size:
             upload.last_event = now
@@ -722,7 +799,9 @@ class LanServer:
 
     def _upload_commit(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
         self._auth(conn, frame.header)
-        upload = self._current_upload(conn)
+        upload = self._current_upload(conn, committed=True)
+        if upload.committed:
+            return self._commit_again(conn, upload)
         with self._part_lock(upload.path):
             if conn.upload is not upload or upload.file is None:
                 raise _Reply("E_STATE", "结果上报已在另一连接上继续。", "请重新发送 upload_begin。")
@@ -730,25 +809,37 @@ class LanServer:
                 raise _Reply("E_OFFSET", "结果包尚未传完：考点机已有 {} / {} 字节。".format(upload.offset, upload.size),
                              "请从考点机给出的位置继续上报。", offset=upload.offset)
             upload.close()
+            what = "{}/{} {}".format(upload.room, upload.session, upload.sha256[:12])
             try:
                 with open(upload.path, "rb") as f:
                     result = self.recovery.receive(upload.room, upload.session, f, upload.sha256, upload.size,
                                                    "lan", ACTOR)
+            # refusals of the content: the part file goes
             except IntegrityError as e:
                 self._finish(conn, upload)
+                log.warning("upload %s refused: %s", what, e.cause)
                 raise _Reply("E_INTEGRITY", e.cause, "请重新上报结果包（从头开始）。", offset=0) from None
-            except SpoolError as e:
-                self._reopen(upload)
-                raise _Reply("E_STORAGE", e.cause, e.remedy) from None
             except ResultConflict as e:
                 self._finish(conn, upload)
                 raise _Reply("E_CONFLICT", e.cause, e.remedy) from None
-            except (FormatError, UserError) as e:
-                self._finish(conn, upload)
-                raise _Reply("E_REFUSED", e.cause, e.remedy) from None
+            # the site server's storage failed: keep every byte, the proctor commits again later
+            except (SpoolError, StoreError) as e:
+                log.error("upload %s kept for a retry: the commit could not be stored: %s (%s)", what, e.cause,
+                          e.detail)
+                raise self._storage_error(self._keep(upload)) from None
             except OSError as e:
-                self._reopen(upload)
-                raise _Reply("E_STORAGE", "考点机无法读取已接收的结果包。", REMEDY_RETRY) from e
+                log.error("upload %s kept for a retry: the commit could not be stored: %r", what, e)
+                raise self._storage_error(self._keep(upload)) from e
+            except NotLoaded as e:  # the site's package is not loaded (a state, not the content)
+                self._keep(upload)
+                raise _Reply("E_REFUSED", e.cause, e.remedy) from None
+            except (FormatError, UserError) as e:  # not a result of this site, room and session
+                self._finish(conn, upload)
+                log.warning("upload %s refused: %s", what, e.cause)
+                raise _Reply("E_REFUSED", e.cause, e.remedy) from None
+            except Exception:
+                self._keep(upload)  # a bug: answered E_INTERNAL and logged by _loop; the bytes stay
+                raise
             self._finish(conn, upload)
         log.info("result of room %s session %s received over the LAN (%s, %d bytes)", upload.room,
                  upload.session, upload.sha256[:12], upload.size)
@@ -757,12 +848,28 @@ class LanServer:
         return {"room": upload.room, "session": upload.session, "sha256": upload.sha256, "size": upload.size,
                 "result": result}, b""
 
-    def _reopen(self, upload: _Upload) -> None:
+    def _commit_again(self, conn: _Connection, upload: _Upload) -> Tuple[Dict[str, Any], bytes]:
+        """``upload_commit`` after an ``upload_begin`` that answered ``committed``: the recorded result."""
+        conn.upload = None
+        result = self._recorded(upload.room, upload.session, upload.sha256, upload.size)
+        if result is None:  # the record went away in between (e.g. the site was initialised)
+            raise _Reply("E_STATE", "考点机上已没有该结果包的记录。", "请重新发送 upload_begin，从头上报。")
+        log.info("upload %s/%s %s committed again: already recorded", upload.room, upload.session,
+                 upload.sha256[:12])
+        return {"room": upload.room, "session": upload.session, "sha256": upload.sha256, "size": upload.size,
+                "result": result}, b""
+
+    def _keep(self, upload: _Upload) -> int:
+        """A commit failed but the part stays: reopen it for the retry; the bytes held (caller holds its lock)."""
         try:
             upload.file = open(upload.path, "ab", buffering=0)  # noqa: SIM115
             upload.offset = os.fstat(upload.file.fileno()).st_size
+            os.utime(upload.path)
         except OSError:
             log.exception("cannot reopen %s", upload.path)
+            upload.close()
+            upload.offset = _size_of(upload.path)
+        return upload.offset
 
     def _finish(self, conn: _Connection, upload: _Upload) -> None:
         """The part file is done with (stored, or refused for good): remove it; caller holds its lock."""
@@ -773,6 +880,62 @@ class LanServer:
             if self._owners.get(upload.path) is conn:
                 del self._owners[upload.path]
             self._part_locks.pop(upload.path, None)
+
+    # -- abandoned partial uploads ------------------------------------------------------
+    def sweep_parts(self, now: Optional[float] = None) -> List[str]:
+        """Remove partial uploads untouched for ``part_max_age`` that no connection holds; their names.
+
+        "Touched" is the file's modification time: every chunk written, every
+        ``upload_begin`` and every failed commit of the file sets it. A part whose lock is
+        taken (a commit in progress) is skipped, never waited for: this runs in the accept
+        thread. ``now`` is a ``time.time()`` value (default: now).
+        """
+        now = time.time() if now is None else now
+        removed: List[str] = []
+        try:
+            names = sorted(os.listdir(self.upload_dir))
+        except OSError as e:
+            log.warning("cannot list partial uploads in %s: %r", self.upload_dir, e)
+            return removed
+        for name in names:
+            parts = _parse_part(name)
+            if parts is None:
+                continue
+            path = os.path.join(self.upload_dir, name)
+            lock = self._part_lock(path)
+            if not lock.acquire(blocking=False):
+                continue
+            size = None
+            try:
+                with self._lock:
+                    held = path in self._owners
+                st = os.stat(path)
+                age = now - st.st_mtime
+                if not held and age >= self.options.part_max_age:
+                    log.warning("removing abandoned partial upload %s (%d bytes, untouched for %.1f h)", name,
+                                st.st_size, age / 3600.0)
+                    os.remove(path)
+                    size = st.st_size
+            except OSError as e:
+                log.warning("cannot sweep partial upload %s: %r", name, e)
+            finally:
+                lock.release()
+            if size is not None:
+                removed.append(name)
+                self.ctx.hub.publish("lan.part_removed", room=parts[0], session=parts[1], sha256=parts[2],
+                                     bytes=size, reason="abandoned")
+        return removed
+
+    def _housekeeping(self) -> None:
+        """Called by the accept loop between polls: the periodic sweep of abandoned parts."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.options.sweep_interval
+        try:
+            self.sweep_parts()
+        except Exception:  # noqa: BLE001 - housekeeping must never stop the accept loop
+            log.exception("sweeping partial uploads failed")
 
     def _bye(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
         return {}, b""
@@ -785,8 +948,8 @@ class LanServer:
         except OSError:
             return out
         for name in names:
-            parts = name[:-len(PART_SUFFIX)].split(".") if name.endswith(PART_SUFFIX) else []
-            if len(parts) == 3 and _SHA.match(parts[2]):
+            parts = _parse_part(name)
+            if parts is not None:
                 out.append({"room": parts[0], "session": parts[1], "sha256": parts[2],
                             "bytes": _size_of(os.path.join(self.upload_dir, name))})
         return out
@@ -816,6 +979,16 @@ _FRAME_MESSAGES = {
 
 def _frame_message(code: str) -> str:
     return _FRAME_MESSAGES.get(code, "连接已断开。")
+
+
+def _parse_part(name: str) -> Optional[Tuple[str, str, str]]:
+    """(room, session, sha256) of a part file name ``<room>.<session>.<sha256>.part``, else None."""
+    if not name.endswith(PART_SUFFIX):
+        return None
+    parts = name[:-len(PART_SUFFIX)].split(".")
+    if len(parts) != 3 or not _CODE.match(parts[0]) or not _CODE.match(parts[1]) or not _SHA.match(parts[2]):
+        return None
+    return parts[0], parts[1], parts[2]
 
 
 def _write_all(f: Any, data: bytes) -> None:
