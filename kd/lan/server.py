@@ -46,8 +46,9 @@ Start and stop::
 Events on ``ctx.hub``: ``lan.started`` (host, port), ``lan.stopped`` (port),
 ``lan.connected`` (ip), ``lan.closed`` (ip, room, reason), ``lan.refused`` (ip, reason),
 ``lan.upload`` (room, session, offset, size; at most one per second per connection),
-``lan.committed`` (room, session, sha256, size), ``lan.part_removed`` (room, session, sha256,
-bytes, reason ``"abandoned"``).
+``lan.committed`` (room, session, sha256, size), ``lan.commit_failed`` (room, session, sha256,
+code, cause, kept: the part file stays for a retry), ``lan.part_removed`` (room, session,
+sha256, bytes, reason ``"abandoned"``).
 """
 
 import logging
@@ -111,7 +112,7 @@ class LanOptions(NamedTuple):
     #: how long stop() waits for requests in progress
     stop_timeout: float = 30.0
     #: ``retry_after`` (seconds) of an ``E_STORAGE`` reply
-    storage_retry_after: int = 10
+    storage_retry_after: float = 10
     #: a partial upload that no connection has begun or continued for this long (seconds) is removed
     part_max_age: float = 24 * 3600.0
     #: how often the accept thread looks for abandoned partial uploads (seconds)
@@ -818,27 +819,30 @@ class LanServer:
             except IntegrityError as e:
                 self._finish(conn, upload)
                 log.warning("upload %s refused: %s", what, e.cause)
-                raise _Reply("E_INTEGRITY", e.cause, "请重新上报结果包（从头开始）。", offset=0) from None
+                raise self._commit_failed(upload, _Reply("E_INTEGRITY", e.cause, "请重新上报结果包（从头开始）。",
+                                                         offset=0), e.cause, False) from None
             except ResultConflict as e:
                 self._finish(conn, upload)
-                raise _Reply("E_CONFLICT", e.cause, e.remedy) from None
+                raise self._commit_failed(upload, _Reply("E_CONFLICT", e.cause, e.remedy), e.cause, False) from None
             # the site server's storage failed: keep every byte, the proctor commits again later
             except (SpoolError, StoreError) as e:
                 log.error("upload %s kept for a retry: the commit could not be stored: %s (%s)", what, e.cause,
                           e.detail)
-                raise self._storage_error(self._keep(upload)) from None
+                raise self._commit_failed(upload, self._storage_error(self._keep(upload)), e.cause, True) from None
             except OSError as e:
                 log.error("upload %s kept for a retry: the commit could not be stored: %r", what, e)
-                raise self._storage_error(self._keep(upload)) from e
+                raise self._commit_failed(upload, self._storage_error(self._keep(upload)), repr(e), True) from e
             except NotLoaded as e:  # the site's package is not loaded (a state, not the content)
                 self._keep(upload)
-                raise _Reply("E_REFUSED", e.cause, e.remedy) from None
+                raise self._commit_failed(upload, _Reply("E_REFUSED", e.cause, e.remedy), e.cause, True) from None
             except (FormatError, UserError) as e:  # not a result of this site, room and session
                 self._finish(conn, upload)
                 log.warning("upload %s refused: %s", what, e.cause)
-                raise _Reply("E_REFUSED", e.cause, e.remedy) from None
-            except Exception:
+                raise self._commit_failed(upload, _Reply("E_REFUSED", e.cause, e.remedy), e.cause, False) from None
+            except Exception as e:
                 self._keep(upload)  # a bug: answered E_INTERNAL and logged by _loop; the bytes stay
+                self.ctx.hub.publish("lan.commit_failed", room=upload.room, session=upload.session,
+                                     sha256=upload.sha256, code="E_INTERNAL", cause=repr(e), kept=True)
                 raise
             self._finish(conn, upload)
         log.info("result of room %s session %s received over the LAN (%s, %d bytes)", upload.room,
@@ -847,6 +851,12 @@ class LanServer:
                              size=upload.size)
         return {"room": upload.room, "session": upload.session, "sha256": upload.sha256, "size": upload.size,
                 "result": result}, b""
+
+    def _commit_failed(self, upload: _Upload, reply: _Reply, cause: str, kept: bool) -> _Reply:
+        """Publish ``lan.commit_failed`` (for the site's screens) and return ``reply`` to raise."""
+        self.ctx.hub.publish("lan.commit_failed", room=upload.room, session=upload.session, sha256=upload.sha256,
+                             code=reply.code, cause=cause, kept=kept)
+        return reply
 
     def _commit_again(self, conn: _Connection, upload: _Upload) -> Tuple[Dict[str, Any], bytes]:
         """``upload_commit`` after an ``upload_begin`` that answered ``committed``: the recorded result."""

@@ -17,7 +17,9 @@ per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorCli
    (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam),
    ends it, builds its result package (``kd.formats.result.build_result``, about
    ``--result-mb`` MB of answers) and uploads it (``--disconnect K``: the first K proctors
-   drop the connection half-way and resume from the server's offset);
+   drop the connection half-way and resume from the server's offset); an ``E_STORAGE``
+   (the site server cannot store it yet) is waited out (its ``retry_after``) and the
+   upload resumed, a begin answered ``committed`` (a lost commit reply) commits at once;
 4. says goodbye.
 
 Prints a summary (``--json``: one JSON object) and exits 0 only when every proctor
@@ -48,6 +50,8 @@ from kd.lan.client import E_NET, LanError, ProctorClient
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+#: errors after which a proctor tries the same step again
+RETRY = frozenset({E_NET, "E_BUSY", "E_SHUTDOWN", "E_TIMEOUT", "E_SLOW", "E_STORAGE"})
 
 
 class SimOptions(NamedTuple):
@@ -83,6 +87,8 @@ class ProctorReport:
         self.uploads: List[Dict[str, Any]] = []
         self.permit_refusals = 0
         self.reconnects = 0
+        self.storage_retries = 0
+        self.upload_retries = 0
         self.silent_s = 0.0
         self.disconnected_upload = False
         self.done = False
@@ -118,22 +124,33 @@ class Proctor(threading.Thread):
         if self.stop_event.wait(max(0.0, seconds)):
             raise _Stopped()
 
+    def _upload_pause(self, seconds: float) -> None:
+        """The client's pause before it resumes an upload (lost connection, ``E_STORAGE``)."""
+        self.report.upload_retries += 1
+        self._pause(seconds)
+
     def _hb_interval(self) -> float:
         return min(self.client.heartbeat_s, max(0.2, self.client.heartbeat_s / max(self.options.speed, 1.0)))
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        """A request, retried across connection losses (the client reconnects on the next one)."""
+        """A request, retried across connection losses (the client reconnects on the next one)
+        and storage errors of the site server (after its ``retry_after``), with back-off."""
         deadline = time.monotonic() + self.options.connect_timeout
         pause = 0.2
         while True:
             try:
                 return fn(*args, **kw)
             except LanError as e:
-                if e.code not in (E_NET, "E_BUSY", "E_SHUTDOWN", "E_TIMEOUT", "E_SLOW") or \
-                        time.monotonic() >= deadline:
+                if e.code not in RETRY or time.monotonic() >= deadline:
                     raise
-                self.report.reconnects += 1
-                self._pause(min(pause, 5.0))
+                if e.code == "E_STORAGE":
+                    self.report.storage_retries += 1
+                else:
+                    self.report.reconnects += 1
+                wait = min(pause, 5.0)
+                if e.retry_after:
+                    wait = min(float(e.retry_after), max(0.0, deadline - time.monotonic()))
+                self._pause(wait)
                 pause *= 2
 
     # -- the day ------------------------------------------------------------------------
@@ -258,7 +275,7 @@ class Proctor(threading.Thread):
             except LanError:
                 self.report.disconnected_upload = True
                 log.info("proctor %s dropped its upload of session %s half-way", self.room, sid)
-        reply = self._call(self.client.upload, path, sid)
+        reply = self._call(self.client.upload, path, sid, pause=self._upload_pause)
         self.report.uploads.append({"session": sid, "sha256": reply["sha256"], "size": reply["size"]})
         os.remove(path)
 
@@ -323,6 +340,8 @@ class Simulation:
             "disconnected_uploads": sum(1 for r in rows if r["disconnected_upload"]),
             "permit_refusals": sum(r["permit_refusals"] for r in rows),
             "reconnects": sum(r["reconnects"] for r in rows),
+            "storage_retries": sum(r["storage_retries"] for r in rows),
+            "upload_retries": sum(r["upload_retries"] for r in rows),
             "seconds": round(time.monotonic() - self.started_at, 2) if self.started_at else 0.0,
             "failures": failures,
             "ok": not failures,
