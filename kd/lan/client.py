@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 E_NET = "E_NET"
 CLOSING = frozenset({"E_FRAME", "E_TOO_LARGE", "E_VERSION", "E_TIMEOUT", "E_SLOW", "E_BUSY", "E_SHUTDOWN"})
 #: errors after which an upload is tried again (begin, continue, commit) after a pause
-UPLOAD_RETRY = frozenset({E_NET, "E_TIMEOUT", "E_SLOW", "E_SHUTDOWN", "E_BUSY", "E_STATE", "E_STORAGE"})
+UPLOAD_RETRY = frozenset({E_NET, "E_TIMEOUT", "E_SLOW", "E_SHUTDOWN", "E_BUSY", "E_STATE", "E_STORAGE",
+                          "E_INTERNAL"})
 NET_REMEDY = "请检查监考机与考点机之间的网络，并确认考点管理系统正在运行。"
 
 
@@ -210,9 +211,10 @@ class ProctorClient:
         """Upload a result package; returns the commit reply (after the server stored it durably).
 
         Continues from the offset the server reports, also after reconnecting: up to
-        ``retries`` times after a lost connection or an ``E_STORAGE`` (the site server
-        could not store it yet; its copy is kept), each after ``pause(seconds)``: the
-        server's ``retry_after``, else a growing pause from ``backoff`` s (at most 30 s).
+        ``retries`` times after a lost connection, an ``E_STORAGE`` (the site server
+        could not store it yet; its copy is kept) or an ``E_INTERNAL``, each after
+        ``pause(seconds)``: the server's ``retry_after``, else a growing pause from
+        ``backoff`` s (at most 30 s).
         A begin answered ``committed: true`` (an earlier commit's reply was lost) sends
         no byte and commits at once. ``abort_after`` (tests, simulator): drop the
         connection once that many bytes of this call were sent, raising ``LanError``
