@@ -670,10 +670,10 @@ class LanServer:
         self._drop_upload(conn)
         path = self._part_path(room, session, sha)
         self._discard_other_parts(room, session, path)
-        if self._recorded(room, session, sha, size) is not None:
-            return self._begin_committed(conn, room, session, sha, size, path)
-        with self._part_lock(path):
+        with self._part_lock(path):  # a commit of this file on another connection finishes first
             self._take_over(conn, path)
+            if self._recorded(room, session, sha, size) is not None:
+                return self._begin_committed(conn, room, session, sha, size, path)
             upload = _Upload(room, session, sha, size, path)
             try:
                 upload.file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across chunks
@@ -685,10 +685,12 @@ class LanServer:
                 free = shutil.disk_usage(self.upload_dir).free
             except OSError as e:
                 upload.close()
+                self._release_owner(conn, path)
                 log.error("cannot open partial upload %s: %r", path, e)
                 raise self._storage_error(_size_of(path)) from e
             if free < 2 * (size - upload.offset) + 64 * 1024 * 1024:
                 upload.close()
+                self._release_owner(conn, path)
                 log.error("not enough disk space for the upload of %s/%s (%d bytes free, %d to come)",
                           room, session, free, size - upload.offset)
                 raise _Reply("E_STORAGE", "考点机磁盘空间不足，暂不能接收结果包。",
@@ -707,21 +709,22 @@ class LanServer:
             previous.upload.close()
             previous.upload = None
 
+    def _release_owner(self, conn: _Connection, path: str) -> None:
+        with self._lock:
+            if self._owners.get(path) is conn:
+                del self._owners[path]
+
     def _begin_committed(self, conn: _Connection, room: str, session: str, sha: str, size: int,
                          path: str) -> Tuple[Dict[str, Any], bytes]:
-        """``upload_begin`` of a file already recorded: nothing to send, the commit answers again."""
-        with self._part_lock(path):
-            self._take_over(conn, path)
-            with self._lock:
-                if self._owners.get(path) is conn:
-                    del self._owners[path]
-            if os.path.exists(path):  # the server stopped between recording and removing it
-                log.info("removing partial upload %s: its result is already recorded", os.path.basename(path))
-                _remove(path)
-            upload = _Upload(room, session, sha, size, path)
-            upload.offset = size
-            upload.committed = True
-            conn.upload = upload
+        """``upload_begin`` of a file already recorded: nothing to send; the caller holds the part's lock."""
+        self._release_owner(conn, path)
+        if os.path.exists(path):  # the server stopped between recording and removing it
+            log.info("removing partial upload %s: its result is already recorded", os.path.basename(path))
+            _remove(path)
+        upload = _Upload(room, session, sha, size, path)
+        upload.offset = size
+        upload.committed = True
+        conn.upload = upload
         log.info("upload %s/%s %s: already received and recorded (a lost commit reply)", room, session, sha[:12])
         return {"offset": size, "committed": True}, b""
 
@@ -886,10 +889,9 @@ class LanServer:
         upload.close()
         _remove(upload.path)
         conn.upload = None
-        with self._lock:
-            if self._owners.get(upload.path) is conn:
-                del self._owners[upload.path]
-            self._part_locks.pop(upload.path, None)
+        self._release_owner(conn, upload.path)
+        # the path's lock stays in _part_locks: a thread may be waiting on it right now, and a
+        # fresh lock for the same path would let two threads in (one small entry per file)
 
     # -- abandoned partial uploads ------------------------------------------------------
     def sweep_parts(self, now: Optional[float] = None) -> List[str]:

@@ -226,6 +226,53 @@ def test_full_disk_under_the_spool_then_retry(site, tmp_path):
     assert site.server.partial_uploads() == []
 
 
+def _fill(folder):
+    """Write zeros into ``folder`` until its file system is full; the filler's path."""
+    filler = os.path.join(folder, "filler")
+    try:
+        with open(filler, "wb", buffering=0) as f:
+            block = b"\0" * (1024 * 1024)
+            while True:
+                f.write(block)
+    except OSError:
+        pass
+    return filler
+
+
+def test_full_disk_under_the_uploads_folder(site, tmp_path):
+    if not _can_mount(str(tmp_path)):
+        pytest.skip("mounting a tmpfs is not permitted here")
+    room, session, data, _ = _package(site, tmp_path)
+    sha = hashlib.sha256(data).hexdigest()
+    c = site.registered(room)
+    uploads = site.server.upload_dir
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", uploads], check=True)
+    try:  # too little room for the upload: a retryable refusal, not a final one
+        with pytest.raises(LanError) as e:
+            c.request("upload_begin", {"session": session, "size": len(data), "sha256": sha})
+        assert (e.value.code, e.value.offset) == ("E_STORAGE", 0) and e.value.retry_after > 0
+    finally:
+        subprocess.run(["umount", uploads], check=True)
+
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=70m", "tmpfs", uploads], check=True)
+    try:
+        begin = {"session": session, "size": len(data), "sha256": sha}
+        assert c.request("upload_begin", begin)[0]["offset"] == 0
+        c.request("upload_chunk", {"offset": 0}, data[:100000])
+        filler = _fill(uploads)  # the disk fills up mid-upload
+        with pytest.raises(LanError) as e:
+            c.request("upload_chunk", {"offset": 100000}, data[100000:])
+        assert e.value.code == "E_STORAGE" and e.value.retry_after > 0
+        held = e.value.offset
+        assert 100000 <= held < len(data)
+        os.remove(filler)  # space again: continue from what the server holds
+        assert c.request("upload_chunk", {"offset": held}, data[held:])[0]["offset"] == len(data)
+        h, _ = c.request("upload_commit")
+        assert h["sha256"] == sha and _recorded(site, room, session)["sha256"] == sha
+    finally:
+        subprocess.run(["umount", uploads], check=True)
+
+
 def test_refused_content_still_discards(site, tmp_path):
     room = site.rooms()[0]
     session = site.sessions_of(room)[0]
