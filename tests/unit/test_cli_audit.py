@@ -1,6 +1,7 @@
 """``audit --verify``: the handler on a real audit log, and ``main.py`` as a process (drill mode)."""
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -43,7 +44,11 @@ def run_handler(data, *args):
     audit_cli.register(parser.add_subparsers(dest="command"))
     opts = parser.parse_args(["audit", "--verify"] + list(args))
     ctx = types.SimpleNamespace(audit=AuditLog(os.path.join(data, "audit.log")))  # the handler uses only the log
-    return opts.handler(Session(opts, data, ctx, None))
+    if len(inspect.signature(Session).parameters) == 2:  # Session(opts, site)
+        session = Session(opts, types.SimpleNamespace(data_dir=data, ctx=ctx, gate=None, core=None))
+    else:  # Session(opts, data_dir, ctx, gate)
+        session = Session(opts, data, ctx, None)
+    return opts.handler(session)
 
 
 def test_verify_lists_sealed_torn_lines_and_refuses_tampering(tmp_path, capsys):
@@ -69,6 +74,8 @@ def main_py(data_dir, *args):
 
 def test_main_py_audit_verify(tmp_path):
     data = str(tmp_path / "data")
+    first = main_py(data, "audit", "--verify")  # a new data folder, made the way the app makes it
+    assert first.returncode == 0 and first.stdout.splitlines() == ["审计日志完整。"], first.stderr
     path = sealed_log(data)
     done = main_py(data, "audit", "--verify")
     assert done.returncode == 0, done.stderr
