@@ -11,6 +11,8 @@ connection). It implements ``kd.core.ports.Lan`` (``listening()``, ``address()``
 - ``data``, ``hello`` → ``LoadingService.room_file_path / room_data_sha256 / room_detail``
 - ``heartbeat``      → ``MonitorService.heartbeat``
 - ``permit``         → ``VerificationService.start_permit``
+- ``upload_begin``   → ``RecoveryService.recovered`` (is this file already recorded?) and
+  ``ctx.spool.has`` (is it still in the spool?)
 - ``upload_commit``  → ``RecoveryService.receive`` (the reply only after it returned:
   the file is durable in the spool and recorded)
 
