@@ -154,8 +154,14 @@ class AuditLog:
                       self.path, e)
 
     def _count_entries(self) -> int:
-        report = self._scan_report()
-        return report.lines - len(report.sealed)
+        """Complete lines, less one torn line per seal entry (when the last line is unreadable)."""
+        count = 0
+        for _, raw, _ in self._lines():
+            if not raw.endswith(b"\n"):
+                break
+            entry = _parse(raw)
+            count += 0 if entry is not None and entry.get("action") == SEAL_ACTION else 1
+        return count
 
     def _seal(self, torn: bytes, size: int) -> None:
         """Terminate the torn bytes at the end of the file and append their seal entry."""

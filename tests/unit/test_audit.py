@@ -241,3 +241,12 @@ def test_torn_tail_on_a_full_disk_is_sealed_by_the_next_append(tiny_disk):
     assert log.append("admin", "b")["seq"] == 3
     report = AuditLog(path).verify_report()
     assert report.broken is None and report.sealed == [2]
+
+
+def test_an_unreadable_last_line_is_appended_after_and_named_by_verify(tmp_path):
+    path = two_entries(tmp_path)
+    with open(path, "ab") as f:
+        f.write(b"not json\n")  # damage, not a torn tail: it has its newline
+    log = AuditLog(path)
+    assert log.append("admin", "c")["seq"] == 4
+    assert log.verify() == 3
