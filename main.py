@@ -11,6 +11,8 @@ Exit codes: 0 ok, 1 internal error (see the log), 2 user error (message printed)
 On the GUI route a refusal before the first window (data folder not writable, already
 running, internal error) is also shown in a message box (kd.views.fatal): the windowed
 exe has no console. Logging is configured here and only here.
+A restart of the GUI (after 系统初始化, 模考转正考, 系统恢复) ends this process cleanly and
+starts a new one with the same arguments once the instance lock is released (kd.relaunch).
 """
 
 import argparse
@@ -24,12 +26,15 @@ import threading
 from typing import List, Optional
 
 import kd
-from kd import cli, drill, paths
+from kd import cli, drill, paths, relaunch
 from kd.errors import UserError
 from kd.lock import sync as lock_sync
 from kd.store.instance import InstanceLock
 
 log = logging.getLogger("kaodian")
+
+#: this script, absolute (``__file__`` may be relative on Python 3.8): a restart runs it again
+ENTRY = os.path.abspath(__file__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"
 
@@ -93,7 +98,7 @@ def run(opts: argparse.Namespace) -> int:
     data_dir = paths.prepare_data_dir(paths.data_dir(opts.data_dir))
     log_path = setup_logging(data_dir, opts.verbose)
     try:
-        with InstanceLock(data_dir):
+        with InstanceLock(data_dir, wait_s=relaunch.lock_wait_s()) as instance:
             log.info("data dir %s", data_dir)
             if opts.command == "sync-lock":
                 return lock_sync.run_cli(opts, opts.lock)
@@ -104,7 +109,10 @@ def run(opts: argparse.Namespace) -> int:
 
                 rc = start.run(data_dir, lock_url=opts.lock, lan_port=opts.lan_port, log_path=log_path)
                 log.info("stopped cleanly")
-                return rc
+                if rc != start.RESTART:
+                    return int(rc)
+                instance.release()  # the new instance must find the data folder free
+                return restart(opts)
             if opts.headless or opts.command is None:
                 from kd.app import App  # noqa: PLC0415
 
@@ -124,6 +132,24 @@ def run(opts: argparse.Namespace) -> int:
         log.exception("internal error")
         tell_user(opts, f"内部错误，详见日志：{log_path}")
         return 1
+
+
+def restart(opts: argparse.Namespace) -> int:
+    """After 系统初始化 / 模考转正考 / 系统恢复: start a new instance (kd.relaunch) and end this one.
+
+    Called once the window closed, the App stopped and the instance lock was released.
+    Returns 0 (this process exits), or 1 when no new instance could be started (the user
+    is told to start kaodian again).
+    """
+    try:
+        relaunch.spawn(getattr(opts, "relaunch_args", sys.argv[1:]), script=ENTRY)
+    except OSError as e:
+        log.error("restarting: could not start the new instance: %r", e)
+        tell_user(opts, "考点管理系统未能自动重新启动（{}）。\n请重新打开考点管理系统。".format(e))
+        return 1
+    left = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+    log.info("restarting: this process exits now (other threads: %s)", ", ".join(left) or "none")
+    return 0
 
 
 def is_gui(opts: argparse.Namespace) -> bool:
@@ -179,7 +205,9 @@ def console_streams() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     console_streams()
-    opts = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    opts = build_parser().parse_args(args)
+    opts.relaunch_args = args  # a restart (GUI route) starts the new instance with these
     if opts.command == "drill":
         return run_drill(opts)
     try:

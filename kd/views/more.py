@@ -7,7 +7,8 @@
     系统恢复(Z)     a .bak file and a confirmation → core.system.restore (busy bar)
 
 Restore, initialisation and 模考转正考 answer ``restart_required``: the shell tells the
-user and restarts the app in-process (``Shell.restart``). Every refusal is the core's
+user and ends (``Shell.restart``); main.py then starts kaodian again as a new process
+(``kd.relaunch``). Every refusal is the core's
 ``UserError`` shown as a dialog. The menu entries underline their letters (Alt+letter
 while the menu is open).
 """

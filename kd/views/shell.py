@@ -21,7 +21,8 @@ its cause and remedy; anything else is logged and the user is told where the log
 Closing: the window's close button hides it (withdraw) when the tray icon runs (
 ``tray_available``); without a tray it asks to exit. 退出系统 (``exit_system``) follows
 ``core.system.exit_allowed()`` and says why when it refuses. ``on_exit(restart)`` is
-called when the app must end (restart=True after 系统恢复, 系统初始化, 模考转正考).
+called when the app must end (restart=True after 系统恢复, 系统初始化, 模考转正考: the
+process ends and main.py starts a new one, see ``kd.relaunch``).
 """
 
 import logging
@@ -437,11 +438,16 @@ class Shell:
         self.call(self.core.system.exit_allowed, decided)
 
     def restart(self, text: str) -> None:
-        """After 系统恢复 / 系统初始化 / 模考转正考: tell the user, then restart the app."""
+        """After 系统恢复 / 系统初始化 / 模考转正考: tell the user, then end with a restart.
+
+        The restart is a new process (main.py, ``kd.relaunch``): this window closes, the App
+        stops, and the new instance opens its own window.
+        """
         self.dialogs.info("需要重新启动", text, "点击确定后考点管理系统将重新启动。")
         self.end(True)
 
     def end(self, restart: bool) -> None:
+        """Stop the shell's pumps and timers and hand over to ``on_exit(restart)``."""
         self.close()
         self.on_exit(restart)
 

@@ -10,17 +10,30 @@
 3. 登录 enabled → (default password) the forced change → (no site code yet) 系统设置;
 4. the main window (``kd.views.shell.Shell``) and the tray icon.
 
-Restart (after 系统恢复, 系统初始化, 模考转正考): the shell tells the user, then the
-window closes, the App stops and everything starts again in-process from step 1 — under
-the same instance lock, so no second kaodian can slip in between. ``run`` returns 0
-when the user exits (退出 at the gate or 退出系统).
+Restart (after 系统恢复, 系统初始化, 模考转正考): the shell tells the user ("…点击确定后考点
+管理系统将重新启动"), then the window closes, the App stops and ``run`` returns
+``RESTART``; ``main.py`` releases the instance lock and starts a new process
+(``kd.relaunch``). Nothing is rebuilt in this process: a second Tk root here would find
+ttkbootstrap's per-process ``Style`` bound to the destroyed one (a plain grey window,
+Tcl ``bgerror``s) next to whatever the old App left running. ``run`` returns the exit
+code when the user exits (0 after 退出系统; the refusal's code after 退出 at the gate).
+
+Probes (benchmarks/startup.py, tests/gui/test_restart.py): ``KD_STARTUP_PROBE`` prints
+``KD-PAINTED <screen>`` once a screen is drawn (and ends the process after the screen
+it names); ``KD_STARTUP_PROBE_FILE=<path>`` appends one JSON line per drawn screen to
+that file: ``{"screen", "pid", "theme", "background", "danger", "primary"}`` — the Tk
+theme in use, the root's background and the ``danger.TLabel`` foreground and
+``primary.TButton`` background as Tk resolves them (what is painted, not what
+ttkbootstrap's Python side believes). ``ON_FLOW`` (tests) is called with the
+``StartFlow`` before the window's loop starts.
 """
 
+import json
 import logging
 import os
 import sys
 import tkinter as tk
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 import ttkbootstrap as ttk
 
@@ -193,25 +206,41 @@ class StartFlow:
 
 
 PROBE_ENV = "KD_STARTUP_PROBE"
+PROBE_FILE_ENV = "KD_STARTUP_PROBE_FILE"
 
 
 def startup_probe(root: Any, screen: str) -> None:
-    """For benchmarks/startup.py: print ``KD-PAINTED <screen>`` once ``screen`` is drawn.
+    """For benchmarks and tests: report once ``screen`` is drawn (see the module docstring).
 
-    Only when ``KD_STARTUP_PROBE`` is set; with ``KD_STARTUP_PROBE=login`` the process
-    also ends after the login screen is drawn.
+    ``KD_STARTUP_PROBE`` set: print ``KD-PAINTED <screen>``; with
+    ``KD_STARTUP_PROBE=login`` the process also ends after the login screen is drawn.
+    ``KD_STARTUP_PROBE_FILE`` set: append the screen's JSON line to that file.
     """
     want = os.environ.get(PROBE_ENV)
-    if not want:
+    path = os.environ.get(PROBE_FILE_ENV)
+    if not want and not path:
         return
 
     def painted() -> None:
         root.update_idletasks()
-        print("KD-PAINTED {}".format(screen), file=sys.stdout, flush=True)
-        if want == screen:
-            root.after(50, root.quit)
+        if path:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(dict(painted_style(root), screen=screen, pid=os.getpid())) + "\n")
+        if want:
+            print("KD-PAINTED {}".format(screen), file=sys.stdout, flush=True)
+            if want == screen:
+                root.after(50, root.quit)
 
     root.after_idle(painted)
+
+
+def painted_style(root: Any) -> Dict[str, str]:
+    """The theme and colours Tk paints ``root`` with (the probe's fields)."""
+    def lookup(style: str, option: str) -> str:
+        return str(root.tk.call("ttk::style", "lookup", style, option))
+
+    return {"theme": str(root.tk.call("ttk::style", "theme", "use")), "background": str(root.cget("background")),
+            "danger": lookup("danger.TLabel", "-foreground"), "primary": lookup("primary.TButton", "-background")}
 
 
 def make_window() -> Any:
@@ -250,24 +279,34 @@ def tray_for(flow: StartFlow) -> Any:
     return tray if tray.start() else None
 
 
-def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190, log_path: str = "") -> int:
-    """Run the desktop app until 退出 / 退出系统; restarts in-process when the shell asks."""
+#: tests: called with the ``StartFlow`` before the window's loop starts (main.py sets none)
+ON_FLOW: Optional[Callable[[StartFlow], None]] = None
+
+
+def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
+        log_path: str = "") -> Union[int, str]:
+    """Run the desktop app until 退出 / 退出系统 (the exit code) or a restart (``RESTART``).
+
+    Blocks until the window closed and the App stopped. On ``RESTART`` the caller starts
+    a new process (main.py, ``kd.relaunch``) once it released the instance lock.
+    """
     def make_app() -> Any:  # called in a worker
         from kd.app import App  # noqa: PLC0415
 
         return App(data_dir, lock_url=lock_url, lan_port=lan_port)
 
-    while True:
-        root = make_window()
-        flow = StartFlow(root, make_app,
-                         log_path=log_path, tray_factory=tray_for)
-        try:
-            flow.begin()
-            root.mainloop()
-        finally:
-            root.withdraw()
-            flow.close()
-            root.destroy()
-        if flow.outcome != RESTART:
-            return flow.exit_code
-        log.info("restarting the app")
+    root = make_window()
+    flow = StartFlow(root, make_app, log_path=log_path, tray_factory=tray_for)
+    try:
+        if ON_FLOW is not None:
+            ON_FLOW(flow)
+        flow.begin()
+        root.mainloop()
+    finally:
+        root.withdraw()
+        flow.close()
+        root.destroy()
+    if flow.outcome == RESTART:
+        log.info("restart asked: the window is closed and the app stopped")
+        return RESTART
+    return flow.exit_code
