@@ -5,8 +5,10 @@ stream to ``<folder>/<sha256>.part-<random>``, flushes, fsyncs, checks the size 
 hash, renames it to ``<folder>/<sha256>.dat``, fsyncs the folder, and only then returns:
 when ``put`` returns, the file survives a crash or a power cut, and the caller may
 acknowledge it. A hash or size mismatch raises ``IntegrityError`` and leaves nothing.
-Putting content that is already there is a no-op. Leftover ``.part`` files (a crash
-mid-copy) are removed when the spool is opened.
+Putting content that is already there re-hashes the stored file: intact, it is a no-op
+(the stream is not read); damaged (bit rot, a truncated file: ``damage()`` says why), it
+is logged at ERROR and replaced by the stream's content, checked like a new file. Leftover
+``.part`` files (a crash mid-copy) are removed when the spool is opened.
 
 The file name is derived only from a validated hex digest, never from a name a client
 chose.
@@ -72,6 +74,21 @@ class Spool:
                 h.update(chunk)
         return h.hexdigest() == check_sha256(sha256)
 
+    def damage(self, sha256: str, expected_size: Optional[int] = None) -> Optional[str]:
+        """Why the stored file ``sha256`` is not intact (missing, wrong size, wrong hash), or None."""
+        path = self.path(sha256)
+        try:
+            size = os.path.getsize(path)
+            if expected_size is not None and size != expected_size:
+                return "文件大小不符（{} 字节，应为 {} 字节）".format(size, expected_size)
+            if not self.verify(sha256):
+                return "SHA-256 不符（文件内容已损坏）"
+        except FileNotFoundError:
+            return "文件不存在"
+        except OSError as e:
+            return "无法读取（{}）".format(e)
+        return None
+
     def put(self, stream: BinaryIO, expected_sha256: str, expected_size: Optional[int] = None) -> str:
         """Store ``stream`` durably if it hashes to ``expected_sha256``; return the final path.
 
@@ -81,8 +98,11 @@ class Spool:
         digest = check_sha256(expected_sha256)
         final = self.path(digest)
         if os.path.exists(final):
-            log.info("spool already holds %s", digest)
-            return final
+            problem = self.damage(digest)
+            if problem is None:
+                log.info("spool already holds %s", digest)
+                return final
+            log.error("spool file %s is damaged (%s): replacing it with the content received", final, problem)
         limit = self.max_file_bytes if expected_size is None else min(expected_size, self.max_file_bytes)
         part = os.path.join(self.folder, f"{digest}.part-{secrets.token_hex(4)}")
         h = hashlib.sha256()
