@@ -2,12 +2,20 @@
 
 ``UploadService(ctx, outbox)``:
 
-- Step 1, ``backup_external(folder, actor)``: copies every recovered result package
-  (from the spool) into a new folder ``KDRESULT-<site>-<YYYYMMDD-HHMMSS>`` inside
+- Step 1, ``backup_external(folder, actor)``: refuses a folder inside the data folder,
+  and one on the same volume as the data folder (``kd.fileio.same_volume``) unless the
+  site is a drill (``settings/site.drill``: a drill machine may have no USB stick; the
+  result then says ``same_volume: true`` with a warning). Copies every recovered result
+  package (from the spool) into a new folder ``KDRESULT-<site>-<YYYYMMDD-HHMMSS>`` inside
   ``folder`` (the USB drive) as ``RESULT_<site>_<room>_<session>.zip`` with a
-  ``manifest.json``, fsyncs them, then reads every file back and checks its size and
-  SHA-256 against the recovered record (and the manifest against what was written).
-  Only a backup whose read-back passed is recorded in ``checks/external``.
+  ``manifest.json``, hashing each spool file while it is copied: a spool file that does
+  not hash to its recorded SHA-256 and size (damaged on this PC's disk) is not copied,
+  is logged at ERROR with its path and listed as ``missing`` (manifest and record) and
+  ``damaged`` (result, with how to recover it again); the other results are still backed
+  up. Every copy is fsynced, then read back past the OS cache (``kd.fileio.sha256_uncached``)
+  and checked against the recorded size and SHA-256 (the manifest against what was
+  written). Only a backup whose read-back passed is recorded in ``checks/external``.
+  The copy runs under ``ctx.files_lock`` (taken before ``ctx.lock``), outside ``ctx.lock``.
   ``verify_external(actor)`` re-reads the recorded backup later; a damaged copy marks it
   invalid (step 2 is refused again until a new backup).
 - Step 2, ``upload(session_id|None, actor, progress=None)``: refused until the valid
@@ -17,7 +25,9 @@
   ``upload`` again after a cut — 续报 — continues from its offset); each signed receipt
   is checked against the recorded hash and size and kept (base64) in
   ``room_sessions/<room|session>.upload``. One ``upload_status`` report per session
-  touched is enqueued. Rooms not yet recovered are named in ``warnings``.
+  touched is enqueued. Rooms not yet recovered are named in ``warnings``. A result the
+  backup marked missing (damaged spool file) keeps step 2 refused, with a message that
+  names it and says how to recover it again, until a new backup holds it.
 - ``snapshot()``: per session 考场数 | 已回收 | 文件大小 | 已上报 | 上报状态
   (全部未上报 / N个未上报 / 全部已上报), and the state of the external backup.
 
@@ -25,19 +35,23 @@ Backup manifest (``manifest.json``, UTF-8 JSON)::
 
     {"format": "kd-result-backup", "format_version": 1, "site_code": "11003",
      "created_at": "<time>", "files": [{"name": "RESULT_11003_11003001_1.zip",
-     "room": "11003001", "session": "1", "sha256": "<hex>", "size": 1234}]}
+     "room": "11003001", "session": "1", "sha256": "<hex>", "size": 1234}],
+     "missing": [{"room": "11003002", "session": "1", "sha256": "<hex>", "size": 1234,
+                  "problem": "SHA-256 不符（文件内容已损坏）"}]}
 """
 
 import base64
+import hashlib
 import json
 import logging
 import os
 import secrets
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from kd import fileio
 from kd.core import model
+from kd.core.backup import damaged_entry, recover_again_remedy, result_label
 from kd.core.context import Context
 from kd.core.recovery import RecoveryService
 from kd.errors import UserError
@@ -74,15 +88,43 @@ def size_text(size: int) -> str:
     return "{:.2f} GB".format(size / 1024 ** 3)
 
 
+class _Damaged(Exception):
+    """A spool file is not the result that was recovered (raised while it is copied)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
+def _checked_chunks(path: str, sha256: str, size: int) -> Iterator[bytes]:
+    """The spool file's bytes; ``_Damaged`` (after the last chunk at the latest) if it is not ``sha256``/``size``."""
+    digest, got = hashlib.sha256(), 0
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise _Damaged("文件不存在") from None
+    except OSError as e:
+        raise _Damaged("无法读取（{}）".format(e.strerror or e)) from None
+    with f:
+        while True:
+            try:
+                chunk = f.read(CHUNK)
+            except OSError as e:
+                raise _Damaged("无法读取（{}）".format(e.strerror or e)) from None
+            if not chunk:
+                break
+            digest.update(chunk)
+            got += len(chunk)
+            if got > size:
+                raise _Damaged("文件大小不符（大于应有的 {} 字节）".format(size))
+            yield chunk
+    if got != size:
+        raise _Damaged("文件大小不符（{} 字节，应为 {} 字节）".format(got, size))
+    if digest.hexdigest() != sha256:
+        raise _Damaged("SHA-256 不符（文件内容已损坏）")
 
 
-
-
-def _read_chunks(path: str) -> Any:
-    with open(path, "rb") as f:
-        yield from iter(lambda: f.read(CHUNK), b"")
+_WEAKEST = (fileio.READ_CACHED, fileio.READ_CACHE_DROPPED, fileio.READ_UNCACHED)
 
 
 class UploadService:
@@ -103,10 +145,16 @@ class UploadService:
     def backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
         """Copy every recovered result package and a manifest into ``folder``, verified by reading back.
 
-        Returns ``{"folder", "files", "bytes", "verified_at"}``. Raises ``UserError``
-        when nothing is recovered yet, when ``folder`` does not exist or cannot be
-        written, when a copy reads back with another size or SHA-256 (the backup is
-        then not recorded; use another drive), or while another backup or upload runs.
+        Returns ``{"folder", "files", "bytes", "verified_at", "missing", "damaged",
+        "complete", "warnings", "same_volume", "volume_kind", "read_back"}``: ``missing``
+        lists the results whose spool file is damaged (not copied; step 2 stays refused
+        for them), ``damaged`` the same with the room labels, ``warnings`` Chinese lines
+        for the administrator (damaged results and how to recover them, a drill's same
+        volume, a fixed or network disk). Raises ``UserError`` when nothing is recovered
+        yet, when ``folder`` does not exist, is inside the data folder or (outside a
+        drill) on the data folder's volume, cannot be written, when a copy reads back with
+        another size or SHA-256 (the backup is then not recorded; use another drive), or
+        while another backup or upload runs.
         """
         self._claim()
         try:
@@ -118,56 +166,117 @@ class UploadService:
         ctx = self.ctx
         with ctx.lock:
             records = self.recovery.recovered()
-            site = ctx.site_code() or "site"
-            now = ctx.now()
+            drill = bool(ctx.site().get("drill"))
         if not records:
             raise UserError("尚无已回收的考试数据，无需备份。", "请先在“数据回收”中回收各考场的结果。")
         if not os.path.isdir(folder):
             raise UserError("所选的备份位置不存在或不是文件夹：{}".format(folder),
                             "请插入U盘或移动硬盘，并选择其中的一个文件夹。")
-        target = os.path.join(folder, "{}-{}-{}".format(FOLDER_PREFIX, site, now.strftime("%Y%m%d-%H%M%S")))
-        if os.path.exists(target):
-            target += "-" + secrets.token_hex(2)
-        files: List[Dict[str, Any]] = []
-        try:
-            os.mkdir(target)
-            for rec in records:
-                res = rec["result"]
-                name = file_name(site, rec["room"], rec["session"])
-                fileio.write_chunks_durably(os.path.join(target, name), _read_chunks(ctx.spool.path(res["sha256"])))
-                files.append({"name": name, "room": rec["room"], "session": rec["session"],
-                              "sha256": res["sha256"], "size": res["size"]})
-            manifest = {"format": BACKUP_FORMAT, "format_version": BACKUP_VERSION, "site_code": site,
-                        "created_at": format_time(now), "files": files}
-            manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
-            fileio.write_chunks_durably(os.path.join(target, MANIFEST_NAME), [manifest_bytes])
-            fileio.fsync_dir(target)
-        except OSError as e:
-            raise UserError("无法写入外部存储：{}".format(folder),
-                            "请确认U盘或移动硬盘已插好、未写保护且有足够空间，然后重新备份。",
-                            detail=repr(e)) from e
-        self._check_copies(target, files, manifest_bytes)
+        medium = self._check_medium(folder, drill)
+        with ctx.files_lock:  # no package install, restore or clear takes the spool files away meanwhile
+            with ctx.lock:
+                records = self.recovery.recovered()
+                site = ctx.site_code() or "site"
+                now = ctx.now()
+                spool = ctx.spool
+                owners = {r["result"]["sha256"]: [{"room": r["room"], "session": r["session"], "kind": "result"}]
+                          for r in records}
+            target = os.path.join(folder, "{}-{}-{}".format(FOLDER_PREFIX, site, now.strftime("%Y%m%d-%H%M%S")))
+            if os.path.exists(target):
+                target += "-" + secrets.token_hex(2)
+            files: List[Dict[str, Any]] = []
+            missing: List[Dict[str, Any]] = []
+            damaged: List[Dict[str, Any]] = []
+            try:
+                os.mkdir(target)
+                for rec in records:
+                    res = rec["result"]
+                    name = file_name(site, rec["room"], rec["session"])
+                    source = spool.path(res["sha256"])
+                    try:
+                        fileio.write_chunks_durably(os.path.join(target, name),
+                                                    _checked_chunks(source, res["sha256"], res["size"]))
+                    except _Damaged as e:
+                        log.error("external backup: spool file %s of room %s session %s is damaged (%s); "
+                                  "not copied, marked missing", source, rec["room"], rec["session"], e.problem)
+                        missing.append({"room": rec["room"], "session": rec["session"], "sha256": res["sha256"],
+                                        "size": res["size"], "problem": e.problem})
+                        damaged.append(damaged_entry(res["sha256"], source, e.problem, owners[res["sha256"]]))
+                        continue
+                    files.append({"name": name, "room": rec["room"], "session": rec["session"],
+                                  "sha256": res["sha256"], "size": res["size"]})
+                manifest = {"format": BACKUP_FORMAT, "format_version": BACKUP_VERSION, "site_code": site,
+                            "created_at": format_time(now), "files": files, "missing": missing}
+                manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+                fileio.write_chunks_durably(os.path.join(target, MANIFEST_NAME), [manifest_bytes])
+                fileio.fsync_dir(target)
+            except OSError as e:
+                raise UserError("无法写入外部存储：{}".format(folder),
+                                "请确认U盘或移动硬盘已插好、未写保护且有足够空间，然后重新备份。",
+                                detail=repr(e)) from e
+            read_back = self._check_copies(target, files, manifest_bytes)
         total = sum(f["size"] for f in files)
+        warnings = list(medium["warnings"])
+        if damaged:
+            warnings.append("以下考试结果在本机保存的结果包已损坏，未能备份到外部存储：{}。其余结果包已备份并校验。".format(
+                "；".join("{}（{}）".format(d["label"], d["problem"]) for d in damaged)))
+            warnings.append(recover_again_remedy([m["room"] for m in missing], "重新执行第一步“备份到外部存储”"))
         with ctx.lock:
             verified_at = format_time(ctx.now())
             ctx.stores.runtime.put(model.CHECKS, model.EXTERNAL, {
-                "folder": target, "files": files, "manifest": MANIFEST_NAME, "verified_at": verified_at,
-                "valid": True, "actor": actor, "bytes": total})
-            ctx.record(actor, "results.backed_up", folder=target, files=len(files), bytes=total)
-        return {"folder": target, "files": files, "bytes": total, "verified_at": verified_at}
+                "folder": target, "files": files, "missing": missing, "manifest": MANIFEST_NAME,
+                "verified_at": verified_at, "valid": True, "actor": actor, "bytes": total,
+                "same_volume": medium["same_volume"], "volume_kind": medium["volume_kind"], "read_back": read_back})
+            ctx.record(actor, "results.backed_up", folder=target, files=len(files), bytes=total,
+                       missing=[{"room": m["room"], "session": m["session"], "problem": m["problem"]}
+                                for m in missing], same_volume=medium["same_volume"], read_back=read_back)
+        return {"folder": target, "files": files, "bytes": total, "verified_at": verified_at, "missing": missing,
+                "damaged": damaged, "complete": not missing, "warnings": warnings,
+                "same_volume": medium["same_volume"], "volume_kind": medium["volume_kind"], "read_back": read_back}
+
+    def _check_medium(self, folder: str, drill: bool) -> Dict[str, Any]:
+        """Refuse a folder that is not on external storage; what the result says about the medium."""
+        data_dir = self.ctx.data_dir
+        if fileio.inside(folder, data_dir):
+            raise UserError("所选文件夹位于考点管理系统的数据目录中，不是外部存储：{}".format(folder),
+                            "请选择 U 盘或移动硬盘上的文件夹：外部存储的备份要与本机数据分开保存、能随身带走。")
+        same = fileio.same_volume(folder, data_dir)
+        kind = fileio.volume_kind(folder)
+        warnings = []
+        if same:
+            if not drill:
+                raise UserError("所选文件夹与考点数据在同一个磁盘（分区）上，不是外部存储：{}".format(folder),
+                                "请选择 U 盘或移动硬盘上的文件夹（插入后在“计算机”中显示为单独的盘符）。",
+                                detail="same volume as the data folder {}".format(data_dir))
+            warnings.append("演练模式：所选文件夹与考点数据在同一个磁盘（分区）上，不是真正的外部存储备份；"
+                            "正式考试时请使用 U 盘或移动硬盘。")
+        elif kind == "fixed":
+            warnings.append("所选位置是一块固定磁盘：如果它不是移动硬盘，而是本机的另一块硬盘或分区，"
+                            "请改用 U 盘或移动硬盘重新备份。")
+        elif kind == "remote":
+            warnings.append("所选位置是网络上的共享文件夹：请确认它不在本机上，且备份完成后仍可访问。")
+        return {"same_volume": same, "volume_kind": kind, "warnings": warnings}
 
     @staticmethod
-    def _check_copies(target: str, files: List[Dict[str, Any]], manifest_bytes: Optional[bytes]) -> None:
-        """Read every copy back; ``UserError`` naming the first one that differs."""
+    def _check_copies(target: str, files: List[Dict[str, Any]], manifest_bytes: Optional[bytes]) -> str:
+        """Read every copy back past the OS cache; ``UserError`` naming the first that differs.
+
+        Returns how the copies were read (the weakest ``kd.fileio.READ_*`` of them).
+        """
         bad = None
+        how = fileio.READ_UNCACHED
         try:
             for entry in files:
-                digest, size = fileio.sha256_file(os.path.join(target, entry["name"]))
+                digest, size, read = fileio.sha256_uncached(os.path.join(target, entry["name"]))
+                how = min(how, read, key=_WEAKEST.index)
                 if digest != entry["sha256"] or size != entry["size"]:
                     bad = entry["name"]
                     break
             if bad is None and manifest_bytes is not None:
-                with open(os.path.join(target, MANIFEST_NAME), "rb") as f:
+                path = os.path.join(target, MANIFEST_NAME)
+                if not fileio.drop_cache(path):
+                    how = min(how, fileio.READ_CACHED, key=_WEAKEST.index)
+                with open(path, "rb") as f:
                     if f.read() != manifest_bytes:
                         bad = MANIFEST_NAME
         except OSError as e:
@@ -177,6 +286,7 @@ class UploadService:
             raise UserError("外部存储上的备份文件校验失败：{}（读回的内容与回收的结果包不一致）".format(bad),
                             "请更换U盘或移动硬盘后重新备份；如仍失败，请联系技术支持。",
                             detail="{} in {}".format(bad, target))
+        return how
 
     def verify_external(self, actor: str) -> Dict[str, Any]:
         """Read the recorded external backup back again; mark it invalid if a copy differs.
@@ -209,6 +319,20 @@ class UploadService:
         held = {(f["room"], f["session"], f["sha256"]) for f in backup.get("files", [])}
         return [r for r in records if (r["room"], r["session"], r["result"]["sha256"]) not in held]
 
+    def _damaged(self, uncovered: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """Of the uncovered records, those the valid backup marked missing (damaged spool file)."""
+        backup = self.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) or {}
+        if not backup.get("valid"):
+            return []
+        missing = {(m["room"], m["session"], m["sha256"]): m for m in backup.get("missing", [])}
+        out = []
+        for r in uncovered:
+            m = missing.get((r["room"], r["session"], r["result"]["sha256"]))
+            if m is not None:
+                out.append({"room": r["room"], "session": r["session"], "sha256": m["sha256"],
+                            "problem": m["problem"], "label": result_label(r["room"], r["session"])})
+        return out
+
     # -- step 2: upload --------------------------------------------------------------------
     def upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress] = None) -> Dict[str, Any]:
         """Upload the recovered, not yet uploaded results of a session (or all); keep the receipts.
@@ -237,6 +361,13 @@ class UploadService:
             if not records:
                 raise UserError("尚无已回收的考试数据，无法上报。", "请先在“数据回收”中回收各考场的结果。")
             uncovered = self._uncovered(records)
+            damaged = self._damaged(uncovered)
+            if damaged:
+                labels = "、".join(result_label(d["room"], d["session"]) for d in damaged)
+                raise BackupRequired(
+                    "{} 的结果包在本机已损坏，未能备份到外部存储，不能上报。".format(labels),
+                    recover_again_remedy([d["room"] for d in damaged], "重新执行第一步“备份到外部存储”，再上报"),
+                    detail="; ".join("{} {}: {}".format(d["room"], d["session"], d["problem"]) for d in damaged))
             if uncovered:
                 names = "、".join("{}（场次{}）".format(r["room"], r["session"]) for r in uncovered[:5])
                 raise BackupRequired(
@@ -331,7 +462,10 @@ class UploadService:
         ``{"columns", "sessions": [{"session", "session_name", "rooms" 考场数,
         "recovered" 已回收, "size" (bytes), "size_text" 文件大小, "uploaded" 已上报,
         "not_uploaded", "status" 上报状态}], "external": checks/external | None,
-        "backup_current": bool, "not_backed_up", "can_upload", "not_recovered": [...]}``.
+        "backup_current": bool, "not_backed_up", "damaged" (of those, the ones the backup
+        marked missing: ``{"room", "session", "sha256", "problem", "label"}``),
+        "damaged_remedy" (how to recover them again, "" when none), "can_upload",
+        "not_recovered": [...]}``.
         Before 导入考务 the session list is empty.
         """
         ctx = self.ctx
@@ -341,6 +475,7 @@ class UploadService:
             external = ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)
             pairs = plan.pairs if plan else []
             uncovered = self._uncovered(records)
+            damaged = self._damaged(uncovered)
         rows = []
         have = {(r["room"], r["session"]) for r in records}
         for session in (plan.sessions if plan else []):
@@ -360,6 +495,9 @@ class UploadService:
             "external": external,
             "backup_current": bool(records) and not uncovered,
             "not_backed_up": [{"room": r["room"], "session": r["session"]} for r in uncovered],
+            "damaged": damaged,
+            "damaged_remedy": recover_again_remedy([d["room"] for d in damaged], "重新执行第一步“备份到外部存储”")
+            if damaged else "",
             "can_upload": bool(records) and not uncovered,
             "not_recovered": [{"room": room, "session": sid} for room, sid in pairs if (room, sid) not in have],
         }

@@ -5,6 +5,7 @@ import hashlib
 import io
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from kd.errors import FormatError, IntegrityError, PlatformUnreachable, ResultCo
 from kd.formats.documents import load_upload_receipt
 from kd.formats.result import ABSENT, PRESENT, build_result
 from tests.support.env import SITE, make_env
+from tests.support.external import external_folder, remove_external
 
 
 @pytest.fixture
@@ -28,6 +30,14 @@ def env(tmp_path):
     e.upload = UploadService(e.ctx, e.outbox)
     yield e
     e.close()
+
+
+@pytest.fixture
+def external_dir(tmp_path):
+    """A folder on another volume than the data folder (the USB stick of 第一步)."""
+    folder = external_folder(tmp_path)
+    yield folder
+    remove_external(folder)
 
 
 def pairs(env):
@@ -257,9 +267,9 @@ def test_concurrent_receives_of_every_room(env):
 
 # -- 考后上报 ---------------------------------------------------------------------------
 
-def test_backup_and_upload_refusals_before_anything(env, tmp_path):
+def test_backup_and_upload_refusals_before_anything(env, tmp_path, external_dir):
     with pytest.raises(UserError, match="尚无已回收"):
-        env.upload.backup_external(str(tmp_path), "admin")
+        env.upload.backup_external(external_dir, "admin")
     with pytest.raises(UserError, match="尚无已回收"):
         env.upload.upload(None, "admin")
     room, session = pairs(env)[0]
@@ -278,10 +288,10 @@ def test_backup_and_upload_refusals_before_anything(env, tmp_path):
 
 @pytest.mark.skipif(os.name == "nt" or (hasattr(os, "geteuid") and os.geteuid() == 0),
                     reason="permissions do not stop root")
-def test_backup_to_a_read_only_folder_refused(env, tmp_path):
+def test_backup_to_a_read_only_folder_refused(env, external_dir):
     room, session = pairs(env)[0]
     send(env, room, session, package(env, room, session))
-    usb = tmp_path / "ro"
+    usb = Path(external_dir) / "ro"
     usb.mkdir()
     usb.chmod(0o500)
     try:
@@ -292,11 +302,10 @@ def test_backup_to_a_read_only_folder_refused(env, tmp_path):
     assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) is None
 
 
-def test_backup_copies_verifies_and_a_damaged_copy_is_caught(env, tmp_path):
+def test_backup_copies_verifies_and_a_damaged_copy_is_caught(env, external_dir):
     recover_all(env)
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    done = env.upload.backup_external(str(usb), "admin")
+    usb = external_dir
+    done = env.upload.backup_external(usb, "admin")
     assert len(done["files"]) == len(pairs(env))
     names = sorted(os.listdir(done["folder"]))
     assert "manifest.json" in names and len(names) == len(pairs(env)) + 1
@@ -315,49 +324,50 @@ def test_backup_copies_verifies_and_a_damaged_copy_is_caught(env, tmp_path):
     assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)["valid"] is False
     with pytest.raises(BackupRequired):
         env.upload.upload(None, "admin")
-    assert env.upload.backup_external(str(usb), "admin")["folder"] != done["folder"]
+    assert env.upload.backup_external(usb, "admin")["folder"] != done["folder"]
     assert env.upload.snapshot()["can_upload"] is True
 
 
-def test_backup_read_back_catches_a_damaged_source(env, tmp_path):
-    """Bit rot in the spool: the copy reads back with another hash than the recovered one."""
+def test_a_damaged_spool_file_is_named_and_the_other_results_backed_up(env, external_dir):
+    """Bit rot in the spool is not the USB stick's fault: the rest is backed up (more in test_backup_damage.py)."""
     recover_all(env)
-    sha = rs(env, *pairs(env)[0])["result"]["sha256"]
+    room, session = pairs(env)[0]
+    sha = rs(env, room, session)["result"]["sha256"]
     path = env.ctx.spool.path(sha)
     os.chmod(path, 0o600)
     blob = bytearray(open(path, "rb").read())
     blob[-30] ^= 0x01
     with open(path, "wb") as fh:
         fh.write(bytes(blob))
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    with pytest.raises(UserError, match="校验失败"):
-        env.upload.backup_external(str(usb), "admin")
-    assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) is None
+    done = env.upload.backup_external(external_dir, "admin")
+    assert [(m["room"], m["session"]) for m in done["missing"]] == [(room, session)]
+    assert len(done["files"]) == len(pairs(env)) - 1 and done["complete"] is False
+    assert "考场 {} 第{}场次".format(room, session) in done["warnings"][0]
+    assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)["valid"] is True
+    with pytest.raises(BackupRequired, match="已损坏"):
+        env.upload.upload(None, "admin")
 
 
-def test_result_recovered_after_the_backup_needs_a_new_backup(env, tmp_path):
+def test_result_recovered_after_the_backup_needs_a_new_backup(env, external_dir):
     every = pairs(env)
     for room, session in every[:-1]:
         send(env, room, session, package(env, room, session))
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    env.upload.backup_external(str(usb), "admin")
+    usb = external_dir
+    env.upload.backup_external(usb, "admin")
     send(env, every[-1][0], every[-1][1], package(env, *every[-1]))
     with pytest.raises(BackupRequired, match=every[-1][0]):
         env.upload.upload(None, "admin")
     assert env.upload.snapshot()["not_backed_up"] == [{"room": every[-1][0], "session": every[-1][1]}]
-    env.upload.backup_external(str(usb), "admin")
+    env.upload.backup_external(usb, "admin")
     last_session = every[-1][1]
     uploaded = env.upload.upload(last_session, "admin")["uploaded"]
     assert len(uploaded) == len([p for p in every if p[1] == last_session])
 
 
-def test_upload_cut_resumes_with_verified_receipts(env, tmp_path):
+def test_upload_cut_resumes_with_verified_receipts(env, external_dir):
     recover_all(env, answer_kb=16)
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    env.upload.backup_external(str(usb), "admin")
+    usb = external_dir
+    env.upload.backup_external(usb, "admin")
     first_session = pairs(env)[0][1]
     snap = env.upload.snapshot()
     assert [r["status"] for r in snap["sessions"]] == ["全部未上报", "全部未上报"]
@@ -400,24 +410,22 @@ def test_upload_cut_resumes_with_verified_receipts(env, tmp_path):
     assert again["uploaded"] == [] and again["already"] == 3
 
 
-def test_upload_warns_of_rooms_not_recovered(env, tmp_path):
+def test_upload_warns_of_rooms_not_recovered(env, external_dir):
     room, session = pairs(env)[0]
     send(env, room, session, package(env, room, session))
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    env.upload.backup_external(str(usb), "admin")
+    usb = external_dir
+    env.upload.backup_external(usb, "admin")
     result = env.upload.upload(session, "admin")
     assert len(result["uploaded"]) == 1
     assert len(result["not_recovered"]) == 2 and "尚未回收" in result["warnings"][0]
     assert env.upload.snapshot()["sessions"][0]["status"] == "2个未上报"
 
 
-def test_upload_refused_when_platform_unreachable_keeps_nothing_half_done(env, tmp_path):
+def test_upload_refused_when_platform_unreachable_keeps_nothing_half_done(env, external_dir):
     room, session = pairs(env)[0]
     send(env, room, session, package(env, room, session))
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    env.upload.backup_external(str(usb), "admin")
+    usb = external_dir
+    env.upload.backup_external(usb, "admin")
     env.sim.faults.set(refuse="close")
     with pytest.raises(PlatformUnreachable):
         env.upload.upload(None, "admin")
@@ -425,12 +433,11 @@ def test_upload_refused_when_platform_unreachable_keeps_nothing_half_done(env, t
     assert [i for i in env.outbox.items() if i["kind"] == "upload_status"] == []
 
 
-def test_second_upload_while_one_runs_is_refused(env, tmp_path):
+def test_second_upload_while_one_runs_is_refused(env, external_dir):
     room, session = pairs(env)[0]
     send(env, room, session, package(env, room, session, answer_kb=16))
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    env.upload.backup_external(str(usb), "admin")
+    usb = external_dir
+    env.upload.backup_external(usb, "admin")
     env.client.chunk_size = 32 * 1024  # progress is called after each chunk
     inside, release = threading.Event(), threading.Event()
     outcome = {}
@@ -448,7 +455,7 @@ def test_second_upload_while_one_runs_is_refused(env, tmp_path):
         with pytest.raises(UserError, match="正在备份或上报"):
             env.upload.upload(None, "admin")
         with pytest.raises(UserError, match="正在备份或上报"):
-            env.upload.backup_external(str(usb), "admin")
+            env.upload.backup_external(usb, "admin")
     finally:
         release.set()
         t.join(30)
