@@ -151,6 +151,8 @@ class Database:
     def items(self, table: str) -> Dict[str, Doc]:
         """Every document of ``table`` by its key (copies)."""
         with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
             return {d[KEY]: _strip(d) for d in self._db.table(table).all()}
 
     def find(self, table: str, **fields: Any) -> List[Doc]:

@@ -89,6 +89,7 @@ READS = {
     "get": lambda d: d.get("rooms", "0"),
     "view": lambda d: d.view("rooms", "0", lambda doc: doc),
     "all": lambda d: d.all("rooms"),
+    "items": lambda d: d.items("rooms"),
     "find": lambda d: d.find("rooms", x=0),
     "count": lambda d: d.count("rooms"),
     "tables": lambda d: d.tables(),
