@@ -17,7 +17,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from kd.core import model
-from kd.core.ports import Dongle, Lan, Platform
+from kd.core.ports import DataFiles, Dongle, Lan, Platform
 from kd.errors import LockError, PlatformUnreachable
 from kd.events import EventHub
 from kd.formats.signing import TrustedKeys
@@ -45,8 +45,15 @@ class Context:
         lan: Optional[Lan] = None,
         trusted: Optional[TrustedKeys] = None,
         clock: Callable[[], datetime.datetime] = cst_now,
+        folder: Optional[DataFiles] = None,
     ) -> None:
         self.data_dir = data_dir
+        if folder is None:
+            from kd.store.datafolder import DataFolder  # noqa: PLC0415 - the default layout
+
+            folder = DataFolder(data_dir)
+        #: the data folder's layout and file transactions (``kd.store.datafolder.DataFolder``)
+        self.folder: DataFiles = folder
         self.stores = stores
         self.spool = spool
         self.audit = audit
@@ -58,8 +65,8 @@ class Context:
         self.clock = clock
         self.lock = threading.RLock()
         #: folder-level file operations: backup copies, package install swap, restore swap,
-        #: clear; never taken by LAN hot paths
-        self.files_lock = threading.RLock()
+        #: clear; never taken by LAN hot paths (the folder's own lock)
+        self.files_lock = folder.files_lock
 
     def now(self) -> datetime.datetime:
         """Timezone-aware current time (tests may pass a clock)."""

@@ -13,12 +13,14 @@
 - ``rooms()``, ``sessions()``, ``room_detail(code)`` (查看: sessions, candidates with
   seats), ``print_door_sheet(room, session)`` (门贴座次表: printable HTML file path).
 
-Installing is one step: the package is fully verified before anything is written; the
-room files are extracted (and re-verified) into a staging folder that replaces
-``DATA/rooms`` as a whole; then the exam DB (``package/manifest``, ``package/meta``)
-and the runtime DB (``rooms``, ``sessions``, ``room_sessions``) are written, each in one
-transaction. If a later step fails, the earlier ones are put back, so a bad package or a
-failed write changes nothing. Registration codes (8 capital letters from ``secrets``)
+Installing is one journaled transaction of the data folder (``kd.store.datafolder``):
+the package is fully verified before anything is written; the room files are extracted
+(and re-verified) into the transaction's staging, which replaces ``DATA/rooms`` as a
+whole; the exam DB's ``package`` table (``manifest``, ``meta``) and the runtime DB's
+``rooms``, ``sessions``, ``room_sessions`` tables are staged beside it; the journal
+commits. A failed step rolls everything back, and after a kill at any point the next
+start finishes or rolls back, so the folder holds entirely the old package or entirely
+the new one, never a mix. Registration codes (8 capital letters from ``secrets``)
 are made for new rooms; rooms that still exist in a newer package keep their code and
 registration; rooms that are gone are dropped.
 """
@@ -26,7 +28,6 @@ registration; rooms that are gone are dropped.
 import logging
 import os
 import secrets
-import shutil
 import string
 from typing import Any, Dict, List, Optional
 
@@ -35,7 +36,7 @@ from kd.core import model
 from kd.core.context import Context
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.formats.package import REMEDY as PACKAGE_REMEDY
-from kd.formats.package import ROOM_SUFFIX, SitePackage, load_package, room_member_name
+from kd.formats.package import SitePackage, load_package, room_member_name
 from kd.formats.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,11 @@ class LoadingService:
     # -- paths -------------------------------------------------------------------------
     @property
     def rooms_dir(self) -> str:
-        return os.path.join(self.ctx.data_dir, ROOMS_DIR)
+        return self.ctx.folder.rooms_dir
 
     def room_file_path(self, room_code: str) -> str:
         """Where the room's verified data file lives (``DATA/rooms/<room>.dat``)."""
-        return os.path.join(self.rooms_dir, room_code + ROOM_SUFFIX)
+        return self.ctx.folder.room_file(room_code)
 
     # -- loading -----------------------------------------------------------------------
     def _site_code(self) -> str:
@@ -100,7 +101,7 @@ class LoadingService:
         """
         self._site_code()
         platform = self.ctx.platform_or_raise("“手工导入”导入考场数据包文件（.zip）")
-        folder = os.path.join(self.ctx.data_dir, DOWNLOADS_DIR)
+        folder = self.ctx.folder.downloads_dir
         os.makedirs(folder, exist_ok=True)
         with self.ctx.lock:
             loaded = self._loaded_publish_time()
@@ -134,10 +135,13 @@ class LoadingService:
         return self.snapshot()
 
     def _install(self, package: SitePackage, zip_path: str, source: str, actor: str) -> None:
-        """Install a verified package in one step (see the module docstring).
+        """Install a verified package as one journaled transaction of the data folder.
 
-        The room files are extracted outside ``ctx.lock`` (a large package takes a while
-        and the LAN service must go on answering); the swap and the DB writes run under it.
+        The room files are extracted (and re-verified) into the transaction's staging
+        outside ``ctx.lock`` (a large package takes a while and the LAN service must go on
+        answering); the new exam and runtime tables are computed and the swap runs under
+        it (``kd.store.datafolder``: after a kill at any point the folder is entirely the
+        old package or entirely the new one).
         """
         ctx = self.ctx
         verified_at = format_time(ctx.now())
@@ -145,23 +149,21 @@ class LoadingService:
             zip_sha = fileio.sha256_file(zip_path)[0]
         except OSError as e:
             raise StoreError("无法读取考场数据包文件：{}".format(zip_path), "请检查文件后重试。", detail=repr(e)) from e
-        staging = self.rooms_dir + ".new-" + secrets.token_hex(4)
-        try:
-            package.extract_rooms(staging)
-        except OSError as e:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise StoreError("无法写入考场数据文件（{}）。".format(self.rooms_dir), "请检查磁盘空间和写入权限后重试。",
-                             detail=repr(e)) from e
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        with ctx.lock:
+        with ctx.files_lock:
+            tx = ctx.folder.begin("load")
             try:
-                self._check_not_older(package)
+                try:
+                    package.extract_rooms(tx.stage("rooms"))
+                except OSError as e:
+                    raise StoreError("无法写入考场数据文件（{}）。".format(self.rooms_dir),
+                                     "请检查磁盘空间和写入权限后重试。", detail=repr(e)) from e
+                with ctx.lock:
+                    self._check_not_older(package)
+                    self._commit(tx, package, zip_sha, source, verified_at, actor)
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                if os.path.exists(tx.dir):
+                    tx.abort()
                 raise
-            self._commit(package, staging, zip_sha, source, verified_at, actor)
 
     def _check_not_older(self, package: SitePackage) -> None:
         """Refuse a package older than the loaded one (another load may have finished meanwhile)."""
@@ -170,70 +172,29 @@ class LoadingService:
             raise FormatError("考场数据包校验失败：数据包发布时间 {} 早于已载入数据包的发布时间 {}，"
                               "不能回退到旧版本".format(package.publish_time, loaded), PACKAGE_REMEDY)
 
-    def _commit(self, package: SitePackage, staging: str, zip_sha: str, source: str, verified_at: str,
+    def _commit(self, tx: Any, package: SitePackage, zip_sha: str, source: str, verified_at: str,
                 actor: str) -> None:
-        """Swap the room folder, write both DBs; put everything back if a step fails. Under ``ctx.lock``."""
+        """Stage both DBs' new tables beside the room files and swap it all in. Under ``ctx.lock``."""
         ctx = self.ctx
         loaded_at = format_time(ctx.now())
-        old_dir = self._swap_rooms_dir(staging)
         exam, runtime = ctx.stores.exam, ctx.stores.runtime
-        old_exam = {key: exam.get(model.PACKAGE, key) for key in (model.MANIFEST, model.PACKAGE_META)}
         meta = {"publish_time": package.publish_time, "loaded_at": loaded_at, "source": source,
                 "verified_at": verified_at, "zip_sha256": zip_sha, "manifest_sha256": package.manifest_sha256}
-        rooms, sessions, room_sessions = self._runtime_records(package, old_exam[model.MANIFEST])
-        exam_written = False
+        rooms, sessions, room_sessions = self._runtime_records(package, ctx.manifest())
+        tx.set_tables("exam", {model.PACKAGE: {model.MANIFEST: package.manifest, model.PACKAGE_META: meta}},
+                      {model.PACKAGE: exam.items(model.PACKAGE)})
+        tx.set_tables("runtime", {model.ROOMS: rooms, model.SESSIONS: sessions, model.ROOM_SESSIONS: room_sessions},
+                      {t: runtime.items(t) for t in (model.ROOMS, model.SESSIONS, model.ROOM_SESSIONS)})
         try:
-            with exam.transaction():
-                exam.put(model.PACKAGE, model.MANIFEST, package.manifest)
-                exam.put(model.PACKAGE, model.PACKAGE_META, meta)
-            exam_written = True
-            with runtime.transaction():
-                runtime.replace_table(model.ROOMS, rooms)
-                runtime.replace_table(model.SESSIONS, sessions)
-                runtime.replace_table(model.ROOM_SESSIONS, room_sessions)
-        except BaseException:
-            log.exception("installing the site package failed; putting the previous state back")
-            if exam_written:
-                with exam.transaction():
-                    for key, doc in old_exam.items():
-                        if doc is None:
-                            exam.delete(model.PACKAGE, key)
-                        else:
-                            exam.put(model.PACKAGE, key, doc)
-            self._unswap_rooms_dir(staging, old_dir)
-            raise
-        if old_dir is not None:
-            shutil.rmtree(old_dir, ignore_errors=True)
+            tx.commit({"exam": exam, "runtime": runtime})
+        except OSError as e:
+            raise StoreError("无法替换考场数据文件夹（{}）。".format(self.rooms_dir),
+                             "请关闭正在使用考场数据文件的程序（如杀毒软件、资源管理器窗口）后重试；原有数据保持不变。",
+                             detail=repr(e)) from e
         ctx.record(actor, "package_loaded", source=source, site_code=package.site_code,
                    publish_time=package.publish_time, manifest_sha256=package.manifest_sha256,
                    zip_sha256=zip_sha, rooms=len(package.rooms), sessions=len(package.sessions),
                    candidates=len(package.candidates))
-
-    def _swap_rooms_dir(self, staging: str) -> Optional[str]:
-        """Put ``staging`` in place of ``DATA/rooms``; the old folder's new name (or None)."""
-        old = None
-        try:
-            if os.path.isdir(self.rooms_dir):
-                old = self.rooms_dir + ".old-" + secrets.token_hex(4)
-                os.replace(self.rooms_dir, old)
-            os.replace(staging, self.rooms_dir)
-        except OSError as e:
-            if old is not None and not os.path.exists(self.rooms_dir):
-                os.replace(old, self.rooms_dir)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise StoreError("无法替换考场数据文件夹（{}）。".format(self.rooms_dir),
-                             "请关闭正在使用考场数据文件的程序（如杀毒软件、资源管理器窗口）后重试。",
-                             detail=repr(e)) from e
-        return old
-
-    def _unswap_rooms_dir(self, staging: str, old: Optional[str]) -> None:
-        try:
-            os.replace(self.rooms_dir, staging)
-            if old is not None:
-                os.replace(old, self.rooms_dir)
-        except OSError:
-            log.exception("could not put the previous room folder back (%s)", old)
-        shutil.rmtree(staging, ignore_errors=True)
 
     def _runtime_records(self, package: SitePackage, old_manifest: Optional[Dict[str, Any]]) -> Any:
         """New ``rooms``, ``sessions`` and ``room_sessions`` tables for ``package``.

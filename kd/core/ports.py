@@ -76,6 +76,33 @@ class Dongle(Protocol):
     def check_signature(self, public_key: bytes, digest: bytes, sig: DongleSignature) -> bool: ...
 
 
+class DataFiles(Protocol):
+    """The data folder's layout and file transactions (``kd.store.datafolder.DataFolder``)."""
+
+    root: str
+    files_lock: Any
+
+    @property
+    def rooms_dir(self) -> str: ...
+
+    @property
+    def print_dir(self) -> str: ...
+
+    @property
+    def downloads_dir(self) -> str: ...
+
+    def path(self, *parts: str) -> str: ...
+
+    def store_path(self, name: str) -> str: ...
+
+    def room_file(self, room_code: str) -> str: ...
+
+    def begin(self, kind: str) -> Any:
+        """A new ``Transaction``: ``stage(item)``, ``set_tables(db, new, old)``, ``commit(dbs)``, ``abort()``."""
+
+    def clear_exam_files(self) -> int: ...
+
+
 class Lan(Protocol):
     def listening(self) -> bool: ...
 

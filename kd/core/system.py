@@ -3,8 +3,8 @@
 - ``backup(folder, note, actor)``: delegates to ``kd.core.backup`` (the signed ``.bak``).
 - ``restore(path, actor)``: verify first (structure, every hash, the signature with the
   public key the manifest names, that key being the one of the site package inside the
-  backup, and the attached dongle being that dongle), extract into
-  ``DATA/.restore-staging``, then swap it in (see below). The running context is switched
+  backup, and the attached dongle being that dongle), stage it under
+  ``DATA/.tx``, then swap it in (see below). The running context is switched
   over to the restored files, but services that keep state in memory do not know: the
   result says ``restart_required`` and the app must restart (manual §6.2).
 - ``to_formal(actor)`` (模考转正考, mock mode only): clears the exam data (runtime DB,
@@ -18,27 +18,21 @@ were not recovered yet, or a recovered result (``room_sessions.result``) without
 upload receipt (``room_sessions.upload``). Restore is refused in formal mode when it
 would drop such a result (the backup does not hold the same result).
 
-The swap (never half-restored): the items ``db/``, ``spool/``, ``rooms/`` and
-``audit.log`` are staged complete in ``DATA/.restore-staging``; a journal
-``DATA/restore.journal`` is written durably; each live item is renamed into
-``DATA/.restore-old`` and the staged one into its place; the journal is removed; the old
-items are kept as ``DATA/restore-previous`` (the one before is deleted). A failure during
-the swap puts the old items back. After a swap the replaced store objects are retired
-(their writes fail), so a thread holding one cannot write old tables over the restored
-files. A crash during the swap leaves the journal:
-``finish_interrupted_restore(data_dir)``, called before the stores are opened, rolls the
-swap forward (the staging was complete and verified before the journal was written).
+The swap (never half-restored) is a journaled transaction of the data folder
+(``kd.store.datafolder``): the items ``db/``, ``spool/``, ``rooms/`` and ``audit.log``
+are staged complete and verified under ``DATA/.tx``; the journal commits; each live item
+is moved aside and the staged one put in its place; the old items are kept as
+``DATA/restore-previous`` (the one before is deleted). A failure during the swap puts the
+old items back. After the swap the replaced stores are closed (a closed store refuses
+writes), so a thread holding one cannot write old tables over the restored files. After a
+kill, the next start (``DataFolder.finish_interrupted``) completes the swap.
 """
 
 import logging
 import os
-import re
 import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-# The system chapter works on the data folder's files themselves (backup, restore,
-# reopening after a restore), so it uses the store's file primitives directly.
-from kd import fileio as fsutil
 from kd.core import model
 from kd.core.accounts import AccountService
 from kd.core.backup import BackupError, BackupService, SystemRefused  # noqa: F401 (re-exported)
@@ -46,93 +40,14 @@ from kd.core.context import Context
 from kd.core.ports import DongleSignature
 from kd.errors import LockError, StoreError, UserError
 from kd.formats import backup as bak
-from kd.formats.signing import canonical_json
 from kd.store import atomic
-from kd.store.audit import AuditLog
-from kd.store.database import open_stores
-from kd.store.spool import Spool
+from kd.store.datafolder import DataFolder
 
 log = logging.getLogger(__name__)
-
-ITEMS = ("db", "spool", "rooms", "audit.log")
-#: folders of files made from the exam data, dropped with it (to_formal, initialize)
-DERIVED_DIRS = ("print", "downloads", "lan-uploads")
-STAGING = ".restore-staging"
-OLD = ".restore-old"
-PREVIOUS = "restore-previous"
-JOURNAL = "restore.journal"
-ROOM_FILE_RE = re.compile(r"[0-9A-Za-z_.-]{1,100}", re.ASCII)
 
 
 class RestoreError(UserError):
     """A restore failed; the old data is unchanged."""
-
-
-def _move(src: str, dst: str) -> None:
-    """One rename of the swap (a module function so that tests can inject a failure)."""
-    fsutil.replace(src, dst)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
-
-
-def finish_interrupted_restore(data_dir: str) -> bool:
-    """Roll forward a swap a crash interrupted (call before opening the stores); True if it did."""
-    journal = os.path.join(data_dir, JOURNAL)
-    if not os.path.exists(journal):
-        _remove(os.path.join(data_dir, STAGING))  # an unfinished staging: never swapped in
-        return False
-    log.warning("finishing an interrupted system restore in %s", data_dir)
-    staging, old = os.path.join(data_dir, STAGING), os.path.join(data_dir, OLD)
-    os.makedirs(old, exist_ok=True)
-    for item in ITEMS:
-        new, live, kept = os.path.join(staging, item), os.path.join(data_dir, item), os.path.join(old, item)
-        if not os.path.exists(new):
-            continue  # already swapped in
-        if os.path.exists(live):
-            if os.path.exists(kept):
-                _remove(live)  # a live item re-created after the old one was moved away
-            else:
-                fsutil.replace(live, kept)
-        fsutil.replace(new, live)
-    fsutil.fsync_dir(data_dir)
-    _finish(data_dir)
-    return True
-
-
-def _finish(data_dir: str) -> None:
-    """After a complete swap: drop the journal, keep the old items as ``restore-previous``."""
-    os.remove(os.path.join(data_dir, JOURNAL))
-    fsutil.fsync_dir(data_dir)
-    previous = os.path.join(data_dir, PREVIOUS)
-    try:
-        _remove(previous)
-        if os.path.exists(os.path.join(data_dir, OLD)):
-            os.replace(os.path.join(data_dir, OLD), previous)
-        _remove(os.path.join(data_dir, STAGING))
-    except OSError as e:  # the restore is complete; only tidying failed
-        log.error("could not tidy up after the restore: %r", e)
-
-
-def _retire(stores: Any, data_dir: str) -> None:
-    """Make the replaced stores' writes fail instead of landing on the restored files.
-
-    A thread that fetched ``ctx.stores.<db>`` before the swap and writes after it would
-    otherwise persist its old in-memory tables as a newer generation over the restored
-    store. Called while the swap holds every store's lock. (The store has no public
-    "retire" yet, so this reaches the storage of ``kd.store.database.Database``.)
-    """
-    gone = os.path.join(data_dir, ".retired-store-{}".format(os.getpid()), "missing")
-    for db in stores:
-        storage = getattr(db, "_storage", None)
-        if isinstance(storage, atomic.AtomicJSONStorage):
-            storage.slot_paths = [os.path.join(gone, os.path.basename(p)) for p in storage.slot_paths]
-            storage.tmp_path = os.path.join(gone, os.path.basename(storage.tmp_path))
-            storage.folder = gone
 
 
 def _write_durably(path: str, chunks: Callable[[Callable[[bytes], object]], None]) -> None:
@@ -143,9 +58,12 @@ def _write_durably(path: str, chunks: Callable[[Callable[[bytes], object]], None
         os.fsync(f.fileno())
 
 
-def _fsync_tree(root: str) -> None:
-    for folder, _dirs, _files in os.walk(root):
-        fsutil.fsync_dir(folder)
+def finish_interrupted_restore(data_dir: str) -> bool:
+    """Finish a 系统恢复 (or package install) a kill interrupted; True if there was one.
+
+    Call before any store of ``data_dir`` opens (``kd.site.open_site`` does).
+    """
+    return DataFolder(data_dir).finish_interrupted() is not None
 
 
 class SystemService:
@@ -196,21 +114,22 @@ class SystemService:
         drop unreported results), ``RestoreError`` (the swap failed; old data intact).
         """
         ctx = self.ctx
-        with ctx.lock:
+        with ctx.files_lock, ctx.lock:
             self.accounts.require_changed(actor)
-            staging = os.path.join(ctx.data_dir, STAGING)
-            if os.path.exists(os.path.join(ctx.data_dir, JOURNAL)):
-                raise RestoreError("上次系统恢复未完成。",
-                                   "请重新启动考点管理系统（启动时会完成上次的恢复），然后再操作。")
             with bak.BackupFile(path) as f:
                 info = self._verify_backup(f)
+                tx = ctx.folder.begin("restore")
                 try:
-                    self._stage(f, staging)
+                    self._stage(f, tx)
                 except BaseException:
-                    _quietly_rmtree(staging)
+                    tx.abort()
                     raise
-            self._swap()
-            self._reopen()
+            try:
+                tx.commit(keep_old=True, swapped=self._reopen)
+            except (OSError, UserError) as e:
+                raise RestoreError("系统恢复未完成，原有数据保持不变。",
+                                   "请关闭占用数据目录的程序（如杀毒软件）并检查磁盘空间后重试。",
+                                   detail=repr(e)) from e
             ctx.record(actor, "system.restored", path=os.path.abspath(path), **info)
             return dict(info, restart_required=True)
 
@@ -255,76 +174,34 @@ class SystemService:
         return {"site_code": m["site_code"], "mode": m["mode"], "note": m["note"], "created_at": m["created_at"],
                 "exam_name": m["exam_name"], "members": len(f.members)}
 
-    def _stage(self, f: bak.BackupFile, staging: str) -> None:
-        """Extract every member (checked against the manifest while written) into ``staging``."""
-        _quietly_rmtree(staging)
-        for sub in ("db", "spool", "rooms"):
-            os.makedirs(os.path.join(staging, sub))
+    def _stage(self, f: bak.BackupFile, tx: Any) -> None:
+        """Extract every member (checked against the manifest while written) into the transaction's staging."""
+        for item in ("db", "spool", "rooms"):
+            os.makedirs(tx.stage(item))
         for member in f.members:
             if member.name.startswith("db/"):
                 body = f.read(member)
                 _tables(body, member.name)
                 name = member.name[len("db/"):]
-                _write_durably(os.path.join(staging, "db", name + atomic.SLOTS[1]),
+                _write_durably(os.path.join(tx.stage("db"), name + atomic.SLOTS[1]),
                                lambda write, b=body: write(atomic.frame(b, 1)))
             else:
-                _write_durably(os.path.join(staging, *member.name.split("/")),
-                               lambda write, m=member: f.stream(m, write))
-        _fsync_tree(staging)
-
-    def _swap(self) -> None:
-        data_dir = self.ctx.data_dir
-        staging, old = os.path.join(data_dir, STAGING), os.path.join(data_dir, OLD)
-        _quietly_rmtree(old)
-        os.makedirs(old)
-        fsutil.write_file_durably(os.path.join(data_dir, JOURNAL),
-                                  canonical_json({"items": list(ITEMS), "staging": STAGING, "old": OLD}).encode())
-        done: List[Tuple[str, bool]] = []  # (item, had a live one)
-        try:
-            with self.ctx.stores.settings.transaction(), self.ctx.stores.exam.transaction(), \
-                    self.ctx.stores.runtime.transaction():
-                for item in ITEMS:
-                    live, new = os.path.join(data_dir, item), os.path.join(staging, item)
-                    had = os.path.exists(live)
-                    if had:
-                        _move(live, os.path.join(old, item))
-                    done.append((item, had))
-                    if os.path.exists(new):
-                        _move(new, live)
-                fsutil.fsync_dir(data_dir)
-                _retire(self.ctx.stores, data_dir)
-        except BaseException as e:
-            self._roll_back(done)
-            if isinstance(e, (OSError, UserError)):
-                raise RestoreError("系统恢复未完成，原有数据保持不变。",
-                                   "请关闭占用数据目录的程序（如杀毒软件）并检查磁盘空间后重试。",
-                                   detail=repr(e)) from e
-            raise
-        _finish(data_dir)
-
-    def _roll_back(self, done: List[Tuple[str, bool]]) -> None:
-        data_dir = self.ctx.data_dir
-        staging, old = os.path.join(data_dir, STAGING), os.path.join(data_dir, OLD)
-        for item, had in reversed(done):
-            live, kept = os.path.join(data_dir, item), os.path.join(old, item)
-            if os.path.exists(live) and (had and os.path.exists(kept) or not had):
-                fsutil.replace(live, os.path.join(staging, item))
-            if had and os.path.exists(kept):
-                fsutil.replace(kept, live)
-        fsutil.fsync_dir(data_dir)
-        os.remove(os.path.join(data_dir, JOURNAL))
-        fsutil.fsync_dir(data_dir)
-        _quietly_rmtree(staging)
-        _quietly_rmtree(old)
-        log.warning("system restore rolled back; the old data is in place")
+                item, _, rest = member.name.partition("/")
+                target = tx.stage(item) if not rest else os.path.join(tx.stage(item), *rest.split("/"))
+                _write_durably(target, lambda write, m=member: f.stream(m, write))
 
     def _reopen(self) -> None:
-        """Point the context at the restored files (the app must still restart)."""
+        """After the swap: open the restored files, then close the replaced stores (the app must still restart).
+
+        The restored stores open first, so a failure leaves the old ones open for the
+        roll-back; once closed, the replaced stores refuse every write, so no thread holding
+        one can write old tables over the restored files.
+        """
         ctx = self.ctx
         old = ctx.stores
-        ctx.stores = open_stores(ctx.data_dir)
-        ctx.spool = Spool(os.path.join(ctx.data_dir, "spool"))
-        ctx.audit = AuditLog(os.path.join(ctx.data_dir, "audit.log"))
+        ctx.stores = ctx.folder.open_stores()
+        ctx.spool = ctx.folder.open_spool()
+        ctx.audit = ctx.folder.open_audit()
         try:
             old.close()
         except StoreError as e:  # nothing was pending; the files are the restored ones now
@@ -378,23 +255,10 @@ class SystemService:
         stores = self.ctx.stores
         counts = {"rooms": stores.runtime.count(model.ROOMS), "sessions": stores.runtime.count(model.SESSIONS),
                   "results": sum(1 for d in stores.runtime.all(model.ROOM_SESSIONS) if d.get("result"))}
-        stores.runtime.clear()
-        stores.exam.clear()
-        files = 0
-        for sha in self.ctx.spool.list():
-            os.remove(self.ctx.spool.path(sha))
-            files += 1
-        rooms = os.path.join(self.ctx.data_dir, "rooms")
-        if os.path.isdir(rooms):
-            for name in os.listdir(rooms):
-                full = os.path.join(rooms, name)
-                if os.path.isfile(full):
-                    os.remove(full)
-                    files += 1
-        for derived in DERIVED_DIRS:  # printouts, downloaded packages, partial LAN uploads
-            folder = os.path.join(self.ctx.data_dir, derived)
-            if os.path.isdir(folder):
-                shutil.rmtree(folder)
+        with self.ctx.files_lock:
+            stores.runtime.clear()
+            stores.exam.clear()
+            files = self.ctx.folder.clear_exam_files()
         counts["files"] = files
         return counts
 

@@ -17,7 +17,6 @@ import pytest
 
 from kd.app import open_context
 from kd.core import model
-from kd.core import system as system_mod
 from kd.core.accounts import PasswordChangeRequired, default_account
 from kd.core.loading import LoadingService
 from kd.core.system import BackupError, RestoreError, SystemRefused, SystemService, finish_interrupted_restore
@@ -28,6 +27,7 @@ from kd.formats.signing import canonical_json
 from kd.lock.coreport import DonglePort
 from kd.lock.driver import LockDriver
 from kd.lock.emulator import LockEmulator
+from kd.store import datafolder as folder_mod
 from kd.store.database import open_stores
 from tests.support.env import SITE, make_env
 
@@ -71,7 +71,7 @@ def put_result(ctx, room, session, data, *, uploaded=False):
 def tree_digest(data_dir):
     """SHA-256 of every file that a restore may replace (db, spool, rooms, audit.log)."""
     out = {}
-    for item in system_mod.ITEMS:
+    for item in folder_mod.ITEMS:
         base = os.path.join(data_dir, item)
         if os.path.isfile(base):
             out[item] = hashlib.sha256(open(base, "rb").read()).hexdigest()
@@ -89,7 +89,7 @@ def room_files(data_dir):
 
 def no_leftovers(data_dir):
     names = set(os.listdir(data_dir))
-    return not names & {system_mod.STAGING, system_mod.OLD, system_mod.JOURNAL}
+    return not names & {folder_mod.TX_DIR, folder_mod.JOURNAL, ".restore-staging", ".restore-old"}
 
 
 def dump(ctx):
@@ -292,7 +292,7 @@ def test_failure_during_the_swap_leaves_the_old_data(env, tmp_path, monkeypatch)
     path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
     ctx.stores.runtime.put("marker", "after-backup", {"x": 1})
     before = tree_digest(ctx.data_dir)
-    real, calls = system_mod._move, []
+    real, calls = folder_mod._move, []
 
     def failing_move(src, dst):
         calls.append((src, dst))
@@ -300,14 +300,14 @@ def test_failure_during_the_swap_leaves_the_old_data(env, tmp_path, monkeypatch)
             raise PermissionError(13, "held by antivirus", src)
         real(src, dst)
 
-    monkeypatch.setattr(system_mod, "_move", failing_move)
+    monkeypatch.setattr(folder_mod, "_move", failing_move)
     with pytest.raises(RestoreError) as e:
         svc.restore(path, ACTOR)
-    assert "原有数据保持不变" in str(e.value) and len(calls) == 3
+    assert "原有数据保持不变" in str(e.value) and calls[2][0].endswith("spool")  # then the roll-back's moves
     assert tree_digest(ctx.data_dir) == before and no_leftovers(ctx.data_dir)
     assert ctx.stores.runtime.get("marker", "after-backup") == {"x": 1}
     ctx.stores.runtime.put("marker", "still-writable", {"y": 2})  # the live stores still work
-    monkeypatch.setattr(system_mod, "_move", real)
+    monkeypatch.setattr(folder_mod, "_move", real)
     svc.restore(path, ACTOR)
     assert ctx.stores.runtime.get("marker", "after-backup") is None
 
@@ -319,7 +319,7 @@ def test_crash_during_the_swap_is_finished_at_the_next_start(env, tmp_path, monk
     expected = dump(ctx)
     ctx.stores.runtime.put("marker", "after-backup", {"x": 1})
     crashed = str(tmp_path / "crashed")
-    real, calls = system_mod._move, []
+    real, calls = folder_mod._move, []
 
     def crash_after_two(src, dst):
         calls.append(src)
@@ -328,10 +328,10 @@ def test_crash_during_the_swap_is_finished_at_the_next_start(env, tmp_path, monk
             raise OSError("power cut")
         real(src, dst)
 
-    monkeypatch.setattr(system_mod, "_move", crash_after_two)
+    monkeypatch.setattr(folder_mod, "_move", crash_after_two)
     with pytest.raises(RestoreError):
         svc.restore(path, ACTOR)
-    assert os.path.exists(os.path.join(crashed, system_mod.JOURNAL))
+    assert os.path.exists(os.path.join(crashed, folder_mod.JOURNAL))
     assert finish_interrupted_restore(crashed) is True
     assert no_leftovers(crashed)
     after = open_context(crashed)
