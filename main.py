@@ -23,7 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import kd
 from kd import cli, drill, paths, relaunch
@@ -114,15 +114,12 @@ def run(opts: argparse.Namespace) -> int:
                 instance.release()  # the new instance must find the data folder free
                 return restart(opts)
             if opts.headless or opts.command is None:
-                from kd.app import App  # noqa: PLC0415
-
-                app = App(data_dir, lock_url=opts.lock, lan_port=opts.lan_port)
+                site = open_headless(opts, data_dir)  # LockGateError (exit 4) without the site's dongle
                 try:
-                    app.start()  # LockGateError (exit 4) without the site's dongle
                     wait_for_shutdown("kaodian {} 运行中（数据目录 {}，考场通讯端口 {}），按 Ctrl+C 退出".format(
-                        kd.__version__, data_dir, app.lan.port()))
+                        kd.__version__, data_dir, site.lan.port()))
                 finally:
-                    app.stop()
+                    site.close()
             log.info("stopped cleanly")
             return 0
     except UserError as e:
@@ -150,6 +147,16 @@ def restart(opts: argparse.Namespace) -> int:
     left = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
     log.info("restarting: this process exits now (other threads: %s)", ", ".join(left) or "none")
     return 0
+
+
+def open_headless(opts: argparse.Namespace, data_dir: str) -> Any:
+    """``--headless``: the site with the LAN service and its background work (``kd.site.open_site``).
+
+    Raises what ``open_site`` raises (``LockGateError``: exit 4); nothing stays open then.
+    """
+    from kd.site import LanOptions, open_site  # noqa: PLC0415 - the GUI route never needs it
+
+    return open_site(data_dir, lock_url=opts.lock, lan=LanOptions(port=opts.lan_port), ticks=True)
 
 
 def is_gui(opts: argparse.Namespace) -> bool:

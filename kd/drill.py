@@ -6,7 +6,7 @@
 ``run_drill(DrillOptions(...), work_dir)`` does, in a fresh work folder (``work_dir``;
 ``main.py`` makes a temp folder), the manual's exam day end to end:
 
-1. ``App`` in drill mode over ``WORK/data`` (the platform simulator in
+1. ``kd.site.open_site`` in drill mode over ``WORK/data`` (the platform simulator in
    ``WORK/data/drill/platform``, sized by the options, every session starting within
    the next hour; the gate's dongle emulator with the simulator's dongle identity; the
    LAN service on 127.0.0.1, port 0, the per-IP cap raised: every proctor is local);
@@ -15,7 +15,7 @@
 4. N simulated proctors (``kd.lan.simulator.Simulation``, codes from the KDINFO) register
    and import their room data over the LAN; the drill waits until every room did;
 5. 考试授权 (every session) → 封场检测 (must pass) → 机考锁校时 through the platform
-   (``App.sync_lock``) → 授权验证 of each session;
+   (``Site.sync_lock``) → 授权验证 of each session;
 6. the proctors get their start permits, run the sessions (accelerated: a session lasts
    about ``session_s`` seconds), end them and upload their results over the LAN
    (数据回收); the drill checks every expected (room, session) is recovered, its
@@ -98,7 +98,7 @@ class Drill:
         self.data_dir = os.path.join(self.work, "data")
         self.usb = os.path.join(self.work, "usb")
         self.external = os.path.join(self.work, "external")
-        self.app: Any = None
+        self.site: Any = None
         self.sim: Any = None
         self.started = 0.0
         self.deadline = 0.0
@@ -164,16 +164,16 @@ class Drill:
 
     def _day(self) -> None:
         self.step("start", self._start)
-        core = self.app.core
+        core = self.site.core
         self.step("login", self._login)
-        self.step("setup", lambda: core.accounts.setup(self.app.simulator.site_code, self.options.mode, ACTOR))
+        self.step("setup", lambda: core.accounts.setup(self.site.simulator.site_code, self.options.mode, ACTOR))
         self.step("load", self._load)
         kdinfo = self.step("export_site_info", lambda: core.registration.export_site_info(
-            self.usb, ACTOR, HOST, self.app.lan.port())["kdinfo"])
+            self.usb, ACTOR, HOST, self.site.lan.port())["kdinfo"])
         self.step("register_rooms", lambda: self._proctors(kdinfo))
         self.step("authorize", lambda: core.authorization.authorize_online(None, ACTOR))
         self.step("seal_check", self._seal_check)
-        self.step("sync_lock", self.app.sync_lock)
+        self.step("sync_lock", self.site.sync_lock)
         self.step("verify", self._verify)
         self.step("run_sessions", self._run_sessions)
         self.step("recover", self._recover)
@@ -182,8 +182,7 @@ class Drill:
         self.step("platform_check", self._platform_check)
 
     def _start(self) -> None:
-        from kd.app import App  # noqa: PLC0415
-        from kd.lan.server import LanOptions  # noqa: PLC0415
+        from kd.site import LanOptions, open_site  # noqa: PLC0415
 
         o = self.options
         for folder in (self.data_dir, self.usb, self.external):
@@ -192,14 +191,12 @@ class Drill:
         site = {"site_code": o.site_code, "rooms": o.rooms, "sessions": o.sessions, "candidates": o.candidates,
                 "first_start_in": o.first_start_in, "duration": duration, "gap": gap, "room_kb": o.room_kb}
         lan = LanOptions(host=HOST, port=0, max_per_ip=2 * o.rooms + 8, max_connections=4 * o.rooms + 64)
-        self.app = App(self.data_dir, lan_host=HOST, lan_port=0, lan_options=lan, drill_site=site,
-                       tick_s=0.2, probe_s=30.0)
-        self.app.start()
-        if not self.app.drill:
+        self.site = open_site(self.data_dir, lan=lan, ticks=True, tick_s=0.2, probe_s=30.0, drill_site=site)
+        if not self.site.drill:
             raise DrillFailed("the app did not start in drill mode")
 
     def _login(self) -> None:
-        accounts = self.app.core.accounts
+        accounts = self.site.core.accounts
         if not accounts.login(ACTOR, INITIAL_PASSWORD)["must_change"]:
             raise DrillFailed("the initial password was not marked for change")
         accounts.change_password(ACTOR, INITIAL_PASSWORD, DRILL_PASSWORD, DRILL_PASSWORD)
@@ -209,8 +206,8 @@ class Drill:
     def _load(self) -> None:
         from kd.core.recovery import RecoveryService  # noqa: PLC0415
 
-        self.app.core.loading.load_online(ACTOR)
-        manifest = self.app.ctx.manifest()
+        self.site.core.loading.load_online(ACTOR)
+        manifest = self.site.ctx.manifest()
         rooms = len(manifest["rooms"])
         if rooms != self.options.rooms:
             raise DrillFailed("the package holds {} rooms, not {}".format(rooms, self.options.rooms))
@@ -227,10 +224,10 @@ class Drill:
         sim_options = SimOptions(result_mb=o.result_mb, speed=duration * 60.0 / max(o.session_s, 0.01),
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
                                  timeout=30.0, work_dir=os.path.join(self.work, "proctors"))
-        registration = self.app.core.registration
-        sub = self.app.hub.subscribe(["room_registered", "room_data_imported"])
+        registration = self.site.core.registration
+        sub = self.site.hub.subscribe(["room_registered", "room_data_imported"])
         try:
-            self.sim = Simulation(HOST, self.app.lan.port(), rooms, sim_options).start()
+            self.sim = Simulation(HOST, self.site.lan.port(), rooms, sim_options).start()
 
             def imported() -> bool:
                 rows = registration.snapshot()["rooms"]
@@ -245,14 +242,14 @@ class Drill:
             sub.close()
 
     def _seal_check(self) -> None:
-        result = self.app.core.seal.run(ACTOR)
+        result = self.site.core.seal.run(ACTOR)
         if not result["passed"]:
             failed = ["{}: {}".format(i["id"], i["detail"]) for i in result["items"] if i["status"] == "fail"]
             raise DrillFailed("the seal check did not pass ({})".format("; ".join(failed)))
 
     def _verify(self) -> None:
         for sid in self.sessions:
-            self.app.core.verification.verify_online(sid, ACTOR)
+            self.site.core.verification.verify_online(sid, ACTOR)
 
     def _run_sessions(self) -> None:
         report = self.sim.wait(self.left())
@@ -264,7 +261,7 @@ class Drill:
     def _recover(self) -> None:
         from kd.core import model  # noqa: PLC0415
 
-        ctx = self.app.ctx
+        ctx = self.site.ctx
         docs = {(d["room"], d["session"]): d for d in ctx.stores.runtime.all(model.ROOM_SESSIONS)
                 if d.get("result")}
         for pair in self.expected:
@@ -281,13 +278,13 @@ class Drill:
             else:
                 self.recovered[pair] = doc["result"]
         self.counts["results_received"] = len(self.recovered)
-        if not self.app.core.recovery.all_recovered():
+        if not self.site.core.recovery.all_recovered():
             raise DrillFailed("数据回收 does not show every room recovered")
         if len(self.recovered) != len(self.expected):
             raise DrillFailed("{} of {} results recovered intact".format(len(self.recovered), len(self.expected)))
 
     def _upload(self) -> None:
-        result = self.app.core.upload.upload(None, ACTOR)
+        result = self.site.core.upload.upload(None, ACTOR)
         self.counts["results_uploaded"] = len(result["uploaded"]) + result["already"]
         if result["not_recovered"]:
             raise DrillFailed("not recovered at upload: {}".format(result["not_recovered"]))
@@ -299,7 +296,7 @@ class Drill:
         from kd.formats.documents import load_upload_receipt  # noqa: PLC0415
         from kd.formats.signing import TrustedKeys  # noqa: PLC0415
 
-        sim = self.app.simulator
+        sim = self.site.simulator
         trusted = TrustedKeys()
         trusted.add(sim.public_key)
         site = sim.site_code
@@ -317,7 +314,7 @@ class Drill:
                 self.fail("platform: the upload of room {} session {} does not hash as recovered".format(room, sid))
                 continue
             arrived += 1
-            doc = self.app.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, sid)) or {}
+            doc = self.site.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, sid)) or {}
             kept = (doc.get("upload") or {}).get("receipt")
             for source, raw in (("platform", upload.get("receipt", "").encode("utf-8")),
                                 ("site", base64.b64decode(kept) if kept else b"")):
@@ -332,7 +329,7 @@ class Drill:
         self.counts["receipts_verified"] = verified
         # the reports go through the outbox (a background sender): wait for them
         wanted = {"seal_check": 1, "upload_status": len(self.sessions)}
-        sub = self.app.hub.subscribe(["outbox.sent", "outbox.failed", "outbox.deferred"])
+        sub = self.site.hub.subscribe(["outbox.sent", "outbox.failed", "outbox.deferred"])
         try:
             def reports_in() -> bool:
                 self.reports = {}
@@ -351,9 +348,9 @@ class Drill:
     def _shutdown(self) -> None:
         if self.sim is not None:
             self.sim.stop()
-        if self.app is not None:
+        if self.site is not None:
             try:
-                self.app.stop()
+                self.site.close()
             except Exception as e:  # noqa: BLE001 - reported, the report still comes out
                 log.exception("drill: stopping the app failed")
                 self.fail("stop: {}: {}".format(type(e).__name__, e))

@@ -2,20 +2,27 @@
 
 Each chapter module in ``MODULES`` has ``register(commands)``, which adds its
 sub-parsers with ``set_defaults(handler=...)``; a handler takes a ``Session`` and
-returns the exit code. Handlers import the core lazily so that building the parser
-(which the GUI start also does) stays cheap.
+returns the exit code. Handlers use the services of ``Session.core`` (built once by
+``kd.site.open_site``; a handler never builds a service) and import the core lazily
+only for constants, so that building the parser (which the GUI start also does) stays
+cheap.
 
-``run(opts, data_dir)`` opens the dongle gate (exit 4 without the site's dongle), the
-core context over the data folder, the platform client from the settings, calls the
-handler and closes everything. ``UserError`` propagates to ``main.py`` (exit 2, or its
-own ``exit_code``); ``Session.out`` prints a result as text, or as JSON with ``--json``.
+``run(opts, data_dir)`` opens the site as every start does (``kd.site.open_site``:
+interrupted work finished, stores, the site config, drill platform in drill mode, the
+dongle gate — exit 4 without the site's dongle —, context and core; no LAN service and
+no background threads), checks the initial password rule, calls the handler and closes
+the site. ``UserError`` propagates to ``main.py`` (exit 2, or its own ``exit_code``);
+``Session.out`` prints a result as text, or as JSON with ``--json``.
 """
 
 import argparse
 import importlib
 import json
+import logging
 import sys
 from typing import Any, Callable, Optional
+
+log = logging.getLogger(__name__)
 
 #: commands an account still on its initial password may use (the rest need a changed password)
 BEFORE_PASSWORD_CHANGE = frozenset(["login", "passwd", "status", "audit"])
@@ -24,13 +31,28 @@ MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.c
 
 
 class Session:
-    """What a command handler gets: options, the core context, the gate's dongle."""
+    """What a command handler gets: options and the open site (its core, context and gate)."""
 
-    def __init__(self, opts: argparse.Namespace, data_dir: str, ctx: Any, gate: Any) -> None:
+    def __init__(self, opts: argparse.Namespace, site: Any) -> None:
         self.opts = opts
-        self.data_dir = data_dir
-        self.ctx = ctx
-        self.gate = gate
+        self.site = site
+
+    @property
+    def data_dir(self) -> str:
+        return str(self.site.data_dir)
+
+    @property
+    def core(self) -> Any:
+        """The site's ``kd.core.services.Core``: every service, built once."""
+        return self.site.core
+
+    @property
+    def ctx(self) -> Any:
+        return self.site.ctx
+
+    @property
+    def gate(self) -> Any:
+        return self.site.gate
 
     @property
     def actor(self) -> str:
@@ -60,32 +82,22 @@ def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:
 
 
 def run(opts: argparse.Namespace, data_dir: str) -> int:
-    """Run the command in ``opts`` with the gate and the core context open."""
-    from kd.app import SettingsPlatform, finish_restore, open_context, trusted_keys  # noqa: PLC0415
-    from kd.lock.coreport import DonglePort  # noqa: PLC0415
-    from kd.lock.gate import open_gate  # noqa: PLC0415
-    from kd.store.database import open_stores  # noqa: PLC0415
+    """Run the command in ``opts`` over the site opened by ``kd.site.open_site``."""
+    from kd.site import open_site  # noqa: PLC0415
 
     handler = handler_of(opts)
     assert handler is not None
-    finish_restore(data_dir)
-    gate = open_gate(data_dir, getattr(opts, "lock", None))
-    ctx = None
+    site = open_site(data_dir, lock_url=getattr(opts, "lock", None))
     try:
-        probe = open_stores(data_dir)
-        site = probe.settings.get("settings", "site") or {}
-        probe.close()
-        trusted = trusted_keys(site)
-        ctx = open_context(data_dir, dongle=DonglePort(gate.driver), trusted=trusted)
-        ctx.platform = SettingsPlatform(ctx.site, trusted)
-        session = Session(opts, data_dir, ctx, gate)
+        session = Session(opts, site)
         if opts.command not in BEFORE_PASSWORD_CHANGE:
-            from kd.core.accounts import AccountService  # noqa: PLC0415
-
-            AccountService(ctx).require_changed(session.actor)
-        return handler(session)
-    finally:
-        if ctx is not None:
-            ctx.platform.close()
-            ctx.stores.close()
-        gate.close()
+            session.core.accounts.require_changed(session.actor)
+        rc = handler(session)
+    except BaseException:
+        try:
+            site.close()
+        except Exception:  # noqa: BLE001 - the command's own error is the one to report
+            log.exception("closing the site after a failed command")
+        raise
+    site.close()
+    return rc

@@ -1,8 +1,8 @@
 """考前 commands (manual §3.1-§3.3): ``load``, ``rooms``, ``export-site-info``,
 ``restore-registration``, ``revoke``, ``authorize``.
 
-Each is one call of ``kd.core.loading`` / ``registration`` / ``authorization``; the
-output is the service's snapshot (``--json``) or a plain table.
+Each is one call of the site core's ``loading`` / ``registration`` / ``authorization``
+service; the output is the service's snapshot (``--json``) or a plain table.
 """
 
 import argparse
@@ -79,56 +79,43 @@ def _authorization_text(snap: Dict[str, Any]) -> str:
 
 
 def run_load(s: Session) -> int:
-    from kd.core.loading import LoadingService  # noqa: PLC0415
-
     opts: argparse.Namespace = s.opts
-    svc = LoadingService(s.ctx)
+    svc = s.core.loading
     snap = svc.import_zip(opts.zip, s.actor) if opts.zip else svc.load_online(s.actor)
     s.out(snap, _loading_text(snap))
     return 0
 
 
 def run_rooms(s: Session) -> int:
-    from kd.core.loading import LoadingService  # noqa: PLC0415
-    from kd.core.registration import RegistrationService  # noqa: PLC0415
-
-    loading = LoadingService(s.ctx).snapshot()
-    registration = RegistrationService(s.ctx).snapshot()
+    loading = s.core.loading.snapshot()
+    registration = s.core.registration.snapshot()
     s.out({"loading": loading, "registration": registration},
           "导入考务\n{}\n\n考场注册\n{}".format(_loading_text(loading), _registration_text(registration)))
     return 0
 
 
 def run_export(s: Session) -> int:
-    from kd.core.registration import RegistrationService  # noqa: PLC0415
-
     opts: argparse.Namespace = s.opts
-    paths = RegistrationService(s.ctx).export_site_info(opts.dir, s.actor, opts.address, opts.port)
+    paths = s.core.registration.export_site_info(opts.dir, s.actor, opts.address, opts.port)
     s.out(paths, "考点信息表：{}\n考点信息备份文件：{}".format(paths["html"], paths["kdinfo"]))
     return 0
 
 
 def run_restore(s: Session) -> int:
-    from kd.core.registration import RegistrationService  # noqa: PLC0415
-
-    snap = RegistrationService(s.ctx).restore(s.opts.file, s.actor)
+    snap = s.core.registration.restore(s.opts.file, s.actor)
     s.out(snap, "已恢复注册。\n" + _registration_text(snap))
     return 0
 
 
 def run_revoke(s: Session) -> int:
-    from kd.core.registration import RegistrationService  # noqa: PLC0415
-
-    doc = RegistrationService(s.ctx).revoke(s.opts.room, s.actor)
+    doc = s.core.registration.revoke(s.opts.room, s.actor)
     s.out(doc, "已撤销考场 {} 的注册。".format(doc["code"]))
     return 0
 
 
 def run_authorize(s: Session) -> int:
-    from kd.core.authorization import AuthorizationService  # noqa: PLC0415
-
     opts: argparse.Namespace = s.opts
-    svc = AuthorizationService(s.ctx)
+    svc = s.core.authorization
     snap = svc.import_ptq(opts.ptq, s.actor, opts.session) if opts.ptq else svc.authorize_online(opts.session, s.actor)
     s.out(snap, _authorization_text(snap))
     return 0

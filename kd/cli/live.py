@@ -53,25 +53,21 @@ def _seal_text(result: Dict[str, Any]) -> str:
 
 
 def run_seal(s: Session) -> int:
-    from kd.core.outbox import Outbox  # noqa: PLC0415
-    from kd.core.seal import GB, SealCheckService  # noqa: PLC0415
+    from kd.core.seal import GB  # noqa: PLC0415
 
     opts: argparse.Namespace = s.opts
-    outbox = Outbox(s.ctx)
-    service = SealCheckService(s.ctx, outbox, min_free_bytes=int(opts.min_free_gb * GB))
-    result = service.run(s.actor)
+    service = s.core.seal
+    result = service.run(s.actor, min_free_bytes=int(opts.min_free_gb * GB))
     if result["passed"]:
-        outbox.deliver_once()
+        s.core.outbox.deliver_once()
         result = service.snapshot()
     s.out(result, _seal_text(result))
     return 0 if result["passed"] else 1
 
 
 def run_verify(s: Session) -> int:
-    from kd.core.verification import VerificationService  # noqa: PLC0415
-
     opts: argparse.Namespace = s.opts
-    service = VerificationService(s.ctx)
+    service = s.core.verification
     if opts.file:
         row = service.import_verification(opts.file, opts.session, s.actor)
     else:
@@ -100,18 +96,13 @@ def _monitor_text(snap: Dict[str, Any]) -> str:
 
 
 def run_monitor(s: Session) -> int:
-    from kd.core.monitor import MonitorService  # noqa: PLC0415
-    from kd.core.outbox import Outbox  # noqa: PLC0415
-
-    snap = MonitorService(s.ctx, Outbox(s.ctx)).snapshot(s.opts.session)
+    snap = s.core.monitor.snapshot(s.opts.session)
     s.out(snap, _monitor_text(snap))
     return 0
 
 
 def run_outbox(s: Session) -> int:
-    from kd.core.outbox import Outbox  # noqa: PLC0415
-
-    outbox = Outbox(s.ctx)
+    outbox = s.core.outbox
     sent = outbox.deliver_once() if s.opts.send else 0
     snap = outbox.snapshot()
     snap["sent_now"] = sent

@@ -43,12 +43,8 @@ def register(commands: Any) -> None:
 
 
 def _services(s: Session) -> Any:
-    from kd.core.outbox import Outbox  # noqa: PLC0415
-    from kd.core.recovery import RecoveryService  # noqa: PLC0415
-    from kd.core.upload import UploadService  # noqa: PLC0415
-
-    outbox = Outbox(s.ctx)
-    return outbox, RecoveryService(s.ctx, outbox), UploadService(s.ctx, outbox)
+    core = s.core
+    return core.outbox, core.recovery, core.upload
 
 
 def results_text(snap: Dict[str, Any]) -> str:

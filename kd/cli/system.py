@@ -1,7 +1,7 @@
 """Login, settings and system management commands (screens.md §登录, §参数设置; manual §6).
 
 ``login``, ``setup``, ``passwd``, ``backup``, ``restore``, ``to-formal``, ``init``,
-``status``: each one call of ``kd.core.accounts`` / ``kd.core.system``. Passwords are
+``status``: each one call of the site core's ``accounts`` / ``backup`` / ``system`` service. Passwords are
 read with ``getpass`` or, for scripts, one per line from stdin (``--password-stdin``,
 ``--stdin``); they never appear on the command line. The acting account is ``--user``
 (default admin); an account that still has the initial password may only ``login`` and
@@ -86,11 +86,9 @@ def _secret(prompt: str, from_stdin: bool) -> str:
 
 
 def run_login(s: Session) -> int:
-    from kd.core.accounts import AccountService  # noqa: PLC0415
-
     opts = s.opts
     user = opts.user or ("admin" if opts.password_stdin else input("账号：").strip())
-    svc = AccountService(s.ctx)
+    svc = s.core.accounts
     out = svc.login(user, _secret("密码", opts.password_stdin))
     out["needs_setup"] = svc.needs_setup()
     lines = ["登录成功：{}".format(out["user"])]
@@ -103,64 +101,53 @@ def run_login(s: Session) -> int:
 
 
 def run_setup(s: Session) -> int:
-    from kd.core.accounts import AccountService  # noqa: PLC0415
     from kd.core.model import MODE_LABELS  # noqa: PLC0415
 
     opts = s.opts
     password = _line("监控平台密码") if opts.platform_password_stdin else None
-    out = AccountService(s.ctx).setup(opts.site, opts.mode, s.actor, platform_url=opts.platform_url,
+    out = s.core.accounts.setup(opts.site, opts.mode, s.actor, platform_url=opts.platform_url,
                                       platform_password=password, platform_keys=opts.platform_key)
     s.out(out, "系统设置完成：考点代码 {}，{}。".format(out["site_code"], MODE_LABELS[out["mode"]]))
     return 0
 
 
 def run_passwd(s: Session) -> int:
-    from kd.core.accounts import AccountService  # noqa: PLC0415
-
     opts = s.opts
     user = s.actor
     old = _secret("原密码", opts.stdin)
     new = _secret("新密码", opts.stdin)
     confirm = _secret("确认新密码", opts.stdin)
-    out = AccountService(s.ctx).change_password(user, old, new, confirm)
+    out = s.core.accounts.change_password(user, old, new, confirm)
     s.out(out, "密码已修改：{}".format(user))
     return 0
 
 
 def run_backup(s: Session) -> int:
-    from kd.core.system import SystemService  # noqa: PLC0415
-
-    path = SystemService(s.ctx).backup(s.opts.dir, s.opts.note, s.actor)
+    path = s.core.backup.backup(s.opts.dir, s.opts.note, s.actor)
     s.out({"path": path}, "系统备份完成（已校验）：{}".format(path))
     return 0
 
 
 def run_restore(s: Session) -> int:
-    from kd.core.system import SystemService  # noqa: PLC0415
-
-    out = SystemService(s.ctx).restore(s.opts.file, s.actor)
+    out = s.core.system.restore(s.opts.file, s.actor)
     s.out(out, "系统已从备份恢复（考点 {}，备份时间 {}，备注：{}）。\n请重新启动考点管理系统。".format(
         out["site_code"], out["created_at"], out["note"] or "无"))
     return 0
 
 
 def run_to_formal(s: Session) -> int:
-    from kd.core.system import SystemService  # noqa: PLC0415
-
     if not s.opts.yes:
         answer = input("模考转正考将清除模拟考试的全部考试数据（考场、注册、授权、回收的结果），"
                        "保留考点代码、账号和设置。确认执行请输入 yes：").strip().lower()
         if answer != "yes":
             raise UserError("已取消模考转正考。", "")
-    out = SystemService(s.ctx).to_formal(s.actor)
+    out = s.core.system.to_formal(s.actor)
     s.out(out, "已切换为正式考试，模拟考试数据已清除。请重新启动考点管理系统。")
     return 0
 
 
 def run_init(s: Session) -> int:
-    from kd.core.system import SystemService  # noqa: PLC0415
-
-    out = SystemService(s.ctx).initialize(s.opts.confirm, s.actor)
+    out = s.core.system.initialize(s.opts.confirm, s.actor)
     s.out(out, "系统已初始化（考点代码与考试数据已清除，账号密码保留）。请重新启动考点管理系统。")
     return 0
 
@@ -184,8 +171,6 @@ def _status_text(snap: Dict[str, Any]) -> str:
 
 
 def run_status(s: Session) -> int:
-    from kd.core.system import SystemService  # noqa: PLC0415
-
-    snap = SystemService(s.ctx).snapshot()
+    snap = s.core.system.snapshot()
     s.out(snap, _status_text(snap))
     return 0

@@ -1,6 +1,7 @@
 """考试授权 (manual §3.3): each session's authorization, online or from a ``.PTQ`` file.
 
-``AuthorizationService(ctx)``:
+``AuthorizationService(ctx, loading=...)`` (built once by ``kd.core.services.Core``, which
+hands it the core's ``LoadingService``):
 
 - ``authorize_online(session_id, actor)``: download the authorization of one session
   (or of every session with ``None``) from the platform (verified by the client:
@@ -38,9 +39,11 @@ COLUMNS = ["场次", "场次名称", "开考时间", "考试时长", "考试授�
 class AuthorizationService:
     """考试授权 of the loaded package's sessions."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, loading: Optional[LoadingService] = None) -> None:
+        """``loading``: the core's ``LoadingService`` (standalone use falls back to one over
+        the same context: it keeps no state of its own)."""
         self.ctx = ctx
-        self.loading = LoadingService(ctx)
+        self.loading = loading if loading is not None else LoadingService(ctx)
 
     def _sessions(self) -> List[Dict[str, Any]]:
         sessions = self.loading.sessions()

@@ -1,6 +1,7 @@
 """考场注册 (manual §3.2, §3.2.2): proctor machines register their room; export and restore.
 
-``RegistrationService(ctx)``:
+``RegistrationService(ctx, loading=...)`` (the composition root, ``kd.core.services.Core``,
+builds one and hands it the core's ``LoadingService``; the LAN server and the UI share it):
 
 - ``register(room_code, reg_code, ip)`` → ``{"token", "site_code", "sessions",
   "room_data_sha256"}``. Rules: an unknown room and a wrong code get the same answer;
@@ -9,7 +10,7 @@
   even with the right code until the window has passed; a room registered from one IP
   is refused from another until 撤销注册; registering again from the same IP gives a new
   token (``secrets.token_urlsafe``), bound to room and IP. Wrong-code counts live in
-  memory (shared by every service of one ``Context``) and follow ``ctx.now()``.
+  memory, in the service instance (one per running site), and follow ``ctx.now()``.
 - ``authenticate(room_code, token, ip)`` → the room doc, or ``RegistrationRefused``.
 - ``mark_data_imported(room_code, token, ip, sha256)``: the proctor imported its room
   data file; the hash must be the loaded package's.
@@ -29,7 +30,6 @@ import logging
 import os
 import secrets
 import socket
-import weakref
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional
 
@@ -56,7 +56,7 @@ WRONG = ("考场代码或注册码错误，注册失败。", "请核对考点信
 
 
 class _Limiter:
-    """Wrong-code times per room and per IP within ``WINDOW`` (in memory, per Context)."""
+    """Wrong-code times per room and per IP within ``WINDOW`` (in memory, one per service)."""
 
     def __init__(self) -> None:
         self.rooms: Dict[str, Deque[datetime.datetime]] = {}
@@ -95,17 +95,6 @@ class _Limiter:
                 del self.ips[key]
 
 
-_LIMITERS: "weakref.WeakKeyDictionary[Context, _Limiter]" = weakref.WeakKeyDictionary()
-
-
-def _limiter(ctx: Context) -> _Limiter:
-    with ctx.lock:
-        lim = _LIMITERS.get(ctx)
-        if lim is None:
-            lim = _LIMITERS[ctx] = _Limiter()
-        return lim
-
-
 def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
@@ -122,10 +111,13 @@ def default_address() -> str:
 class RegistrationService:
     """考场注册: rooms, codes, proctor IPs and tokens."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, loading: Optional[LoadingService] = None) -> None:
+        """``loading``: the core's ``LoadingService`` (standalone use, as in the core tests,
+        falls back to one over the same context: it keeps no state of its own)."""
         self.ctx = ctx
-        self.loading = LoadingService(ctx)
-        self._limiter = _limiter(ctx)
+        self.loading = loading if loading is not None else LoadingService(ctx)
+        #: wrong-code counts, used under ``ctx.lock``
+        self._limiter = _Limiter()
 
     # -- proctor side (called by the LAN service) --------------------------------------
     def register(self, room_code: str, reg_code: str, ip: str) -> Dict[str, Any]:

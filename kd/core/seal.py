@@ -1,6 +1,6 @@
 """封场检测 (screens.md §3.4): may the site be sealed? A go/no-go check with evidence.
 
-``SealCheckService(ctx, outbox).run(actor)`` checks, in this order, each item giving
+``SealCheckService(ctx, outbox).run(actor, min_free_bytes=None)`` checks, in this order, each item giving
 ``{"id", "label", "status": "pass"|"fail"|"skipped", "detail", "remedy"}`` (Chinese):
 
 ==============  =====================================================================
@@ -10,7 +10,8 @@ room_data       every registered room has imported its room data (and the hash m
 authorized      every session of the package is authorized (runtime sessions/<id>)
 dongle          the package's dongle is attached and proves its identity
 lan             the proctor LAN service is listening
-disk            free space of the data folder's disk >= ``min_free_bytes`` (2 GB)
+disk            free space of the data folder's disk >= ``min_free_bytes`` (2 GB; the
+                service's own, or the one a run is given: ``seal-check --min-free-gb``)
 clock           system clock within ``max_clock_skew_s`` (120 s) of the platform's;
                 ``skipped`` (not failed) when the platform cannot be reached
 ==============  =====================================================================
@@ -157,15 +158,15 @@ class SealCheckService:
                               "请检查端口是否被其他程序占用、防火墙是否放行，然后重新启动考点管理系统。")
         return self._item("lan", PASS, "局域网服务正在监听 {}。".format(where))
 
-    def _disk(self) -> Dict[str, Any]:
+    def _disk(self, min_free_bytes: int) -> Dict[str, Any]:
         try:
             free = shutil.disk_usage(self.ctx.data_dir).free
         except OSError as e:
             return self._item("disk", FAIL, "无法读取数据目录所在磁盘的剩余空间：{}".format(e),
                               "请确认数据目录可访问后重新检测。")
-        need = "{:.1f} GB".format(self.min_free_bytes / GB)
+        need = "{:.1f} GB".format(min_free_bytes / GB)
         have = "{:.1f} GB".format(free / GB)
-        if free < self.min_free_bytes:
+        if free < min_free_bytes:
             return self._item("disk", FAIL, "数据目录所在磁盘剩余 {}，低于要求的 {}。".format(have, need),
                               "请清理该磁盘（删除无关文件）以留出至少 {} 空间，然后重新检测。".format(need))
         return self._item("disk", PASS, "剩余 {}（要求至少 {}）。".format(have, need))
@@ -189,8 +190,10 @@ class SealCheckService:
         return self._item("clock", PASS, shown + "。")
 
     # -- run ----------------------------------------------------------------------------
-    def run(self, actor: str) -> Dict[str, Any]:
+    def run(self, actor: str, min_free_bytes: Optional[int] = None) -> Dict[str, Any]:
         """Check every item, store the result, and report to the platform when it passes.
+
+        ``min_free_bytes`` overrides the service's disk-space threshold for this run.
 
         Raises nothing for a failed item (it is in the result); only store errors
         (``StoreError``) propagate.
@@ -205,7 +208,7 @@ class SealCheckService:
             self._authorized(manifest),
             self._dongle(manifest),
             self._lan(),
-            self._disk(),
+            self._disk(self.min_free_bytes if min_free_bytes is None else int(min_free_bytes)),
             self._clock(),
         ]
         passed = all(i["status"] != FAIL for i in items)

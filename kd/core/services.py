@@ -1,19 +1,26 @@
-"""``Core``: one instance of every chapter service over one ``Context``.
+"""``Core``: one instance of every chapter service over one ``Context``, siblings handed in.
 
-Services keep in-memory state (registration rate limits, live heartbeats, the outbox
-sender), so a running app must use one of each: the UI, the LAN server and the CLI all
-go through the same ``Core``. ``start()`` / ``stop()`` run the core's own threads (the
-outbox sender); the monitor's ``tick()`` is driven by ``kd.app``.
+Services keep in-memory state (registration rate limits, login back-off of unknown
+names, live heartbeats, the recovery plan, the outbox sender), so a running site must
+use one of each: the UI, the LAN server and the CLI all go through the same ``Core``
+(``kd.site.open_site`` builds it). Here, and only here, each service is constructed, and
+a service that needs another gets it as a constructor argument; no service builds a
+sibling of its own.
+
+``start()`` / ``stop(timeout)`` run the core's own thread (the outbox sender); the
+monitor's ``tick()`` is driven by ``kd.site``.
 
     考前/考务管理   loading (导入考务), registration (考场注册), authorization (考试授权),
                     seal (封场检测), verification (授权验证)
     考中/考场管理   monitor (考场监控 + automatic reports)
     考后/数据回收   recovery (数据回收), upload (考后上报)
-    更多            accounts (登录, 参数设置, 修改密码), system (备份, 恢复, 初始化, 模考转正考)
+    更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
+                    system (恢复, 初始化, 模考转正考, the exit rule)
 """
 
 from kd.core.accounts import AccountService
 from kd.core.authorization import AuthorizationService
+from kd.core.backup import BackupService
 from kd.core.context import Context
 from kd.core.loading import LoadingService
 from kd.core.monitor import MonitorService
@@ -27,14 +34,17 @@ from kd.core.verification import VerificationService
 
 
 class Core:
+    """Every service of one site, each built once (see the module docstring)."""
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.outbox = Outbox(ctx)
         self.accounts = AccountService(ctx)
+        self.backup = BackupService(ctx, self.accounts)
         self.system = SystemService(ctx)
         self.loading = LoadingService(ctx)
-        self.registration = RegistrationService(ctx)
-        self.authorization = AuthorizationService(ctx)
+        self.registration = RegistrationService(ctx, loading=self.loading)
+        self.authorization = AuthorizationService(ctx, loading=self.loading)
         self.seal = SealCheckService(ctx, self.outbox)
         self.verification = VerificationService(ctx)
         self.monitor = MonitorService(ctx, self.outbox)
@@ -44,8 +54,12 @@ class Core:
         ctx.hub.on("registration_revoked", lambda event: self.monitor.forget(event.data["room"]))
 
     def start(self) -> "Core":
+        """Start the outbox sender (idempotent)."""
         self.outbox.start()
         return self
 
-    def stop(self) -> None:
-        self.outbox.stop()
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the outbox sender, waiting up to ``timeout`` seconds; True when it ended."""
+        thread = self.outbox._thread  # noqa: SLF001 - the sender's thread, to tell whether it ended
+        self.outbox.stop(timeout)
+        return thread is None or not thread.is_alive()

@@ -1,25 +1,26 @@
 """The start gate: kaodian does not start without the site's exam dongle (screens.md §登录).
 
-``open_gate(data_dir, url)`` decides and either returns a ``Gate`` (the attached driver,
-kept for the life of the app, and the drill emulator if one was started) or raises
+``open_gate(data_dir, url, hub, requirement=...)`` either returns a ``Gate`` (the attached
+driver, kept for the life of the app, and the drill emulator if one was started) or raises
 ``LockGateError`` (a ``LockError``: exit code 4) whose text follows the manual:
 "考点管理系统需要机考锁才能启动…", the cause, and what to do.
 
-Which dongle is required (``lock_requirement``, the one place that reads it):
+The gate never reads the data folder's stores: ``kd.site`` reads the site config once
+and hands the gate its ``Requirement`` (``requirement_for``, the one place that turns
+the settings and the loaded package's lock entry into what the gate requires):
 
-- no site configured yet (no settings DB with a site code), or a site set up against the
-  drill platform (``settings/site`` has ``"drill": true``): **drill mode**. Unless a URL
-  is given, the gate starts a dongle emulator itself (state in ``DATA_DIR/drill/lock``,
-  identity and trusted platform key taken from the drill platform's folder
-  ``DATA_DIR/drill/platform`` when it exists) and logs that it is drill mode;
+- **drill mode** (no site configured yet, or a site set up against the drill platform:
+  ``settings/site`` has ``"drill": true``; decided once, in ``kd.site.SiteConfig``). Unless
+  a URL is given, the gate starts a dongle emulator itself (state in
+  ``DATA_DIR/drill/lock``, identity and trusted platform key taken from the drill
+  platform's folder ``DATA_DIR/drill/platform`` when it exists) and logs that it is drill mode;
 - a site configured, no package loaded: any present, protocol-correct dongle (it must
   answer ``VERSION``/``ID``/``KEY`` and sign a challenge that verifies with its own key);
 - a package loaded: exactly the dongle the package names (lock id, and a challenge
   answer that verifies against the package's public key).
 
 How the dongle is found: the ``url`` argument (``--lock``), else ``KD_LOCK_URL``, else
-USB auto-detection (``kd.lock.driver``). Tk-free: ``main.py`` calls it for both the GUI
-and ``--headless``.
+USB auto-detection (``kd.lock.driver``). Tk-free.
 """
 
 import base64
@@ -27,7 +28,7 @@ import binascii
 import json
 import logging
 import os
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from kd.errors import LockError, UserError
 from kd.events import EventHub
@@ -39,12 +40,6 @@ log = logging.getLogger(__name__)
 ENV_LOCK_URL = "KD_LOCK_URL"
 START_CAUSE = "考点管理系统需要机考锁才能启动："
 
-# where the settings and the loaded package keep what the gate needs (kd/store files)
-SETTINGS_DB = ("db", "settings.json")
-EXAM_DB = ("db", "exam.json")
-SITE_TABLE, SITE_KEY = "settings", "site"  # {"site_code": "11003", ...}
-PACKAGE_TABLE, PACKAGE_KEY = "package", "manifest"  # {"lock": {"id": ..., "public_key": b64}, ...}
-
 DRILL_LOCK_DIR = ("drill", "lock")
 DRILL_PLATFORM_DIR = ("drill", "platform")
 
@@ -54,16 +49,12 @@ class LockGateError(LockError):
 
 
 class Requirement(NamedTuple):
-    """What the gate requires: ``site_code`` None (or a drill site) means drill mode."""
+    """What the gate requires: the site code (None before 系统设置), the package's dongle
+    (None: any protocol-correct dongle) and whether this is drill mode."""
 
     site_code: Optional[str]
     expected: Optional[ExpectedLock]
-    #: settings/site says "drill": the site was set up against the drill platform
-    drill_site: bool = False
-
-    @property
-    def drill(self) -> bool:
-        return self.site_code is None or self.drill_site
+    drill: bool = False
 
 
 class Gate:
@@ -86,38 +77,20 @@ class Gate:
             self.emulator.stop()
 
 
-def _read_db_doc(data_dir: str, parts: Any, table: str, key: str) -> Optional[dict]:
-    path = os.path.join(data_dir, *parts)
-    from kd.store.atomic import store_exists  # noqa: PLC0415
-    from kd.store.database import Database  # noqa: PLC0415
+def requirement_for(site_code: Optional[str], drill: bool, lock: Optional[Mapping[str, Any]],
+                    package_loaded: bool) -> Requirement:
+    """The requirement for a site: its code, drill mode, and the loaded package's lock entry.
 
-    if not store_exists(path):
-        return None
-
-    db = Database.open(path)
-    try:
-        return db.get(table, key)
-    finally:
-        db.close()
-
-
-def lock_requirement(data_dir: str) -> Requirement:
-    """The site code (None: drill) and the dongle the loaded package names (None: any).
-
-    Raises ``LockGateError`` when the loaded package's dongle entry is unusable.
+    ``lock`` is the manifest's ``{"id": ..., "public_key": <base64>}`` (looked at only when
+    a site code is set and ``package_loaded``). Raises ``LockGateError`` when the loaded
+    package's dongle entry is unusable.
     """
-    site = _read_db_doc(data_dir, SETTINGS_DB, SITE_TABLE, SITE_KEY) or {}
-    site_code = site.get("site_code") or None
-    drill_site = bool(site.get("drill"))
-    if site_code is None:
-        return Requirement(None, None)
-    manifest = _read_db_doc(data_dir, EXAM_DB, PACKAGE_TABLE, PACKAGE_KEY)
-    if not manifest:
-        return Requirement(site_code, None, drill_site)
-    lock = manifest.get("lock") or {}
+    if site_code is None or not package_loaded:
+        return Requirement(site_code, None, drill)
+    entry = dict(lock or {})
     try:
-        key = base64.b64decode(str(lock.get("public_key", "")).encode("ascii"), validate=True)
-        if len(key) != 32 or not isinstance(lock.get("id"), str):
+        key = base64.b64decode(str(entry.get("public_key", "")).encode("ascii"), validate=True)
+        if len(key) != 32 or not isinstance(entry.get("id"), str):
             raise ValueError("bad lock entry")
     except (ValueError, binascii.Error, UnicodeEncodeError) as e:
         raise LockGateError(
@@ -125,7 +98,7 @@ def lock_requirement(data_dir: str) -> Requirement:
             "请重新导入考务数据；如问题持续，请联系技术服务单位。",
             detail="package lock entry {!r}: {}".format(lock, e),
         ) from e
-    return Requirement(site_code, ExpectedLock(lock["id"], key), drill_site)
+    return Requirement(site_code, ExpectedLock(entry["id"], key), drill)
 
 
 def start_drill_lock(data_dir: str) -> LockEmulator:
@@ -175,14 +148,14 @@ def open_gate(
     url: Optional[str] = None,
     hub: Optional[EventHub] = None,
     *,
-    requirement: Optional[Requirement] = None,
+    requirement: Requirement,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Gate:
-    """Attach and check the dongle kaodian may start with; ``LockGateError`` if none.
+    """Attach and check the dongle ``requirement`` asks for; ``LockGateError`` if none.
 
-    ``requirement`` defaults to ``lock_requirement(data_dir)``.
+    ``data_dir`` is only where the drill emulator keeps its state (drill mode, no URL).
     """
-    req = requirement if requirement is not None else lock_requirement(data_dir)
+    req = requirement
     url = url or os.environ.get(ENV_LOCK_URL) or None
     emulator = None
     if req.drill and not url:

@@ -1,6 +1,6 @@
 """SIGKILL the headless server during 20 concurrent LAN uploads; restart; the proctors resume.
 
-A drill data folder is prepared in-process with the real ``App`` (drill platform, dongle
+A drill data folder is prepared in-process with the real ``open_site`` (drill platform, dongle
 emulator): site set up, package loaded, 20 rooms registered (each from its own loopback
 address, 127.0.0.10-29, as 20 proctor machines) with their room data imported, the
 session authorized, the dongle synced and the session verified. Then ``main.py
@@ -28,12 +28,12 @@ import threading
 
 import pytest
 
-from kd.app import App
 from kd.core import model
 from kd.formats.result import ABSENT, PRESENT, build_result
 from kd.formats.timeutil import CST
 from kd.lan.client import LanError, ProctorClient
 from kd.lan.server import UPLOAD_DIR
+from kd.site import LanOptions, open_site
 from kd.store.database import open_stores
 from kd.store.spool import Spool
 
@@ -49,7 +49,7 @@ WAIT = 30.0
 def prepare(data_dir):
     """The drill data folder: rooms registered from their own IPs, the session verified."""
     site = {"rooms": ROOMS, "sessions": 1, "candidates": 4, "room_kb": 4, "first_start_in": 10, "duration": 30}
-    app = App(data_dir, lan_host="127.0.0.1", lan_port=0, drill_site=site, probe_s=60.0).start()
+    app = open_site(data_dir, lan=LanOptions(host="127.0.0.1", port=0), ticks=True, probe_s=60.0, drill_site=site)
     try:
         core = app.core
         core.accounts.change_password("admin", "888", "crash-2026")
@@ -69,7 +69,7 @@ def prepare(data_dir):
         core.verification.verify_online(session, "admin")
         return manifest, session, rooms
     finally:
-        app.stop()
+        app.close()
 
 
 def result_package(manifest, room, session, answer_kb):

@@ -1,4 +1,5 @@
-"""The start gate: kd/lock/gate.py in-process, and real ``main.py`` subprocesses."""
+"""The start gate: kd/lock/gate.py in-process (its requirement read as ``kd.site`` reads it),
+and real ``main.py`` subprocesses."""
 
 import base64
 import os
@@ -11,12 +12,15 @@ import threading
 
 import pytest
 
+from kd.core import model
 from kd.formats.signing import Signer
 from kd.lock import gate as G
 from kd.lock.driver import ExpectedLock
 from kd.lock.emulator import LockEmulator
 from kd.platform.simdata import SimData
+from kd.site import read_config
 from kd.store.database import Database
+from kd.store.datafolder import DataFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAIN = os.path.join(ROOT, "main.py")
@@ -29,15 +33,28 @@ def configure_site(data_dir, site_code="11003", lock_id=None, public_key=None):
     folder = os.path.join(data_dir, "db")
     os.makedirs(folder, exist_ok=True)
     db = Database.open(os.path.join(folder, "settings.json"))
-    db.put(G.SITE_TABLE, G.SITE_KEY, {"site_code": site_code})
+    db.put(model.SETTINGS, model.SITE, {"site_code": site_code})
     db.close()
     if lock_id is not None:
         db = Database.open(os.path.join(folder, "exam.json"))
-        db.put(G.PACKAGE_TABLE, G.PACKAGE_KEY, {
+        db.put(model.PACKAGE, model.MANIFEST, {
             "site_code": site_code,
             "lock": {"id": lock_id, "public_key": base64.b64encode(public_key).decode("ascii")},
         })
         db.close()
+
+
+def requirement(data_dir):
+    """The gate's requirement as ``kd.site.open_site`` computes it (the site config, read once)."""
+    stores = DataFolder(data_dir).open_stores()
+    try:
+        return read_config(stores).requirement
+    finally:
+        stores.close()
+
+
+def open_gate(data_dir, url=None):
+    return G.open_gate(data_dir, url, requirement=requirement(data_dir))
 
 
 @pytest.fixture(autouse=True)
@@ -66,18 +83,26 @@ def closed_port_url():
 
 def test_requirement_follows_the_data_folder(tmp_path):
     data = str(tmp_path / "data")
-    assert G.lock_requirement(data) == G.Requirement(None, None)
+    assert requirement(data) == G.Requirement(None, None, drill=True)
     configure_site(data)
-    assert G.lock_requirement(data) == G.Requirement("11003", None)
+    assert requirement(data) == G.Requirement("11003", None, drill=False)
     key = Signer.generate().public_key
     configure_site(data, lock_id="KDLOCK-11003-01", public_key=key)
-    req = G.lock_requirement(data)
+    req = requirement(data)
     assert req == G.Requirement("11003", ExpectedLock("KDLOCK-11003-01", key)) and not req.drill
+
+
+def test_a_package_without_a_usable_lock_entry_is_refused(tmp_path):
+    data = str(tmp_path / "data")
+    configure_site(data, lock_id="KDLOCK-11003-01", public_key=b"short")
+    with pytest.raises(G.LockGateError) as e:
+        requirement(data)
+    assert e.value.exit_code == 4 and "没有有效的机考锁信息" in e.value.cause
 
 
 def test_drill_mode_starts_its_own_emulator(tmp_path):
     data = str(tmp_path / "data")
-    gate = G.open_gate(data)
+    gate = open_gate(data)
     try:
         assert gate.drill and gate.emulator is not None
         assert gate.info.lock_id == gate.emulator.lock_id
@@ -85,7 +110,7 @@ def test_drill_mode_starts_its_own_emulator(tmp_path):
     finally:
         gate.close()
     assert os.path.exists(os.path.join(data, "drill", "lock", "dongle.json"))
-    again = G.open_gate(data)  # the same drill dongle on the next start
+    again = open_gate(data)  # the same drill dongle on the next start
     try:
         assert again.info.lock_id == gate.info.lock_id
     finally:
@@ -94,11 +119,11 @@ def test_drill_mode_starts_its_own_emulator(tmp_path):
 
 def test_drill_dongle_takes_the_drill_platforms_identity_and_key(tmp_path):
     data = str(tmp_path / "data")
-    gate = G.open_gate(data)  # a drill dongle of its own first
+    gate = open_gate(data)  # a drill dongle of its own first
     own = gate.info.lock_id
     gate.close()
     sim = SimData(os.path.join(data, "drill", "platform"), rooms=1, sessions=1, candidates=1, room_kb=1)
-    gate = G.open_gate(data)
+    gate = open_gate(data)
     try:
         assert own != sim.lock_id
         assert gate.info.lock_id == sim.lock_id
@@ -111,7 +136,7 @@ def test_drill_dongle_takes_the_drill_platforms_identity_and_key(tmp_path):
 def test_configured_site_without_package_takes_any_correct_dongle(tmp_path, emu):
     data = str(tmp_path / "data")
     configure_site(data)
-    gate = G.open_gate(data, emu.url)
+    gate = open_gate(data, emu.url)
     try:
         assert not gate.drill and gate.emulator is None and gate.info.lock_id == emu.lock_id
     finally:
@@ -122,7 +147,7 @@ def test_url_from_the_environment(tmp_path, emu, monkeypatch):
     data = str(tmp_path / "data")
     configure_site(data)
     monkeypatch.setenv(G.ENV_LOCK_URL, emu.url)
-    gate = G.open_gate(data)
+    gate = open_gate(data)
     try:
         assert gate.info.url == emu.url
     finally:
@@ -132,20 +157,20 @@ def test_url_from_the_environment(tmp_path, emu, monkeypatch):
 def test_the_packages_dongle_passes_and_others_are_refused(tmp_path, emu):
     data = str(tmp_path / "data")
     configure_site(data, lock_id=emu.lock_id, public_key=emu.public_key)
-    G.open_gate(data, emu.url).close()
+    open_gate(data, emu.url).close()
     configure_site(data, lock_id="KDLOCK-11003-01", public_key=emu.public_key)
     with pytest.raises(G.LockGateError) as e:
-        G.open_gate(data, emu.url)
+        open_gate(data, emu.url)
     assert e.value.exit_code == 4
     assert e.value.cause.startswith(REFUSAL) and "不是本考点注册的机考锁" in e.value.cause
     configure_site(data, lock_id=emu.lock_id, public_key=Signer.generate().public_key)
     with pytest.raises(G.LockGateError) as e:
-        G.open_gate(data, emu.url)
+        open_gate(data, emu.url)
     assert "身份验证失败" in e.value.cause
     configure_site(data, lock_id=emu.lock_id, public_key=emu.public_key)
     emu.bad_signature = True
     with pytest.raises(G.LockGateError):
-        G.open_gate(data, emu.url)
+        open_gate(data, emu.url)
 
 
 def test_a_forged_dongle_fails_even_before_a_package(tmp_path, emu):
@@ -153,7 +178,7 @@ def test_a_forged_dongle_fails_even_before_a_package(tmp_path, emu):
     configure_site(data)
     emu.bad_signature = True
     with pytest.raises(G.LockGateError) as e:
-        G.open_gate(data, emu.url)
+        open_gate(data, emu.url)
     assert "身份验证失败" in e.value.cause
 
 
@@ -161,7 +186,7 @@ def test_no_dongle(tmp_path):
     data = str(tmp_path / "data")
     configure_site(data)
     with pytest.raises(G.LockGateError) as e:
-        G.open_gate(data, closed_port_url())
+        open_gate(data, closed_port_url())
     assert e.value.cause == REFUSAL + "：未检测到机考锁。"
     assert "插入本机 USB 接口" in e.value.remedy and "Connection refused" in (e.value.detail or "")
 

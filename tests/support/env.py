@@ -3,8 +3,11 @@
 ``make_env(tmp_path)`` starts the platform simulator (HTTP on 127.0.0.1, port 0) with a
 small demo site, a dongle emulator over ``socket://`` carrying the identity the
 simulator registered for the site (so the package names it and its tickets verify), a
-``LockDriver`` on it, a ``PlatformClient``, and a core ``Context`` over a fresh data
-folder with ``settings/site`` configured. ``env.close()`` stops everything.
+``LockDriver`` on it, a ``PlatformClient``, writes ``settings/site`` (configured against
+the simulator) into a fresh data folder, and opens the site there the way every start
+does (``kd.site.open_site``), with the client and the driver as its ports and no gate,
+LAN or background threads: ``env.site``, ``env.ctx``, ``env.core``. ``env.close()``
+stops everything.
 
 Nothing here is a mock: every call goes through sockets, HTTP and files.
 """
@@ -14,9 +17,9 @@ import datetime
 import os
 from typing import Any, Callable, List, Optional
 
-from kd.app import open_context
 from kd.core import model
 from kd.core.context import Context
+from kd.core.services import Core
 from kd.events import EventHub
 from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import CST, format_time
@@ -25,6 +28,8 @@ from kd.lock.driver import LockDriver
 from kd.lock.emulator import LockEmulator, read_identity
 from kd.platform.client import PlatformClient
 from kd.platform.simulator import start_simulator
+from kd.site import Site, open_site
+from kd.store.datafolder import DataFolder
 
 SITE = "11003"
 
@@ -51,15 +56,20 @@ class Env:
         self._stops.append(self.client.close)
         self.data_dir = os.path.join(root, "data")
         os.makedirs(self.data_dir, exist_ok=True)
-        kw = {"clock": clock} if clock else {}
-        self.ctx: Context = open_context(self.data_dir, self.hub, platform=self.client, dongle=DonglePort(self.driver),
-                                         trusted=self.trusted, **kw)
-        self._stops.append(self.ctx.stores.close)
-        self.ctx.stores.settings.put(model.SETTINGS, model.SITE, {
-            "site_code": SITE, "mode": mode, "configured_at": format_time(datetime.datetime.now(CST)),
-            "platform_url": self.sim.url, "platform_password": self.sim.password,
-            "trusted_keys": [base64.b64encode(self.sim.public_key).decode("ascii")],
-        })
+        stores = DataFolder(self.data_dir).open_stores()  # as 系统设置 against the simulator left it
+        try:
+            stores.settings.put(model.SETTINGS, model.SITE, {
+                "site_code": SITE, "mode": mode, "configured_at": format_time(datetime.datetime.now(CST)),
+                "platform_url": self.sim.url, "platform_password": self.sim.password,
+                "trusted_keys": [base64.b64encode(self.sim.public_key).decode("ascii")],
+            })
+        finally:
+            stores.close()
+        self.site: Site = open_site(self.data_dir, hub=self.hub, platform=self.client,
+                                    dongle=DonglePort(self.driver), gate=False, clock=clock)
+        self._stops.append(self.site.close)
+        self.ctx: Context = self.site.ctx
+        self.core: Core = self.site.core
 
     def close(self) -> None:
         for stop in reversed(self._stops):
