@@ -9,6 +9,7 @@ scripted; the Tk-thread guard fails the test if the progress callback touched Tk
 import hashlib
 import io
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from kd.core.services import Core
 from kd.errors import PlatformError
 from kd.views.recovery import RecoveryPage
 from tests.integration.live_helpers import loaded_env
+from tests.support.external import external_folder, remove_external
 from tests.support.results import pairs, result_package
 from tests.support.ui import FakeShell, pump_until
 
@@ -36,6 +38,14 @@ def site(tmp_path, gui_root, scripted):
     env.close()
 
 
+@pytest.fixture
+def usb(tmp_path):
+    """A folder on another volume than the data folder: 第一步 refuses the data folder's volume."""
+    folder = external_folder(tmp_path)
+    yield Path(folder)
+    remove_external(folder)
+
+
 def receive(env, core, room, session):
     data = result_package(env.ctx, room, session, absent=1, answer_kb=16)
     core.recovery.receive(room, session, io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data), "lan",
@@ -43,7 +53,7 @@ def receive(env, core, room, session):
     return len(data)
 
 
-def test_backup_then_upload_cut_and_resume(site, gui_root, scripted, tmp_path):
+def test_backup_then_upload_cut_and_resume(site, gui_root, scripted, usb):
     env, core, page, shell = site
     every = pairs(env.ctx)
     first, last = every[0][1], every[-1][1]
@@ -54,8 +64,6 @@ def test_backup_then_upload_cut_and_resume(site, gui_root, scripted, tmp_path):
     pump_until(gui_root, lambda: dialog.last is not None, what="the dialog's snapshot")
     assert str(dialog.step2.cget("state")) == "disabled"  # 第二步 before 第一步
 
-    usb = tmp_path / "usb"
-    usb.mkdir()
     scripted.plan("choose_dir", str(usb))
     dialog.step1.invoke()
     pump_until(gui_root, lambda: str(dialog.step2.cget("state")) == "normal", what="step 2 enabled")

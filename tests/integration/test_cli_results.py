@@ -8,6 +8,7 @@ import pytest
 from kd.formats.result import ABSENT, PRESENT, build_result
 from tests.integration.test_cli_exam import configure, kd, ok
 from tests.support.env import make_env
+from tests.support.external import external_folder, remove_external
 
 
 @pytest.fixture
@@ -16,6 +17,14 @@ def env(tmp_path):
     e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
     yield e
     e.close()
+
+
+@pytest.fixture
+def usb(tmp_path):
+    """A folder on another volume than the data folder: backup-external refuses the data folder's volume."""
+    folder = external_folder(tmp_path)
+    yield folder
+    remove_external(folder)
 
 
 def export(env, folder, room, session, salt=b""):
@@ -32,7 +41,7 @@ def export(env, folder, room, session, salt=b""):
     return path
 
 
-def test_recover_backup_upload(env, tmp_path):
+def test_recover_backup_upload(env, tmp_path, usb):
     data = configure(env, "site")
     ok(kd(env, data, "load"))
     rooms = [r["code"] for r in env.sim.data.manifest()["rooms"]]
@@ -49,9 +58,7 @@ def test_recover_backup_upload(env, tmp_path):
     assert snap["totals"]["recovered"] == 2 and snap["all_recovered"]
     early = kd(env, data, "upload")
     assert early.returncode == 2 and "备份到外部存储" in early.stderr
-    usb = tmp_path / "usb"
-    usb.mkdir()
-    assert "备份完成" in ok(kd(env, data, "backup-external", str(usb))).stdout
+    assert "备份完成" in ok(kd(env, data, "backup-external", usb)).stdout
     done = json.loads(ok(kd(env, data, "upload", "--json")).stdout)
     assert len(done["uploaded"]) == 2 and done["sessions"][0]["status"] == "全部已上报"
     received = env.sim.received()
