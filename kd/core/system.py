@@ -124,8 +124,12 @@ class SystemService:
                 except BaseException:
                     tx.abort()
                     raise
+            stores = ctx.stores
             try:
-                tx.commit(keep_old=True, swapped=self._reopen)
+                # every store's lock is held across the swap until the replaced stores are
+                # closed: a write through them in between would land on the restored files
+                with stores.settings.transaction(), stores.exam.transaction(), stores.runtime.transaction():
+                    tx.commit(keep_old=True, swapped=self._reopen)
             except (OSError, UserError) as e:
                 raise RestoreError("系统恢复未完成，原有数据保持不变。",
                                    "请关闭占用数据目录的程序（如杀毒软件）并检查磁盘空间后重试。",
