@@ -121,8 +121,10 @@ def run_results(s: Session) -> int:
 def run_backup(s: Session) -> int:
     _outbox, _recovery, upload = _services(s)
     done = upload.backup_external(s.opts.folder, s.actor)
-    s.out(done, "备份完成！{} 个结果包（{} 字节）已写入并校验：{}".format(len(done["files"]), done["bytes"],
-                                                                 done["folder"]))
+    lines = ["备份完成！{} 个结果包（{} 字节）已写入并校验：{}".format(len(done["files"]), done["bytes"],
+                                                                 done["folder"])]
+    lines.extend("注意：" + w for w in done["warnings"])
+    s.out(done, "\n".join(lines))
     return 0
 
 

@@ -124,7 +124,8 @@ def run_passwd(s: Session) -> int:
 
 def run_backup(s: Session) -> int:
     path = s.core.backup.backup(s.opts.dir, s.opts.note, s.actor)
-    s.out({"path": path}, "系统备份完成（已校验）：{}".format(path))
+    lines = ["系统备份完成（已校验）：{}".format(path)] + ["注意：" + w for w in path.warnings]
+    s.out(path.as_dict(), "\n".join(lines))
     return 0
 
 

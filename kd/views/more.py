@@ -91,9 +91,17 @@ class MoreMenu:
         if note is None:
             return
         shell = self.shell
-        shell.call(lambda: shell.core.system.backup(folder, note.strip(), shell.user),
-                   lambda path: d.info("系统备份", "系统备份完成。", "备份文件：{}".format(path)),
+        shell.call(lambda: shell.core.system.backup(folder, note.strip(), shell.user), self._backed_up,
                    busy="正在系统备份…")
+
+    def _backed_up(self, path: str) -> None:
+        d = self.shell.dialogs
+        warnings = getattr(path, "warnings", None)  # damaged result files left out (kd.core.backup)
+        if warnings:
+            d.warning("系统备份", "系统备份已完成，但有考试结果未能备份。",
+                      "备份文件：{}\n{}".format(path, "\n".join(warnings)))
+        else:
+            d.info("系统备份", "系统备份完成。", "备份文件：{}".format(path))
 
     def restore(self) -> None:
         d = self.shell.dialogs

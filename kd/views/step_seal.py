@@ -171,6 +171,9 @@ class BackupDialog(ttk.Toplevel):
             if self.winfo_exists():
                 self.result.configure(text="备份完成：{}".format(path))
             page.shell.notify("系统备份完成：{}".format(path))
+            warnings = getattr(path, "warnings", None)  # damaged result files left out (kd.core.backup)
+            if warnings:
+                page.shell.dialogs.warning("系统备份", "系统备份已完成，但有考试结果未能备份。", "\n".join(warnings))
 
         self.result.configure(text="正在备份…")
         page.run(lambda: page.core.system.backup(folder, note, who), done, button=self.backup_button,

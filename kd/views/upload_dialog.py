@@ -132,6 +132,8 @@ class UploadDialog(tk.Toplevel):
         self.status.configure(text="{}\n已备份 {} 个结果包到 {}".format(BACKUP_DONE, len(result["files"]),
                                                                  result["folder"]), foreground=OK_COLOUR)
         self.shell.notify(BACKUP_DONE)
+        if result.get("warnings"):  # damaged results left out, a drill's same volume, a fixed disk
+            self.shell.dialogs.warning("备份到外部存储", "备份已完成，请注意以下提示。", "\n".join(result["warnings"]))
         self.refresh()
 
     def _backup_failed(self, exc: BaseException) -> None:
@@ -155,7 +157,10 @@ class UploadDialog(tk.Toplevel):
     def render(self, snap: Dict[str, Any]) -> None:
         self.last = snap
         self.step2.configure(state="normal" if snap.get("can_upload") else "disabled")
-        if snap.get("not_backed_up") and snap.get("external"):
+        if snap.get("damaged"):  # the backup left them out: their files on this PC are damaged
+            self.status.configure(text="{} 的结果包在本机已损坏，未能备份。\n{}".format(
+                "、".join(d["label"] for d in snap["damaged"]), snap.get("damaged_remedy", "")), foreground=BAD_COLOUR)
+        elif snap.get("not_backed_up") and snap.get("external"):
             self.status.configure(text="备份完成后又回收了 {} 个结果包，请重新执行第一步。".format(
                 len(snap["not_backed_up"])), foreground=BAD_COLOUR)
 
