@@ -49,7 +49,7 @@ class Core:
         self.verification = VerificationService(ctx)
         self.monitor = MonitorService(ctx, self.outbox)
         self.recovery = RecoveryService(ctx, self.outbox)
-        self.upload = UploadService(ctx, self.outbox)
+        self.upload = UploadService(ctx, self.outbox, recovery=self.recovery)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on("registration_revoked", lambda event: self.monitor.forget(event.data["room"]))
 

@@ -130,10 +130,10 @@ _WEAKEST = (fileio.READ_CACHED, fileio.READ_CACHE_DROPPED, fileio.READ_UNCACHED)
 class UploadService:
     """考后上报: external backup (step 1), resumable upload with receipts (step 2)."""
 
-    def __init__(self, ctx: Context, outbox: Any) -> None:
+    def __init__(self, ctx: Context, outbox: Any, recovery: Optional[RecoveryService] = None) -> None:
         self.ctx = ctx
         self.outbox = outbox
-        self.recovery = RecoveryService(ctx, outbox)
+        self.recovery = recovery if recovery is not None else RecoveryService(ctx, outbox)  # the core hands its own
         #: one backup or upload at a time (a second click while one runs is refused)
         self._busy = threading.Lock()
 
@@ -273,12 +273,10 @@ class UploadService:
                     bad = entry["name"]
                     break
             if bad is None and manifest_bytes is not None:
-                path = os.path.join(target, MANIFEST_NAME)
-                if not fileio.drop_cache(path):
-                    how = min(how, fileio.READ_CACHED, key=_WEAKEST.index)
-                with open(path, "rb") as f:
-                    if f.read() != manifest_bytes:
-                        bad = MANIFEST_NAME
+                digest, size, read = fileio.sha256_uncached(os.path.join(target, MANIFEST_NAME))
+                how = min(how, read, key=_WEAKEST.index)
+                if (digest, size) != (hashlib.sha256(manifest_bytes).hexdigest(), len(manifest_bytes)):
+                    bad = MANIFEST_NAME
         except OSError as e:
             raise UserError("外部存储上的备份无法读回：{}".format(target),
                             "请确认U盘或移动硬盘已插好，然后重新备份。", detail=repr(e)) from e

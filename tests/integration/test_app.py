@@ -1,9 +1,15 @@
-"""The running App in drill mode: platform simulator, drill dongle, core, LAN service, ticks."""
+"""The running App (the GUI's, over ``kd.site.open_site``) in drill mode: platform simulator,
+drill dongle, core, LAN service, ticks; stopping after a refused start."""
 
 import socket
+import threading
+
+import pytest
 
 from kd.app import App
 from kd.core import model
+from kd.lock.gate import LockGateError
+from kd.store.datafolder import DataFolder
 
 
 def test_drill_app_starts_wires_and_stops(tmp_path):
@@ -36,3 +42,22 @@ def test_drill_app_starts_wires_and_stops(tmp_path):
         assert again.ctx.dongle.lock_id() == again.ctx.manifest()["lock"]["id"]
     finally:
         again.stop()
+
+
+def test_stop_after_a_refused_start_and_twice(tmp_path):
+    data = str(tmp_path)
+    stores = DataFolder(data).open_stores()
+    stores.settings.put(model.SETTINGS, model.SITE, {"site_code": "11003", "mode": model.FORMAL})
+    stores.close()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    url = "socket://127.0.0.1:{}".format(s.getsockname()[1])
+    s.close()
+    before = set(threading.enumerate())
+    app = App(data, lock_url=url, lan_host="127.0.0.1", lan_port=0)
+    with pytest.raises(LockGateError):
+        app.start()
+    app.stop()
+    app.stop()
+    assert app.core is None and app.lan is None and not app.drill
+    assert [t.name for t in threading.enumerate() if t not in before and t.is_alive()] == []

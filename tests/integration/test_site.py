@@ -101,6 +101,7 @@ def test_a_fresh_folder_opens_in_drill_mode(tmp_path):
         assert core.registration.loading is core.loading and core.authorization.loading is core.loading
         assert core.seal.outbox is core.outbox and core.monitor.outbox is core.outbox
         assert core.recovery.outbox is core.outbox and core.upload.outbox is core.outbox
+        assert core.upload.recovery is core.recovery and core.backup.accounts is core.accounts
         assert site.lan.registration is core.registration and site.lan.loading is core.loading
         assert site.lan.monitor is core.monitor and site.lan.recovery is core.recovery
         assert site.lan.verification is core.verification
