@@ -132,6 +132,7 @@ def test_heartbeat_p99_under_1s_during_a_300mb_system_backup_to_a_slow_folder(si
     latencies = []
     try:
         assert copying.wait(60), "the backup did not start copying"
+        assert not ctx.files_lock.acquire(timeout=0.05)  # no install, restore or clear while it copies
         recorder.start()  # a state change while the backup copies: after its frozen audit length
         while not done.is_set():
             start = time.perf_counter()
