@@ -279,6 +279,17 @@ def tray_for(flow: StartFlow) -> Any:
     return tray if tray.start() else None
 
 
+def finish_idle(root: Any) -> None:
+    """Run the root's pending idle work (ttk's ``<<ThemeChanged>>`` round after a style was
+    configured) before it is destroyed: Tcl keeps idle handlers per thread, so one left
+    behind fires on the next event loop of this thread against a destroyed application
+    (a Tcl ``bgerror`` on stderr, e.g. under the message box of a failed restart)."""
+    try:
+        root.update_idletasks()
+    except tk.TclError as e:
+        log.debug("idle work before closing the window: %s", e)
+
+
 #: tests: called with the ``StartFlow`` before the window's loop starts (main.py sets none)
 ON_FLOW: Optional[Callable[[StartFlow], None]] = None
 
@@ -305,6 +316,7 @@ def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
     finally:
         root.withdraw()
         flow.close()
+        finish_idle(root)
         root.destroy()
     if flow.outcome == RESTART:
         log.info("restart asked: the window is closed and the app stopped")

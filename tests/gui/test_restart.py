@@ -1,5 +1,7 @@
 """The restart after 系统初始化, 模考转正考 and 系统恢复 is a new process (kd.relaunch).
 
+(系统初始化 both from the 更多 menu and from the 初始化 link of 系统设置.)
+
 ``main.main()`` runs the GUI route here, in the test process, on a fresh drill data
 folder: ``start.ON_FLOW`` installs scripted dialogs and the Tk-thread guard and drives
 the real screens (login, the forced password change, 系统设置, the main window) up to the
@@ -89,10 +91,11 @@ def screen_of(flow, cls):
     return isinstance(flow.screen, cls) and flow.screen
 
 
-def to_main_window(flow, mode, seen):
-    """Log in with the default password, change it, 系统设置 (``mode``), the main window."""
+def to_setup(flow, seen):
+    """Log in with the default password and change it: the 系统设置 screen (its value)."""
     login = yield (lambda: screen_of(flow, LoginScreen) and flow.screen.core is not None and flow.screen,
                    "login", 90)
+    seen["client"] = flow.app.ctx.platform.current()  # the platform client of this App
     login.password.insert(0, "888")
     login.button.invoke()
     form = yield (lambda: screen_of(flow, PasswordForm), "forced change", 30)
@@ -101,17 +104,29 @@ def to_main_window(flow, mode, seen):
         entry.insert(0, PASSWORD)
     form.ok.invoke()
     setup = yield (lambda: screen_of(flow, SetupScreen), "系统设置", 30)
+    return setup
+
+
+def to_main_window(flow, mode, seen):
+    """系统设置 (``mode``), then the main window."""
+    setup = yield from to_setup(flow, seen)
     if mode == "mock":
         setup.mock.invoke()
     setup.button.invoke()
     yield (lambda: flow.shell is not None, "main window", 30)
-    seen["client"] = flow.app.ctx.platform.current()  # the platform client of this App
 
 
 def initialize(flow, tmp_path, seen):
     yield from to_main_window(flow, "formal", seen)
     flow.dialogs.plan("confirm", True, True).plan("ask_text", flow.app.simulator.site_code)
     flow.shell.more.invoke("系统初始化")
+
+
+def setup_initialize(flow, tmp_path, seen):
+    """The 初始化 link of 系统设置 (before the main window; no site code yet)."""
+    setup = yield from to_setup(flow, seen)
+    flow.dialogs.plan("confirm", True, True)
+    setup.init_link.invoke()
 
 
 def to_formal(flow, tmp_path, seen):
@@ -137,7 +152,8 @@ def restore(flow, tmp_path, seen):
 
 
 #: the 更多 entries that end with a restart (ASCII test ids)
-ACTIONS = {"initialize": initialize, "to_formal": to_formal, "restore": restore}
+ACTIONS = {"initialize": initialize, "to_formal": to_formal, "restore": restore,
+           "setup_initialize": setup_initialize}
 
 
 @pytest.fixture
@@ -157,11 +173,20 @@ def isolated_logging():
 
 
 @pytest.fixture
-def fresh_style():
+def fresh_style(capfd):
+    """A fresh ttkbootstrap Style, and nothing left over from earlier roots of this process.
+
+    Tcl keeps idle handlers per thread: a root destroyed by an earlier test with ttk's
+    ``<<ThemeChanged>>`` round still pending would fire it (a ``bgerror`` naming a destroyed
+    application) on this test's first event loop. Run them now and drop what they print.
+    """
     import gc
+    import tkinter
 
     from ttkbootstrap.style import Style
 
+    tkinter.Tcl().call("update")
+    capfd.readouterr()
     Style.instance = None  # the per-process Style: bound to whichever root made it
     yield
     Style.instance = None
