@@ -27,8 +27,9 @@ the part file's fate. A refusal of the content (``IntegrityError``, ``ResultConf
 (``SpoolError``, ``StoreError``, ``OSError``: disk full, folder unwritable) keeps it and
 answers ``E_STORAGE`` with ``offset`` (the bytes held) and ``retry_after``, so the proctor
 commits again later without resending. ``upload_begin`` for a file already recorded for
-its room and session (a commit whose reply was lost) answers ``offset = size,
-committed: true``; the following ``upload_commit`` answers the recorded result again.
+its room and session (a commit whose reply was lost) and intact in the spool answers
+``offset = size, committed: true``; the following ``upload_commit`` answers the recorded
+result again. A damaged spool file is sent again (``Spool.put`` replaces it).
 A part no connection has begun or continued for ``LanOptions.part_max_age`` (24 h) is
 removed at ``start()`` and by the accept thread's housekeeping every ``sweep_interval``.
 
@@ -731,11 +732,15 @@ class LanServer:
         return {"offset": size, "committed": True}, b""
 
     def _recorded(self, room: str, session: str, sha: str, size: int) -> Optional[Dict[str, Any]]:
-        """The result recorded for ``room``/``session`` if it is this file and the spool holds it."""
+        """The result recorded for ``room``/``session`` if it is this file and the spool holds it intact.
+
+        A damaged spool file (``Spool.damage``: re-hashed here, a rare path) is not "committed":
+        the proctor sends the bytes again and ``Spool.put`` replaces the damaged file.
+        """
         for doc in self.recovery.recovered():
             res = doc.get("result") or {}
             if doc.get("room") == room and doc.get("session") == session:
-                if res.get("sha256") == sha and res.get("size") == size and self.ctx.spool.has(sha):
+                if res.get("sha256") == sha and res.get("size") == size and self.ctx.spool.damage(sha, size) is None:
                     return dict(res, room=room, session=session, duplicate=True)
                 return None
         return None

@@ -1,9 +1,12 @@
-"""系统备份 while the LAN service runs: the copy never holds the core lock (DESIGN §4).
+"""系统备份 while the LAN service runs: the copy never holds the core lock (DESIGN §4); 重新上报 repairs.
 
 A real ``LanServer`` over the test site, a real proctor client heartbeating every 75 ms,
 ~300 MB of real spool files, and a system backup to a slow medium. The medium's slowness
 is the one stand-in: the file object the backup writes through sleeps 20 ms per MiB
 written (a USB 2.0 stick writes a few MB/s), so the copy takes at least 6 s.
+
+And the proctor's 重新“上报” of a result whose spool file got damaged sends its bytes again
+and replaces the damaged file (the LAN begin answers "committed" only for an intact file).
 """
 
 import hashlib
@@ -17,6 +20,7 @@ import pytest
 
 from kd.core import backup as backup_mod
 from kd.core.system import SystemService
+from kd.core.upload import UploadService
 from kd.formats import backup as bak
 from tests.integration.lan_support import LanSite
 from tests.support.external import external_folder, remove_external
@@ -164,3 +168,26 @@ def test_heartbeat_p99_under_1s_during_a_300mb_system_backup_to_a_slow_folder(si
         live = f.read()
     assert audit and audit.endswith(b"\n") and live.startswith(audit)  # exactly the frozen first N bytes
     assert b"test.during_backup" not in audit and b"test.during_backup" in live
+
+
+def test_the_proctor_uploading_again_replaces_a_damaged_spool_file(site, tmp_path, external_dir):
+    """重新“上报” on the proctor PC, the first remedy the backups give for a damaged result."""
+    ctx = site.ctx
+    room = site.rooms()[0]
+    session = site.sessions_of(room)[0]
+    package = tmp_path / "result.zip"
+    package.write_bytes(site.result_package(room, session))
+    proctor = site.registered(room)
+    sha = proctor.upload(str(package), session)["sha256"]
+    spool_path = ctx.spool.path(sha)
+    blob = bytearray(open(spool_path, "rb").read())
+    blob[len(blob) // 2] ^= 0x01
+    with open(spool_path, "wb") as f:
+        f.write(bytes(blob))
+    upload = UploadService(ctx, site.outbox)
+    done = upload.backup_external(external_dir, "admin")
+    assert [m["sha256"] for m in done["missing"]] == [sha]
+
+    again = proctor.upload(str(package), session)  # the same package: its bytes are sent again
+    assert again["sha256"] == sha and ctx.spool.verify(sha)
+    assert upload.backup_external(external_dir, "admin")["complete"] is True
