@@ -102,6 +102,8 @@ def run(opts: argparse.Namespace) -> int:
             log.info("data dir %s", data_dir)
             if opts.command == "sync-lock":
                 return lock_sync.run_cli(opts, opts.lock)
+            if cli.folder_handler_of(opts) is not None:  # works on the folder itself (repair-db)
+                return int(cli.folder_handler_of(opts)(opts, data_dir))
             if cli.handler_of(opts) is not None:
                 return cli.run(opts, data_dir)
             if is_gui(opts):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: commands an account still on its initial password may use (the rest need a changed password)
 BEFORE_PASSWORD_CHANGE = frozenset(["login", "passwd", "status", "audit"])
 
-MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system")
+MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system", "kd.cli.repair")
 
 
 class Session:
@@ -75,6 +75,11 @@ def add_parsers(commands: Any) -> None:
     """Add every chapter's sub-commands to ``commands`` (an argparse sub-parsers object)."""
     for name in MODULES:
         importlib.import_module(name).register(commands)
+
+
+def folder_handler_of(opts: argparse.Namespace) -> Optional[Callable[[argparse.Namespace, str], int]]:
+    """A command that works on the data folder itself, before any site opens (``repair-db``)."""
+    return getattr(opts, "folder_handler", None)
 
 
 def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:

@@ -1,14 +1,16 @@
-"""What the core needs from the outside world, as small interfaces ``kd/app.py`` fills in.
+"""What the core needs from the outside world, as small interfaces ``kd.site.open_site`` fills in.
 
 The core never imports ``kd.platform``, ``kd.lock``, ``kd.lan`` or tkinter. It talks to:
 
 - ``Platform``: the monitoring platform (``kd.platform.client.PlatformClient`` satisfies
   it as it is). Methods raise ``PlatformUnreachable`` / ``PlatformRefused`` /
   ``FormatError`` (all ``UserError``).
-- ``Dongle``: the exam dongle (``kd.app.DongleAdapter`` over ``kd.lock.driver``).
+- ``Dongle``: the exam dongle (``kd.lock.coreport.DonglePort`` over ``kd.lock.driver``).
   Methods raise ``LockError`` (a ``UserError``) when it is missing or not answering.
 - ``Lan``: the proctor LAN service, for the seal check and the status bar
-  (``kd.lan.server`` once it exists; ``None`` before).
+  (``kd.lan.server.LanServer``; ``None`` when the LAN service is not running).
+- ``DataFiles``: the data folder's layout and journaled file transactions
+  (``kd.store.datafolder.DataFolder``).
 
 Tests wire the real adapters (the platform simulator over HTTP, the dongle emulator
 over ``socket://``), never mocks.

@@ -41,7 +41,7 @@ class Core:
         self.outbox = Outbox(ctx)
         self.accounts = AccountService(ctx)
         self.backup = BackupService(ctx, self.accounts)
-        self.system = SystemService(ctx)
+        self.system = SystemService(ctx, accounts=self.accounts, backup=self.backup)
         self.loading = LoadingService(ctx)
         self.registration = RegistrationService(ctx, loading=self.loading)
         self.authorization = AuthorizationService(ctx, loading=self.loading)

@@ -69,9 +69,11 @@ def finish_interrupted_restore(data_dir: str) -> bool:
 class SystemService:
     """系统备份 / 系统恢复 / 模考转正考 / 系统初始化 and the exit rule."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, accounts: Optional[AccountService] = None,
+                 backup: Optional[BackupService] = None) -> None:
         self.ctx = ctx
-        self.accounts = AccountService(ctx)
+        self.accounts = accounts or AccountService(ctx)
+        self.backups = backup or BackupService(ctx, self.accounts)
 
     # -- the rule of §6.3 / §6.5 -------------------------------------------------------------
     def unreported(self) -> List[str]:
@@ -96,7 +98,7 @@ class SystemService:
     # -- 系统备份 ------------------------------------------------------------------------------
     def backup(self, folder: str, note: str, actor: str) -> str:
         """Write a signed ``.bak`` into ``folder``; return its path (``kd.core.backup``)."""
-        return BackupService(self.ctx, self.accounts).backup(folder, note, actor)
+        return self.backups.backup(folder, note, actor)
 
     def _check_signature(self, f: bak.BackupFile, public_key: bytes) -> None:
         dongle = self.ctx.dongle_or_raise()
@@ -187,8 +189,9 @@ class SystemService:
                 body = f.read(member)
                 _tables(body, member.name)
                 name = member.name[len("db/"):]
-                _write_durably(os.path.join(tx.stage("db"), name + atomic.SLOTS[1]),
-                               lambda write, b=body: write(atomic.frame(b, 1)))
+                for gen in (1, 2):  # both slots, as a created store has them (one alone means a deleted one)
+                    _write_durably(os.path.join(tx.stage("db"), name + atomic.SLOTS[gen % 2]),
+                                   lambda write, b=body, g=gen: write(atomic.frame(b, g)))
             else:
                 item, _, rest = member.name.partition("/")
                 target = tx.stage(item) if not rest else os.path.join(tx.stage(item), *rest.split("/"))

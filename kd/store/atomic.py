@@ -153,11 +153,13 @@ def _write_generation(tmp_path: str, dest: str, folder: str, data: bytes) -> Non
 
 
 def create_store(path: str) -> bool:
-    """Write an empty generation 1 (``<path>.1``) unless the store has a generation file.
+    """Write empty generations 1 and 2 (both slots) unless the store has a generation file.
 
     A data folder creates its stores with this, so that from then on a store without
-    files was deleted (``must_exist=True`` refuses it). Returns whether it wrote.
-    Raises ``StoreError`` when the file cannot be written.
+    files was deleted (``must_exist=True`` refuses it), and, both slots existing from
+    the start, one slot alone always means a deleted generation (refused, see the module
+    docstring). Returns whether it wrote. Raises ``StoreError`` when a file cannot be
+    written.
     """
     path = os.path.abspath(path)
     if store_exists(path):
@@ -165,7 +167,8 @@ def create_store(path: str) -> bool:
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        _write_generation(path + ".tmp", path + SLOTS[1], folder, frame(b"{}", 1))
+        for gen in (1, 2):
+            _write_generation(path + ".tmp", path + SLOTS[gen % 2], folder, frame(b"{}", gen))
     except OSError as e:
         raise StoreError(
             "无法创建数据文件：{}".format(path + SLOTS[1]),

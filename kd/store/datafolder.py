@@ -19,7 +19,7 @@ the folder is created)::
     {"format": "kd-data-folder", "version": 1, "created_at": "<ISO time>",
      "app_version": "0.1.0", "stores": ["settings", "exam", "runtime"]}
 
-Each listed store is created as a file (generation 1, empty) together with the manifest,
+Each listed store is created as files (generations 1 and 2, empty) with the manifest,
 so from then on a listed store without its files was deleted: ``open_stores()`` refuses
 it by name (``StoreMissingError``) instead of opening it empty, and the store itself
 refuses a deleted newer generation (kd.store.atomic). A folder written by a version

@@ -189,13 +189,13 @@ def test_must_exist_refuses_a_store_without_files_and_creates_nothing(tmp_path):
     assert not os.path.exists(str(tmp_path / "db")) or os.listdir(str(tmp_path / "db")) == []
 
 
-def test_create_store_writes_generation_1_once(tmp_path):
+def test_create_store_writes_generations_1_and_2_once(tmp_path):
     path = str(tmp_path / "exam.json")
     assert atomic.create_store(path) is True
-    assert sorted(os.listdir(str(tmp_path))) == ["exam.json.1"]
-    assert read_slot(path, 1) == {}
+    assert sorted(os.listdir(str(tmp_path))) == ["exam.json.0", "exam.json.1"]
+    assert read_slot(path, 1) == {} and read_slot(path, 2) == {}
     db = Database.open(path, must_exist=True)
-    assert db.tables() == [] and db.generation == 1
+    assert db.tables() == [] and db.generation == 2
     db.put("t", "k", {"v": 1})
     db.close()
     assert atomic.create_store(path) is False  # an existing store is left as it is
