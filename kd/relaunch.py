@@ -33,6 +33,11 @@ The library path the bootloader set (``LD_LIBRARY_PATH``, saved as
 ``LD_LIBRARY_PATH_ORIG``; ``LIBPATH`` on AIX) is put back as the user had it, and
 variables that point into the parent's unpacked folder (``TCL_LIBRARY``,
 ``TK_LIBRARY`` set by the tkinter runtime hook …) are dropped: the child sets its own.
+The bootloader's private ``_PYI_*`` variables are left alone (PyInstaller asks that
+they are not modified; the reset variable makes the new bootloader drop them). Checked
+with a one-file build on Linux: the child unpacks its own folder, outlives the parent's
+cleanup, and gets the user's ``LD_LIBRARY_PATH`` back; without the reset variable the
+child's bootloader takes itself for a worker of the old instance and fails.
 
 Detached: POSIX ``start_new_session=True`` (its own session: no SIGHUP when the
 parent's terminal closes, nothing tied to the parent); Windows
@@ -111,8 +116,8 @@ def child_env(environ: Mapping[str, str], *, frozen: Optional[bool] = None,
     unpacked = unpacked if unpacked is not None else getattr(sys, "_MEIPASS", None)
     if unpacked:
         inside = os.path.normcase(os.path.abspath(unpacked))
-        for name in [n for n, v in env.items() if _inside(v, inside)]:
-            del env[name]
+        for name in [n for n, v in env.items() if not n.startswith("_PYI_") and _inside(v, inside)]:
+            del env[name]  # the bootloader's private _PYI_* variables are left to it (it resets them)
     return env
 
 

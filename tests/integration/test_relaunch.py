@@ -55,6 +55,7 @@ def test_child_env_frozen_resets_pyinstaller_and_undoes_its_paths(tmp_path):
         "TCL_LIBRARY": os.path.join(unpacked, "_tcl_data"), "TK_LIBRARY": os.path.join(unpacked, "_tk_data"),
         "KD_DATA_DIR": str(tmp_path / "data"),
         "_PYI_ARCHIVE_FILE": "/media/usb/kaodian", "_PYI_PARENT_PROCESS_LEVEL": "1",
+        "_PYI_APPLICATION_HOME_DIR": unpacked,
     }
     env = relaunch.child_env(parent, frozen=True, unpacked=unpacked)
     assert env["PYINSTALLER_RESET_ENVIRONMENT"] == "1" and env[relaunch.RELAUNCHED_ENV] == "1"
@@ -62,7 +63,7 @@ def test_child_env_frozen_resets_pyinstaller_and_undoes_its_paths(tmp_path):
     assert "TCL_LIBRARY" not in env and "TK_LIBRARY" not in env  # the child's runtime hook sets its own
     assert env["KD_DATA_DIR"] == str(tmp_path / "data") and env["PATH"] == "/usr/bin"
     # the bootloader's private variables are left to it: the reset variable makes it drop them
-    assert env["_PYI_ARCHIVE_FILE"] == "/media/usb/kaodian"
+    assert env["_PYI_ARCHIVE_FILE"] == "/media/usb/kaodian" and env["_PYI_APPLICATION_HOME_DIR"] == unpacked
     # without an original library path, the bootloader's one is dropped
     alone = relaunch.child_env({"LD_LIBRARY_PATH": unpacked}, frozen=True, unpacked=unpacked)
     assert "LD_LIBRARY_PATH" not in alone
