@@ -17,7 +17,9 @@ and colours Tk resolves), run as another pid, hold the instance lock, and leave 
 import json
 import logging
 import os
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -63,8 +65,6 @@ class Driver:
         flow.root.after(20, self._tick)
 
     def _tick(self):
-        import time
-
         try:
             value = None
             if self._wait is not None:
@@ -202,9 +202,6 @@ def probes(path):
 
 def wait_child_probe(child, path, screen, timeout=120.0):
     """The child's probe line for ``screen``; waits on the child process meanwhile."""
-    import subprocess
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         lines = [p for p in probes(path) if p["pid"] == child.pid and p["screen"] == screen]
