@@ -65,7 +65,8 @@ class Context:
         self.clock = clock
         self.lock = threading.RLock()
         #: folder-level file operations: backup copies, package install swap, restore swap,
-        #: clear; never taken by LAN hot paths (the folder's own lock)
+        #: clear; never taken by LAN hot paths (the folder's own lock). Lock order: ``files_lock``
+        #: before ``lock``, never the other way round
         self.files_lock = folder.files_lock
 
     def now(self) -> datetime.datetime:

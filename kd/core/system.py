@@ -221,7 +221,7 @@ class SystemService:
         The caller asks for confirmation first. Raises ``SystemRefused`` (not in mock
         mode), ``PasswordChangeRequired``.
         """
-        with self.ctx.lock:
+        with self.ctx.files_lock, self.ctx.lock:  # files first, as every file operation
             self.accounts.require_changed(actor)
             site = self.ctx.site()
             if not site.get("site_code"):
@@ -240,7 +240,7 @@ class SystemService:
         Raises ``SystemRefused`` (wrong confirmation; formal mode with unreported data),
         ``PasswordChangeRequired``.
         """
-        with self.ctx.lock:
+        with self.ctx.files_lock, self.ctx.lock:  # files first, as every file operation
             self.accounts.require_changed(actor)
             site = self.ctx.site()
             code = site.get("site_code") or ""
