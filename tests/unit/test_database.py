@@ -137,5 +137,5 @@ def test_open_stores_must_exist(tmp_path):
     for name in DB_FILES:
         create_store(str(tmp_path / "db" / (name + ".json")))
     stores = open_stores(str(tmp_path), must_exist=True)
-    assert stores.settings.tables() == [] and stores.runtime.generation == 1
+    assert stores.settings.tables() == [] and stores.runtime.generation == 2
     stores.close()
