@@ -103,5 +103,9 @@ class PermitRefused(UserError):
     """A proctor may not start the session: it is not verified, or the room is not registered."""
 
 
+class StateRefused(UserError):
+    """A proctor's report does not fit what the site recorded (a session ended that never started)."""
+
+
 class RegistrationRefused(UserError):
     """A proctor machine's room registration or token was refused (考场注册)."""
