@@ -10,21 +10,40 @@ LAN service calls it after authenticating the room)::
      "logged_in": int,          # candidates logged in (已登录)
      "in_exam": int}            # candidates answering (考试中)
 
-A room's first ``started`` (``ended``) for a session sets ``started_at`` (``ended_at``)
-of ``runtime room_sessions/<room|session>`` (an ``ended`` also implies started). A room
-is connected while its last heartbeat is younger than ``missed`` (3) x ``interval``
-(5 s); the time comes from ``clock`` (monotonic seconds; tests pass their own).
+A room's first ``started`` for a session sets ``started_at`` of ``runtime
+room_sessions/<room|session>``. The start is *permitted* when the site granted the room
+its start permit for the session (``permitted_at``, set by
+``VerificationService.start_permit``) and the session is still verified; otherwise it is
+未经许可开考: ``unpermitted_at`` is set too (the same time), audited once as
+``room.started_unpermitted`` (``reason``: ``not_authorized``, ``not_verified`` or
+``no_permit``) instead of ``room.started``, and every later heartbeat of that room and
+session returns ``{"start": "unpermitted"}`` so the LAN reply can warn the proctor. The
+room still counts as started (its candidates are answering: the 初始化/退出 guards and
+the reports must see it). A later permit does not change a start already recorded.
+
+``ended`` requires a start: the first ``ended`` sets ``ended_at`` only when the room's
+start is recorded or the same heartbeat says ``started``; otherwise the heartbeat is
+refused with ``StateRefused`` and changes nothing (not even the live counts), audited
+once per room and session while the service runs (``room.end_refused``). A room is
+connected while its last heartbeat is younger than ``missed`` (3) x ``interval`` (5 s);
+the time comes from ``clock`` (monotonic seconds; tests pass their own).
 
 ``tick()`` (called periodically by the app, or by tests) enqueues the reports of §4.4 in
 the outbox, each once per session (the time is kept in ``sessions/<id>``:
 ``started_reported_at``, ``ended_reported_at``): ``session_started`` when every room of
-the session has started, ``session_ended`` when every room has ended; and a
-``room_status`` report per session under way every ``status_every`` seconds.
+the session has started, ``session_ended`` when every room has ended (data: ``rooms``,
+``at``, ``unpermitted``: the rooms whose start was 未经许可开考, in the package's order;
+such rooms count as started, so the report is never held back but never a plain 开考
+either); and a ``room_status`` report per session under way every ``status_every``
+seconds (each room with ``unpermitted``, the totals with their count).
 
 ``snapshot(session_id)``: one row per room of the session with every column of §4.3 (考场
 编号 | 注册IP | 考场数据导入状态 | 考试授权状态 | 授权验证状态 | 是否结束考试 | 是否已上报数据 |
 是否与考场连接 | 考生人数 | 已登录 | 考试中), the 人数统计 totals and the footer (场次名称,
-开考时间, 考场状态上报 state).
+开考时间, 考场状态上报 state). Each row carries ``start`` (``None``, ``START_PERMITTED``,
+``START_UNPERMITTED``) and the flag ``unpermitted`` with ``unpermitted_at``: views decide on
+these, never on the text; ``row_cell(row, key)`` is a cell as shown (考试中 of an
+unpermitted start reads ``"<n>（未经许可开考）"``).
 """
 
 import datetime
@@ -37,7 +56,7 @@ from kd.core import model
 from kd.core.context import Context
 from kd.core.outbox import SENT, Outbox
 from kd.core.verification import current_session
-from kd.errors import UserError
+from kd.errors import StateRefused, UserError
 from kd.formats.timeutil import format_time
 
 log = logging.getLogger(__name__)
@@ -56,6 +75,11 @@ BOOL_LABELS = {
     "ended": ("是", "否"), "reported": ("是", "否"), "connected": ("是", "否"),
 }
 TOTAL_LABEL = "人数统计"
+#: a row's ``start``: how its start was recorded (None: not started)
+START_PERMITTED, START_UNPERMITTED = "permitted", "unpermitted"
+UNPERMITTED_LABEL = "未经许可开考"
+#: ``reason`` of a ``room.started_unpermitted`` audit entry
+NOT_AUTHORIZED, NOT_VERIFIED, NO_PERMIT = "not_authorized", "not_verified", "no_permit"
 
 
 def cell_text(key: str, value: Any) -> str:
@@ -64,6 +88,29 @@ def cell_text(key: str, value: Any) -> str:
         yes, no = BOOL_LABELS[key]
         return yes if value else no
     return "" if value is None else str(value)
+
+
+def row_cell(row: Dict[str, Any], key: str) -> str:
+    """A cell of a snapshot row as shown; 考试中 of a 未经许可开考 row says so."""
+    text = cell_text(key, row.get(key))
+    if key == "in_exam" and row.get("unpermitted"):
+        return "{}（{}）".format(text, UNPERMITTED_LABEL)
+    return text
+
+
+def unpermitted_reason(session_doc: Dict[str, Any], rs_doc: Dict[str, Any]) -> Optional[str]:
+    """Why a start now would be 未经许可开考 (a ``reason`` constant), None when it is permitted.
+
+    Permitted: the room was granted its start permit for the session (``permitted_at``)
+    and the session is authorized and verified now.
+    """
+    if not session_doc.get("authorized_at"):
+        return NOT_AUTHORIZED
+    if not session_doc.get("verified_at"):
+        return NOT_VERIFIED
+    if not rs_doc.get("permitted_at"):
+        return NO_PERMIT
+    return None
 
 
 class _Beat:
@@ -111,6 +158,10 @@ class MonitorService:
         #: (room, session) pairs known to be persisted as started / ended
         self._started: set = set()
         self._ended: set = set()
+        #: (room, session) pairs whose recorded start is 未经许可开考
+        self._unpermitted: set = set()
+        #: (room, session) pairs whose refused end is audited (once while the service runs)
+        self._end_refused: set = set()
         self._loaded = False
         self._last_status: Dict[str, float] = {}
         #: session -> outbox id of its latest room_status report ("" when none)
@@ -151,15 +202,20 @@ class MonitorService:
             pair = (doc.get("room"), doc.get("session"))
             if doc.get("started_at"):
                 self._started.add(pair)
+            if doc.get("unpermitted_at"):
+                self._unpermitted.add(pair)
             if doc.get("ended_at"):
                 self._ended.add(pair)
         self._loaded = True
 
     # -- heartbeats ---------------------------------------------------------------------
-    def heartbeat(self, room_code: str, state: Dict[str, Any]) -> None:
+    def heartbeat(self, room_code: str, state: Dict[str, Any]) -> Dict[str, Any]:
         """Take a room's heartbeat (see the module docstring); persist started/ended transitions.
 
-        Raises ``UserError`` for a malformed state or a room/session not in the package.
+        Returns ``{"start": None | START_PERMITTED | START_UNPERMITTED}``: how the room's
+        start of the session is recorded. Raises ``UserError`` for a malformed state or a
+        room/session not in the package, ``StateRefused`` for an ``ended`` without a start
+        (nothing is taken of that heartbeat).
         """
         if not isinstance(state, dict):
             raise UserError("考场状态数据无效。", "请检查监考机的版本。", detail="heartbeat state {!r}".format(state))
@@ -171,15 +227,44 @@ class MonitorService:
             raise UserError("没有考场 {}。".format(room_code), "请确认监考机已导入本考点的考场数据。")
         logged_in, in_exam = _count(state, "logged_in"), _count(state, "in_exam")
         ended = bool(state.get("ended"))
-        started = bool(state.get("started")) or ended
+        started = bool(state.get("started"))
         pair = (room_code, session)
         with self._lock:
-            self._beats[room_code] = _Beat(self.clock(), session, logged_in, in_exam, started, ended)
             self._load_transitions()
+            orphan_end = ended and not started and pair not in self._started
+        if orphan_end:
+            self._refuse_end(room_code, session)
+        with self._lock:
+            self._beats[room_code] = _Beat(self.clock(), session, logged_in, in_exam, started or ended, ended)
             new_start = started and pair not in self._started
             new_end = ended and pair not in self._ended
         if new_start or new_end:
             self._persist(room_code, session, new_start, new_end)
+        with self._lock:
+            if pair not in self._started:
+                return {"start": None}
+            return {"start": START_UNPERMITTED if pair in self._unpermitted else START_PERMITTED}
+
+    def _refuse_end(self, room: str, session: str) -> None:
+        """An ``ended`` without a recorded start: audited once per pair, then ``StateRefused``."""
+        pair = (room, session)
+        with self.ctx.lock:
+            doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, session)) or {}
+            if doc.get("started_at"):  # recorded meanwhile (another connection of the room)
+                with self._lock:
+                    self._started.add(pair)
+                return
+            with self._lock:
+                first = pair not in self._end_refused
+                self._end_refused.add(pair)
+            if first:
+                log.warning("room %s reported session %s ended without a start: refused", room, session)
+                self.ctx.record(room, "room.end_refused", room_code=room, session_id=session)
+        raise StateRefused(
+            "考场 {} 场次 {} 尚未开考（考点机没有该场次的开考记录），不能结束考试。".format(room, session),
+            "结束考试前须先开考：请监考机先获得开考许可并开考；如该考场确已开考，监考机应在同一心跳中报告已开考"
+            "（started）和已结束（ended），考点机将记录其开考（未获许可的记为未经许可开考）。",
+            detail="heartbeat ended without started for {}|{}".format(room, session))
 
     def _persist(self, room: str, session: str, started: bool, ended: bool) -> None:
         with self.ctx.lock:
@@ -189,20 +274,30 @@ class MonitorService:
                 "room": room, "session": session, "started_at": None, "ended_at": None, "result": None,
                 "upload": None}
             now = format_time(self.ctx.now())
-            changed = []
+            changed: List[Tuple[str, Dict[str, Any]]] = []
             if started and not doc.get("started_at"):
+                reason = unpermitted_reason(runtime.get(model.SESSIONS, session) or {}, doc)
                 doc["started_at"] = now
-                changed.append("room.started")
-            if ended and not doc.get("ended_at"):
+                if reason is None:
+                    changed.append(("room.started", {}))
+                else:
+                    doc["unpermitted_at"] = now
+                    changed.append(("room.started_unpermitted", {"reason": reason}))
+            if ended and doc.get("started_at") and not doc.get("ended_at"):
                 doc["ended_at"] = now
-                changed.append("room.ended")
+                changed.append(("room.ended", {}))
             if changed:
                 runtime.put(model.ROOM_SESSIONS, key, doc)
-                for action in changed:
-                    self.ctx.record(room, action, room_code=room, session_id=session)
+                for action, extra in changed:
+                    if action == "room.started_unpermitted":
+                        log.warning("room %s started session %s without a permit (%s)", room, session,
+                                    extra["reason"])
+                    self.ctx.record(room, action, room_code=room, session_id=session, **extra)
             with self._lock:
                 if doc.get("started_at"):
                     self._started.add((room, session))
+                if doc.get("unpermitted_at"):
+                    self._unpermitted.add((room, session))
                 if doc.get("ended_at"):
                     self._ended.add((room, session))
 
@@ -274,17 +369,22 @@ class MonitorService:
             beat = beats.get(code)
             connected = beat is not None and now - beat.at < limit
             live = beat is not None and beat.session == session_id
+            started = bool(record.get("started_at"))
+            unpermitted = started and bool(record.get("unpermitted_at"))
             rows.append({
                 "room": code, "ip": room.get("ip"), "data_imported": bool(room.get("data_imported_at")),
-                "authorized": authorized, "verified": verified, "started": bool(record.get("started_at")),
+                "authorized": authorized, "verified": verified, "started": started,
                 "ended": bool(record.get("ended_at")), "reported": bool(record.get("result")),
                 "connected": connected, "candidates": counts.get((code, session_id), 0),
                 "logged_in": beat.logged_in if live else 0, "in_exam": beat.in_exam if live else 0,
                 "started_at": record.get("started_at"), "ended_at": record.get("ended_at"),
+                "start": (START_UNPERMITTED if unpermitted else START_PERMITTED) if started else None,
+                "unpermitted": unpermitted, "unpermitted_at": record.get("unpermitted_at") if unpermitted else None,
                 "last_seen_s": round(now - beat.at, 1) if beat is not None else None,
             })
         totals = {"room": TOTAL_LABEL, "rooms": len(rows)}
-        for key in ("data_imported", "authorized", "verified", "started", "ended", "reported", "connected"):
+        for key in ("data_imported", "authorized", "verified", "started", "unpermitted", "ended", "reported",
+                    "connected"):
             totals[key] = sum(1 for r in rows if r[key])
         for key in ("candidates", "logged_in", "in_exam"):
             totals[key] = sum(r[key] for r in rows)
@@ -332,7 +432,7 @@ class MonitorService:
                 self._last_status[session_id] = now
                 snap = self.snapshot(session_id)
                 report = self.outbox.enqueue("room_status", {
-                    "rooms": [{k: r[k] for k in ("room", "started", "ended", "reported", "connected",
+                    "rooms": [{k: r[k] for k in ("room", "started", "unpermitted", "ended", "reported", "connected",
                                                  "candidates", "logged_in", "in_exam")} for r in snap["rows"]],
                     "totals": snap["totals"]}, session_id=session_id)
                 self._status_ids[session_id] = report["id"]
@@ -346,13 +446,16 @@ class MonitorService:
             if doc.get(field):
                 return []
             stamp = "started_at" if kind == "session_started" else "ended_at"
-            times = [d.get(stamp) for d in runtime.find(model.ROOM_SESSIONS, session=session_id)
-                     if d.get("room") in rooms]
-            report = self.outbox.enqueue(kind, {"rooms": len(rooms), "at": max((t for t in times if t), default=None)},
-                                         session_id=session_id)
+            docs = {d.get("room"): d for d in runtime.find(model.ROOM_SESSIONS, session=session_id)
+                    if d.get("room") in rooms}
+            times = [d.get(stamp) for d in docs.values()]
+            unpermitted = [r for r in rooms if (docs.get(r) or {}).get("unpermitted_at")]
+            report = self.outbox.enqueue(kind, {"rooms": len(rooms), "at": max((t for t in times if t), default=None),
+                                                "unpermitted": unpermitted}, session_id=session_id)
             doc[field] = format_time(self.ctx.now())
             runtime.put(model.SESSIONS, session_id, doc)
-            self.ctx.record(ACTOR, "monitor." + kind, session_id=session_id, outbox_id=report["id"])
+            self.ctx.record(ACTOR, "monitor." + kind, session_id=session_id, outbox_id=report["id"],
+                            unpermitted=unpermitted)
         return [report]
 
 

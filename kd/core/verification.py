@@ -21,7 +21,10 @@ Only then ``runtime sessions/<id>`` gets ``verified_at``, ``verification_source`
 ticket's server time).
 
 ``start_permit(room_code, session_id)`` answers a proctor: granted only for a registered
-room and a verified session, else ``PermitRefused`` with the reason.
+room and a verified session, else ``PermitRefused`` with the reason. The first grant for a
+room and session is recorded: ``runtime room_sessions/<room|session>.permitted_at``
+(audited ``room.permitted``); later grants read it and write nothing. The monitor takes a
+start as permitted only with that record (kd/core/monitor.py, 未经许可开考).
 """
 
 import base64
@@ -182,9 +185,27 @@ class VerificationService:
         if not doc.get("verified_at"):
             raise PermitRefused("场次 {} 尚未通过授权验证，不能开考。".format(session_id),
                                 "请联系考点管理员在“授权验证”中完成该场次的验证。")
+        self._record_permit(room_code, session_id)
         return {"room": room_code, "session": session_id, "session_name": session.get("name"),
                 "start": session.get("start"), "duration_min": session.get("duration_min"),
                 "verified_at": doc["verified_at"]}
+
+    def _record_permit(self, room_code: str, session_id: str) -> None:
+        """``permitted_at`` of the room's record for the session, once (proctors may ask again)."""
+        runtime = self.ctx.stores.runtime
+        key = model.rs_key(room_code, session_id)
+        if (runtime.get(model.ROOM_SESSIONS, key) or {}).get("permitted_at"):
+            return
+        with self.ctx.lock:
+            doc = runtime.get(model.ROOM_SESSIONS, key) or {
+                "room": room_code, "session": session_id, "started_at": None, "ended_at": None, "result": None,
+                "upload": None}
+            if doc.get("permitted_at"):
+                return
+            doc["permitted_at"] = format_time(self.ctx.now())
+            runtime.put(model.ROOM_SESSIONS, key, doc)
+            self.ctx.record(room_code, "room.permitted", room_code=room_code, session_id=session_id)
+        log.info("room %s permitted to start session %s", room_code, session_id)
 
     # -- view ---------------------------------------------------------------------------
     @staticmethod

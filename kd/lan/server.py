@@ -66,6 +66,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from kd.core.context import Context
 from kd.core.loading import LoadingService, NotLoaded
+from kd.core.monitor import START_UNPERMITTED, UNPERMITTED_LABEL
 from kd.errors import (
     FormatError,
     IntegrityError,
@@ -73,6 +74,7 @@ from kd.errors import (
     RegistrationRefused,
     ResultConflict,
     SpoolError,
+    StateRefused,
     StoreError,
     UserError,
 )
@@ -93,6 +95,8 @@ MAX_COUNT = 100000
 
 REMEDY_RETRY = "请稍后重试；如反复出现，请联系考点管理员。"
 STORAGE_MESSAGE = "考点机暂时无法保存上报的结果包（磁盘已满或数据目录不可写），已收到的数据仍保留在考点机上。"
+UNPERMITTED_MESSAGE = "本考场在考点机给予开考许可之前开考了场次 {}，考点机已记为“{}”并报告考点管理员。"
+UNPERMITTED_REMEDY = "请立即联系考点管理员核实；以后每场开考前须先获得开考许可（考点机完成授权验证后）。"
 STORAGE_REMEDY = "监考机稍后会自动重试，无需重新传送；如反复出现，请联系考点管理员检查考点机的磁盘空间和数据目录。"
 
 
@@ -618,10 +622,16 @@ class LanServer:
         if "candidates" in state:
             beat["candidates"] = _int(state, "candidates", 0, MAX_COUNT)
         try:
-            self.monitor.heartbeat(doc["code"], beat)
+            taken = self.monitor.heartbeat(doc["code"], beat)
+        except StateRefused as e:
+            raise _Reply("E_STATE", e.cause, e.remedy) from None
         except UserError as e:
             raise _Reply("E_ARG", e.cause, e.remedy) from None
-        return {"server_time": format_time(self.ctx.now()), "heartbeat_s": self._heartbeat_s()}, b""
+        reply: Dict[str, Any] = {"server_time": format_time(self.ctx.now()), "heartbeat_s": self._heartbeat_s()}
+        if isinstance(taken, dict) and taken.get("start") == START_UNPERMITTED:
+            reply["warning"] = {"code": "W_UNPERMITTED", "remedy": UNPERMITTED_REMEDY,
+                                "message": UNPERMITTED_MESSAGE.format(session, UNPERMITTED_LABEL)}
+        return reply, b""
 
     def _permit(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
         doc = self._auth(conn, frame.header)
