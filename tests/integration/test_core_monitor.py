@@ -1,15 +1,18 @@
 """考场监控 (§4.3) and the automatic reports (§4.4) with a loaded site and the platform simulator.
 
-Time is injected: the monitor's clock is a list the test moves; nothing sleeps.
+Time is injected: the monitor's clock is a list the test moves; nothing sleeps. Session 1
+is authorized and verified (授权验证 with the dongle emulator); a room starts it the normal
+way after its start permit (``VerificationService.start_permit``, as the LAN ``permit``).
 """
 
 import pytest
 
 from kd.core import model
-from kd.core.monitor import COLUMNS, MonitorService, cell_text
+from kd.core.monitor import COLUMNS, START_PERMITTED, START_UNPERMITTED, MonitorService, cell_text
 from kd.core.outbox import Outbox
-from kd.errors import UserError
-from tests.integration.live_helpers import authorize, loaded_env, register, room_codes
+from kd.core.verification import VerificationService
+from kd.errors import StateRefused, UserError
+from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, sync
 
 
 class Clock:
@@ -25,8 +28,16 @@ def env(tmp_path):
     e = loaded_env(tmp_path, first_start_in=30)
     register(e)
     authorize(e)
+    sync(e)
+    VerificationService(e.ctx).verify_online("1", "admin")
     yield e
     e.close()
+
+
+def permit(env, *codes, session="1"):
+    service = VerificationService(env.ctx)
+    for code in codes:
+        service.start_permit(code, session)
 
 
 def monitor(env, clock, **kw):
@@ -60,7 +71,7 @@ def test_snapshot_has_every_column_and_totals(env):
         row = got[code]
         for key, _ in COLUMNS:
             assert key in row
-        assert row["ip"] and row["data_imported"] and row["authorized"] and not row["verified"]
+        assert row["ip"] and row["data_imported"] and row["authorized"] and row["verified"]
         assert not row["ended"] and not row["reported"] and not row["connected"]
         assert row["candidates"] == expected[code] and row["logged_in"] == 0
     beat(mon, codes[0], logged_in=3, in_exam=0)
@@ -74,6 +85,7 @@ def test_snapshot_has_every_column_and_totals(env):
     assert totals["logged_in"] == 7 and totals["in_exam"] == 4 and totals["connected"] == 2
     assert totals["started"] == 1 and totals["data_imported"] == 3
     assert cell_text("connected", True) == "是" and cell_text("verified", False) == "未验证"
+    assert got[codes[1]]["start"] == START_UNPERMITTED and totals["unpermitted"] == 1  # no permit asked
     # live counts of another session do not show in this one
     assert rows(mon.snapshot("2"))[codes[0]]["logged_in"] == 0
     with pytest.raises(UserError):
@@ -114,6 +126,7 @@ def test_transitions_are_persisted_and_reported_once(env):
     clock = Clock()
     mon = monitor(env, clock)
     codes = room_codes(env)
+    permit(env, *codes)
     beat(mon, codes[0], started=True)
     beat(mon, codes[0], started=True)  # the same state again changes nothing
     doc = env.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(codes[0], "1"))
@@ -130,7 +143,9 @@ def test_transitions_are_persisted_and_reported_once(env):
     again = monitor(env, clock)
     assert [r["kind"] for r in again.tick()] == ["room_status"]
     assert env.ctx.stores.runtime.get(model.SESSIONS, "1")["started_reported_at"]
-    # ended: an end also counts as started; all ended → one session_ended
+    assert not any(e["action"] == "room.started_unpermitted" for e in env.ctx.audit.entries())
+    assert all(r["start"] == START_PERMITTED for r in again.snapshot("1")["rows"])
+    # ended (after the start); all ended → one session_ended
     for code in codes[:-1]:
         beat(again, code, ended=True)
     assert all(r["kind"] != "session_ended" for r in again.tick())
@@ -145,6 +160,8 @@ def test_transitions_are_persisted_and_reported_once(env):
     outbox.deliver_once()
     got = [r["report"]["kind"] for r in env.sim.received()["reports"]]
     assert got.count("session_started") == 1 and got.count("session_ended") == 1
+    assert all(r["report"]["data"]["unpermitted"] == [] for r in env.sim.received()["reports"]
+               if r["report"]["kind"] in ("session_started", "session_ended"))
     snap = again.snapshot("1")
     assert snap["status_report"]["label"].startswith("成功 ")
     assert snap["session"]["started_reported_at"] and snap["session"]["ended_reported_at"]
@@ -164,3 +181,33 @@ def test_room_status_is_periodic(env):
     clock.t += 30
     assert [r["kind"] for r in mon.tick()] == ["room_status"]
     assert mon.snapshot("1")["status_report"]["label"] == "等待上报"
+
+
+def test_start_without_permit_and_end_without_start(env):
+    clock = Clock()
+    mon = monitor(env, clock)
+    codes = room_codes(env)
+    permit(env, codes[0])
+    assert mon.heartbeat(codes[0], {"session_id": "1", "started": True, "logged_in": 1, "in_exam": 1}) == {
+        "start": START_PERMITTED}
+    # a verified session, but this room never asked for its permit
+    for _ in range(2):
+        assert mon.heartbeat(codes[1], {"session_id": "1", "started": True, "logged_in": 1, "in_exam": 1}) == {
+            "start": START_UNPERMITTED}
+    doc = env.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(codes[1], "1"))
+    assert doc["started_at"] == doc["unpermitted_at"]
+    assert [e["details"] for e in env.ctx.audit.entries() if e["action"] == "room.started_unpermitted"] == [
+        {"room_code": codes[1], "session_id": "1", "reason": "no_permit"}]
+    # ended without a start: refused, nothing taken, audited once
+    for _ in range(2):
+        with pytest.raises(StateRefused):
+            beat(mon, codes[2], ended=True, logged_in=4)
+    assert not mon.connected(codes[2])
+    doc = env.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(codes[2], "1"))
+    assert not doc["started_at"] and not doc["ended_at"]
+    assert sum(1 for e in env.ctx.audit.entries() if e["action"] == "room.end_refused") == 1
+    beat(mon, codes[2], started=True, ended=True)  # start and end in one beat: both recorded
+    doc = env.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(codes[2], "1"))
+    assert doc["started_at"] and doc["ended_at"] and doc["unpermitted_at"]
+    started = [r for r in mon.tick() if r["kind"] == "session_started"]
+    assert started[0]["data"]["unpermitted"] == [codes[1], codes[2]]
