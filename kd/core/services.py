@@ -43,15 +43,16 @@ class Core:
         self.backup = BackupService(ctx, self.accounts)
         self.system = SystemService(ctx, accounts=self.accounts, backup=self.backup)
         self.loading = LoadingService(ctx)
-        self.registration = RegistrationService(ctx, loading=self.loading)
+        self.monitor = MonitorService(ctx, self.outbox)
+        self.registration = RegistrationService(ctx, loading=self.loading, connected=self.monitor.connected)
         self.authorization = AuthorizationService(ctx, loading=self.loading)
         self.seal = SealCheckService(ctx, self.outbox)
         self.verification = VerificationService(ctx)
-        self.monitor = MonitorService(ctx, self.outbox)
         self.recovery = RecoveryService(ctx, self.outbox)
         self.upload = UploadService(ctx, self.outbox, recovery=self.recovery)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on("registration_revoked", lambda event: self.monitor.forget(event.data["room"]))
+        ctx.hub.on("registration_restored", lambda event: [self.monitor.forget(r) for r in event.data["reset"]])
 
     def start(self) -> "Core":
         """Start the outbox sender (idempotent)."""

@@ -5,7 +5,11 @@ holds 撤销注册 (left half; asks for confirmation, then ``core.registration.r
 查看考场 (right half; the room's detail as in 导入考务). The buttons below the table do
 the same for the selected room. The footer counts 已注册考场N个, 未注册考场M个 and has
 导出考点信息 (choose a folder → ``core.registration.export_site_info``, with the running
-App's LAN address and port) and 恢复注册 (a KDINFO file → ``core.registration.restore``).
+App's LAN address and port) and 恢复注册 (a KDINFO file → ``core.registration.restore_preview``
+in a worker; a 确定/取消 question shows the file's export time and the rooms that lose,
+change or regain their registration, connected rooms marked 当前已连接; only 确定 calls
+``core.registration.restore`` with the preview's confirmation, which the core refuses if
+the registrations changed meanwhile).
 The table refreshes live when a proctor registers, imports its room data, or a
 registration is revoked or restored.
 """
@@ -160,13 +164,27 @@ class RegisterPage(Page):
         self.run(export, done, button=self.export_button)
 
     def _on_restore(self) -> None:
+        """恢复注册: choose the KDINFO, see what it changes (the core's preview), 确定 applies it."""
         path = self.shell.dialogs.open_file("恢复注册：选择考点信息备份文件", KDINFO_TYPES)
         if not path:
             return
-        who = actor(self.shell)
+        self.run(lambda: self.core.registration.restore_preview(path), lambda p: self._confirm_restore(path, p),
+                 button=self.restore_button)
+
+    def _confirm_restore(self, path: str, preview: Dict[str, Any]) -> None:
+        self.restore_preview = preview
+        at_risk = preview.get("at_risk") or []
+        if at_risk:
+            text = "恢复注册将使 {} 个当前已连接的考场失去或改变注册，确定恢复吗？".format(len(at_risk))
+        else:
+            text = "确定用此文件恢复注册吗？"
+        detail = "{}\n\n文件：{}".format("\n".join(preview["lines"]), preview["file"])
+        if not self.shell.dialogs.confirm("恢复注册", text, detail):
+            return
+        who, token = actor(self.shell), preview["confirm"]
 
         def done(snap: Dict[str, Any]) -> None:
             self.shell.notify("注册信息已恢复：已注册考场{}个。".format(snap.get("registered", 0)))
             self.shell.refresh_steps()
 
-        self.run(lambda: self.core.registration.restore(path, who), done, button=self.restore_button)
+        self.run(lambda: self.core.registration.restore(path, who, confirm=token), done, button=self.restore_button)

@@ -118,10 +118,13 @@ def test_export_site_info_then_restore_registrations(site, tmp_path):
     for code in codes[:2]:
         core.registration.revoke(code, "admin")
     site.until(lambda: page.counts.cget("text") == "已注册考场0个，未注册考场3个", "the revocations")
-    site.dialogs.plan("open_file", paths["kdinfo"])
+    site.dialogs.plan("open_file", paths["kdinfo"]).plan("confirm", True)
     page.restore_button.invoke()
     site.until(lambda: page.counts.cget("text") == "已注册考场2个，未注册考场1个", "the restored rooms")
-    assert site.dialogs.calls[-1] == ("open_file", ("恢复注册：选择考点信息备份文件", KDINFO_TYPES))
+    assert site.dialogs.calls[-2] == ("open_file", ("恢复注册：选择考点信息备份文件", KDINFO_TYPES))
+    method, (title, text, detail) = site.dialogs.calls[-1]
+    assert (method, title, text) == ("confirm", "恢复注册", "确定用此文件恢复注册吗？")
+    assert "将恢复注册（2个）" in detail and "不变（1个）" in detail and paths["kdinfo"] in detail
     assert row_of(page, codes[0])[2] == "192.168.1.20" and row_of(page, codes[1])[2] == "192.168.1.21"
 
     # a tampered KDINFO is refused with its cause and remedy; nothing changes
@@ -134,4 +137,54 @@ def test_export_site_info_then_restore_registrations(site, tmp_path):
     site.idle()
     assert site.dialogs.errors[0].remedy
     assert row_of(page, codes[1])[2] == "192.168.1.21"
+    site.dialogs.check()
+
+
+def heartbeat(site, code):
+    """The room's proctor sends a heartbeat (as the LAN service passes it on): it counts as connected."""
+    session = site.env.ctx.manifest()["sessions"][0]["id"]
+    thread = threading.Thread(target=site.core.monitor.heartbeat, args=(code, {"session_id": session}),
+                              name="lan-handler")
+    thread.start()
+    thread.join()
+
+
+def test_restore_of_an_early_kdinfo_shows_what_it_drops_and_asks(site, tmp_path):
+    page, core = site.page, site.core
+    codes = [r["code"] for r in site.env.ctx.manifest()["rooms"]]
+    early = core.registration.export_site_info(str(tmp_path / "early"), "admin", "127.0.0.1")["kdinfo"]
+    for i, code in enumerate(codes):
+        proctor(site, code, "192.168.1.{}".format(20 + i), imported=True)
+    site.until(lambda: page.counts.cget("text") == "已注册考场3个，未注册考场0个", "every room registered")
+    registered = [row_of(page, c) for c in codes]
+
+    # 取消: the question names the connected rooms and the export time; nothing changes
+    heartbeat(site, codes[0])
+    heartbeat(site, codes[1])
+    site.dialogs.plan("open_file", early).plan("confirm", False)
+    page.restore_button.invoke()
+    site.until(lambda: site.dialogs.count("confirm") == 1, "the question")
+    site.idle()
+    method, (title, text, detail) = site.dialogs.calls[-1]
+    assert (method, title) == ("confirm", "恢复注册")
+    assert text == "恢复注册将使 2 个当前已连接的考场失去或改变注册，确定恢复吗？"
+    assert "文件导出时间：" + page.restore_preview["created_at"][:19].replace("T", " ") in detail
+    assert "将失去注册（3个）" in detail
+    assert "{}（当前已连接；注册IP 192.168.1.20）".format(codes[0]) in detail
+    assert "{}（当前已连接；注册IP 192.168.1.21）".format(codes[1]) in detail
+    assert "{}（注册IP 192.168.1.22）".format(codes[2]) in detail
+    assert [row_of(page, c) for c in codes] == registered
+    assert core.registration.snapshot()["registered"] == 3
+    assert not [e for e in site.env.ctx.audit.entries() if e["action"] == "registration_restored"]
+
+    # 确定: applied; the rooms are no longer registered, and no longer shown connected
+    heartbeat(site, codes[0])
+    heartbeat(site, codes[1])
+    site.dialogs.plan("open_file", early).plan("confirm", True)
+    page.restore_button.invoke()
+    site.until(lambda: page.counts.cget("text") == "已注册考场0个，未注册考场3个", "the restored file applied")
+    site.idle()
+    assert site.dialogs.count("confirm") == 2 and not site.dialogs.errors
+    assert all(row_of(page, c)[2] == "" for c in codes)
+    assert not any(core.monitor.connected(c) for c in codes)
     site.dialogs.check()

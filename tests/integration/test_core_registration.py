@@ -10,9 +10,16 @@ import pytest
 from kd.core import model
 from kd.core.context import cst_now
 from kd.core.loading import LoadingService, NotLoaded
-from kd.core.registration import IP_MAX_FAILURES, ROOM_MAX_FAILURES, RegistrationService
+from kd.core.monitor import MonitorService
+from kd.core.outbox import Outbox
+from kd.core.recovery import RecoveryService
+from kd.core.registration import IP_MAX_FAILURES, ROOM_MAX_FAILURES, ConfirmationRequired, RegistrationService
+from kd.core.verification import VerificationService
 from kd.errors import FormatError, RegistrationRefused, UserError
 from kd.formats import kdinfo
+from kd.lan.client import LanError, ProctorClient
+from kd.lan.server import LanOptions, LanServer
+from tests.integration.lan_support import FakeMonotonic
 from tests.support.env import make_env
 
 ROOM, ROOM2 = "11003001", "11003002"
@@ -306,3 +313,190 @@ def test_kdinfo_format_refuses_garbage():
     for data in [b"", b"{}", b"[1]", b"\xff\xfe", b'{"format":"kd-kdinfo/1"}', b"x" * (kdinfo.MAX_BYTES + 1)]:
         with pytest.raises(FormatError):
             kdinfo.parse_kdinfo(data)
+
+
+# -- 恢复注册 shows what it changes and never drops a connected room unasked ------------------
+
+class LiveSite:
+    """The LAN service over the core's registration and monitor (as ``kd.core.services.Core`` wires
+    them: the registration asks the monitor which rooms are connected), proctors on their own
+    loopback addresses, a monitor clock the test moves by hand."""
+
+    def __init__(self, env):
+        self.env = env
+        self.ctx = env.ctx
+        self.clock = FakeMonotonic()
+        self.monitor = MonitorService(self.ctx, Outbox(self.ctx), clock=self.clock)
+        self.registration = RegistrationService(self.ctx, connected=self.monitor.connected)
+        self.server = LanServer(self.ctx, registration=self.registration, verification=VerificationService(self.ctx),
+                                monitor=self.monitor, recovery=RecoveryService(self.ctx, Outbox(self.ctx)),
+                                options=LanOptions(host="127.0.0.1", port=0)).start()
+        self.rooms = [r["code"] for r in self.ctx.manifest()["rooms"]]
+        self.clients = {}
+
+    def ip(self, room):
+        return "127.0.0.{}".format(11 + self.rooms.index(room))
+
+    def proctor(self, room, ip=None):
+        """The room's proctor machine registers (from its own address, or ``ip``)."""
+        client = ProctorClient("127.0.0.1", self.server.port(), timeout=10.0, source_address=(ip or self.ip(room), 0))
+        client.register(room, code_of(self.env, room))
+        self.clients[room] = client
+        return client
+
+    def beat(self, room):
+        session = self.ctx.manifest()["sessions"][0]["id"]
+        return self.clients[room].heartbeat({"session": session, "started": False, "ended": False,
+                                             "logged_in": 0, "in_exam": 0})
+
+    def close(self):
+        for client in self.clients.values():
+            client.close()
+        self.server.stop()
+
+
+@pytest.fixture
+def live(env):
+    site = LiveSite(env)
+    yield site
+    site.close()
+
+
+def export(svc, folder):
+    """导出考点信息 into ``folder``: every export has the same file name, only the folder tells them apart."""
+    return svc.export_site_info(folder, "admin", "127.0.0.1")["kdinfo"]
+
+
+def audit_count(env):
+    return len(list(env.ctx.audit.entries()))
+
+
+def test_restore_preview_shows_what_an_early_kdinfo_would_drop(live, tmp_path, clock):
+    env, svc = live.env, live.registration
+    early = export(svc, str(tmp_path / "early"))  # exported before any room registered
+    clock.offset += datetime.timedelta(minutes=10)
+    for room in live.rooms:
+        live.proctor(room)
+    live.beat(live.rooms[0])
+    live.beat(live.rooms[1])  # the third room registered but sends no heartbeat: not connected
+    late = export(svc, str(tmp_path / "late"))
+    assert os.path.basename(early) == os.path.basename(late)
+    before, audit_before = registrations(env), audit_count(env)
+
+    preview = svc.restore_preview(early)
+    with open(early, "rb") as f:
+        assert preview["created_at"] == kdinfo.parse_kdinfo(f.read()).body["created_at"]
+    assert preview["loses"] == live.rooms and preview["changes"] == preview["gains"] == preview["same"] == []
+    assert preview["connected"] == preview["at_risk"] == live.rooms[:2]
+    assert preview["registered_after"] is not None  # registrations made after this export
+    assert [(r["code"], r["change"], r["connected"], r["ip"], r["new_ip"]) for r in preview["rooms"]] == [
+        (room, "loses", room in live.rooms[:2], live.ip(room), None) for room in live.rooms]
+    text = "\n".join(preview["lines"])
+    assert "文件导出时间：" + preview["created_at"][:19].replace("T", " ") in text
+    assert "将失去注册（3个）" in text and "可能不是最新" in text
+    for room in live.rooms[:2]:
+        assert "{}（当前已连接；注册IP {}）".format(room, live.ip(room)) in text
+    assert "{}（注册IP {}）".format(live.rooms[2], live.ip(live.rooms[2])) in text
+    # the preview changed nothing: registrations, audit, live connections
+    assert registrations(env) == before and audit_count(env) == audit_before
+    live.beat(live.rooms[0])
+
+    # the late copy restores the same registrations: nothing changes, no question needed
+    same = svc.restore_preview(late)
+    assert same["same"] == live.rooms and same["at_risk"] == [] and same["registered_after"] is None
+    assert same["lines"][-1] == "此文件与本机当前的注册信息相同，恢复后不会有变化。"
+    svc.restore(late, "admin")
+    assert registrations(env) == before
+    live.beat(live.rooms[0])  # tokens kept: the proctors stay connected
+
+
+def test_restore_refuses_to_drop_connected_rooms_without_the_matching_confirmation(live, tmp_path):
+    env, svc = live.env, live.registration
+    early = export(svc, str(tmp_path / "early"))
+    for room in live.rooms:
+        live.proctor(room)
+    live.beat(live.rooms[0])
+    live.beat(live.rooms[1])
+    before, audit_before = registrations(env), audit_count(env)
+    preview = svc.restore_preview(early)
+
+    # no confirmation (as a command line that did not ask): refused, naming the connected rooms
+    with pytest.raises(ConfirmationRequired) as info:
+        svc.restore(early, "admin")
+    assert all(room in info.value.cause for room in live.rooms[:2]) and info.value.remedy
+    # a confirmation of something else: refused
+    with pytest.raises(ConfirmationRequired):
+        svc.restore(early, "admin", confirm="0" * 64)
+    assert registrations(env) == before and audit_count(env) == audit_before
+    live.beat(live.rooms[0])  # still registered and connected
+
+    # what was confirmed is no longer what would happen (a room revoked meanwhile): refused
+    svc.revoke(live.rooms[2], "admin")
+    before = registrations(env)
+    with pytest.raises(ConfirmationRequired) as info:
+        svc.restore(early, "admin", confirm=preview["confirm"])
+    assert "变化" in info.value.cause
+    assert registrations(env) == before
+
+    # confirmed against the current state: applied; the connected proctors are cut off
+    preview = svc.restore_preview(early)
+    assert preview["loses"] == live.rooms[:2] and preview["same"] == live.rooms[2:]
+    svc.restore(early, "admin", confirm=preview["confirm"])
+    assert all(ip is None for _, _, ip in registrations(env))
+    for room in live.rooms[:2]:
+        with pytest.raises(LanError) as info:
+            live.beat(room)
+        assert info.value.code == "E_NET"  # the server closed the room's connection
+    [entry] = [e for e in env.ctx.audit.entries() if e["action"] == "registration_restored"]
+    details = entry["details"]
+    assert details["loses"] == details["reset"] == details["disconnected"] == live.rooms[:2]
+    assert details["confirmed"] is True
+    # the rooms register again as before
+    assert live.proctor(live.rooms[0])
+
+
+def test_restore_of_a_changed_registration_asks_and_an_unconnected_one_does_not(live, tmp_path):
+    env, svc = live.env, live.registration
+    room, other = live.rooms[0], live.rooms[1]
+    live.proctor(room)
+    live.proctor(other)
+    exported = export(svc, str(tmp_path / "usb"))
+    # the room moved to another proctor PC since the export, and is connected from there
+    svc.revoke(room, "admin")
+    live.proctor(room, ip="127.0.0.99")
+    live.beat(room)
+    svc.revoke(other, "admin")  # the other room lost its registration and has no proctor now
+
+    preview = svc.restore_preview(exported)
+    assert preview["changes"] == [room] and preview["gains"] == [other] and preview["at_risk"] == [room]
+    assert "{}（当前已连接；注册IP 127.0.0.99 → {}）".format(room, live.ip(room)) in "\n".join(preview["lines"])
+    with pytest.raises(ConfirmationRequired):
+        svc.restore(exported, "admin")
+    assert env.ctx.stores.runtime.get(model.ROOMS, room)["ip"] == "127.0.0.99"
+
+    # once the room's new registration is revoked, nothing connected is at risk: no question
+    svc.revoke(room, "admin")
+    live.clock.now += 60  # its last heartbeat is long past
+    assert svc.restore_preview(exported)["at_risk"] == []
+    svc.restore(exported, "admin")
+    assert env.ctx.stores.runtime.get(model.ROOMS, room)["ip"] == live.ip(room)
+    assert env.ctx.stores.runtime.get(model.ROOMS, other)["ip"] == live.ip(other)
+
+
+def test_restore_preview_refuses_what_restore_refuses(env, tmp_path):
+    svc = RegistrationService(env.ctx)
+    good = export(svc, str(tmp_path / "usb"))
+    with open(good, "rb") as f:
+        data = f.read()
+    bad = str(tmp_path / "bad.KDINFO")
+    with open(bad, "wb") as f:
+        f.write(data.replace(b'"ip":null', b'"ip":"10.0.0.99"', 1))
+    with pytest.raises(FormatError):
+        svc.restore_preview(bad)
+    with pytest.raises(FormatError):
+        svc.restore_preview(str(tmp_path / "none.KDINFO"))
+    site = env.ctx.site()
+    env.ctx.stores.settings.put(model.SETTINGS, model.SITE, dict(site, site_code="11004"))
+    with pytest.raises(FormatError) as info:
+        svc.restore_preview(good)
+    assert "考点代码不符" in info.value.cause
