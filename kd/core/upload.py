@@ -16,6 +16,9 @@
   and checked against the recorded size and SHA-256 (the manifest against what was
   written). Only a backup whose read-back passed is recorded in ``checks/external``.
   The copy runs under ``ctx.files_lock`` (taken before ``ctx.lock``), outside ``ctx.lock``.
+  ``backup_preview()`` says beforehand what it would leave out: the rooms and sessions
+  not recovered yet and the recovered ones whose spool file is damaged (hashed now), so
+  the administrator is asked before a partial set is backed up.
   ``verify_external(actor)`` re-reads the recorded backup later; a damaged copy marks it
   invalid (step 2 is refused again until a new backup).
 - Step 2, ``upload(session_id|None, actor, progress=None)``: refused until the valid
@@ -65,6 +68,8 @@ BACKUP_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 FOLDER_PREFIX = "KDRESULT"
 CHUNK = 1 << 20
+#: results named per line of ``backup_preview`` (the rest counted)
+PREVIEW_NAMED = 20
 
 COLUMNS = [("session", "场次"), ("rooms", "考场数"), ("recovered", "已回收"), ("size_text", "文件大小"),
            ("uploaded", "已上报"), ("status", "上报状态")]
@@ -233,6 +238,51 @@ class UploadService:
         return {"folder": target, "files": files, "bytes": total, "verified_at": verified_at, "missing": missing,
                 "damaged": damaged, "complete": not missing, "warnings": warnings,
                 "same_volume": medium["same_volume"], "volume_kind": medium["volume_kind"], "read_back": read_back}
+
+    def backup_preview(self) -> Dict[str, Any]:
+        """What 第一步 would back up and what it would leave out, before it runs; changes nothing.
+
+        Returns ``{"recovered": n, "expected": n (rooms × sessions to recover),
+        "not_recovered": [{"room", "session", "label"}] (in the plan's order),
+        "damaged": [{"room", "session", "sha256", "problem", "label"}] (recovered, but the
+        spool file is missing or does not hash to its record: the backup would leave it
+        out), "complete": bool, "lines": [Chinese lines naming them]}``. The spool files
+        are hashed outside ``ctx.lock`` (what the backup itself will read again). Raises
+        ``UserError`` when nothing is recovered yet (as ``backup_external`` does).
+        """
+        ctx = self.ctx
+        with ctx.lock:
+            plan = self.recovery.plan_or_none()
+            records = self.recovery.recovered()
+            frozen = [(r["room"], r["session"], r["result"]["sha256"], r["result"]["size"]) for r in records]
+            spool = ctx.spool
+        if not frozen:
+            raise UserError("尚无已回收的考试数据，无需备份。", "请先在“数据回收”中回收各考场的结果。")
+        pairs = plan.pairs if plan is not None else []
+        have = {(room, sid) for room, sid, _, _ in frozen}
+        not_recovered = [{"room": room, "session": sid, "label": result_label(room, sid)}
+                         for room, sid in pairs if (room, sid) not in have]
+        damaged = []
+        for room, sid, sha, size in frozen:
+            problem = spool.damage(sha, size)
+            if problem is not None:
+                log.warning("external backup preview: spool file of room %s session %s: %s", room, sid, problem)
+                damaged.append({"room": room, "session": sid, "sha256": sha, "problem": problem,
+                                "label": result_label(room, sid)})
+        lines = []
+        if not_recovered:
+            named = "、".join(p["label"] for p in not_recovered[:PREVIEW_NAMED])
+            more = "等" if len(not_recovered) > PREVIEW_NAMED else ""
+            lines.append("尚未回收（{}个）：{}{}".format(len(not_recovered), named, more))
+        if damaged:
+            lines.append("本机保存的结果包已损坏，无法备份（{}个）：{}".format(len(damaged), "；".join(
+                "{}（{}）".format(d["label"], d["problem"]) for d in damaged)))
+            lines.append(recover_again_remedy([d["room"] for d in damaged], "重新执行第一步“备份到外部存储”"))
+        if not_recovered or damaged:
+            lines.append("将备份其余 {} 个结果包；缺少的结果回收（或重新回收）后，需要重新执行第一步。".format(
+                len(frozen) - len(damaged)))
+        return {"recovered": len(frozen), "expected": len(pairs), "not_recovered": not_recovered, "damaged": damaged,
+                "complete": not not_recovered and not damaged, "lines": lines}
 
     def _check_medium(self, folder: str, drill: bool) -> Dict[str, Any]:
         """Refuse a folder that is not on external storage; what the result says about the medium."""

@@ -1,8 +1,10 @@
 """数据上报 (manual §5.2): back up to external storage first, then the upload tool.
 
 ``UploadDialog(parent, shell)`` is the manual's two-step window: 第一步 备份到外部存储
-(choose a folder on the USB drive → ``core.upload.backup_external`` in a worker, an
-indeterminate progress bar, then "备份完成!"), and 第二步 上报, enabled only when the
+(``core.upload.backup_preview`` in a worker first: when rooms and sessions are not
+recovered yet or their files here are damaged, a 确定/取消 question names them, and 取消
+backs up nothing; then choose a folder on the USB drive → ``core.upload.backup_external``
+in a worker, an indeterminate progress bar, then "备份完成!"), and 第二步 上报, enabled only when the
 core says the external backup covers every recovered file (``snapshot()["can_upload"]``,
 so after step 1 succeeded). 第二步 opens ``UploadTool``.
 
@@ -84,6 +86,8 @@ class UploadDialog(tk.Toplevel):
         self.worker = _Worker(self, shell)
         self.tool: Optional[UploadTool] = None
         self.last: Optional[Dict[str, Any]] = None
+        #: the last 第一步 preview (what the backup leaves out), for tests
+        self.backup_preview: Optional[Dict[str, Any]] = None
         self.title("数据上报")
         self.transient(parent.winfo_toplevel())
         self.resizable(False, False)
@@ -114,6 +118,30 @@ class UploadDialog(tk.Toplevel):
         self.worker.submit(self.shell.core.upload.snapshot, self.render)
 
     def _on_backup(self) -> None:
+        """第一步: what the backup would leave out first (a worker), asked when incomplete, then the folder."""
+        self.step1.configure(state="disabled")
+        self.status.configure(text="正在检查已回收的结果包…", foreground="")
+        self.worker.submit(self.shell.core.upload.backup_preview, self._previewed, self._preview_failed)
+
+    def _preview_failed(self, exc: BaseException) -> None:
+        self.step1.configure(state="normal")
+        self.status.configure(text="")
+        if not isinstance(exc, UserError):
+            raise exc
+        self.shell.dialogs.error(exc)
+
+    def _previewed(self, preview: Dict[str, Any]) -> None:
+        self.backup_preview = preview
+        self.step1.configure(state="normal")
+        self.status.configure(text="")
+        if not preview["complete"]:
+            missing = len(preview["not_recovered"]) + len(preview["damaged"])
+            text = "有 {} 个考场场次的考试结果不在本次备份中，确定继续备份吗？".format(missing)
+            if not self.shell.dialogs.confirm("备份到外部存储", text, "\n".join(preview["lines"])):
+                return
+        self._choose_and_back_up()
+
+    def _choose_and_back_up(self) -> None:
         folder = self.shell.dialogs.choose_dir("第一步：选择外部存储（U盘、移动硬盘）上的文件夹")
         if not folder:
             return

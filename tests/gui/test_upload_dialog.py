@@ -64,10 +64,12 @@ def test_backup_then_upload_cut_and_resume(site, gui_root, scripted, usb):
     pump_until(gui_root, lambda: dialog.last is not None, what="the dialog's snapshot")
     assert str(dialog.step2.cget("state")) == "disabled"  # 第二步 before 第一步
 
-    scripted.plan("choose_dir", str(usb))
+    scripted.plan("confirm", True).plan("choose_dir", str(usb))  # a room is not recovered: asked first
     dialog.step1.invoke()
     pump_until(gui_root, lambda: str(dialog.step2.cget("state")) == "normal", what="step 2 enabled")
     assert dialog.status.cget("text").startswith("备份完成!")
+    methods = [m for m, _ in scripted.calls]
+    assert methods[methods.index("confirm") + 1] == "choose_dir"
     [backup] = os.listdir(str(usb))
     assert len([n for n in os.listdir(str(usb / backup)) if n.endswith(".zip")]) == len(every) - 1
 
@@ -114,7 +116,7 @@ def test_backup_to_a_missing_folder_keeps_step_2_disabled(site, gui_root, script
     receive(env, core, *pairs(env.ctx)[0])
     page.upload_button.invoke()
     dialog = page.upload_dialog
-    scripted.plan("choose_dir", str(tmp_path / "no-such-usb"))
+    scripted.plan("confirm", True).plan("choose_dir", str(tmp_path / "no-such-usb"))  # the other rooms: asked
     dialog.step1.invoke()
     pump_until(gui_root, lambda: scripted.errors, what="the refusal")
     assert "不存在" in scripted.errors[0].cause
@@ -124,4 +126,47 @@ def test_backup_to_a_missing_folder_keeps_step_2_disabled(site, gui_root, script
     assert dialog.status.cget("text").startswith("备份未完成")
     page.upload_button.invoke()  # a second 上报 brings the same dialog forward
     assert page.upload_dialog is dialog
+    scripted.check()
+
+
+def test_step_1_names_what_is_missing_and_asks(site, gui_root, scripted, usb):
+    env, core, page, shell = site
+    every = pairs(env.ctx)
+    for p in every[:-2]:  # the last two rooms and sessions are not recovered yet
+        receive(env, core, *p)
+    page.upload_button.invoke()
+    dialog = page.upload_dialog
+    pump_until(gui_root, lambda: dialog.last is not None, what="the dialog's snapshot")
+
+    # 取消: the question names the rooms and sessions left out; nothing is backed up
+    scripted.plan("confirm", False)
+    dialog.step1.invoke()
+    pump_until(gui_root, lambda: scripted.count("confirm") == 1, what="the question")
+    pump_until(gui_root, lambda: str(dialog.step1.cget("state")) == "normal", what="step 1 again")
+    method, (title, text, detail) = scripted.calls[-1]
+    assert (method, title) == ("confirm", "备份到外部存储")
+    assert text == "有 2 个考场场次的考试结果不在本次备份中，确定继续备份吗？"
+    for room, session in every[-2:]:
+        assert "考场 {} 第{}场次".format(room, session) in detail
+    assert "尚未回收（2个）" in detail
+    assert scripted.count("choose_dir") == 0 and os.listdir(str(usb)) == []
+    assert core.upload.snapshot()["external"] is None
+    assert str(dialog.step2.cget("state")) == "disabled"
+
+    # 确定: then the folder, then the backup of what there is
+    scripted.plan("confirm", True).plan("choose_dir", str(usb))
+    dialog.step1.invoke()
+    pump_until(gui_root, lambda: str(dialog.step2.cget("state")) == "normal", what="step 2 enabled")
+    [backup] = os.listdir(str(usb))
+    assert len([n for n in os.listdir(str(usb / backup)) if n.endswith(".zip")]) == len(every) - 2
+
+    # every room recovered: 第一步 goes straight to the folder, no question
+    for p in every[-2:]:
+        receive(env, core, *p)
+    scripted.plan("choose_dir", str(usb))
+    dialog.step1.invoke()
+    pump_until(gui_root, lambda: len(os.listdir(str(usb))) == 2, what="the second backup")
+    pump_until(gui_root, lambda: str(dialog.step1.cget("state")) == "normal", what="step 1 done")
+    assert scripted.count("confirm") == 2 and dialog.backup_preview["complete"] is True
+    assert not scripted.errors
     scripted.check()

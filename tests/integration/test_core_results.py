@@ -460,3 +460,49 @@ def test_second_upload_while_one_runs_is_refused(env, external_dir):
         release.set()
         t.join(30)
     assert len(outcome["result"]["uploaded"]) == 1
+
+
+# -- 第一步 says beforehand what it would leave out ---------------------------------------------
+
+def damage_spool_file(env, room, session):
+    """Flip one byte of a recovered result's spool file (same size: only its hash tells)."""
+    path = env.ctx.spool.path(rs(env, room, session)["result"]["sha256"])
+    os.chmod(path, 0o600)
+    blob = bytearray(open(path, "rb").read())
+    blob[-30] ^= 0x01
+    with open(path, "wb") as fh:
+        fh.write(bytes(blob))
+
+
+def test_backup_preview_names_rooms_not_recovered_and_damaged_files(env, external_dir):
+    every = pairs(env)
+    with pytest.raises(UserError, match="尚无已回收"):
+        env.upload.backup_preview()
+    for room, session in every[:-2]:
+        send(env, room, session, package(env, room, session))
+    damage_spool_file(env, *every[0])
+    audit_before = len(audit_actions(env))
+
+    preview = env.upload.backup_preview()
+    assert (preview["recovered"], preview["expected"], preview["complete"]) == (len(every) - 2, len(every), False)
+    assert [(p["room"], p["session"]) for p in preview["not_recovered"]] == every[-2:]
+    assert [(d["room"], d["session"], d["problem"]) for d in preview["damaged"]] == [
+        every[0] + ("SHA-256 不符（文件内容已损坏）",)]
+    text = "\n".join(preview["lines"])
+    for room, session in every[-2:] + every[:1]:
+        assert "考场 {} 第{}场次".format(room, session) in text
+    assert "尚未回收（2个）" in text and "将备份其余 {} 个结果包".format(len(every) - 3) in text
+    # the preview changed nothing: no backup recorded, nothing written to the stick, no audit line
+    assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) is None
+    assert os.listdir(external_dir) == [] and len(audit_actions(env)) == audit_before
+    # and it says what the backup then leaves out
+    done = env.upload.backup_external(external_dir, "admin")
+    assert [(m["room"], m["session"]) for m in done["missing"]] == every[:1]
+    assert len(done["files"]) == len(every) - 3
+
+
+def test_backup_preview_of_a_complete_set(env):
+    recover_all(env)
+    preview = env.upload.backup_preview()
+    assert preview["complete"] is True and preview["lines"] == []
+    assert preview["not_recovered"] == preview["damaged"] == [] and preview["recovered"] == len(pairs(env))
