@@ -78,7 +78,7 @@ def run_verify(s: Session) -> int:
 
 
 def _monitor_text(snap: Dict[str, Any]) -> str:
-    from kd.core.monitor import COLUMNS, cell_text  # noqa: PLC0415
+    from kd.core.monitor import COLUMNS, UNPERMITTED_LABEL, row_cell  # noqa: PLC0415
 
     if snap.get("session") is None:
         return "尚未导入考务，没有场次。"
@@ -87,11 +87,14 @@ def _monitor_text(snap: Dict[str, Any]) -> str:
                                                         session.get("start") or ""),
                         " | ".join(label for _, label in COLUMNS)]
     for row in snap["rows"]:
-        lines.append(" | ".join(cell_text(key, row.get(key)) for key, _ in COLUMNS))
+        lines.append(" | ".join(row_cell(row, key) for key, _ in COLUMNS))
     totals = snap["totals"]
     lines.append(" | ".join([totals.get("room", "")] + [str(totals.get(key, "")) for key, _ in COLUMNS[1:]]))
     if snap.get("status_report", {}).get("label"):
         lines.append("考场状态上报：" + snap["status_report"]["label"])
+    unpermitted = [row["room"] for row in snap["rows"] if row.get("unpermitted")]
+    if unpermitted:
+        lines.append("{}：考场 {}".format(UNPERMITTED_LABEL, "、".join(unpermitted)))
     return "\n".join(lines)
 
 

@@ -5,6 +5,11 @@ One row per room of the chosen session: 考场编号 | 注册IP | 考场数据�
 then the 人数统计 totals row (counts of rooms for the yes/no columns as ``n/rooms``, sums
 for the people). Footer: 场次名称 selector, 开考时间, 考场状态上报 成功 <time>.
 
+A room whose start was 未经许可开考 (the snapshot row's ``unpermitted`` flag; the page
+never reads the labels) is painted red: the row gets the tag ``unpermitted`` (white on
+``ALARM_BG``), its 考试中 cell reads ``<n>（未经许可开考）`` (``row_cell``), and a red line
+under the table names the rooms. A room not connected gets the tag ``off`` (red text).
+
 Everything comes from ``core.monitor.snapshot(session_id)`` (a worker). Heartbeats live
 in memory and are no hub events, so while the page is shown it refreshes on a timer
 (``REFRESH_MS``, ``after()``; the id is kept, cancelled when the page is unmapped or
@@ -18,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
 
-from kd.core.monitor import COLUMNS, cell_text
+from kd.core.monitor import COLUMNS, UNPERMITTED_LABEL, row_cell
 from kd.errors import UserError
 from kd.views.base import Page
 from kd.views.live_table import LiveTable
@@ -29,11 +34,13 @@ log = logging.getLogger(__name__)
 REFRESH_MS = 2000
 
 #: column widths (px, at least the heading's width: see LiveTable)
-WIDTHS = {"room": 80, "ip": 112}
+WIDTHS = {"room": 80, "ip": 112, "in_exam": 124}
 #: where the long headings break (the header has two lines)
 BREAKS = {"data_imported": "考场数据\n导入状态", "authorized": "考试授权\n状态", "verified": "授权验证\n状态",
           "ended": "是否结束\n考试", "reported": "是否已上报\n数据", "connected": "是否与考场\n连接"}
 OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
+#: the background of a 未经许可开考 row (its text is white)
+ALARM_BG, ALARM_FG = "#c0392b", "#ffffff"
 BOOL_KEYS = ("data_imported", "authorized", "verified", "ended", "reported", "connected")
 COUNT_KEYS = ("candidates", "logged_in", "in_exam")
 
@@ -42,8 +49,10 @@ def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Di
     """The snapshot's rows and totals as the table shows them (display strings)."""
     rows = []
     for r in snap.get("rows") or []:
-        shown: Dict[str, Any] = {key: cell_text(key, r.get(key)) for key, _ in COLUMNS}
-        if not r.get("connected"):
+        shown: Dict[str, Any] = {key: row_cell(r, key) for key, _ in COLUMNS}
+        if r.get("unpermitted"):
+            shown["_tags"] = ("unpermitted",)
+        elif not r.get("connected"):
             shown["_tags"] = ("off",)
         rows.append(shown)
     totals = snap.get("totals") or {}
@@ -58,6 +67,14 @@ def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Di
     return rows, total
 
 
+def alarm_text(snap: Dict[str, Any]) -> str:
+    """The red line under the table: the rooms whose start was 未经许可开考 ("" when none)."""
+    rooms = [r["room"] for r in snap.get("rows") or [] if r.get("unpermitted")]
+    if not rooms:
+        return ""
+    return "{}：考场 {}（开考时考点机未给予开考许可，请立即核实）".format(UNPERMITTED_LABEL, "、".join(rooms))
+
+
 def show_time(value: Optional[str]) -> str:
     """An ISO time as the manual shows it: ``2026-11-26 09:00``."""
     return (value or "").replace("T", " ")[:16]
@@ -67,7 +84,8 @@ class MonitorPage(Page):
     title = "考场管理"
     events = frozenset([
         "package_loaded", "room_registered", "registration_revoked", "registration_restored", "room_data_imported",
-        "session_authorized", "verification.verified", "room.started", "room.ended", "results.received",
+        "session_authorized", "verification.verified", "room.started", "room.started_unpermitted", "room.ended",
+        "results.received",
         "results.uploaded", "monitor.session_started", "monitor.session_ended", "outbox.sent", "outbox.failed",
         "system.initialized", "system.restored", "system.to_formal",
     ])
@@ -88,9 +106,12 @@ class MonitorPage(Page):
         columns = [(key, BREAKS.get(key, label), WIDTHS.get(key, 60)) for key, label in COLUMNS]
         self.table = LiveTable(self, columns, key=("room",), height=16)
         self.table.tree.tag_configure("off", foreground=BAD_COLOUR)
+        self.table.tree.tag_configure("unpermitted", foreground=ALARM_FG, background=ALARM_BG)
         self.table.pack(side="top", fill="both", expand=True)
         self.hint = ttk.Label(self, text="", bootstyle="secondary")
         self.hint.pack(side="top", anchor="w", pady=(4, 0))
+        self.alarm = ttk.Label(self, text="", foreground=BAD_COLOUR)
+        self.alarm.pack(side="top", anchor="w")
 
     def _build_footer(self) -> None:
         foot = ttk.Frame(self)
@@ -194,6 +215,7 @@ class MonitorPage(Page):
             totals = snap.get("totals") or {}
             _set(self.hint, "共 {} 个考场，{} 个与考场连接（每 {} 秒刷新）".format(
                 totals.get("rooms", len(rows)), totals.get("connected", 0), REFRESH_MS // 1000))
+        _set(self.alarm, alarm_text(snap))
         self.rendered += 1
 
 

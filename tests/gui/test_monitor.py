@@ -2,17 +2,21 @@
 
 Heartbeats go through ``core.monitor.heartbeat`` as the LAN service sends them; the
 monitor's clock is the test's, so a missed heartbeat is a moved clock, not a wait.
-Hub events reach the page through a real ``EventPump``.
+Hub events reach the page through a real ``EventPump``. Session 1 is verified and its
+rooms start after their permit (``core.verification.start_permit``, as the LAN ``permit``),
+except where a test starts one without (未经许可开考: the row is painted red, checked on
+the screen's pixels).
 """
 
 import json
+import os
 
 import pytest
 
 from kd.core.services import Core
 from kd.views import monitor as monitor_view
 from kd.views.pump import EventPump
-from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, session_ids
+from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, session_ids, sync
 from tests.support.ui import FakeShell, pump_until
 
 pytestmark = pytest.mark.gui
@@ -32,7 +36,9 @@ def site(tmp_path, gui_root, scripted, monkeypatch):
     env = loaded_env(tmp_path, rooms=3, sessions=2, candidates=5, first_start_in=30)
     register(env)
     authorize(env)
+    sync(env)
     core = Core(env.ctx).start()
+    core.verification.verify_online("1", "admin")
     clock = Clock()
     core.monitor.clock = clock
     shell = FakeShell(gui_root, core, dialogs=scripted)
@@ -58,16 +64,22 @@ def beat(core, room, session="1", started=True, ended=False, logged_in=0, in_exa
                                   "logged_in": logged_in, "in_exam": in_exam})
 
 
+def permit(core, *codes):
+    for code in codes:
+        core.verification.start_permit(code, "1")
+
+
 def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripted):
     env, core, page, clock, _shell = site
     codes = room_codes(env)
+    permit(core, *codes)
     headings = [page.table.tree.heading(k, "text") for k, _, _ in page.table.columns]
     assert headings == ["考场编号", "注册IP", "考场数据导入状态", "考试授权状态", "授权验证状态", "是否结束考试",
                         "是否已上报数据", "是否与考场连接", "考生人数", "已登录", "考试中"]
     pump_until(gui_root, lambda: len(page.table.cells()) == len(codes) + 1, what="the rooms of session 1")
     rows, total = by_room(page)
     assert set(rows) == set(codes)
-    assert all(r[2] == "已导入" and r[3] == "已授权" and r[7] == "否" for r in rows.values())
+    assert all(r[2] == "已导入" and r[3] == "已授权" and r[4] == "已验证" and r[7] == "否" for r in rows.values())
     assert rows[codes[0]][1] == "127.0.0.10"
     assert total[0] == "人数统计" and total[7] == "0/3"
     assert page.session_box.get() == env.ctx.manifest()["sessions"][0]["name"]
@@ -84,6 +96,8 @@ def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripte
     assert total[7] == "2/3" and total[9] == "6" and total[10] == "4"
     assert total[8] == str(sum(int(r[8]) for r in rows.values()))
     assert "off" in page.table.tree.item("r2", "tags") and "off" not in page.table.tree.item("r0", "tags")
+    assert not any("unpermitted" in page.table.tree.item(iid, "tags") for iid in page.table.tree.get_children())
+    assert page.alarm.cget("text") == ""
 
     # the room ends: a persisted transition (a hub event) shows as 是否结束考试 是
     beat(core, codes[0], ended=True, logged_in=4, in_exam=0)
@@ -114,6 +128,7 @@ def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripte
 def test_status_report_footer_and_timer_follows_visibility(site, gui_root):
     env, core, page, clock, _shell = site
     codes = room_codes(env)
+    permit(core, *codes)
     pump_until(gui_root, lambda: len(page.table.cells()) == len(codes) + 1, what="rooms")
     beat(core, codes[0], logged_in=1)
     core.monitor.tick()  # a session under way: a room_status report, sent by the outbox to the simulator
@@ -128,3 +143,70 @@ def test_status_report_footer_and_timer_follows_visibility(site, gui_root):
     assert page.rendered == shown  # hidden: no refresh
     page.pack(fill="both", expand=True)
     pump_until(gui_root, lambda: page.timer_running and by_room(page)[0][codes[1]][9] == "5", what="shown again")
+
+
+def iid_of(page, code):
+    return next((iid for iid in page.table.tree.get_children() if page.table.tree.item(iid, "values")[0] == code),
+                None)
+
+
+def tags_of(page, code):
+    iid = iid_of(page, code)
+    return tuple(page.table.tree.item(iid, "tags") or ()) if iid is not None else ()
+
+
+def screen_pixels(left, top, width, height):
+    """The screen's pixels in that rectangle as (r, g, b), read from the X server (python-xlib).
+
+    pytest-xvfb's screen is 16 bits deep (RGB 565) unless configured otherwise; 24/32 are
+    read too. Each channel is scaled back to 0..255.
+    """
+    from Xlib import X, display
+
+    d = display.Display(os.environ.get("DISPLAY"))
+    try:
+        screen = d.screen()
+        raw = screen.root.get_image(left, top, width, height, X.ZPixmap, 0xFFFFFFFF).data
+        depth = screen.root_depth
+    finally:
+        d.close()
+    if depth == 16:
+        words = [raw[i] | raw[i + 1] << 8 for i in range(0, len(raw), 2)]
+        return [((w >> 11) * 255 // 31, (w >> 5 & 63) * 255 // 63, (w & 31) * 255 // 31) for w in words]
+    assert depth in (24, 32), "screen depth {}".format(depth)
+    return [(raw[i + 2], raw[i + 1], raw[i]) for i in range(0, len(raw), 4)]
+
+
+def red_share(gui_root, tree, iid):
+    """The share of the row's pixels on the screen that are the alarm colour."""
+    gui_root.update()
+    x, y, w, h = tree.bbox(iid)
+    pixels = screen_pixels(tree.winfo_rootx() + x, tree.winfo_rooty() + y, w, h)
+    want = tuple(int(monitor_view.ALARM_BG[i:i + 2], 16) for i in (1, 3, 5))
+    return sum(1 for p in pixels if all(abs(a - b) <= 10 for a, b in zip(p, want))) / max(1, len(pixels))
+
+
+def test_unpermitted_start_is_painted_red(site, gui_root, scripted):
+    env, core, page, _clock, _shell = site
+    codes = room_codes(env)
+    permit(core, codes[0])
+    beat(core, codes[0], logged_in=4, in_exam=4)  # after its permit: a normal start
+    beat(core, codes[1], logged_in=3, in_exam=2)  # never asked for its permit: 未经许可开考
+    tree = page.table.tree
+    pump_until(gui_root, lambda: "unpermitted" in tags_of(page, codes[1]), what="the unpermitted row tagged")
+    pump_until(gui_root, lambda: by_room(page)[0][codes[0]][10] == "4", what="the permitted room's count")
+    rows, _total = by_room(page)
+    assert rows[codes[1]][10] == "2（未经许可开考）" and rows[codes[0]][10] == "4"
+    assert tags_of(page, codes[0]) == ()
+    assert str(tree.tag_configure("unpermitted", "background")) == monitor_view.ALARM_BG
+    assert codes[1] in page.alarm.cget("text") and codes[0] not in page.alarm.cget("text")
+    assert str(page.alarm.cget("foreground")) == monitor_view.BAD_COLOUR
+    # on the screen: the unpermitted row is red, the permitted one is not
+    assert red_share(gui_root, tree, iid_of(page, codes[1])) > 0.5
+    assert red_share(gui_root, tree, iid_of(page, codes[0])) < 0.05
+    # disconnected, it stays red (its start is what matters)
+    _clock.t += 16
+    beat(core, codes[0], logged_in=4, in_exam=4)
+    pump_until(gui_root, lambda: by_room(page)[0][codes[1]][7] == "否", what="the unpermitted room disconnected")
+    assert tags_of(page, codes[1]) == ("unpermitted",)
+    scripted.check()
