@@ -17,19 +17,23 @@ import pytest
 
 from kd.app import open_context
 from kd.core import model
-from kd.core.accounts import PasswordChangeRequired, default_account
+from kd.core.accounts import LoginFailed, PasswordChangeRequired, default_account
+from kd.core.backup import result_label
 from kd.core.loading import LoadingService
 from kd.core.system import BackupError, RestoreError, SystemRefused, SystemService, finish_interrupted_restore
-from kd.errors import FormatError, LockError, StoreError
+from kd.errors import FormatError, LockError, ResultConflict, StoreError
 from kd.events import EventHub
 from kd.formats import backup as bak
 from kd.formats.signing import canonical_json
 from kd.lock.coreport import DonglePort
 from kd.lock.driver import LockDriver
 from kd.lock.emulator import LockEmulator
+from kd.site import open_site
 from kd.store import datafolder as folder_mod
 from kd.store.database import open_stores
 from tests.support.env import SITE, make_env
+from tests.support.external import external_folder, remove_external
+from tests.support.results import result_package
 
 ACTOR = "tester"  # not an account: passes require_changed
 
@@ -267,21 +271,17 @@ def test_tampered_backup_is_refused_and_nothing_replaced(env, tmp_path, other_do
     assert ctx.stores.runtime.get("marker", "after-backup") is None
 
 
-def test_restore_refused_for_another_site_and_when_unreported_results_would_be_lost(env, tmp_path):
+def test_restore_refused_for_another_site(env, tmp_path):
     ctx = env.ctx
     svc = SystemService(ctx)
     path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
-    room, session = pairs(ctx)[0]
-    put_result(ctx, room, session, b"arrived after the backup")
+    ctx.stores.settings.update(model.SETTINGS, model.SITE, {"site_code": "99999"})
     before = tree_digest(ctx.data_dir)
     with pytest.raises(SystemRefused) as e:
         svc.restore(path, ACTOR)
-    assert "丢失尚未上报" in str(e.value) and tree_digest(ctx.data_dir) == before
-    put_result(ctx, room, session, b"arrived after the backup", uploaded=True)
-    ctx.stores.settings.update(model.SETTINGS, model.SITE, {"site_code": "99999"})
-    with pytest.raises(SystemRefused) as e:
-        svc.restore(path, ACTOR)
-    assert "99999" in str(e.value)
+    assert "99999" in str(e.value) and tree_digest(ctx.data_dir) == before
+    preview = svc.restore_preview(path, ACTOR)
+    assert preview["allowed"] is False and "99999" in preview["refusal"]["cause"]
     ctx.stores.settings.update(model.SETTINGS, model.SITE, {"site_code": SITE})
     assert svc.restore(path, ACTOR)["restart_required"]
 
@@ -340,6 +340,223 @@ def test_crash_during_the_swap_is_finished_at_the_next_start(env, tmp_path, monk
         assert after.audit.verify() is None
     finally:
         after.stores.close()
+
+
+# -- 系统恢复 keeps what is here (issue 12 item 1) ------------------------------------------------
+def start_room(ctx, room, session):
+    ctx.stores.runtime.update(model.ROOM_SESSIONS, model.rs_key(room, session),
+                              {"started_at": "2026-06-13T09:00:00+08:00"})
+
+
+def receive(core, room, session, salt=b""):
+    """A room's result package received as the LAN handler does (spool, check, record)."""
+    data = result_package(core.ctx, room, session, salt=salt)
+    sha = hashlib.sha256(data).hexdigest()
+    core.recovery.receive(room, session, io.BytesIO(data), sha, len(data), "lan", ACTOR)
+    return sha
+
+
+def restart(env):
+    """What the relaunched process does: close the site, open it again over the same folder."""
+    env.site.close()
+    env.site = open_site(env.data_dir, hub=env.hub, platform=env.client, dongle=DonglePort(env.driver), gate=False)
+    env._stops.append(env.site.close)
+    env.ctx, env.core = env.site.ctx, env.site.core
+    return env.core
+
+
+def results_here(ctx):
+    return {model.rs_key(d["room"], d["session"]): (d["result"], d.get("upload"))
+            for d in ctx.stores.runtime.all(model.ROOM_SESSIONS) if d.get("result")}
+
+
+def test_restore_of_an_older_backup_mid_exam_keeps_results_receipts_and_the_password(env, tmp_path):
+    """The issue's scenario with fewer rooms: results recovered and uploaded after the backup, one room in its exam."""
+    core, ctx = env.core, env.ctx
+    core.accounts.change_password("admin", "888", "before-2026")
+    session = pairs(ctx)[0][1]
+    rooms = [r for r, s in pairs(ctx) if s == session]
+    for room in rooms:
+        start_room(ctx, room, session)
+    path = core.system.backup(str(tmp_path / "usb"), "考中备份", "admin")
+    recovered = rooms[:-1]
+    shas = [receive(core, room, session) for room in recovered]
+    usb = external_folder(tmp_path)
+    try:
+        core.upload.backup_external(usb, "admin")
+        assert len(core.upload.upload(session, "admin")["uploaded"]) == len(recovered)
+    finally:
+        remove_external(usb)
+    core.accounts.change_password("admin", "before-2026", "after-2026")
+    kept = results_here(ctx)
+    assert len(kept) == len(recovered) and all(upload for _, upload in kept.values())
+
+    # the preview verifies, compares and changes nothing
+    before, audit_before = tree_digest(ctx.data_dir), list(ctx.audit.entries())
+    preview = core.system.restore_preview(path, "admin")
+    assert tree_digest(ctx.data_dir) == before and list(ctx.audit.entries()) == audit_before
+    assert no_leftovers(ctx.data_dir)
+    assert preview["allowed"] is True and preview["refusal"] is None and preview["note"] == "考中备份"
+    assert preview["backup"]["results_recovered"] == 0 and preview["backup"]["rooms_started"] == len(rooms)
+    assert preview["current"]["results_recovered"] == len(recovered) == preview["current"]["results_uploaded"]
+    assert preview["after"]["results_recovered"] == len(recovered) == preview["after"]["results_uploaded"]
+    assert [(r["room"], r["uploaded"]) for r in preview["kept"]["results"]] == [(r, True) for r in recovered]
+    assert preview["kept"]["files"] == len(recovered) and preview["kept"]["accounts"] == ["admin"]
+    assert any("保留本机已回收" in line for line in preview["lines"])
+
+    out = core.system.restore(path, "admin")
+    assert out["restart_required"] and out["accounts_kept"] == ["admin"]
+    assert [r["room"] for r in out["kept"]["results"]] == recovered
+    core = restart(env)
+    ctx = env.ctx
+    # the results, their files and receipts are still here
+    assert results_here(ctx) == kept
+    assert all(ctx.spool.verify(sha) for sha in shas)
+    rows = {r["room"]: r for r in core.recovery.snapshot(session)["rows"]}
+    assert all(rows[r]["situation"] == "已回收" and rows[r]["report"] == "上报成功" for r in recovered)
+    assert rows[rooms[-1]]["situation"] == "未回收"
+    # the system still knows the exam runs: exit and 初始化 stay refused
+    allowed, reason = core.system.exit_allowed()
+    assert not allowed and "考场 {} 场次 {}：考试已开始".format(rooms[-1], session) in reason
+    with pytest.raises(SystemRefused):
+        core.system.initialize(SITE, "admin")
+    # the administrator's password is the one they logged in with
+    assert core.accounts.login("admin", "after-2026")["must_change"] is False
+    with pytest.raises(LoginFailed):
+        core.accounts.login("admin", "before-2026")
+    entry = [e for e in ctx.audit.entries() if e["action"] == "system.restored"][-1]
+    assert entry["details"]["accounts_kept"] == ["admin"]
+    assert entry["details"]["kept"]["results"] == [model.rs_key(r, session) for r in recovered]
+    assert ctx.audit.verify() is None
+
+
+def test_restore_keeps_a_result_not_uploaded_and_a_receipt_the_backup_lacks(env, tmp_path):
+    ctx = env.ctx
+    svc = SystemService(ctx)
+    (r1, s1), (r2, s2) = pairs(ctx)[:2]
+    sha1 = put_result(ctx, r1, s1, b"first, recovered before the backup")
+    path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
+    put_result(ctx, r1, s1, b"first, recovered before the backup", uploaded=True)
+    sha2 = put_result(ctx, r2, s2, b"second, recovered after the backup")
+    kept = results_here(ctx)
+    out = svc.restore(path, ACTOR)
+    assert [(r["room"], r["session"]) for r in out["kept"]["results"]] == [(r2, s2)]
+    assert [(r["room"], r["session"]) for r in out["kept"]["receipts"]] == [(r1, s1)]
+    assert results_here(ctx) == kept and ctx.spool.verify(sha1) and ctx.spool.verify(sha2)
+    allowed, reason = svc.exit_allowed()
+    assert not allowed and "考场 {} 场次 {}：已回收，未上报".format(r2, s2) in reason
+
+
+def test_restore_keeps_both_results_when_the_backup_holds_another(env, tmp_path):
+    """Conflicts are kept visibly in result_conflicts, never silently dropped."""
+    core, ctx = env.core, env.ctx
+    (r1, s1), (r2, s2), (r3, s3) = pairs(ctx)[:3]
+    old1 = put_result(ctx, r1, s1, b"room 1 as the backup has it")
+    old2 = put_result(ctx, r2, s2, b"room 2 as the backup has it")
+    path = core.system.backup(str(tmp_path / "usb"), "", ACTOR)
+    new1 = put_result(ctx, r1, s1, b"room 1 here, uploaded", uploaded=True)  # a diverged history
+    new2 = put_result(ctx, r2, s2, b"room 2 here, not uploaded")
+    kept3 = receive(core, r3, s3)
+    refused3 = hashlib.sha256(result_package(ctx, r3, s3, salt=b"other")).hexdigest()
+    with pytest.raises(ResultConflict):
+        receive(core, r3, s3, salt=b"other")  # a conflict recorded here, after the backup
+
+    preview = core.system.restore_preview(path, ACTOR)
+    assert preview["allowed"] and {(c["room"], c["other_from"]) for c in preview["kept"]["conflicts"]} == {
+        (r1, "backup"), (r2, "here")}
+    out = core.system.restore(path, ACTOR)
+    assert out["kept"]["conflict_records"] == 1
+    here = results_here(ctx)
+    assert here[model.rs_key(r1, s1)][0]["sha256"] == new1 and here[model.rs_key(r1, s1)][1]  # the uploaded one
+    assert here[model.rs_key(r2, s2)][0]["sha256"] == old2  # neither uploaded: the backup's
+    assert here[model.rs_key(r3, s3)][0]["sha256"] == kept3
+    conflicts = {(c["room"], c["sha256"]): c for c in core.recovery.conflicts()}
+    assert set(conflicts) == {(r1, old1), (r2, new2), (r3, refused3)}
+    assert conflicts[(r1, old1)]["origin"] == "restore" and conflicts[(r1, old1)]["kept_sha256"] == new1
+    assert conflicts[(r2, new2)]["held_by"] == "here"
+    for sha in (old1, old2, new1, new2, kept3, refused3):
+        assert ctx.spool.verify(sha)
+    rows = {(r["room"], r["session"]): r for r in core.recovery.snapshot()["rows"]}
+    assert {rows[p]["situation"] for p in ((r1, s1), (r2, s2), (r3, s3))} == {"已回收（有冲突）"}
+    assert any("两个都保留" in line for line in out["lines"])
+
+
+def test_restore_refused_while_a_started_room_is_unknown_to_the_backup(env, tmp_path):
+    ctx = env.ctx
+    svc = SystemService(ctx)
+    path = svc.backup(str(tmp_path / "usb"), "考前备份", ACTOR)
+    (r1, s1) = pairs(ctx)[0]
+    start_room(ctx, r1, s1)
+    before = tree_digest(ctx.data_dir)
+    with pytest.raises(SystemRefused) as e:
+        svc.restore(path, ACTOR)
+    assert "正在考试的考场在该备份中尚未开考" in e.value.cause and result_label(r1, s1) in e.value.cause
+    assert tree_digest(ctx.data_dir) == before and no_leftovers(ctx.data_dir)
+    preview = svc.restore_preview(path, ACTOR)
+    assert preview["allowed"] is False and result_label(r1, s1) in preview["refusal"]["cause"]
+    # a new PC (nothing here) restores the same backup: the manual's use of 系统恢复
+    fresh = open_context(str(tmp_path / "fresh"), dongle=DonglePort(env.driver), trusted=env.trusted)
+    try:
+        assert SystemService(fresh).restore(path, ACTOR)["restart_required"]
+    finally:
+        fresh.stores.close()
+
+
+def test_a_mock_backup_is_refused_over_a_formal_exam_that_ran(env, tmp_path):
+    ctx = env.ctx
+    svc = SystemService(ctx)
+    (r1, s1) = pairs(ctx)[0]
+    start_room(ctx, r1, s1)
+    ctx.stores.settings.update(model.SETTINGS, model.SITE, {"mode": model.MOCK})
+    path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
+    ctx.stores.settings.update(model.SETTINGS, model.SITE, {"mode": model.FORMAL})
+    with pytest.raises(SystemRefused) as e:
+        svc.restore(path, ACTOR)
+    assert "模拟考试的备份" in e.value.cause and ctx.mode() == model.FORMAL
+
+
+def test_restore_refused_naming_results_of_another_exam(env, tmp_path):
+    ctx = env.ctx
+    svc = SystemService(ctx)
+    path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
+    manifest = ctx.manifest()
+    ctx.stores.exam.put(model.PACKAGE, model.MANIFEST, dict(manifest, exam_name="另一次考试"))  # another exam here
+    (r1, s1) = pairs(ctx)[0]
+    put_result(ctx, r1, s1, b"a result of the other exam", uploaded=True)
+    before = tree_digest(ctx.data_dir)
+    with pytest.raises(SystemRefused) as e:
+        svc.restore(path, ACTOR)
+    assert "另一次考试" in e.value.cause and result_label(r1, s1) in e.value.cause
+    assert tree_digest(ctx.data_dir) == before
+
+
+def test_restore_names_a_damaged_result_file_here_and_keeps_its_record(env, tmp_path):
+    ctx = env.ctx
+    svc = SystemService(ctx)
+    path = svc.backup(str(tmp_path / "usb"), "", ACTOR)
+    (r1, s1) = pairs(ctx)[0]
+    sha = put_result(ctx, r1, s1, b"recovered after the backup, then damaged on disk")
+    with open(ctx.spool.path(sha), "r+b") as f:
+        f.write(b"X")
+    preview = svc.restore_preview(path, ACTOR)
+    assert len(preview["warnings"]) == 1 and result_label(r1, s1) in preview["warnings"][0]
+    out = svc.restore(path, ACTOR)
+    assert out["warnings"] and "重新回收" in out["warnings"][0]
+    assert results_here(ctx)[model.rs_key(r1, s1)][0]["sha256"] == sha and not ctx.spool.has(sha)
+
+
+def test_restore_keeps_outbox_reports_and_reported_times(env, tmp_path):
+    core, ctx = env.core, env.ctx
+    sent = core.outbox.enqueue("room_status", {"rooms": 1})
+    path = core.system.backup(str(tmp_path / "usb"), "", ACTOR)
+    ctx.stores.runtime.update(model.OUTBOX, sent["id"], {"state": "sent", "sent_at": "2026-06-13T09:01:00+08:00"})
+    later = core.outbox.enqueue("session_started", {"session_id": "x"})
+    sid = ctx.stores.runtime.all(model.SESSIONS)[0]["id"]
+    ctx.stores.runtime.update(model.SESSIONS, sid, {"started_reported_at": "2026-06-13T09:02:00+08:00"})
+    core.system.restore(path, ACTOR)
+    assert ctx.stores.runtime.get(model.OUTBOX, sent["id"])["state"] == "sent"
+    assert ctx.stores.runtime.get(model.OUTBOX, later["id"])["state"] == "pending"
+    assert ctx.stores.runtime.get(model.SESSIONS, sid)["started_reported_at"] == "2026-06-13T09:02:00+08:00"
 
 
 # -- 系统初始化, exit, 模考转正考 ---------------------------------------------------------------------
