@@ -28,6 +28,9 @@ runtime DB (``ctx.stores.runtime``)
                         "started_reported_at", "ended_reported_at"}
   room_sessions/<room|session>
                        {"room", "session", "started_at", "ended_at",
+                        "permitted_at" (the first start permit granted, kd/core/verification.py),
+                        "unpermitted_at" (= started_at when the start was 未经许可开考,
+                        kd/core/monitor.py; absent or None otherwise),
                         "result": {"sha256", "size", "received_at", "source": "lan"|"manual",
                                    "counts": {...}, "created_at", "actor"} | None,
                         "upload": {"receipt" (base64), "uploaded_at", "file_id", "sha256",
