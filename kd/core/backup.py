@@ -50,7 +50,6 @@ from kd.core.ports import DongleSignature
 from kd.errors import FormatError, UserError
 from kd.formats import backup as bak
 from kd.formats.timeutil import format_time
-from kd.store import atomic
 from kd.store.database import DB_FILES
 from kd.store.spool import Spool
 
@@ -219,23 +218,8 @@ class BackupService:
         return _Frozen(dbs, spool, spool_files, rooms, audit_path, audit_length, spool_owners(ctx))
 
     def _db_body(self, name: str) -> bytes:
-        """The current durable tables of store ``name`` (its newest good generation file)."""
-        db = getattr(self.ctx.stores, name)
-        base = os.path.join(self.ctx.data_dir, "db", name + ".json")
-        with db.transaction():  # holds the store's lock: no write in between
-            best: Optional[Tuple[int, bytes]] = None
-            for suffix in atomic.SLOTS:
-                try:
-                    with open(base + suffix, "rb") as f:
-                        gen, _tables, body = atomic.decode(f.read())
-                except FileNotFoundError:
-                    continue
-                except atomic.CorruptFile as e:
-                    log.warning("backup: skipping corrupt generation %s%s: %s", base, suffix, e)
-                    continue
-                if best is None or gen > best[0]:
-                    best = (gen, body)
-        return best[1] if best else b"{}"
+        """The current durable tables of store ``name`` (the body of its newest generation)."""
+        return getattr(self.ctx.stores, name).durable_body()
 
     # -- 2. copy (outside ctx.lock) ----------------------------------------------------------
     def _sources(self, frozen: _Frozen, damaged: List[Dict[str, Any]]) -> Iterator[Tuple[str, bak.Source]]:

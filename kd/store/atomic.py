@@ -390,6 +390,12 @@ class AtomicJSONStorage(Storage):
         finally:
             self._closed = True
 
+    def durable_body(self) -> bytes:
+        """The body of the newest durable generation (``{}`` before the first write): what a backup copies."""
+        if self._closed:
+            raise closed_error(self.path)
+        return self._body or b"{}"
+
     def touch(self, table: str, doc_id: Optional[str] = None) -> None:
         """Say that the next write changes document ``doc_id`` of ``table`` (None: all of it)."""
         if self._hints is not None:

@@ -118,6 +118,20 @@ class Database:
                 raise
 
     # -- reads ---------------------------------------------------------------------------
+    def durable_body(self) -> bytes:
+        """The tables as last made durable, as the store file's body (UTF-8 JSON): for a backup.
+
+        Taken under the lock, so no write of another thread is half in it; the in-memory
+        twin answers its current tables.
+        """
+        with self._lock:
+            if self._closed:
+                raise closed_error(self.name)
+            body = getattr(self._storage, "durable_body", None)
+            if body is not None:
+                return bytes(body())
+            return json.dumps(self._storage.read() or {}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
     def get(self, table: str, key: str) -> Optional[Doc]:
         with self._lock:
             if self._closed:
