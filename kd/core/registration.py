@@ -24,8 +24,8 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
   monitor's 是否与考场连接); ``restore_lines(preview)`` says it in Chinese.
 - ``restore(path, actor, confirm=None)``: 恢复注册 from a KDINFO; a tampered or foreign
   file is refused and nothing changes. ``confirm`` is the preview's ``"confirm"``: the
-  restore is then refused unless the file and every room's registration are still what
-  the preview showed. Without it, a restore that would drop or change a connected room's
+  restore is then refused unless the file, every room's registration and the connected
+  rooms it cuts off are still what the preview showed. Without it, a restore that would drop or change a connected room's
   registration is refused (``ConfirmationRequired``), so no caller does that unasked.
 - ``snapshot()``: the §3.2 table (考场代码 | 注册码 | 注册IP | 封场检测 | 备注) and the
   counts 已注册 / 未注册.
@@ -346,9 +346,10 @@ class RegistrationService:
 
     @staticmethod
     def _confirm_token(info: kdinfo.KdInfo, plan: List[Dict[str, Any]]) -> str:
-        """What a confirmation confirms: this file and every room's registration before and after."""
+        """What a confirmation confirms: this file, every room's registration before and after,
+        and which connected rooms it cuts off."""
         shown = [[r["code"], r["ip"], r["reg_code"], r["new_ip"], r["new_reg_code"]] for r in plan]
-        text = canonical_json({"file": info.digest.hex(), "rooms": shown})
+        text = canonical_json({"file": info.digest.hex(), "rooms": shown, "at_risk": _at_risk(plan)})
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def restore_preview(self, kdinfo_path: str) -> Dict[str, Any]:
@@ -373,7 +374,7 @@ class RegistrationService:
         preview: Dict[str, Any] = {
             "file": os.path.abspath(kdinfo_path), "created_at": created, "rooms": plan,
             "connected": [r["code"] for r in plan if r["connected"]],
-            "at_risk": [r["code"] for r in plan if r["connected"] and r["change"] in (LOSES, CHANGES)],
+            "at_risk": _at_risk(plan),
             "registered_after": max(later, key=_sort_time) if later else None,
             "confirm": self._confirm_token(info, plan),
         }
@@ -388,8 +389,8 @@ class RegistrationService:
         Checked first, nothing changes on refusal: the file's form, the site code, the
         loaded package (manifest hash), the dongle signature by the package's lock key.
         ``confirm`` is the ``"confirm"`` of ``restore_preview`` the administrator agreed
-        to: when given, the restore is refused unless the file and every room's
-        registration are still what the preview showed; without it, the restore is
+        to: when given, the restore is refused unless the file, every room's registration
+        and the connected rooms it cuts off are still what the preview showed; without it, the restore is
         refused when it would drop or change the registration of a room connected now
         (``ConfirmationRequired``). A room whose IP or registration code changes loses
         its token and data import, and its LAN connections are closed. Raises
@@ -400,10 +401,10 @@ class RegistrationService:
         info = self._read_kdinfo(kdinfo_path)
         with ctx.lock:
             plan = self._restore_plan(info)
-            at_risk = [r["code"] for r in plan if r["connected"] and r["change"] in (LOSES, CHANGES)]
+            at_risk = _at_risk(plan)
             if confirm is not None and not _same(str(confirm), self._confirm_token(info, plan)):
                 raise ConfirmationRequired(
-                    "确认之后考场的注册情况又有变化（例如又有考场注册），未恢复注册。",
+                    "确认之后考场的注册或连接情况又有变化（例如又有考场注册或连接），未恢复注册。",
                     "请重新点击“恢复注册”，核对将要改变的考场后再确认。",
                     detail="confirmation {} does not match the current plan".format(str(confirm)[:16]))
             if confirm is None and at_risk:
@@ -471,6 +472,11 @@ LINE_ROOMS = 20
 
 class ConfirmationRequired(UserError):
     """恢复注册 would drop or change a connected room's registration, or differs from what was confirmed."""
+
+
+def _at_risk(plan: List[Dict[str, Any]]) -> List[str]:
+    """The connected rooms a restore cuts off (they lose or change their registration)."""
+    return [r["code"] for r in plan if r["connected"] and r["change"] in (LOSES, CHANGES)]
 
 
 def _sort_time(text: str) -> datetime.datetime:

@@ -430,7 +430,18 @@ def test_restore_refuses_to_drop_connected_rooms_without_the_matching_confirmati
     assert registrations(env) == before and audit_count(env) == audit_before
     live.beat(live.rooms[0])  # still registered and connected
 
-    # what was confirmed is no longer what would happen (a room revoked meanwhile): refused
+    # what was confirmed is no longer what would happen: a room not connected when it was shown
+    # connects meanwhile (the restore would cut it off too): refused
+    live.beat(live.rooms[2])
+    with pytest.raises(ConfirmationRequired) as info:
+        svc.restore(early, "admin", confirm=preview["confirm"])
+    assert "变化" in info.value.cause
+    live.clock.now += 60  # every heartbeat is long past: nothing is connected any more
+    assert svc.restore_preview(early)["at_risk"] == []
+    live.beat(live.rooms[0])
+    live.beat(live.rooms[1])
+    assert svc.restore_preview(early)["confirm"] == preview["confirm"]  # the same as shown before
+    # a room revoked meanwhile: refused
     svc.revoke(live.rooms[2], "admin")
     before = registrations(env)
     with pytest.raises(ConfirmationRequired) as info:
