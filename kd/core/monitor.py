@@ -248,18 +248,23 @@ class MonitorService:
     def _refuse_end(self, room: str, session: str) -> None:
         """An ``ended`` without a recorded start: audited once per pair, then ``StateRefused``."""
         pair = (room, session)
-        with self.ctx.lock:
-            doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, session)) or {}
-            if doc.get("started_at"):  # recorded meanwhile (another connection of the room)
-                with self._lock:
-                    self._started.add(pair)
-                return
+        doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, session)) or {}
+        if doc.get("started_at"):  # recorded meanwhile (another connection of the room)
             with self._lock:
-                first = pair not in self._end_refused
-                self._end_refused.add(pair)
-            if first:
-                log.warning("room %s reported session %s ended without a start: refused", room, session)
-                self.ctx.record(room, "room.end_refused", room_code=room, session_id=session)
+                self._started.add(pair)
+            return
+        with self._lock:
+            first = pair not in self._end_refused
+            self._end_refused.add(pair)
+        if first:
+            log.warning("room %s reported session %s ended without a start: refused", room, session)
+            try:
+                with self.ctx.lock:
+                    self.ctx.record(room, "room.end_refused", room_code=room, session_id=session)
+            except BaseException:
+                with self._lock:  # not audited: the next refusal tries again
+                    self._end_refused.discard(pair)
+                raise
         raise StateRefused(
             "考场 {} 场次 {} 尚未开考（考点机没有该场次的开考记录），不能结束考试。".format(room, session),
             "结束考试前须先开考：请监考机先获得开考许可并开考；如该考场确已开考，监考机应在同一心跳中报告已开考"
