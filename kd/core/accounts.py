@@ -11,21 +11,36 @@ Rules:
 
 - The default account admin / 888 exists until its password is changed. Until then its
   document is implicit (``default_account()``: a fixed salt, since everyone knows 888,
-  and ``must_change`` true; it is stored when it first records a failure): ``login`` answers ``must_change=True`` and
-  ``require_changed`` refuses every other service call by that account until
-  ``change_password`` replaced it.
+  and ``must_change`` true; it is stored when it first records an attempt): ``login``
+  answers ``must_change=True`` and ``require_changed`` refuses every other service call
+  by that account until ``change_password`` replaced it.
 - A new password has at least 6 characters and differs from 888 and from the old one.
 - Failed logins back off exponentially: from the 3rd consecutive failure a user must wait
   ``2 ** (failures - 3)`` seconds (capped at 15 minutes) before the next attempt.
   ``failures`` and ``locked_until`` are persisted in the account document, so a restart
   does not reset them; a success resets them. A wrong old password in
   ``change_password`` counts as a failure too.
+- **Record first, then check (fail closed).** An attempt on an account (one not refused
+  by the back-off) is written to the settings DB as a failure -- ``failures + 1`` and the
+  ``locked_until`` that follows -- *before* the password is hashed; only a right
+  password then writes ``failures = 0``. So the back-off is durable before any answer,
+  a kill between the two writes leaves one failure too many (never one too few), and
+  when the settings DB cannot be written (full disk, unwritable data folder: the store
+  raises ``StoreError``) the attempt is refused with ``LoginNotRecorded`` without looking
+  at the password -- the right password too -- until a write succeeds again. While that
+  lasts, unknown names get the same answer.
 - An unknown user and a wrong password get the same answer (and cost the same hash);
   failures of unknown names are counted in memory only (nothing is stored for names
   that are not accounts).
 - First login (系统设置): ``setup(site_code, mode, actor)``; the site code (4 to 10
   digits, e.g. 11003) is fixed afterwards, only 系统初始化 clears it; the mode is
-  changed afterwards only by 模考转正考.
+  changed afterwards only by 模考转正考. The site code must be the one the plugged-in
+  dongle was registered to (lock protocol ``SITE``, ``Dongle.site_code()``): another code
+  is refused (``SetupRefused``), so a typo surfaces here and not as HTTP 401 at 载入;
+  no dongle, or one registered to no site, is refused (``LockError``). A dongle too old
+  to report its site (protocol revision 1) is accepted with a logged warning and
+  ``dongle_site: null`` in the audit: refusing it would leave a site with such a dongle
+  no way to set up at all, and the platform still refuses a wrong code at 载入.
 """
 
 import base64
@@ -41,7 +56,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from kd.core import model
 from kd.core.context import Context
-from kd.errors import UserError
+from kd.errors import StoreError, UserError
 from kd.formats.timeutil import format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -75,6 +90,11 @@ class LoginFailed(UserError):
     def __init__(self, cause: str, remedy: str, wait_s: int = 0) -> None:
         super().__init__(cause, remedy)
         self.wait_s = wait_s
+
+
+class LoginNotRecorded(LoginFailed):
+    """The attempt could not be recorded (the settings DB cannot be written): refused, the
+    right password too, until recording works again."""
 
 
 class PasswordChangeRequired(UserError):
@@ -126,6 +146,8 @@ class AccountService:
         self.ctx = ctx
         # failures of names that are not accounts (so they are answered alike): name -> (n, until)
         self._unknown: Dict[str, Tuple[int, Optional[datetime.datetime]]] = {}
+        # the last attempt on an account could not be recorded (refuse everyone alike until a write works)
+        self._unrecorded = False
 
     # -- accounts ----------------------------------------------------------------------------
     def _account(self, user: str) -> Optional[Dict[str, Any]]:
@@ -170,8 +192,12 @@ class AccountService:
         if wait:
             raise LoginFailed("登录失败次数过多，暂时不能登录。", "请在 {} 后重试。".format(wait_text(wait)), wait)
 
-    def _fail(self, user: str, doc: Optional[Dict[str, Any]], action: str) -> LoginFailed:
-        """Count a failure (persisted for accounts) and build the answer."""
+    def _count_attempt(self, user: str, doc: Optional[Dict[str, Any]], action: str) -> Tuple[int, int]:
+        """Record this attempt as a failure before the password is checked: ``(failures, wait_s)``.
+
+        For an account the count and its ``locked_until`` are written to the settings DB
+        (``LoginNotRecorded`` when that fails); for an unknown name they are kept in memory.
+        """
         now = self.ctx.now()
         if doc is not None:
             failures = int(doc.get("failures") or 0) + 1
@@ -180,12 +206,36 @@ class AccountService:
         wait = backoff_seconds(failures)
         until = now + datetime.timedelta(seconds=wait) if wait else None
         if doc is not None:
-            doc = dict(doc, failures=failures, locked_until=format_time(until) if until else None)
-            self.ctx.stores.settings.put(model.ACCOUNTS, doc["user"], doc)
+            self._write_account(user, dict(doc, failures=failures, locked_until=format_time(until) if until else None),
+                                action)
         else:
             self._unknown[user] = (failures, until)
             while len(self._unknown) > _UNKNOWN_TRACKED:
                 del self._unknown[next(iter(self._unknown))]
+            if self._unrecorded:  # answered like an account while recording does not work
+                raise _not_recorded()
+        return failures, wait
+
+    def _write_account(self, user: str, doc: Dict[str, Any], action: str) -> None:
+        """Store an account's login record; ``LoginNotRecorded`` when the settings DB refuses."""
+        try:
+            self.ctx.stores.settings.put(model.ACCOUNTS, user, doc)
+        except StoreError as e:
+            first = not self._unrecorded
+            self._unrecorded = True
+            if first:  # one log line and audit entry per outage, not per attempt
+                log.error("login of %r refused: the attempt cannot be recorded (%s)", user, e.detail or e.cause)
+                try:
+                    self.ctx.record(user or "?", "account.login_not_recorded", attempt=action, error=e.cause)
+                except UserError as audit_error:
+                    log.error("cannot audit the refused login either: %s", audit_error.detail or audit_error.cause)
+            raise _not_recorded() from e
+        if self._unrecorded:
+            log.warning("login attempts are recorded again (%s)", action)
+            self._unrecorded = False
+
+    def _fail(self, user: str, failures: int, wait: int, action: str) -> LoginFailed:
+        """Audit a failure already counted by ``_count_attempt`` and build the answer."""
         self.ctx.record(user or "?", action, failures=failures, wait_s=wait)
         if wait:
             return LoginFailed("账号或密码错误，已连续失败 {} 次。".format(failures),
@@ -197,18 +247,19 @@ class AccountService:
         """Check a login; return ``{"user", "must_change"}``.
 
         Raises ``LoginFailed`` (the same text for an unknown user and a wrong password;
-        with the time to wait once the back-off started).
+        with the time to wait once the back-off started) and ``LoginNotRecorded`` (a
+        ``LoginFailed``: the attempt cannot be recorded, so it is refused unchecked).
         """
         user = (user or "").strip()
         with self.ctx.lock:
             doc = self._account(user)
             self._refuse_if_locked(user, doc)
+            failures, wait = self._count_attempt(user, doc, "account.login")
             if not self._check(doc, password or ""):
-                raise self._fail(user, doc, "account.login_failed")
+                raise self._fail(user, failures, wait, "account.login_failed")
             assert doc is not None
-            if doc.get("failures") or doc.get("locked_until"):
-                doc = dict(doc, failures=0, locked_until=None)
-                self.ctx.stores.settings.put(model.ACCOUNTS, user, doc)
+            doc = dict(doc, failures=0, locked_until=None)
+            self._write_account(user, doc, "account.login")
             must_change = bool(doc.get("must_change"))
             self.ctx.record(user, "account.login", must_change=must_change)
             return {"user": user, "must_change": must_change}
@@ -233,7 +284,9 @@ class AccountService:
 
         Raises ``PasswordRejected`` (new password too short/long, 888, same as the old one,
         confirmation differs) before anything is checked, ``LoginFailed`` for a wrong old
-        password or an unknown user (counted like a failed login).
+        password or an unknown user (counted like a failed login, recorded first: see the
+        module docstring; ``LoginNotRecorded`` when it cannot be), ``StoreError`` when the
+        new password cannot be stored (it is not changed).
         """
         user = (user or "").strip()
         new = new or ""
@@ -250,8 +303,9 @@ class AccountService:
         with self.ctx.lock:
             doc = self._account(user)
             self._refuse_if_locked(user, doc)
+            failures, wait = self._count_attempt(user, doc, "account.password_change")
             if not self._check(doc, old or ""):
-                raise self._fail(user, doc, "account.password_change_failed")
+                raise self._fail(user, failures, wait, "account.password_change_failed")
             assert doc is not None
             salt = secrets.token_bytes(SALT_BYTES)
             stored = {"user": user, "salt": salt.hex(), "iterations": ITERATIONS,
@@ -273,8 +327,10 @@ class AccountService:
         Calling it again with the same code may change the platform URL/password only.
         ``platform_keys`` (base64 Ed25519 public keys of the monitoring platform) are added
         to the trusted keys, in the settings and in the running context.
-        Raises ``SetupRefused`` (bad code or mode, another code than the fixed one, a mode
-        change), ``PasswordChangeRequired``.
+        The code must be the site the plugged-in dongle was registered to (see the module
+        docstring). Raises ``SetupRefused`` (bad code or mode, another code than the fixed
+        one, a mode change, a code that is not the dongle's site), ``LockError`` (no
+        dongle, or one registered to no site), ``PasswordChangeRequired``.
         """
         code = (site_code or "").strip()
         if not SITE_CODE_RE.fullmatch(code):
@@ -299,6 +355,7 @@ class AccountService:
                 label = model.MODE_LABELS.get(site.get("mode", model.FORMAL), "")
                 raise SetupRefused("考试模式已设置为{}，不能在此修改。".format(label),
                                    "模拟考试结束后请使用“模考转正考”切换到正式考试。")
+            dongle_site = self._dongle_site(code)
             new = dict(site, site_code=code, mode=chosen)
             if not fixed:
                 new["configured_at"] = format_time(self.ctx.now())
@@ -314,9 +371,24 @@ class AccountService:
             for key in keys:
                 self.ctx.trusted.add(key)
             self.ctx.record(actor, "system.setup", site_code=code, mode=chosen, platform_url=new.get("platform_url"),
-                            first=not fixed, platform_keys=len(keys))
+                            first=not fixed, platform_keys=len(keys), dongle_site=dongle_site)
             return {"site_code": code, "mode": chosen, "mode_label": model.MODE_LABELS[chosen],
-                    "platform_url": new.get("platform_url")}
+                    "platform_url": new.get("platform_url"), "dongle_site": dongle_site}
+
+    def _dongle_site(self, code: str) -> Optional[str]:
+        """The plugged-in dongle's registered site, which must be ``code``; None when the
+        dongle cannot say (revision 1: logged, accepted). Raises ``SetupRefused`` for
+        another site, ``LockError`` for no dongle or one registered to no site."""
+        dongle = self.ctx.dongle_or_raise()
+        registered = dongle.site_code()
+        if registered is None:
+            log.warning("系统设置: the dongle %s does not report the site it is registered to (older firmware); "
+                        "site code %s accepted unchecked", dongle.lock_id(), code)
+            return None
+        if registered != code:
+            raise SetupRefused("考点代码 {} 与机考锁登记的考点（{}）不一致。".format(code, registered),
+                               "请核对考点代码，或插入本考点的机考锁。")
+        return registered
 
     def snapshot(self) -> Dict[str, Any]:
         """Accounts (no hashes) and whether 系统设置 is still to do."""
@@ -328,6 +400,13 @@ class AccountService:
             rows.append({"user": user, "must_change": bool(d.get("must_change")), "failures": d.get("failures", 0),
                          "locked_for_s": self._locked_for(user, d), "changed_at": d.get("changed_at")})
         return {"accounts": rows, "needs_setup": self.needs_setup()}
+
+
+def _not_recorded() -> LoginNotRecorded:
+    return LoginNotRecorded(
+        "无法记录登录失败次数，已拒绝登录（设置数据库无法写入）。",
+        "请检查磁盘空间（磁盘可能已满）和数据目录的写入权限，恢复后再登录；在此之前即使密码正确也不能登录。",
+    )
 
 
 def _platform_key(text: str) -> bytes:

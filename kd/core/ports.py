@@ -67,6 +67,14 @@ class Dongle(Protocol):
 
     def lock_id(self) -> Optional[str]: ...
 
+    def site_code(self) -> Optional[str]:
+        """The site code the attached dongle was registered to (docs/lock-protocol.md ``SITE``).
+
+        None when the dongle does not report it (protocol revision 1, older firmware).
+        Raises ``LockError`` when no dongle is attached, or when the dongle says it is
+        registered to no site.
+        """
+
     def verify(self, lock_id: str, public_key: bytes) -> int:
         """Check that the attached dongle is this one; return its signed clock (ms since epoch)."""
 

@@ -6,11 +6,16 @@ dongle answers with its clock and an Ed25519 signature over
 KDINFO registration backups and ``.bak`` system backups are signed by the site's
 dongle: whoever holds the package (which names the dongle's public key) can check them,
 nobody without the dongle can forge them.
+
+``site_code()`` is the dongle's answer to ``SITE`` as the driver read it when it attached
+(``LockInfo.site``; a replugged dongle is asked again): the code, None for a revision-1
+dongle that cannot say, and a ``LockError`` for a dongle registered to no site.
 """
 
 from typing import Optional
 
 from kd.core.ports import DongleSignature
+from kd.errors import LockError
 from kd.formats.signing import verify_raw
 from kd.lock import protocol as P
 from kd.lock.driver import ExpectedLock, LockDriver
@@ -27,6 +32,18 @@ class DonglePort:
     def lock_id(self) -> Optional[str]:
         info = self.driver.info
         return info.lock_id if info else None
+
+    def site_code(self) -> Optional[str]:
+        info = self.driver.info
+        if info is None:
+            raise LockDisconnected("未连接机考锁。", detail="site_code while detached")
+        if info.site.status == P.SITE_NONE:
+            raise LockError(
+                "插入的机考锁（编号 {}）没有登记到任何考点。".format(info.lock_id),
+                "请插入监控平台为本考点登记的机考锁；如这是新机考锁，请先在监控平台把它登记到本考点。",
+                detail="dongle {} answered SITE with E_NOSITE".format(info.lock_id),
+            )
+        return info.site.site_code
 
     def verify(self, lock_id: str, public_key: bytes) -> int:
         return self.driver.verify(ExpectedLock(lock_id, public_key))

@@ -24,6 +24,12 @@ Shape (pyserial's ``serial.threaded`` and ``examples/at_protocol.py``):
 
 Identity: ``verify(expected)`` checks the lock id and has the dongle sign a fresh 32-byte
 challenge; the answer must verify against the public key the loaded site package names.
+
+Site: attaching also asks ``SITE`` (protocol revision 2) and keeps the answer on
+``LockInfo.site`` (``protocol.SiteReading``): the site code the dongle was registered to,
+``SITE_NONE`` when it says it is registered to none, ``SITE_UNREPORTED`` for a revision-1
+dongle (it answers ``E_UNKNOWN``; it still attaches). The answer is not authenticated:
+it is there to catch an operator's mistake early (系统设置), not to prove anything.
 """
 
 import logging
@@ -83,6 +89,13 @@ class LockInfo(NamedTuple):
     public_key: bytes
     protocol: int
     firmware: str
+    #: its answer to SITE: the site it is registered to, none, or not reported (revision 1)
+    site: P.SiteReading = P.SiteReading(P.SITE_UNREPORTED)
+
+    @property
+    def site_code(self) -> Optional[str]:
+        """The site code the dongle reported (None: registered to none, or not reported)."""
+        return self.site.site_code
 
 
 def is_dongle_port(port: Any) -> bool:
@@ -334,10 +347,12 @@ class LockDriver:
                 deadline = time.monotonic() + self.timeout
                 key = _one(self._exchange(link, P.encode_request(P.KEY), deadline),
                            lambda f: P.b64decode(f, P.PUBLIC_KEY_BYTES), "KEY")
+                deadline = time.monotonic() + self.timeout
+                site = self._site(link, deadline)
         except LockDriverError:
             link.close()
             raise
-        info = LockInfo(url, lock_id, key, P.PROTOCOL_VERSION, version[2] if len(version) > 2 else "")
+        info = LockInfo(url, lock_id, key, P.PROTOCOL_VERSION, version[2] if len(version) > 2 else "", site)
         with self._state:
             stopped = self._stopping.is_set()
             if not stopped:
@@ -346,7 +361,11 @@ class LockDriver:
         if stopped:  # stop() came while probing: do not leave a link behind
             link.close()
             raise LockDisconnected(detail="driver stopped while attaching {}".format(url))
-        log.info("dongle %s attached on %s (firmware %s)", lock_id, url, info.firmware)
+        log.info("dongle %s attached on %s (firmware %s, site %s)", lock_id, url, info.firmware,
+                 site.site_code or site.status)
+        if site.status == P.SITE_UNREPORTED:
+            log.warning("dongle %s (firmware %s) does not report the site it is registered to (protocol "
+                        "revision 1): the site code cannot be checked against it", lock_id, info.firmware)
         self._publish(EVENT_ATTACHED, lock_id=lock_id, url=url)
         return info
 
@@ -419,6 +438,10 @@ class LockDriver:
             raise LockRefused(reply.code, reply.text, detail=detail)
         return reply.fields
 
+    def _site(self, link: _Link, deadline: float) -> P.SiteReading:
+        """Ask ``SITE`` (attach: the command lock is held)."""
+        return _site_of(lambda: self._exchange(link, P.encode_request(P.SITE), deadline))
+
     def _resync(self, link: _Link, deadline: float) -> None:
         token = secrets.token_hex(8)
         link.discard()
@@ -454,6 +477,10 @@ class LockDriver:
         if len(fields) < 2 or not fields[1].isdigit():
             raise LockProtocolError(detail="bad VERSION reply {!r}".format(fields))
         return fields[0], int(fields[1]), fields[2] if len(fields) > 2 else ""
+
+    def read_site(self, timeout: Optional[float] = None) -> P.SiteReading:
+        """Ask the attached dongle now which site it is registered to (``SITE``)."""
+        return _site_of(lambda: self.command(P.SITE, timeout=timeout))
 
     def read_public_key(self, timeout: Optional[float] = None) -> bytes:
         return _one(self.command(P.KEY, timeout=timeout), lambda f: P.b64decode(f, P.PUBLIC_KEY_BYTES), "KEY")
@@ -535,6 +562,20 @@ class LockDriver:
             return P.parse_state(fields)
         except ValueError as e:
             raise LockProtocolError(detail="bad STATE reply: {}".format(e)) from e
+
+
+def _site_of(ask: Any) -> P.SiteReading:
+    """The ``SiteReading`` of one ``SITE`` exchange (``ask()`` returns the OK fields or
+    raises ``LockRefused``): ``E_NOSITE`` and ``E_UNKNOWN`` are answers, not failures;
+    any other refusal or a malformed answer is a ``LockProtocolError``."""
+    try:
+        reply = P.Reply(True, tuple(ask()))
+    except LockRefused as e:
+        reply = P.Reply(False, (), e.code, e.text)
+    try:
+        return P.site_reading(reply)
+    except ValueError as e:
+        raise LockProtocolError(detail="bad SITE reply {!r}: {}".format(reply, e)) from e
 
 
 def _one(fields: Tuple[str, ...], parse: Any, what: str) -> Any:

@@ -7,17 +7,23 @@ Command line::
 
 The first stdout line is what to pass to the driver (``socket://…`` URL or device path).
 Further options: ``--trust KEY`` (base64 platform public key the dongle accepts sync
-tickets from; repeatable, stored in the state), ``--lock-id ID`` or ``--identity FILE``
-(a JSON file with ``lock_id`` and hex ``seed``, e.g. the platform simulator's
-``dongle.json``) for a new state,
+tickets from; repeatable, stored in the state), ``--lock-id ID`` and ``--site CODE``, or
+``--identity FILE`` (a JSON file with ``lock_id``, hex ``seed`` and ``site_code``: the
+platform simulator's ``dongle.json``, what the platform registered) for a new state,
 ``--clock-offset S``, ``--drift-ppm N``, ``--delay S``, ``--garbage``, ``--overlong``,
-``--bad-signature``. While it runs, stdin takes control lines: ``unplug``, ``replug``,
-``delay S``, ``drift PPM``, ``offset S``, ``garbage on|off``, ``overlong on|off``,
-``badsig on|off``, ``noise``, ``quit``.
+``--bad-signature``, ``--old-firmware`` (a revision-1 dongle: no ``SITE`` command).
+While it runs, stdin takes control lines: ``unplug``, ``replug``, ``delay S``,
+``drift PPM``, ``offset S``, ``garbage on|off``, ``overlong on|off``, ``badsig on|off``,
+``oldfw on|off``, ``noise``, ``quit``.
 
 State (``DIR/dongle.json``, written atomically before a change is acknowledged): lock id,
-private key seed, clock offset, trusted platform keys, the stored ticket and its server
-time. Restarting on the same DIR gives the same dongle with its clock and ticket.
+private key seed, the site code it is registered to (``null``: none), clock offset,
+trusted platform keys, the stored ticket and its server time. Restarting on the same DIR
+gives the same dongle with its clock and ticket. Where the emulator learns its site: the
+registration, i.e. ``site_code`` of the identity file (or ``--site``) when the state is
+made; a state file of an older emulator (no ``site_code``) is registered by the first
+start that names a site. A state already registered to another site is refused, like
+another identity: a dongle is never silently moved to another site.
 
 Importable API for tests and the drill::
 
@@ -44,7 +50,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, NamedTuple, Optional, Tuple
 
 import nacl.signing
 
@@ -56,7 +62,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "dongle.json"
 STATE_FORMAT = "kd-lock-emulator/1"
-FIRMWARE = "emu-1.0"
+FIRMWARE = "emu-1.1"  # protocol 1, revision 2 (SITE)
+#: what the ``old_firmware`` knob reports: a revision-1 dongle without SITE
+OLD_FIRMWARE = "emu-1.0"
 
 TicketChecker = Callable[[bytes, List[bytes], str], Tuple[int, int]]
 
@@ -66,25 +74,29 @@ def _now_ms() -> int:
 
 
 class DongleState:
-    """What a dongle keeps in its flash: identity, clock offset, trust, last ticket."""
+    """What a dongle keeps in its flash: identity, site, clock offset, trust, last ticket."""
 
-    def __init__(self, lock_id: str, seed: bytes) -> None:
+    def __init__(self, lock_id: str, seed: bytes, site_code: Optional[str] = None) -> None:
         self.lock_id = P.check_lock_id(lock_id)
         self.seed = seed
+        #: the site the platform registered the dongle to (None: not registered)
+        self.site_code = P.check_site_code(site_code) if site_code is not None else None
         self.clock_offset_ms = 0
         self.trusted_keys: List[bytes] = []
         self.ticket: Optional[bytes] = None
         self.ticket_time_ms = 0
 
     @classmethod
-    def create(cls, lock_id: Optional[str] = None, seed: Optional[bytes] = None) -> "DongleState":
-        return cls(lock_id or "EMU-" + secrets.token_hex(4).upper(), seed or secrets.token_bytes(32))
+    def create(cls, lock_id: Optional[str] = None, seed: Optional[bytes] = None,
+               site_code: Optional[str] = None) -> "DongleState":
+        return cls(lock_id or "EMU-" + secrets.token_hex(4).upper(), seed or secrets.token_bytes(32), site_code)
 
     def to_json(self) -> bytes:
         doc = {
             "format": STATE_FORMAT,
             "lock_id": self.lock_id,
             "seed": self.seed.hex(),
+            "site_code": self.site_code,
             "clock_offset_ms": self.clock_offset_ms,
             "trusted_keys": [P.b64encode(k) for k in self.trusted_keys],
             "ticket": P.b64encode(self.ticket) if self.ticket is not None else None,
@@ -101,7 +113,7 @@ class DongleState:
         seed = bytes.fromhex(doc["seed"])
         if len(seed) != 32:
             raise ValueError("seed must have 32 bytes")
-        state = cls(doc["lock_id"], seed)
+        state = cls(doc["lock_id"], seed, doc.get("site_code"))  # absent in older state files
         state.clock_offset_ms = int(doc["clock_offset_ms"])
         state.trusted_keys = [P.b64decode(k, P.PUBLIC_KEY_BYTES) for k in doc["trusted_keys"]]
         ticket = doc.get("ticket")
@@ -110,20 +122,23 @@ class DongleState:
         return state
 
 
-def load_state(state_dir: str, lock_id: Optional[str] = None, seed: Optional[bytes] = None) -> Tuple[DongleState, bool]:
-    """The dongle state in ``state_dir`` (created when missing); True when it is new.
+def load_state(state_dir: str, lock_id: Optional[str] = None, seed: Optional[bytes] = None,
+               site_code: Optional[str] = None) -> Tuple[DongleState, bool]:
+    """The dongle state in ``state_dir`` (created when missing); True when it must be saved.
 
     ``lock_id`` and ``seed`` give a new state its identity (random when None); for an
-    existing state they must match it. A state file that exists but cannot be read, or
-    names another identity, raises ``LockError`` and is left as it is: a dongle never
-    silently gets a new identity.
+    existing state they must match it. ``site_code`` registers the dongle to a site: a
+    new state, or an existing one registered to none (an older emulator's file), takes
+    it; one registered to another site is refused. A state file that exists but cannot
+    be read, names another identity or another site raises ``LockError`` and is left as
+    it is: a dongle never silently gets a new identity or site.
     """
     path = os.path.join(state_dir, STATE_FILE)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return DongleState.create(lock_id, seed), True
+        return DongleState.create(lock_id, seed, site_code), True
     try:
         state = DongleState.from_json(data)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -138,12 +153,31 @@ def load_state(state_dir: str, lock_id: Optional[str] = None, seed: Optional[byt
             "请换一个状态目录，或不要指定新的机考锁身份。",
             detail="state {} vs requested {}".format(state.lock_id, lock_id),
         )
+    if site_code is not None and state.site_code != site_code:
+        if state.site_code is not None:
+            raise LockError(
+                "机考锁模拟器的状态目录属于登记到另一考点（{}）的模拟锁：{}".format(state.site_code, path),
+                "请换一个状态目录，或不要指定新的考点代码。",
+                detail="state site {} vs requested {}".format(state.site_code, site_code),
+            )
+        state.site_code = P.check_site_code(site_code)
+        log.info("dongle %s registered to site %s", state.lock_id, site_code)
+        return state, True
     return state, False
 
 
-def read_identity(path: str) -> Tuple[str, bytes]:
-    """``(lock_id, seed)`` from a JSON file with ``lock_id`` and ``seed`` (hex), such as
-    the platform simulator's ``dongle.json``; ``ValueError`` when it is not one."""
+class Identity(NamedTuple):
+    """A dongle as the platform registered it: id, key seed and site (None: not said)."""
+
+    lock_id: str
+    seed: bytes
+    site_code: Optional[str] = None
+
+
+def read_identity(path: str) -> Identity:
+    """The ``Identity`` in a JSON file with ``lock_id``, ``seed`` (hex) and, optionally,
+    ``site_code`` (the site the dongle is registered to), such as the platform
+    simulator's ``dongle.json``; ``ValueError`` when it is not one."""
     with open(path, "rb") as f:
         doc = json.loads(f.read().decode("utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("seed"), str):
@@ -151,7 +185,8 @@ def read_identity(path: str) -> Tuple[str, bytes]:
     seed = bytes.fromhex(doc["seed"])
     if len(seed) != 32:
         raise ValueError("{}: seed must have 32 bytes".format(path))
-    return P.check_lock_id(doc.get("lock_id")), seed
+    site = doc.get("site_code")
+    return Identity(P.check_lock_id(doc.get("lock_id")), seed, P.check_site_code(site) if site is not None else None)
 
 
 def default_ticket_checker(ticket: bytes, trusted: List[bytes], lock_id: str) -> Tuple[int, int]:
@@ -167,7 +202,9 @@ class Dongle:
     Test knobs (plain attributes, safe to change from any thread): ``reply_delay``
     (seconds before each reply), ``garbage`` (a line of binary noise before each reply),
     ``overlong`` (an over-long line before each reply), ``bad_signature`` (challenge
-    answers signed with the wrong key), ``drift_ppm`` (clock runs fast or slow).
+    answers signed with the wrong key), ``drift_ppm`` (clock runs fast or slow),
+    ``old_firmware`` (behave as a revision-1 dongle: ``SITE`` is an unknown command, no
+    ``site`` in ``STATE``, firmware ``emu-1.0``).
     """
 
     def __init__(
@@ -178,11 +215,12 @@ class Dongle:
         ticket_checker: Optional[TicketChecker] = None,
         seed: Optional[bytes] = None,
         host_clock: Callable[[], int] = _now_ms,
+        site_code: Optional[str] = None,
     ) -> None:
         self._host_ms = host_clock  # the PC's clock (ms); tests may drive it
         self.state_dir = state_dir
         os.makedirs(state_dir, exist_ok=True)
-        self.state, new = load_state(state_dir, lock_id, seed)
+        self.state, new = load_state(state_dir, lock_id, seed, site_code)
         self._lock = threading.RLock()
         changed = new
         for key in trust:
@@ -199,16 +237,26 @@ class Dongle:
         self.garbage = False
         self.overlong = False
         self.bad_signature = False
+        self.old_firmware = False
         self._drift_ppm = 0.0
         self._drift_base_ms = self._host_ms()
         self.requests = 0
         if changed:
             self.save()
-        log.info("dongle %s (key %s) state %s", self.lock_id, P.b64encode(self.public_key), state_dir)
+        log.info("dongle %s (key %s, site %s) state %s", self.lock_id, P.b64encode(self.public_key),
+                 self.state.site_code or "none", state_dir)
 
     @property
     def lock_id(self) -> str:
         return self.state.lock_id
+
+    @property
+    def site_code(self) -> Optional[str]:
+        return self.state.site_code
+
+    @property
+    def firmware(self) -> str:
+        return OLD_FIRMWARE if self.old_firmware else FIRMWARE
 
     # --- clock ----------------------------------------------------------------
     def clock_ms(self) -> int:
@@ -262,7 +310,7 @@ class Dongle:
 
     def _dispatch(self, req: P.Request) -> bytes:
         cmd, args = req.command, req.args
-        if cmd not in P.COMMANDS:
+        if cmd not in (P.COMMANDS_R1 if self.old_firmware else P.COMMANDS):
             raise P.RequestError(P.E_UNKNOWN, "unknown command")
         if cmd == P.TICKET:
             return self._ticket(args)
@@ -281,24 +329,31 @@ class Dongle:
             return P.encode_ok(args[0])
         _arity(args, 0)
         if cmd == P.VERSION:
-            return P.encode_ok(P.PROTOCOL_NAME, str(P.PROTOCOL_VERSION), FIRMWARE)
+            return P.encode_ok(P.PROTOCOL_NAME, str(P.PROTOCOL_VERSION), self.firmware)
         if cmd == P.ID:
             return P.encode_ok(self.lock_id)
         if cmd == P.KEY:
             return P.encode_ok(P.b64encode(self.public_key))
         if cmd == P.TIME:
             return P.encode_ok(str(self.clock_ms()))
+        if cmd == P.SITE:
+            site = self.state.site_code
+            if site is None:
+                raise P.RequestError(P.E_NOSITE, "not registered to a site")
+            return P.encode_ok(site)
         # STATE
         with self._lock:
             items = [
                 ("id", self.lock_id),
                 ("proto", str(P.PROTOCOL_VERSION)),
-                ("fw", FIRMWARE),
+                ("fw", self.firmware),
                 ("time", str(self.clock_ms())),
                 ("ticket", "1" if self.state.ticket is not None else "0"),
                 ("synced", str(self.state.ticket_time_ms)),
                 ("keys", str(len(self.state.trusted_keys))),
             ]
+            if self.state.site_code is not None and not self.old_firmware:
+                items.append(("site", self.state.site_code))
         return P.encode_ok(*P.encode_state(items))
 
     def _ticket(self, args: Tuple[str, ...]) -> bytes:
@@ -384,8 +439,9 @@ class LockEmulator:
         lock_id: Optional[str] = None,
         ticket_checker: Optional[TicketChecker] = None,
         seed: Optional[bytes] = None,
+        site_code: Optional[str] = None,
     ) -> None:
-        self.dongle = Dongle(state_dir, trust, lock_id, ticket_checker, seed)
+        self.dongle = Dongle(state_dir, trust, lock_id, ticket_checker, seed, site_code=site_code)
         self._mutex = threading.Lock()
         self._stopping = threading.Event()
         self._plugged = False
@@ -413,11 +469,16 @@ class LockEmulator:
     def public_key(self) -> bytes:
         return self.dongle.public_key
 
+    @property
+    def site_code(self) -> Optional[str]:
+        return self.dongle.site_code
+
     reply_delay = _delegate("reply_delay", "seconds before each reply")
     garbage = _delegate("garbage", "send a line of binary noise before each reply")
     overlong = _delegate("overlong", "send an over-long line before each reply")
     bad_signature = _delegate("bad_signature", "sign challenge answers with a wrong key")
     drift_ppm = _delegate("drift_ppm", "clock drift in parts per million")
+    old_firmware = _delegate("old_firmware", "behave as a revision-1 dongle (no SITE command)")
 
     @property
     def url(self) -> str:
@@ -686,6 +747,13 @@ def _tcp_arg(text: str) -> Tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _site_arg(text: str) -> str:
+    try:
+        return P.check_site_code(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a site code of 4 to 10 digits, e.g. 11003") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kd.lock.emulator", description="机考锁模拟器 (KDLOCK protocol)")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -695,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", required=True, help="state folder (id, key, clock, trusted keys, ticket)")
     parser.add_argument("--trust", type=_key_arg, action="append", default=[], help="trusted platform public key")
     parser.add_argument("--lock-id", help="lock id for a new state")
-    parser.add_argument("--identity", help="JSON file with lock_id and seed (hex) for a new state, "
+    parser.add_argument("--site", type=_site_arg, help="site code the dongle is registered to (4-10 digits)")
+    parser.add_argument("--identity", help="JSON file with lock_id, seed (hex) and site_code for a new state, "
                         "e.g. the platform simulator's dongle.json")
     parser.add_argument("--clock-offset", type=float, help="set the clock this many seconds from the host clock")
     parser.add_argument("--drift-ppm", type=float, default=0.0, help="clock drift in parts per million")
@@ -703,6 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--garbage", action="store_true", help="send a line of noise before each reply")
     parser.add_argument("--overlong", action="store_true", help="send an over-long line before each reply")
     parser.add_argument("--bad-signature", action="store_true", help="sign challenges with a wrong key")
+    parser.add_argument("--old-firmware", action="store_true", help="behave as a revision-1 dongle (no SITE)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -732,6 +802,8 @@ def _control(emu: LockEmulator, line: str) -> bool:
         emu.overlong = flag
     elif cmd == "badsig":
         emu.bad_signature = flag
+    elif cmd == "oldfw":
+        emu.old_firmware = flag
     elif cmd == "noise":
         emu.inject(b"\x00\xff noise \xfe\n")
     else:
@@ -746,13 +818,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         format="%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    lock_id, seed, site = opts.lock_id, None, opts.site
+    if opts.identity:
+        try:
+            identity = read_identity(opts.identity)
+        except (OSError, ValueError) as e:
+            print("cannot read --identity: {}".format(e), file=sys.stderr)
+            return 2
+        if site and identity.site_code and site != identity.site_code:
+            print("--site {} differs from the identity file's site {}".format(site, identity.site_code),
+                  file=sys.stderr)
+            return 2
+        lock_id, seed, site = identity.lock_id, identity.seed, site or identity.site_code
     try:
-        lock_id, seed = read_identity(opts.identity) if opts.identity else (opts.lock_id, None)
-    except (OSError, ValueError) as e:
-        print("cannot read --identity: {}".format(e), file=sys.stderr)
-        return 2
-    try:
-        emu = LockEmulator(opts.state, trust=opts.trust, lock_id=lock_id, seed=seed)
+        emu = LockEmulator(opts.state, trust=opts.trust, lock_id=lock_id, seed=seed, site_code=site)
     except LockError as e:
         print(e.message, file=sys.stderr)
         return e.exit_code
@@ -761,13 +840,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     emu.drift_ppm = opts.drift_ppm
     emu.reply_delay = opts.delay
     emu.garbage, emu.overlong, emu.bad_signature = opts.garbage, opts.overlong, opts.bad_signature
+    emu.old_firmware = opts.old_firmware
     try:
         url = emu.start_tcp(*opts.tcp) if opts.tcp else emu.start_pty(opts.link)
     except OSError as e:
         print("cannot start the emulator: {}".format(e), file=sys.stderr)
         return 2
     print(url, flush=True)
-    print("lock id {} public key {}".format(emu.lock_id, P.b64encode(emu.public_key)), file=sys.stderr, flush=True)
+    print("lock id {} public key {} site {}".format(emu.lock_id, P.b64encode(emu.public_key), emu.site_code or "none"),
+          file=sys.stderr, flush=True)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: done.set())
     signal.signal(signal.SIGTERM, lambda *a: done.set())

@@ -104,17 +104,20 @@ def requirement_for(site_code: Optional[str], drill: bool, lock: Optional[Mappin
 def start_drill_lock(data_dir: str) -> LockEmulator:
     """The drill dongle: an emulator on 127.0.0.1 with its state in ``DATA_DIR/drill/lock``.
 
-    When the drill platform's folder has a ``dongle.json`` (lock id + seed) and
-    ``platform.pub``, the emulator takes that identity and trusts that key, so the
-    drill platform's package names this dongle and its sync tickets are accepted.
+    When the drill platform's folder has a ``dongle.json`` (lock id, seed and the site
+    the platform registered it to) and ``platform.pub``, the emulator takes that identity
+    and site and trusts that key, so the drill platform's package names this dongle, its
+    sync tickets are accepted and it answers ``SITE`` with the drill platform's site code.
+    A drill dongle state of another identity or site (the drill platform was reset) is set
+    aside as ``dongle.json.old`` and the platform's dongle follows.
     """
     state_dir = os.path.join(data_dir, *DRILL_LOCK_DIR)
     platform_dir = os.path.join(data_dir, *DRILL_PLATFORM_DIR)
-    lock_id, seed, trust = None, None, []
+    lock_id, seed, site_code, trust = None, None, None, []
     identity = os.path.join(platform_dir, "dongle.json")
     if os.path.exists(identity):
         try:
-            lock_id, seed = read_identity(identity)
+            lock_id, seed, site_code = read_identity(identity)
         except (OSError, ValueError) as e:
             log.warning("drill platform dongle identity unusable (%s); using the emulator's own", e)
     pub = os.path.join(platform_dir, "platform.pub")
@@ -130,15 +133,19 @@ def start_drill_lock(data_dir: str) -> LockEmulator:
     if lock_id is not None and os.path.exists(state_file):
         try:
             with open(state_file, "rb") as f:
-                current = json.loads(f.read().decode("utf-8")).get("lock_id")
+                doc = json.loads(f.read().decode("utf-8"))
+            current = (doc.get("lock_id"), doc.get("seed"), doc.get("site_code"))
         except (OSError, ValueError, AttributeError):
-            current = None
-        if current != lock_id:  # the drill platform was reset: follow its dongle
+            current = (None, None, None)
+        wanted = (lock_id, seed.hex() if seed else None, site_code)
+        # the drill platform was reset: follow its dongle (a state without a site is an older
+        # emulator's file of the same dongle: it is registered, not replaced)
+        if current[:2] != wanted[:2] or (None not in (current[2], site_code) and current[2] != site_code):
             aside = state_file + ".old"
             os.replace(state_file, aside)
-            log.warning("drill dongle %s replaced by the drill platform's %s (old state in %s)",
-                        current, lock_id, aside)
-    emulator = LockEmulator(state_dir, trust=trust, lock_id=lock_id, seed=seed)
+            log.warning("drill dongle %s (site %s) replaced by the drill platform's %s (site %s; old state in %s)",
+                        current[0], current[2], lock_id, site_code, aside)
+    emulator = LockEmulator(state_dir, trust=trust, lock_id=lock_id, seed=seed, site_code=site_code)
     emulator.start_tcp("127.0.0.1", 0)
     return emulator
 

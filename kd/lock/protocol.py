@@ -1,4 +1,4 @@
-"""The exam dongle's wire format (KDLOCK protocol version 1; docs/lock-protocol.md).
+"""The exam dongle's wire format (KDLOCK protocol version 1, revision 2; docs/lock-protocol.md).
 
 A byte stream (USB CDC serial port, a pty or a TCP socket) carrying ASCII lines::
 
@@ -23,6 +23,13 @@ Commands (payloads in ``docs/lock-protocol.md``)::
     TICKET GET         -> OK <b64 of the stored ticket>  |  ERR E_NOTICKET ...
     STATE              -> OK key=value ...
     ECHO <token>       -> OK <token>
+    SITE               -> OK <site code>  |  ERR E_NOSITE ...     (revision 2)
+
+``SITE`` (revision 2 of version 1) answers the site code the platform registered the
+dongle to: 4 to 10 ASCII digits, an identifier compared as text (leading zeros count).
+A dongle registered to no site answers ``ERR E_NOSITE``; a revision-1 dongle does not
+know the command and answers ``ERR E_UNKNOWN`` -- hosts read that as "not reported",
+never as a failure (``site_reading``).
 
 The challenge answer signs ``challenge_message(lock_id, nonce, clock_ms)``::
 
@@ -57,7 +64,10 @@ CHAL = "CHAL"
 TICKET = "TICKET"
 STATE = "STATE"
 ECHO = "ECHO"
-COMMANDS = (VERSION, ID, KEY, TIME, CHAL, TICKET, STATE, ECHO)
+SITE = "SITE"  # revision 2
+#: the commands of revision 1 (a revision-1 dongle answers E_UNKNOWN to anything else)
+COMMANDS_R1 = (VERSION, ID, KEY, TIME, CHAL, TICKET, STATE, ECHO)
+COMMANDS = COMMANDS_R1 + (SITE,)
 
 # error codes
 E_SYNTAX = "E_SYNTAX"  # not printable ASCII
@@ -68,8 +78,15 @@ E_TICKET = "E_TICKET"  # ticket refused: signature, untrusted key, other lock, b
 E_STALE = "E_STALE"  # ticket not newer than the stored one
 E_NOTICKET = "E_NOTICKET"  # no ticket stored yet
 E_INTERNAL = "E_INTERNAL"  # the dongle failed (e.g. could not store its state)
+E_NOSITE = "E_NOSITE"  # SITE: the dongle is not registered to any site (revision 2)
+
+# what a host learns from SITE (``site_reading``)
+SITE_REGISTERED = "registered"  # OK <site code>
+SITE_NONE = "none"  # ERR E_NOSITE: registered to no site
+SITE_UNREPORTED = "unreported"  # ERR E_UNKNOWN: a revision-1 dongle that cannot say
 
 LOCK_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}\Z")  # as the package's lock.id
+SITE_CODE_RE = re.compile(r"[0-9]{4,10}\Z")  # as the site code of 系统设置 (kd.core.accounts)
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+\Z")
 _CODE_RE = re.compile(r"E_[A-Z_]+\Z")
 _DIGITS_RE = re.compile(r"(0|[1-9][0-9]{0,15})\Z")
@@ -248,6 +265,39 @@ def check_lock_id(lock_id: str) -> str:
     if not isinstance(lock_id, str) or not LOCK_ID_RE.match(lock_id):
         raise ValueError("bad lock id {!r}".format(lock_id))
     return lock_id
+
+
+def check_site_code(site_code: str) -> str:
+    """``site_code`` when it is 4 to 10 ASCII digits; ``ValueError`` otherwise."""
+    if not isinstance(site_code, str) or not SITE_CODE_RE.match(site_code):
+        raise ValueError("bad site code {!r}".format(site_code))
+    return site_code
+
+
+class SiteReading(NamedTuple):
+    """What a dongle said to ``SITE``: ``status`` (``SITE_REGISTERED`` / ``SITE_NONE`` /
+    ``SITE_UNREPORTED``) and the site code (only when registered)."""
+
+    status: str
+    site_code: Optional[str] = None
+
+
+def site_reading(reply: Reply) -> SiteReading:
+    """Interpret the reply to ``SITE``; ``ValueError`` for any other answer.
+
+    ``OK <code>`` -> registered; ``ERR E_NOSITE`` -> none; ``ERR E_UNKNOWN`` (a
+    revision-1 dongle) -> unreported. Anything else (another error code, a malformed
+    code, extra fields) is a protocol violation.
+    """
+    if reply.ok:
+        if len(reply.fields) != 1:
+            raise ValueError("SITE reply has {} fields".format(len(reply.fields)))
+        return SiteReading(SITE_REGISTERED, check_site_code(reply.fields[0]))
+    if reply.code == E_NOSITE:
+        return SiteReading(SITE_NONE)
+    if reply.code == E_UNKNOWN:
+        return SiteReading(SITE_UNREPORTED)
+    raise ValueError("SITE answered ERR {} {}".format(reply.code, reply.text))
 
 
 def challenge_message(lock_id: str, nonce: bytes, clock_ms: int) -> bytes:

@@ -7,7 +7,9 @@ Layout (made on first use; later runs reuse it, so keys and site stay stable)::
     DIR/platform.pub    the platform's public key, base64 of the raw 32 bytes, one line:
                         what the app's drill mode trusts (``read_public_key``)
     DIR/dongle.json     the demo dongle registered to the site: lock_id, public_key
-                        (base64), seed (hex) for the dongle emulator
+                        (base64), seed (hex) for the dongle emulator, site_code (the
+                        site it is registered to: what the dongle answers to SITE;
+                        added to an older folder's file when it is opened)
     DIR/site.json       the demo site (``kd.platform.demo.make_site``)
     DIR/package.zip     the signed site package (rebuilt when missing)
     DIR/received/       what the simulator received (``kd.platform.simstore``)
@@ -100,6 +102,7 @@ class SimData:
                 "lock_id": f"KDLOCK-{site_code}-01",
                 "public_key": base64.b64encode(dongle.public_key).decode("ascii"),
                 "seed": dongle.seed.hex(),
+                "site_code": site_code,
             })
             _write_json(os.path.join(self.root, "site.json"), site)
             _write_json(config_path, {
@@ -119,6 +122,9 @@ class SimData:
         self.config: Dict[str, Any] = _read_json(config_path)
         self.site: Dict[str, Any] = _read_json(os.path.join(self.root, "site.json"))
         self.dongle: Dict[str, Any] = _read_json(os.path.join(self.root, "dongle.json"))
+        if "site_code" not in self.dongle:  # an older folder: its dongle is registered to its site
+            self.dongle["site_code"] = self.config["site_code"]
+            _write_json(os.path.join(self.root, "dongle.json"), self.dongle)
         self._package: Optional[bytes] = None
 
     # -- identity --------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
     python -m kd.platform.simulator --port 8600 --data DIR [--site 11003 --rooms 30
         --sessions 2 --candidates 40 --first-start-in 60 --duration 90 --room-kb 1024
-        --password kaodian] [--refuse 503|close --slow S --drop-after N --drop-count K
-        --fail-every N]
+        --password kaodian] [--refuse 503|close --slow S --drip S --drop-after N
+        --drop-count K --fail-every N]
 
 On first run it makes its keys and a demo site in DIR (``kd.platform.simdata``), then
 serves every endpoint of docs/platform-api.md on 127.0.0.1 with a
@@ -114,6 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self._plain_wfile = self.wfile
         self.server.track(self.connection, True)
 
     def finish(self) -> None:
@@ -143,6 +144,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._faulty = path.startswith(API + "/")
         entry = {"method": method, "path": path, "status": None, "in": 0, "out": 0}
         self._entry = entry
+        drip = self.server.sim.faults.drip if self._faulty else 0.0
+        if drip:
+            entry["fault"] = "drip"
+            self.wfile = _Drip(self._plain_wfile, drip, self.server.stopping)  # type: ignore[assignment]
         try:
             try:
                 route, params = self._route(method, path)
@@ -164,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (_Gone, ConnectionError, socket.timeout):
             entry["fault"] = entry.get("fault") or "client-gone"
             self.close_connection = True
+        finally:
+            self.wfile = self._plain_wfile
 
     def _route(self, method: str, path: str) -> Tuple[Tuple[str, Any, str, bool], Dict[str, str]]:
         allowed = False
@@ -243,6 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
             if self._body_left <= 0:
                 return b""
             n = min(BLOCK, self._body_left)
+            if self._faulty and faults.drip:
+                if self.server.stopping.wait(faults.drip):
+                    raise _Gone()
+                n = 1
             budget = faults.budget() if self._faulty else None
             if budget is not None:
                 n = max(1, min(n, budget))
@@ -550,6 +561,26 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
+class _Drip:
+    """The ``drip`` fault's writer: every byte written alone, after a pause (ends at shutdown)."""
+
+    def __init__(self, raw: Any, pause: float, stopping: threading.Event) -> None:
+        self._raw = raw
+        self._pause = pause
+        self._stopping = stopping
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        for i in range(len(view)):
+            if self._stopping.wait(self._pause):
+                raise _Gone()
+            self._raw.write(view[i:i + 1])
+        return len(view)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -728,6 +759,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--password", help="平台密码（默认 kaodian）")
     parser.add_argument("--refuse", type=_refuse_arg, help="故障：对每个请求回答此 HTTP 状态，或 close 直接断开")
     parser.add_argument("--slow", type=float, default=0.0, help="故障：每个请求延迟的秒数")
+    parser.add_argument("--drip", type=float, default=0.0, metavar="S",
+                        help="故障：逐字节收发请求和回答，每字节间隔 S 秒")
     parser.add_argument("--drop-after", type=int, default=0, metavar="BYTES", help="故障：传输 N 字节后断开连接")
     parser.add_argument("--drop-count", type=int, default=1, help="故障：断开的次数")
     parser.add_argument("--fail-every", type=int, default=0, metavar="N", help="故障：每第 N 个请求回答 503")
@@ -739,15 +772,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                           duration=args.duration, room_kb=args.room_kb, password=args.password)
     if args.first_start_in is not None and not sim.data.created:
         sim.republish_at(args.first_start_in)
-    sim.faults.set(refuse=args.refuse, slow=args.slow, drop_after=args.drop_after, drop_count=args.drop_count,
-                   fail_every=args.fail_every)
+    sim.faults.set(refuse=args.refuse, slow=args.slow, drip=args.drip, drop_after=args.drop_after,
+                   drop_count=args.drop_count, fail_every=args.fail_every)
     sim.data.package_bytes()
     out = sys.stdout
     out.write(f"监控平台模拟器 {sim.url}  考点 {sim.site_code}  平台密码 {sim.password}\n")
     with open(sim.data.public_key_path, encoding="ascii") as f:
         out.write(f"平台公钥 platform public key (base64, key id {sim.data.key_id}): {f.read().strip()}\n")
     out.write(f"  written to {sim.data.public_key_path} (trust it in drill mode)\n")
-    out.write("dongle: {} (seed and public key in {})\n".format(sim.data.lock_id, sim.data.root + "/dongle.json"))
+    out.write("dongle: {} registered to site {} (seed and public key in {})\n".format(
+        sim.data.lock_id, sim.data.dongle["site_code"], sim.data.root + "/dongle.json"))
     out.write("sessions: {}\n".format(", ".join("{} {} {}".format(s["id"], s["name"], s["start"])
                                                 for s in sim.data.site["sessions"])))
     out.flush()

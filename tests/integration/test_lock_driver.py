@@ -17,7 +17,7 @@ from kd.formats.documents import build_sync_ticket
 from kd.formats.signing import Signer
 from kd.lock import protocol as P
 from kd.lock.driver import EVENT_ATTACHED, EVENT_DETACHED, ExpectedLock, LockDriver, candidate_ports
-from kd.lock.emulator import LockEmulator
+from kd.lock.emulator import Dongle, LockEmulator
 from kd.lock.errors import (
     LockDisconnected,
     LockNotFound,
@@ -67,7 +67,9 @@ def now_ms():
 def test_every_command(driver, emu):
     assert driver.info.lock_id == emu.lock_id and driver.info.public_key == emu.public_key
     assert driver.info.url == emu.url and driver.info.protocol == 1
-    assert driver.read_version() == ("KDLOCK", 1, "emu-1.0")
+    assert driver.read_version() == ("KDLOCK", 1, "emu-1.1")
+    assert driver.info.site == P.SiteReading(P.SITE_NONE) and driver.info.site_code is None  # a blank dongle
+    assert driver.read_site() == P.SiteReading(P.SITE_NONE)
     assert driver.read_id() == emu.lock_id
     assert driver.read_public_key() == emu.public_key
     before = now_ms()
@@ -310,7 +312,7 @@ def test_emulator_command_line(tmp_path, hub, mode):
     where = ["--tcp", "127.0.0.1:0"] if mode == "tcp" else ["--pty", "--link", str(tmp_path / "tty")]
     proc = subprocess.Popen(
         [sys.executable, "-m", "kd.lock.emulator", "--state", str(tmp_path / "state"), "--lock-id", "KL-CLI1",
-         "--clock-offset", "-120"] + where,
+         "--site", "11003", "--clock-offset", "-120"] + where,
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     out = queue.Queue()
@@ -321,15 +323,16 @@ def test_emulator_command_line(tmp_path, hub, mode):
         sub = hub.subscribe([EVENT_ATTACHED, EVENT_DETACHED])
         driver = LockDriver(url, hub, retry_interval=0.02, keepalive=None).start()
         try:
-            assert driver.read_id() == "KL-CLI1"
+            assert driver.read_id() == "KL-CLI1" and driver.info.site_code == "11003"
             assert driver.read_clock() < now_ms() - 60_000
-            proc.stdin.write("unplug\n")
+            proc.stdin.write("oldfw on\nunplug\n")  # applied in order: revision 1 when replugged
             proc.stdin.flush()
             assert sub.wait_for(lambda ev: ev.name == EVENT_DETACHED, WAIT) is not None
             proc.stdin.write("replug\n")
             proc.stdin.flush()
             assert sub.wait_for(lambda ev: ev.name == EVENT_ATTACHED, WAIT) is not None
             assert driver.read_id() == "KL-CLI1"
+            assert driver.info.site == P.SiteReading(P.SITE_UNREPORTED)
         finally:
             driver.stop()
         proc.stdin.write("quit\n")
@@ -339,3 +342,79 @@ def test_emulator_command_line(tmp_path, hub, mode):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- SITE (protocol revision 2) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", TRANSPORTS)
+def test_attach_reads_the_registered_site(tmp_path, hub, mode):
+    with LockEmulator(str(tmp_path / "lock"), site_code="11003") as emu:
+        url = emu.start_tcp() if mode == "tcp" else emu.start_pty(link=str(tmp_path / "tty"))
+        sub = hub.subscribe([EVENT_ATTACHED, EVENT_DETACHED])
+        driver = LockDriver(url, hub, timeout=WAIT, retry_interval=0.02, keepalive=None).start()
+        try:
+            assert driver.info.site == P.SiteReading(P.SITE_REGISTERED, "11003")
+            assert driver.info.site_code == "11003" and driver.info.firmware == "emu-1.1"
+            assert driver.read_site() == P.SiteReading(P.SITE_REGISTERED, "11003")
+            assert driver.read_state()["site"] == "11003"
+            # the same dongle, replugged with older firmware: asked again at attach, still attaches
+            emu.unplug()
+            assert sub.wait_for(lambda ev: ev.name == EVENT_DETACHED, WAIT) is not None
+            emu.old_firmware = True
+            emu.replug()
+            assert sub.wait_for(lambda ev: ev.name == EVENT_ATTACHED, WAIT) is not None
+            assert driver.wait_attached(WAIT).site == P.SiteReading(P.SITE_UNREPORTED)
+            assert driver.info.firmware == "emu-1.0" and driver.info.site_code is None
+            assert driver.read_site() == P.SiteReading(P.SITE_UNREPORTED)
+            assert driver.challenge(emu.public_key) > 0  # a revision-1 dongle works as before
+        finally:
+            driver.stop()
+
+
+class _ScriptedDongle:
+    """A real ``Dongle`` on a TCP port whose SITE answer the test chooses (a broken firmware)."""
+
+    def __init__(self, state_dir, site_reply):
+        import socket
+
+        self.dongle = Dongle(state_dir, site_code="11003")
+        self.site_reply = site_reply
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.url = "socket://127.0.0.1:{}".format(self.server.getsockname()[1])
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.server.accept()
+        except OSError:
+            return
+        framer = P.LineFramer()
+        with conn:
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                for frame in framer.feed(data):
+                    reply = self.site_reply if frame == b"SITE" else self.dongle.handle(frame)
+                    if reply:
+                        conn.sendall(reply)
+
+    def close(self):
+        self.server.close()
+        self.thread.join(WAIT)
+
+
+@pytest.mark.parametrize("reply", [b"OK 11O03\n", b"OK 11003 11004\n", b"OK\n", b"ERR E_INTERNAL flash\n"])
+def test_a_malformed_site_answer_is_a_protocol_error(tmp_path, reply):
+    peer = _ScriptedDongle(str(tmp_path / "lock"), reply)
+    try:
+        with pytest.raises(LockProtocolError) as e:
+            LockDriver(peer.url, keepalive=None, timeout=WAIT).start()
+        assert "SITE" in e.value.detail
+    finally:
+        peer.close()
+

@@ -2,6 +2,7 @@
 and real ``main.py`` subprocesses."""
 
 import base64
+import json
 import os
 import queue
 import signal
@@ -15,6 +16,7 @@ import pytest
 from kd.core import model
 from kd.formats.signing import Signer
 from kd.lock import gate as G
+from kd.lock import protocol as P
 from kd.lock.driver import ExpectedLock
 from kd.lock.emulator import LockEmulator
 from kd.platform.simdata import SimData
@@ -129,6 +131,35 @@ def test_drill_dongle_takes_the_drill_platforms_identity_and_key(tmp_path):
         assert gate.info.lock_id == sim.lock_id
         assert base64.b64encode(gate.info.public_key).decode() == sim.dongle["public_key"]
         assert gate.emulator.dongle.state.trusted_keys == [sim.public_key]
+        assert gate.info.site_code == sim.site_code == "11003"  # registered to the drill platform's site
+    finally:
+        gate.close()
+
+
+def test_an_older_drill_folder_gets_its_dongle_registered_to_its_site(tmp_path):
+    """A drill platform and drill dongle made before SITE existed: same dongle, now with its site."""
+    data = str(tmp_path / "data")
+    platform_dir = os.path.join(data, "drill", "platform")
+    SimData(platform_dir, site_code="11007", rooms=1, sessions=1, candidates=1, room_kb=1)
+    identity = os.path.join(platform_dir, "dongle.json")
+    with open(identity) as f:
+        doc = json.load(f)
+    del doc["site_code"]  # as an older simulator wrote it
+    with open(identity, "w") as f:
+        json.dump(doc, f)
+    gate = open_gate(data)  # the drill dongle's state is made without a site (the identity names none)
+    try:
+        assert gate.info.site == P.SiteReading(P.SITE_NONE) and gate.info.lock_id == doc["lock_id"]
+    finally:
+        gate.close()
+    sim = SimData(platform_dir)  # opening the older folder registers its dongle to its site
+    assert sim.dongle["site_code"] == "11007"
+    with open(identity) as f:
+        assert json.load(f)["site_code"] == "11007"
+    gate = open_gate(data)
+    try:
+        assert gate.info.lock_id == doc["lock_id"] and gate.info.site_code == "11007"
+        assert not os.path.exists(os.path.join(data, "drill", "lock", "dongle.json.old"))  # registered, not replaced
     finally:
         gate.close()
 

@@ -2,7 +2,8 @@
 
 ``make_env(tmp_path)`` starts the platform simulator (HTTP on 127.0.0.1, port 0) with a
 small demo site, a dongle emulator over ``socket://`` carrying the identity the
-simulator registered for the site (so the package names it and its tickets verify), a
+simulator registered for the site (so the package names it, its tickets verify and it
+answers ``SITE`` with the site code), a
 ``LockDriver`` on it, a ``PlatformClient``, writes ``settings/site`` (configured against
 the simulator) into a fresh data folder, and opens the site there the way every start
 does (``kd.site.open_site``), with the client and the driver as its ports and no gate,
@@ -44,9 +45,9 @@ class Env:
                                    candidates=candidates, first_start_in=first_start_in, room_kb=room_kb)
         self._stops.append(self.sim.shutdown)
         self.trusted = TrustedKeys([self.sim.public_key])
-        lock_id, seed = read_identity(os.path.join(root, "platform", "dongle.json"))
+        lock_id, seed, site_code = read_identity(os.path.join(root, "platform", "dongle.json"))
         self.emulator = LockEmulator(os.path.join(root, "lock"), trust=[self.sim.public_key],
-                                     lock_id=lock_id, seed=seed)
+                                     lock_id=lock_id, seed=seed, site_code=site_code)
         self.lock_url = self.emulator.start_tcp()
         self._stops.append(self.emulator.stop)
         self.hub = EventHub()

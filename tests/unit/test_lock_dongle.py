@@ -10,7 +10,7 @@ from kd.errors import LockError
 from kd.formats.documents import build_sync_ticket
 from kd.formats.signing import Signer, verify_raw
 from kd.lock import protocol as P
-from kd.lock.emulator import STATE_FILE, Dongle, read_identity
+from kd.lock.emulator import STATE_FILE, Dongle, Identity, read_identity
 
 UTC = datetime.timezone.utc
 
@@ -48,19 +48,21 @@ def clock():
 
 @pytest.fixture
 def dongle(tmp_path, platform, clock):
-    return Dongle(str(tmp_path / "lock"), trust=[platform.public_key], lock_id="KL-0001", host_clock=clock)
+    return Dongle(str(tmp_path / "lock"), trust=[platform.public_key], lock_id="KL-0001", host_clock=clock,
+                  site_code="11003")
 
 
 def test_every_command_answers(dongle, clock):
-    assert ask(dongle, b"VERSION") == P.Reply(True, ("KDLOCK", "1", "emu-1.0"))
+    assert ask(dongle, b"VERSION") == P.Reply(True, ("KDLOCK", "1", "emu-1.1"))
+    assert ask(dongle, b"SITE") == P.Reply(True, ("11003",))
     assert ask(dongle, b"ID") == P.Reply(True, ("KL-0001",))
     assert ask(dongle, b"KEY").fields == (P.b64encode(dongle.public_key),)
     assert ask(dongle, b"TIME").fields == (str(clock.ms),)
     assert ask(dongle, b"ECHO tok") == P.Reply(True, ("tok",))
     assert ask(dongle, b"TICKET GET").code == P.E_NOTICKET
     state = P.parse_state(ask(dongle, b"STATE").fields)
-    assert state == {"id": "KL-0001", "proto": "1", "fw": "emu-1.0", "time": str(clock.ms), "ticket": "0",
-                     "synced": "0", "keys": "1"}
+    assert state == {"id": "KL-0001", "proto": "1", "fw": "emu-1.1", "time": str(clock.ms), "ticket": "0",
+                     "synced": "0", "keys": "1", "site": "11003"}
     nonce = os.urandom(32)
     reply = ask(dongle, b"CHAL " + nonce.hex().encode())
     assert reply.ok and reply.fields[0] == str(clock.ms)
@@ -72,6 +74,7 @@ def test_every_command_answers(dongle, clock):
     (b"FOO", P.E_UNKNOWN), (b"id", P.E_UNKNOWN), (b"ID 1", P.E_ARG), (b"ECHO", P.E_ARG),
     (b"CHAL 12", P.E_ARG), (b"CHAL " + b"g" * 64, P.E_ARG), (b"TICKET", P.E_ARG), (b"TICKET PUT", P.E_ARG),
     (b"TICKET PUT !!!", P.E_ARG), (b"TICKET DROP x", P.E_ARG), (b"ID\x00", P.E_SYNTAX), (b"\xe6\x97\xb6", P.E_SYNTAX),
+    (b"SITE 11003", P.E_ARG), (b"site", P.E_UNKNOWN),
     (P.TOO_LONG, P.E_TOOLONG),
 ])
 def test_bad_requests_get_err(dongle, line, code):
@@ -155,19 +158,83 @@ def test_a_corrupt_or_foreign_state_is_refused_and_left_alone(tmp_path, clock):
 
 def test_identity_file(tmp_path):
     path = tmp_path / "dongle.json"
-    path.write_text(json.dumps({"lock_id": "KDLOCK-11003-01", "seed": "11" * 32, "public_key": "x"}))
-    assert read_identity(str(path)) == ("KDLOCK-11003-01", b"\x11" * 32)
-    d = Dongle(str(tmp_path / "lock"), lock_id="KDLOCK-11003-01", seed=b"\x11" * 32)
-    assert d.public_key == Signer(b"\x11" * 32).public_key
-    path.write_text(json.dumps({"lock_id": "bad id", "seed": "11" * 32}))
+    path.write_text(json.dumps({"lock_id": "KDLOCK-11003-01", "seed": "11" * 32, "public_key": "x",
+                                "site_code": "11003"}))
+    assert read_identity(str(path)) == Identity("KDLOCK-11003-01", b"\x11" * 32, "11003")
+    d = Dongle(str(tmp_path / "lock"), lock_id="KDLOCK-11003-01", seed=b"\x11" * 32, site_code="11003")
+    assert d.public_key == Signer(b"\x11" * 32).public_key and d.site_code == "11003"
+    # an older simulator's file names no site
+    path.write_text(json.dumps({"lock_id": "KDLOCK-11003-01", "seed": "11" * 32}))
+    assert read_identity(str(path)) == Identity("KDLOCK-11003-01", b"\x11" * 32, None)
+    for bad in ({"lock_id": "bad id", "seed": "11" * 32}, {"lock_id": "KL-1", "seed": "11" * 32, "site_code": "110"},
+                {"lock_id": "KL-1", "seed": "11" * 32, "site_code": 11003}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError):
+            read_identity(str(path))
+
+
+def test_site_answers_registered_none_and_old_firmware(tmp_path, clock):
+    """SITE: the registered code; E_NOSITE when registered to none; E_UNKNOWN from revision 1."""
+    unregistered = Dongle(str(tmp_path / "blank"), lock_id="KL-0002", host_clock=clock)
+    reply = ask(unregistered, b"SITE")
+    assert (reply.ok, reply.code) == (False, P.E_NOSITE)
+    assert P.site_reading(reply) == P.SiteReading(P.SITE_NONE)
+    assert "site" not in P.parse_state(ask(unregistered, b"STATE").fields)
+
+    old = Dongle(str(tmp_path / "old"), lock_id="KL-0003", host_clock=clock, site_code="11003")
+    old.old_firmware = True
+    assert ask(old, b"VERSION").fields == ("KDLOCK", "1", "emu-1.0")
+    reply = ask(old, b"SITE")
+    assert (reply.ok, reply.code) == (False, P.E_UNKNOWN)
+    assert P.site_reading(reply) == P.SiteReading(P.SITE_UNREPORTED)
+    state = P.parse_state(ask(old, b"STATE").fields)
+    assert "site" not in state and state["fw"] == "emu-1.0"
+    old.old_firmware = False
+    assert P.site_reading(ask(old, b"SITE")) == P.SiteReading(P.SITE_REGISTERED, "11003")
+
+
+def test_the_site_is_registered_once_and_never_moved(tmp_path, clock):
+    folder = tmp_path / "lock"
+    Dongle(str(folder), lock_id="KL-0001", host_clock=clock)  # an older emulator's state: no site
+    doc = json.loads((folder / STATE_FILE).read_text())
+    del doc["site_code"]  # as an older emulator wrote it
+    (folder / STATE_FILE).write_text(json.dumps(doc))
+    assert Dongle(str(folder), host_clock=clock).site_code is None
+    registered = Dongle(str(folder), lock_id="KL-0001", site_code="11003", host_clock=clock)
+    assert registered.site_code == "11003"
+    assert json.loads((folder / STATE_FILE).read_text())["site_code"] == "11003"  # durably
+    assert Dongle(str(folder), host_clock=clock).site_code == "11003"
+    before = (folder / STATE_FILE).read_bytes()
+    with pytest.raises(LockError) as e:
+        Dongle(str(folder), site_code="11004", host_clock=clock)
+    assert "另一考点（11003）" in e.value.cause
+    assert (folder / STATE_FILE).read_bytes() == before
     with pytest.raises(ValueError):
-        read_identity(str(path))
+        Dongle(str(tmp_path / "bad"), site_code="11 003", host_clock=clock)
+
+
+def test_the_documented_site_test_vector(tmp_path):
+    """docs/lock-protocol.md §3.1: the exact lines of SITE and STATE, registered, blank and revision 1."""
+    d = Dongle(str(tmp_path / "v"), lock_id="KDLOCK-11003-01", seed=bytes(range(32)),
+               host_clock=lambda: 1781226000000, site_code="11003")
+    assert d.handle(b"VERSION") == b"OK KDLOCK 1 emu-1.1\n"
+    assert d.handle(b"SITE") == b"OK 11003\n"
+    assert d.handle(b"STATE") == (b"OK id=KDLOCK-11003-01 proto=1 fw=emu-1.1 time=1781226000000 ticket=0 synced=0 "
+                                  b"keys=0 site=11003\n")
+    d.old_firmware = True
+    assert d.handle(b"VERSION") == b"OK KDLOCK 1 emu-1.0\n"
+    assert d.handle(b"SITE") == b"ERR E_UNKNOWN unknown command\n"
+    assert d.handle(b"STATE") == (b"OK id=KDLOCK-11003-01 proto=1 fw=emu-1.0 time=1781226000000 ticket=0 synced=0 "
+                                  b"keys=0\n")
+    blank = Dongle(str(tmp_path / "b"), lock_id="KDLOCK-11003-01", seed=bytes(range(32)),
+                   host_clock=lambda: 1781226000000)
+    assert blank.handle(b"SITE") == b"ERR E_NOSITE not registered to a site\n"
 
 
 def test_the_documented_challenge_test_vector(tmp_path):
     """docs/lock-protocol.md §4: a compatible dongle must give exactly these answers."""
     d = Dongle(str(tmp_path / "v"), lock_id="KDLOCK-11003-01", seed=bytes(range(32)),
-               host_clock=lambda: 1781226000000)
+               host_clock=lambda: 1781226000000, site_code="11003")
     assert d.handle(b"KEY") == b"OK A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\n"
     nonce = bytes(range(100, 132))
     assert d.handle(b"CHAL " + nonce.hex().encode()) == (

@@ -73,3 +73,18 @@ def test_payload_parsers():
     assert P.parse_state(["id=KL-1", "ticket=0"]) == {"id": "KL-1", "ticket": "0"}
     with pytest.raises(ValueError):
         P.parse_state(["novalue"])
+
+
+def test_site_codes_and_site_readings():
+    """SITE (revision 2): 4-10 digits; E_NOSITE and E_UNKNOWN are answers; anything else is not."""
+    assert P.check_site_code("11003") == "11003" and P.check_site_code("0001") == "0001"
+    for bad in ("110", "12345678901", "1l003", "", "１１００３", "11003\n", None):
+        with pytest.raises(ValueError):
+            P.check_site_code(bad)
+    assert P.site_reading(P.parse_reply(b"OK 11003")) == P.SiteReading(P.SITE_REGISTERED, "11003")
+    assert P.site_reading(P.parse_reply(b"ERR E_NOSITE not registered")) == P.SiteReading(P.SITE_NONE)
+    assert P.site_reading(P.parse_reply(b"ERR E_UNKNOWN unknown command")) == P.SiteReading(P.SITE_UNREPORTED)
+    for line in (b"OK", b"OK 11003 11004", b"OK 11O03", b"ERR E_INTERNAL flash", b"ERR E_ARG x"):
+        with pytest.raises(ValueError):
+            P.site_reading(P.parse_reply(line))
+    assert P.SITE in P.COMMANDS and P.SITE not in P.COMMANDS_R1
