@@ -9,7 +9,8 @@ connection). It implements ``kd.core.ports.Lan`` (``listening()``, ``address()``
 - every other request → ``RegistrationService.authenticate`` (token bound to room and IP)
 - ``data_imported``  → ``RegistrationService.mark_data_imported``
 - ``data``, ``hello`` → ``LoadingService.room_file_path / room_data_sha256 / room_detail``
-- ``heartbeat``      → ``MonitorService.heartbeat``
+- ``heartbeat``      → ``MonitorService.heartbeat`` (``StateRefused``, an end without a
+  start, answers ``E_STATE``; a start recorded as 未经许可开考 adds ``warning`` to the reply)
 - ``permit``         → ``VerificationService.start_permit``
 - ``upload_begin``   → ``RecoveryService.recovered`` (is this file already recorded?) and
   ``ctx.spool.has`` (is it still in the spool?)
