@@ -220,7 +220,7 @@ def test_append_on_a_full_disk_leaves_no_partial_line(tiny_disk):
     assert open(path, "rb").read() == good  # the partial line was removed
     os.remove(filler)
     assert log.append("admin", "after", {"i": 3})["seq"] == 4
-    assert log.verify() is None and AuditLog(path).verify_report() == (None, [], None, 4)
+    assert log.verify() is None and AuditLog(path).verify_report()[:4] == (None, [], None, 4)
 
 
 def test_torn_tail_on_a_full_disk_is_sealed_by_the_next_append(tiny_disk):
@@ -250,3 +250,229 @@ def test_an_unreadable_last_line_is_appended_after_and_named_by_verify(tmp_path)
     log = AuditLog(path)
     assert log.append("admin", "c")["seq"] == 4
     assert log.verify() == 3
+
+
+# -- rotation -----------------------------------------------------------------------------------
+def small_log(tmp_path, **kw):
+    kw.setdefault("max_bytes", 4000)  # about 16 entries of fill_log
+    kw.setdefault("keep", 3)
+    kw.setdefault("max_total", 10 ** 6)
+    return AuditLog(str(tmp_path / "audit.log"), **kw)
+
+
+def fill_log(log, n, start=0):
+    for i in range(start, start + n):
+        log.append("admin", "step", {"i": i, "pad": "x" * 60})
+
+
+def names(tmp_path):
+    return sorted(n for n in os.listdir(str(tmp_path)) if n.startswith("audit.log"))
+
+
+def first_entry(path):
+    return json.loads(lines_of(path)[0])
+
+
+def test_rotation_carries_the_chain_across_files(tmp_path):
+    log = small_log(tmp_path)
+    fill_log(log, 40)  # ~240 bytes each: a file holds about 16
+    assert names(tmp_path) == ["audit.log", "audit.log.1", "audit.log.2"]
+    for name in names(tmp_path):
+        assert os.path.getsize(str(tmp_path / name)) <= 4000
+    # the new file's first entry links to the last line of the one before, and says so
+    for before, after in (("audit.log.1", "audit.log.2"), ("audit.log.2", "audit.log")):
+        old = lines_of(str(tmp_path / before))
+        head = first_entry(str(tmp_path / after))
+        assert head["action"] == "audit.rotated" and head["actor"] == "system"
+        assert head["prev"] == line_hash(old[-2]) == head["details"]["last_hash"]
+        assert head["details"] == {"file": before, "lines": len(old) - 1, "bytes": os.path.getsize(
+            str(tmp_path / before)), "last_seq": json.loads(old[-2])["seq"], "last_hash": line_hash(old[-2])}
+        assert head["seq"] == json.loads(old[-2])["seq"] + 1  # seq goes on across files
+    report = log.verify_report()
+    assert report.ok and report.files == ("audit.log.1", "audit.log.2", "audit.log")
+    assert report.rotated_away is None and report.first_seq == 1 and report.unlinked == ()
+    steps = [e["details"]["i"] for e in log.entries() if e["action"] == "step"]
+    assert steps == list(range(40))
+    assert [e["details"]["i"] for e in log.last_entries(3)] == [37, 38, 39]
+    last = max(e["seq"] for e in log.entries())
+    reopened = small_log(tmp_path)  # reopening goes on from the current file's end
+    assert reopened.append("admin", "after")["seq"] == last + 1
+    assert reopened.verify() is None
+
+
+def test_the_cap_drops_the_oldest_file_with_an_alarm(tmp_path, caplog):
+    log = small_log(tmp_path, keep=2)
+    told = []
+    log.notify = lambda action, details: told.append((action, details))
+    with caplog.at_level(logging.CRITICAL):
+        fill_log(log, 60)
+    kept = names(tmp_path)
+    assert kept[0] == "audit.log" and len(kept) == 3 and "audit.log.1" not in kept
+    capped = [d for a, d in told if a == "audit.capped"]
+    assert [d["file"] for d in capped] == ["audit.log.{}".format(n) for n in range(1, len(capped) + 1)]
+    assert capped[0]["first_seq"] == 1 and capped[0]["kept_files"] == 2 and capped[0]["keep"] == 2
+    assert any("AUDIT LOG CAPPED" in r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL)
+    logged = [e for e in log.entries() if e["action"] == "audit.capped"]
+    assert [e["details"]["file"] for e in logged][-1] == capped[-1]["file"]  # audited in the log as well
+    assert [a for a, _ in told].count("audit.rotated") == len(capped) + 2
+    report = log.verify_report()
+    assert report.ok and report.rotated_away == capped[-1]["file"] and report.first_seq > 1
+    assert report.files == tuple(kept[1:]) + ("audit.log",)
+    # a byte cap too: two files of ~4000 bytes do not fit 6000
+    log = small_log(tmp_path / "b", keep=10, max_total=6000)
+    fill_log(log, 60)
+    assert len(names(tmp_path / "b")) == 2 and log.verify() is None
+
+
+def test_verify_names_the_rotated_file_where_the_chain_breaks(tmp_path):
+    log = small_log(tmp_path, keep=5)
+    fill_log(log, 40)
+    path = str(tmp_path / "audit.log.1")
+
+    def edit(line):
+        entry = json.loads(line)
+        entry["details"]["i"] = 99
+        return compact(entry) + b"\n"
+
+    tamper(path, 3, edit)
+    report = log.verify_report()
+    assert (report.broken_file, report.broken) == ("audit.log.1", 4)
+    tamper(path, 3, edit)  # (the same again: still broken)
+    lines = lines_of(path)
+    tamper(path, len(lines) - 1, edit)  # the last line: the next file's link no longer matches
+    assert log.verify_report().broken_file in ("audit.log.1", "audit.log.2")
+
+
+def test_a_changed_last_line_of_a_rotated_file_breaks_the_next_files_link(tmp_path):
+    log = small_log(tmp_path, keep=5)
+    fill_log(log, 40)
+    path = str(tmp_path / "audit.log.1")
+    lines = open(path, "rb").read().splitlines(keepends=True)
+    open(path, "wb").write(b"".join(lines[:-1]))  # the last entry removed
+    report = log.verify_report()
+    assert (report.broken_file, report.broken) == ("audit.log.2", 1)
+
+
+def test_a_missing_file_in_the_middle_is_not_rotated_away(tmp_path):
+    log = small_log(tmp_path, keep=5)
+    fill_log(log, 60)
+    assert "audit.log.3" in names(tmp_path)
+    os.remove(str(tmp_path / "audit.log.2"))
+    report = log.verify_report()
+    assert not report.ok and report.missing == "audit.log.2" and report.broken_file == "audit.log.3"
+    os.remove(str(tmp_path / "audit.log.1"))  # now it is like the cap dropped the two oldest
+    report = log.verify_report()
+    assert report.ok and report.rotated_away == "audit.log.2" and report.files[0] == "audit.log.3"
+
+
+def test_files_not_on_the_chain_are_listed(tmp_path):
+    """系统恢复 brings back the backup's audit.log: rotated files made since are not on its chain."""
+    log = small_log(tmp_path)
+    fill_log(log, 5)
+    backup = open(str(tmp_path / "audit.log"), "rb").read()
+    fill_log(log, 30, start=5)
+    open(str(tmp_path / "audit.log"), "wb").write(backup)
+    log = small_log(tmp_path)
+    report = log.verify_report()
+    assert report.ok and report.files == ("audit.log",) and report.unlinked == ("audit.log.1", "audit.log.2")
+    fill_log(log, 20)  # rotating again: a new number, never one in use
+    report = log.verify_report()
+    assert report.ok and "audit.log.3" in report.files and set(report.unlinked) >= {"audit.log.2"}
+
+
+def test_mark_reads_the_frozen_file_after_a_rotation(tmp_path):
+    log = small_log(tmp_path)
+    fill_log(log, 3)
+    mark = log.mark()
+    frozen = open(mark.path, "rb").read()
+    fill_log(log, 20, start=3)
+    assert "audit.log.1" in names(tmp_path)
+    assert log.marked_bytes(mark) == frozen
+
+
+# -- a rotation interrupted -------------------------------------------------------------------------
+def big(log, i):
+    """An entry long enough to rotate a ``rotated_log``."""
+    log.append("admin", "step", {"i": i, "pad": "x" * 400})
+
+
+def rotated_log(tmp_path):
+    """A log whose next ``big`` entry rotates it; returns (log, the current file's bytes, entries)."""
+    log = small_log(tmp_path)
+    path = str(tmp_path / "audit.log")
+    fill_log(log, 1)
+    one, n = os.path.getsize(path), 1
+    while os.path.getsize(path) + 2 * one <= log.max_bytes:
+        fill_log(log, 1, start=n)
+        n += 1
+    assert names(tmp_path) == ["audit.log"]
+    return log, open(path, "rb").read(), n
+
+
+def test_killed_before_the_rename_nothing_was_rotated(tmp_path):
+    log, before, n = rotated_log(tmp_path)
+    new = str(tmp_path / "audit.log.new")
+    open(new, "wb").write(b'{"seq":14,"time":"2026-11-26T08:00:00+08:00","actor":"sys')  # step 1, torn
+    log = small_log(tmp_path)
+    assert names(tmp_path) == ["audit.log"] and open(str(tmp_path / "audit.log"), "rb").read() == before
+    big(log, n)
+    assert names(tmp_path) == ["audit.log", "audit.log.1"] and log.verify() is None
+
+
+def test_killed_between_the_renames_the_rotation_is_finished(tmp_path, monkeypatch):
+    log, before, n = rotated_log(tmp_path)
+    import kd.store.audit as audit_module
+
+    real = audit_module._rename
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise PermissionError(13, "held by another program", dst)
+        real(src, dst)
+
+    monkeypatch.setattr(audit_module, "_rename", second_fails)
+    with pytest.raises(StoreError):
+        big(log, n)
+    monkeypatch.setattr(audit_module, "_rename", real)
+    # the state a kill between the two renames leaves: no audit.log, audit.log.new next to audit.log.1
+    assert names(tmp_path) == ["audit.log.1", "audit.log.new"]
+    assert open(str(tmp_path / "audit.log.1"), "rb").read() == before
+    reopened = small_log(tmp_path)  # at open (a restart) ...
+    assert names(tmp_path) == ["audit.log", "audit.log.1"] and reopened.verify() is None
+    assert first_entry(str(tmp_path / "audit.log"))["action"] == "audit.rotated"
+    # ... and in process: the next append finishes it too
+    log2, _, n = rotated_log(tmp_path / "b")
+    monkeypatch.setattr(audit_module, "_rename", second_fails)
+    calls.clear()
+    with pytest.raises(StoreError):
+        big(log2, n)
+    monkeypatch.setattr(audit_module, "_rename", real)
+    assert log2.append("admin", "step", {"i": n})["seq"] == n + 2  # n entries, the rotation entry, this one
+    assert log2.verify() is None and names(tmp_path / "b") == ["audit.log", "audit.log.1"]
+
+
+def test_a_rename_refused_goes_on_in_the_same_file(tmp_path, monkeypatch, caplog):
+    """Windows refuses to rename a file another program holds open: logged, retried 1 MiB later."""
+    log, _, n = rotated_log(tmp_path)
+    import kd.store.audit as audit_module
+
+    def refuse(src, dst):
+        raise PermissionError(13, "held by another program", src)
+
+    monkeypatch.setattr(audit_module, "_rename", refuse)
+    with caplog.at_level(logging.ERROR):
+        for i in range(n, n + 5):
+            big(log, i)
+    assert names(tmp_path) == ["audit.log"] and log.verify() is None
+    assert sum("could not rotate" in r.getMessage() for r in caplog.records) == 1  # not once per append
+    assert [e["details"]["i"] for e in log.entries()][-1] == n + 4
+
+
+def test_stale_new_file_without_a_kept_predecessor_is_dropped(tmp_path):
+    path = str(tmp_path / "audit.log.new")
+    open(path, "wb").write(compact({"seq": 5, "time": "t", "actor": "system", "action": "audit.rotated",
+                                    "details": {"file": "audit.log.7", "bytes": 10}, "prev": GENESIS}) + b"\n")
+    log = small_log(tmp_path)
+    assert names(tmp_path) == [] and log.append("admin", "a")["seq"] == 1
