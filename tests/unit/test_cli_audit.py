@@ -57,7 +57,9 @@ def test_verify_lists_sealed_torn_lines_and_refuses_tampering(tmp_path, capsys):
     assert run_handler(data) == 0
     assert capsys.readouterr().out.splitlines() == ["审计日志完整。", "第 3 行：断电或磁盘满造成的残缺记录，已封存。"]
     assert run_handler(data, "--json") == 0
-    assert json.loads(capsys.readouterr().out) == {"ok": True, "sealed": [3], "torn_tail": None}
+    assert json.loads(capsys.readouterr().out) == {"ok": True, "sealed": [3], "torn_tail": None,
+                                                   "files": ["audit.log"], "sealed_rotated": [], "rotated_away": None,
+                                                   "first_seq": 1, "unlinked": []}
     forge_seal(path)
     with pytest.raises(UserError) as info:
         run_handler(data)
@@ -83,3 +85,41 @@ def test_main_py_audit_verify(tmp_path):
     forge_seal(path)
     done = main_py(data, "audit", "--verify")
     assert done.returncode == 2 and "第 3 行校验失败" in done.stderr, (done.returncode, done.stderr)
+
+
+def rotated_log(data, keep=2):
+    """An audit log rotated several times (tiny files), the cap dropping the oldest."""
+    log = AuditLog(os.path.join(data, "audit.log"), max_bytes=2000, keep=keep, max_total=10 ** 6)
+    for i in range(40):
+        log.append("admin", "step", {"i": i, "pad": "x" * 60})
+    return sorted(n for n in os.listdir(data) if n.startswith("audit.log."))
+
+
+def test_verify_across_rotated_files(tmp_path, capsys):
+    data = str(tmp_path)
+    kept = rotated_log(data)
+    assert len(kept) == 2
+    assert run_handler(data) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "审计日志完整。"
+    assert out[1] == "已校验 3 个文件：{}、{}、audit.log。".format(*kept)
+    assert "已因容量上限被删除" in out[2] and "哈希链从第" in out[2]
+    assert run_handler(data, "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["files"] == kept + ["audit.log"] and doc["rotated_away"] and doc["first_seq"] > 1
+    lines = open(os.path.join(data, kept[-1]), "rb").read().splitlines()
+    path = os.path.join(data, kept[-1])
+    open(path, "wb").write(b"\n".join(lines[:2] + lines[3:]) + b"\n")  # a line removed from a rotated file
+    with pytest.raises(UserError) as info:
+        run_handler(data)
+    assert "{} 第 3 行校验失败".format(kept[-1]) in str(info.value)
+
+
+def test_verify_names_a_missing_file_in_the_middle(tmp_path):
+    data = str(tmp_path)
+    kept = rotated_log(data, keep=5)
+    assert len(kept) >= 3
+    os.remove(os.path.join(data, kept[1]))
+    with pytest.raises(UserError) as info:
+        run_handler(data)
+    assert "{} 缺失".format(kept[1]) in str(info.value) and kept[2] in str(info.value)
