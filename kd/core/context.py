@@ -4,7 +4,9 @@ Services are constructed with a ``Context``. A state change runs under ``ctx.loc
 (one ``RLock`` for the whole core: LAN handler threads and UI workers call the same
 services), is persisted through the stores before the call returns, and is recorded
 with ``ctx.record(actor, action, **details)``: one audit line and one hub event of the
-same name, so views and tests see it.
+same name, so views and tests see it. The entries the audit log writes by itself
+(``audit.rotated``, ``audit.capped``: kd.store.audit) are published on the hub too, with
+``actor="system"``, whichever audit log the context holds (it is replaced at 系统恢复).
 
 Ports (``kd.core.ports``) may be ``None``: no platform configured (offline fallback
 only), no LAN service yet. ``ctx.platform_or_raise()`` turns that into a ``UserError``
@@ -56,8 +58,8 @@ class Context:
         self.folder: DataFiles = folder
         self.stores = stores
         self.spool = spool
-        self.audit = audit
         self.hub = hub
+        self.audit = audit
         self.platform = platform
         self.dongle = dongle
         self.lan = lan
@@ -68,6 +70,19 @@ class Context:
         #: clear; never taken by LAN hot paths (the folder's own lock). Lock order: ``files_lock``
         #: before ``lock``, never the other way round
         self.files_lock = folder.files_lock
+
+    @property
+    def audit(self) -> AuditLog:
+        return self._audit
+
+    @audit.setter
+    def audit(self, audit: AuditLog) -> None:
+        self._audit = audit
+        audit.notify = self._audit_notice
+
+    def _audit_notice(self, action: str, details: Dict[str, Any]) -> None:
+        """The audit log rotated or dropped a file: an event (``audit.capped`` is the alarm)."""
+        self.hub.publish(action, actor="system", **details)
 
     def now(self) -> datetime.datetime:
         """Timezone-aware current time (tests may pass a clock)."""
