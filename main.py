@@ -3,7 +3,8 @@
     kaodian                      the desktop app (drill mode when no site is configured;
                                  kd.views.start: start screens, main window, tray)
     kaodian --headless           services only (LAN service, senders), until Ctrl+C/SIGTERM
-    kaodian SUBCOMMAND ...       command-line tools (see --help)
+    kaodian SUBCOMMAND ...       command-line tools (see --help); those that change state or
+                                 export data ask the administrator's password first (kd.cli)
     kaodian --data-dir DIR       use DIR instead of data/ beside the program
 
 Exit codes: 0 ok, 1 internal error (see the log), 2 user error (message printed),
@@ -62,7 +63,11 @@ def setup_logging(data_dir: str, verbose: bool = False) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kaodian", description="考点管理系统 (kaodian)")
+    parser = argparse.ArgumentParser(
+        prog="kaodian", description="考点管理系统 (kaodian)",
+        epilog="除 status、audit、results、monitor、outbox（不带 --send）、login、passwd、drill 外，"
+               "每个命令先询问管理员密码（终端中输入，或 --password-stdin 从标准输入的第一行读取）；"
+               "连续输错与登录窗口一样限时重试。")
     parser.add_argument("--version", action="version", version="kaodian " + kd.__version__)
     parser.add_argument("--data-dir", help="数据目录（默认：程序旁的 data 文件夹；或环境变量 KD_DATA_DIR）")
     parser.add_argument("--headless", action="store_true", help="只运行后台服务，不打开窗口")
@@ -72,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lan-port", type=int, default=int(os.environ.get("KD_LAN_PORT", "9190")),
                         help="考场通讯端口（默认 9190；0 表示任选空闲端口，用于测试）")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    lock_sync.add_parser(commands)
+    cli.add_password(lock_sync.add_parser(commands), "这是本机数据目录的管理员密码，不是监控平台密码 --password")
     drill.add_parser(commands)
     cli.add_parsers(commands)
     return parser
@@ -101,6 +106,7 @@ def run(opts: argparse.Namespace) -> int:
         with InstanceLock(data_dir, wait_s=relaunch.lock_wait_s()) as instance:
             log.info("data dir %s", data_dir)
             if opts.command == "sync-lock":
+                cli.check_folder_password(opts, data_dir)  # before the dongle or the platform is touched
                 return lock_sync.run_cli(opts, opts.lock)
             if cli.folder_handler_of(opts) is not None:  # works on the folder itself (repair-db)
                 return int(cli.folder_handler_of(opts)(opts, data_dir))

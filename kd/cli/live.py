@@ -8,24 +8,29 @@
   heartbeats, so it shows the persisted state: every room as not connected).
 - ``outbox [--send] [--json]``: the stored reports and their states; ``--send`` first
   tries to deliver every pending one.
+
+``monitor`` and ``outbox`` only read (no password); ``seal-check``, ``verify`` and
+``outbox --send`` ask the administrator's password first (``kd.cli.authorize``).
 """
 
 import argparse
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json
+from kd.cli import Session, add_json, add_password
 
 
 def register(commands: Any) -> None:
     p = commands.add_parser("seal-check", help="封场检测")
     p.add_argument("--min-free-gb", type=float, default=2.0, help="磁盘剩余空间下限（GB，默认 2）")
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_seal)
 
     p = commands.add_parser("verify", help="授权验证（联网或导入授权验证文件）")
     p.add_argument("--session", required=True, help="场次编号")
     p.add_argument("--file", help="授权验证文件（.KDV）；不给则联网验证")
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_verify)
 
     p = commands.add_parser("monitor", help="考场监控")
@@ -36,6 +41,7 @@ def register(commands: Any) -> None:
     p = commands.add_parser("outbox", help="查看待上报/已上报的状态报告")
     p.add_argument("--send", action="store_true", help="先尝试上报所有待上报的报告")
     add_json(p)
+    add_password(p, "只有 --send 需要密码")
     p.set_defaults(handler=run_outbox)
 
 

@@ -9,12 +9,21 @@ wrong and what accepting means, asks to type the store's name, then opens it wit
 ``accept`` (one new generation is written, so the store opens normally afterwards) and
 records ``store.repaired`` in the audit log. It runs before the dongle gate and the
 site are opened, since those need the stores. See docs/storage.md "数据文件缺失或被回退".
+
+``repair-db exam`` and ``repair-db runtime`` ask the administrator's password (checked
+against the settings store alone, ``kd.cli.settings_accounts``, with the login's back-off)
+once the problem is confirmed to be that store and before the confirmation; with
+``--password-stdin`` it is stdin's first line and the confirmation (``--stdin``) the
+second. ``repair-db settings`` cannot ask one (the accounts are in the store being
+repaired): it takes the typed store name only, refuses ``--password-stdin``, and its
+audit entry says ``"password_checked": false``.
 """
 
 import argparse
 import sys
 from typing import Any
 
+from kd.cli import actor_of, add_password, check_folder_password, needs_password
 from kd.errors import StoreError, UserError
 from kd.store.database import DB_FILES
 
@@ -28,16 +37,22 @@ EMPTY_MEANS = {
 def register(commands: Any) -> None:
     p = commands.add_parser("repair-db", help="数据文件缺失或被回退时，确认按现有文件打开（丢失的更改无法找回）")
     p.add_argument("name", choices=DB_FILES, help="数据库名称")
-    p.add_argument("--stdin", action="store_true", help="从标准输入读取确认（一行：数据库名称）")
+    p.add_argument("--stdin", action="store_true",
+                   help="从标准输入读取确认（一行：数据库名称；与 --password-stdin 同用时在密码的下一行）")
+    add_password(p, "第二行是确认（--stdin）；修复 settings 时不询问密码")
     p.set_defaults(folder_handler=run_repair)
 
 
 def run_repair(opts: argparse.Namespace, data_dir: str) -> int:
     from kd.store.datafolder import DataFolder  # noqa: PLC0415
 
+    name = opts.name
+    checked = needs_password(opts)
+    if not checked and opts.password_stdin:
+        raise UserError("repair-db settings 不询问管理员密码：账号保存在要修复的 settings 数据库中，无法校验。",
+                        "请去掉 --password-stdin（标准输入只需一行：数据库名称）。")
     folder = DataFolder(data_dir)
     folder.finish_interrupted()
-    name = opts.name
     try:
         stores = folder.open_stores()
     except StoreError as e:
@@ -49,6 +64,7 @@ def run_repair(opts: argparse.Namespace, data_dir: str) -> int:
     if name not in str(problem.cause) and name not in str(problem.detail or ""):
         print("数据库 {} 不是出问题的那一个：{}".format(name, problem.cause), file=sys.stderr)
         return 2
+    user = check_folder_password(opts, data_dir) if checked else actor_of(opts)
     print("问题：{}".format(problem.cause))
     print("确认后将按现有文件打开数据库 {}：现存的较早版本将成为当前版本；若文件已全部缺失，则新建空数据库"
           "（{}）。丢失的更改无法找回。".format(name, EMPTY_MEANS[name]))
@@ -60,8 +76,8 @@ def run_repair(opts: argparse.Namespace, data_dir: str) -> int:
     stores = folder.open_stores(accept=(name,))
     try:
         audit = folder.open_audit()
-        audit.append("admin", "store.repaired", {"store": name, "problem": problem.cause,
-                                                  "detail": problem.detail or ""})
+        audit.append(user or "admin", "store.repaired", {"store": name, "problem": problem.cause,
+                                                          "detail": problem.detail or "", "password_checked": checked})
     finally:
         stores.close()
     print("已按现有文件打开数据库 {}，操作已记入审计日志。".format(name))

@@ -10,6 +10,9 @@
 - ``upload [--session N] [--json]``: step 2: upload what is not yet uploaded (running it
   again after a cut is 续报); prints the §5.2 table afterwards.
 
+``results`` only reads (no password); the other three ask the administrator's password
+first (``kd.cli.authorize``).
+
 Reports the platform must get (recovery_status, upload_status) are delivered once at the
 end of the command; what is not delivered stays in the outbox (``outbox --send``).
 """
@@ -17,13 +20,14 @@ end of the command; what is not delivered stays in the outbox (``outbox --send``
 import argparse
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json
+from kd.cli import Session, add_json, add_password
 
 
 def register(commands: Any) -> None:
     p = commands.add_parser("recover", help="数据回收：手工导入监考机导出的考场结果包")
     p.add_argument("file", help="考场结果包文件（.zip）")
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_recover)
 
     p = commands.add_parser("results", help="数据回收表（各考场各场次的回收情况）")
@@ -34,11 +38,13 @@ def register(commands: Any) -> None:
     p = commands.add_parser("backup-external", help="考后上报第一步：备份到外部存储（U盘/移动硬盘）")
     p.add_argument("folder", help="外部存储上的文件夹")
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_backup)
 
     p = commands.add_parser("upload", help="考后上报第二步：上报考试数据（再次执行即续报）")
     p.add_argument("--session", help="场次编号（默认全部）")
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_upload)
 
 

@@ -2,28 +2,32 @@
 
 ``login``, ``setup``, ``passwd``, ``backup``, ``restore``, ``to-formal``, ``init``,
 ``status``: each one call of the site core's ``accounts`` / ``backup`` / ``system`` service. Passwords are
-read with ``getpass`` or, for scripts, one per line from stdin (``--password-stdin``,
-``--stdin``); they never appear on the command line. The acting account is ``--user``
-(default admin); an account that still has the initial password may only ``login`` and
-``passwd``.
+read with ``getpass`` or, for scripts, one per line from stdin; they never appear on the
+command line. The acting account is ``--user`` (default admin); an account that still
+has the initial password may only ``login`` and ``passwd`` (and the read-only ``status``).
+
+``setup``, ``backup``, ``restore``, ``to-formal`` and ``init`` ask the acting account's
+password first (``kd.cli.authorize``); ``login`` and ``passwd`` check a password
+themselves; ``status`` asks none. The stdin lines, in order:
+
+- ``login --password-stdin``: the password;
+- ``passwd --stdin``: 原密码 (its password check), 新密码, 确认新密码;
+- ``setup --password-stdin --platform-password-stdin``: the administrator's password,
+  then the platform's; ``--platform-password-stdin`` alone: the platform's (the
+  administrator's is typed on the terminal);
+- ``to-formal --password-stdin`` without ``--yes``: the password, then ``yes``.
 """
 
-import argparse
-import getpass
 import sys
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json
+from kd.cli import Session, add_json, add_password, add_user, read_line, read_secret
 from kd.errors import UserError
-
-
-def _user(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--user", metavar="U", help="账号（默认 admin）")
 
 
 def register(commands: Any) -> None:
     p = commands.add_parser("login", help="登录检查（首次登录须修改初始密码）")
-    _user(p)
+    add_user(p)
     p.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
     add_json(p)
     p.set_defaults(handler=run_login)
@@ -32,41 +36,43 @@ def register(commands: Any) -> None:
     p.add_argument("--site", required=True, metavar="CODE", help="考点代码，如 11003")
     p.add_argument("--mode", required=True, choices=("formal", "mock"), help="formal 正式考试 / mock 模拟考试")
     p.add_argument("--platform-url", metavar="U", help="监控平台地址")
-    p.add_argument("--platform-password-stdin", action="store_true", help="从标准输入读取监控平台密码（一行）")
+    p.add_argument("--platform-password-stdin", action="store_true",
+                   help="从标准输入读取监控平台密码（一行；与 --password-stdin 同用时在管理员密码的下一行）")
     p.add_argument("--platform-key", action="append", metavar="B64", help="信任的监控平台公钥（Base64，可重复）")
-    _user(p)
     add_json(p)
+    add_password(p, "与 --platform-password-stdin 同用时，第二行是监控平台密码")
     p.set_defaults(handler=run_setup)
 
     p = commands.add_parser("passwd", help="修改密码（原密码、新密码、确认新密码）")
-    _user(p)
-    p.add_argument("--stdin", action="store_true", help="从标准输入读取三行：原密码、新密码、确认新密码")
+    add_user(p)
+    p.add_argument("--stdin", action="store_true",
+                   help="从标准输入读取三行：原密码、新密码、确认新密码（原密码即本命令的密码校验）")
     add_json(p)
     p.set_defaults(handler=run_passwd)
 
     p = commands.add_parser("backup", help="系统备份：写入 .bak 备份文件到文件夹")
     p.add_argument("dir", metavar="DIR", help="目标文件夹（如 U 盘）")
     p.add_argument("--note", default="", metavar="T", help="备注")
-    _user(p)
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_backup)
 
     p = commands.add_parser("restore", help="系统恢复：从 .bak 备份文件恢复（之后须重新启动）")
     p.add_argument("file", metavar="F", help="系统备份文件（*.bak）")
-    _user(p)
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_restore)
 
     p = commands.add_parser("to-formal", help="模考转正考：清除模拟考试数据，切换为正式考试")
     p.add_argument("--yes", action="store_true", help="不再询问，直接执行")
-    _user(p)
     add_json(p)
+    add_password(p, "未给 --yes 时，第二行是确认（yes）")
     p.set_defaults(handler=run_to_formal)
 
     p = commands.add_parser("init", help="系统初始化：清除考点代码和全部考试数据（保留账号密码）")
     p.add_argument("--confirm", required=True, metavar="SITECODE", help="输入本系统的考点代码以确认")
-    _user(p)
     add_json(p)
+    add_password(p)
     p.set_defaults(handler=run_init)
 
     p = commands.add_parser("status", help="系统状态：考点代码、考试模式、考务与各项计数")
@@ -74,22 +80,15 @@ def register(commands: Any) -> None:
     p.set_defaults(handler=run_status)
 
 
-def _line(prompt: str) -> str:
-    line = sys.stdin.readline()
-    if not line:
-        raise UserError("标准输入中缺少{}。".format(prompt), "请每行提供一项输入。")
-    return line.rstrip("\r\n")
-
-
-def _secret(prompt: str, from_stdin: bool) -> str:
-    return _line(prompt) if from_stdin else getpass.getpass(prompt + "：")
+def _terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def run_login(s: Session) -> int:
     opts = s.opts
-    user = opts.user or ("admin" if opts.password_stdin else input("账号：").strip())
+    user = opts.user or ("admin" if opts.password_stdin or not _terminal() else input("账号：").strip())
     svc = s.core.accounts
-    out = svc.login(user, _secret("密码", opts.password_stdin))
+    out = svc.login(user, read_secret("密码", opts.password_stdin))
     out["needs_setup"] = svc.needs_setup()
     lines = ["登录成功：{}".format(out["user"])]
     if out["must_change"]:
@@ -104,7 +103,7 @@ def run_setup(s: Session) -> int:
     from kd.core.model import MODE_LABELS  # noqa: PLC0415
 
     opts = s.opts
-    password = _line("监控平台密码") if opts.platform_password_stdin else None
+    password = read_line("监控平台密码") if opts.platform_password_stdin else None
     out = s.core.accounts.setup(opts.site, opts.mode, s.actor, platform_url=opts.platform_url,
                                       platform_password=password, platform_keys=opts.platform_key)
     s.out(out, "系统设置完成：考点代码 {}，{}。".format(out["site_code"], MODE_LABELS[out["mode"]]))
@@ -114,9 +113,9 @@ def run_setup(s: Session) -> int:
 def run_passwd(s: Session) -> int:
     opts = s.opts
     user = s.actor
-    old = _secret("原密码", opts.stdin)
-    new = _secret("新密码", opts.stdin)
-    confirm = _secret("确认新密码", opts.stdin)
+    old = read_secret("原密码", opts.stdin, "--stdin")
+    new = read_secret("新密码", opts.stdin, "--stdin")
+    confirm = read_secret("确认新密码", opts.stdin, "--stdin")
     out = s.core.accounts.change_password(user, old, new, confirm)
     s.out(out, "密码已修改：{}".format(user))
     return 0
@@ -138,8 +137,13 @@ def run_restore(s: Session) -> int:
 
 def run_to_formal(s: Session) -> int:
     if not s.opts.yes:
-        answer = input("模考转正考将清除模拟考试的全部考试数据（考场、注册、授权、回收的结果），"
-                       "保留考点代码、账号和设置。确认执行请输入 yes：").strip().lower()
+        question = ("模考转正考将清除模拟考试的全部考试数据（考场、注册、授权、回收的结果），"
+                    "保留考点代码、账号和设置。确认执行请输入 yes：")
+        if s.opts.password_stdin or not _terminal():  # a script: the line after the password
+            print(question, file=sys.stderr, flush=True)
+            answer = read_line("确认（yes）").strip().lower()
+        else:
+            answer = input(question).strip().lower()
         if answer != "yes":
             raise UserError("已取消模考转正考。", "")
     out = s.core.system.to_formal(s.actor)

@@ -27,7 +27,7 @@ import pytest
 from kd.core import model
 from kd.platform.signer import write_offline_files
 from kd.store.datafolder import DataFolder
-from tests.integration.test_cli_exam import configure
+from tests.integration.test_cli_exam import configure, with_password
 from tests.support.env import make_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -39,18 +39,21 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
 
 
 def run(env, data, args, kill_at=0, kill_after=None):
+    """The command under killpoint.py; admin's password on stdin when it asks (written at once)."""
+    args, stdin = with_password(args)
     proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
     proc_env.pop("KD_DATA_DIR", None)
     proc_env.pop("KD_LOCK_URL", None)
     argv = [sys.executable, KILLPOINT, str(kill_at), data, MAIN, "--data-dir", data, "--lock", env.lock_url] + args
-    proc = subprocess.Popen(argv, cwd=ROOT, env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, encoding="utf-8")
-    if kill_after is not None:
-        try:
-            proc.wait(kill_after)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-    out, err = proc.communicate(timeout=120)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=proc_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, encoding="utf-8")
+    try:
+        out, err = proc.communicate(stdin, timeout=120 if kill_after is None else kill_after)
+    except subprocess.TimeoutExpired:
+        if kill_after is None:
+            raise
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
 
 

@@ -1,5 +1,10 @@
 """The 考前 commands through real ``main.py`` processes: platform simulator over HTTP,
-dongle emulator over ``socket://``, the data folder configured like after first login."""
+dongle emulator over ``socket://``, the data folder configured like after first login.
+
+``kd(env, data, *args)`` sends admin's password (``PASSWORD``) with ``--password-stdin``
+to every command that asks for it (``kd.cli.needs_password`` over the real parser);
+``password=None`` sends none, ``password="..."`` another one.
+"""
 
 import hashlib
 import json
@@ -9,6 +14,8 @@ import sys
 
 import pytest
 
+import main
+from kd import cli
 from kd.core import model
 from kd.platform.signer import write_offline_files
 from kd.store.database import open_stores
@@ -27,7 +34,9 @@ def env(tmp_path):
 
 
 ITERATIONS = 600000
+PASSWORD = "exam-day-2026"  # noqa: S105 - the test site's admin password (admin_account)
 _ADMIN = {}
+PARSER = main.build_parser()
 
 
 def admin_account():
@@ -35,7 +44,7 @@ def admin_account():
     if not _ADMIN:
         salt = os.urandom(16)
         _ADMIN.update({"user": "admin", "salt": salt.hex(), "iterations": ITERATIONS,
-                       "hash": hashlib.pbkdf2_hmac("sha256", b"exam-day-2026", salt, ITERATIONS).hex(),
+                       "hash": hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, ITERATIONS).hex(),
                        "must_change": False, "failures": 0, "locked_until": None,
                        "changed_at": "2026-11-20T08:00:00+08:00"})
     return dict(_ADMIN)
@@ -53,11 +62,21 @@ def configure(env, name):
     return data
 
 
-def kd(env, data, *args):
+def with_password(args, password=PASSWORD, stdin=""):
+    """``args`` and stdin for a command: ``--password-stdin`` and the password first if the command asks."""
+    args = list(args)
+    if password is not None and cli.needs_password(PARSER.parse_args(args)):
+        return args + ["--password-stdin"], password + "\n" + stdin
+    return args, stdin
+
+
+def kd(env, data, *args, password=PASSWORD, stdin=""):
+    """``main.py`` on ``data`` with the env's dongle; stdin is always given (never a terminal)."""
+    args, stdin = with_password(args, password, stdin)
     proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
     proc_env.pop("KD_DATA_DIR", None)
     proc_env.pop("KD_LOCK_URL", None)
-    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + list(args),
+    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + args, input=stdin,
                           cwd=ROOT, env=proc_env, capture_output=True, text=True, encoding="utf-8", timeout=120)
 
 

@@ -11,6 +11,7 @@ import pytest
 from kd.core import model
 from kd.store.database import open_stores
 from tests.integration.live_helpers import authorize, loaded_env, register, sync
+from tests.integration.test_cli_exam import PASSWORD, with_password
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAIN = os.path.join(ROOT, "main.py")
@@ -25,7 +26,7 @@ def env(tmp_path):
     salt = os.urandom(16)
     e.ctx.stores.settings.put(model.ACCOUNTS, "admin", {  # as after the first password change
         "user": "admin", "salt": salt.hex(), "iterations": 600000,
-        "hash": hashlib.pbkdf2_hmac("sha256", b"exam-day-2026", salt, 600000).hex(), "must_change": False,
+        "hash": hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, 600000).hex(), "must_change": False,
         "failures": 0, "locked_until": None, "changed_at": "2026-11-20T08:00:00+08:00"})
     e.ctx.stores.close()  # the CLI processes own the data folder and the dongle from here on
     e.driver.stop()
@@ -33,11 +34,13 @@ def env(tmp_path):
     e.close()
 
 
-def cli(env, *args):
+def cli(env, *args, password=PASSWORD):
+    """``main.py`` on the env's folder, admin's password sent to the commands that ask (test_cli_exam)."""
+    args, stdin = with_password(args, password)
     proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
     proc_env.pop("KD_DATA_DIR", None)
-    return subprocess.run([sys.executable, MAIN, "--data-dir", env.data_dir, "--lock", env.lock_url] + list(args),
-                          capture_output=True, text=True,
+    return subprocess.run([sys.executable, MAIN, "--data-dir", env.data_dir, "--lock", env.lock_url] + args,
+                          input=stdin, capture_output=True, text=True,
                           encoding="utf-8", env=proc_env, timeout=120)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from kd.core import model
 from kd.store.database import open_stores
+from tests.integration.test_cli_exam import with_password
 from tests.support.env import SITE, make_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,11 +27,13 @@ def env(tmp_path):
     e.close()
 
 
-def kd(env, data, *args, stdin=""):
+def kd(env, data, *args, stdin="", password=NEW):
+    """``main.py`` on ``data``: ``password`` (default the changed one) to the commands that ask."""
+    args, stdin = with_password(args, password, stdin)
     proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
     proc_env.pop("KD_DATA_DIR", None)
     proc_env.pop("KD_LOCK_URL", None)
-    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + list(args),
+    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + args,
                           cwd=ROOT, env=proc_env, input=stdin, capture_output=True, text=True, encoding="utf-8",
                           timeout=120)
 

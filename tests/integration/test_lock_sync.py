@@ -95,11 +95,11 @@ def test_main_sync_lock_command(sim, registered, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("KD_LOCK_URL", "KD_DATA_DIR", "KD_PLATFORM_PASSWORD")}
     args = [sys.executable, os.path.join(ROOT, "main.py"), "--data-dir", str(tmp_path / "data"), "sync-lock",
             "--lock", registered.url, "--platform", sim.url, "--site", sim.site_code,
-            "--trust", sim.data.public_key_path]
-    proc = subprocess.run(args + ["--password", sim.password], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+            "--trust", sim.data.public_key_path, "--password-stdin"]  # this folder's admin: still 888 (a fresh PC)
+    proc = subprocess.run(args + ["--password", sim.password], cwd=ROOT, env=env, input="888\n",
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("校时授权成功!\n服务器时间:")
     assert registered.dongle.state.ticket is not None
-    missing = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(args, cwd=ROOT, env=env, input="888\n", capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "--password" in missing.stderr

@@ -8,19 +8,12 @@ the explicit way out, and it is audited.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from kd.store.audit import AuditLog
-from tests.integration.test_cli_exam import MAIN, ROOT, configure, kd, ok
+from tests.integration.test_cli_exam import configure, kd, ok
 from tests.support.env import make_env
-
-
-def kd_with_input(env, data, text, *args):
-    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + list(args),
-                          input=text, cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=120)
 
 
 def slots(data, name):
@@ -90,9 +83,36 @@ def test_repair_db_is_the_explicit_way_out(env, site):
     refused = kd(env, site, "repair-db", "runtime", "--stdin")  # no confirmation on stdin
     assert refused.returncode == 2 and "未确认" in refused.stderr
     assert kd(env, site, "status").returncode == 2
-    done = kd_with_input(env, site, "runtime\n", "repair-db", "runtime", "--stdin")
+    done = kd(env, site, "repair-db", "runtime", "--stdin", stdin="runtime\n")  # after admin's password
     assert done.returncode == 0, done.stderr
     ok(kd(env, site, "status"))
     ok(kd(env, site, "rooms", "--json"))  # the accepted older generation opens normally from now on
     entries = [e for e in AuditLog(os.path.join(site, "audit.log")).entries() if e["action"] == "store.repaired"]
     assert len(entries) == 1 and entries[0]["details"]["store"] == "runtime"
+    assert entries[0]["details"]["password_checked"] is True
+
+
+def test_repair_db_asks_the_password_unless_settings_is_the_broken_store(env, site):
+    newest = max((p for p in slots(site, "runtime") if os.path.exists(p)), key=generation)
+    os.rename(newest, newest + ".aside")
+    before = sorted(os.listdir(os.path.join(site, "db")))
+    for wrong in (kd(env, site, "repair-db", "runtime", "--stdin", password="wrong-password", stdin="runtime\n"),
+                  kd(env, site, "repair-db", "runtime", "--stdin", password=None, stdin="runtime\n")):
+        assert wrong.returncode == 2 and ("账号或密码错误" in wrong.stderr or "--password-stdin" in wrong.stderr), \
+            wrong.stderr
+        assert "已按现有文件打开" not in wrong.stdout
+    assert sorted(os.listdir(os.path.join(site, "db"))) == before
+    assert kd(env, site, "status").returncode == 2  # still refused: nothing was accepted
+    actions = [e["action"] for e in AuditLog(os.path.join(site, "audit.log")).entries()]
+    assert "store.repaired" not in actions and actions[-1] == "account.login_failed"
+    # settings gone: the accounts are gone with it, so only the typed name confirms
+    os.rename(newest + ".aside", newest)
+    for path in slots(site, "settings"):
+        os.remove(path)
+    refused = kd(env, site, "repair-db", "settings", "--stdin", "--password-stdin", password=None,
+                 stdin="x\nsettings\n")
+    assert refused.returncode == 2 and "不询问管理员密码" in refused.stderr, refused.stderr
+    done = kd(env, site, "repair-db", "settings", "--stdin", stdin="settings\n")
+    assert done.returncode == 0, done.stderr
+    entries = [e for e in AuditLog(os.path.join(site, "audit.log")).entries() if e["action"] == "store.repaired"]
+    assert [(e["details"]["store"], e["details"]["password_checked"]) for e in entries] == [("settings", False)]
