@@ -5,12 +5,28 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
 
 - ``register(room_code, reg_code, ip)`` → ``{"token", "site_code", "sessions",
   "room_data_sha256"}``. Rules: an unknown room and a wrong code get the same answer;
-  at most ``ROOM_MAX_FAILURES`` wrong codes per room (as typed) and
-  ``IP_MAX_FAILURES`` per IP within ``WINDOW``, after which the room (or IP) is refused
-  even with the right code until the window has passed; a room registered from one IP
-  is refused from another until 撤销注册; registering again from the same IP gives a new
-  token (``secrets.token_urlsafe``), bound to room and IP. Wrong-code counts live in
-  memory, in the service instance (one per running site), and follow ``ctx.now()``.
+  at most ``ROOM_MAX_FAILURES`` (10) wrong codes per room (as typed) *and source
+  address*, and ``IP_MAX_FAILURES`` (30) per address over all rooms, within ``WINDOW``
+  (5 min), after which that room from that address (or that address for every room) is
+  refused even with the right code until the window has passed — the room's proctor on
+  its own address is never locked out by another address's guesses; a room registered
+  from one IP is refused from another until 撤销注册; registering again from the same IP
+  gives a new token (``secrets.token_urlsafe``), bound to room and IP. Wrong-code counts
+  live in memory, in the service instance (one per running site), follow ``ctx.now()``,
+  and are bounded (``MAX_TRACKED_IPS`` addresses, ``MAX_TRACKED_PAIRS`` room/address
+  pairs; the ones with the oldest last failure are forgotten first).
+- Refused registrations (``registration_failed``, ``registration_blocked``,
+  ``registration_conflict``) are audited per (action, room, source address) and
+  ``AUDIT_WINDOW`` (60 s): the first of a window at once (``count`` 1), the others
+  counted and written as one line (``count``, ``from``, ``to``, ``aggregated``) when the
+  window has closed (``flush_refusals()``: the LAN service calls it from its accept loop,
+  and with ``everything=True`` when it stops), so a flood of N wrong codes writes
+  O(windows) lines, not O(N). Unknown room codes from one address share one window
+  (``unknown_room``); beyond ``AUDIT_MAX_KEYS`` open windows the rest of a flood is counted
+  in one line per action and window (``overflow``). A kill loses what was counted and not
+  yet written: at most one window's repeated refusals (never the first of a window).
+- ``registered_ips()``: the addresses rooms are registered from (the LAN service keeps
+  connection slots for them).
 - ``authenticate(room_code, token, ip)`` → the room doc, or ``RegistrationRefused``.
 - ``mark_data_imported(room_code, token, ip, sha256)``: the proctor imported its room
   data file; the hash must be the loaded package's.
@@ -39,8 +55,9 @@ import logging
 import os
 import secrets
 import socket
-from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+import threading
+from collections import OrderedDict, deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from kd import fileio
 from kd.core import model, printing
@@ -55,8 +72,17 @@ from kd.formats.timeutil import format_time, read_time
 log = logging.getLogger(__name__)
 
 WINDOW = datetime.timedelta(minutes=5)
+#: wrong codes per room and source address within ``WINDOW``; then that address is refused for that room
 ROOM_MAX_FAILURES = 10
+#: wrong codes per source address (every room together) within ``WINDOW``; then it is refused for every room
 IP_MAX_FAILURES = 30
+#: addresses, and (room, address) pairs, whose wrong codes are remembered at most
+MAX_TRACKED_IPS = 4096
+MAX_TRACKED_PAIRS = 4 * MAX_TRACKED_IPS
+#: repeated refused registrations are audited as one line per (room, address) and window
+AUDIT_WINDOW = datetime.timedelta(seconds=60)
+#: audit windows open at once at most; beyond, a flood is counted in one line per action and window
+AUDIT_MAX_KEYS = 256
 TOKEN_BYTES = 24
 MAX_INPUT = 64
 
@@ -64,16 +90,23 @@ COLUMNS = ["考场代码", "注册码", "注册IP", "封场检测", "备注"]
 
 WRONG = ("考场代码或注册码错误，注册失败。", "请核对考点信息表上的考场代码和注册码后重试。")
 
+Times = Deque[datetime.datetime]
+Line = Tuple[str, Dict[str, Any]]
+
 
 class _Limiter:
-    """Wrong-code times per room and per IP within ``WINDOW`` (in memory, one per service)."""
+    """Wrong-code times per (room, address) and per address within ``WINDOW`` (in memory, bounded).
+
+    Each table is ordered by last failure: keys whose window has passed are dropped from
+    its front, and beyond its cap the key with the oldest last failure is forgotten.
+    """
 
     def __init__(self) -> None:
-        self.rooms: Dict[str, Deque[datetime.datetime]] = {}
-        self.ips: Dict[str, Deque[datetime.datetime]] = {}
+        self.pairs: OrderedDict[Tuple[str, str], Times] = OrderedDict()
+        self.ips: OrderedDict[str, Times] = OrderedDict()
 
     @staticmethod
-    def _recent(table: Dict[str, Deque[datetime.datetime]], key: str, now: datetime.datetime) -> Deque:
+    def _recent(table: "OrderedDict[Any, Times]", key: Any, now: datetime.datetime) -> Times:
         times = table.get(key)
         if times is None:
             return deque()
@@ -84,25 +117,115 @@ class _Limiter:
         return times
 
     def blocked_until(self, room: str, ip: str, now: datetime.datetime) -> Optional[datetime.datetime]:
-        room_times = self._recent(self.rooms, room, now)
+        pair_times = self._recent(self.pairs, (room, ip), now)
         ip_times = self._recent(self.ips, ip, now)
         until = None
-        if len(room_times) >= ROOM_MAX_FAILURES:
-            until = room_times[-ROOM_MAX_FAILURES] + WINDOW
+        if len(pair_times) >= ROOM_MAX_FAILURES:
+            until = pair_times[-ROOM_MAX_FAILURES] + WINDOW
         if len(ip_times) >= IP_MAX_FAILURES:
             ip_until = ip_times[-IP_MAX_FAILURES] + WINDOW
             until = ip_until if until is None else max(until, ip_until)
         return until
 
     def fail(self, room: str, ip: str, now: datetime.datetime) -> None:
-        self.rooms.setdefault(room, deque()).append(now)
-        self.ips.setdefault(ip, deque()).append(now)
-        if len(self.rooms) > 10000:  # garbage room codes: forget the oldest keys
-            for key in list(self.rooms)[:5000]:
-                del self.rooms[key]
-        if len(self.ips) > 10000:
-            for key in list(self.ips)[:5000]:
-                del self.ips[key]
+        self._add(self.pairs, (room, ip), ROOM_MAX_FAILURES, MAX_TRACKED_PAIRS, now)
+        self._add(self.ips, ip, IP_MAX_FAILURES, MAX_TRACKED_IPS, now)
+
+    @staticmethod
+    def _add(table: "OrderedDict[Any, Times]", key: Any, keep: int, cap: int, now: datetime.datetime) -> None:
+        times = table.pop(key, None)
+        if times is None:
+            times = deque(maxlen=keep)  # blocked_until needs only the last ``keep``
+        times.append(now)
+        table[key] = times  # at the end: the newest last failure
+        while table:
+            oldest = next(iter(table.values()))
+            if len(table) <= cap and oldest and now - oldest[-1] < WINDOW:
+                break
+            table.popitem(last=False)
+
+
+class _Window:
+    """One audit window of refusals: what, where from, since when, how many not yet written."""
+
+    def __init__(self, action: str, room: Optional[str], ip: Optional[str], now: datetime.datetime,
+                 extra: Dict[str, Any]) -> None:
+        self.action, self.room, self.ip, self.opened, self.extra = action, room, ip, now, extra
+        self.count = 0
+        self.first: Optional[datetime.datetime] = None
+        self.last: Optional[datetime.datetime] = None
+
+    def add(self, now: datetime.datetime) -> None:
+        self.count += 1
+        self.first = self.first or now
+        self.last = now
+
+    def due(self, now: datetime.datetime) -> bool:
+        return now - self.opened >= AUDIT_WINDOW or now < self.opened  # (a clock set back closes it too)
+
+    def summary(self) -> Line:
+        details = dict(self.extra, room=self.room, ip=self.ip, count=self.count,
+                       window_s=int(AUDIT_WINDOW.total_seconds()), aggregated=True,
+                       **{"from": format_time(self.first) if self.first else None,
+                          "to": format_time(self.last) if self.last else None})
+        return self.action, details
+
+
+class _Refusals:
+    """Refused registrations, audited once per (action, room, address) and ``AUDIT_WINDOW``.
+
+    ``note()`` returns the lines to write now: windows that have closed (their counted
+    refusals), and this refusal's own line when it opens a window. ``due()`` /
+    ``everything()`` return the closed (or all) windows' lines. Own lock; never calls out.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: OrderedDict[Tuple[str, Optional[str], str], _Window] = OrderedDict()
+        self._overflow: Dict[str, _Window] = {}
+
+    def note(self, action: str, room: str, known: bool, ip: str, now: datetime.datetime,
+             **extra: Any) -> Tuple[List[Line], Optional[Line]]:
+        """Count one refusal: (the closed windows' lines, this refusal's own line if it opens a window)."""
+        key = (action, room if known else None, ip)
+        with self._lock:
+            closed = self._due(now)
+            window = self._open.get(key)
+            if window is not None:
+                window.add(now)
+                return closed, None
+            if len(self._open) >= AUDIT_MAX_KEYS:
+                over = self._overflow.get(action)
+                if over is None:
+                    over = self._overflow[action] = _Window(action, None, None, now, {"overflow": True})
+                over.add(now)
+                return closed, None
+            details = dict(extra) if known else dict(extra, unknown_room=True)
+            self._open[key] = _Window(action, room, ip, now, details)
+            return closed, (action, dict(details, room=room, ip=ip, count=1,
+                                         window_s=int(AUDIT_WINDOW.total_seconds())))
+
+    def _due(self, now: datetime.datetime) -> List[Line]:
+        closed = [key for key, window in self._open.items() if window.due(now)]
+        windows = [self._open.pop(key) for key in closed]
+        windows += [self._overflow.pop(action) for action, w in list(self._overflow.items()) if w.due(now)]
+        return [w.summary() for w in windows if w.count]
+
+    def due(self, now: datetime.datetime) -> List[Line]:
+        with self._lock:
+            if not self._open and not self._overflow:
+                return []
+            first = next(iter(self._open.values()), None)
+            if (first is None or not first.due(now)) and not any(w.due(now) for w in self._overflow.values()):
+                return []
+            return self._due(now)
+
+    def everything(self) -> List[Line]:
+        with self._lock:
+            windows = list(self._open.values()) + list(self._overflow.values())
+            self._open.clear()
+            self._overflow.clear()
+        return [w.summary() for w in windows if w.count]
 
 
 def _same(a: str, b: str) -> bool:
@@ -133,6 +256,8 @@ class RegistrationService:
         self.connected = connected
         #: wrong-code counts, used under ``ctx.lock``
         self._limiter = _Limiter()
+        #: refused registrations not yet audited (own lock)
+        self._refusals = _Refusals()
 
     # -- proctor side (called by the LAN service) --------------------------------------
     def register(self, room_code: str, reg_code: str, ip: str) -> Dict[str, Any]:
@@ -154,21 +279,23 @@ class RegistrationService:
                 raise RegistrationRefused("考点尚未导入考务，暂不能注册考场。",
                                           "请等考点管理员完成“导入考务”后再注册。")
             now = ctx.now()
+            room = ctx.stores.runtime.get(model.ROOMS, room_code) if room_code else None
             until = self._limiter.blocked_until(room_code, ip, now)
             if until is not None:
-                log.warning("registration of %r from %s refused: too many wrong codes", room_code, ip)
-                ctx.record("proctor", "registration_blocked", room=room_code, ip=ip)
+                if self._refused("registration_blocked", room_code, room is not None, ip, now):
+                    log.warning("registration of %r from %s refused: too many wrong codes (further refusals "
+                                "within %d s are counted, not logged one by one)", room_code, ip,
+                                AUDIT_WINDOW.total_seconds())
                 raise RegistrationRefused(
                     "注册码错误次数过多，已暂停注册。",
                     "请在 {} 之后重试，并核对考点信息表上的考场代码和注册码。".format(format_time(until)[11:19]))
-            room = ctx.stores.runtime.get(model.ROOMS, room_code) if room_code else None
             if room is None or not _same(reg_code, room["reg_code"]):
                 self._limiter.fail(room_code, ip, now)
-                log.info("wrong registration code for room %r from %s", room_code, ip)
-                ctx.record("proctor", "registration_failed", room=room_code, ip=ip)
+                if self._refused("registration_failed", room_code, room is not None, ip, now):
+                    log.info("wrong registration code for room %r from %s", room_code, ip)
                 raise RegistrationRefused(*WRONG)
             if room.get("ip") and room["ip"] != ip:
-                ctx.record("proctor", "registration_conflict", room=room_code, ip=ip, registered_ip=room["ip"])
+                self._refused("registration_conflict", room_code, True, ip, now, registered_ip=room["ip"])
                 raise RegistrationRefused(
                     "考场 {} 已在另一台监考机（{}）上注册。".format(room_code, room["ip"]),
                     "如需更换监考机，请在考点管理系统“考场注册”中对该考场“撤销注册”后重新注册。")
@@ -185,6 +312,43 @@ class RegistrationService:
         ids = {c["session"] for c in manifest["candidates"] if c["room"] == room_code}
         return [{"id": s["id"], "name": s["name"], "start": s["start"], "duration_min": s["duration_min"]}
                 for s in manifest["sessions"] if s["id"] in ids]
+
+    def _refused(self, action: str, room: str, known: bool, ip: str, now: datetime.datetime,
+                 **extra: Any) -> bool:
+        """Count a refused registration; audit it when it opens a window (then True), and windows that closed.
+
+        The opening line is written before the refusal is answered (``StoreError`` when it
+        cannot be: the answer is then that error).
+        """
+        closed, opening = self._refusals.note(action, room, known, ip, now, **extra)
+        for line in closed:
+            self._write_summary(line)
+        if opening is not None:
+            self.ctx.record("proctor", opening[0], **opening[1])
+        return opening is not None
+
+    def _write_summary(self, line: Line) -> bool:
+        action, details = line
+        log.warning("%s: %d more for room %r from %s between %s and %s", action, details["count"],
+                    details.get("room"), details.get("ip"), details.get("from"), details.get("to"))
+        try:
+            self.ctx.record("proctor", action, **details)
+        except StoreError as e:
+            log.error("could not audit %d refused registrations (%s, room %r from %s): %s", details["count"],
+                      action, details.get("room"), details.get("ip"), e.cause)
+            return False
+        return True
+
+    def flush_refusals(self, everything: bool = False) -> int:
+        """Audit the counted refusals of the windows that have closed (all of them with ``everything``:
+        at a clean stop); the number of lines written. Takes no core lock (any thread)."""
+        lines = self._refusals.everything() if everything else self._refusals.due(self.ctx.now())
+        return sum(1 for line in lines if self._write_summary(line))
+
+    def registered_ips(self) -> Set[str]:
+        """The source addresses rooms are registered from now."""
+        with self.ctx.lock:
+            return {r["ip"] for r in self.ctx.stores.runtime.all(model.ROOMS) if r.get("ip")}
 
     def authenticate(self, room_code: str, token: str, ip: str) -> Dict[str, Any]:
         """The room doc when ``token`` is the room's current token and ``ip`` its registered IP.
