@@ -1,15 +1,31 @@
 """The monitoring platform client (docs/platform-api.md): one ``requests.Session``, bounded retries.
 
-Every call has explicit ``(connect, read)`` timeouts. Calls that are safe to repeat
-(GETs, login, lock sync, reports carrying an ``Idempotency-Key``, the upload steps,
-which are guarded by offsets) are retried with exponential backoff, at most ``retries``
-extra times, on "no answer" (connection refused or reset, DNS, timeout, a body cut
-short) and on HTTP 429/502/503/504. A 401 makes the client log in again once.
+Every call has a **total deadline** (docs/platform-api.md §1.2): connecting, sending,
+every read, every retry and every backoff wait of one call end by one monotonic time.
+A watchdog thread (``kd.platform.watchdog``) shuts the call's socket down when the
+exchange under way passes its deadline, so a platform that drips one byte every few
+seconds, or a port that never answers, fails the call on time; each socket operation
+is also bounded by ``timeout=(connect, read)`` and by the time left. The deadlines:
 
-Errors are ``UserError``s, in Chinese, naming the offline fallback (手工导入):
+- ``probe()`` / ``server_time()``: ``probe_deadline`` (5 s), one try, never raises;
+- every other small call (login, package info, 考试授权, 授权验证, 校时, a report, upload
+  status): ``deadline`` (30 s) for all its tries;
+- transfers (the package download, a result upload): ``2 · deadline + size / min_rate``
+  for the whole call (``min_rate`` 64 KiB/s), and the bytes must keep pace: a package
+  body at most ``deadline`` seconds behind ``min_rate``, an upload chunk of ``n`` bytes
+  within ``deadline + n / min_rate``.
+
+Calls that are safe to repeat (GETs, login, lock sync, reports carrying an
+``Idempotency-Key``, the upload steps, which are guarded by offsets) are retried with
+exponential backoff, at most ``retries`` extra times and only while the deadline leaves
+time for it, on "no answer" (connection refused or reset, DNS, timeout, a body cut
+short, the deadline of one exchange) and on HTTP 429/502/503/504. A 401 makes the
+client log in again once.
+
+Errors are ``UserError``s, in Chinese, naming the offline fallback (手工导入, 续报):
 
 - ``PlatformUnreachable``: the platform did not answer (network down, DNS, timeout,
-  dropped connection);
+  dropped connection, the deadline passed — the cause then says after how long);
 - ``PlatformRefused``: it answered with an HTTP error; the platform's own message is shown;
 - ``FormatError`` (from ``kd.formats``): an artefact arrived but failed verification.
 
@@ -18,7 +34,9 @@ is returned. Downloads stream to a ``.part`` file with a size cap and are remove
 anything fails, so a half file is never left behind.
 
 A client may be shared between threads (the token is guarded by a lock; requests'
-connection pool is thread-safe); ``close()`` also ends any backoff wait at once.
+connection pool is thread-safe; each thread's call has its own deadline). ``close()``
+ends any backoff wait and cuts any exchange under way at once; a closed client refuses
+every call (``PlatformUnreachable``) and ``probe()`` is False.
 """
 
 import datetime
@@ -29,16 +47,18 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import requests
 
-from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
+from kd.errors import PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.fileio import sha256_file
 from kd.formats import documents
 from kd.formats.package import SitePackage, load_package
 from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import CST, parse_time
+from kd.platform.watchdog import Call, Watchdog, WatchedAdapter, current, running
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +70,12 @@ MAX_DOCUMENT_BYTES = 1 * MiB
 MAX_JSON_BYTES = 1 * MiB
 RETRY_STATUSES = (429, 502, 503, 504)
 BLOCK = 64 * KiB
+
+#: total deadlines (docs/platform-api.md §1.2): a small call with all its tries; the ping;
+#: the slowest transfer rate waited for (bytes/s)
+DEADLINE = 30.0
+PROBE_DEADLINE = 5.0
+MIN_RATE = 64 * KiB
 
 #: report kinds (docs/platform-api.md §6)
 SEAL_CHECK = "seal_check"
@@ -102,13 +128,19 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
-def unreachable(op: str, detail: str) -> PlatformUnreachable:
+def unreachable(op: str, detail: str, after: Optional[float] = None) -> PlatformUnreachable:
+    """The "no answer" error of ``op``; ``after``: the deadline (seconds) that passed, when that was the cause."""
     label, fallback = OPERATIONS.get(op, ("访问监控平台", ""))
+    why = "网络不通或平台无响应" if after is None else "{} 秒内未完成，网络不通或平台响应过慢".format(_seconds(after))
     return PlatformUnreachable(
-        f"无法连接监控平台，{label}失败（网络不通或平台无响应）。",
+        f"无法连接监控平台，{label}失败（{why}）。",
         _RETRY_NET + fallback,
         detail=detail,
     )
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if value >= 10 or value == int(value) else "{:.1f}".format(value)
 
 
 def refused(op: str, status: int, message: str, detail: str = "") -> PlatformRefused:
@@ -147,6 +179,9 @@ class PlatformClient:
         trusted: TrustedKeys,
         *,
         timeout: Tuple[float, float] = (5.0, 30.0),
+        deadline: float = DEADLINE,
+        probe_deadline: float = PROBE_DEADLINE,
+        min_rate: float = MIN_RATE,
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
@@ -157,13 +192,21 @@ class PlatformClient:
         clock: Callable[[], datetime.datetime] = now_cst,
         user_agent: str = "kaodian",
     ) -> None:
+        """``timeout``: (connect, read) seconds for each socket operation; ``deadline``: the total of a
+        small call, all tries; ``probe_deadline``: the ping's; ``min_rate``: the slowest transfer waited
+        for, bytes/s (see the module docstring)."""
         if retries < 0 or backoff < 0 or chunk_size < 1:
             raise ValueError("retries, backoff and chunk_size must be positive")
+        if deadline <= 0 or probe_deadline <= 0 or min_rate <= 0:
+            raise ValueError("deadline, probe_deadline and min_rate must be positive")
         self.base_url = base_url.rstrip("/")
         self.site_code = site_code
         self._password = password
         self.trusted = trusted
         self.timeout = timeout
+        self.deadline = float(deadline)
+        self.probe_deadline = float(probe_deadline)
+        self.min_rate = float(min_rate)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -173,16 +216,20 @@ class PlatformClient:
         self.skew = skew
         self.clock = clock
         self.http = requests.Session()
+        self.http.mount("http://", WatchedAdapter())
+        self.http.mount("https://", WatchedAdapter())
         self.http.headers["User-Agent"] = user_agent
         self._token: Optional[str] = None
         self._token_lock = threading.Lock()
         self._closed = threading.Event()
+        self._watchdog = Watchdog()
 
     # -- life ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """End backoff waits and close pooled connections."""
+        """End backoff waits, cut exchanges under way, close pooled connections; later calls are refused."""
         self._closed.set()
+        self._watchdog.close()
         self.http.close()
 
     def __enter__(self) -> "PlatformClient":
@@ -190,6 +237,10 @@ class PlatformClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def transfer_deadline(self, size: int) -> float:
+        """Seconds a transfer of ``size`` bytes may take in all (tries included): ``2·deadline + size/min_rate``."""
+        return 2 * self.deadline + max(0, size) / self.min_rate
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -202,28 +253,74 @@ class PlatformClient:
             delay = max(delay, min(retry_after, self.max_backoff)) if self.backoff else 0.0
         return delay
 
-    def _with_retries(self, op: str, fn: Callable[[], Any], retries: Optional[int] = None) -> Any:
-        """Run ``fn`` until it does not raise ``_Retry``, at most ``retries + 1`` times."""
+    def _with_retries(self, op: str, fn: Callable[[], Any], retries: Optional[int] = None,
+                      budget: Optional[float] = None) -> Any:
+        """Run ``fn`` as one call of ``budget`` seconds (default ``deadline``) until it does not raise ``_Retry``.
+
+        At most ``retries + 1`` tries, each started only when the backoff wait before it
+        ends before the deadline. When the deadline ends the call, the error is a
+        ``PlatformUnreachable`` saying after how long (unless the platform's last answer
+        was a 429/5xx refusal: that one is raised).
+        """
+        if self._closed.is_set():
+            raise unreachable(op, "the platform client is closed")
+        if current() is not None:  # a call inside a call (none in this module): it runs on the outer clock
+            return fn()
         tries = (self.retries if retries is None else retries) + 1
-        for attempt in range(tries):
-            try:
-                return fn()
-            except _Retry as r:
-                if attempt + 1 >= tries or self._closed.is_set():
-                    raise r.error from None
-                delay = self._delay(attempt, r.retry_after)
-                log.info("platform %s: %s; retry %d/%d in %.2fs", op, r.error.detail, attempt + 1, tries - 1, delay)
-                if delay:
-                    self._closed.wait(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        call = Call(op, self.deadline if budget is None else budget, self._watchdog)
+        self._watchdog.add(call)
+        try:
+            with running(call):
+                for attempt in range(tries):
+                    try:
+                        return fn()
+                    except _Retry as r:
+                        error = self._late(call, r.error)
+                        if attempt + 1 >= tries or self._closed.is_set() or error is not r.error:
+                            raise error from None
+                        delay = self._delay(attempt, r.retry_after)
+                        if delay >= call.left():
+                            raise self._late(call, r.error, force=True) from None
+                        log.info("platform %s: %s; retry %d/%d in %.2fs", op, r.error.detail, attempt + 1,
+                                 tries - 1, delay)
+                        if delay:
+                            self._closed.wait(delay)
+                raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._watchdog.remove(call)
+            call.detach()
+
+    def _late(self, call: Call, error: UserError, force: bool = False) -> UserError:
+        """``error``, or the deadline's own error when the call's time is up (or ``force``) and no answer came."""
+        if not (force or call.over()) or isinstance(error, PlatformRefused):
+            return error
+        spent = time.monotonic() - call.started
+        log.info("platform %s: gave up after %.1fs (deadline %.1fs): %s", call.op, spent, call.budget, error.detail)
+        return unreachable(call.op, "deadline {:.1f}s passed ({:.1f}s spent); last: {}".format(
+            call.budget, spent, error.detail), after=call.budget)
+
+    def _exchange(self, op: str, what: str, budget: Optional[float]) -> Tuple[float, float]:
+        """Start an exchange on the current call's clock; its (connect, read) socket timeouts.
+
+        Raises ``_Retry`` when no time is left for it.
+        """
+        call = current()
+        if call is None:  # pragma: no cover - every exchange runs inside _with_retries
+            return self.timeout
+        left = call.exchange(budget)
+        if left <= 0.01:
+            raise _Retry(unreachable(op, f"{what}: no time left before the deadline"))
+        return (min(self.timeout[0], left), min(self.timeout[1], left))
 
     def _send(self, method: str, path: str, op: str, *, auth: bool = True, json: Any = None,
               data: Optional[bytes] = None, headers: Optional[Dict[str, str]] = None, stream: bool = False,
-              timeout: Optional[Tuple[float, float]] = None, ok: Tuple[int, ...] = ()) -> requests.Response:
+              budget: Optional[float] = None, ok: Tuple[int, ...] = ()) -> requests.Response:
         """One exchange (plus one re-login on 401). Returns a 2xx response (or one whose status is in ``ok``).
 
-        Raises ``_Retry`` for what may pass (no answer, 429/502/503/504) and
-        ``PlatformRefused`` for any other HTTP error.
+        The exchange (request, answer and the caller's reading of the body) has ``budget``
+        seconds (default: what is left of the call). Raises ``_Retry`` for what may pass
+        (no answer, the exchange's deadline, 429/502/503/504) and ``PlatformRefused`` for
+        any other HTTP error.
         """
         relogged = False
         while True:
@@ -232,11 +329,12 @@ class PlatformClient:
             if auth:
                 token = self._token or self._login_once(op)
                 hdrs["Authorization"] = "Bearer " + token
+            timeout = self._exchange(op, f"{method} {path}", budget)
             try:
                 resp = self.http.request(method, self._url(path), json=json, data=data, headers=hdrs,
-                                         stream=stream, timeout=timeout or self.timeout, allow_redirects=False)
+                                         stream=stream, timeout=timeout, allow_redirects=False)
             except requests.exceptions.RequestException as e:
-                raise _Retry(unreachable(op, f"{method} {path}: {type(e).__name__}: {e}")) from None
+                raise _Retry(unreachable(op, f"{method} {path}: {_why(e)}")) from None
             if resp.status_code == 401 and auth and not relogged:
                 resp.close()
                 with self._token_lock:
@@ -285,7 +383,7 @@ class PlatformClient:
                     raise refused(op, resp.status_code, f"平台返回的内容过大（超过 {cap} 字节）")
                 parts.append(block)
         except requests.exceptions.RequestException as e:
-            raise _Retry(unreachable(op, f"body cut short after {total} bytes: {e}")) from None
+            raise _Retry(unreachable(op, f"body cut short after {total} bytes: {_why(e)}")) from None
         return b"".join(parts)
 
     def _call_json(self, method: str, path: str, op: str, **kw: Any) -> Dict[str, Any]:
@@ -330,24 +428,32 @@ class PlatformClient:
 
         return self._with_retries("login", once)
 
-    def probe(self, timeout: Tuple[float, float] = (2.0, 3.0)) -> bool:
-        """True when the platform answers its ping (网络连接: 正常); never raises, never retries."""
+    def _ping(self) -> bytes:
+        """The ping's body (a 2xx answer): one try within ``probe_deadline``."""
+        def once() -> bytes:
+            resp = self._send("GET", "/ping", "probe", auth=False, stream=True)
+            try:
+                return self._read_capped(resp, MAX_JSON_BYTES, "probe")
+            finally:
+                resp.close()
+
+        return self._with_retries("probe", once, retries=0, budget=self.probe_deadline)
+
+    def probe(self) -> bool:
+        """True when the platform answers its ping within ``probe_deadline`` (网络连接: 正常); never raises."""
         try:
-            resp = self.http.get(self._url("/ping"), timeout=timeout, allow_redirects=False)
-            resp.close()
-            return resp.status_code == 200
-        except requests.exceptions.RequestException as e:
-            log.debug("platform probe failed: %s", e)
+            self._ping()
+            return True
+        except UserError as e:
+            log.debug("platform probe failed: %s", e.detail or e.cause)
             return False
 
-    def server_time(self, timeout: Tuple[float, float] = (2.0, 3.0)) -> Optional[datetime.datetime]:
+    def server_time(self) -> Optional[datetime.datetime]:
         """The platform's clock from its ping (for the 封场检测 clock check); None when unreachable."""
         try:
-            resp = self.http.get(self._url("/ping"), timeout=timeout, allow_redirects=False)
-            body = resp.json() if resp.status_code == 200 else {}
-            resp.close()
+            body = jsonlib.loads(self._ping().decode("utf-8"))
             return parse_time(str(body.get("server_time", "")), "server_time")
-        except (requests.exceptions.RequestException, ValueError, FormatError, AttributeError) as e:
+        except (UserError, ValueError, AttributeError) as e:
             log.debug("platform time unavailable: %s", e)
             return None
 
@@ -391,18 +497,21 @@ class PlatformClient:
             expected = int(announced) if announced and announced.isdigit() else None
             if expected is not None and expected > self.max_package_bytes:
                 raise refused(op, resp.status_code, f"考场数据包过大（{expected} 字节）")
+            pace = self._pacer(expected if expected is not None else self.max_package_bytes)
             digest = hashlib.sha256()
             total = 0
             with open(part, "wb") as out:
                 try:
+                    pace(0)
                     for block in resp.iter_content(BLOCK):
                         total += len(block)
                         if total > self.max_package_bytes:
                             raise refused(op, resp.status_code, f"考场数据包过大（超过 {self.max_package_bytes} 字节）")
                         out.write(block)
                         digest.update(block)
+                        pace(total)
                 except requests.exceptions.RequestException as e:
-                    raise _Retry(unreachable(op, f"package download cut after {total} bytes: {e}")) from None
+                    raise _Retry(unreachable(op, f"package download cut after {total} bytes: {_why(e)}")) from None
                 out.flush()
                 os.fsync(out.fileno())
             if expected is not None and total != expected:
@@ -420,6 +529,20 @@ class PlatformClient:
             raise
         finally:
             resp.close()
+
+    def _pacer(self, size: int) -> Callable[[int], None]:
+        """After a transfer's headers: the call may now take ``transfer_deadline(size)`` in all, and
+        ``pace(done)`` gives the next block its deadline: at most ``deadline`` seconds behind ``min_rate``."""
+        call = current()
+        start = time.monotonic()
+        if call is not None:
+            call.extend(self.transfer_deadline(size))
+
+        def pace(done: int) -> None:
+            if call is not None:
+                call.pace(start + self.deadline + min(done + BLOCK, max(size, done)) / self.min_rate)
+
+        return pace
 
     def download_authorization(self, session_id: str) -> documents.SessionAuthorization:
         """The verified 考试授权 (.PTQ) of a session (``.raw`` holds the bytes to store)."""
@@ -488,6 +611,10 @@ class PlatformClient:
         ``Upload-Offset``, commits, and verifies the signed receipt against the file's
         size and SHA-256. On "no answer" it waits and tries again, ``attempts`` times in
         all (default ``retries + 1``); the next call (续报) resumes where it stopped.
+
+        Deadlines: the whole call (every attempt) ends within ``transfer_deadline(size)``;
+        creating, committing and each chunk's exchange have ``deadline`` seconds, a chunk of
+        ``n`` bytes ``deadline + n / min_rate``.
         """
         op = "upload"
         file_id = file_id or os.path.basename(path)
@@ -499,7 +626,7 @@ class PlatformClient:
         tries = (self.retries + 1) if attempts is None else max(1, attempts)
 
         def once() -> documents.UploadReceipt:
-            state = self._json(self._send("POST", "/uploads", op, stream=True, json={
+            state = self._json(self._send("POST", "/uploads", op, stream=True, budget=self.deadline, json={
                 "session_id": session_id, "room_code": room_code, "file_id": file_id,
                 "size": size, "sha256": sha}), op)
             if state.get("state") != "committed":
@@ -511,7 +638,7 @@ class PlatformClient:
                                                  session_id=session_id, room_code=room_code, file_id=file_id,
                                                  sha256=sha, size=size)
 
-        return self._with_retries(op, once, retries=tries - 1)
+        return self._with_retries(op, once, retries=tries - 1, budget=self.transfer_deadline(size))
 
     def _send_rest(self, path: str, state: Dict[str, Any], size: int,
                    progress: Optional[Callable[[int, int], None]]) -> Dict[str, Any]:
@@ -528,6 +655,7 @@ class PlatformClient:
                 if not data:
                     raise UserError("上报文件在上报过程中被改动或截短：" + path, "请重新生成上报文件后再上报。")
                 resp = self._send("PUT", f"/uploads/{upload_id}/data", op, data=data, stream=True, ok=(409,),
+                                  budget=self.deadline + len(data) / self.min_rate,
                                   headers={"Upload-Offset": str(offset),
                                            "Content-Type": "application/octet-stream"})
                 answer = self._json(resp, op)
@@ -541,7 +669,15 @@ class PlatformClient:
                 offset = _offset_of(answer, size, op)
                 if progress is not None:
                     progress(offset, size)
-        return self._json(self._send("POST", f"/uploads/{upload_id}/commit", op, stream=True, json={}), op)
+        return self._json(self._send("POST", f"/uploads/{upload_id}/commit", op, stream=True, json={},
+                                     budget=self.deadline), op)
+
+
+def _why(e: BaseException) -> str:
+    """An exception for the log, noting when the watchdog cut the exchange at its deadline."""
+    call = current()
+    cut = " (cut at the exchange's deadline)" if call is not None and call.cut else ""
+    return f"{type(e).__name__}: {e}{cut}"
 
 
 def _offset_of(answer: Dict[str, Any], size: int, op: str) -> int:

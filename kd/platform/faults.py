@@ -1,4 +1,4 @@
-"""Fault injection for the platform simulator: refuse, slow, drop, fail every Nth.
+"""Fault injection for the platform simulator: refuse, slow, drip, drop, fail every Nth.
 
 Faults apply to the API (``/api/...``), never to the inspection endpoints (``/_sim/...``),
 so a test can always ask the simulator what happened. All counters are thread-safe.
@@ -7,6 +7,11 @@ so a test can always ask the simulator what happened. All counters are thread-sa
   and a Chinese error message) or ``"close"`` (close the connection without answering).
 - ``slow``: seconds to wait before answering each API request (the wait ends early when
   the simulator shuts down).
+- ``drip``: seconds between bytes: every API request body is read, and every API answer
+  (status line, headers and body) written, one byte at a time with this pause before
+  each byte — a platform that answers, but too slowly for any total deadline; no single
+  read ever waits long, so a per-read timeout never trips (the pauses end when the
+  simulator shuts down).
 - ``drop_after`` / ``drop_count``: cut the connection (TCP reset) once ``drop_after`` body
   bytes have been moved since the fault was armed (request bodies read plus response
   bodies written, counted across requests); then the counter restarts, ``drop_count``
@@ -29,6 +34,7 @@ class Faults:
         self._lock = threading.Lock()
         self.refuse: RefuseMode = None
         self.slow = 0.0
+        self.drip = 0.0
         self.drop_after = 0
         self.drop_count = 0
         self.fail_every = 0
@@ -42,6 +48,7 @@ class Faults:
         self,
         refuse: RefuseMode = None,
         slow: float = 0.0,
+        drip: float = 0.0,
         drop_after: int = 0,
         drop_count: int = 1,
         fail_every: int = 0,
@@ -50,11 +57,12 @@ class Faults:
         """Replace all faults (arguments not given are off) and restart the counters."""
         if refuse is not None and refuse != "close" and not (isinstance(refuse, int) and 400 <= refuse <= 599):
             raise ValueError("refuse must be None, 'close' or an HTTP status 400-599")
-        if slow < 0 or drop_after < 0 or drop_count < 0 or fail_every < 0:
+        if slow < 0 or drip < 0 or drop_after < 0 or drop_count < 0 or fail_every < 0:
             raise ValueError("fault values must not be negative")
         with self._lock:
             self.refuse = refuse
             self.slow = float(slow)
+            self.drip = float(drip)
             self.drop_after = int(drop_after)
             self.drop_count = int(drop_count) if drop_after else 0
             self.fail_every = int(fail_every)
@@ -72,6 +80,7 @@ class Faults:
             return {
                 "refuse": self.refuse,
                 "slow": self.slow,
+                "drip": self.drip,
                 "drop_after": self.drop_after,
                 "drop_count": self.drop_count,
                 "fail_every": self.fail_every,
