@@ -7,16 +7,27 @@ calls ``ctx.platform.post_report(kind, data, key, session_id=, room_code=, creat
 with the stored key and creation time, so a report resent after a lost answer is the
 same request and the platform records it once.
 
-Outcomes of one attempt:
+Outcomes of one attempt (each one platform call, bounded by the client's total
+deadline: 30 s, docs/platform-api.md §1.2):
 
 - accepted (2xx): ``sent`` with ``sent_at`` and the platform's ``report_id``;
 - no answer, or 429/5xx (``PlatformUnreachable``, ``PlatformRefused`` with such a
   status, a garbled answer): stays ``pending``; ``tries`` + 1, ``last_error``, and
-  ``next_try_at`` after an exponential, jittered, bounded backoff;
+  ``next_try_at`` after an exponential, jittered, bounded backoff. The round stops
+  there: the platform is not answering, so the reports after it keep their place (and
+  their ``tries``) and the sender holds off every report until that ``next_try_at``
+  (``held_until`` in the snapshot) — an outage costs one deadline per backoff step, not
+  one per pending report;
 - refused (4xx other than 429): ``failed`` with the platform's message in
   ``last_error`` (shown in the snapshot), never retried automatically.
 
-The sender thread waits on an ``Event`` (woken by ``enqueue`` and ``stop``), never spins.
+No command waits for delivery. ``enqueue`` stores the report and wakes the sender;
+delivering is the sender thread's job (``start()``, run by a site that stays open: the
+GUI and ``--headless``). A command-line process runs no sender: what it enqueues stays
+``pending`` in ``runtime`` (durable) when it exits, and the next running instance
+delivers it (``outbox --send`` delivers at once on request, stopping at the first
+report the platform does not answer). The sender thread waits on an ``Event`` (woken
+by ``enqueue``, ``retry`` and ``stop``), never spins.
 Hub events: ``outbox.enqueued``, ``outbox.sent``, ``outbox.failed``, ``outbox.retry``
 (audited) and ``outbox.deferred`` (a retryable failure; not audited).
 """
@@ -71,6 +82,8 @@ class Outbox:
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._random = random.Random()
+        #: after a round that stopped at a report the platform did not answer: no round before this
+        self._held_until: Optional[datetime.datetime] = None
 
     # -- storing ----------------------------------------------------------------------------
     def enqueue(self, kind: str, data: Dict[str, Any], *, session_id: Optional[str] = None,
@@ -126,7 +139,10 @@ class Outbox:
     def deliver_once(self, due_only: bool = False) -> int:
         """Try to deliver the pending reports (all of them, or only those due); the number sent.
 
-        Never raises for a delivery failure: the outcome is stored on each report.
+        Oldest first; the round stops at the first report the platform does not answer
+        (or answers 429/5xx), so it takes at most one call deadline beyond the reports
+        sent. ``due_only`` also respects the hold after such a round. Never raises for a
+        delivery failure: the outcome is stored on each report.
         """
         return self._deliver(due_only, stoppable=False)
 
@@ -134,16 +150,31 @@ class Outbox:
         sent = 0
         with self._deliver_lock:
             now = self.ctx.now()
+            if due_only and self._held_until is not None and now < self._held_until:
+                return 0
+            self._held_until = None
             for doc in self.items():
                 if stoppable and self._stop.is_set():
                     break
                 if doc["state"] != PENDING or (due_only and not self._due(doc, now)):
                     continue
-                if self._attempt(doc):
+                outcome = self._attempt(doc)
+                if outcome is True:
                     sent += 1
+                elif outcome is None:  # no answer: the rest wait for the next round
+                    self._held_until = self._next_try(doc["id"])
+                    break
         return sent
 
-    def _attempt(self, doc: Dict[str, Any]) -> bool:
+    def _next_try(self, rid: str) -> Optional[datetime.datetime]:
+        doc = self.get(rid) or {}
+        try:
+            return read_time(doc.get("next_try_at"))
+        except ValueError:
+            return None
+
+    def _attempt(self, doc: Dict[str, Any]) -> Optional[bool]:
+        """One delivery: True when sent, False when refused for good, None when it is to be tried again."""
         rid = doc["id"]
         platform = self.ctx.platform
         try:
@@ -162,7 +193,7 @@ class Outbox:
                             room_code=doc.get("room_code"), report_id=(answer or {}).get("report_id"))
         return True
 
-    def _failed_attempt(self, doc: Dict[str, Any], error: Exception) -> bool:
+    def _failed_attempt(self, doc: Dict[str, Any], error: Exception) -> Optional[bool]:
         rid = doc["id"]
         tries = doc.get("tries", 0) + 1
         message = error.cause if isinstance(error, UserError) else "{}: {}".format(type(error).__name__, error)
@@ -185,7 +216,7 @@ class Outbox:
                 # an event for the views (not audited: an outage would flood the audit log)
                 self.ctx.hub.publish("outbox.deferred", id=rid, kind=doc["kind"], tries=tries, error=message,
                                      next_try_at=format_time(due))
-        return False
+        return False if refused else None
 
     def retry(self, rid: str, actor: str) -> Dict[str, Any]:
         """Put a ``failed`` report back to ``pending`` (same key) after the cause was fixed."""
@@ -197,6 +228,7 @@ class Outbox:
                 doc = self._db.update(model.OUTBOX, rid, {"state": PENDING, "failed_at": None,
                                                           "next_try_at": format_time(self.ctx.now())})
                 self.ctx.record(actor, "outbox.retry", id=rid, kind=doc["kind"])
+        self._held_until = None  # the administrator fixed the cause: try now
         self._wake.set()
         return doc
 
@@ -223,9 +255,12 @@ class Outbox:
         return self._thread is not None and self._thread.is_alive()
 
     def _next_wait(self) -> float:
-        """Seconds until the earliest pending report is due (bounded), or the max when idle."""
+        """Seconds until the earliest pending report is due or the hold ends (bounded), or the max when idle."""
         now = self.ctx.now()
         wait = self.max_delay
+        held = self._held_until
+        if held is not None and held > now:
+            return min(wait, max((held - now).total_seconds(), 0.05))
         for doc in self.items():
             if doc["state"] != PENDING:
                 continue
@@ -262,4 +297,6 @@ class Outbox:
                 "last_error": d.get("last_error"), "next_try_at": d.get("next_try_at"),
                 "sent_at": d.get("sent_at"), "failed_at": d.get("failed_at"), "report_id": d.get("report_id"),
             })
-        return {"items": rows, "counts": counts, "running": self.running}
+        held = self._held_until
+        return {"items": rows, "counts": counts, "running": self.running,
+                "held_until": format_time(held) if held is not None and held > self.ctx.now() else None}

@@ -1,10 +1,15 @@
 """The outbox against the platform simulator over HTTP: stored first, delivered once, backoff."""
 
+import socket
+import time
+
 import pytest
 
 from kd.app import open_context
 from kd.core import model
 from kd.core.outbox import FAILED, PENDING, SENT, Outbox
+from kd.formats.signing import TrustedKeys
+from kd.platform.client import PlatformClient
 
 
 @pytest.fixture
@@ -139,3 +144,57 @@ def test_sender_thread_delivers_and_stops_at_once(env):
         outbox.stop(timeout=10)  # ... and still stops at once
     assert not outbox.running
     assert outbox.get(second["id"])["state"] == PENDING and outbox.get(second["id"])["tries"] == 1
+
+
+@pytest.fixture
+def silent_platform():
+    """A client (deadline 3 s) for a port that completes TCP handshakes but never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    client = PlatformClient("http://127.0.0.1:{}".format(server.getsockname()[1]), "11003", "x", TrustedKeys(),
+                            deadline=3.0, backoff=0.5)
+    yield client
+    client.close()
+    server.close()
+
+
+def test_a_round_stops_at_the_first_report_the_platform_does_not_answer(env, silent_platform):
+    outbox = Outbox(env.ctx)
+    docs = [outbox.enqueue("room_status", {"rooms": [], "n": n}, session_id="1") for n in range(3)]
+    env.ctx.platform = silent_platform
+    start = time.monotonic()
+    assert outbox.deliver_once() == 0
+    # one call deadline (3 s) in all, not one per pending report; a coarse bound
+    assert time.monotonic() - start < 3.0 + 4.0
+    stored = [outbox.get(d["id"]) for d in docs]
+    (first,) = [d for d in stored if d["tries"] == 1]  # the oldest (ids order the reports of one second)
+    assert first["id"] == outbox.items()[0]["id"] and "无法连接监控平台" in first["last_error"]
+    assert all(d["state"] == PENDING and d["tries"] == 0 for d in stored if d is not first)  # they keep their place
+    snap = outbox.snapshot()
+    assert snap["held_until"] == first["next_try_at"] and snap["counts"][PENDING] == 3
+    assert outbox.deliver_once(due_only=True) == 0  # the sender holds off until the first one's next try
+    assert sorted(outbox.get(d["id"])["tries"] for d in docs) == [0, 0, 1]
+    env.ctx.platform = env.client  # the platform is back: "send now" delivers them all
+    assert outbox.deliver_once() == 3
+    assert outbox.snapshot()["held_until"] is None
+    assert [len(reports(env, d["key"])) for d in docs] == [1, 1, 1]
+
+
+def test_sender_holds_off_the_other_reports_during_an_outage(env):
+    outbox = Outbox(env.ctx, base_delay=500.0, max_delay=1000.0)
+    env.sim.faults.set(refuse=503)
+    ids = {outbox.enqueue("seal_check", {"passed": p})["id"] for p in (True, False)}
+    deferred = env.hub.subscribe(["outbox.deferred"])
+    outbox.start()
+    try:
+        event = deferred.wait_for(lambda e: e.data.get("id") in ids, timeout=20)
+        assert event is not None
+    finally:
+        outbox.stop(timeout=10)  # a round under way ends before stop returns
+    (other,) = ids - {event.data["id"]}
+    assert outbox.get(event.data["id"])["tries"] == 1
+    assert outbox.get(other)["tries"] == 0 and outbox.get(other)["state"] == PENDING  # not tried in the outage
+    assert outbox.snapshot()["held_until"] is not None
+    outbox.retry(other, "admin")  # a retry by the administrator ends the hold
+    assert outbox.snapshot()["held_until"] is None
