@@ -8,10 +8,12 @@ export data, and ``rooms`` prints the rooms' registration codes.
 """
 
 import argparse
+import sys
 from typing import Any, Dict, List
 
 from kd.cli import Session, add_json, add_password
 from kd.core.model import LAN_PORT
+from kd.errors import UserError
 
 
 def register(commands: Any) -> None:
@@ -36,6 +38,8 @@ def register(commands: Any) -> None:
 
     p = commands.add_parser("restore-registration", help="恢复注册：从考点信息备份文件（.KDINFO）恢复")
     p.add_argument("file", metavar="F", help="考点信息备份文件（*.KDINFO）")
+    p.add_argument("--yes", action="store_true",
+                   help="确认断开会失去或改变注册的已连接考场（先显示将发生的变化）")
     add_json(p)
     add_password(p)
     p.set_defaults(handler=run_restore)
@@ -110,7 +114,17 @@ def run_export(s: Session) -> int:
 
 
 def run_restore(s: Session) -> int:
-    snap = s.core.registration.restore(s.opts.file, s.actor)
+    """Show what 恢复注册 changes (the same preview as the page), then apply it.
+
+    A connected room that would lose or change its registration needs ``--yes``: the
+    confirmation is the preview's, so a change after the preview is refused by the core.
+    """
+    preview = s.core.registration.restore_preview(s.opts.file)
+    print("\n".join(preview["lines"]), file=sys.stderr if getattr(s.opts, "json", False) else sys.stdout)
+    if preview["at_risk"] and not s.opts.yes:
+        raise UserError("恢复注册会断开已连接的考场：{}。".format("、".join(preview["at_risk"])),
+                        "请核对备份文件；确认无误后加 --yes 重新执行。")
+    snap = s.core.registration.restore(s.opts.file, s.actor, confirm=preview["confirm"])
     s.out(snap, "已恢复注册。\n" + _registration_text(snap))
     return 0
 
