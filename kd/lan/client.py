@@ -4,8 +4,9 @@
 each bounded by explicit timeouts (``connect_timeout`` to connect, ``timeout`` for the
 whole reply). Every failure raises ``LanError`` (a ``UserError`` with the server's
 Chinese message, or a network message; ``code`` is the protocol error code, ``E_NET``
-for a connection problem). After a network error or a closing error the connection is
-dropped; the next request reconnects and re-binds the room with its token.
+for a connection problem). After a network error or a closing error (a closing code, or
+an error reply with ``closing: true``) the connection is dropped; the next request
+reconnects and re-binds the room with its token.
 
 The proctor's day: ``register`` → ``download_data`` → ``data_imported`` → ``heartbeat``
 every ``heartbeat_s`` → ``permit`` until granted → ``upload`` (begins, continues from the
@@ -130,8 +131,8 @@ class ProctorClient:
         h = reply.header
         if h["type"] == "error":
             code = str(h.get("code") or "E_REFUSED")
-            if code in CLOSING or h["seq"] != header["seq"]:
-                self.close()
+            if code in CLOSING or h["seq"] != header["seq"] or h.get("closing") is True:
+                self.close()  # the server closes it (e.g. a failed register before authenticating)
             raise LanError(str(h.get("message") or code), str(h.get("remedy") or ""), code=code,
                            offset=h.get("offset") if isinstance(h.get("offset"), int) else None,
                            retry_after=h.get("retry_after") if isinstance(h.get("retry_after"), (int, float)) else None,

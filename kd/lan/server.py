@@ -37,8 +37,21 @@ removed at ``start()`` and by the accept thread's housekeeping every ``sweep_int
 Defences (``LanOptions``): caps on connections in total and per IP (refused in the
 accept loop with ``E_BUSY``, no thread spent), an idle deadline, an absolute deadline
 per request, a minimum transfer rate while a request is received (``kd.lan.framing``),
-a send deadline for replies. ``stop()`` closes every connection, waits for requests in
-progress (a commit finishes before its thread ends), and frees the port.
+a send deadline for replies. A connection that has not authenticated yet (no successful
+``register`` or authenticated request) must do so within ``auth_timeout`` (10 s) of
+being accepted, and is closed after a failed ``register`` or authentication (the error
+reply says ``closing: true``). Unauthenticated connections from addresses no room is
+registered from share ``max_unauthenticated`` (128) of the ``max_connections`` (512)
+slots; when that share is full, a new one takes the place of the oldest idle one (closed
+without a reply), so a flood cannot hold the share. Addresses rooms are registered from
+(``RegistrationService.registered_ips()`` at start, and every address that authenticates
+since) are not limited by that share: an authenticated room's proctor always gets a slot
+(when every slot is taken, an unauthenticated connection makes room for it). The counts
+of refused registrations are audited by the registration service once per window; the
+accept loop flushes the windows that closed, ``stop()`` all of them.
+
+``stop()`` closes every connection, waits for requests in progress (a commit finishes
+before its thread ends), flushes the counted refusals, and frees the port.
 
 Start and stop::
 
@@ -63,6 +76,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from kd.core.context import Context
@@ -95,6 +109,12 @@ MAX_TEXT = 64
 MAX_COUNT = 100000
 
 REMEDY_RETRY = "请稍后重试；如反复出现，请联系考点管理员。"
+AUTH_TIMEOUT_MESSAGE = "监考机连接后 {:g} 秒内没有完成考场注册或身份验证，连接已断开。"
+AUTH_TIMEOUT_REMEDY = "请重新连接；连接后请立即注册考场或发送带考场令牌的请求。"
+#: errors that close a connection that has not authenticated yet (the reply carries ``closing: true``)
+AUTH_FAILURES = frozenset(["E_AUTH", "E_REGISTER"])
+#: how long an error reply right before closing may take to send (seconds)
+CLOSING_SEND_TIMEOUT = 2.0
 STORAGE_MESSAGE = "考点机暂时无法保存上报的结果包（磁盘已满或数据目录不可写），已收到的数据仍保留在考点机上。"
 UNPERMITTED_MESSAGE = "本考场在考点机给予开考许可之前开考了场次 {}，考点机已记为“{}”并报告考点管理员。"
 UNPERMITTED_REMEDY = "请立即联系考点管理员核实；以后每场开考前须先获得开考许可（考点机完成授权验证后）。"
@@ -125,6 +145,10 @@ class LanOptions(NamedTuple):
     part_max_age: float = 24 * 3600.0
     #: how often the accept thread looks for abandoned partial uploads (seconds)
     sweep_interval: float = 600.0
+    #: a connection must authenticate (a successful register or authenticated request) within this (seconds)
+    auth_timeout: float = 10.0
+    #: unauthenticated connections from addresses no room is registered from, at most (of max_connections)
+    max_unauthenticated: int = 128
 
 
 class LanServiceError(UserError):
@@ -199,11 +223,15 @@ class _Upload:
 
 
 class _Connection:
-    """A proctor connection: socket, peer IP, the room it serves, its upload."""
+    """A proctor connection: socket, peer IP, the room it serves (None: not authenticated yet), its upload."""
 
-    def __init__(self, sock: socket.socket, ip: str) -> None:
+    def __init__(self, sock: socket.socket, ip: str, known: bool = False, auth_deadline: float = 0.0) -> None:
         self.sock = sock
         self.ip = ip
+        #: from an address a room is registered from (not limited by the unauthenticated share)
+        self.known = known
+        #: ``time.monotonic()`` by which it must have authenticated
+        self.auth_deadline = auth_deadline
         self.room: Optional[str] = None
         self.upload: Optional[_Upload] = None
         self.idle = True
@@ -276,16 +304,23 @@ class LanServer:
         self._server: Optional[_TCPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
-        self._pending: Dict[int, str] = {}  # id(request) -> ip, admitted but not yet serving
+        self._pending: Dict[int, Tuple[str, bool]] = {}  # id(request) -> (ip, known), admitted, not yet serving
         self._per_ip: Dict[str, int] = {}
         self._conns: Set[_Connection] = set()
+        #: connections not authenticated yet, oldest first
+        self._unauth: OrderedDict[_Connection, None] = OrderedDict()
+        #: addresses rooms are registered from (seeded at start, grown by authenticated connections)
+        self._known: Set[str] = set()
         self._threads: Set[threading.Thread] = set()
         self._part_locks: Dict[str, threading.Lock] = {}
         self._owners: Dict[str, _Connection] = {}
         self._listening = False
         self.refused = 0
-        self._refusal_logged = -1e9
+        self.evicted = 0
+        self._quiet_refusals = _Quiet(5.0)
+        self._quiet_closes = _Quiet(5.0)
         self._next_sweep = 0.0
+        self._next_flush = 0.0
 
     # -- the Lan port --------------------------------------------------------------------
     def listening(self) -> bool:
@@ -314,6 +349,20 @@ class LanServer:
         for conn in victims:
             log.info("closing connection of room %s from %s (revoked)", room_code, conn.ip)
             conn.kill("revoked")
+        self._seed_known()
+
+    def _seed_known(self) -> None:
+        """The addresses rooms are registered from, as the registration service knows them now."""
+        registered = getattr(self.registration, "registered_ips", None)
+        if registered is None:
+            return
+        try:
+            ips = set(registered())
+        except Exception:  # noqa: BLE001 - a slot reservation is a nicety; the service goes on
+            log.exception("could not read the registered addresses")
+            return
+        with self._lock:
+            self._known = ips
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> "LanServer":
@@ -322,6 +371,7 @@ class LanServer:
             return self
         os.makedirs(self.upload_dir, exist_ok=True)
         self.sweep_parts()
+        self._seed_known()
         self._next_sweep = time.monotonic() + self.options.sweep_interval
         try:
             server = _TCPServer(self, (self.options.host, self.options.port))
@@ -366,6 +416,7 @@ class LanServer:
                 break
             threads[0].join(left)
         server.server_close()
+        self._flush_refusals(everything=True)  # a clean stop loses no counted refusal
         self._server = None
         port = server.server_address[1]
         log.info("LAN service on port %d stopped", port)
@@ -382,31 +433,47 @@ class LanServer:
         with self._lock:
             rooms = sorted({c.room for c in self._conns if c.room})
             count = len(self._conns) + len(self._pending)
+            unauthenticated = len(self._unauth) + len(self._pending)
         return {"port": self.port(), "listening": self._listening, "state": "运行" if self._listening else "停止",
-                "connections": count, "rooms": rooms, "refused": self.refused}
+                "connections": count, "rooms": rooms, "refused": self.refused,
+                "unauthenticated": unauthenticated, "evicted": self.evicted}
 
     # -- admission (accept thread) ------------------------------------------------------
     def _admit(self, request: socket.socket, ip: str) -> bool:
+        """Admit a new connection or refuse it with ``E_BUSY`` (accept thread; never blocks)."""
+        victim: Optional[_Connection] = None
         with self._lock:
-            total = len(self._conns) + len(self._pending)
+            known = ip in self._known
             reason = None
             if not self._listening:
                 reason = "stopping"
-            elif total >= self.options.max_connections:
-                reason = "too many connections"
             elif self._per_ip.get(ip, 0) >= self.options.max_per_ip:
                 reason = "too many connections from this address"
+            elif self._live() >= self.options.max_connections:
+                victim = self._oldest_idle_unauthenticated() if known else None
+                if victim is None:
+                    reason = "too many connections"
+            elif not known and self._unknown_unauthenticated() >= self._unauth_cap():
+                victim = self._oldest_idle_unauthenticated()
+                if victim is None:
+                    reason = "too many unauthenticated connections"
             if reason is None:
-                self._pending[id(request)] = ip
+                if victim is not None:
+                    victim.closing = "evicted"  # no longer counted: its thread ends at once
+                    self._unauth.pop(victim, None)
+                    self.evicted += 1
+                self._pending[id(request)] = (ip, known)
                 self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-                return True
-            self.refused += 1
-            now = time.monotonic()
-            quiet = now - self._refusal_logged < 5.0
-            if not quiet:
-                self._refusal_logged = now
-        if not quiet:  # a flood is logged every 5 s, not once per connection
-            log.warning("refusing LAN connection from %s: %s (%d refused so far)", ip, reason, self.refused)
+            else:
+                self.refused += 1
+        if victim is not None:
+            victim.kill("evicted")
+            self._quiet_closes.log(logging.WARNING, "LAN connection from %s closed: it had not authenticated and "
+                                   "a new connection needed its place (%d so far)", victim.ip, self.evicted)
+        if reason is None:
+            return True
+        self._quiet_refusals.log(logging.WARNING, "refusing LAN connection from %s: %s (%d refused so far)",
+                                 ip, reason, self.refused)
         try:  # best effort, never blocks the accept loop
             request.setblocking(False)
             request.send(framing.encode_frame({
@@ -417,15 +484,35 @@ class LanServer:
         self.ctx.hub.publish("lan.refused", ip=ip, reason=reason)
         return False
 
+    def _unauth_cap(self) -> int:
+        return max(1, min(self.options.max_unauthenticated, self.options.max_connections))
+
+    def _live(self) -> int:
+        """Connections that hold a slot: admitted and not closing (lock held)."""
+        return len(self._pending) + sum(1 for c in self._conns if c.closing is None)
+
+    def _unknown_unauthenticated(self) -> int:
+        """Unauthenticated connections from addresses no room is registered from (lock held)."""
+        pending = sum(1 for _, known in self._pending.values() if not known)
+        return pending + sum(1 for c in self._unauth if not c.known and c.closing is None)
+
+    def _oldest_idle_unauthenticated(self) -> Optional[_Connection]:
+        """The connection to close for a newcomer: the oldest idle unauthenticated one from an
+        address no room is registered from (lock held); None when there is none."""
+        for conn in self._unauth:
+            if not conn.known and conn.idle and conn.closing is None and conn.room is None:
+                return conn
+        return None
+
     def _track(self, thread: threading.Thread, request: socket.socket) -> None:
         with self._lock:
             self._threads.add(thread)
 
     def _release(self, request: socket.socket) -> None:
         with self._lock:
-            ip = self._pending.pop(id(request), None)
-            if ip is not None:
-                self._drop_ip(ip)
+            pending = self._pending.pop(id(request), None)
+            if pending is not None:
+                self._drop_ip(pending[0])
 
     def _drop_ip(self, ip: str) -> None:
         left = self._per_ip.get(ip, 1) - 1
@@ -437,10 +524,11 @@ class LanServer:
     # -- one connection (its own thread) ------------------------------------------------
     def _serve(self, sock: socket.socket, address: Tuple[str, int]) -> None:
         ip = address[0]
-        conn = _Connection(sock, ip)
         with self._lock:
-            self._pending.pop(id(sock), None)
+            _, known = self._pending.pop(id(sock), (ip, False))
+            conn = _Connection(sock, ip, known, time.monotonic() + self.options.auth_timeout)
             self._conns.add(conn)
+            self._unauth[conn] = None
         if not self._listening:
             conn.kill("shutdown")
         reason = "closed"
@@ -454,9 +542,14 @@ class LanServer:
             self._drop_upload(conn)
             with self._lock:
                 self._conns.discard(conn)
+                self._unauth.pop(conn, None)
                 self._drop_ip(ip)
                 self._threads.discard(threading.current_thread())
-            log.info("LAN connection from %s (room %s) closed: %s", ip, conn.room, reason)
+            if conn.room is not None:
+                log.info("LAN connection from %s (room %s) closed: %s", ip, conn.room, reason)
+            else:  # a flood of them is logged every 5 s, not one by one
+                self._quiet_closes.log(logging.INFO, "LAN connection from %s (not authenticated) closed: %s",
+                                       ip, reason)
             self.ctx.hub.publish("lan.closed", ip=ip, room=conn.room, reason=reason)
 
     def _loop(self, conn: _Connection) -> str:
@@ -464,21 +557,31 @@ class LanServer:
             conn.idle = True
             if conn.closing:
                 return conn.closing
+            limits, by_deadline = self._read_limits(conn)
+            if limits is None:
+                return self._auth_timeout(conn)
             try:
-                frame = framing.read_frame(conn.sock, self.limits)
+                frame = framing.read_frame(conn.sock, limits)
             except Closed:
                 return conn.closing or "peer closed"
             except FrameError as e:
                 if conn.closing:
                     return conn.closing
+                if by_deadline and e.code == framing.E_TIMEOUT:
+                    return self._auth_timeout(conn)
                 log.warning("LAN client %s: %s", conn.ip, e)
                 self._send_error(conn, 0, _Reply(e.code, _frame_message(e.code), "请检查监考机软件或网络。"))
                 return e.code
+            if conn.room is None and time.monotonic() > conn.auth_deadline:
+                return self._auth_timeout(conn)
             conn.idle = False
             seq = frame.seq
             try:
                 fields, body = self._dispatch(conn, frame)
             except _Reply as e:
+                if conn.room is None and e.code in AUTH_FAILURES:  # not authenticated: one try per connection
+                    self._send_error(conn, seq, e, closing=True)
+                    return "authentication failed ({})".format(e.code)
                 self._send_error(conn, seq, e)
                 continue
             except UserError as e:
@@ -496,11 +599,38 @@ class LanServer:
             if frame.type == "bye":
                 return "goodbye"
 
-    def _send_error(self, conn: _Connection, seq: int, e: _Reply) -> None:
+    def _read_limits(self, conn: _Connection) -> Tuple[Optional[Limits], bool]:
+        """The deadlines for reading the next request: (limits, whether the authentication deadline
+        shortened them); (None, True) when that deadline has passed."""
+        if conn.room is not None:
+            return self.limits, False
+        left = conn.auth_deadline - time.monotonic()
+        if left <= 0:
+            return None, True
+        idle = self.limits.idle
+        if idle is not None and idle <= left and self.limits.request <= left:
+            return self.limits, False
+        return self.limits._replace(idle=left if idle is None else min(idle, left),
+                                    request=min(self.limits.request, left)), True
+
+    def _auth_timeout(self, conn: _Connection) -> str:
+        """Close a connection that did not authenticate in time (E_TIMEOUT, best effort)."""
+        try:
+            self._send_error(conn, 0, _Reply("E_TIMEOUT", AUTH_TIMEOUT_MESSAGE.format(self.options.auth_timeout),
+                                             AUTH_TIMEOUT_REMEDY), closing=True)
+        except OSError:
+            pass
+        return "not authenticated within {:g} s".format(self.options.auth_timeout)
+
+    def _send_error(self, conn: _Connection, seq: int, e: _Reply, closing: bool = False) -> None:
+        """An error reply; ``closing``: the connection is closed right after it (``closing: true``, short send)."""
         header = {"type": "error", "seq": seq, "code": e.code, "message": e.message, "remedy": e.remedy}
         header.update(e.extra)
+        if closing:
+            header["closing"] = True
         with conn.send_lock:
-            framing.send_frame(conn.sock, header, timeout=self.options.send_timeout)
+            framing.send_frame(conn.sock, header,
+                               timeout=CLOSING_SEND_TIMEOUT if closing else self.options.send_timeout)
 
     def _send_error_nowait(self, conn: _Connection, code: str, message: str, remedy: str) -> None:
         if not conn.send_lock.acquire(blocking=False):
@@ -536,8 +666,11 @@ class LanServer:
         return doc
 
     def _bind(self, conn: _Connection, room: str) -> None:
+        """``conn`` authenticated for ``room``: it serves that room; its address gets slots kept for it."""
         with self._lock:
             conn.room = room
+            self._unauth.pop(conn, None)
+            self._known.add(conn.ip)
 
     def _room_data(self, room: str) -> Dict[str, Any]:
         sha = self.loading.room_data_sha256(room)
@@ -957,8 +1090,12 @@ class LanServer:
         return removed
 
     def _housekeeping(self) -> None:
-        """Called by the accept loop between polls: the periodic sweep of abandoned parts."""
+        """Called by the accept loop between polls: audit closed refusal windows (every second),
+        the periodic sweep of abandoned parts."""
         now = time.monotonic()
+        if now >= self._next_flush:
+            self._next_flush = now + 1.0
+            self._flush_refusals()
         if now < self._next_sweep:
             return
         self._next_sweep = now + self.options.sweep_interval
@@ -966,6 +1103,16 @@ class LanServer:
             self.sweep_parts()
         except Exception:  # noqa: BLE001 - housekeeping must never stop the accept loop
             log.exception("sweeping partial uploads failed")
+
+    def _flush_refusals(self, everything: bool = False) -> None:
+        """Have the registration service audit its counted refusals (closed windows, or all)."""
+        flush = getattr(self.registration, "flush_refusals", None)
+        if flush is None:
+            return
+        try:
+            flush(everything=everything)
+        except Exception:  # noqa: BLE001 - housekeeping must never stop the accept loop
+            log.exception("auditing the refused registrations failed")
 
     def _bye(self, conn: _Connection, frame: framing.Frame) -> Tuple[Dict[str, Any], bytes]:
         return {}, b""
@@ -1005,6 +1152,29 @@ _FRAME_MESSAGES = {
     "E_TIMEOUT": "监考机长时间没有发送数据，连接已断开。",
     "E_SLOW": "监考机发送数据过慢，连接已断开。",
 }
+
+
+class _Quiet:
+    """A log line for the first of a kind of event, then at most one per ``every`` seconds with
+    the number left out (so that a flood does not flood the log file)."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last = -1e9
+        self._left_out = 0
+        self._lock = threading.Lock()
+
+    def log(self, level: int, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.every:
+                self._left_out += 1
+                return
+            self._last, left_out, self._left_out = now, self._left_out, 0
+        if left_out:
+            message += " (and %d more like it in the last %.0f s)"
+            args += (left_out, self.every)
+        log.log(level, message, *args)
 
 
 def _frame_message(code: str) -> str:
