@@ -41,7 +41,7 @@ a send deadline for replies. A connection that has not authenticated yet (no suc
 ``register`` or authenticated request) must do so within ``auth_timeout`` (10 s) of
 being accepted, and is closed after a failed ``register`` or authentication (the error
 reply says ``closing: true``). Unauthenticated connections from addresses no room is
-registered from share ``max_unauthenticated`` (128) of the ``max_connections`` (512)
+registered from share ``max_unauthenticated`` (256) of the ``max_connections`` (512)
 slots; when that share is full, a new one takes the place of the oldest idle one (closed
 without a reply), so a flood cannot hold the share. Addresses rooms are registered from
 (``RegistrationService.registered_ips()`` at start, and every address that authenticates
@@ -148,7 +148,7 @@ class LanOptions(NamedTuple):
     #: a connection must authenticate (a successful register or authenticated request) within this (seconds)
     auth_timeout: float = 10.0
     #: unauthenticated connections from addresses no room is registered from, at most (of max_connections)
-    max_unauthenticated: int = 128
+    max_unauthenticated: int = 256
 
 
 class LanServiceError(UserError):
