@@ -252,8 +252,11 @@ def test_wrong_code_brute_force_is_stopped(site):
             c.register(room, "ZZZZZZZ" + chr(65 + tried))
         tried += 1
     with pytest.raises(LanError) as e:
-        c.register(room, right)  # the right code no longer helps for a while
+        c.register(room, right)  # the right code no longer helps for a while, from this address
     assert e.value.code == "E_REGISTER" and "过多" in e.value.cause
+    assert not c.connected  # each refused try before authenticating closes the connection
+    proctor = site.client(OTHER_IP)  # the room's own proctor, on its own address, is not locked out
+    assert proctor.register(room, right)["room"] == room
     # the guessing IP is blocked for other rooms as well after 30 tries
     other_room = site.rooms()[1]
     for i in range(20):
