@@ -147,8 +147,11 @@ def restore(flow, tmp_path, seen):
     shell.more.invoke("系统备份")
     yield (lambda: any(m[1] == "系统备份" for m in flow.dialogs.messages), "系统备份", 60)
     bak = next(str(p) for p in folder.iterdir() if p.suffix == ".bak")
-    flow.dialogs.plan("open_file", bak).plan("confirm", True)
+    flow.dialogs.plan("open_file", bak)
     shell.more.invoke("系统恢复")
+    dialog = shell.more.restore_dialog
+    yield (lambda: dialog.phase == "ready", "the restore preview", 60)
+    dialog.ok.invoke()
 
 
 #: the 更多 entries that end with a restart (ASCII test ids)

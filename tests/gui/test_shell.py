@@ -123,8 +123,9 @@ def test_more_menu_backup_restore_and_refusals(site, gui_root, scripted, tmp_pat
 
     # 系统初始化: the first refusal stops; a wrong site code is refused by the core
     scripted.plan("confirm", False)
-    shell.more.invoke("系统初始化")
-    assert scripted.count("confirm") == 2 and scripted.count("ask_text") == 2
+    shell.more.invoke("系统初始化")  # the rule is checked first, in a worker
+    pump_until(gui_root, lambda: scripted.count("confirm") == 2, 10, "the first confirmation")
+    assert scripted.count("ask_text") == 2
     scripted.plan("confirm", True, True).plan("ask_text", "99999")
     shell.more.invoke("系统初始化")
     pump_until(gui_root, lambda: len(scripted.errors) == 3, 10, "initialize refusal")
@@ -132,8 +133,11 @@ def test_more_menu_backup_restore_and_refusals(site, gui_root, scripted, tmp_pat
     assert env.ctx.site_code() == SITE and not shell.ends
 
     # 系统恢复 from the backup: done, then the user is told and the app restarts
-    scripted.plan("open_file", str(folder / backups[0])).plan("confirm", True)
+    scripted.plan("open_file", str(folder / backups[0]))
     shell.more.invoke("系统恢复")
+    dialog = shell.more.restore_dialog
+    pump_until(gui_root, lambda: dialog.phase == "ready", 30, "the restore preview")
+    dialog.ok.invoke()
     pump_until(gui_root, lambda: shell.ends, 30, "restart after restore")
     assert shell.ends == [True] and shell.closed
     assert scripted.messages[-1][1] == "需要重新启动"
