@@ -41,8 +41,9 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
 - ``restore(path, actor, confirm=None)``: 恢复注册 from a KDINFO; a tampered or foreign
   file is refused and nothing changes. ``confirm`` is the preview's ``"confirm"``: the
   restore is then refused unless the file, every room's registration and the connected
-  rooms it cuts off are still what the preview showed. Without it, a restore that would drop or change a connected room's
-  registration is refused (``ConfirmationRequired``), so no caller does that unasked.
+  rooms it cuts off are still what the preview showed. Without it, a restore that would
+  drop or change a connected room's registration is refused (``ConfirmationRequired``), so
+  no caller does that unasked.
 - ``snapshot()``: the §3.2 table (考场代码 | 注册码 | 注册IP | 封场检测 | 备注) and the
   counts 已注册 / 未注册.
 """

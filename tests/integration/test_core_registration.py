@@ -90,7 +90,7 @@ def test_brute_force_blocks_the_room_from_that_address_even_with_the_right_code(
     svc = RegistrationService(env.ctx)
     right = code_of(env, ROOM)
     attacker = "10.0.1.66"
-    for i in range(ROOM_MAX_FAILURES):
+    for _ in range(ROOM_MAX_FAILURES):
         with pytest.raises(RegistrationRefused):
             svc.register(ROOM, wrong_code(right), attacker)
     with pytest.raises(RegistrationRefused) as info:
