@@ -72,6 +72,7 @@ class Call:
     def extend(self, budget: float) -> None:
         """Let the whole call run ``budget`` seconds from its start, when that is later (a transfer's size is known)."""
         self.ends = max(self.ends, self.started + budget)
+        self.budget = self.ends - self.started
 
     def exchange_over(self) -> bool:
         return self.cut or time.monotonic() >= self.exchange_ends
