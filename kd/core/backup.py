@@ -56,7 +56,6 @@ from kd.store.spool import Spool
 log = logging.getLogger(__name__)
 
 ROOM_FILE_RE = re.compile(r"[0-9A-Za-z_.-]{1,100}", re.ASCII)
-AUDIT_CHUNK = 1024 * 1024
 
 
 class SystemRefused(UserError):
@@ -131,8 +130,7 @@ class _Frozen(NamedTuple):
     spool: Spool
     spool_files: List[Tuple[str, str]]  # (sha256, path)
     rooms: List[Tuple[str, str]]        # (member name, path)
-    audit_path: Optional[str]           # None: no audit log yet
-    audit_length: int
+    audit: Any                          # the audit log's AuditMark (None: no audit log yet)
     owners: Dict[str, List[Dict[str, str]]]
 
 
@@ -210,12 +208,9 @@ class BackupService:
                 full = os.path.join(folder, name)
                 if os.path.isfile(full) and ROOM_FILE_RE.fullmatch(name) and ".part" not in name:
                     rooms.append(("rooms/" + name, full))
-        audit_path: Optional[str] = ctx.audit.path
-        try:
-            audit_length = os.path.getsize(ctx.audit.path)
-        except FileNotFoundError:
-            audit_path, audit_length = None, 0
-        return _Frozen(dbs, spool, spool_files, rooms, audit_path, audit_length, spool_owners(ctx))
+        # where the log ends now; read later even if the log was rotated meanwhile
+        audit = ctx.audit.mark() if os.path.exists(ctx.audit.path) else None
+        return _Frozen(dbs, spool, spool_files, rooms, audit, spool_owners(ctx))
 
     def _db_body(self, name: str) -> bytes:
         """The current durable tables of store ``name`` (the body of its newest generation)."""
@@ -235,8 +230,8 @@ class BackupService:
                 continue
             yield "spool/{}.dat".format(sha), path
         yield from frozen.rooms
-        if frozen.audit_path is not None:
-            yield bak.AUDIT, _audit_prefix(frozen.audit_path, frozen.audit_length)
+        if frozen.audit is not None:
+            yield bak.AUDIT, self.ctx.audit.marked_bytes(frozen.audit)
 
     def _write(self, folder: str, stem: str, header: Dict[str, Any], frozen: _Frozen, dongle: Any,
                damaged: List[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
@@ -289,21 +284,6 @@ def check_signature(ctx: Context, f: bak.BackupFile, public_key: bytes) -> None:
     sig = DongleSignature(f.seal.lock_id, f.seal.clock_ms, f.seal.signature)
     if f.seal.lock_id != f.lock_id or not dongle.check_signature(public_key, f.digest, sig):
         raise bak.refuse("机考锁签名无效，文件可能被篡改或不是本考点的备份")
-
-
-def _audit_prefix(path: str, length: int) -> bytes:
-    """The first ``length`` bytes of the append-only audit log, cut back to its last complete line."""
-    parts: List[bytes] = []
-    left = length
-    with open(path, "rb") as f:
-        while left > 0:
-            chunk = f.read(min(AUDIT_CHUNK, left))
-            if not chunk:
-                break
-            parts.append(chunk)
-            left -= len(chunk)
-    data = b"".join(parts)
-    return data[:data.rfind(b"\n") + 1]
 
 
 def _damage_warnings(damaged: List[Dict[str, Any]]) -> List[str]:
