@@ -41,7 +41,10 @@ runtime DB (``ctx.stores.runtime``)
                        a refused result package (another hash for a recovered room and
                        session): {"room", "session", "sha256", "size", "source",
                        "kept_sha256", "first_at", "last_at", "times", "actor"}; the
-                       refused file stays in the spool for inspection
+                       refused file stays in the spool for inspection. One a 系统恢复
+                       found (the backup and this PC held different results) also has
+                       "origin": "restore", "held_by": "backup"|"here", "received_at",
+                       "upload" (its receipt, or None) — kd/core/system.py
   outbox/<id>          {"id", "kind", "data", "key", "session_id", "room_code",
                         "created_at", "state": "pending"|"sent"|"failed", "tries", "last_error",
                         "next_try_at", "sent_at", "failed_at", "report_id"} (kd/core/outbox.py;

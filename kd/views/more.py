@@ -237,7 +237,7 @@ class RestoreDialog(tk.Toplevel):
 
     def render(self, preview: Dict[str, Any]) -> None:
         self.backup_label.configure(text="备份时间：{}    备注：{}".format(
-            preview.get("created_at") or "", preview.get("note") or "无"))
+            shown_time(preview.get("created_at")), preview.get("note") or "无"))
         self.table.set_rows(detail_rows(preview))
         lines = list(preview.get("lines") or []) + list(preview.get("warnings") or [])
         self.kept_label.configure(text="\n".join(lines), foreground=BAD_COLOUR if preview.get("warnings") else "")
@@ -297,8 +297,13 @@ def detail_rows(preview: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
+def shown_time(value: Optional[str]) -> str:
+    """An ISO time as the window shows times: ``2026-06-13 09:00:00``."""
+    return (value or "").replace("T", " ")[:19]
+
+
 def restored_text(result: Dict[str, Any]) -> str:
-    lines = ["系统恢复完成（备份时间 {}）。".format(result.get("created_at", ""))]
+    lines = ["系统恢复完成（备份时间 {}）。".format(shown_time(result.get("created_at")))]
     lines.extend(result.get("lines") or [])
     lines.extend(result.get("warnings") or [])
     return "\n".join(lines)

@@ -98,7 +98,7 @@ def test_restore_dialog_shows_the_backup_next_to_what_is_here_and_keeps_the_resu
     dialog = open_restore(gui_root, shell, scripted, path, "ready")
     assert str(dialog.ok.cget("state")) == "normal"
     head = dialog.backup_label.cget("text")
-    assert "考中备份" in head and dialog.preview["created_at"] in head
+    assert "考中备份" in head and dialog.preview["created_at"].replace("T", " ")[:19] in head
     shown = cells(dialog)
     assert list(shown) == ["考点代码", "考试模式", "考试名称", "考场数", "已注册考场", "已开考（考场·场次）",
                            "已回收结果", "已上报结果", "冲突结果包"]

@@ -389,6 +389,7 @@ def test_restore_of_an_older_backup_mid_exam_keeps_results_receipts_and_the_pass
         remove_external(usb)
     core.accounts.change_password("admin", "before-2026", "after-2026")
     kept = results_here(ctx)
+    external = ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)
     assert len(kept) == len(recovered) and all(upload for _, upload in kept.values())
 
     # the preview verifies, compares and changes nothing
@@ -412,6 +413,7 @@ def test_restore_of_an_older_backup_mid_exam_keeps_results_receipts_and_the_pass
     # the results, their files and receipts are still here
     assert results_here(ctx) == kept
     assert all(ctx.spool.verify(sha) for sha in shas)
+    assert ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) == external  # the copy on the USB drive
     rows = {r["room"]: r for r in core.recovery.snapshot(session)["rows"]}
     assert all(rows[r]["situation"] == "已回收" and rows[r]["report"] == "上报成功" for r in recovered)
     assert rows[rooms[-1]]["situation"] == "未回收"
@@ -569,13 +571,15 @@ def test_init_and_exit_refused_in_a_formal_exam_until_every_result_is_uploaded(e
     ctx.stores.runtime.update(model.ROOM_SESSIONS, model.rs_key(r2, s2), {"started_at": "2026-06-13T09:00:00+08:00"})
     allowed, reason = svc.exit_allowed()
     assert not allowed and "考试数据尚未上报" in reason and "禁止退出" in reason
+    allowed, reason = svc.initialize_allowed()
+    assert not allowed and "考试数据尚未上报，禁止初始化" in reason
     with pytest.raises(SystemRefused) as e:
         svc.initialize(SITE, ACTOR)
     assert "考试数据尚未上报，禁止初始化" in str(e.value)
     put_result(ctx, r1, s1, b"first", uploaded=True)
     assert not svc.exit_allowed()[0]  # the started room is not recovered yet
     put_result(ctx, r2, s2, b"second", uploaded=True)
-    assert svc.exit_allowed() == (True, "")
+    assert svc.exit_allowed() == (True, "") and svc.initialize_allowed() == (True, "")
     assert ctx.site_code() == SITE and ctx.manifest()
 
     ctx.stores.settings.put(model.ACCOUNTS, "admin", dict(default_account(), must_change=False, hash="ab" * 32))
