@@ -1,7 +1,7 @@
 """``seal-check``, ``verify``, ``monitor``, ``outbox``: 封场检测, 授权验证, 考场监控 and the report outbox.
 
 - ``seal-check [--min-free-gb G] [--json]``: run 封场检测, print every item; a passing
-  check enqueues its report and tries to deliver the outbox once. Exit 0 when the
+  check enqueues its report (sent by a running instance or ``outbox --send``). Exit 0 when the
   check passes, 1 when an item failed (the items say why and what to do).
 - ``verify --session N [--file F.KDV] [--json]``: 授权验证 of a session, online or from a file.
 - ``monitor [--session N] [--json]``: the §4.3 table (this process receives no
@@ -64,9 +64,6 @@ def run_seal(s: Session) -> int:
     opts: argparse.Namespace = s.opts
     service = s.core.seal
     result = service.run(s.actor, min_free_bytes=int(opts.min_free_gb * GB))
-    if result["passed"]:
-        s.core.outbox.deliver_once()
-        result = service.snapshot()
     s.out(result, _seal_text(result))
     return 0 if result["passed"] else 1
 

@@ -13,8 +13,9 @@
 ``results`` only reads (no password); the other three ask the administrator's password
 first (``kd.cli.authorize``).
 
-Reports the platform must get (recovery_status, upload_status) are delivered once at the
-end of the command; what is not delivered stays in the outbox (``outbox --send``).
+Reports the platform must get (recovery_status, upload_status) are only enqueued; the
+command never waits for the platform. They stay pending in the data folder's outbox
+until a running instance (GUI or ``--headless``) sends them, or ``outbox --send``.
 """
 
 import argparse
@@ -106,9 +107,8 @@ def upload_text(snap: Dict[str, Any]) -> str:
 
 
 def run_recover(s: Session) -> int:
-    outbox, recovery, _upload = _services(s)
+    _outbox, recovery, _upload = _services(s)
     got = recovery.import_package(s.opts.file, s.actor)
-    outbox.deliver_once()
     counts = got["counts"]
     text = "考场 {} 场次 {} {}：参考 {} 人，缺考 {} 人，回收 {} 人。".format(
         got["room"], got["session"], "已回收过（相同文件），无变化" if got["duplicate"] else "回收成功",
@@ -136,11 +136,8 @@ def run_backup(s: Session) -> int:
 
 def run_upload(s: Session) -> int:
     opts: argparse.Namespace = s.opts
-    outbox, _recovery, upload = _services(s)
-    try:
-        result = upload.upload(opts.session, s.actor)
-    finally:
-        outbox.deliver_once()
+    _outbox, _recovery, upload = _services(s)
+    result = upload.upload(opts.session, s.actor)
     lines = ["本次上报 {} 个，之前已上报 {} 个。".format(len(result["uploaded"]), result["already"])]
     lines.extend("注意：" + w for w in result["warnings"])
     lines.append(upload_text(upload.snapshot()))

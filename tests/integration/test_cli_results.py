@@ -61,6 +61,7 @@ def test_recover_backup_upload(env, tmp_path, usb):
     assert "备份完成" in ok(kd(env, data, "backup-external", usb)).stdout
     done = json.loads(ok(kd(env, data, "upload", "--json")).stdout)
     assert len(done["uploaded"]) == 2 and done["sessions"][0]["status"] == "全部已上报"
+    ok(kd(env, data, "outbox", "--send"))  # commands only enqueue; a running instance or --send delivers
     received = env.sim.received()
     assert sorted(u["room_code"] for u in received["uploads"] if u["state"] == "committed") == sorted(rooms)
     kinds = [r["report"]["kind"] for r in received["reports"]]

@@ -330,7 +330,6 @@ def cli_env(tmp_path):
     e.close()
 
 
-@pytest.mark.xfail(strict=True, reason="kd/cli/results.py run_recover still delivers the outbox itself")
 def test_recover_with_an_unreachable_platform_returns_at_once_and_the_report_stays_queued(
         cli_env, tmp_path, never_accepted):
     from kd.core import model
