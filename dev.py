@@ -4,7 +4,7 @@
     python3 dev.py run [ARGS...]     start the app (drill mode when no site is configured)
     python3 dev.py test [PYTEST...]  run the whole test suite
     python3 dev.py bench             run every benchmarks/*.py, print their JSON lines
-    python3 dev.py lint              ruff check + vermin (Python 3.8 floor)
+    python3 dev.py lint              ruff check + vermin (Python 3.8 floor) + mypy (pyproject.toml [tool.mypy])
     python3 dev.py build             PyInstaller one-file build from kaodian.spec
     python3 dev.py screenshots       a PNG of every screen (drill mode, Xvfb) into docs/screenshots/
     python3 dev.py venv              only create/refresh .venv
@@ -130,7 +130,8 @@ def cmd_lint(py, args):
     bindir = os.path.dirname(py)
     rc = run([os.path.join(bindir, "ruff"), "check", "."] + args)
     rc2 = run([os.path.join(bindir, "vermin"), "-t=3.8-", "--no-tips", "--violations", "kd", "main.py", "dev.py"])
-    return rc or rc2
+    rc3 = run([os.path.join(bindir, "mypy")])  # the packages and settings: pyproject.toml [tool.mypy]
+    return rc or rc2 or rc3
 
 
 def cmd_build(py, args):
