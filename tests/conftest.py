@@ -3,6 +3,10 @@
 GUI tests use the ``tk_root`` fixture: it needs a display (pytest-xvfb starts Xvfb when
 there is none). Without one they skip, except when ``KD_REQUIRE_GUI=1`` (CI): then a
 missing display is a failure, so GUI tests can never silently stop running.
+
+No test binds a fixed port: ``KD_LAN_PORT=0`` is set for the whole run, so every
+``main.py`` a test starts (in-process or as a child, which inherits the environment)
+takes a free port unless it names one, even when 9190 is in use on the machine.
 """
 
 import os
@@ -13,6 +17,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+os.environ["KD_LAN_PORT"] = "0"  # main.py's --lan-port default: a free port, never 9190
 
 
 def pytest_addoption(parser):

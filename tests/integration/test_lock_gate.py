@@ -228,7 +228,7 @@ def test_no_dongle(tmp_path):
 def run_main(args, data_dir, env_extra=None, wait=WAIT):
     env = {k: v for k, v in os.environ.items() if k not in ("KD_LOCK_URL", "KD_DATA_DIR")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, MAIN, "--data-dir", data_dir] + args, cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, MAIN, "--data-dir", data_dir, "--lan-port", "0"] + args, cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=wait)
 
 
@@ -237,8 +237,9 @@ class Running:
 
     def __init__(self, args, data_dir):
         env = {k: v for k, v in os.environ.items() if k not in ("KD_LOCK_URL", "KD_DATA_DIR")}
-        self.proc = subprocess.Popen([sys.executable, MAIN, "--data-dir", data_dir] + args, cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # port 0: the LAN server takes a free port, never 9190 (which may be in use)
+        self.proc = subprocess.Popen([sys.executable, MAIN, "--data-dir", data_dir, "--lan-port", "0"] + args,
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
