@@ -9,7 +9,7 @@ sequence is in ``kd.site``; the names below are re-exported for older imports.
 """
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from kd.events import EventHub
 from kd.site import SettingsPlatform, Site, open_context, platform_for, trusted_keys
@@ -29,8 +29,10 @@ class App:
 
     def __init__(self, data_dir: str, *, lock_url: Optional[str] = None, hub: Optional[EventHub] = None,
                  lan_host: str = "0.0.0.0", lan_port: int = 9190, lan_options: Any = None,  # noqa: S104
-                 drill_site: Optional[Dict[str, Any]] = None, tick_s: float = 1.0, probe_s: float = 10.0) -> None:
+                 drill_site: Optional[Dict[str, Any]] = None, tick_s: float = 1.0, probe_s: float = 10.0,
+                 clock: Optional[Callable[[], Any]] = None) -> None:
         self.data_dir = data_dir
+        self.clock = clock  # the site's clock (``open_site(clock=)``; tests hold time still), None: real time
         self.lock_url = lock_url
         self.hub = hub or EventHub()
         self.lan_host, self.lan_port, self.lan_options = lan_host, lan_port, lan_options
@@ -43,7 +45,8 @@ class App:
 
         options = self.lan_options or LanOptions(host=self.lan_host, port=self.lan_port)
         self.site = open_site(self.data_dir, hub=self.hub, lock_url=self.lock_url, lan=options, ticks=True,
-                              tick_s=self.tick_s, probe_s=self.probe_s, drill_site=self.drill_site)
+                              tick_s=self.tick_s, probe_s=self.probe_s, drill_site=self.drill_site,
+                              clock=self.clock)
         return self
 
     def stop(self) -> None:

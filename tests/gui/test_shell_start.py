@@ -2,11 +2,13 @@
 back-off shown inline, the forced change of the default password, 系统设置 with its 初始化
 link, and the main window at the end."""
 
+import datetime
 import os
 
 import pytest
 
 from kd.app import App
+from kd.core.context import cst_now
 from kd.store.database import open_stores
 from kd.views.login import GateScreen, LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
@@ -22,8 +24,26 @@ def screen_of(flow, cls):
     return isinstance(flow.screen, cls) and flow.screen
 
 
-def drill_flow(root, dialogs, data_dir):
-    return StartFlow(root, lambda: App(data_dir, lan_host="127.0.0.1", lan_port=0, drill_site=SITE, probe_s=60.0),
+class HeldClock:
+    """The site's clock: the real time until ``hold()``, then still until ``advance(s)``."""
+
+    def __init__(self):
+        self.held = None
+
+    def __call__(self):
+        held = self.held
+        return cst_now() if held is None else held
+
+    def hold(self):
+        self.held = cst_now()
+
+    def advance(self, seconds):
+        self.held += datetime.timedelta(seconds=seconds)
+
+
+def drill_flow(root, dialogs, data_dir, clock=None):
+    return StartFlow(root, lambda: App(data_dir, lan_host="127.0.0.1", lan_port=0, drill_site=SITE, probe_s=60.0,
+                                       clock=clock),
                      dialogs=dialogs, log_path=os.path.join(data_dir, "logs", "kaodian.log"))
 
 
@@ -58,23 +78,35 @@ def ready_login(flow):
 
 
 def test_login_back_off_is_inline(gui_root, scripted, tmp_path):
-    flow = drill_flow(gui_root, scripted, str(tmp_path / "data"))
+    # The site's time stands still during the attempts: the 3rd failure's back-off (1 s, from
+    # the moment the attempt is recorded, before its password is hashed) must not run out
+    # while the test types the 4th; it ends when the test moves the clock on.
+    clock = HeldClock()
+    flow = drill_flow(gui_root, scripted, str(tmp_path / "data"), clock)
     try:
         flow.begin()
         login = pump_until(gui_root, lambda: ready_login(flow), 30, "login")
         assert login.user.get() == "admin"
+        clock.hold()
         for attempt in range(3):
             login.password.insert(0, "wrong{}".format(attempt))
             login.button.invoke()
             assert str(login.button.cget("state")) == "disabled"  # PBKDF2 runs in a worker
             pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal", 20, "answer")
             assert "错误" in login.error.cget("text") and login.password.get() == ""
+        third = login.error.cget("text").replace(" ", "")
+        assert "已连续失败3次" in third and "1秒后重试" in third
         login.password.insert(0, "888")  # even the right password waits out the back-off
         login.button.invoke()
         pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal", 20, "back-off")
         text = login.error.cget("text")
         assert "登录失败次数过多" in text and "秒后重试" in text.replace(" ", "")
-        assert screen_of(flow, LoginScreen) is login and not scripted.calls
+        assert screen_of(flow, LoginScreen) is login and login.password.get() == "" and not scripted.calls
+        clock.advance(1)  # the back-off is over: the right password logs in (and must be changed)
+        login.password.insert(0, "888")
+        login.button.invoke()
+        pump_until(gui_root, lambda: screen_of(flow, PasswordForm), 20, "forced change")
+        assert not scripted.calls
     finally:
         flow.close()
 
