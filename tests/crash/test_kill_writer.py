@@ -72,6 +72,7 @@ def check(data_dir, acked):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 0.35 s a kill: the default 200 kills take 70 s; 900 s fit about 2,500
 def test_sigkill_never_loses_an_acknowledged_write(tmp_path, request):
     kills = request.config.getoption("--crash-kills")
     rng = random.Random(request.config.getoption("--crash-seed"))

@@ -150,6 +150,7 @@ def check_old_or_new(data, old, new):
     return "new"
 
 
+@pytest.mark.timeout(900)  # one main.py per file operation of a load: 80 s here, more on a slow machine
 def test_kill_before_every_file_operation(site):
     env, root, template, new_zip, old, new, count = site
     assert count > 10
