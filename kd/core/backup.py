@@ -46,6 +46,7 @@ from kd import fileio as fsutil
 from kd.core import model
 from kd.core.accounts import AccountService
 from kd.core.context import Context
+from kd.core.labels import result_label
 from kd.core.ports import DongleSignature
 from kd.errors import FormatError, UserError
 from kd.formats import backup as bak
@@ -64,11 +65,6 @@ class SystemRefused(UserError):
 
 class BackupError(UserError):
     """A backup could not be written or did not verify after writing."""
-
-
-def result_label(room: str, session: str) -> str:
-    """How a room's result of a session is named to the administrator: ``考场 X 第N场次``."""
-    return "考场 {} 第{}场次".format(room, session)
 
 
 def recover_again_remedy(rooms: List[str], then: str) -> str:

@@ -44,7 +44,7 @@ runtime DB (``ctx.stores.runtime``)
                        refused file stays in the spool for inspection. One a 系统恢复
                        found (the backup and this PC held different results) also has
                        "origin": "restore", "held_by": "backup"|"here", "received_at",
-                       "upload" (its receipt, or None) — kd/core/system.py
+                       "upload" (its receipt, or None) — kd/core/restoreplan.py
   outbox/<id>          {"id", "kind", "data", "key", "session_id", "room_code",
                         "created_at", "state": "pending"|"sent"|"failed", "tries", "last_error",
                         "next_try_at", "sent_at", "failed_at", "report_id"} (kd/core/outbox.py;

@@ -15,7 +15,7 @@ monitor's ``tick()`` is driven by ``kd.site``.
     考中/考场管理   monitor (考场监控 + automatic reports)
     考后/数据回收   recovery (数据回收), upload (考后上报)
     更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
-                    system (恢复, 初始化, 模考转正考, the exit rule)
+                    system (初始化, 模考转正考, the exit rule), restore (系统恢复)
 """
 
 from kd.core.accounts import AccountService
@@ -27,6 +27,7 @@ from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
 from kd.core.recovery import RecoveryService
 from kd.core.registration import RegistrationService
+from kd.core.restore import RestoreService
 from kd.core.seal import SealCheckService
 from kd.core.system import SystemService
 from kd.core.upload import UploadService
@@ -41,7 +42,8 @@ class Core:
         self.outbox = Outbox(ctx)
         self.accounts = AccountService(ctx)
         self.backup = BackupService(ctx, self.accounts)
-        self.system = SystemService(ctx, accounts=self.accounts, backup=self.backup)
+        self.restore = RestoreService(ctx, self.accounts)
+        self.system = SystemService(ctx, accounts=self.accounts, backup=self.backup, restorer=self.restore)
         self.loading = LoadingService(ctx)
         self.monitor = MonitorService(ctx, self.outbox)
         self.registration = RegistrationService(ctx, loading=self.loading, connected=self.monitor.connected)
