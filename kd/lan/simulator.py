@@ -291,7 +291,7 @@ class Simulation:
         self.host, self.port = host, int(port)
         self.options = options or SimOptions()
         self.stop_event = threading.Event()
-        self._tmp: Optional[tempfile.TemporaryDirectory] = None  # type: ignore[type-arg]
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
         work = self.options.work_dir
         if work is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="kd-proctors-")
