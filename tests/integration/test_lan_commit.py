@@ -387,7 +387,7 @@ def test_abandoned_part_is_removed_at_start_and_a_fresh_one_kept(site, tmp_path,
     site.server.stop()
     _age(_part(site, old_room, session, old), DAY + 60)
     _age(_part(site, new_room, session2, new), DAY - 3600)  # 23 h: still resumable
-    with caplog.at_level("INFO", logger="kd.lan.server"):
+    with caplog.at_level("INFO", logger="kd.lan"):
         site.server = site.new_server()
     assert [p["room"] for p in site.server.partial_uploads()] == [new_room]
     assert any("abandoned" in r.getMessage() and old_room in r.getMessage() for r in caplog.records)
