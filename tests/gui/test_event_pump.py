@@ -50,18 +50,3 @@ def test_worker_events_are_handled_on_the_tk_thread(tk_root):
     hub.publish("tick", n=999)
     tk_root.update()
     assert 999 not in seen
-
-
-def test_ttkbootstrap_window_shows_chinese(tk_root):
-    import tkinter.font as tkfont
-
-    import ttkbootstrap as ttk
-
-    ttk.Style(theme="cosmo")
-    label = ttk.Label(tk_root, text="考点管理系统")
-    label.pack()
-    tk_root.deiconify()
-    tk_root.update()
-    assert label.winfo_width() > 1
-    families = {f.lower() for f in tkfont.families(tk_root)}
-    assert any("cjk" in f or "yahei" in f for f in families), "no CJK font: install fonts-noto-cjk"
