@@ -215,7 +215,7 @@ def build_result(*, site_code: str, room_code: str, session_id: str, created_at:
     the loader would refuse.
     """
     require_aware(created_at, "created_at")
-    codes = list(subjects) if subjects is not None else []
+    codes: List[Any] = list(subjects) if subjects is not None else []  # a candidate may name a bad one
     for cand in candidates:
         if cand.get("subject") not in codes and subjects is None:
             codes.append(cand.get("subject"))
@@ -255,9 +255,9 @@ def build_result(*, site_code: str, room_code: str, session_id: str, created_at:
     stamp = max(created_at.timetuple()[:6], (1980, 1, 1, 0, 0, 0))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:
-        for name, data, method in [(SUMMARY_NAME, summary, zipfile.ZIP_DEFLATED)] + \
+        for member, data, method in [(SUMMARY_NAME, summary, zipfile.ZIP_DEFLATED)] + \
                 [(n, d, zipfile.ZIP_STORED) for n, d in contents]:
-            info = zipfile.ZipInfo(name, date_time=stamp)
+            info = zipfile.ZipInfo(member, date_time=stamp)
             info.compress_type = method
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)

@@ -141,9 +141,12 @@ def verify_document(data: bytes, kind: str, trusted: TrustedKeys, what: str = "�
         raise _refuse(what, "不是有效的签名文件（无法解析）") from None
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
         raise _refuse(what, "不是有效的签名文件（格式标识不符）")
-    fields = {k: envelope.get(k) for k in ("kind", "key_id", "body", "sig")}
-    if not all(isinstance(v, str) for v in fields.values()):
-        raise _refuse(what, "签名文件缺少字段")
+    fields: Dict[str, str] = {}
+    for key in ("kind", "key_id", "body", "sig"):
+        value = envelope.get(key)
+        if not isinstance(value, str):
+            raise _refuse(what, "签名文件缺少字段")
+        fields[key] = value
     if fields["kind"] != kind:
         raise _refuse(what, "文件类型不符（应为 {}，实为 {}）".format(kind, fields["kind"]))
     if fields["key_id"] not in trusted:

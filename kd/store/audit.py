@@ -71,105 +71,58 @@ docs/formats.md ("审计日志").
 
 ``mark()`` / ``marked_bytes(mark)`` let a backup copy the log as it was when it froze its
 inputs, even if the file is rotated meanwhile.
+
+This module is the writer (opening, sealing, appending) and the public face; rotation and
+the cap are in ``kd.store.auditrotation``, verification across files in
+``kd.store.auditchain``, the file names and line primitives in ``kd.store.auditfiles``.
 """
 
-import datetime
 import hashlib
-import json
 import logging
 import os
-import re
 import threading
-from typing import IO, Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from kd import fileio
 from kd.errors import StoreError
+from kd.store.auditchain import Chain, Handle, VerifyReport, check_chain, find_chain
+from kd.store.auditfiles import (
+    CAPPED_ACTION,
+    GENESIS,
+    NEW_SUFFIX,
+    ROTATED_ACTION,
+    SEAL_ACTION,
+    SEAL_ACTOR,
+    SYSTEM_ACTOR,
+    AuditFiles,
+    encode_entry,
+    last_line,
+    last_newline,
+    line_hash,
+    lines_of,
+    now_text,
+    parse_entry,
+    readable_entries,
+    rotated_details,
+    size_of,
+)
+from kd.store.auditrotation import ROTATE_RETRY_BYTES, Notes, Rotation, finish_rotation
+
+__all__ = [
+    "CAPPED_ACTION", "GENESIS", "KEEP", "MAX_BYTES", "MAX_TOTAL", "NEW_SUFFIX", "ROTATED_ACTION",
+    "ROTATE_RETRY_BYTES", "SEAL_ACTION", "SEAL_ACTOR", "SYSTEM_ACTOR", "AuditLog", "AuditMark", "Notify",
+    "VerifyReport", "line_hash",
+]
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
-SEAL_ACTION = "audit.torn_tail_sealed"
-ROTATED_ACTION = "audit.rotated"
-CAPPED_ACTION = "audit.capped"
-SEAL_ACTOR = SYSTEM_ACTOR = "system"
 #: a file is rotated when an append would take it past this size
 MAX_BYTES = 16 * 1024 * 1024
 #: rotated files kept at most
 KEEP = 8
 #: bytes of rotated files kept at most
 MAX_TOTAL = 128 * 1024 * 1024
-#: after a failed rotation, the next try waits until the file grew by this much
-ROTATE_RETRY_BYTES = 1024 * 1024
-NEW_SUFFIX = ".new"
-_TAIL_BYTES = 1 << 16
-_dump = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 Notify = Callable[[str, Dict[str, Any]], None]
-
-
-def line_hash(line: bytes) -> str:
-    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _parse(raw: bytes) -> Optional[Dict[str, Any]]:
-    try:
-        entry = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return entry if isinstance(entry, dict) else None
-
-
-def _seals(entry: Optional[Dict[str, Any]], torn: bytes, prev: str, seq: int) -> bool:
-    """Whether ``entry`` is the seal of the torn line ``torn`` (without newline) after ``prev``."""
-    if entry is None or entry.get("action") != SEAL_ACTION or entry.get("actor") != SEAL_ACTOR:
-        return False
-    details = entry.get("details")
-    return (isinstance(details, dict) and entry.get("prev") == prev and entry.get("seq") == seq
-            and details.get("torn_bytes") == len(torn)
-            and details.get("torn_sha256") == hashlib.sha256(torn).hexdigest())
-
-
-def _rotated_entry(entry: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The details of an ``audit.rotated`` entry (None for any other line)."""
-    if entry is None or entry.get("action") != ROTATED_ACTION or entry.get("actor") != SYSTEM_ACTOR:
-        return None
-    details = entry.get("details")
-    return details if isinstance(details, dict) else None
-
-
-class VerifyReport(NamedTuple):
-    """What ``verify_report()`` found: line numbers are 1-based lines of their file."""
-
-    #: the first line where the chain breaks (tampering or damage), in ``broken_file``; None when it holds
-    broken: Optional[int]
-    #: torn lines (power cut, full disk) of ``audit.log`` sealed by the seal entry on the next line
-    sealed: List[int]
-    #: the last line of ``audit.log`` has no newline and no seal yet (sealed at the next open or append)
-    torn_tail: Optional[int]
-    #: lines checked (all of them, or up to the first broken one), every file together
-    lines: int
-    #: the file of ``broken`` (a name in the log's folder)
-    broken_file: Optional[str] = None
-    #: the files checked, oldest first (names; the last is ``audit.log``)
-    files: Tuple[str, ...] = ()
-    #: sealed torn lines of the rotated files: (file, line)
-    sealed_rotated: Tuple[Tuple[str, int], ...] = ()
-    #: the oldest file checked continues this one, which is no longer kept (the cap dropped it)
-    rotated_away: Optional[str] = None
-    #: the ``seq`` the checked chain starts with (1 unless older files were rotated away)
-    first_seq: int = 1
-    #: rotated files that are not on the chain (e.g. kept from before a 系统恢复)
-    unlinked: Tuple[str, ...] = ()
-    #: a file of the chain that is missing while older rotated files are kept (then ``broken`` is set)
-    missing: Optional[str] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.broken is None
 
 
 class AuditMark(NamedTuple):
@@ -180,14 +133,7 @@ class AuditMark(NamedTuple):
     becomes: str  # the name that file gets if it is rotated meanwhile
 
 
-class _Chain(NamedTuple):
-    files: List[str]                # paths, oldest first, the current file last
-    rotated_away: Optional[str]
-    missing: Optional[str]
-    unlinked: List[str]
-
-
-class AuditLog:
+class AuditLog(Rotation):
     """The audit log at ``path`` (and its rotated files next to it); ``append`` from any thread.
 
     ``notify(action, details)``, when set, is called (outside the log's lock, in the
@@ -196,13 +142,12 @@ class AuditLog:
 
     def __init__(self, path: str, *, max_bytes: int = MAX_BYTES, keep: int = KEEP,
                  max_total: int = MAX_TOTAL) -> None:
-        self.path = os.path.abspath(path)
-        self.dir, self.name = os.path.split(self.path)
+        self.names = AuditFiles(path)
+        self.path, self.dir, self.name = self.names.path, self.names.dir, self.names.name
         self.max_bytes = max_bytes
         self.keep = keep
         self.max_total = max_total
         self.notify: Optional[Notify] = None
-        self._rotated_re = re.compile(r"^{}\.([1-9][0-9]{{0,8}})$".format(re.escape(self.name)))
         self._lock = threading.Lock()
         os.makedirs(self.dir, exist_ok=True)
         #: the file's size after the last durable entry: everything beyond it is unacknowledged
@@ -219,26 +164,9 @@ class AuditLog:
                 detail=repr(e),
             ) from e
 
-    # -- the files ----------------------------------------------------------------------
     def rotated_files(self) -> List[Tuple[int, str]]:
         """The rotated files kept next to the log: (number, name), oldest first."""
-        out = []
-        try:
-            names = os.listdir(self.dir)
-        except FileNotFoundError:
-            return out
-        for name in names:
-            m = self._rotated_re.match(name)
-            if m is not None:
-                out.append((int(m.group(1)), name))
-        return sorted(out)
-
-    def _file(self, name: str) -> str:
-        return os.path.join(self.dir, name)
-
-    def _number(self, name: str) -> Optional[int]:
-        m = self._rotated_re.match(name) if isinstance(name, str) else None
-        return int(m.group(1)) if m is not None else None
+        return self.names.rotated_files()
 
     # -- the tail -----------------------------------------------------------------------
     def _recover_tail(self, at_open: bool = False) -> None:
@@ -248,7 +176,7 @@ class AuditLog:
         written yet (a full disk) is logged and left to the next append, so that the log
         can still be read.
         """
-        self._finish_rotation()
+        finish_rotation(self.names)
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
@@ -256,16 +184,16 @@ class AuditLog:
             return
         with f:
             size = os.fstat(f.fileno()).st_size
-            end = _last_newline(f, size) + 1  # 0 when there is no complete line
+            end = last_newline(f, size) + 1  # 0 when there is no complete line
             torn = b""
             if end < size:
                 f.seek(end)
                 torn = f.read(size - end)
-            last = _last_line(f, end)
+            last = last_line(f, end)
         if last is None:
             last_hash, seq = GENESIS, 0
         else:
-            entry = _parse(last)
+            entry = parse_entry(last)
             last_hash = line_hash(last)
             if entry is not None and isinstance(entry.get("seq"), int):
                 seq = entry["seq"]
@@ -283,29 +211,6 @@ class AuditLog:
             log.error("audit log %s: could not seal its torn last line yet (%r); the next append will",
                       self.path, e)
 
-    def _finish_rotation(self) -> None:
-        """Complete or undo a rotation a kill interrupted (see the module docstring)."""
-        new = self.path + NEW_SUFFIX
-        if not os.path.lexists(new):
-            return
-        if os.path.lexists(self.path):
-            log.warning("audit log %s: removing %s, left by a rotation interrupted before its rename "
-                        "(nothing was rotated)", self.path, os.path.basename(new))
-            os.remove(new)
-            return
-        with open(new, "rb") as f:
-            head = f.readline(_TAIL_BYTES)
-        details = _rotated_entry(_parse(head)) if head.endswith(b"\n") else None
-        name = str(details.get("file")) if details else ""
-        if details is None or self._number(name) is None or _size_of(self._file(name)) != details.get("bytes"):
-            log.error("audit log %s: removing %s: it does not continue a kept rotated file", self.path,
-                      os.path.basename(new))
-            os.remove(new)
-            return
-        log.warning("audit log %s: finishing a rotation a kill interrupted (%s was rotated)", self.path, name)
-        os.replace(new, self.path)
-        fileio.fsync_dir(self.dir)
-
     def _count_entries(self) -> int:
         """Entries up to the end of the file (when its last line is unreadable): the seq the chain reached.
 
@@ -314,11 +219,12 @@ class AuditLog:
         """
         count = 0
         base = 0
-        for number, raw, _ in _lines_of(self.path):
+        for number, raw, _ in lines_of(self.path):
             if not raw.endswith(b"\n"):
                 break
-            entry = _parse(raw)
-            if number == 1 and _rotated_entry(entry) is not None and isinstance(entry.get("seq"), int):
+            entry = parse_entry(raw)
+            if number == 1 and entry is not None and rotated_details(entry) is not None \
+                    and isinstance(entry.get("seq"), int):
                 base = entry["seq"] - 1
             count += 0 if entry is not None and entry.get("action") == SEAL_ACTION else 1
         return base + count
@@ -327,7 +233,7 @@ class AuditLog:
         """Terminate the torn bytes at the end of the file and append their seal entry."""
         entry = self._entry(SEAL_ACTOR, SEAL_ACTION,
                             {"torn_bytes": len(torn), "torn_sha256": hashlib.sha256(torn).hexdigest()})
-        line = _dump(entry).encode("utf-8")
+        line = encode_entry(entry).encode("utf-8")
         self._write(b"\n" + line + b"\n", size)
         log.critical(
             "AUDIT LOG TORN TAIL SEALED: %s had an unfinished last line (%d bytes, sha256 %s) - a power cut or a "
@@ -357,7 +263,7 @@ class AuditLog:
 
     # -- appending ----------------------------------------------------------------------
     def _entry(self, actor: str, action: str, details: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        return {"seq": self._seq + 1, "time": _now(), "actor": actor, "action": action,
+        return {"seq": self._seq + 1, "time": now_text(), "actor": actor, "action": action,
                 "details": details or {}, "prev": self._last_hash}
 
     def _commit(self, entry: Dict[str, Any]) -> Dict[str, Any]:
@@ -365,7 +271,7 @@ class AuditLog:
 
         Lock held; no rotation. Raises ``OSError`` (the file is as before).
         """
-        line = _dump(entry).encode("utf-8")
+        line = encode_entry(entry).encode("utf-8")
         self._write(line + b"\n", self._size)
         self._size += len(line) + 1
         self._seq += 1
@@ -377,13 +283,13 @@ class AuditLog:
 
         Raises ``StoreError`` when it cannot be written (the file is as before the call).
         """
-        notes: List[Tuple[str, Dict[str, Any]]] = []
+        notes: Notes = []
         with self._lock:
             try:
-                if _size_of(self.path) != self._size:  # a failed append left bytes we could not remove
+                if size_of(self.path) != self._size:  # a failed append left bytes we could not remove
                     self._recover_tail()
                 entry = self._entry(actor, action, details)
-                size = len(_dump(entry).encode("utf-8")) + 1
+                size = len(encode_entry(entry).encode("utf-8")) + 1
                 if self._size > 0 and self._size + size > self.max_bytes and self._size >= self._rotate_after:
                     if self._rotate(notes):
                         entry = self._entry(actor, action, details)
@@ -397,7 +303,7 @@ class AuditLog:
         self._tell(notes)
         return entry
 
-    def _tell(self, notes: List[Tuple[str, Dict[str, Any]]]) -> None:
+    def _tell(self, notes: Notes) -> None:
         notify = self.notify
         if notify is None:
             return
@@ -407,87 +313,11 @@ class AuditLog:
             except Exception:  # noqa: BLE001 - a listener must not fail the append that already happened
                 log.exception("audit log listener failed on %s", action)
 
-    # -- rotation -----------------------------------------------------------------------
-    def _rotate(self, notes: List[Tuple[str, Dict[str, Any]]]) -> bool:
-        """Rotate the current file (lock held); False when it could not be done (logged; goes on in place).
-
-        Raises ``OSError`` only when the current file was renamed but the new one could not
-        take its name: the next append (or open) finishes the rotation.
-        """
-        rotated = self.rotated_files()
-        number = rotated[-1][0] + 1 if rotated else 1
-        name = "{}.{}".format(self.name, number)
-        target = self._file(name)
-        new = self.path + NEW_SUFFIX
-        details = {"file": name, "lines": _count_lines(self.path, self._size), "bytes": self._size,
-                   "last_seq": self._seq, "last_hash": self._last_hash}
-        entry = self._entry(SYSTEM_ACTOR, ROTATED_ACTION, details)
-        line = _dump(entry).encode("utf-8")
-        try:
-            with open(new, "wb") as f:
-                f.write(line + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            if os.path.lexists(target):
-                raise FileExistsError(target)
-            _rename(self.path, target)
-        except OSError as e:
-            _remove_quietly(new)
-            self._rotate_after = self._size + ROTATE_RETRY_BYTES
-            log.error("audit log %s: could not rotate it to %s (%r); going on in the same file, trying again "
-                      "after %d more bytes", self.path, name, e, ROTATE_RETRY_BYTES)
-            return False
-        fileio.fsync_dir(self.dir)
-        _rename(new, self.path)
-        fileio.fsync_dir(self.dir)
-        self._size = len(line) + 1
-        self._seq += 1
-        self._last_hash = line_hash(line)
-        self._rotate_after = 0
-        log.info("audit log rotated: %s (%d lines, %d bytes) kept as %s", self.name, details["lines"],
-                 details["bytes"], name)
-        notes.append((ROTATED_ACTION, details))
-        self._cap(notes)
-        return True
-
-    def _cap(self, notes: List[Tuple[str, Dict[str, Any]]]) -> None:
-        """Drop the oldest rotated files beyond ``keep`` files or ``max_total`` bytes (lock held)."""
-        files = [(name, _size_of(self._file(name))) for _, name in self.rotated_files()]
-        while files and (len(files) > self.keep or sum(size for _, size in files) > self.max_total):
-            name, size = files.pop(0)
-            path = self._file(name)
-            first, last = _first_line(path), _last_complete_line(path)
-            head, tail = _parse(first or b""), _parse(last or b"")
-            details = {"file": name, "bytes": size,
-                       "first_seq": head.get("seq") if head else None,
-                       "last_seq": tail.get("seq") if tail else None,
-                       "last_hash": line_hash(last) if last is not None else None,
-                       "kept_files": len(files), "kept_bytes": sum(s for _, s in files),
-                       "keep": self.keep, "max_total": self.max_total}
-            try:
-                self._commit(self._entry(SYSTEM_ACTOR, CAPPED_ACTION, details))
-            except OSError as e:
-                log.error("audit log %s: could not record dropping %s (%r); it is kept for now", self.path, name, e)
-                return
-            try:
-                os.remove(path)
-            except OSError as e:
-                log.error("audit log %s: could not delete %s (%r); trying again at the next rotation",
-                          self.path, name, e)
-                return
-            log.critical(
-                "AUDIT LOG CAPPED: %s (entries %s to %s, %d bytes) was deleted: the audit log keeps at most %d "
-                "rotated files and %d bytes. Older entries are gone; copy the rotated files off the PC to keep them.",
-                name, details["first_seq"], details["last_seq"], size, self.keep, self.max_total)
-            notes.append((CAPPED_ACTION, details))
-
     # -- a frozen copy ------------------------------------------------------------------
     def mark(self) -> AuditMark:
         """Where the log ends now (call it where the backup freezes its inputs)."""
         with self._lock:
-            rotated = self.rotated_files()
-            number = rotated[-1][0] + 1 if rotated else 1
-            return AuditMark(self.path, _size_of(self.path), self._file("{}.{}".format(self.name, number)))
+            return AuditMark(self.path, size_of(self.path), self.names.file(self.names.next_rotated_name()))
 
     def marked_bytes(self, mark: AuditMark) -> bytes:
         """The file ``mark`` was taken of, its first ``mark.length`` bytes cut back to the last complete line.
@@ -505,36 +335,11 @@ class AuditLog:
         return data[:data.rfind(b"\n") + 1]
 
     # -- reading ------------------------------------------------------------------------
-    def _chain(self) -> _Chain:
-        """The files of the chain, walking back from the current file along ``audit.rotated`` entries."""
-        rotated = self.rotated_files()
-        files = [self.path]
-        seen = {self.name}
-        rotated_away = missing = None
-        current = self.path
-        while True:
-            details = _rotated_entry(_parse(_first_line(current) or b""))
-            name = details.get("file") if details else None
-            number = self._number(str(name)) if name is not None else None
-            if number is None or name in seen:
-                break  # genesis, or a first line the forward check will judge
-            path = self._file(str(name))
-            if not os.path.exists(path):
-                rotated_away = str(name)
-                if any(n < number for n, _ in rotated):
-                    missing = rotated_away
-                break
-            files.insert(0, path)
-            seen.add(str(name))
-            current = path
-        unlinked = [name for _, name in rotated if name not in seen]
-        return _Chain(files, rotated_away, missing, unlinked)
-
-    def _open_chain(self) -> Tuple[_Chain, List[Tuple[str, IO[bytes], int]]]:
+    def _open_chain(self) -> Tuple[Chain, List[Handle]]:
         """The chain and its files opened with their sizes now (under the lock: a rotation waits)."""
         with self._lock:
-            chain = self._chain()
-            handles: List[Tuple[str, IO[bytes], int]] = []
+            chain = find_chain(self.names)
+            handles: List[Handle] = []
             try:
                 for path in chain.files:
                     try:
@@ -543,75 +348,19 @@ class AuditLog:
                         continue  # only the current file may be missing (an empty log)
                     handles.append((path, f, os.fstat(f.fileno()).st_size))
             except BaseException:
-                for _, f, _ in handles:
-                    f.close()
+                for _, handle, _ in handles:
+                    handle.close()
                 raise
         return chain, handles
 
-    def _scan_report(self) -> VerifyReport:
+    def verify_report(self) -> VerifyReport:
+        """Check the whole chain over the kept files: the first broken line, the sealed torn lines before it."""
         chain, handles = self._open_chain()
         try:
-            return self._check(chain, handles)
+            return check_chain(self.names, chain, handles)
         finally:
             for _, f, _ in handles:
                 f.close()
-
-    def _check(self, chain: _Chain, handles: List[Tuple[str, IO[bytes], int]]) -> VerifyReport:
-        names = tuple(os.path.basename(path) for path, _, _ in handles)
-        sealed: List[int] = []
-        sealed_rotated: List[Tuple[str, int]] = []
-        torn_tail = None
-        total = 0
-        prev, seq = GENESIS, 1
-        first_seq = 1
-
-        def report(broken: Optional[int] = None, broken_file: Optional[str] = None) -> VerifyReport:
-            return VerifyReport(broken, sealed, torn_tail, total, broken_file, names, tuple(sealed_rotated),
-                                chain.rotated_away, first_seq, tuple(chain.unlinked), chain.missing)
-
-        if chain.missing is not None:
-            return report(1, names[0] if names else self.name)
-        previous: Optional[Tuple[str, int, int]] = None  # name, lines, bytes of the file before
-        for index, (path, f, size) in enumerate(handles):
-            name = os.path.basename(path)
-            current = path == self.path
-            count = 0
-            for number, raw, following in _lines(f, size):
-                total += 1
-                count = number
-                if number == 1:
-                    entry = _parse(raw)
-                    details = _rotated_entry(entry) if raw.endswith(b"\n") else None
-                    if index == 0 and chain.rotated_away is not None:
-                        # the oldest kept file continues one the cap dropped: its first entry starts the chain
-                        if (details is None or details.get("file") != chain.rotated_away
-                                or not isinstance(entry.get("seq"), int) or not isinstance(entry.get("prev"), str)):
-                            return report(1, name)
-                        prev, seq = entry["prev"], entry["seq"]
-                        first_seq = seq
-                    elif previous is not None:
-                        if details is None or (details.get("file"), details.get("lines"), details.get("bytes"),
-                                               details.get("last_seq"), details.get("last_hash")) != (
-                                previous[0], previous[1], previous[2], seq - 1, prev):
-                            return report(1, name)
-                if following is not None and raw.endswith(b"\n") and _seals(_parse(following), raw[:-1], prev, seq):
-                    (sealed.append(number) if current else sealed_rotated.append((name, number)))
-                    continue
-                if not raw.endswith(b"\n"):
-                    if not current:
-                        return report(number, name)
-                    torn_tail = number
-                    return report()
-                entry = _parse(raw)
-                if entry is None or entry.get("prev") != prev or entry.get("seq") != seq:
-                    return report(number, name)
-                prev, seq = line_hash(raw), seq + 1
-            previous = (name, count, size)
-        return report()
-
-    def verify_report(self) -> VerifyReport:
-        """Check the whole chain over the kept files: the first broken line, the sealed torn lines before it."""
-        return self._scan_report()
 
     def verify(self) -> Optional[int]:
         """None when the chain holds (sealed torn lines included); else the 1-based number of the first broken line
@@ -627,7 +376,7 @@ class AuditLog:
         _, handles = self._open_chain()
         try:
             for _, f, size in handles:
-                yield from _entries(f, size)
+                yield from readable_entries(f, size)
         finally:
             for _, f, _ in handles:
                 f.close()
@@ -640,127 +389,8 @@ class AuditLog:
             for _, f, size in reversed(handles):
                 if len(out) >= count:
                     break
-                out = list(_entries(f, size)) + out
+                out = list(readable_entries(f, size)) + out
         finally:
             for _, f, _ in handles:
                 f.close()
         return out[-count:] if count > 0 else []
-
-
-def _entries(f: IO[bytes], size: int) -> Iterator[Dict[str, Any]]:
-    for _, raw, following in _lines(f, size):
-        if not raw.endswith(b"\n"):
-            return
-        entry = _parse(following) if following is not None else None
-        if entry is not None and entry.get("action") == SEAL_ACTION and _seals(
-                entry, raw[:-1], entry.get("prev"), entry.get("seq")):
-            continue
-        entry = _parse(raw)
-        if entry is not None:
-            yield entry
-
-
-def _lines(f: IO[bytes], size: int) -> Iterator[Tuple[int, bytes, Optional[bytes]]]:
-    """(number, line, next line) for the lines in the first ``size`` bytes of ``f``, lines with their newline."""
-    f.seek(0)
-    left = [size]
-
-    def read() -> Optional[bytes]:
-        if left[0] <= 0:
-            return None
-        raw = f.readline(left[0])
-        if not raw:
-            return None
-        left[0] -= len(raw)
-        return raw
-
-    raw = read()
-    number = 0
-    while raw is not None:
-        number += 1
-        following = read()
-        yield number, raw, following
-        raw = following
-
-
-def _lines_of(path: str) -> Iterator[Tuple[int, bytes, Optional[bytes]]]:
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with f:
-        yield from _lines(f, os.fstat(f.fileno()).st_size)
-
-
-def _count_lines(path: str, size: int) -> int:
-    """The number of newlines in the first ``size`` bytes of the file."""
-    count = 0
-    with open(path, "rb") as f:
-        left = size
-        while left > 0:
-            chunk = f.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            count += chunk.count(b"\n")
-            left -= len(chunk)
-    return count
-
-
-def _first_line(path: str) -> Optional[bytes]:
-    """The file's first complete line without its newline (None: no file, or no complete line)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.readline(_TAIL_BYTES)
-    except FileNotFoundError:
-        return None
-    return raw[:-1] if raw.endswith(b"\n") else None
-
-
-def _last_complete_line(path: str) -> Optional[bytes]:
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            return _last_line(f, _last_newline(f, size) + 1)
-    except FileNotFoundError:
-        return None
-
-
-def _rename(src: str, dst: str) -> None:
-    """One rename of a rotation (a module function, so that a test can make it fail)."""
-    os.replace(src, dst)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def _size_of(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
-
-
-def _last_newline(f: Any, end: int) -> int:
-    """The offset of the last ``\\n`` before ``end`` in the open file ``f`` (-1: none)."""
-    pos = end
-    while pos > 0:
-        start = max(0, pos - _TAIL_BYTES)
-        f.seek(start)
-        i = f.read(pos - start).rfind(b"\n")
-        if i >= 0:
-            return start + i
-        pos = start
-    return -1
-
-
-def _last_line(f: Any, end: int) -> Optional[bytes]:
-    """The complete line ending at ``end`` (its newline at ``end - 1``), without the newline; None at 0."""
-    if end <= 0:
-        return None
-    start = _last_newline(f, end - 1) + 1
-    f.seek(start)
-    return f.read(end - 1 - start)

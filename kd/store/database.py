@@ -29,7 +29,7 @@ import json
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, cast
 
 from tinydb import Query, TinyDB
 from tinydb.storages import MemoryStorage, Storage
@@ -139,7 +139,7 @@ class Database:
             doc_id = self._ids(table).get(key)
             if doc_id is None:
                 return None
-            return _strip(self._db.table(table).get(doc_id=doc_id))
+            return _strip(_stored(self._db.table(table), doc_id))
 
     def view(self, table: str, key: str, fn: Callable[[Doc], Any]) -> Any:
         """``fn(doc)`` on the stored document, copied out; None when there is none.
@@ -154,7 +154,7 @@ class Database:
             doc_id = self._ids(table).get(key)
             if doc_id is None:
                 return None
-            return _copy(fn(self._db.table(table).get(doc_id=doc_id)))
+            return _copy(fn(_stored(self._db.table(table), doc_id)))
 
     def all(self, table: str) -> List[Doc]:
         with self._lock:
@@ -218,7 +218,7 @@ class Database:
             t = self._db.table(table)
             self._hint(table, doc_id)
             t.update(new, doc_ids=[doc_id])
-            return _strip(t.get(doc_id=doc_id))
+            return _strip(_stored(t, doc_id))
 
     def delete(self, table: str, key: str) -> bool:
         with self._writing():
@@ -289,7 +289,14 @@ def _strip(doc: Doc) -> Doc:
     return out
 
 
-def _replace_with(new: Doc) -> Callable[[Doc], None]:
+def _stored(t: Table, doc_id: int) -> Document:
+    """The document ``doc_id`` of ``t``: one id gets one document (the key map says it exists)."""
+    return cast(Document, t.get(doc_id=doc_id))
+
+
+def _replace_with(new: Doc) -> Callable[[Any], None]:
+    """A TinyDB update transform (typed there as taking a Mapping; it is the stored dict)."""
+
     def transform(doc: Doc) -> None:
         doc.clear()
         doc.update(new)

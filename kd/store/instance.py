@@ -14,6 +14,7 @@ started right after its predecessor let go of the lock; should the lock still be
 
 import logging
 import os
+import sys
 import time
 from typing import IO, Optional
 
@@ -92,7 +93,7 @@ def _owner(f: IO[bytes]) -> str:
         return ""
 
 
-if os.name == "nt":  # pragma: no cover - exercised on Windows
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows
     import msvcrt
 
     def _lock(f: IO[bytes]) -> None:

@@ -421,7 +421,7 @@ def test_killed_before_the_rename_nothing_was_rotated(tmp_path):
 
 def test_killed_between_the_renames_the_rotation_is_finished(tmp_path, monkeypatch):
     log, before, n = rotated_log(tmp_path)
-    import kd.store.audit as audit_module
+    import kd.store.auditrotation as audit_module
 
     real = audit_module._rename
     calls = []
@@ -456,7 +456,7 @@ def test_killed_between_the_renames_the_rotation_is_finished(tmp_path, monkeypat
 def test_a_rename_refused_goes_on_in_the_same_file(tmp_path, monkeypatch, caplog):
     """Windows refuses to rename a file another program holds open: logged, retried 1 MiB later."""
     log, _, n = rotated_log(tmp_path)
-    import kd.store.audit as audit_module
+    import kd.store.auditrotation as audit_module
 
     def refuse(src, dst):
         raise PermissionError(13, "held by another program", src)
