@@ -10,7 +10,7 @@ Windows, ``/dev/ttyACMn`` on Linux); other serial devices are never written to.
 
 Shape (pyserial's ``serial.threaded`` and ``examples/at_protocol.py``):
 
-- a reader thread per open port frames lines into a queue (``_Link``);
+- a reader thread per open port frames lines into a queue (``Link``);
 - ``command(name, *args, timeout=…)`` sends one request and waits for its reply under a
   lock, so callers from any thread are serialised; it returns the ``OK`` fields or raises
   a ``LockDriverError`` subclass (``kd.lock.errors``); lines that are not replies (line
@@ -33,17 +33,10 @@ it is there to catch an operator's mistake early (系统设置), not to prove an
 """
 
 import logging
-import re
 import secrets
-import selectors
-import socket
 import threading
 import time
-from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple
-
-import serial
-import serial.tools.list_ports
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from kd.events import EventHub
 from kd.formats.signing import verify_raw
@@ -57,21 +50,28 @@ from kd.lock.errors import (
     LockTimeout,
     WrongLockError,
 )
+from kd.lock.link import (
+    DESCRIPTION_RE,
+    READ_POLL,
+    USB_IDS,
+    WRITE_TIMEOUT,
+    Link,
+    candidate_ports,
+    is_dongle_port,
+    open_port,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT", "DESCRIPTION_RE", "EVENT_ATTACHED", "EVENT_DETACHED", "READ_POLL", "USB_IDS", "WRITE_TIMEOUT",
+    "ExpectedLock", "LockDriver", "LockInfo", "candidate_ports", "is_dongle_port", "open_port",
+]
 
 log = logging.getLogger(__name__)
 
 EVENT_ATTACHED = "lock.attached"
 EVENT_DETACHED = "lock.detached"
 
-#: USB VID:PID of the exam dongle (pid.codes vendor 0x1209, product 0x4B44 "KD")
-USB_IDS = frozenset([(0x1209, 0x4B44)])
-#: what the dongle's USB strings contain
-DESCRIPTION_RE = re.compile(r"KDLOCK|机考锁", re.IGNORECASE)
-
 DEFAULT_TIMEOUT = 2.0
-WRITE_TIMEOUT = 2.0
-#: read poll for ports without a selectable handle (Windows); cancel_read ends it early
-READ_POLL = 0.2
 
 
 class ExpectedLock(NamedTuple):
@@ -96,145 +96,6 @@ class LockInfo(NamedTuple):
     def site_code(self) -> Optional[str]:
         """The site code the dongle reported (None: registered to none, or not reported)."""
         return self.site.site_code
-
-
-def is_dongle_port(port: Any) -> bool:
-    """True when a ``list_ports`` entry looks like the exam dongle (VID:PID or name)."""
-    if (getattr(port, "vid", None), getattr(port, "pid", None)) in USB_IDS:
-        return True
-    text = " ".join(str(getattr(port, a, None) or "") for a in ("description", "product", "manufacturer"))
-    return bool(DESCRIPTION_RE.search(text))
-
-
-def candidate_ports(ports: Optional[Iterable[Any]] = None) -> List[str]:
-    """Device names of the ports to probe (``ports`` defaults to ``comports()``)."""
-    found = serial.tools.list_ports.comports() if ports is None else ports
-    return [p.device for p in found if is_dongle_port(p)]
-
-
-class _Link:
-    """One open port: its reader thread and the lines it framed."""
-
-    def __init__(self, port: serial.SerialBase, url: str) -> None:
-        self.port = port
-        self.url = url
-        self.lost = threading.Event()
-        self.lost_reason = ""
-        self.needs_resync = False
-        self.noise = 0
-        self._lines: Deque[P.Frame] = deque(maxlen=256)
-        self._cond = threading.Condition()
-        self._closing = False
-        self._waker: Optional[Tuple[socket.socket, socket.socket]] = None
-        try:
-            self._fileno: Optional[int] = port.fileno()
-        except (AttributeError, OSError, ValueError):
-            self._fileno = None
-        if self._fileno is not None:
-            self._waker = socket.socketpair()
-        else:
-            port.timeout = READ_POLL
-        self._thread = threading.Thread(target=self._read_loop, name="lock-reader", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _read_loop(self) -> None:
-        framer = P.LineFramer()
-        reason = "closed"
-        sel = None
-        try:
-            if self._fileno is not None and self._waker is not None:
-                sel = selectors.DefaultSelector()
-                sel.register(self._fileno, selectors.EVENT_READ)
-                sel.register(self._waker[0], selectors.EVENT_READ)
-            while not self._closing:
-                if sel is not None:
-                    if not sel.select() or self._closing:
-                        continue
-                    data = self.port.read(4096)  # timeout 0: what is there
-                    if not data:
-                        # readable but empty: a socket or tty whose far end went away
-                        raise serial.SerialException("device disconnected")
-                else:
-                    data = self.port.read(self.port.in_waiting or 1)
-                if data:
-                    frames = framer.feed(data)
-                    if frames:
-                        with self._cond:
-                            self._lines.extend(frames)
-                            self._cond.notify_all()
-        except (serial.SerialException, OSError, ValueError, TypeError) as e:
-            reason = str(e) or type(e).__name__
-        finally:
-            if sel is not None:
-                sel.close()
-            if not self._closing:
-                log.info("dongle link %s lost: %s", self.url, reason)
-            self.lost_reason = reason
-            with self._cond:
-                self.lost.set()
-                self._cond.notify_all()
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.port.write(data)
-            self.port.flush()
-        except serial.SerialTimeoutException as e:
-            raise LockTimeout(detail="write to {} timed out: {}".format(self.url, e)) from e
-        except (serial.SerialException, OSError, ValueError, TypeError) as e:
-            raise LockDisconnected(detail="write to {} failed: {}".format(self.url, e)) from e
-
-    def discard(self) -> None:
-        with self._cond:
-            self._lines.clear()
-
-    def next_frame(self, deadline: float) -> P.Frame:
-        with self._cond:
-            while not self._lines:
-                if self.lost.is_set():
-                    raise LockDisconnected(detail="{}: {}".format(self.url, self.lost_reason))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.needs_resync = True
-                    raise LockTimeout(detail="no reply from {}".format(self.url))
-                self._cond.wait(left)
-            return self._lines.popleft()
-
-    def close(self) -> None:
-        self._closing = True
-        if self._waker is not None:
-            try:
-                self._waker[1].send(b"x")
-            except OSError:
-                pass
-        else:
-            cancel = getattr(self.port, "cancel_read", None)
-            if callable(cancel):
-                try:
-                    cancel()
-                except (serial.SerialException, OSError):
-                    pass
-        if threading.current_thread() is not self._thread and self._thread.is_alive():
-            self._thread.join(READ_POLL + 2.0)
-        if self.url.startswith("socket://"):
-            # pyserial's socket close() sleeps 0.3 s after closing ("for quick reconnects");
-            # nobody needs to wait for that
-            threading.Thread(target=self._close_port, name="lock-close", daemon=True).start()
-        else:
-            self._close_port()
-        if self._waker is not None:
-            for s in self._waker:
-                s.close()
-        with self._cond:
-            self.lost.set()
-            self._cond.notify_all()
-
-    def _close_port(self) -> None:
-        try:
-            self.port.close()
-        except (serial.SerialException, OSError):
-            pass
 
 
 class LockDriver:
@@ -263,7 +124,7 @@ class LockDriver:
         self._ports = list(ports) if ports is not None else None
         self._cmd_lock = threading.Lock()
         self._state = threading.Condition()
-        self._link: Optional[_Link] = None
+        self._link: Optional[Link] = None
         self.info: Optional[LockInfo] = None
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -320,14 +181,8 @@ class LockDriver:
         raise LockNotFound(detail="auto-detect: " + ("; ".join(tried) or "no port with USB {} or name {}".format(
             ",".join("{:04X}:{:04X}".format(*i) for i in sorted(USB_IDS)), DESCRIPTION_RE.pattern)))
 
-    def _open(self, url: str) -> serial.SerialBase:
-        try:
-            return serial.serial_for_url(url, baudrate=115200, timeout=0, write_timeout=WRITE_TIMEOUT)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise LockNotFound(detail="cannot open {}: {}".format(url, e)) from e
-
     def _attach(self, url: str) -> LockInfo:
-        link = _Link(self._open(url), url)
+        link = Link(open_port(url), url)
         link.start()
         try:
             with self._cmd_lock:
@@ -369,7 +224,7 @@ class LockDriver:
         self._publish(EVENT_ATTACHED, lock_id=lock_id, url=url)
         return info
 
-    def _detach(self, link: _Link, reason: str) -> None:
+    def _detach(self, link: Link, reason: str) -> None:
         with self._state:
             if self._link is not link:
                 return
@@ -427,7 +282,7 @@ class LockDriver:
         finally:
             self._cmd_lock.release()
 
-    def _exchange(self, link: _Link, line: bytes, deadline: float) -> Tuple[str, ...]:
+    def _exchange(self, link: Link, line: bytes, deadline: float) -> Tuple[str, ...]:
         if link.needs_resync:
             self._resync(link, deadline)
         link.discard()
@@ -438,11 +293,11 @@ class LockDriver:
             raise LockRefused(reply.code, reply.text, detail=detail)
         return reply.fields
 
-    def _site(self, link: _Link, deadline: float) -> P.SiteReading:
+    def _site(self, link: Link, deadline: float) -> P.SiteReading:
         """Ask ``SITE`` (attach: the command lock is held)."""
         return _site_of(lambda: self._exchange(link, P.encode_request(P.SITE), deadline))
 
-    def _resync(self, link: _Link, deadline: float) -> None:
+    def _resync(self, link: Link, deadline: float) -> None:
         token = secrets.token_hex(8)
         link.discard()
         link.write(P.encode_request(P.ECHO, token))
@@ -453,7 +308,7 @@ class LockDriver:
                 return
             log.debug("resync: skipped stale reply %r", reply)
 
-    def _next_reply(self, link: _Link, deadline: float) -> P.Reply:
+    def _next_reply(self, link: Link, deadline: float) -> P.Reply:
         while True:
             frame = link.next_frame(deadline)
             if frame is P.TOO_LONG:

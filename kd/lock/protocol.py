@@ -261,13 +261,13 @@ def parse_nonce(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def check_lock_id(lock_id: str) -> str:
+def check_lock_id(lock_id: object) -> str:
     if not isinstance(lock_id, str) or not LOCK_ID_RE.match(lock_id):
         raise ValueError("bad lock id {!r}".format(lock_id))
     return lock_id
 
 
-def check_site_code(site_code: str) -> str:
+def check_site_code(site_code: object) -> str:
     """``site_code`` when it is 4 to 10 ASCII digits; ``ValueError`` otherwise."""
     if not isinstance(site_code, str) or not SITE_CODE_RE.match(site_code):
         raise ValueError("bad site code {!r}".format(site_code))

@@ -117,7 +117,7 @@ def run_cli(opts: argparse.Namespace, lock_url: Optional[str] = None) -> int:
     password = opts.password or os.environ.get(ENV_PLATFORM_PASSWORD)
     missing = [name for name, value in (("--platform", platform), ("--site", opts.site),
                                         ("--password", password), ("--trust", opts.trust)) if not value]
-    if missing:
+    if missing or not platform or not password:
         raise UserError("机考锁校时缺少参数：{}".format("、".join(missing)),
                         "用法：kaodian sync-lock --platform URL --site 考点代码 --password 密码 --trust platform.pub")
     from kd.lock.driver import LockDriver  # noqa: PLC0415
