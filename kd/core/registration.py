@@ -14,7 +14,7 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
   gives a new token (``secrets.token_urlsafe``), bound to room and IP. Wrong-code counts
   live in memory, in the service instance (one per running site), follow ``ctx.now()``,
   and are bounded (``MAX_TRACKED_IPS`` addresses, ``MAX_TRACKED_PAIRS`` room/address
-  pairs; the ones with the oldest last failure are forgotten first).
+  pairs; the ones with the oldest last failure are forgotten first): ``kd.core.ratelimit``.
 - Refused registrations (``registration_failed``, ``registration_blocked``,
   ``registration_conflict``) are audited per (action, room, source address) and
   ``AUDIT_WINDOW`` (60 s): the first of a window at once (``count`` 1), the others
@@ -33,201 +33,45 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
 - ``revoke(room_code, actor)``: 撤销注册 (and ``ctx.lan.disconnect_room``).
 - ``export_site_info(folder, actor, server_address, port)``: the printable HTML sheet
   and ``考点信息表(<site>).KDINFO`` (``kd.formats.kdinfo``, signed by the dongle).
-- ``restore_preview(path)``: what 恢复注册 from that KDINFO would change (the same checks
-  as ``restore``, nothing changes): the file's export time and, per room, whether its
-  registration is lost, changed (IP or code: its token is voided), gained or unchanged,
-  and whether the room is connected now (``connected``, handed in by the core: the
-  monitor's 是否与考场连接); ``restore_lines(preview)`` says it in Chinese.
-- ``restore(path, actor, confirm=None)``: 恢复注册 from a KDINFO; a tampered or foreign
-  file is refused and nothing changes. ``confirm`` is the preview's ``"confirm"``: the
-  restore is then refused unless the file, every room's registration and the connected
-  rooms it cuts off are still what the preview showed. Without it, a restore that would
-  drop or change a connected room's registration is refused (``ConfirmationRequired``), so
-  no caller does that unasked.
+- ``restore_preview(path)`` / ``restore(path, actor, confirm=None)``: 恢复注册 from a
+  KDINFO (``kd.core.regrestore``: what it changes per room, the confirmation, the
+  refusals); ``restore_lines(preview)`` says a preview in Chinese.
 - ``snapshot()``: the §3.2 table (考场代码 | 注册码 | 注册IP | 封场检测 | 备注) and the
   counts 已注册 / 未注册.
 """
 
-import base64
 import datetime
-import hashlib
 import hmac
 import logging
 import os
 import secrets
 import socket
-import threading
-from collections import OrderedDict, deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from kd import fileio
-from kd.core import model, printing
+from kd.core import model, printing, ratelimit, regrestore
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
-from kd.core.ports import DongleSignature
+from kd.core.ratelimit import AUDIT_WINDOW, Limiter, Line, Refusals
+from kd.core.regrestore import RegistrationRestore
 from kd.errors import FormatError, RegistrationRefused, StoreError, UserError
 from kd.formats import kdinfo
-from kd.formats.signing import canonical_json
-from kd.formats.timeutil import format_time, read_time
+from kd.formats.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
-WINDOW = datetime.timedelta(minutes=5)
-#: wrong codes per room and source address within ``WINDOW``; then that address is refused for that room
-ROOM_MAX_FAILURES = 10
-#: wrong codes per source address (every room together) within ``WINDOW``; then it is refused for every room
-IP_MAX_FAILURES = 30
-#: addresses, and (room, address) pairs, whose wrong codes are remembered at most
-MAX_TRACKED_IPS = 4096
-MAX_TRACKED_PAIRS = 4 * MAX_TRACKED_IPS
-#: repeated refused registrations are audited as one line per (room, address) and window
-AUDIT_WINDOW = datetime.timedelta(seconds=60)
-#: audit windows open at once at most; beyond, a flood is counted in one line per action and window
-AUDIT_MAX_KEYS = 256
+#: the limits, and what 恢复注册 raises, where callers have always found them
+ROOM_MAX_FAILURES, IP_MAX_FAILURES, WINDOW = ratelimit.ROOM_MAX_FAILURES, ratelimit.IP_MAX_FAILURES, ratelimit.WINDOW
+AUDIT_MAX_KEYS, MAX_TRACKED_IPS, MAX_TRACKED_PAIRS = (ratelimit.AUDIT_MAX_KEYS, ratelimit.MAX_TRACKED_IPS,
+                                                      ratelimit.MAX_TRACKED_PAIRS)
+ConfirmationRequired, restore_lines = regrestore.ConfirmationRequired, regrestore.restore_lines
+
 TOKEN_BYTES = 24
 MAX_INPUT = 64
 
 COLUMNS = ["考场代码", "注册码", "注册IP", "封场检测", "备注"]
 
 WRONG = ("考场代码或注册码错误，注册失败。", "请核对考点信息表上的考场代码和注册码后重试。")
-
-Times = Deque[datetime.datetime]
-Line = Tuple[str, Dict[str, Any]]
-
-
-class _Limiter:
-    """Wrong-code times per (room, address) and per address within ``WINDOW`` (in memory, bounded).
-
-    Each table is ordered by last failure: keys whose window has passed are dropped from
-    its front, and beyond its cap the key with the oldest last failure is forgotten.
-    """
-
-    def __init__(self) -> None:
-        self.pairs: OrderedDict[Tuple[str, str], Times] = OrderedDict()
-        self.ips: OrderedDict[str, Times] = OrderedDict()
-
-    @staticmethod
-    def _recent(table: "OrderedDict[Any, Times]", key: Any, now: datetime.datetime) -> Times:
-        times = table.get(key)
-        if times is None:
-            return deque()
-        while times and (now - times[0] >= WINDOW or times[0] > now):
-            times.popleft()
-        if not times:
-            del table[key]
-        return times
-
-    def blocked_until(self, room: str, ip: str, now: datetime.datetime) -> Optional[datetime.datetime]:
-        pair_times = self._recent(self.pairs, (room, ip), now)
-        ip_times = self._recent(self.ips, ip, now)
-        until = None
-        if len(pair_times) >= ROOM_MAX_FAILURES:
-            until = pair_times[-ROOM_MAX_FAILURES] + WINDOW
-        if len(ip_times) >= IP_MAX_FAILURES:
-            ip_until = ip_times[-IP_MAX_FAILURES] + WINDOW
-            until = ip_until if until is None else max(until, ip_until)
-        return until
-
-    def fail(self, room: str, ip: str, now: datetime.datetime) -> None:
-        self._add(self.pairs, (room, ip), ROOM_MAX_FAILURES, MAX_TRACKED_PAIRS, now)
-        self._add(self.ips, ip, IP_MAX_FAILURES, MAX_TRACKED_IPS, now)
-
-    @staticmethod
-    def _add(table: "OrderedDict[Any, Times]", key: Any, keep: int, cap: int, now: datetime.datetime) -> None:
-        times = table.pop(key, None)
-        if times is None:
-            times = deque(maxlen=keep)  # blocked_until needs only the last ``keep``
-        times.append(now)
-        table[key] = times  # at the end: the newest last failure
-        while table:
-            oldest = next(iter(table.values()))
-            if len(table) <= cap and oldest and now - oldest[-1] < WINDOW:
-                break
-            table.popitem(last=False)
-
-
-class _Window:
-    """One audit window of refusals: what, where from, since when, how many not yet written."""
-
-    def __init__(self, action: str, room: Optional[str], ip: Optional[str], now: datetime.datetime,
-                 extra: Dict[str, Any]) -> None:
-        self.action, self.room, self.ip, self.opened, self.extra = action, room, ip, now, extra
-        self.count = 0
-        self.first: Optional[datetime.datetime] = None
-        self.last: Optional[datetime.datetime] = None
-
-    def add(self, now: datetime.datetime) -> None:
-        self.count += 1
-        self.first = self.first or now
-        self.last = now
-
-    def due(self, now: datetime.datetime) -> bool:
-        return now - self.opened >= AUDIT_WINDOW or now < self.opened  # (a clock set back closes it too)
-
-    def summary(self) -> Line:
-        details = dict(self.extra, room=self.room, ip=self.ip, count=self.count,
-                       window_s=int(AUDIT_WINDOW.total_seconds()), aggregated=True,
-                       **{"from": format_time(self.first) if self.first else None,
-                          "to": format_time(self.last) if self.last else None})
-        return self.action, details
-
-
-class _Refusals:
-    """Refused registrations, audited once per (action, room, address) and ``AUDIT_WINDOW``.
-
-    ``note()`` returns the lines to write now: windows that have closed (their counted
-    refusals), and this refusal's own line when it opens a window. ``due()`` /
-    ``everything()`` return the closed (or all) windows' lines. Own lock; never calls out.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: OrderedDict[Tuple[str, Optional[str], str], _Window] = OrderedDict()
-        self._overflow: Dict[str, _Window] = {}
-
-    def note(self, action: str, room: str, known: bool, ip: str, now: datetime.datetime,
-             **extra: Any) -> Tuple[List[Line], Optional[Line]]:
-        """Count one refusal: (the closed windows' lines, this refusal's own line if it opens a window)."""
-        key = (action, room if known else None, ip)
-        with self._lock:
-            closed = self._due(now)
-            window = self._open.get(key)
-            if window is not None:
-                window.add(now)
-                return closed, None
-            if len(self._open) >= AUDIT_MAX_KEYS:
-                over = self._overflow.get(action)
-                if over is None:
-                    over = self._overflow[action] = _Window(action, None, None, now, {"overflow": True})
-                over.add(now)
-                return closed, None
-            details = dict(extra) if known else dict(extra, unknown_room=True)
-            self._open[key] = _Window(action, room, ip, now, details)
-            return closed, (action, dict(details, room=room, ip=ip, count=1,
-                                         window_s=int(AUDIT_WINDOW.total_seconds())))
-
-    def _due(self, now: datetime.datetime) -> List[Line]:
-        closed = [key for key, window in self._open.items() if window.due(now)]
-        windows = [self._open.pop(key) for key in closed]
-        windows += [self._overflow.pop(action) for action, w in list(self._overflow.items()) if w.due(now)]
-        return [w.summary() for w in windows if w.count]
-
-    def due(self, now: datetime.datetime) -> List[Line]:
-        with self._lock:
-            if not self._open and not self._overflow:
-                return []
-            first = next(iter(self._open.values()), None)
-            if (first is None or not first.due(now)) and not any(w.due(now) for w in self._overflow.values()):
-                return []
-            return self._due(now)
-
-    def everything(self) -> List[Line]:
-        with self._lock:
-            windows = list(self._open.values()) + list(self._overflow.values())
-            self._open.clear()
-            self._overflow.clear()
-        return [w.summary() for w in windows if w.count]
-
 
 def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
@@ -256,9 +100,11 @@ class RegistrationService:
         self.loading = loading if loading is not None else LoadingService(ctx)
         self.connected = connected
         #: wrong-code counts, used under ``ctx.lock``
-        self._limiter = _Limiter()
+        self._limiter = Limiter()
         #: refused registrations not yet audited (own lock)
-        self._refusals = _Refusals()
+        self._refusals = Refusals()
+        #: 恢复注册 (kd.core.regrestore)
+        self._restore = RegistrationRestore(ctx, self.loading, self._rooms_in_order, connected)
 
     # -- proctor side (called by the LAN service) --------------------------------------
     def register(self, room_code: str, reg_code: str, ip: str) -> Dict[str, Any]:
@@ -442,166 +288,16 @@ class RegistrationService:
                        rooms=len(rooms), registered=sum(1 for r in rooms if r.get("ip")))
         return {"html": os.path.abspath(html_path), "kdinfo": os.path.abspath(info_path)}
 
-    # -- 恢复注册 ------------------------------------------------------------------------
-    def _read_kdinfo(self, kdinfo_path: str) -> kdinfo.KdInfo:
-        try:
-            with open(kdinfo_path, "rb") as f:
-                data = f.read(kdinfo.MAX_BYTES + 1)
-        except OSError as e:
-            raise FormatError("无法读取考点信息备份文件：{}".format(kdinfo_path), kdinfo.REMEDY, detail=repr(e)) from e
-        return kdinfo.parse_kdinfo(data)
-
-    def _restore_plan(self, info: kdinfo.KdInfo) -> List[Dict[str, Any]]:
-        """Check ``info`` against this site (under ``ctx.lock``) and say what it changes, per room.
-
-        The checks, in order: a package is loaded, the site code and the package
-        (manifest hash), the lock id and the dongle signature by the package's lock key,
-        every room of the file in the package. Raises ``NotLoaded``, ``FormatError``.
-        """
-        ctx = self.ctx
-        manifest = ctx.manifest()
-        meta = self.loading.meta()
-        if manifest is None or meta is None:
-            raise not_loaded()
-        kdinfo.check_binding(info, ctx.site_code(), meta["manifest_sha256"])
-        lock = manifest["lock"]
-        if info.lock_id != lock["id"]:
-            raise kdinfo.signature_error("kdinfo lock {} != package lock {}".format(info.lock_id, lock["id"]))
-        if ctx.dongle is None:
-            raise kdinfo.signature_error("no dongle port to check the signature")
-        public_key = base64.b64decode(lock["public_key"])
-        sig = DongleSignature(info.lock_id, info.clock_ms, info.signature)
-        if not ctx.dongle.check_signature(public_key, info.digest, sig):
-            raise kdinfo.signature_error("kdinfo signature does not verify")
-        current = {d["code"]: d for d in self._rooms_in_order()}
-        unknown = [r["code"] for r in info.rooms if r["code"] not in current]
-        if unknown:
-            raise FormatError("考点信息备份文件中的考场不在当前考场数据包中：{}".format("、".join(unknown[:5])),
-                              kdinfo.REMEDY)
-        restored = {r["code"]: r for r in info.rooms}
-        plan = []
-        for code, doc in current.items():  # package order; a room the file lacks stays as it is
-            room = restored.get(code)
-            ip, reg = doc.get("ip") or None, doc.get("reg_code")
-            new_ip = (room["ip"] or None) if room is not None else ip
-            new_reg = room["reg_code"] if room is not None else reg
-            if new_ip == ip and new_reg == reg:
-                change = SAME
-            elif ip and not new_ip:
-                change = LOSES
-            elif not ip and new_ip and new_reg == reg:
-                change = GAINS
-            else:
-                change = CHANGES
-            plan.append({"code": code, "change": change, "in_file": room is not None,
-                         "ip": ip, "reg_code": reg, "registered_at": doc.get("registered_at"),
-                         "new_ip": new_ip, "new_reg_code": new_reg,
-                         "new_registered_at": room["registered_at"] if room is not None and new_ip else None,
-                         "connected": self._connected(code)})
-        return plan
-
-    def _connected(self, room_code: str) -> bool:
-        if self.connected is None:
-            return False
-        try:
-            return bool(self.connected(room_code))
-        except Exception:  # noqa: BLE001 - an unknown state counts as connected: never drop it unasked
-            log.exception("could not tell whether room %s is connected", room_code)
-            return True
-
-    @staticmethod
-    def _confirm_token(info: kdinfo.KdInfo, plan: List[Dict[str, Any]]) -> str:
-        """What a confirmation confirms: this file, every room's registration before and after,
-        and which connected rooms it cuts off."""
-        shown = [[r["code"], r["ip"], r["reg_code"], r["new_ip"], r["new_reg_code"]] for r in plan]
-        text = canonical_json({"file": info.digest.hex(), "rooms": shown, "at_risk": _at_risk(plan)})
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
+    # -- 恢复注册 (kd.core.regrestore) --------------------------------------------------------
     def restore_preview(self, kdinfo_path: str) -> Dict[str, Any]:
-        """What 恢复注册 from ``kdinfo_path`` would change; changes nothing.
-
-        The same checks as ``restore`` (and the same refusals: ``FormatError``,
-        ``NotLoaded``, ``LockError``). Returns ``{"file", "created_at" (the file's export
-        time), "rooms": [{"code", "change" (loses | changes | gains | same), "in_file",
-        "ip", "reg_code", "registered_at", "new_ip", "new_reg_code", "new_registered_at",
-        "connected"}] (package order), "loses", "changes", "gains", "same" (room codes),
-        "connected" (rooms connected now), "at_risk" (connected rooms that lose or change
-        their registration: their proctor is disconnected), "registered_after" (the
-        latest registration time here later than the export, or None), "confirm" (pass it
-        to ``restore``), "lines" (the same in Chinese, see ``restore_lines``)}``.
-        """
-        info = self._read_kdinfo(kdinfo_path)
-        with self.ctx.lock:
-            plan = self._restore_plan(info)
-        created = info.body["created_at"]
-        later = [r["registered_at"] for r in plan if r["ip"] and r["registered_at"]
-                 and _later(r["registered_at"], created)]
-        preview: Dict[str, Any] = {
-            "file": os.path.abspath(kdinfo_path), "created_at": created, "rooms": plan,
-            "connected": [r["code"] for r in plan if r["connected"]],
-            "at_risk": _at_risk(plan),
-            "registered_after": max(later, key=_sort_time) if later else None,
-            "confirm": self._confirm_token(info, plan),
-        }
-        for kind in CHANGE_KINDS:
-            preview[kind] = [r["code"] for r in plan if r["change"] == kind]
-        preview["lines"] = restore_lines(preview)
-        return preview
+        """What 恢复注册 from ``kdinfo_path`` would change; changes nothing
+        (``RegistrationRestore.restore_preview``: its keys, and the refusals of ``restore``)."""
+        return self._restore.restore_preview(kdinfo_path)
 
     def restore(self, kdinfo_path: str, actor: str, confirm: Optional[str] = None) -> Dict[str, Any]:
-        """恢复注册 from a KDINFO file: registration codes and IPs of every room in it.
-
-        Checked first, nothing changes on refusal: the file's form, the site code, the
-        loaded package (manifest hash), the dongle signature by the package's lock key.
-        ``confirm`` is the ``"confirm"`` of ``restore_preview`` the administrator agreed
-        to: when given, the restore is refused unless the file, every room's registration
-        and the connected rooms it cuts off are still what the preview showed; without it, the restore is
-        refused when it would drop or change the registration of a room connected now
-        (``ConfirmationRequired``). A room whose IP or registration code changes loses
-        its token and data import, and its LAN connections are closed. Raises
-        ``FormatError``, ``NotLoaded``, ``LockError``, ``ConfirmationRequired``.
-        Returns ``snapshot()``.
-        """
-        ctx = self.ctx
-        info = self._read_kdinfo(kdinfo_path)
-        with ctx.lock:
-            plan = self._restore_plan(info)
-            at_risk = _at_risk(plan)
-            if confirm is not None and not _same(str(confirm), self._confirm_token(info, plan)):
-                raise ConfirmationRequired(
-                    "确认之后考场的注册或连接情况又有变化（例如又有考场注册或连接），未恢复注册。",
-                    "请重新点击“恢复注册”，核对将要改变的考场后再确认。",
-                    detail="confirmation {} does not match the current plan".format(str(confirm)[:16]))
-            if confirm is None and at_risk:
-                raise ConfirmationRequired(
-                    "恢复注册将使当前已连接的考场 {} 失去或改变注册（其监考机会断开），未恢复注册。".format(
-                        "、".join(at_risk[:10]) + ("等" if len(at_risk) > 10 else "")),
-                    "请先查看恢复注册将改变哪些考场（“考场注册”页面的“恢复注册”会列出并请您确认），"
-                    "确认选择的是正确的考点信息备份文件后再恢复。",
-                    detail="connected rooms at risk: {}".format(at_risk))
-            runtime = ctx.stores.runtime
-            reset = []
-            with runtime.transaction():
-                for room in plan:
-                    if room["change"] == SAME:  # its registration, token and data import stay
-                        continue
-                    runtime.update(model.ROOMS, room["code"], {
-                        "reg_code": room["new_reg_code"], "ip": room["new_ip"],
-                        "registered_at": room["new_registered_at"],
-                        "token": None, "data_sha256": None, "data_imported_at": None})
-                    if room["ip"]:
-                        reset.append(room["code"])
-            ctx.record(actor, "registration_restored", file=kdinfo_path, rooms=len(info.rooms),
-                       registered=sum(1 for r in info.rooms if r["ip"]), created_at=info.body["created_at"],
-                       loses=[r["code"] for r in plan if r["change"] == LOSES],
-                       changes=[r["code"] for r in plan if r["change"] == CHANGES],
-                       reset=reset, disconnected=at_risk, confirmed=confirm is not None)
-        if ctx.lan is not None:
-            for code in reset:  # their tokens are void: close their connections now, as 撤销注册 does
-                try:
-                    ctx.lan.disconnect_room(code)
-                except Exception:  # noqa: BLE001 - the restore stands; the LAN service logs its own trouble
-                    log.exception("could not disconnect room %s from the LAN service", code)
+        """恢复注册 from a KDINFO file (``RegistrationRestore.restore``: the checks, ``confirm``,
+        what is reset, the refusals); returns ``snapshot()``."""
+        self._restore.restore(kdinfo_path, actor, confirm)
         return self.snapshot()
 
     def snapshot(self) -> Dict[str, Any]:
@@ -622,82 +318,3 @@ class RegistrationService:
                 })
         registered = sum(1 for r in rows if r["registered"])
         return {"columns": COLUMNS, "rooms": rows, "registered": registered, "unregistered": len(rows) - registered}
-
-
-# -- 恢复注册: what a KDINFO changes ------------------------------------------------------
-
-#: what a room's registration becomes when a KDINFO is restored (``restore_preview``)
-LOSES, CHANGES, GAINS, SAME = "loses", "changes", "gains", "same"
-CHANGE_KINDS = (LOSES, CHANGES, GAINS, SAME)
-CHANGE_LABELS = {LOSES: "将失去注册", CHANGES: "注册将改变", GAINS: "将恢复注册", SAME: "不变"}
-CONNECTED_MARK = "当前已连接"
-#: rooms named per line of ``restore_lines`` (the rest counted)
-LINE_ROOMS = 20
-
-
-class ConfirmationRequired(UserError):
-    """恢复注册 would drop or change a connected room's registration, or differs from what was confirmed."""
-
-
-def _at_risk(plan: List[Dict[str, Any]]) -> List[str]:
-    """The connected rooms a restore cuts off (they lose or change their registration)."""
-    return [r["code"] for r in plan if r["connected"] and r["change"] in (LOSES, CHANGES)]
-
-
-def _sort_time(text: str) -> datetime.datetime:
-    return read_time(text)
-
-
-def _later(text: str, than: str) -> bool:
-    try:
-        return read_time(text) > read_time(than)
-    except ValueError:
-        return False
-
-
-def _shown(text: Optional[str]) -> str:
-    """An ISO time as the screens show it: ``2026-06-13 08:10:00``."""
-    return str(text or "")[:19].replace("T", " ")
-
-
-def _room_text(room: Dict[str, Any]) -> str:
-    notes = []
-    if room["connected"]:
-        notes.append(CONNECTED_MARK)
-    if room["change"] == CHANGES:
-        if room["ip"] != room["new_ip"]:
-            notes.append("注册IP {} → {}".format(room["ip"] or "无", room["new_ip"] or "无"))
-        if room["reg_code"] != room["new_reg_code"]:
-            notes.append("注册码 {} → {}".format(room["reg_code"], room["new_reg_code"]))
-    elif room["change"] == LOSES:
-        notes.append("注册IP {}".format(room["ip"]))
-    elif room["change"] == GAINS:
-        notes.append("注册IP {}".format(room["new_ip"]))
-    return "{}（{}）".format(room["code"], "；".join(notes)) if notes else room["code"]
-
-
-def restore_lines(preview: Dict[str, Any]) -> List[str]:
-    """``restore_preview`` in Chinese, one line per kind of change (the 恢复注册 confirmation, the CLI)."""
-    lines = ["文件导出时间：{}".format(_shown(preview["created_at"]))]
-    if preview.get("registered_after"):
-        lines.append("注意：此文件导出之后，本机又有考场注册（最近一次 {}），"
-                     "它可能不是最新导出的考点信息备份文件。".format(_shown(preview["registered_after"])))
-    by_code = {r["code"]: r for r in preview["rooms"]}
-    for kind in CHANGE_KINDS:
-        codes = preview[kind]
-        if not codes:
-            continue
-        rooms = sorted((by_code[c] for c in codes), key=lambda r: not r["connected"])  # connected first
-        if kind == SAME:
-            named = [r["code"] + ("（{}）".format(CONNECTED_MARK) if r["connected"] else "") for r in rooms]
-        else:
-            named = [_room_text(r) for r in rooms]
-        more = len(named) - LINE_ROOMS
-        lines.append("{}（{}个）：{}{}".format(CHANGE_LABELS[kind], len(codes), "、".join(named[:LINE_ROOMS]),
-                                            "等" if more > 0 else ""))
-    if preview["at_risk"]:
-        lines.append("当前已连接的考场 {} 的监考机将断开，需要在监考机上重新注册。".format(
-            "、".join(preview["at_risk"])))
-    if not any(preview[kind] for kind in (LOSES, CHANGES, GAINS)):
-        lines.append("此文件与本机当前的注册信息相同，恢复后不会有变化。")
-    return lines
