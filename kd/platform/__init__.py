@@ -3,7 +3,9 @@
 docs/platform-api.md is the contract. Modules:
 
 - ``client``: ``PlatformClient``, what the site system uses (timeouts, bounded retries,
-  idempotent reports, resumable upload, lock sync, ``probe()``).
+  idempotent reports, resumable upload, lock sync, ``probe()``); its session, deadlines,
+  retries and errors are ``transport``'s, the watchdog that enforces the deadlines
+  ``watchdog``'s.
 - ``simulator``: the platform on 127.0.0.1 for drills and tests (``start_simulator``;
   ``python -m kd.platform.simulator``), with ``faults`` (refuse, slow, drop, fail every Nth).
 - ``simdata``: the simulator's data folder (keys, ``platform.pub``, ``dongle.json``, demo
