@@ -9,6 +9,7 @@ Subclasses exist so that callers can tell cases apart (``except StoreBusyError``
 ``exit_code`` is what ``main.py`` returns when such an error ends the process.
 """
 
+import datetime
 from typing import Optional
 
 
@@ -109,3 +110,6 @@ class StateRefused(UserError):
 
 class RegistrationRefused(UserError):
     """A proctor machine's room registration or token was refused (考场注册)."""
+
+    #: the end of a lockout for too many wrong codes (an aware datetime); None for other refusals
+    retry_at: Optional[datetime.datetime] = None

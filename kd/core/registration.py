@@ -112,7 +112,8 @@ class RegistrationService:
         "room_data_sha256"}`` (sessions: the room's sessions with id, name, start, duration_min).
 
         Raises ``RegistrationRefused``: wrong code or unknown room (one answer), too many
-        wrong codes, registered from another IP, no package loaded.
+        wrong codes (its ``retry_at``: when the lockout ends), registered from another IP,
+        no package loaded. A new token replaces the room's previous one at once.
         """
         room_code = str(room_code or "").strip()[:MAX_INPUT]
         reg_code = str(reg_code or "").strip().upper()[:MAX_INPUT]
@@ -133,9 +134,11 @@ class RegistrationService:
                     log.warning("registration of %r from %s refused: too many wrong codes (further refusals "
                                 "within %d s are counted, not logged one by one)", room_code, ip,
                                 AUDIT_WINDOW.total_seconds())
-                raise RegistrationRefused(
+                blocked = RegistrationRefused(
                     "注册码错误次数过多，已暂停注册。",
                     "请在 {} 之后重试，并核对考点信息表上的考场代码和注册码。".format(format_time(until)[11:19]))
+                blocked.retry_at = until  # the LAN reply's retry_after
+                raise blocked
             if room is None or not _same(reg_code, room["reg_code"]):
                 self._limiter.fail(room_code, ip, now)
                 if self._refused("registration_failed", room_code, room is not None, ip, now):

@@ -102,7 +102,8 @@ class ProctorClient:
         self.close()
 
     def _next_seq(self) -> int:
-        self._seq = self._seq + 1 if self._seq < framing.SEQ_MAX else 0
+        """1, 2, … SEQ_MAX, then 1 again: 0 marks the server's closing errors (docs/lan-protocol.md §1)."""
+        self._seq = self._seq + 1 if self._seq < framing.SEQ_MAX else 1
         return self._seq
 
     def request(self, kind: str, fields: Optional[Dict[str, Any]] = None, body: bytes = b"",

@@ -6,13 +6,16 @@ returns the fields of the ``ok`` reply (the server adds ``type`` and ``seq``); a
 raises ``Reply`` (an error frame). The message types and their fields are in
 docs/lan-protocol.md §4:
 
-- ``register``       → ``RegistrationService.register`` (the connection then serves the room)
-- every other request → ``RegistrationService.authenticate`` (token bound to room and IP)
+- ``register``       → ``RegistrationService.register`` (the connection then serves the room;
+  a lockout for too many wrong codes answers ``E_REGISTER`` with ``retry_after``)
+- every other request → ``RegistrationService.authenticate`` (token bound to room and IP; any
+  ``room``/``token`` it cannot accept, a malformed one too, answers ``E_AUTH``)
 - ``data_imported``  → ``RegistrationService.mark_data_imported``
 - ``data``, ``hello`` → ``LoadingService.room_file_path / room_data_sha256 / room_detail``
 - ``heartbeat``      → ``MonitorService.heartbeat`` (``StateRefused``, an end without a
   start, answers ``E_STATE``; a start recorded as 未经许可开考 adds ``warning`` to the reply)
-- ``permit``         → ``VerificationService.start_permit``
+- ``permit``         → ``VerificationService.start_permit``, only once the room imported its
+  current data (``data_imported``), else ``E_PERMIT``
 - ``upload_begin``, ``upload_chunk``, ``upload_commit`` → ``kd.lan.uploads.UploadStore``
 - ``bye``            → nothing (the server closes the connection after the reply)
 
@@ -23,7 +26,7 @@ serves once authenticated).
 
 import logging
 import os
-from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple, Union
 
 from kd.core.context import Context
 from kd.core.loading import LoadingService
@@ -32,7 +35,19 @@ from kd.errors import PermitRefused, RegistrationRefused, StateRefused, UserErro
 from kd.formats.timeutil import format_time
 from kd.lan import framing
 from kd.lan.framing import BODY_MAX
-from kd.lan.replies import CODE, MAX_TEXT, REMEDY_RETRY, Reply, bad, code, integer, sha256, text
+from kd.lan.replies import (
+    CODE,
+    MAX_TEXT,
+    REMEDY_RETRY,
+    Reply,
+    bad,
+    code,
+    integer,
+    seconds,
+    seconds_until,
+    sha256,
+    text,
+)
 from kd.lan.uploads import UploadStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +55,12 @@ log = logging.getLogger(__name__)
 MAX_COUNT = 100000
 UNPERMITTED_MESSAGE = "本考场在考点机给予开考许可之前开考了场次 {}，考点机已记为“{}”并报告考点管理员。"
 UNPERMITTED_REMEDY = "请立即联系考点管理员核实；以后每场开考前须先获得开考许可（考点机完成授权验证后）。"
+#: a ``room``/``token`` that cannot be a registration's (missing, not text, malformed): ``E_AUTH``, as a wrong one
+BAD_CREDENTIALS = ("监考机发送的考场代码或考场令牌无效。", "请在监考机上重新注册考场。")
+#: the token's length limit (tokens are 43 characters today)
+MAX_TOKEN = 256
+NOT_IMPORTED_MESSAGE = "考场 {} 尚未导入考点当前的考场数据，不能开考。"
+NOT_IMPORTED_REMEDY = "请在监考机上下载并导入本考场的考场数据（考点机显示“已导入”后），再申请开考许可。"
 
 Result = Tuple[Dict[str, Any], bytes]
 
@@ -76,9 +97,16 @@ def _no_data(room: str) -> Reply:
 
 
 def authenticate(services: Services, peer: Peer, header: Dict[str, Any]) -> Dict[str, Any]:
-    """The room record of the request's ``room`` and ``token`` from this address; binds the connection."""
-    room = code(header, "room")
-    token = text(header, "token", 256)
+    """The room record of the request's ``room`` and ``token`` from this address; binds the connection.
+
+    Any ``room``/``token`` the server does not accept is ``E_AUTH`` — also a missing or
+    malformed one (never ``E_AUTH`` for some and ``E_ARG`` for others: the proctor's answer
+    to both is to register again).
+    """
+    room, token = header.get("room"), header.get("token")
+    if (not isinstance(room, str) or not CODE.match(room) or not isinstance(token, str)
+            or not 0 < len(token) <= MAX_TOKEN):
+        raise Reply("E_AUTH", *BAD_CREDENTIALS)
     if peer.room is not None and peer.room != room:
         raise _other_room(peer)
     try:
@@ -98,8 +126,8 @@ def _room_data(services: Services, room: str) -> Dict[str, Any]:
     return {"sha256": sha, "size": size}
 
 
-def _heartbeat_s(services: Services) -> float:
-    return float(getattr(services.monitor, "interval", 5.0))
+def _heartbeat_s(services: Services) -> Union[int, float]:
+    return seconds(getattr(services.monitor, "interval", 5.0))
 
 
 def handle_register(services: Services, peer: Peer, frame: framing.Frame) -> Result:
@@ -111,7 +139,10 @@ def handle_register(services: Services, peer: Peer, frame: framing.Frame) -> Res
     try:
         result = services.registration.register(room, reg_code, peer.ip)
     except RegistrationRefused as e:
-        raise Reply("E_REGISTER", e.cause, e.remedy) from None
+        extra: Dict[str, Any] = {}
+        if e.retry_at is not None:  # locked out for too many wrong codes: how long, for the machine
+            extra["retry_after"] = seconds_until((e.retry_at - services.ctx.now()).total_seconds())
+        raise Reply("E_REGISTER", e.cause, e.remedy, **extra) from None
     services.bind(peer, room)
     client = h.get("client")
     log.info("room %s registered from %s (%s)", room, peer.ip, str(client)[:MAX_TEXT] if client else "-")
@@ -194,6 +225,9 @@ def handle_heartbeat(services: Services, peer: Peer, frame: framing.Frame) -> Re
 def handle_permit(services: Services, peer: Peer, frame: framing.Frame) -> Result:
     doc = authenticate(services, peer, frame.header)
     session = code(frame.header, "session")
+    current = services.loading.room_data_sha256(doc["code"])
+    if current is not None and doc.get("data_sha256") != current:  # (no package: start_permit says so)
+        raise Reply("E_PERMIT", NOT_IMPORTED_MESSAGE.format(doc["code"]), NOT_IMPORTED_REMEDY)
     try:
         permit = services.verification.start_permit(doc["code"], session)
     except PermitRefused as e:

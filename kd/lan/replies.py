@@ -13,8 +13,9 @@ upload's file name (``<room>.<session>.<sha256>.part``): codes and a hex digest 
 never a client-chosen path.
 """
 
+import math
 import re
-from typing import Any, Dict
+from typing import Any, Dict, Union
 
 CODE = re.compile(r"^[0-9A-Za-z_-]{1,32}$")
 SHA = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -31,6 +32,19 @@ class Reply(Exception):
         self.message = message
         self.remedy = remedy
         self.extra = extra
+
+
+def seconds(value: float) -> Union[int, float]:
+    """A number of seconds for the wire (``heartbeat_s``, ``retry_after``): an integer when it is
+    whole (``5``, never ``5.0``; docs/lan-protocol.md §1 "Numbers"), else the fraction."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def seconds_until(moment_s: float) -> int:
+    """A ``retry_after`` for something that ends ``moment_s`` seconds from now: whole seconds,
+    rounded up, at least 1."""
+    return max(1, int(math.ceil(moment_s)))
 
 
 def bad(message: str) -> Reply:

@@ -62,7 +62,7 @@ from kd.lan import framing
 from kd.lan.framing import Closed, FrameError, Limits
 from kd.lan.handlers import BODY_TYPES, HANDLERS, Services
 from kd.lan.registry import Connection, QuietLog, Registry
-from kd.lan.replies import REMEDY_RETRY, Reply, bad
+from kd.lan.replies import REMEDY_RETRY, Reply, bad, seconds
 from kd.lan.uploads import UploadStore
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ FRAME_MESSAGES = {
 class LanOptions(NamedTuple):
     """Where to listen and the limits that keep slow or hostile clients in check."""
 
+    #: the address to listen on: every interface by default; one local address binds the service to it
+    #: (main.py --lan-host, docs/lan-protocol.md §9)
     host: str = "0.0.0.0"  # noqa: S104 - proctor machines are on the LAN
     port: int = DEFAULT_PORT
     max_connections: int = 512
@@ -175,7 +177,7 @@ class LanServer:
         self.uploads = UploadStore(
             self.upload_dir, recovery=recovery, damage=lambda sha, size: self.ctx.spool.damage(sha, size),
             publish=lambda event, **fields: self.ctx.hub.publish(event, **fields),
-            retry_after=options.storage_retry_after, part_max_age=options.part_max_age)
+            retry_after=seconds(options.storage_retry_after), part_max_age=options.part_max_age)
         self.services = Services(ctx=ctx, registration=registration, verification=verification, monitor=monitor,
                                  loading=self.loading, uploads=self.uploads, max_upload=options.max_upload,
                                  bind=self.registry.bind)
@@ -247,9 +249,16 @@ class LanServer:
         try:
             server = _TCPServer(self, (self.options.host, self.options.port))
         except OSError as e:
+            where = self.options.host
+            if where in ("0.0.0.0", ""):  # noqa: S104 - every interface: only the port can be the trouble
+                raise LanServiceError(
+                    "考场通讯服务无法在端口 {} 上启动。".format(self.options.port),
+                    "请确认没有另一个考点管理系统或其他程序占用该端口，然后重新启动本系统。",
+                    detail=repr(e)) from e
             raise LanServiceError(
-                "考场通讯服务无法在端口 {} 上启动。".format(self.options.port),
-                "请确认没有另一个考点管理系统或其他程序占用该端口，然后重新启动本系统。",
+                "考场通讯服务无法在 {}:{} 上启动。".format(where, self.options.port),
+                "请确认 {} 是本机的网络地址（--lan-host），且没有其他程序占用端口 {}，然后重新启动本系统。".format(
+                    where, self.options.port),
                 detail=repr(e)) from e
         self._server = server
         self._listening = True

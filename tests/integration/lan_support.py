@@ -77,10 +77,14 @@ class LanSite:
         self._clients.append(c)
         return c
 
-    def registered(self, room: Optional[str] = None, ip: str = LOOPBACK) -> ProctorClient:
+    def registered(self, room: Optional[str] = None, ip: str = LOOPBACK, imported: bool = False) -> ProctorClient:
+        """A client that registered ``room`` from ``ip``; ``imported``: and confirmed its data import
+        (what a start permit needs)."""
         room = room or self.rooms()[0]
         c = self.client(ip)
-        c.register(room, self.reg_code(room))
+        reply = c.register(room, self.reg_code(room))
+        if imported:
+            c.data_imported(reply["data"]["sha256"])
         return c
 
     def raw(self, ip: str = LOOPBACK) -> socket.socket:

@@ -121,10 +121,14 @@ def test_revoke_closes_the_room_connection(site):
     assert e.value.code == "E_AUTH"
 
 
-def test_permit_gated_by_authorization_and_verification(site):
+def test_permit_gated_by_data_import_authorization_and_verification(site):
     room = site.rooms()[0]
     session = site.sessions_of(room)[0]
     c = site.registered(room)
+    with pytest.raises(LanError) as e:
+        c.permit(session)
+    assert e.value.code == "E_PERMIT" and "考场数据" in e.value.cause  # the room's data first
+    c.data_imported(c.hello()["data"]["sha256"])
     with pytest.raises(LanError) as e:
         c.permit(session)
     assert e.value.code == "E_PERMIT" and "考试授权" in e.value.cause
@@ -388,3 +392,22 @@ def test_client_without_server():
     with pytest.raises(LanError) as e:
         c.register("11003001", "AAAAAAAA")
     assert e.value.code == "E_NET" and "无法连接考点机" in e.value.cause
+
+
+def test_client_seq_wraps_to_1_never_0(site):
+    c = site.registered()
+    c._seq = 2 ** 31 - 2
+    assert c.request("hello")[0]["seq"] == 2 ** 31 - 1
+    assert c.request("hello")[0]["seq"] == 1  # 0 is the server's closing errors' (docs/lan-protocol.md §1)
+
+
+def test_an_address_that_is_not_this_pcs_is_named_in_the_refusal(site):
+    from kd.lan.server import LanOptions, LanServer, LanServiceError  # noqa: PLC0415
+
+    server = LanServer(site.ctx, registration=site.registration, verification=site.verification,
+                       monitor=site.monitor, recovery=site.recovery,
+                       options=LanOptions(host="192.0.2.1", port=0))  # TEST-NET-1: never a local address
+    with pytest.raises(LanServiceError) as e:
+        server.start()
+    assert "192.0.2.1" in e.value.cause and "--lan-host" in e.value.remedy
+    assert site.ctx.lan is site.server

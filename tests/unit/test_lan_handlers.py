@@ -132,12 +132,28 @@ def test_every_other_request_authenticates_first(desk):
     peer = Peer()
     refused("E_AUTH", services, peer, "permit", room="R01", token="wrong", session="S1")
     assert services.verification.calls == [] and bound == []
-    refused("E_ARG", services, peer, "permit", room="R 01", token=TOKEN, session="S1")  # not a code
+    # a room or token that cannot be one is E_AUTH too (the proctor registers again), not E_ARG
+    refused("E_AUTH", services, peer, "permit", room="R 01", token=TOKEN, session="S1")
+    refused("E_AUTH", services, peer, "permit", room="R01", token=12345, session="S1")
+    refused("E_AUTH", services, peer, "permit", room="R01", session="S1")
+    assert services.verification.calls == [] and bound == []
     reply, _ = call(services, peer, "permit", room="R01", token=TOKEN, session="S1")
     assert reply == {"session": "S1", "permit": {"verified_at": "2026-01-01 08:00:00", "session": "S1",
                                                  "granted": True}}
     assert bound == [(peer, "R01")]
     refused("E_PERMIT", services, peer, "permit", room="R01", token=TOKEN, session="S2")
+
+
+def test_no_permit_before_the_room_imported_its_current_data(desk):
+    services, bound = desk
+    services.loading.room_data_sha256 = lambda room: "a" * 64
+    services.registration.authenticate = lambda room, token, ip: {"code": room, "data_sha256": None}
+    refused("E_PERMIT", services, Peer(), "permit", room="R01", token=TOKEN, session="S1")
+    services.registration.authenticate = lambda room, token, ip: {"code": room, "data_sha256": "b" * 64}
+    refused("E_PERMIT", services, Peer(), "permit", room="R01", token=TOKEN, session="S1")  # an older file
+    assert services.verification.calls == []  # nothing recorded as granted
+    services.registration.authenticate = lambda room, token, ip: {"code": room, "data_sha256": "a" * 64}
+    assert call(services, Peer(), "permit", room="R01", token=TOKEN, session="S1")[0]["permit"]["granted"]
 
 
 def test_a_heartbeat_is_checked_before_the_monitor_sees_it(desk):

@@ -1,0 +1,1 @@
+"""Conformance tests: peers written from the documents in docs/ alone, against the real services."""
