@@ -132,7 +132,7 @@ def _heartbeat_s(services: Services) -> Union[int, float]:
 
 def handle_register(services: Services, peer: Peer, frame: framing.Frame) -> Result:
     h = frame.header
-    room = text(h, "room")
+    room = text(h, "room").strip()  # as the registration service reads it: the reply and the binding agree
     reg_code = text(h, "reg_code")
     if peer.room is not None and peer.room != room:
         raise _other_room(peer)

@@ -546,6 +546,17 @@ def test_registering_again_replaces_the_token(site):
     second.close()
 
 
+def test_the_room_of_the_register_reply_is_the_one_to_use(site):
+    room = site.rooms()[0]
+    p = Proctor(site.port)
+    reply, _ = p.request("register", auth=False, room=" {} ".format(room), reg_code=" {} ".format(
+        site.reg_code(room).lower()), client="conformance/1")  # typed with spaces, in lower case
+    assert reply["room"] == room
+    p.room, p.token = reply["room"], reply["token"]
+    p.heartbeat("1")  # the same connection serves that room
+    p.close()
+
+
 @pytest.mark.parametrize("token", ["", 12345, None, "x" * 300, "not-the-token"])
 def test_a_token_the_server_does_not_accept_is_e_auth(site, token):
     room = site.rooms()[0]
