@@ -4,7 +4,8 @@ Layout (docs/formats.md §2 is the reference)::
 
     manifest.json          signed envelope (kd-signed/1, kind "site_package"): the manifest
     candidates.json        canonical JSON list of candidates (hashed in the manifest)
-    rooms/<room code>.dat  one opaque room data file per room (hashed in the manifest)
+    rooms/<room code>.dat  one room data file per room (hashed in the manifest; kept unread:
+                           its format, kd-room-data/1, is the proctor's, docs/formats.md §2.7)
 
 The manifest body carries ``format_version`` (1), ``site_code``, ``exam_name``,
 ``publish_time``, ``lock`` {``id``, ``public_key``}, ``rooms``, ``sessions``,

@@ -13,8 +13,10 @@
 
 Names, tickets and subjects are drawn from a ``random.Random`` seeded with the site code,
 so the same arguments always give the same site. ``room_file(site, room_code, size)``
-makes the opaque room data file for the proctor machine: UTF-8 JSON with the room's
-candidates and a pseudo-random ``paper`` blob that brings it to about ``size`` bytes.
+makes the room data file for the proctor machine (``kd-room-data/1``, docs/formats.md §2.7;
+the site hands it out unread): UTF-8 JSON with the sessions, the room's candidates (the
+roster a result package must match) and a pseudo-random ``paper`` blob that brings it to
+about ``size`` bytes.
 """
 
 import base64
@@ -147,7 +149,7 @@ def make_site(
 
 
 def room_file(site: Dict[str, Any], room_code: str, size: int = 1024 * 1024) -> bytes:
-    """The opaque room data file of ``room_code`` (about ``size`` bytes, deterministic)."""
+    """The room data file of ``room_code`` (``kd-room-data/1``, about ``size`` bytes, deterministic)."""
     people = [c for c in site["candidates"] if c["room"] == room_code]
     head = {
         "format": "kd-room-data/1",
