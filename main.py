@@ -4,11 +4,16 @@
                                  kd.views.start: start screens, main window, tray)
     kaodian --headless           services only (LAN service, senders), until Ctrl+C/SIGTERM
     kaodian SUBCOMMAND ...       command-line tools (see --help); those that change state or
-                                 export data ask the administrator's password first (kd.cli)
+                                 export data ask the administrator's password first (kd.cli).
+                                 While the window or --headless holds the data folder, the
+                                 command runs in that instance over its local control channel
+                                 (kd.control, docs/control-protocol.md): same output, same exit codes
     kaodian --data-dir DIR       use DIR instead of data/ beside the program
 
 Exit codes: 0 ok, 1 internal error (see the log), 2 user error (message printed),
-3 another instance is running on this data folder, 4 exam dongle missing or wrong.
+3 another instance is running on this data folder (a second window or --headless; a
+command that cannot run in the running instance: sync-lock, repair-db, restore,
+to-formal, init; or no control channel to it), 4 exam dongle missing or wrong.
 On the GUI route a refusal before the first window (data folder not writable, already
 running, internal error) is also shown in a message box (kd.views.fatal): the windowed
 exe has no console. Logging is configured here and only here.
@@ -29,7 +34,6 @@ from typing import Any, List, Optional
 import kd
 from kd import cli, drill, paths, relaunch
 from kd.errors import UserError
-from kd.lock import sync as lock_sync
 from kd.store.instance import InstanceLock
 
 log = logging.getLogger("kaodian")
@@ -63,24 +67,8 @@ def setup_logging(data_dir: str, verbose: bool = False) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kaodian", description="考点管理系统 (kaodian)",
-        epilog="除 status、audit、results、monitor、outbox（不带 --send）、login、passwd、drill 外，"
-               "每个命令先询问管理员密码（终端中输入，或 --password-stdin 从标准输入的第一行读取）；"
-               "连续输错与登录窗口一样限时重试。")
-    parser.add_argument("--version", action="version", version="kaodian " + kd.__version__)
-    parser.add_argument("--data-dir", help="数据目录（默认：程序旁的 data 文件夹；或环境变量 KD_DATA_DIR）")
-    parser.add_argument("--headless", action="store_true", help="只运行后台服务，不打开窗口")
-    parser.add_argument("-v", "--verbose", action="store_true", help="调试日志")
-    parser.add_argument("--lock", metavar="URL",
-                        help="机考锁端口，如 COM3、socket://127.0.0.1:7700（默认：环境变量 KD_LOCK_URL 或自动检测）")
-    parser.add_argument("--lan-port", type=int, default=int(os.environ.get("KD_LAN_PORT", "9190")),
-                        help="考场通讯端口（默认 9190；0 表示任选空闲端口，用于测试）")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    cli.add_password(lock_sync.add_parser(commands), "这是本机数据目录的管理员密码，不是监控平台密码 --password")
-    drill.add_parser(commands)
-    cli.add_parsers(commands)
-    return parser
+    """The command line's parser (``kd.cli.build_parser``: the running instance parses with it too)."""
+    return cli.build_parser()
 
 
 def wait_for_shutdown(announce: str = "") -> None:
@@ -103,15 +91,12 @@ def run(opts: argparse.Namespace) -> int:
     data_dir = paths.prepare_data_dir(paths.data_dir(opts.data_dir))
     log_path = setup_logging(data_dir, opts.verbose)
     try:
+        if opts.command is not None:
+            # a command: on the folder (taking the instance lock), or in the instance holding it (kd.cli.run)
+            log.info("data dir %s", data_dir)
+            return cli.run(opts, data_dir)
         with InstanceLock(data_dir, wait_s=relaunch.lock_wait_s()) as instance:
             log.info("data dir %s", data_dir)
-            if opts.command == "sync-lock":
-                cli.check_folder_password(opts, data_dir)  # before the dongle or the platform is touched
-                return lock_sync.run_cli(opts, opts.lock)
-            if cli.folder_handler_of(opts) is not None:  # works on the folder itself (repair-db)
-                return int(cli.folder_handler_of(opts)(opts, data_dir))
-            if cli.handler_of(opts) is not None:
-                return cli.run(opts, data_dir)
             if is_gui(opts):
                 from kd.views import start  # noqa: PLC0415 - only the GUI imports tkinter
 
@@ -121,7 +106,7 @@ def run(opts: argparse.Namespace) -> int:
                     return int(rc)
                 instance.release()  # the new instance must find the data folder free
                 return restart(opts)
-            if opts.headless or opts.command is None:
+            if opts.headless:
                 site = open_headless(opts, data_dir)  # LockGateError (exit 4) without the site's dongle
                 try:
                     wait_for_shutdown("kaodian {} 运行中（数据目录 {}，考场通讯端口 {}），按 Ctrl+C 退出".format(
@@ -223,6 +208,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     opts = build_parser().parse_args(args)
     opts.relaunch_args = args  # a restart (GUI route) starts the new instance with these
+    opts.argv = args  # a command sent to the instance holding the data folder (kd.cli.run)
     if opts.command == "drill":
         return run_drill(opts)
     try:

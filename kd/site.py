@@ -28,15 +28,22 @@ them finishes interrupted work, reads the settings and decides drill mode the sa
 7. **LAN and ticks**, if asked: the LAN server (``lan=LanOptions(...)``) over the core's
    services, and (``ticks=True``) the outbox sender, the monitor's ``tick()`` every
    ``tick_s`` and the network probe every ``probe_s`` (event ``net.status`` with ``ok``).
+   With them (``control``: by default when LAN or ticks are on, i.e. the GUI and
+   ``--headless``), the **control channel**: ``kd.control.server.ControlServer`` on
+   127.0.0.1 (``DATA/control.json``) running command lines' commands through
+   ``kd.cli.run_in_site`` against this site (docs/control-protocol.md). A channel that
+   cannot start is logged and left out (the command line then exits 3 as without it).
 
 ``open_site`` returns a ``Site`` (``folder``, ``stores``, ``config``, ``gate``, ``ctx``,
-``core``, ``lan``, ``simulator``). ``Site.close(deadline_s)`` shuts down in this order:
-stop the LAN server (no new connection; its handler threads are joined within the
-server's ``stop_timeout``), close the platform client, join the outbox sender and the
-tick threads within the deadline (a thread that did not end is logged), close the stores
-(a closed store refuses writes), close the gate (dongle driver, drill emulator), stop
-the simulator. ``close()`` is idempotent; when a step of ``open_site`` fails, what was
-already opened is closed in the same reverse order and the error propagates.
+``core``, ``lan``, ``control``, ``simulator``). ``Site.close(deadline_s)`` shuts down in
+this order: close the control channel (no new command; a wait for input ends; commands
+under way get up to ``CONTROL_CLOSE_S`` of the deadline), stop the LAN server (no new
+connection; its handler threads are joined within the server's ``stop_timeout``),
+close the platform client, join the outbox sender and the tick threads within the
+deadline (a thread that did not end is logged), close the stores (a closed store
+refuses writes), close the gate (dongle driver, drill emulator), stop the simulator.
+``close()`` is idempotent; when a step of ``open_site`` fails, what was already opened
+is closed in the same reverse order and the error propagates.
 
 Adapters the caller gives (``platform=``, ``dongle=``, ``hub=``, ``clock=``) belong to
 the caller: ``close()`` does not close them. Nothing here is a business rule.
@@ -63,6 +70,9 @@ from kd.store.database import Stores
 from kd.store.datafolder import DataFolder
 
 log = logging.getLogger(__name__)
+
+#: of ``Site.close``'s deadline, what commands run through the control channel get to finish
+CONTROL_CLOSE_S = 5.0
 
 __all__ = ["LanOptions", "SettingsPlatform", "Site", "SiteConfig", "config_from", "open_context", "open_site",
            "platform_for", "read_config", "trusted_keys"]
@@ -204,6 +214,7 @@ class Site:
         self.ctx: Optional[Context] = None
         self.core: Optional[Core] = None
         self.lan: Optional[LanServer] = None
+        self.control: Any = None
         self._stores: Optional[Stores] = None
         self._own_platform: Any = None
         self._stop = threading.Event()
@@ -291,6 +302,8 @@ class Site:
         def left() -> float:
             return max(0.0, end - time.monotonic())
 
+        if self.control is not None:
+            step("closing the control channel", lambda: self.control.close(min(left(), CONTROL_CLOSE_S)))
         self._stop.set()
         if self.lan is not None:
             step("stopping the LAN server", self.lan.stop)
@@ -366,6 +379,7 @@ def open_site(
     probe_s: float = 10.0,
     drill_site: Optional[Mapping[str, Any]] = None,
     accept: Iterable[str] = (),
+    control: Optional[bool] = None,
 ) -> Site:
     """Open the site in ``data_dir`` in the documented sequence and return it.
 
@@ -376,7 +390,8 @@ def open_site(
     emulator or drill platform then). ``lan``: start the LAN server with these options.
     ``ticks``: start the outbox sender, the monitor tick and the network probe.
     ``drill_site``: the drill platform's demo site (``start_simulator`` arguments).
-    ``accept``: stores to open as they are (``repair-db``).
+    ``accept``: stores to open as they are (``repair-db``). ``control``: start the control
+    channel (default: when ``lan`` or ``ticks`` is given).
 
     Raises ``StoreMissingError`` / ``StoreCorruptError`` / ``StoreError`` (the stores),
     ``LockGateError`` (exit 4: no dongle, or not the site's), ``LanServiceError`` (the LAN
@@ -411,6 +426,8 @@ def open_site(
             site._core_started = True
             site._every(tick_s, "monitor-tick", core.monitor.tick)
             site._every(probe_s, "net-probe", site._probe)
+        if control if control is not None else (lan is not None or ticks):
+            site.control = _start_control(site)
     except BaseException:
         try:
             site.close()
@@ -420,6 +437,18 @@ def open_site(
     log.info("site open (%s)%s", "drill" if config.drill else "site",
              ", LAN {}:{}".format(site.lan.address(), site.lan.port()) if site.lan is not None else "")
     return site
+
+
+def _start_control(site: Site) -> Any:
+    """The control channel over ``site`` (step 7's sibling), or None when it cannot start (logged)."""
+    from kd import cli  # noqa: PLC0415 - the command handlers, run for command lines
+    from kd.control.server import ControlServer  # noqa: PLC0415
+
+    try:
+        return ControlServer(site.folder.root, lambda argv, cwd: cli.run_in_site(site, argv, cwd)).start()
+    except OSError:
+        log.exception("the control channel could not start: command lines will find the folder held (exit 3)")
+        return None
 
 
 def open_context(data_dir: str, hub: Optional[EventHub] = None, *, platform: Optional[Platform] = None,

@@ -7,12 +7,29 @@ returns the exit code. Handlers use the services of ``Session.core`` (built once
 only for constants, so that building the parser (which the GUI start also does) stays
 cheap.
 
-``run(opts, data_dir)`` opens the site as every start does (``kd.site.open_site``:
-interrupted work finished, stores, the site config, drill platform in drill mode, the
-dongle gate — exit 4 without the site's dongle —, context and core; no LAN service and
-no background threads), checks the initial password rule, asks the acting account's
-password when the command needs it (``authorize``), calls the handler and closes the
-site. ``UserError`` propagates to ``main.py`` (exit 2, or its own ``exit_code``);
+``run(opts, data_dir)`` runs the command where the data folder is:
+
+- **No instance holds the folder**: it takes the instance lock (``kd.store.instance``)
+  and runs the command here (``run_here``): ``sync-lock`` and the folder commands
+  (``repair-db``) on the folder itself; the rest over the site opened by
+  ``kd.site.open_site`` as every start does (interrupted work finished, stores, the site
+  config, drill platform in drill mode, the dongle gate — exit 4 without the site's
+  dongle —, context and core; no LAN service and no background threads): the initial
+  password rule, the acting account's password when the command needs it
+  (``authorize``), the handler, the site closed.
+- **The window or ``--headless`` holds it**: the command runs in that instance, over its
+  control channel (``kd.control``; docs/control-protocol.md): ``run_in_site`` there
+  parses the same argv with the same parser (``build_parser``) and runs the same checks
+  and handler against the instance's own site, its output and prompts carried to this
+  terminal, its exit code returned. Paths in the arguments (``PATH_OPTIONS``) are taken
+  relative to this command line's working directory. ``sync-lock``, the folder commands
+  and the commands after which the instance must restart (``RESTART_COMMANDS``: 系统恢复,
+  模考转正考, 系统初始化) are refused there with exit 3, as before the channel existed;
+  so is every command when the instance offers no channel (a window still starting, a
+  start refused at the dongle gate).
+
+``UserError`` propagates to ``main.py`` (exit 2, or its own ``exit_code``; raised in
+the instance, it is raised again on the command line with the same message and code);
 ``Session.out`` prints a result as text, or as JSON with ``--json``.
 
 **The administrator's password.** Every command that changes state or exports data asks
@@ -36,10 +53,12 @@ import getpass
 import importlib
 import json
 import logging
+import os
 import sys
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
-from kd.errors import UserError
+import kd
+from kd.errors import InstanceRunningError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +84,41 @@ NO_PASSWORD_WHEN = {"repair-db": _repairs_settings}
 MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system", "kd.cli.repair")
 
 STDIN_LINE_HELP = "从标准输入的第一行读取管理员密码（供脚本使用；不给则在终端中询问）"
+
+#: commands after which the instance must restart: never run inside a running instance
+RESTART_COMMANDS = frozenset(["restore", "to-formal", "init"])
+#: options (argparse ``dest``) that name a file or folder: relative to the command line's working directory
+PATH_OPTIONS = ("zip", "ptq", "file", "dir", "folder")
+RESTART_REMEDY = ("系统恢复、模考转正考和系统初始化之后须重新启动考点管理系统：请在运行中的考点管理系统窗口中操作，"
+                  "或先退出它（--headless：按 Ctrl+C）再运行此命令。")
+NO_CHANNEL_REMEDY = ("运行中的考点管理系统没有开放本机控制通道（它仍在启动或正在关闭）：请稍后重试，"
+                     "或在运行中的系统中操作。")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``main.py``'s parser: the global options and every command (the instance parses with it too)."""
+    from kd import drill  # noqa: PLC0415 - argparse only
+    from kd.lock import sync as lock_sync  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="kaodian", description="考点管理系统 (kaodian)",
+        epilog="除 status、audit、results、monitor、outbox（不带 --send）、login、passwd、drill 外，"
+               "每个命令先询问管理员密码（终端中输入，或 --password-stdin 从标准输入的第一行读取）；"
+               "连续输错与登录窗口一样限时重试。考点管理系统（窗口或 --headless）正在运行时，"
+               "命令在运行中的系统里执行（本机控制通道）。")
+    parser.add_argument("--version", action="version", version="kaodian " + kd.__version__)
+    parser.add_argument("--data-dir", help="数据目录（默认：程序旁的 data 文件夹；或环境变量 KD_DATA_DIR）")
+    parser.add_argument("--headless", action="store_true", help="只运行后台服务，不打开窗口")
+    parser.add_argument("-v", "--verbose", action="store_true", help="调试日志")
+    parser.add_argument("--lock", metavar="URL",
+                        help="机考锁端口，如 COM3、socket://127.0.0.1:7700（默认：环境变量 KD_LOCK_URL 或自动检测）")
+    parser.add_argument("--lan-port", type=int, default=int(os.environ.get("KD_LAN_PORT", "9190")),
+                        help="考场通讯端口（默认 9190；0 表示任选空闲端口，用于测试）")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_password(lock_sync.add_parser(commands), "这是本机数据目录的管理员密码，不是监控平台密码 --password")
+    drill.add_parser(commands)
+    add_parsers(commands)
+    return parser
 
 
 def needs_password(opts: argparse.Namespace) -> bool:
@@ -160,6 +214,9 @@ def read_secret(what: str, from_stdin: bool, flag: str = "--password-stdin") -> 
     if sys.stdin is None or not sys.stdin.isatty():
         raise UserError("此命令需要输入{}，但标准输入不是终端，无法提示输入。".format(what),
                         "请在命令提示符窗口中运行并按提示输入，或用 {} 从标准输入提供（每行一项）。".format(flag))
+    remote = getattr(sys.stdin, "ask_secret", None)  # run for a command line: its terminal asks (kd.control)
+    if remote is not None:
+        return str(remote("{}：".format(what)))
     return getpass.getpass("{}：".format(what))
 
 
@@ -233,8 +290,61 @@ def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:
     return getattr(opts, "handler", None)
 
 
+def local_only(opts: argparse.Namespace) -> bool:
+    """True for a command that never runs inside a running instance (``sync-lock``, folder commands, restarts)."""
+    return (opts.command == "sync-lock" or folder_handler_of(opts) is not None or handler_of(opts) is None
+            or opts.command in RESTART_COMMANDS)
+
+
+def _refusal(opts: argparse.Namespace, held: InstanceRunningError) -> InstanceRunningError:
+    """What a command that cannot run in the running instance is told (exit 3)."""
+    if opts.command in RESTART_COMMANDS:
+        return InstanceRunningError(held.cause, RESTART_REMEDY)
+    return held
+
+
 def run(opts: argparse.Namespace, data_dir: str) -> int:
-    """Run the command in ``opts`` over the site opened by ``kd.site.open_site``."""
+    """Run the command in ``opts`` here, or in the instance that holds ``data_dir`` (module docstring).
+
+    ``opts.argv`` (set by ``main.py``) is what the instance is sent. Raises ``UserError``
+    (``InstanceRunningError``, exit 3: a command that cannot run in the running instance,
+    or no channel to it).
+    """
+    from kd.store.instance import InstanceLock  # noqa: PLC0415
+
+    lock = InstanceLock(data_dir)
+    try:
+        lock.acquire()
+    except InstanceRunningError as held:
+        argv = getattr(opts, "argv", None)
+        if local_only(opts) or argv is None:
+            raise _refusal(opts, held) from None
+        from kd.control.client import ChannelUnavailable, run_remote  # noqa: PLC0415
+
+        try:
+            return run_remote(data_dir, list(argv))
+        except ChannelUnavailable as e:
+            log.warning("no control channel to the instance holding %s: %s", data_dir, e)
+        try:  # it may have ended meanwhile: then the folder is free
+            lock.acquire()
+        except InstanceRunningError as again:
+            raise InstanceRunningError(again.cause, NO_CHANNEL_REMEDY) from None
+    try:
+        return run_here(opts, data_dir)
+    finally:
+        lock.release()
+
+
+def run_here(opts: argparse.Namespace, data_dir: str) -> int:
+    """The command in ``opts`` on the data folder itself; the caller holds the instance lock."""
+    if opts.command == "sync-lock":
+        from kd.lock import sync as lock_sync  # noqa: PLC0415
+
+        check_folder_password(opts, data_dir)  # before the dongle or the platform is touched
+        return int(lock_sync.run_cli(opts, opts.lock))
+    folder_handler = folder_handler_of(opts)
+    if folder_handler is not None:  # works on the folder itself (repair-db)
+        return int(folder_handler(opts, data_dir))
     from kd.site import open_site  # noqa: PLC0415
 
     handler = handler_of(opts)
@@ -252,3 +362,35 @@ def run(opts: argparse.Namespace, data_dir: str) -> int:
         raise
     site.close()
     return rc
+
+
+def run_in_site(site: Any, argv: List[str], cwd: str) -> int:
+    """A command line's command, run in this running instance over its ``site``; the exit code.
+
+    Called by the control server (``kd.control.server``) in its connection thread, whose
+    stdin/stdout/stderr are the command line's. Parses ``argv`` with ``build_parser``
+    (an argparse error prints its usage and returns 2), refuses what must not run here
+    (exit 3), makes ``PATH_OPTIONS`` absolute against ``cwd``, then does what
+    ``run_here`` does for a handler with the site already open: ``authorize`` and the
+    handler. Raises what they raise (``UserError``: the control server hands it to the
+    command line, which reports it as ``main.py`` does).
+    """
+    try:
+        opts = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed the usage or the error (to this thread's stderr)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    opts.argv = list(argv)
+    log.info("control: command %s for a command line", opts.command)
+    if opts.command is None or local_only(opts):
+        raise _refusal(opts, InstanceRunningError(
+            "考点管理系统已经在运行（数据目录 {}，进程 {}）。".format(site.data_dir, os.getpid()),
+            "请在任务栏右下角的托盘图标中找到已打开的系统；不要同时运行两个考点管理系统。"))
+    for dest in PATH_OPTIONS:
+        value = getattr(opts, dest, None)
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            setattr(opts, dest, os.path.join(cwd, value))
+    handler = handler_of(opts)
+    assert handler is not None
+    session = Session(opts, site)
+    authorize(session)
+    return int(handler(session))
