@@ -167,7 +167,7 @@ def test_monitor_shows_a_live_proctor_and_revoke_cuts_it_off(site):
     monitor = json.loads(ok(kd(site.data, "monitor", "--json")).stdout)
     assert not {r["room"]: r for r in monitor["rows"]}[room]["connected"]
     audit = json.loads(ok(kd(site.data, "audit", "--json", "--last", "10")).stdout)
-    assert {"actor": "admin", "action": "registration_revoked"}.items() <= audit[-1].items()
+    assert {"actor": "admin", "action": "registration.revoked"}.items() <= audit[-1].items()
     assert audit[-2]["action"] == "account.login" and audit[-2]["actor"] == "admin"
 
 
@@ -240,6 +240,18 @@ def test_commands_that_need_the_folder_are_refused_with_exit_3(site):
     for args in (["repair-db", "runtime"], ["sync-lock", "--password-stdin"]):
         refused = kd(site.data, *args)
         assert refused.returncode == 3 and "已经在运行" in refused.stderr, refused.stderr
+
+
+def test_the_client_of_the_protocol_doc_runs_a_command(site):
+    """docs/control-protocol.md §8, as printed there, against the running instance."""
+    doc = open(os.path.join(ROOT, "docs", "control-protocol.md"), encoding="utf-8").read()
+    code = doc.split("## 8. A minimal client (Python)")[1].split("```python\n")[1].split("```")[0]
+    script = os.path.join(site.root, "doc_client.py")
+    with open(script, "w", encoding="utf-8") as f:
+        f.write("DATA_DIR = {!r}\n".format(site.data) + code)
+    proc = subprocess.run([sys.executable, script], input="", capture_output=True, text=True, encoding="utf-8",
+                          env=environment(), timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, ok(kd(site.data, "status")).stdout), proc.stderr
 
 
 def test_same_output_and_exit_codes_as_on_the_folder(site):

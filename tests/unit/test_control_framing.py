@@ -8,6 +8,7 @@ import time
 import pytest
 
 from kd.control import framing
+from kd.control.server import proof
 
 
 @pytest.fixture
@@ -94,3 +95,14 @@ def test_encode_is_compact_utf8_json():
     assert length == len(frame) - 4
     assert json.loads(frame[4:].decode("utf-8"))["cwd"] == "D:\\考点"
     assert b" " not in frame[4:] and "考点".encode() in frame
+
+
+def test_the_documented_proofs():
+    """docs/control-protocol.md §3, worked example."""
+    secret = bytes(range(32))
+    server, client = "00112233445566778899aabbccddeeff", "ffeeddccbbaa99887766554433221100"
+    assert proof(secret, "client", server, client) == \
+        "ba4d39b2c377ce44060740c9feb1aaf6998904022d290b4655890f6ff4bd2ddd"
+    assert proof(secret, "server", server, client) == \
+        "c03385f402585dcf73e58573780a0966828d98c5b5e2258ca0b3013bfbf10711"
+    assert framing.encode({"type": "exit", "code": 0})[:4] == b"\x00\x00\x00\x18"
