@@ -225,7 +225,7 @@ class Drill:
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
                                  timeout=30.0, work_dir=os.path.join(self.work, "proctors"))
         registration = self.site.core.registration
-        sub = self.site.hub.subscribe(["room_registered", "room_data_imported"])
+        sub = self.site.hub.subscribe(["room.registered", "room.data_imported"])
         try:
             self.sim = Simulation(HOST, self.site.lan.port(), rooms, sim_options).start()
 

@@ -54,7 +54,7 @@ import re
 import secrets
 from typing import Any, Dict, List, Optional, Tuple
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.errors import StoreError, UserError
 from kd.formats.timeutil import format_time, parse_time
@@ -226,7 +226,7 @@ class AccountService:
             if first:  # one log line and audit entry per outage, not per attempt
                 log.error("login of %r refused: the attempt cannot be recorded (%s)", user, e.detail or e.cause)
                 try:
-                    self.ctx.record(user or "?", "account.login_not_recorded", attempt=action, error=e.cause)
+                    self.ctx.record(user or "?", names.ACCOUNT_LOGIN_NOT_RECORDED, attempt=action, error=e.cause)
                 except UserError as audit_error:
                     log.error("cannot audit the refused login either: %s", audit_error.detail or audit_error.cause)
             raise _not_recorded() from e
@@ -254,14 +254,14 @@ class AccountService:
         with self.ctx.lock:
             doc = self._account(user)
             self._refuse_if_locked(user, doc)
-            failures, wait = self._count_attempt(user, doc, "account.login")
+            failures, wait = self._count_attempt(user, doc, names.ACCOUNT_LOGIN)
             if not self._check(doc, password or ""):
-                raise self._fail(user, failures, wait, "account.login_failed")
+                raise self._fail(user, failures, wait, names.ACCOUNT_LOGIN_FAILED)
             assert doc is not None
             doc = dict(doc, failures=0, locked_until=None)
-            self._write_account(user, doc, "account.login")
+            self._write_account(user, doc, names.ACCOUNT_LOGIN)
             must_change = bool(doc.get("must_change"))
-            self.ctx.record(user, "account.login", must_change=must_change)
+            self.ctx.record(user, names.ACCOUNT_LOGIN, must_change=must_change)
             return {"user": user, "must_change": must_change}
 
     def must_change(self, user: str) -> bool:
@@ -305,14 +305,14 @@ class AccountService:
             self._refuse_if_locked(user, doc)
             failures, wait = self._count_attempt(user, doc, "account.password_change")
             if not self._check(doc, old or ""):
-                raise self._fail(user, failures, wait, "account.password_change_failed")
+                raise self._fail(user, failures, wait, names.ACCOUNT_PASSWORD_CHANGE_FAILED)
             assert doc is not None
             salt = secrets.token_bytes(SALT_BYTES)
             stored = {"user": user, "salt": salt.hex(), "iterations": ITERATIONS,
                       "hash": hash_password(new, salt, ITERATIONS), "must_change": False,
                       "failures": 0, "locked_until": None, "changed_at": format_time(self.ctx.now())}
             self.ctx.stores.settings.put(model.ACCOUNTS, user, stored)
-            self.ctx.record(user, "account.password_changed")
+            self.ctx.record(user, names.ACCOUNT_PASSWORD_CHANGED)
             return {"user": user, "must_change": False}
 
     # -- 系统设置 ------------------------------------------------------------------------------
@@ -370,8 +370,9 @@ class AccountService:
             self.ctx.stores.settings.put(model.SETTINGS, model.SITE, new)
             for key in keys:
                 self.ctx.trusted.add(key)
-            self.ctx.record(actor, "system.setup", site_code=code, mode=chosen, platform_url=new.get("platform_url"),
-                            first=not fixed, platform_keys=len(keys), dongle_site=dongle_site)
+            self.ctx.record(actor, names.SYSTEM_SET_UP, site_code=code, mode=chosen,
+                            platform_url=new.get("platform_url"), first=not fixed, platform_keys=len(keys),
+                            dongle_site=dongle_site)
             return {"site_code": code, "mode": chosen, "mode_label": model.MODE_LABELS[chosen],
                     "platform_url": new.get("platform_url"), "dongle_site": dongle_site}
 

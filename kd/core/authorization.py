@@ -22,7 +22,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, UserError
@@ -87,7 +87,7 @@ class AuthorizationService:
             doc = runtime.put(model.SESSIONS, auth.session_id, changes)
         else:
             doc = runtime.update(model.SESSIONS, auth.session_id, changes)
-        self.ctx.record(actor, "session_authorized", session=auth.session_id, source=source,
+        self.ctx.record(actor, names.SESSION_AUTHORIZED, session=auth.session_id, source=source,
                         auth_id=auth.auth_id, valid_until=format_time(auth.valid_until))
         return doc
 

@@ -22,7 +22,7 @@ Locking (a proctor's heartbeat is never blocked by the copy, DESIGN §4):
    on Windows the whole file is also read with ``FILE_FLAG_NO_BUFFERING`` and compared
    with a cached read), then every member is re-read against the manifest and the
    signature checked; a backup that does not verify is deleted and reported;
-4. under ``ctx.lock``: the audit record ``system.backup``.
+4. under ``ctx.lock``: the audit record ``system.backed_up``.
 
 Lock order: ``ctx.files_lock`` before ``ctx.lock``, never the other way round.
 
@@ -43,7 +43,7 @@ import kd
 # The backup reads the data folder's files themselves, so it uses the store's file
 # primitives directly.
 from kd import fileio as fsutil
-from kd.core import model
+from kd.core import model, names
 from kd.core.accounts import AccountService
 from kd.core.context import Context
 from kd.core.labels import result_label
@@ -69,9 +69,9 @@ class BackupError(UserError):
 
 def recover_again_remedy(rooms: List[str], then: str) -> str:
     """How to get a damaged result back into the spool, then ``then`` (e.g. 重新备份)."""
-    names = "、".join(dict.fromkeys(rooms)) or "相应考场"
+    rooms_text = "、".join(dict.fromkeys(rooms)) or "相应考场"
     return ("请在考场 {} 的监考机上重新“上报”，或导出结果包后在“数据回收”中手工“回收”"
-            "（同一结果包会替换本机已损坏的文件），然后{}。".format(names, then))
+            "（同一结果包会替换本机已损坏的文件），然后{}。".format(rooms_text, then))
 
 
 def spool_owners(ctx: Context) -> Dict[str, List[Dict[str, str]]]:
@@ -185,7 +185,7 @@ class BackupService:
             size = os.path.getsize(path)
         warnings = _damage_warnings(damaged)
         with ctx.lock:
-            ctx.record(actor, "system.backup", path=path, note=note, members=len(written["members"]), size=size,
+            ctx.record(actor, names.SYSTEM_BACKED_UP, path=path, note=note, members=len(written["members"]), size=size,
                        damaged=[{"sha256": d["sha256"], "label": d["label"], "problem": d["problem"]}
                                 for d in damaged])
         return BackupResult(path, damaged=damaged, warnings=warnings, members=len(written["members"]), size=size,

@@ -42,7 +42,7 @@ import secrets
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from kd import fileio
-from kd.core import model
+from kd.core import model, names
 from kd.core.backup import damaged_entry, recover_again_remedy
 from kd.core.context import Context
 from kd.core.labels import result_label
@@ -200,7 +200,7 @@ class ExternalBackup:
                 "folder": target, "files": files, "missing": missing, "manifest": MANIFEST_NAME,
                 "verified_at": verified_at, "valid": True, "actor": actor, "bytes": total,
                 "same_volume": medium["same_volume"], "volume_kind": medium["volume_kind"], "read_back": read_back})
-            ctx.record(actor, "results.backed_up", folder=target, files=len(files), bytes=total,
+            ctx.record(actor, names.RESULTS_BACKED_UP, folder=target, files=len(files), bytes=total,
                        missing=[{"room": m["room"], "session": m["session"], "problem": m["problem"]}
                                 for m in missing], same_volume=medium["same_volume"], read_back=read_back)
         return {"folder": target, "files": files, "bytes": total, "verified_at": verified_at, "missing": missing,
@@ -319,12 +319,12 @@ class ExternalBackup:
         except UserError as e:
             with ctx.lock:
                 ctx.stores.runtime.update(model.CHECKS, model.EXTERNAL, {"valid": False})
-                ctx.record(actor, "results.backup_invalid", folder=record["folder"], error=e.cause)
+                ctx.record(actor, names.RESULTS_BACKUP_INVALIDATED, folder=record["folder"], error=e.cause)
             raise
         with ctx.lock:
             checked = format_time(ctx.now())
             record = ctx.stores.runtime.update(model.CHECKS, model.EXTERNAL, {"valid": True, "checked_at": checked})
-            ctx.record(actor, "results.backup_verified", folder=record["folder"], files=len(record["files"]))
+            ctx.record(actor, names.RESULTS_BACKUP_VERIFIED, folder=record["folder"], files=len(record["files"]))
         return record
 
     def uncovered(self, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

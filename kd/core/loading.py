@@ -32,7 +32,7 @@ import string
 from typing import Any, Dict, List, Optional
 
 from kd import fileio
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.formats.package import REMEDY as PACKAGE_REMEDY
@@ -191,7 +191,7 @@ class LoadingService:
             raise StoreError("无法替换考场数据文件夹（{}）。".format(self.rooms_dir),
                              "请关闭正在使用考场数据文件的程序（如杀毒软件、资源管理器窗口）后重试；原有数据保持不变。",
                              detail=repr(e)) from e
-        ctx.record(actor, "package_loaded", source=source, site_code=package.site_code,
+        ctx.record(actor, names.PACKAGE_LOADED, source=source, site_code=package.site_code,
                    publish_time=package.publish_time, manifest_sha256=package.manifest_sha256,
                    zip_sha256=zip_sha, rooms=len(package.rooms), sessions=len(package.sessions),
                    candidates=len(package.candidates))

@@ -52,8 +52,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from kd.core import model
+from kd.core import lifecycle, model, names, records
 from kd.core.context import Context
+from kd.core.lifecycle import RoomSessionEvent
 from kd.core.outbox import SENT, Outbox
 from kd.core.verification import current_session
 from kd.errors import StateRefused, UserError
@@ -78,6 +79,8 @@ TOTAL_LABEL = "人数统计"
 #: a row's ``start``: how its start was recorded (None: not started)
 START_PERMITTED, START_UNPERMITTED = "permitted", "unpermitted"
 UNPERMITTED_LABEL = "未经许可开考"
+#: the audit action of a session report enqueued
+REPORTED = {"session_started": names.SESSION_STARTED, "session_ended": names.SESSION_ENDED}
 #: ``reason`` of a ``room.started_unpermitted`` audit entry
 NOT_AUTHORIZED, NOT_VERIFIED, NO_PERMIT = "not_authorized", "not_verified", "no_permit"
 
@@ -98,17 +101,17 @@ def row_cell(row: Dict[str, Any], key: str) -> str:
     return text
 
 
-def unpermitted_reason(session_doc: Dict[str, Any], rs_doc: Dict[str, Any]) -> Optional[str]:
+def unpermitted_reason(session_doc: Optional[records.Session], rs_doc: Optional[records.RoomSession]) -> Optional[str]:
     """Why a start now would be 未经许可开考 (a ``reason`` constant), None when it is permitted.
 
     Permitted: the room was granted its start permit for the session (``permitted_at``)
     and the session is authorized and verified now.
     """
-    if not session_doc.get("authorized_at"):
+    if not lifecycle.authorized(session_doc):
         return NOT_AUTHORIZED
-    if not session_doc.get("verified_at"):
+    if not lifecycle.verified(session_doc):
         return NOT_VERIFIED
-    if not rs_doc.get("permitted_at"):
+    if not lifecycle.permitted(rs_doc):
         return NO_PERMIT
     return None
 
@@ -198,13 +201,13 @@ class MonitorService:
     def _load_transitions(self) -> None:
         if self._loaded:
             return
-        for doc in self.ctx.stores.runtime.all(model.ROOM_SESSIONS):
-            pair = (doc.get("room"), doc.get("session"))
-            if doc.get("started_at"):
+        for doc in records.room_sessions(self.ctx.stores.runtime):
+            pair = (doc["room"], doc["session"])
+            if lifecycle.started(doc):
                 self._started.add(pair)
-            if doc.get("unpermitted_at"):
+            if lifecycle.start_unpermitted(doc):
                 self._unpermitted.add(pair)
-            if doc.get("ended_at"):
+            if lifecycle.ended(doc):
                 self._ended.add(pair)
         self._loaded = True
 
@@ -248,8 +251,8 @@ class MonitorService:
     def _refuse_end(self, room: str, session: str) -> None:
         """An ``ended`` without a recorded start: audited once per pair, then ``StateRefused``."""
         pair = (room, session)
-        doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, session)) or {}
-        if doc.get("started_at"):  # recorded meanwhile (another connection of the room)
+        if lifecycle.started(records.room_session(self.ctx.stores.runtime, room, session)):
+            # recorded meanwhile (another connection of the room)
             with self._lock:
                 self._started.add(pair)
             return
@@ -260,7 +263,7 @@ class MonitorService:
             log.warning("room %s reported session %s ended without a start: refused", room, session)
             try:
                 with self.ctx.lock:
-                    self.ctx.record(room, "room.end_refused", room_code=room, session_id=session)
+                    self.ctx.record(room, names.ROOM_END_REFUSED, room_code=room, session_id=session)
             except BaseException:
                 with self._lock:  # not audited: the next refusal tries again
                     self._end_refused.discard(pair)
@@ -274,36 +277,27 @@ class MonitorService:
     def _persist(self, room: str, session: str, started: bool, ended: bool) -> None:
         with self.ctx.lock:
             runtime = self.ctx.stores.runtime
-            key = model.rs_key(room, session)
-            doc = runtime.get(model.ROOM_SESSIONS, key) or {
-                "room": room, "session": session, "started_at": None, "ended_at": None, "result": None,
-                "upload": None}
-            now = format_time(self.ctx.now())
-            changed: List[Tuple[str, Dict[str, Any]]] = []
-            if started and not doc.get("started_at"):
-                reason = unpermitted_reason(runtime.get(model.SESSIONS, session) or {}, doc)
-                doc["started_at"] = now
+            doc = records.room_session(runtime, room, session) or records.new_room_session(room, session)
+            ids = {"room_code": room, "session_id": session}
+            steps: List[lifecycle.Step] = []
+            if started and not lifecycle.started(doc):
+                reason = unpermitted_reason(records.session(runtime, session), doc)
                 if reason is None:
-                    changed.append(("room.started", {}))
+                    steps.append(lifecycle.Step(RoomSessionEvent.START, names.ROOM_STARTED, ids))
                 else:
-                    doc["unpermitted_at"] = now
-                    changed.append(("room.started_unpermitted", {"reason": reason}))
-            if ended and doc.get("started_at") and not doc.get("ended_at"):
-                doc["ended_at"] = now
-                changed.append(("room.ended", {}))
-            if changed:
-                runtime.put(model.ROOM_SESSIONS, key, doc)
-                for action, extra in changed:
-                    if action == "room.started_unpermitted":
-                        log.warning("room %s started session %s without a permit (%s)", room, session,
-                                    extra["reason"])
-                    self.ctx.record(room, action, room_code=room, session_id=session, **extra)
+                    log.warning("room %s started session %s without a permit (%s)", room, session, reason)
+                    steps.append(lifecycle.Step(RoomSessionEvent.START_UNPERMITTED, names.ROOM_STARTED_UNPERMITTED,
+                                                dict(ids, reason=reason)))
+            if ended and (started or lifecycle.started(doc)) and not lifecycle.ended(doc):
+                steps.append(lifecycle.Step(RoomSessionEvent.END, names.ROOM_ENDED, ids))
+            if steps:
+                doc = lifecycle.advance(self.ctx, doc, *steps, actor=room)
             with self._lock:
-                if doc.get("started_at"):
+                if lifecycle.started(doc):
                     self._started.add((room, session))
-                if doc.get("unpermitted_at"):
+                if lifecycle.start_unpermitted(doc):
                     self._unpermitted.add((room, session))
-                if doc.get("ended_at"):
+                if lifecycle.ended(doc):
                     self._ended.add((room, session))
 
     def forget(self, room_code: str) -> None:
@@ -459,7 +453,7 @@ class MonitorService:
                                                 "unpermitted": unpermitted}, session_id=session_id)
             doc[field] = format_time(self.ctx.now())
             runtime.put(model.SESSIONS, session_id, doc)
-            self.ctx.record(ACTOR, "monitor." + kind, session_id=session_id, outbox_id=report["id"],
+            self.ctx.record(ACTOR, REPORTED[kind], session_id=session_id, outbox_id=report["id"],
                             unpermitted=unpermitted)
         return [report]
 

@@ -28,7 +28,7 @@ GUI and ``--headless``). A command-line process runs no sender: what it enqueues
 delivers it (``outbox --send`` delivers at once on request, stopping at the first
 report the platform does not answer). The sender thread waits on an ``Event`` (woken
 by ``enqueue``, ``retry`` and ``stop``), never spins.
-Hub events: ``outbox.enqueued``, ``outbox.sent``, ``outbox.failed``, ``outbox.retry``
+Hub events: ``outbox.enqueued``, ``outbox.sent``, ``outbox.failed``, ``outbox.retried``
 (audited) and ``outbox.deferred`` (a retryable failure; not audited).
 """
 
@@ -39,7 +39,7 @@ import secrets
 import threading
 from typing import Any, Dict, List, Optional
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.errors import PlatformRefused, UserError
 from kd.formats.timeutil import format_time, read_time
@@ -105,7 +105,7 @@ class Outbox:
                 "next_try_at": now, "sent_at": None, "failed_at": None, "report_id": None,
             }
             stored = self._db.put(model.OUTBOX, rid, doc)
-            self.ctx.record(ACTOR, "outbox.enqueued", id=rid, kind=kind, session_id=session_id, room_code=room_code)
+            self.ctx.record(ACTOR, names.OUTBOX_ENQUEUED, id=rid, kind=kind, session_id=session_id, room_code=room_code)
         self._wake.set()
         return stored
 
@@ -189,7 +189,7 @@ class Outbox:
                 "state": SENT, "tries": doc.get("tries", 0) + 1, "last_error": None,
                 "sent_at": format_time(self.ctx.now()), "report_id": (answer or {}).get("report_id"),
                 "next_try_at": None})
-            self.ctx.record(ACTOR, "outbox.sent", id=rid, kind=doc["kind"], session_id=doc.get("session_id"),
+            self.ctx.record(ACTOR, names.OUTBOX_SENT, id=rid, kind=doc["kind"], session_id=doc.get("session_id"),
                             room_code=doc.get("room_code"), report_id=(answer or {}).get("report_id"))
         return True
 
@@ -208,13 +208,13 @@ class Outbox:
             if refused:
                 self._db.update(model.OUTBOX, rid, {"state": FAILED, "tries": tries, "last_error": message,
                                                     "failed_at": format_time(now), "next_try_at": None})
-                self.ctx.record(ACTOR, "outbox.failed", id=rid, kind=doc["kind"], error=message)
+                self.ctx.record(ACTOR, names.OUTBOX_FAILED, id=rid, kind=doc["kind"], error=message)
             else:
                 due = now + datetime.timedelta(seconds=self.backoff(tries))
                 self._db.update(model.OUTBOX, rid, {"tries": tries, "last_error": message,
                                                     "next_try_at": format_time(due)})
                 # an event for the views (not audited: an outage would flood the audit log)
-                self.ctx.hub.publish("outbox.deferred", id=rid, kind=doc["kind"], tries=tries, error=message,
+                self.ctx.hub.publish(names.OUTBOX_DEFERRED, id=rid, kind=doc["kind"], tries=tries, error=message,
                                      next_try_at=format_time(due))
         return False if refused else None
 
@@ -227,7 +227,7 @@ class Outbox:
             if doc["state"] == FAILED:
                 doc = self._db.update(model.OUTBOX, rid, {"state": PENDING, "failed_at": None,
                                                           "next_try_at": format_time(self.ctx.now())})
-                self.ctx.record(actor, "outbox.retry", id=rid, kind=doc["kind"])
+                self.ctx.record(actor, names.OUTBOX_RETRIED, id=rid, kind=doc["kind"])
         self._held_until = None  # the administrator fixed the cause: try now
         self._wake.set()
         return doc

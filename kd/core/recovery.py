@@ -28,7 +28,7 @@ import os
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 from kd import fileio
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.core.loading import not_loaded
 from kd.errors import FormatError, ResultConflict, SpoolError, UserError
@@ -223,10 +223,10 @@ class RecoveryService:
             with runtime.transaction():
                 runtime.put(model.ROOM_SESSIONS, key, doc)
                 complete = self._report_if_complete(actor)
-            ctx.record(actor, "results.received", room=room, session=session, sha256=digest, size=size,
+            ctx.record(actor, names.RESULTS_RECEIVED, room=room, session=session, sha256=digest, size=size,
                        source=source, counts={k: v for k, v in result.counts().items() if k != "subjects"})
             if complete is not None:
-                ctx.record(actor, "results.all_recovered", outbox_id=complete)
+                ctx.record(actor, names.RESULTS_ALL_RECOVERED, outbox_id=complete)
             return dict(doc["result"], room=room, session=session, duplicate=False)
 
     def _conflict(self, result: RoomResult, digest: str, size: int, source: str, actor: str,
@@ -239,7 +239,7 @@ class RecoveryService:
                     "kept_sha256": old["sha256"], "first_at": seen["first_at"] if seen else now, "last_at": now,
                     "times": (seen["times"] + 1) if seen else 1, "actor": actor}
         runtime.put(model.RESULT_CONFLICTS, ckey, conflict)
-        self.ctx.record(actor, "results.conflict", room=room, session=session, sha256=digest, size=size,
+        self.ctx.record(actor, names.RESULTS_CONFLICTED, room=room, session=session, sha256=digest, size=size,
                         source=source, kept_sha256=old["sha256"])
         raise ResultConflict(
             "考场 {} 场次 {} 的结果已回收（校验值 {}…），收到的结果包校验值不同（{}…），"

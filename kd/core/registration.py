@@ -15,8 +15,8 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
   live in memory, in the service instance (one per running site), follow ``ctx.now()``,
   and are bounded (``MAX_TRACKED_IPS`` addresses, ``MAX_TRACKED_PAIRS`` room/address
   pairs; the ones with the oldest last failure are forgotten first): ``kd.core.ratelimit``.
-- Refused registrations (``registration_failed``, ``registration_blocked``,
-  ``registration_conflict``) are audited per (action, room, source address) and
+- Refused registrations (``registration.failed``, ``registration.blocked``,
+  ``registration.conflicted``) are audited per (action, room, source address) and
   ``AUDIT_WINDOW`` (60 s): the first of a window at once (``count`` 1), the others
   counted and written as one line (``count``, ``from``, ``to``, ``aggregated``) when the
   window has closed (``flush_refusals()``: the LAN service calls it from its accept loop,
@@ -49,7 +49,7 @@ import socket
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from kd import fileio
-from kd.core import model, printing, ratelimit, regrestore
+from kd.core import model, names, printing, ratelimit, regrestore
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ratelimit import AUDIT_WINDOW, Limiter, Line, Refusals
@@ -130,7 +130,7 @@ class RegistrationService:
             room = ctx.stores.runtime.get(model.ROOMS, room_code) if room_code else None
             until = self._limiter.blocked_until(room_code, ip, now)
             if until is not None:
-                if self._refused("registration_blocked", room_code, room is not None, ip, now):
+                if self._refused(names.REGISTRATION_BLOCKED, room_code, room is not None, ip, now):
                     log.warning("registration of %r from %s refused: too many wrong codes (further refusals "
                                 "within %d s are counted, not logged one by one)", room_code, ip,
                                 AUDIT_WINDOW.total_seconds())
@@ -141,11 +141,11 @@ class RegistrationService:
                 raise blocked
             if room is None or not _same(reg_code, room["reg_code"]):
                 self._limiter.fail(room_code, ip, now)
-                if self._refused("registration_failed", room_code, room is not None, ip, now):
+                if self._refused(names.REGISTRATION_FAILED, room_code, room is not None, ip, now):
                     log.info("wrong registration code for room %r from %s", room_code, ip)
                 raise RegistrationRefused(*WRONG)
             if room.get("ip") and room["ip"] != ip:
-                self._refused("registration_conflict", room_code, True, ip, now, registered_ip=room["ip"])
+                self._refused(names.REGISTRATION_CONFLICTED, room_code, True, ip, now, registered_ip=room["ip"])
                 raise RegistrationRefused(
                     "考场 {} 已在另一台监考机（{}）上注册。".format(room_code, room["ip"]),
                     "如需更换监考机，请在考点管理系统“考场注册”中对该考场“撤销注册”后重新注册。")
@@ -153,7 +153,7 @@ class RegistrationService:
             token = secrets.token_urlsafe(TOKEN_BYTES)
             ctx.stores.runtime.update(model.ROOMS, room_code, {
                 "ip": ip, "token": token, "registered_at": format_time(now)})
-            ctx.record("proctor", "room_registered", room=room_code, ip=ip, again=again)
+            ctx.record("proctor", names.ROOM_REGISTERED, room=room_code, ip=ip, again=again)
         return {"token": token, "site_code": manifest["site_code"], "sessions": manifest["sessions"],
                 "room_data_sha256": self.loading.room_data_sha256(room_code)}
 
@@ -227,7 +227,7 @@ class RegistrationService:
                                   detail="room {} data {} != {}".format(room_code, sha256, expected))
             doc = self.ctx.stores.runtime.update(model.ROOMS, room_code, {
                 "data_sha256": expected, "data_imported_at": format_time(self.ctx.now())})
-            self.ctx.record("proctor", "room_data_imported", room=room_code, ip=ip, sha256=expected)
+            self.ctx.record("proctor", names.ROOM_DATA_IMPORTED, room=room_code, ip=ip, sha256=expected)
             return doc
 
     # -- admin side --------------------------------------------------------------------
@@ -242,7 +242,7 @@ class RegistrationService:
                 raise UserError("没有考场 {}。".format(room_code), "请从考场列表中选择考场。")
             doc = self.ctx.stores.runtime.update(model.ROOMS, room_code, {
                 "ip": None, "token": None, "registered_at": None, "data_sha256": None, "data_imported_at": None})
-            self.ctx.record(actor, "registration_revoked", room=room_code, ip=room.get("ip"))
+            self.ctx.record(actor, names.REGISTRATION_REVOKED, room=room_code, ip=room.get("ip"))
         if self.ctx.lan is not None:
             try:
                 self.ctx.lan.disconnect_room(room_code)
@@ -287,7 +287,7 @@ class RegistrationService:
                 raise StoreError("无法写入考点信息文件（{}）。".format(folder),
                                  "请检查所选文件夹（U盘）是否可写、空间是否足够。",
                                  detail=repr(e)) from e
-            ctx.record(actor, "site_info_exported", folder=folder, kdinfo=info_path, html=html_path,
+            ctx.record(actor, names.SITE_INFO_EXPORTED, folder=folder, kdinfo=info_path, html=html_path,
                        rooms=len(rooms), registered=sum(1 for r in rooms if r.get("ip")))
         return {"html": os.path.abspath(html_path), "kdinfo": os.path.abspath(info_path)}
 

@@ -25,7 +25,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ports import DongleSignature
@@ -198,7 +198,7 @@ class RegistrationRestore:
                         "token": None, "data_sha256": None, "data_imported_at": None})
                     if room["ip"]:
                         reset.append(room["code"])
-            ctx.record(actor, "registration_restored", file=kdinfo_path, rooms=len(info.rooms),
+            ctx.record(actor, names.REGISTRATION_RESTORED, file=kdinfo_path, rooms=len(info.rooms),
                        registered=sum(1 for r in info.rooms if r["ip"]), created_at=info.body["created_at"],
                        loses=[r["code"] for r in plan if r["change"] == LOSES],
                        changes=[r["code"] for r in plan if r["change"] == CHANGES],

@@ -72,7 +72,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.accounts import AccountService
 from kd.core.backup import SystemRefused
 from kd.core.context import Context
@@ -195,7 +195,7 @@ class RestoreService:
                                    "请关闭占用数据目录的程序（如杀毒软件）并检查磁盘空间后重试。",
                                    detail=repr(e)) from e
             kept = plan.kept()
-            ctx.record(actor, "system.restored", path=os.path.abspath(path), kept=audit_kept(kept),
+            ctx.record(actor, names.SYSTEM_RESTORED, path=os.path.abspath(path), kept=audit_kept(kept),
                        accounts_kept=kept["accounts"], damaged=warnings, **info)
             return dict(info, restart_required=True, kept=kept, lines=plan.lines(), warnings=warnings,
                         accounts_kept=kept["accounts"])

@@ -133,12 +133,12 @@ class RestorePlan:
         unknown = [d for _, d in sorted(rows.items()) if d.get("started_at") and not d.get("result")
                    and not (self.runtime.get(model.ROOM_SESSIONS, _rs_key(d)) or {}).get("started_at")]
         if unknown:
-            names = [result_label(d.get("room"), d.get("session")) for d in unknown]
+            labels = [result_label(d.get("room"), d.get("session")) for d in unknown]
             self.refuse(SystemRefused(
                 "正在考试的考场在该备份中尚未开考：{}。恢复后系统将不再知道这些考场已开考，"
-                "考试数据可能无法回收和上报。".format(summary(names)),
+                "考试数据可能无法回收和上报。".format(summary(labels)),
                 "请选择这些考场开考之后的较新备份；或待这些考场考试结束、数据回收并上报后再恢复。",
-                detail="; ".join(names)))
+                detail="; ".join(labels)))
 
     # -- what is kept --------------------------------------------------------------------------
     def merge_results(self, rows: Dict[str, Dict[str, Any]], conflicts: Dict[str, Dict[str, Any]],

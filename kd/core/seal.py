@@ -27,7 +27,7 @@ import datetime
 import shutil
 from typing import Any, Dict, List, Optional
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.core.outbox import FAILED, SENT, Outbox
 from kd.errors import UserError
@@ -226,7 +226,7 @@ class SealCheckService:
                     "items": [{"id": i["id"], "status": i["status"], "detail": i["detail"]} for i in items]})
                 result["report_id"] = report["id"]
             self.ctx.stores.runtime.put(model.CHECKS, model.SEAL, result)
-            self.ctx.record(actor, "seal.checked", passed=passed,
+            self.ctx.record(actor, names.SEAL_CHECKED, passed=passed,
                             failed=[i["id"] for i in items if i["status"] == FAIL])
         return self._view(result)
 

@@ -18,6 +18,7 @@ monitor's ``tick()`` is driven by ``kd.site``.
                     system (初始化, 模考转正考, the exit rule), restore (系统恢复)
 """
 
+from kd.core import names
 from kd.core.accounts import AccountService
 from kd.core.authorization import AuthorizationService
 from kd.core.backup import BackupService
@@ -53,8 +54,8 @@ class Core:
         self.recovery = RecoveryService(ctx, self.outbox)
         self.upload = UploadService(ctx, self.outbox, recovery=self.recovery)
         # a revoked room is disconnected at once, not after its missed heartbeats
-        ctx.hub.on("registration_revoked", lambda event: self.monitor.forget(event.data["room"]))
-        ctx.hub.on("registration_restored", lambda event: [self.monitor.forget(r) for r in event.data["reset"]])
+        ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.monitor.forget(event.data["room"]))
+        ctx.hub.on(names.REGISTRATION_RESTORED, lambda event: [self.monitor.forget(r) for r in event.data["reset"]])
 
     def start(self) -> "Core":
         """Start the outbox sender (idempotent)."""

@@ -21,7 +21,7 @@ without an upload receipt (``room_sessions.upload``). While such a line exists, 
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.accounts import AccountService
 from kd.core.backup import BackupError, BackupService, SystemRefused  # noqa: F401 (re-exported)
 from kd.core.context import Context
@@ -105,7 +105,7 @@ class SystemService:
                 raise SystemRefused("当前已是正式考试模式，无需模考转正考。", "")
             cleared = self._clear_exam_data()
             self.ctx.stores.settings.put(model.SETTINGS, model.SITE, dict(site, mode=model.FORMAL))
-            self.ctx.record(actor, "system.to_formal", site_code=site.get("site_code"), **cleared)
+            self.ctx.record(actor, names.SYSTEM_CONVERTED_TO_FORMAL, site_code=site.get("site_code"), **cleared)
             return dict(cleared, mode=model.FORMAL, restart_required=True)
 
     def initialize(self, confirm_site_code: str, actor: str) -> Dict[str, Any]:
@@ -129,7 +129,7 @@ class SystemService:
                 self.ctx.stores.settings.put(model.SETTINGS, model.SITE, kept)
             else:
                 self.ctx.stores.settings.delete(model.SETTINGS, model.SITE)
-            self.ctx.record(actor, "system.initialized", site_code=code, **cleared)
+            self.ctx.record(actor, names.SYSTEM_INITIALIZED, site_code=code, **cleared)
             return dict(cleared, site_code_cleared=code, restart_required=True)
 
     def _clear_exam_data(self) -> Dict[str, int]:

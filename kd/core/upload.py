@@ -24,7 +24,7 @@ import logging
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.backup import recover_again_remedy
 from kd.core.context import Context
 from kd.core.external import BackupRequired, ExternalBackup
@@ -120,10 +120,10 @@ class UploadService:
                     recover_again_remedy([d["room"] for d in damaged], "重新执行第一步“备份到外部存储”，再上报"),
                     detail="; ".join("{} {}: {}".format(d["room"], d["session"], d["problem"]) for d in damaged))
             if uncovered:
-                names = "、".join("{}（场次{}）".format(r["room"], r["session"]) for r in uncovered[:5])
+                listed = "、".join("{}（场次{}）".format(r["room"], r["session"]) for r in uncovered[:5])
                 raise BackupRequired(
                     "有 {} 个已回收的结果包尚未备份到外部存储：{}{}".format(
-                        len(uncovered), names, "等" if len(uncovered) > 5 else ""),
+                        len(uncovered), listed, "等" if len(uncovered) > 5 else ""),
                     "请先完成第一步“备份到外部存储”（备份完成后再回收的数据需要重新备份），再上报。")
             scope = [r for r in records if session_id is None or r["session"] == session_id]
             if not scope:
@@ -149,7 +149,7 @@ class UploadService:
                         touched.append(rec["session"])
             except UserError as e:
                 with ctx.lock:
-                    ctx.record(actor, "results.upload_interrupted", uploaded=len(uploaded),
+                    ctx.record(actor, names.RESULTS_UPLOAD_INTERRUPTED, uploaded=len(uploaded),
                                left=len(pending) - len(uploaded), error=e.cause)
                 raise
             finally:
@@ -189,7 +189,7 @@ class UploadService:
                   "received_at": format_time(receipt.received_at)}
         with ctx.lock:
             ctx.stores.runtime.update(model.ROOM_SESSIONS, model.rs_key(room, sid), {"upload": upload})
-            ctx.record(actor, "results.uploaded", room=room, session=sid, sha256=receipt.sha256, size=receipt.size,
+            ctx.record(actor, names.RESULTS_UPLOADED, room=room, session=sid, sha256=receipt.sha256, size=receipt.size,
                        file_id=receipt.file_id)
         return {"room": room, "session": sid, "sha256": receipt.sha256, "size": receipt.size,
                 "file_id": receipt.file_id, "received_at": upload["received_at"]}

@@ -33,7 +33,7 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.errors import FormatError, LockError, PermitRefused, UserError
 from kd.formats import documents
@@ -151,7 +151,7 @@ class VerificationService:
                 "lock_clock_skew_s": evidence["skew"], "lock_synced_at": evidence["synced_at"],
             })
             runtime.put(model.SESSIONS, session_id, current)
-            self.ctx.record(actor, "verification.verified", session_id=session_id, source=source,
+            self.ctx.record(actor, names.SESSION_VERIFIED, session_id=session_id, source=source,
                             lock_id=evidence["lock_id"], lock_clock_skew_s=evidence["skew"],
                             lock_synced_at=evidence["synced_at"])
         log.info("session %s verified (%s)", session_id, source)
@@ -204,7 +204,7 @@ class VerificationService:
                 return
             doc["permitted_at"] = format_time(self.ctx.now())
             runtime.put(model.ROOM_SESSIONS, key, doc)
-            self.ctx.record(room_code, "room.permitted", room_code=room_code, session_id=session_id)
+            self.ctx.record(room_code, names.ROOM_PERMITTED, room_code=room_code, session_id=session_id)
         log.info("room %s permitted to start session %s", room_code, session_id)
 
     # -- view ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The 演练 menu (drill mode only): start N simulated proctor machines against this app.
 
 启动模拟考场… asks how many rooms, takes the site info the user exported in 考场注册
-(the last ``site_info_exported`` event; without one it exports it itself into
+(the last ``site_info.exported`` event; without one it exports it itself into
 ``DATA/drill/site-info``), and runs ``kd.lan.simulator.Simulation`` against the running
 App's LAN port on 127.0.0.1. The proctors register, import their room data, wait for the
 start permits, run their sessions (accelerated) and upload results, so a newcomer can

@@ -83,11 +83,11 @@ def show_time(value: Optional[str]) -> str:
 class MonitorPage(Page):
     title = "考场管理"
     events = frozenset([
-        "package_loaded", "room_registered", "registration_revoked", "registration_restored", "room_data_imported",
-        "session_authorized", "verification.verified", "room.started", "room.started_unpermitted", "room.ended",
+        "package.loaded", "room.registered", "registration.revoked", "registration.restored", "room.data_imported",
+        "session.authorized", "session.verified", "room.started", "room.started_unpermitted", "room.ended",
         "results.received",
-        "results.uploaded", "monitor.session_started", "monitor.session_ended", "outbox.sent", "outbox.failed",
-        "system.initialized", "system.restored", "system.to_formal",
+        "results.uploaded", "session.started", "session.ended", "outbox.sent", "outbox.failed",
+        "system.initialized", "system.restored", "system.converted_to_formal",
     ])
 
     def _build(self) -> None:

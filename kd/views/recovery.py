@@ -86,7 +86,7 @@ def _counts(row: Dict[str, Any], key: str, multi: bool) -> str:
 class RecoveryPage(Page):
     title = "数据回收"
     events = frozenset([
-        "package_loaded", "results.received", "results.conflict", "results.uploaded", "results.all_recovered",
+        "package.loaded", "results.received", "results.conflicted", "results.uploaded", "results.all_recovered",
         "outbox.sent", "outbox.failed", "system.initialized", "system.restored",
     ])
 

@@ -47,21 +47,21 @@ log = logging.getLogger(__name__)
 
 #: events after which the step marks are checked again
 STEP_EVENTS = frozenset({
-    "package_loaded", "room_registered", "room_data_imported", "registration_revoked", "registration_restored",
-    "site_info_exported", "session_authorized", "seal.checked", "verification.verified", "system.restored",
-    "system.initialized", "system.to_formal", "system.setup",
+    "package.loaded", "room.registered", "room.data_imported", "registration.revoked", "registration.restored",
+    "site_info.exported", "session.authorized", "seal.checked", "session.verified", "system.restored",
+    "system.initialized", "system.converted_to_formal", "system.set_up",
 })
 #: events after which the title (exam name, site, mode) is read again
-TITLE_EVENTS = frozenset({"package_loaded", "system.setup", "system.restored", "system.initialized",
-                          "system.to_formal"})
+TITLE_EVENTS = frozenset({"package.loaded", "system.set_up", "system.restored", "system.initialized",
+                          "system.converted_to_formal"})
 
 
 def notice_for(name: str, data: Dict[str, Any]) -> Optional[Tuple[str, str]]:
     """(text, kind) of the short notification an event deserves, or None."""
     room = data.get("room") or data.get("room_code") or ""
-    if name == "room_registered":
+    if name == "room.registered":
         return "考场 {} 已注册{}".format(room, "（重新注册）" if data.get("again") else ""), "info"
-    if name == "room_data_imported":
+    if name == "room.data_imported":
         return "考场 {} 已导入考场数据".format(room), "info"
     if name == "results.received":
         return "收到考场 {} 场次 {} 的考试结果".format(room, data.get("session", "")), "success"
@@ -327,7 +327,7 @@ class Shell:
             self.status.set_lan(True)
         elif name == "lan.stopped":
             self.status.set_lan(False)
-        elif name == "site_info_exported":
+        elif name == "site_info.exported":
             self.last_site_info = data.get("kdinfo")
         notice = notice_for(name, data)
         if notice is not None:

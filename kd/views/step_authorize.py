@@ -30,8 +30,8 @@ PTQ_TITLE = "手工导入考试授权文件（.PTQ）"
 
 class AuthorizePage(Page):
     title = "考试授权"
-    events = frozenset({"session_authorized", "verification.verified", "package_loaded", "system.initialized",
-                        "system.restored", "system.to_formal"})
+    events = frozenset({"session.authorized", "session.verified", "package.loaded", "system.initialized",
+                        "system.restored", "system.converted_to_formal"})
 
     # -- build ---------------------------------------------------------------------------
     def _build(self) -> None:

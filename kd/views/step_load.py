@@ -36,7 +36,7 @@ ZIP_TITLE = "手工导入考场数据包（.zip）"
 
 class LoadPage(Page):
     title = "导入考务"
-    events = frozenset({"package_loaded", "system.initialized", "system.restored", "system.to_formal"})
+    events = frozenset({"package.loaded", "system.initialized", "system.restored", "system.converted_to_formal"})
 
     # -- build ---------------------------------------------------------------------------
     def _build(self) -> None:

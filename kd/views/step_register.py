@@ -37,8 +37,8 @@ COLUMNS = [
 
 class RegisterPage(Page):
     title = "考场注册"
-    events = frozenset({"room_registered", "room_data_imported", "registration_revoked", "registration_restored",
-                        "package_loaded", "system.initialized", "system.restored", "system.to_formal"})
+    events = frozenset({"room.registered", "room.data_imported", "registration.revoked", "registration.restored",
+                        "package.loaded", "system.initialized", "system.restored", "system.converted_to_formal"})
 
     # -- build ---------------------------------------------------------------------------
     def _build(self) -> None:

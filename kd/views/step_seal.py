@@ -31,8 +31,8 @@ MARKS = {"pass": "✓ 通过", "fail": "✗ 未通过", "skipped": "— 未检�
 
 class SealPage(Page):
     title = "封场检测"
-    events = frozenset({"seal.checked", "outbox.sent", "outbox.failed", "outbox.deferred", "outbox.retry",
-                        "system.initialized", "system.restored", "system.backup"})
+    events = frozenset({"seal.checked", "outbox.sent", "outbox.failed", "outbox.deferred", "outbox.retried",
+                        "system.initialized", "system.restored", "system.backed_up"})
 
     # -- build ---------------------------------------------------------------------------
     def _build(self) -> None:

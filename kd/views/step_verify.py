@@ -47,8 +47,8 @@ SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00�
 
 class VerifyPage(Page):
     title = "授权验证"
-    events = frozenset({"verification.verified", "session_authorized", "package_loaded", "lock.attached",
-                        "lock.detached", "system.initialized", "system.restored", "system.to_formal",
+    events = frozenset({"session.verified", "session.authorized", "package.loaded", "lock.attached",
+                        "lock.detached", "system.initialized", "system.restored", "system.converted_to_formal",
                         "net.status"})
 
     # -- build ---------------------------------------------------------------------------

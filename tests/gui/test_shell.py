@@ -85,7 +85,7 @@ def test_status_bar_and_notifications_follow_events(site, gui_root):
     pump_until(gui_root, lambda: shell.status.texts()["net"] == "网络连接: 正常", 5, "network up")
     hub.publish("lock.detached", lock_id="x", url="u", reason="gone")
     pump_until(gui_root, lambda: shell.status.texts()["lock"] == "机考锁: 未插入", 5, "dongle out")
-    hub.publish("room_registered", room="11003001", ip="10.0.0.1", again=False)
+    hub.publish("room.registered", room="11003001", ip="10.0.0.1", again=False)
     hub.publish("outbox.deferred", id="1", kind="room_status", tries=2, error="timeout")
     pump_until(gui_root, lambda: len(shell.notes) >= 3, 5, "notifications")
     texts = [t for _, t in shell.notes]

@@ -175,7 +175,7 @@ def test_restore_of_an_early_kdinfo_shows_what_it_drops_and_asks(site, tmp_path)
     assert "{}（注册IP 192.168.1.22）".format(codes[2]) in detail
     assert [row_of(page, c) for c in codes] == registered
     assert core.registration.snapshot()["registered"] == 3
-    assert not [e for e in site.env.ctx.audit.entries() if e["action"] == "registration_restored"]
+    assert not [e for e in site.env.ctx.audit.entries() if e["action"] == "registration.restored"]
 
     # 确定: applied; the rooms are no longer registered, and no longer shown connected
     heartbeat(site, codes[0])

@@ -99,7 +99,7 @@ def test_system_backup_completes_without_the_damaged_result_and_names_it(env, tm
     assert "请在考场 {} 的监考机上重新“上报”".format(room) in text and "手工“回收”" in text
     assert not any(w in text for w in ("U 盘", "U盘", ".bak"))  # not the medium's fault
     assert any(r.levelno == logging.ERROR and spool_path in r.getMessage() for r in caplog.records)
-    audit = [e for e in ctx.audit.entries() if e["action"] == "system.backup"][-1]
+    audit = [e for e in ctx.audit.entries() if e["action"] == "system.backed_up"][-1]
     assert audit["details"]["damaged"][0]["sha256"] == sha
 
     # recovering the same package again replaces the damaged file; the next backup is complete

@@ -58,7 +58,7 @@ def test_online_load_installs_everything(env):
     assert svc.snapshot()["loaded"] is False
     with pytest.raises(NotLoaded):
         svc.room_detail("11003001")
-    sub = env.hub.subscribe(["package_loaded"])
+    sub = env.hub.subscribe(["package.loaded"])
     snap = svc.load_online("admin")
     manifest = env.ctx.manifest()
     assert snap["loaded"] and snap["source"] == "online" and snap["site_code"] == "11003"
@@ -78,7 +78,7 @@ def test_online_load_installs_everything(env):
     assert all(len(c) == 8 and c.isalpha() and c.isupper() and c.isascii() for c in codes)
     assert {s["id"] for s in env.ctx.stores.runtime.all(model.SESSIONS)} == {"1", "2"}
     assert len(env.ctx.stores.runtime.all(model.ROOM_SESSIONS)) == 6
-    assert [e["action"] for e in env.ctx.audit.entries()][-1] == "package_loaded"
+    assert [e["action"] for e in env.ctx.audit.entries()][-1] == "package.loaded"
     assert sub.get(timeout=1) is not None
     assert not os.listdir(os.path.join(env.data_dir, "downloads"))
 

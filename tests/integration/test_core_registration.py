@@ -200,7 +200,7 @@ def test_second_ip_refused_until_revoke(env):
             svc.authenticate(ROOM, first["token"], IP1)
         assert svc.snapshot()["registered"] == 0
         assert svc.register(ROOM, right, IP2)["token"]
-        assert [e["action"] for e in env.ctx.audit.entries()].count("registration_revoked") == 1
+        assert [e["action"] for e in env.ctx.audit.entries()].count("registration.revoked") == 1
     finally:
         env.ctx.lan = None
         lan.close()
@@ -475,7 +475,7 @@ def test_restore_refuses_to_drop_connected_rooms_without_the_matching_confirmati
         with pytest.raises(LanError) as info:
             live.beat(room)
         assert info.value.code == "E_NET"  # the server closed the room's connection
-    [entry] = [e for e in env.ctx.audit.entries() if e["action"] == "registration_restored"]
+    [entry] = [e for e in env.ctx.audit.entries() if e["action"] == "registration.restored"]
     details = entry["details"]
     assert details["loses"] == details["reset"] == details["disconnected"] == live.rooms[:2]
     assert details["confirmed"] is True

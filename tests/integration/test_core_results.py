@@ -117,7 +117,7 @@ def test_conflicting_hash_refused_old_kept_and_shown(env):
     assert conflicts[0]["kept_sha256"] == kept["sha256"]
     assert conflicts[0]["sha256"] == hashlib.sha256(other).hexdigest()
     assert env.ctx.spool.has(conflicts[0]["sha256"])  # kept for inspection
-    assert audit_actions(env).count("results.conflict") == 2
+    assert audit_actions(env).count("results.conflicted") == 2
     snap = env.recovery.snapshot(session)
     row = next(r for r in snap["rows"] if r["room"] == room)
     assert row["situation"] == "已回收（有冲突）" and snap["conflicts"][0]["room"] == room

@@ -56,7 +56,7 @@ def test_verify_online_then_permit(env):
         service.start_permit(codes[0], "2")
     snap = service.snapshot()
     assert [r["verified"] for r in snap["sessions"]] == [True, False] and snap["current"] == "1"
-    assert any(e["action"] == "verification.verified" for e in env.ctx.audit.entries())
+    assert any(e["action"] == "session.verified" for e in env.ctx.audit.entries())
 
 
 def test_unauthorized_session_is_refused_first(env):

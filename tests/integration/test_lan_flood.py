@@ -228,10 +228,10 @@ def test_a_flood_of_wrong_codes_writes_one_line_per_window(site):
     written = audit_lines(site)[lines_before:]
     # the first wrong code and the first refusal once locked out, at once; the rest counted
     assert [(e["action"], e["details"]["count"]) for e in written] == [
-        ("registration_failed", 1), ("registration_blocked", 1)]
+        ("registration.failed", 1), ("registration.blocked", 1)]
     assert written[0]["details"]["room"] == room and written[0]["details"]["ip"] == ATTACKER
     during = os.path.getsize(site.ctx.audit.path) - before
-    sub = site.ctx.hub.subscribe(["registration_failed", "registration_blocked"])
+    sub = site.ctx.hub.subscribe(["registration.failed", "registration.blocked"])
     site.clock_wall.offset += reg.AUDIT_WINDOW + datetime.timedelta(seconds=1)  # the window closes
     summaries = []
     while len(summaries) < 2:  # the accept loop flushes it within a second
@@ -241,7 +241,7 @@ def test_a_flood_of_wrong_codes_writes_one_line_per_window(site):
     written = audit_lines(site)[lines_before:]
     assert len(written) == 4
     assert sum(e["details"]["count"] for e in written) == 1000
-    failed = [e for e in written if e["action"] == "registration_failed"]
+    failed = [e for e in written if e["action"] == "registration.failed"]
     assert [e["details"]["count"] for e in failed] == [1, reg.ROOM_MAX_FAILURES - 1]
     assert failed[1]["details"]["window_s"] == 60 and failed[1]["details"]["from"] and failed[1]["details"]["to"]
     total = os.path.getsize(site.ctx.audit.path) - before

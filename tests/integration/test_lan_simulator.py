@@ -39,7 +39,7 @@ def test_simulated_day_in_process(site, tmp_path):
     paths = site.registration.export_site_info(str(kdinfo_path), "admin", "127.0.0.1", site.port)
     rooms = rooms_from_site_info(paths["kdinfo"], 3)
     assert [r["code"] for r in rooms] == site.rooms()
-    imported = site.ctx.hub.subscribe(["room_data_imported"])
+    imported = site.ctx.hub.subscribe(["room.data_imported"])
     sim = Simulation("127.0.0.1", site.port, rooms, SimOptions(
         speed=90 * 60 / 0.5, wrong_code=1, disconnect=1, result_mb=0.3, work_dir=str(tmp_path / "proctors"),
         permit_every=0.1, timeout=10)).start()

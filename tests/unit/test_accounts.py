@@ -216,10 +216,10 @@ def test_setup_refuses_a_site_code_the_dongle_is_not_registered_to(ctx):
     assert e.value.cause == "考点代码 11004 与机考锁登记的考点（11003）不一致。"
     assert e.value.remedy == "请核对考点代码，或插入本考点的机考锁。"
     assert ctx.site() == {} and svc.needs_setup()
-    assert "system.setup" not in [x["action"] for x in ctx.audit.entries()]
+    assert "system.set_up" not in [x["action"] for x in ctx.audit.entries()]
     out = svc.setup("11003", model.FORMAL, "admin")
     assert out["dongle_site"] == "11003" and ctx.site_code() == "11003"
-    assert [x["details"]["dongle_site"] for x in ctx.audit.entries() if x["action"] == "system.setup"] == ["11003"]
+    assert [x["details"]["dongle_site"] for x in ctx.audit.entries() if x["action"] == "system.set_up"] == ["11003"]
 
 
 def test_setup_without_a_dongle_or_with_an_unregistered_one_is_refused(tmp_path, clock, dongle):
@@ -257,7 +257,7 @@ def test_setup_with_a_dongle_too_old_to_report_its_site_is_accepted_and_logged(t
             out = AccountService(ctx).setup("11004", model.FORMAL, "admin")  # cannot be checked
         assert out["site_code"] == "11004" and out["dongle_site"] is None
         assert any("does not report the site" in r.getMessage() and "11004" in r.getMessage() for r in caplog.records)
-        setup = [x for x in ctx.audit.entries() if x["action"] == "system.setup"]
+        setup = [x for x in ctx.audit.entries() if x["action"] == "system.set_up"]
         assert len(setup) == 1 and setup[0]["details"]["dongle_site"] is None
     finally:
         ctx.stores.close()
