@@ -198,28 +198,44 @@ def test_stdin_lines_reach_the_command(site):
     assert short.returncode == 2 and "标准输入中缺少新密码" in short.stderr
 
 
-@pytest.mark.skipif(os.name == "nt", reason="a POSIX pseudo-terminal")
-def test_a_terminal_prompt_is_asked_on_the_command_lines_terminal(site):
+def on_terminal(data, args, typed_first, password):
+    """``main.py args`` with a real pseudo-terminal as stdin and controlling terminal.
+
+    ``typed_first`` is typed at once (a line ``input()`` reads); ``password`` once the
+    password prompt shows on the terminal. Returns (exit code, terminal text, stdout, stderr).
+    """
     master, slave = os.openpty()
     wrapper = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
                "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
-    proc = subprocess.Popen([sys.executable, "-c", wrapper, MAIN, "--data-dir", site.data, "rooms", "--json"],
+    proc = subprocess.Popen([sys.executable, "-c", wrapper, MAIN, "--data-dir", data] + list(args),
                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=environment(),
                             start_new_session=True)
     os.close(slave)
     seen = b""
     try:
-        while "账号 admin 的密码：".encode() not in seen:
+        if typed_first:
+            os.write(master, typed_first.encode() + b"\n")
+        while "密码：".encode() not in seen:
             ready, _, _ = select.select([master], [], [], 60)
             assert ready, "no prompt: " + seen.decode("utf-8", "replace")
             seen += os.read(master, 1024)
-        os.write(master, PASSWORD.encode() + b"\n")
+        os.write(master, password.encode() + b"\n")
         out, err = proc.communicate(timeout=120)
     finally:
         os.close(master)
-    assert proc.returncode == 0, err.decode("utf-8")
-    assert set(json.loads(out.decode("utf-8"))) == {"loading", "registration"}  # stdout holds the JSON only
-    assert PASSWORD.encode() not in seen  # typed without echo
+    return proc.returncode, seen.decode("utf-8", "replace"), out.decode("utf-8"), err.decode("utf-8")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a POSIX pseudo-terminal")
+def test_terminal_prompts_are_asked_on_the_command_lines_terminal(site):
+    rc, terminal, out, err = on_terminal(site.data, ["rooms", "--json"], "", PASSWORD)
+    assert rc == 0, err
+    assert "账号 admin 的密码：" in terminal and PASSWORD not in terminal  # typed without echo
+    assert set(json.loads(out)) == {"loading", "registration"}  # stdout holds the JSON only
+    # login on a terminal: input() asks the account (its prompt on stdout), getpass the password
+    rc, terminal, out, err = on_terminal(site.data, ["login"], "admin", PASSWORD)
+    assert (rc, out) == (0, "账号：登录成功：admin\n"), err
+    assert "密码：" in terminal and PASSWORD not in terminal
 
 
 def test_load_zip_takes_its_path_from_the_command_lines_folder(site):
@@ -266,10 +282,15 @@ def test_same_output_and_exit_codes_as_on_the_folder(site):
         (["authorize", "--ptq", missing, "--password-stdin"], PASSWORD + "\n"),
         (["rooms"], ""),  # asks, and stdin is no terminal
     ]
+    terminal = os.name != "nt"  # and one on a terminal: input() and getpass
     remote = [kd(site.data, *args, stdin=stdin) for args, stdin in commands]
+    login_there = on_terminal(site.data, ["login"], "admin", PASSWORD) if terminal else None
     assert site.stop() == 0
     assert not os.path.exists(os.path.join(site.data, "control.json")) or os.name == "nt"
     local = [kd(site.data, *args, stdin=stdin) for args, stdin in commands]
+    if terminal:
+        login_here = on_terminal(site.data, ["login"], "admin", PASSWORD)
+        assert login_there[0] == login_here[0] == 0 and login_there[2] == login_here[2], (login_there, login_here)
     assert [p.returncode for p in remote] == [0, 0, 0, 2, 2, 2, 2]
     for (args, _), there, here in zip(commands, remote, local):
         assert (there.returncode, there.stdout, logless(there.stderr)) == \
