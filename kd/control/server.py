@@ -156,17 +156,16 @@ class Console:
         return text
 
 
-class _Out(io.TextIOBase):
+class _Out:
     """``sys.stdout`` / ``sys.stderr`` of a command run for a command line."""
 
+    encoding = "utf-8"
+    errors = "strict"
+    closed = False
+
     def __init__(self, console: Console, stream: str) -> None:
-        super().__init__()
         self._console = console
         self._stream = stream
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
 
     def writable(self) -> bool:
         return True
@@ -185,17 +184,16 @@ class _Out(io.TextIOBase):
         raise io.UnsupportedOperation("the command line's stream has no file descriptor here")
 
 
-class _In(io.TextIOBase):
+class _In:
     """``sys.stdin`` of a command run for a command line: each read asks the command line for a line."""
 
+    encoding = "utf-8"
+    errors = "strict"
+    closed = False
+
     def __init__(self, console: Console, tty: bool) -> None:
-        super().__init__()
         self._console = console
         self._tty = tty
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
 
     def readable(self) -> bool:
         return True

@@ -26,14 +26,25 @@ _local = threading.local()
 _lock = threading.Lock()
 
 
-class _Null(io.TextIOBase):
+class _Null:
     """Where a thread writes when the process has no stream (a windowed exe)."""
+
+    closed = False
 
     def write(self, s: str) -> int:
         return len(s)
 
-    def readline(self, size: int = -1) -> str:  # noqa: ARG002 - io's signature
+    def flush(self) -> None:
+        pass
+
+    def readline(self, *args: Any) -> str:  # noqa: ARG002 - io's signature
         return ""
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no stream")
 
 
 class Router:
