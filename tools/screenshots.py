@@ -54,7 +54,7 @@ def gate(root, work, shoot):
     flow.begin()
     pump_until(root, lambda: isinstance(flow.screen, GateScreen), 30, "gate screen")
     shoot("02_gate")
-    flow.runner.close()
+    flow.loop.close()
     flow.screen.destroy()
 
 

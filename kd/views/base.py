@@ -9,10 +9,11 @@ A page (one module per screen of the manual, STYLE habit 15) subclasses ``Page``
 - buttons call ``self.run(fn, on_done)``: ``fn`` runs in a worker, the button that
   started it stays disabled until it finished, a ``UserError`` becomes a dialog.
 
-The page reaches everything through its ``shell`` (the main window): ``shell.core``
-(``kd.core.services.Core``), ``shell.runner`` (``UiRunner``), ``shell.dialogs``
-(``Dialogs``), ``shell.notify(text)``, ``shell.app`` (the running ``kd.app.App``, for
-drill actions and the LAN address).
+The page reaches everything through its ``shell`` (the main window, typed by
+``kd.views.shellapi.ShellAPI``): ``shell.core`` (``kd.core.services.Core``),
+``shell.loop`` (``kd.views.loop.TkLoop``: workers and timers), ``shell.dialogs``
+(``Dialogs``), ``shell.notify(text)``, ``shell.app`` (the running ``kd.app.App`` or None:
+only whether the page runs inside the app).
 """
 
 import tkinter as tk
@@ -74,7 +75,7 @@ class Page(ttk.Frame):
             self._again = False
             raise exc
 
-        self.shell.runner.submit(self.snapshot, done, failed)
+        self.shell.loop.submit(self.snapshot, done, failed)
 
     def on_event(self, event: Any) -> None:
         """Called on the Tk thread for every hub event in ``events``."""
@@ -107,4 +108,4 @@ class Page(ttk.Frame):
                 return
             raise exc
 
-        self.shell.runner.submit(fn, done, failed)
+        self.shell.loop.submit(fn, done, failed)

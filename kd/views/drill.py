@@ -98,7 +98,7 @@ class DrillMenu:
     def stop(self) -> None:
         sim, self.simulation = self.simulation, None
         if sim is not None:
-            self.shell.runner.submit(sim.stop, lambda r: self.shell.notify("模拟考场已停止"), None)
+            self.shell.loop.submit(sim.stop, lambda r: self.shell.notify("模拟考场已停止"), None)
 
     def close(self) -> None:
         """Stop the proctors without waiting on the Tk thread (the shell is closing)."""

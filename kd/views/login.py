@@ -55,9 +55,9 @@ class LoginScreen(_Card):
     """考点端登录. Shown at once while the services start (``core`` None): the user can type,
     and 登录 is enabled by ``ready(core)``; a refused start replaces the screen."""
 
-    def __init__(self, parent: tk.Misc, runner: Any, core: Any, on_login: Callable[[Dict[str, Any]], None]) -> None:
+    def __init__(self, parent: tk.Misc, loop: Any, core: Any, on_login: Callable[[Dict[str, Any]], None]) -> None:
         super().__init__(parent, "考点端登录")
-        self.runner, self.core, self.on_login = runner, core, on_login
+        self.loop, self.core, self.on_login = loop, core, on_login
         ttk.Label(self.card, text="账号", bootstyle="inverse-light").grid(row=1, column=0, sticky="e", padx=8, pady=6)
         self.user = ttk.Entry(self.card, width=24)
         self.user.grid(row=1, column=1, pady=6)
@@ -88,7 +88,7 @@ class LoginScreen(_Card):
         user, password = self.user.get().strip(), self.password.get()
         self.button.configure(state="disabled")
         self.error.configure(text="正在登录…", bootstyle="secondary")
-        self.runner.submit(lambda: self.core.accounts.login(user, password), self._done, self._failed)
+        self.loop.submit(lambda: self.core.accounts.login(user, password), self._done, self._failed)
 
     def _done(self, result: Dict[str, Any]) -> None:
         self.button.configure(state="normal")
@@ -108,10 +108,10 @@ class LoginScreen(_Card):
 class SetupScreen(_Card):
     """系统设置 at first login; ``suggested`` prefills the site code (drill mode)."""
 
-    def __init__(self, parent: tk.Misc, runner: Any, core: Any, user: str, on_done: Callable[[Dict[str, Any]], None],
+    def __init__(self, parent: tk.Misc, loop: Any, core: Any, user: str, on_done: Callable[[Dict[str, Any]], None],
                  on_initialize: Callable[[], None], suggested: Optional[str] = None, note: str = "") -> None:
         super().__init__(parent, "系统设置")
-        self.runner, self.core, self.user, self.on_done = runner, core, user, on_done
+        self.loop, self.core, self.user, self.on_done = loop, core, user, on_done
         ttk.Label(self.card, text="考点代码", bootstyle="inverse-light").grid(row=1, column=0, sticky="e", padx=8,
                                                                          pady=6)
         self.code = ttk.Entry(self.card, width=24)
@@ -154,7 +154,7 @@ class SetupScreen(_Card):
         code, mode = self.code.get().strip(), self.mode.get()
         self.button.configure(state="disabled")
         self.error.configure(text="")
-        self.runner.submit(lambda: self.core.accounts.setup(code, mode, self.user), self._done, self._failed)
+        self.loop.submit(lambda: self.core.accounts.setup(code, mode, self.user), self._done, self._failed)
 
     def _done(self, result: Dict[str, Any]) -> None:
         self.button.configure(state="normal")

@@ -12,13 +12,12 @@ under the table names the rooms. A room not connected gets the tag ``off`` (red 
 
 Everything comes from ``core.monitor.snapshot(session_id)`` (a worker). Heartbeats live
 in memory and are no hub events, so while the page is shown it refreshes on a timer
-(``REFRESH_MS``, ``after()``; the id is kept, cancelled when the page is unmapped or
-destroyed) as well as after the hub events in ``events``. ``render`` updates the rows in
+(``REFRESH_MS``, the shell loop's ``every`` timer owned by the page: cancelled when the
+page is unmapped or destroyed) as well as after the hub events in ``events``. ``render`` updates the rows in
 place (``LiveTable``) when the rooms are the same, so a refresh of 100 rooms is cheap.
 """
 
 import logging
-import tkinter as tk
 from typing import Any, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
@@ -93,14 +92,12 @@ class MonitorPage(Page):
     def _build(self) -> None:
         self._session_id: Optional[str] = None
         self._session_ids: List[str] = []
-        self._timer: Optional[str] = None
-        self._closing = False
+        self._timer: Any = None
         self.rendered = 0
         self._build_table()
         self._build_footer()
         self.bind("<Map>", self._on_map, add="+")
         self.bind("<Unmap>", self._on_unmap, add="+")
-        self.bind("<Destroy>", self._on_destroy, add="+")
 
     def _build_table(self) -> None:
         columns = [(key, BREAKS.get(key, label), WIDTHS.get(key, 60)) for key, label in COLUMNS]
@@ -146,37 +143,24 @@ class MonitorPage(Page):
         if event.widget is self:
             self.stop_timer()
 
-    def _on_destroy(self, event: Any) -> None:
-        if event.widget is self:
-            self._closing = True
-            self.stop_timer()
-
     def start_timer(self) -> None:
         """Refresh now and every ``REFRESH_MS`` while shown (the shell may also call it)."""
-        if self._closing:
-            return
         self.stop_timer()
         self._tick()
+        self._timer = self.shell.loop.every(REFRESH_MS, self._tick, owner=self)
 
     def stop_timer(self) -> None:
         if self._timer is not None:
-            try:
-                self.after_cancel(self._timer)
-            except tk.TclError:
-                pass
+            self._timer.cancel()
             self._timer = None
 
     def _tick(self) -> None:
-        self._timer = None
-        if self._closing:
-            return
         if self.winfo_viewable():
             self.refresh()
-        self._timer = self.after(REFRESH_MS, self._tick)
 
     @property
     def timer_running(self) -> bool:
-        return self._timer is not None
+        return self._timer is not None and self._timer.active
 
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> Any:

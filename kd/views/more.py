@@ -210,7 +210,7 @@ class RestoreDialog(tk.Toplevel):
         self.ok.configure(state="disabled")
         self.status.configure(text=CHECKING, foreground="")
         system, user = self.shell.core.system, self.shell.user
-        self.shell.runner.submit(lambda: system.restore_preview(path, user),
+        self.shell.loop.submit(lambda: system.restore_preview(path, user),
                                  lambda preview: self._previewed(asked, preview),
                                  lambda exc: self._preview_failed(asked, exc))
 
@@ -264,7 +264,7 @@ class RestoreDialog(tk.Toplevel):
         shell, path = self.shell, self.path
         system, user = shell.core.system, shell.user
         shell.set_busy("正在系统恢复…")
-        shell.runner.submit(lambda: system.restore(path, user), self._restored, self._restore_failed)
+        shell.loop.submit(lambda: system.restore(path, user), self._restored, self._restore_failed)
 
     def _restored(self, result: Dict[str, Any]) -> None:
         self.shell.set_busy(None)

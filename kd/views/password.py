@@ -1,6 +1,6 @@
 """修改密码 (manual §6.4): 原密码, 新密码, 确认新密码 → ``core.accounts.change_password``.
 
-``PasswordForm(parent, runner, core, user, on_done)`` is the form (the rules are the
+``PasswordForm(parent, loop, core, user, on_done)`` is the form (the rules are the
 core's: a refusal shows its cause and remedy inline, under the fields). It serves the
 forced change of the default password at first login and, inside ``PasswordDialog``
 (a small ``Toplevel``), the 更多 → 修改密码 entry. PBKDF2 runs in a worker.
@@ -15,10 +15,10 @@ from kd.errors import UserError
 
 
 class PasswordForm(ttk.Frame):
-    def __init__(self, parent: tk.Misc, runner: Any, core: Any, user: str,
+    def __init__(self, parent: tk.Misc, loop: Any, core: Any, user: str,
                  on_done: Callable[[Dict[str, Any]], None], heading: str = "修改密码", hint: str = "") -> None:
         super().__init__(parent, padding=16)
-        self.runner, self.core, self.user, self.on_done = runner, core, user, on_done
+        self.loop, self.core, self.user, self.on_done = loop, core, user, on_done
         ttk.Label(self, text=heading, font=("", 14, "bold")).grid(row=0, column=0, columnspan=2, pady=(0, 8))
         if hint:
             ttk.Label(self, text=hint, bootstyle="secondary", wraplength=340).grid(row=1, column=0, columnspan=2,
@@ -46,7 +46,7 @@ class PasswordForm(ttk.Frame):
         old, new, again = self.old.get(), self.new.get(), self.again.get()
         self.ok.configure(state="disabled")
         self.error.configure(text="")
-        self.runner.submit(lambda: self.core.accounts.change_password(self.user, old, new, again),
+        self.loop.submit(lambda: self.core.accounts.change_password(self.user, old, new, again),
                            self._done, self._failed)
 
     def _done(self, result: Dict[str, Any]) -> None:
@@ -70,7 +70,7 @@ class PasswordDialog(tk.Toplevel):
         self.transient(shell.root)
         self.resizable(False, False)
         self._after_done = on_done
-        self.form = PasswordForm(self, shell.runner, shell.core, user, self._done)
+        self.form = PasswordForm(self, shell.loop, shell.core, user, self._done)
         self.form.pack(fill="both", expand=True)
         self.update_idletasks()
         root = shell.root

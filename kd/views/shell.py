@@ -7,16 +7,20 @@ navigation of ``kd.views.pages.NAVIGATION`` (pages imported and built lazily, on
 show); for 考务管理 the 5-step header of ``pages.STEPS`` with ✓/✗ marks (each step
 page's ``step_done(core)`` run in a worker); the status bar and the footer.
 
-It is the ``shell`` every page uses: ``core``, ``runner``, ``dialogs``, ``app``,
-``notify(text, kind)``, ``open_url(path)``, ``show(label)``, ``refresh_steps()``.
+It is the ``shell`` every page uses, typed by ``kd.views.shellapi.ShellAPI``: ``core``,
+``loop`` (the root's ``kd.views.loop.TkLoop``: workers, timers, posts), ``dialogs``,
+``app``, ``notify(text, kind)``, ``open_url(path)``, ``show(label)``, ``refresh_steps()``.
+``Shell(root, core, loop=...)`` uses the start flow's loop; without one it makes its own
+(with ``dialogs`` and ``log_path``) and closes it in ``close()``.
 
-Live events: one hub subscription ("*") drained by an ``EventPump`` on the Tk thread;
+Live events: one hub subscription ("*") listened to through the loop on the Tk thread;
 each event goes to the status bar, to a short notification when it is one the user
 should see (registered, data imported, results received, report sent/failing), to the
 visible page when its ``events`` name it, and refreshes the step marks and the title.
 
-Errors: ``report_callback_exception`` is hooked: a ``UserError`` becomes a dialog with
-its cause and remedy; anything else is logged and the user is told where the log is.
+Errors: the loop's ``report`` is the root's ``report_callback_exception``: a
+``UserError`` becomes a dialog with its cause and remedy; anything else is logged and the
+user is told where the log is.
 
 Closing: the window's close button hides it (withdraw) when the tray icon runs (
 ``tray_available``); without a tray it asks to exit. 退出系统 (``exit_system``) follows
@@ -26,7 +30,6 @@ process ends and main.py starts a new one, see ``kd.relaunch``).
 """
 
 import logging
-import queue
 import tkinter as tk
 import webbrowser
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -35,11 +38,9 @@ import ttkbootstrap as ttk
 
 import kd
 from kd.core import model
-from kd.errors import UserError
 from kd.views import branding, pages
 from kd.views.dialogs import Dialogs
-from kd.views.pump import EventPump
-from kd.views.runner import UiRunner
+from kd.views.loop import Timer, TkLoop
 from kd.views.statusbar import StatusBar
 from kd.views.widgets import apply_fonts, mark
 
@@ -80,9 +81,10 @@ def notice_for(name: str, data: Dict[str, Any]) -> Optional[Tuple[str, str]]:
 
 
 class Shell:
-    def __init__(self, root: Any, core: Any, *, app: Any = None, dialogs: Any = None, user: str = "admin",
-                 log_path: str = "", tray_available: bool = False,
-                 on_exit: Optional[Callable[[bool], None]] = None) -> None:
+    def __init__(self, root: Any, core: Any, *, loop: Optional[TkLoop] = None, app: Any = None,
+                 dialogs: Any = None, user: str = "admin", log_path: str = "", tray_available: bool = False,
+                 on_exit: Optional[Callable[[bool], None]] = None,
+                 browser: Callable[[str], Any] = webbrowser.open) -> None:
         self.root = root
         self.core = core
         self.app = app
@@ -90,24 +92,23 @@ class Shell:
         self.log_path = log_path
         self.tray_available = tray_available
         self.on_exit = on_exit or (lambda restart: root.quit())
-        self.dialogs = dialogs if dialogs is not None else Dialogs(root)
-        self.runner = UiRunner(root)
+        self._own_loop = loop is None
+        if loop is None:
+            loop = TkLoop(root, dialogs=dialogs if dialogs is not None else Dialogs(root), log_path=log_path)
+        self.loop = loop
+        #: how ``open_url`` opens a path (in a worker)
+        self.browser = browser
         self.family = apply_fonts(root)
-        root.report_callback_exception = self._report
+        #: the last notifications shown, (kind, text), oldest first
         self.notes: List[Tuple[str, str]] = []
-        self.opened: List[str] = []
-        #: how ``open_url`` opens a path (tests replace it)
-        self.browser: Callable[[str], Any] = webbrowser.open
         self.marks: Dict[str, Optional[bool]] = {label: None for _, label, _ in pages.STEPS}
         self.pages: Dict[str, Any] = {}
         self.current: Any = None
         self.current_label = ""
         self.last_site_info: Optional[str] = None
         self.closed = False
-        self._posted: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._steps_after: Optional[str] = None
-        self._note_after: Optional[str] = None
-        self._post_after: Optional[str] = None
+        self._steps_timer: Optional[Timer] = None
+        self._note_timer: Optional[Timer] = None
         self._busy = 0
 
         self._build()
@@ -120,8 +121,7 @@ class Shell:
 
             self.drill = DrillMenu(self, self.top)
         root.protocol("WM_DELETE_WINDOW", self.close_window)
-        self.pump = EventPump(root, core.ctx.hub.subscribe(None), self.on_event)
-        self._post_after = root.after(50, self._drain_posted)
+        self.listener = loop.listen(core.ctx.hub.subscribe(None), self.on_event)
         self._initial_status()
         self.refresh_title()
         self.show("考务管理")
@@ -149,7 +149,7 @@ class Shell:
         self.footer = ttk.Label(footer, text="系统版本：{}    {}    {}".format(
             kd.__version__, branding.SERVICE_UNIT, branding.SERVICE_PHONE), bootstyle="secondary")
         self.footer.pack(side="left")
-        self.status = StatusBar(self.frame)
+        self.status = StatusBar(self.frame, self.loop)
         self.status.pack(side="bottom", fill="x")
         ttk.Separator(self.frame).pack(side="bottom", fill="x")
 
@@ -191,6 +191,11 @@ class Shell:
         self.page_area.pack(side="bottom", fill="both", expand=True)
 
     # -- the Shell interface -----------------------------------------------------------------
+    @property
+    def dialogs(self) -> Any:
+        """The loop's dialogs (``kd.views.dialogs.Dialogs``; scripted in tests)."""
+        return self.loop.dialogs
+
     def notify(self, text: str, kind: str = "info") -> None:
         """Show ``text`` for a few seconds at the top right of the pages (never blocks)."""
         self.notes.append((kind, text))
@@ -200,19 +205,18 @@ class Shell:
         self.note_label.configure(text=text if len(text) <= 60 else text[:59] + "…", bootstyle=style)
         if not self.note_label.winfo_ismapped():
             self.note_label.pack(side="right", padx=(8, 16))
-        if self._note_after is not None:
-            self.root.after_cancel(self._note_after)
-        self._note_after = self.root.after(branding.NOTIFY_MS, self._hide_note)
+        if self._note_timer is not None:
+            self._note_timer.cancel()
+        self._note_timer = self.loop.later(branding.NOTIFY_MS, self._hide_note, owner=self.note_label)
 
     def _hide_note(self) -> None:
-        self._note_after = None
+        self._note_timer = None
         self.note_label.pack_forget()
 
     def open_url(self, path: str) -> None:
         """Open ``path`` (a file or URL) in the browser, from a worker."""
-        self.opened.append(path)
         browser = self.browser
-        self.runner.submit(lambda: browser(path), None, None)
+        self.loop.submit(lambda: browser(path))
 
     def show(self, label: str) -> None:
         """Show the page of a navigation entry or of a step (by its label)."""
@@ -259,11 +263,16 @@ class Shell:
 
     def refresh_steps(self) -> None:
         """Check each step's done mark again (coalesced; ``step_done`` runs in workers)."""
-        if self._steps_after is None and not self.closed:
-            self._steps_after = self.root.after(100, self._check_steps)
+        if self._steps_timer is None and not self.closed:
+            self._steps_timer = self.loop.later(100, self._check_steps, owner=self.frame)
+
+    @property
+    def steps_pending(self) -> bool:
+        """A check of the step marks is due (``refresh_steps`` coalesces them)."""
+        return self._steps_timer is not None
 
     def _check_steps(self) -> None:
-        self._steps_after = None
+        self._steps_timer = None
         for _, label, spec in pages.STEPS:
             try:
                 cls = pages.load(spec)
@@ -277,7 +286,7 @@ class Shell:
                 self.marks[lb] = bool(done)
                 self._paint_steps()
 
-            self.runner.submit(lambda fn=done_fn: fn(self.core), set_mark, self._mark_failed)
+            self.loop.submit(lambda fn=done_fn: fn(self.core), set_mark, self._mark_failed)
 
     def _mark_failed(self, exc: BaseException) -> None:
         log.warning("a step mark could not be checked: %r", exc)
@@ -293,7 +302,7 @@ class Shell:
 
     # -- title and status --------------------------------------------------------------------
     def refresh_title(self) -> None:
-        self.runner.submit(self.core.system.snapshot, self._set_title, self._mark_failed)
+        self.loop.submit(self.core.system.snapshot, self._set_title, self._mark_failed)
 
     def _set_title(self, snap: Dict[str, Any]) -> None:
         self.title_snapshot = snap
@@ -307,12 +316,12 @@ class Shell:
         self.status.set_lan(lan is not None)
         dongle = self.core.ctx.dongle
         if dongle is not None:
-            self.runner.submit(dongle.attached, self.status.set_lock, self._mark_failed)
+            self.loop.submit(dongle.attached, self.status.set_lock, self._mark_failed)
         else:
             self.status.set_lock(False)
         platform = self.core.ctx.platform
         if platform is not None and hasattr(platform, "probe"):
-            self.runner.submit(platform.probe, lambda ok: self.status.set_net(bool(ok)), self._mark_failed)
+            self.loop.submit(platform.probe, lambda ok: self.status.set_net(bool(ok)), self._mark_failed)
 
     # -- events ------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
@@ -342,23 +351,7 @@ class Shell:
 
     def post(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the Tk thread soon (any thread may call this: the tray does)."""
-        self._posted.put(fn)
-
-    def _drain_posted(self) -> None:
-        self._post_after = None
-        if self.closed:
-            return
-        while True:
-            try:
-                fn = self._posted.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - shown like any callback error
-                self._report(type(e), e, e.__traceback__)
-        if not self.closed:
-            self._post_after = self.root.after(50, self._drain_posted)
+        self.loop.post(fn)
 
     # -- work with a visible busy state ------------------------------------------------------
     def call(self, fn: Callable[[], Any], on_done: Optional[Callable[[Any], None]] = None,
@@ -376,9 +369,9 @@ class Shell:
         def failed(exc: BaseException) -> None:
             if busy:
                 self.set_busy(None)
-            self._report(type(exc), exc, exc.__traceback__)
+            raise exc
 
-        self.runner.submit(fn, done, failed)
+        self.loop.submit(fn, done, failed)
 
     def set_busy(self, text: Optional[str]) -> None:
         """Show (``text``) or hide (None) the busy bar; the 更多 menu is disabled while busy."""
@@ -400,16 +393,6 @@ class Shell:
     @property
     def busy(self) -> bool:
         return self._busy > 0
-
-    # -- errors ------------------------------------------------------------------------------
-    def _report(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
-        if isinstance(exc, UserError):
-            log.info("user error shown: %s (%s)", exc.cause, exc.detail)
-            self.dialogs.error(exc)
-            return
-        log.error("internal error in the UI", exc_info=(exc_type, exc, tb))
-        self.dialogs.error(UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
-                                     "请把日志文件交给技术服务单位。"), title="内部错误")
 
     # -- closing -----------------------------------------------------------------------------
     def close_window(self) -> None:
@@ -447,26 +430,24 @@ class Shell:
         self.end(True)
 
     def end(self, restart: bool) -> None:
-        """Stop the shell's pumps and timers and hand over to ``on_exit(restart)``."""
+        """Stop the shell's listener and timers and hand over to ``on_exit(restart)``."""
         self.close()
         self.on_exit(restart)
 
     def close(self) -> None:
-        """Stop pumps and timers (the window itself belongs to the caller)."""
+        """Stop the shell's listener and timers (the window and the flow's loop belong to the caller)."""
         if self.closed:
             return
         self.closed = True
-        self.pump.close()
+        self.listener.close()
         self.status.close()
         if self.drill is not None:
             self.drill.close()
-        for after_id in (self._steps_after, self._note_after, self._post_after):
-            if after_id is not None:
-                try:
-                    self.root.after_cancel(after_id)
-                except tk.TclError:
-                    pass
-        self.runner.close()
+        for timer in (self._steps_timer, self._note_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._own_loop:
+            self.loop.close()
 
 
 def title_text(snap: Dict[str, Any]) -> str:

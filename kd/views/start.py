@@ -18,32 +18,30 @@ ttkbootstrap's per-process ``Style`` bound to the destroyed one (a plain grey wi
 Tcl ``bgerror``s) next to whatever the old App left running. ``run`` returns the exit
 code when the user exits (0 after 退出系统; the refusal's code after 退出 at the gate).
 
-Probes (benchmarks/startup.py, tests/gui/test_restart.py): ``KD_STARTUP_PROBE`` prints
-``KD-PAINTED <screen>`` once a screen is drawn (and ends the process after the screen
-it names); ``KD_STARTUP_PROBE_FILE=<path>`` appends one JSON line per drawn screen to
-that file: ``{"screen", "pid", "theme", "background", "danger", "primary"}`` — the Tk
-theme in use, the root's background and the ``danger.TLabel`` foreground and
-``primary.TButton`` background as Tk resolves them (what is painted, not what
-ttkbootstrap's Python side believes). ``ON_FLOW`` (tests) is called with the
-``StartFlow`` before the window's loop starts.
+The flow owns the root's one ``kd.views.loop.TkLoop`` (its workers, timers and the
+error hook, with the flow's dialogs and log path); the shell uses it too. ``close()``
+waits up to ``CLOSE_DEADLINE_S`` for the loop's workers in flight before the App stops.
+
+Watchers (``kd.views.hooks``): ``FLOW`` (the flow, before the loop starts: tests drive
+the real screens from there) and ``PAINTED`` (each start screen; ``kd.views.probe``
+reports them to benchmarks/startup.py and tests/gui/test_restart.py when
+``KD_STARTUP_PROBE`` / ``KD_STARTUP_PROBE_FILE`` are set).
 """
 
-import json
 import logging
-import os
-import sys
 import tkinter as tk
+import webbrowser
 from typing import Any, Callable, Dict, Optional, Union
 
 import ttkbootstrap as ttk
 
 from kd import paths
 from kd.errors import UserError
-from kd.views import branding
+from kd.views import branding, hooks, probe
 from kd.views.dialogs import Dialogs
 from kd.views.login import GateScreen, LoginScreen, SetupScreen
+from kd.views.loop import INTERNAL, INTERNAL_REMEDY, TkLoop
 from kd.views.password import PasswordForm
-from kd.views.runner import UiRunner
 from kd.views.widgets import apply_fonts
 
 log = logging.getLogger(__name__)
@@ -51,19 +49,22 @@ log = logging.getLogger(__name__)
 EXIT, RESTART = "exit", "restart"
 THEME = "cosmo"
 FORCED_HINT = "当前账号仍在使用初始密码，请先修改密码（至少 6 位，不能是 888）。"
+#: how long closing waits for the UI's workers in flight before the App stops (seconds)
+CLOSE_DEADLINE_S = 15.0
 
 
 class StartFlow:
     """Start screens → main window in one root; ``outcome`` is EXIT or RESTART after the loop ends."""
 
     def __init__(self, root: Any, app_factory: Callable[[], Any], *, dialogs: Any = None, log_path: str = "",
-                 tray_factory: Optional[Callable[[Any], Any]] = None) -> None:
+                 tray_factory: Optional[Callable[[Any], Any]] = None,
+                 browser: Callable[[str], Any] = webbrowser.open) -> None:
         self.root = root
         self.app_factory = app_factory
-        self.dialogs = dialogs if dialogs is not None else Dialogs(root)
         self.log_path = log_path
         self.tray_factory = tray_factory
-        self.runner = UiRunner(root)
+        self.browser = browser
+        self.loop = TkLoop(root, dialogs=dialogs if dialogs is not None else Dialogs(root), log_path=log_path)
         self.app: Any = None
         self.shell: Any = None
         self.tray: Any = None
@@ -75,8 +76,16 @@ class StartFlow:
         self.attempts = 0
         self.closed = False
         apply_fonts(root)
-        root.report_callback_exception = self._report
         root.protocol("WM_DELETE_WINDOW", self.exit)
+
+    @property
+    def dialogs(self) -> Any:
+        """The dialogs of the loop (and so of the shell): ``kd.views.dialogs.Dialogs`` or a test's."""
+        return self.loop.dialogs
+
+    @dialogs.setter
+    def dialogs(self, dialogs: Any) -> None:
+        self.loop.dialogs = dialogs
 
     # -- screens -----------------------------------------------------------------------------
     def _swap(self, screen: Any) -> Any:
@@ -90,23 +99,22 @@ class StartFlow:
     def begin(self) -> None:
         """Show 考点端登录 (登录 disabled until ready) and start the App in a worker."""
         self.attempts += 1
-        self._swap(LoginScreen(self.root, self.runner, None, self._logged_in))
-        startup_probe(self.root, "login")
+        self._swap(LoginScreen(self.root, self.loop, None, self._logged_in))
+        hooks.fire(hooks.PAINTED, self.root, "login")
 
         def start() -> Any:  # worker: even importing the services waits until the window shows
             self.app = self.app_factory()
             return self.app.start()
 
-        self.runner.submit(start, self._started, self._start_failed)
+        self.loop.submit(start, self._started, self._start_failed)
 
     def _start_failed(self, exc: BaseException) -> None:
         app, self.app = self.app, None
         if app is not None:
-            self.runner.submit(app.stop, None, lambda e: log.warning("stopping after a failed start: %r", e))
+            self.loop.submit(app.stop, None, lambda e: log.warning("stopping after a failed start: %r", e))
         if not isinstance(exc, UserError):
             log.error("the app did not start", exc_info=(type(exc), exc, exc.__traceback__))
-            exc = UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
-                            "请把日志文件交给技术服务单位。")
+            exc = UserError(INTERNAL.format(self.log_path or "（日志文件）"), INTERNAL_REMEDY)
         else:
             log.warning("start refused: %s (%s)", exc.cause, exc.detail)
         refusal = exc
@@ -122,20 +130,20 @@ class StartFlow:
         if isinstance(self.screen, LoginScreen):
             self.screen.ready(app.core)
         else:
-            self._swap(LoginScreen(self.root, self.runner, app.core, self._logged_in))
-        startup_probe(self.root, "ready")
+            self._swap(LoginScreen(self.root, self.loop, app.core, self._logged_in))
+        hooks.fire(hooks.PAINTED, self.root, "ready")
 
     def _logged_in(self, result: Dict[str, Any]) -> None:
         self.user = result["user"]
         if result.get("must_change"):
-            self._swap(PasswordForm(self.root, self.runner, self.app.core, self.user, self._password_changed,
+            self._swap(PasswordForm(self.root, self.loop, self.app.core, self.user, self._password_changed,
                                     heading="修改初始密码", hint=FORCED_HINT))
             self.screen.pack_configure(expand=False, pady=80)
             return
         self._password_changed({})
 
     def _password_changed(self, result: Dict[str, Any]) -> None:
-        self.runner.submit(self.app.core.accounts.needs_setup, self._setup_or_main)
+        self.loop.submit(self.app.core.accounts.needs_setup, self._setup_or_main)
 
     def _setup_or_main(self, needs_setup: bool) -> None:
         if not needs_setup:
@@ -144,7 +152,7 @@ class StartFlow:
         sim = getattr(self.app, "simulator", None)
         code = getattr(sim, "site_code", None) if getattr(self.app, "drill", False) else None
         note = "演练模式：模拟监控平台分配的考点代码是 {}。".format(code) if code else ""
-        self._swap(SetupScreen(self.root, self.runner, self.app.core, self.user, lambda r: self.main(),
+        self._swap(SetupScreen(self.root, self.loop, self.app.core, self.user, lambda r: self.main(),
                                self._initialize, suggested=code, note=note))
 
     def _initialize(self) -> None:
@@ -160,7 +168,7 @@ class StartFlow:
             d.info("需要重新启动", "系统初始化完成。", "点击确定后考点管理系统将重新启动。")
             self._end(True)
 
-        self.runner.submit(lambda: core.system.initialize("", self.user), done)
+        self.loop.submit(lambda: core.system.initialize("", self.user), done)
 
     def main(self) -> None:
         """The main window (and the tray icon)."""
@@ -168,8 +176,9 @@ class StartFlow:
 
         self._swap(None)
         tray = self.tray_factory(self) if self.tray_factory is not None else None
-        self.shell = Shell(self.root, self.app.core, app=self.app, dialogs=self.dialogs, user=self.user,
-                           log_path=self.log_path, tray_available=tray is not None, on_exit=self._end)
+        self.shell = Shell(self.root, self.app.core, loop=self.loop, app=self.app, user=self.user,
+                           log_path=self.log_path, tray_available=tray is not None, on_exit=self._end,
+                           browser=self.browser)
         self.tray = tray
 
     # -- ending ------------------------------------------------------------------------------
@@ -184,7 +193,7 @@ class StartFlow:
         self.root.quit()
 
     def close(self) -> None:
-        """After the loop: stop the shell, the tray and the App (blocks until they stopped)."""
+        """After the loop: stop the shell, the tray, the UI's workers, then the App (blocks until they stopped)."""
         if self.closed:
             return
         self.closed = True
@@ -192,55 +201,9 @@ class StartFlow:
             self.shell.close()
         if self.tray is not None:
             self.tray.stop()
-        self.runner.close()
+        self.loop.close(CLOSE_DEADLINE_S)  # the workers call the core: they end before the services stop
         if self.app is not None:
             self.app.stop()
-
-    def _report(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
-        if isinstance(exc, UserError):
-            self.dialogs.error(exc)
-            return
-        log.error("internal error in the UI", exc_info=(exc_type, exc, tb))
-        self.dialogs.error(UserError("内部错误，详见日志 {}".format(self.log_path or "（日志文件）"),
-                                     "请把日志文件交给技术服务单位。"), title="内部错误")
-
-
-PROBE_ENV = "KD_STARTUP_PROBE"
-PROBE_FILE_ENV = "KD_STARTUP_PROBE_FILE"
-
-
-def startup_probe(root: Any, screen: str) -> None:
-    """For benchmarks and tests: report once ``screen`` is drawn (see the module docstring).
-
-    ``KD_STARTUP_PROBE`` set: print ``KD-PAINTED <screen>``; with
-    ``KD_STARTUP_PROBE=login`` the process also ends after the login screen is drawn.
-    ``KD_STARTUP_PROBE_FILE`` set: append the screen's JSON line to that file.
-    """
-    want = os.environ.get(PROBE_ENV)
-    path = os.environ.get(PROBE_FILE_ENV)
-    if not want and not path:
-        return
-
-    def painted() -> None:
-        root.update_idletasks()
-        if path:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(dict(painted_style(root), screen=screen, pid=os.getpid())) + "\n")
-        if want:
-            print("KD-PAINTED {}".format(screen), file=sys.stdout, flush=True)
-            if want == screen:
-                root.after(50, root.quit)
-
-    root.after_idle(painted)
-
-
-def painted_style(root: Any) -> Dict[str, str]:
-    """The theme and colours Tk paints ``root`` with (the probe's fields)."""
-    def lookup(style: str, option: str) -> str:
-        return str(root.tk.call("ttk::style", "lookup", style, option))
-
-    return {"theme": str(root.tk.call("ttk::style", "theme", "use")), "background": str(root.cget("background")),
-            "danger": lookup("danger.TLabel", "-foreground"), "primary": lookup("primary.TButton", "-background")}
 
 
 def make_window() -> Any:
@@ -274,8 +237,7 @@ def tray_for(flow: StartFlow) -> Any:
 
     if not tray_enabled():
         return None
-    tray = Tray(lambda fn: flow.shell.post(fn) if flow.shell is not None else None,
-                lambda: flow.shell.show_window(), lambda: flow.shell.exit_system())
+    tray = Tray(flow.loop.post, lambda: flow.shell.show_window(), lambda: flow.shell.exit_system())
     return tray if tray.start() else None
 
 
@@ -290,10 +252,6 @@ def finish_idle(root: Any) -> None:
         log.debug("idle work before closing the window: %s", e)
 
 
-#: tests: called with the ``StartFlow`` before the window's loop starts (main.py sets none)
-ON_FLOW: Optional[Callable[[StartFlow], None]] = None
-
-
 def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
         log_path: str = "") -> Union[int, str]:
     """Run the desktop app until 退出 / 退出系统 (the exit code) or a restart (``RESTART``).
@@ -306,11 +264,11 @@ def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
 
         return App(data_dir, lock_url=lock_url, lan_port=lan_port)
 
+    unwatch = probe.install()
     root = make_window()
     flow = StartFlow(root, make_app, log_path=log_path, tray_factory=tray_for)
     try:
-        if ON_FLOW is not None:
-            ON_FLOW(flow)
+        hooks.fire(hooks.FLOW, flow)
         flow.begin()
         root.mainloop()
     finally:
@@ -318,6 +276,7 @@ def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
         flow.close()
         finish_idle(root)
         root.destroy()
+        unwatch()
     if flow.outcome == RESTART:
         log.info("restart asked: the window is closed and the app stopped")
         return RESTART

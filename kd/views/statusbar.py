@@ -1,14 +1,14 @@
 """The status bar: 端口 | 通讯 | 文件服务 | 网络连接 (正常 green / 异常 red) | 机考锁 | clock.
 
-``StatusBar(parent)`` is a row of labels; the shell feeds it: ``set_port(n)``,
+``StatusBar(parent, loop)`` is a row of labels; the shell feeds it: ``set_port(n)``,
 ``set_lan(running)``, ``set_net(ok)`` (None: 检测中), ``set_lock(attached)``. The clock
-ticks every second with ``after()`` and stops on ``close()``. ``texts()`` returns what
-it shows (tests).
+ticks every second (a ``loop.every`` timer owned by the bar) and stops on ``close()``
+or when the bar is destroyed. ``texts()`` returns what it shows.
 """
 
 import datetime
 import tkinter as tk
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import ttkbootstrap as ttk
 
@@ -16,7 +16,7 @@ from kd.formats.timeutil import CST
 
 
 class StatusBar(ttk.Frame):
-    def __init__(self, parent: tk.Misc) -> None:
+    def __init__(self, parent: tk.Misc, loop: Any) -> None:
         super().__init__(parent, padding=(8, 2))
         self.labels: Dict[str, ttk.Label] = {}
         for key in ("port", "lan", "files", "net", "lock"):
@@ -31,8 +31,8 @@ class StatusBar(ttk.Frame):
         self.labels["files"].configure(text="文件服务: 运行")
         self.set_net(None)
         self.set_lock(None)
-        self._after: Optional[str] = None
         self._tick()
+        self._clock = loop.every(1000, self._tick, owner=self)
 
     def set_port(self, port: Optional[int]) -> None:
         self.labels["port"].configure(text="端口: {}".format(port if port else "-"))
@@ -61,12 +61,6 @@ class StatusBar(ttk.Frame):
     def _tick(self) -> None:
         now = datetime.datetime.now(CST)
         self.labels["clock"].configure(text=now.strftime("%Y-%m-%d %H:%M:%S"))
-        self._after = self.after(1000, self._tick)
 
     def close(self) -> None:
-        if self._after is not None:
-            try:
-                self.after_cancel(self._after)
-            except tk.TclError:
-                pass
-            self._after = None
+        self._clock.cancel()

@@ -12,10 +12,10 @@ from typing import Any, Dict, List
 import ttkbootstrap as ttk
 
 from kd.errors import UserError
-from kd.views.base import Page
 from kd.views.dialogs import PTQ_TYPES
-from kd.views.step_common import actor, auto_wrap, fallback_import, shown
-from kd.views.widgets import Table, mark
+from kd.views.step_common import actor, fallback_import, shown
+from kd.views.table_page import TablePage
+from kd.views.widgets import mark
 
 COLUMNS = [
     ("id", "场次", 60),
@@ -26,32 +26,27 @@ COLUMNS = [
     ("verified", "授权验证状态", 110),
 ]
 PTQ_TITLE = "手工导入考试授权文件（.PTQ）"
+NOTE = ("说明：考试授权从监控平台联网下载各场次的授权；"
+        "下载失败时请手工导入该场次的考试授权文件（.PTQ）。考场注册与考试授权两个操作无先后顺序限制。")
 
 
-class AuthorizePage(Page):
+class AuthorizePage(TablePage):
     title = "考试授权"
     events = frozenset({"session.authorized", "session.verified", "package.loaded", "system.initialized",
                         "system.restored", "system.converted_to_formal"})
 
-    # -- build ---------------------------------------------------------------------------
-    def _build(self) -> None:
-        ttk.Label(self, text="场次明细：").pack(anchor="w")
-        self.table = Table(self, COLUMNS, height=10)
-        self.table.pack(fill="both", expand=True)
+    heading = "场次明细："
+    columns = COLUMNS
+    table_height = 10
+    note = NOTE
 
-        footer = ttk.Frame(self)
-        footer.pack(fill="x", pady=(8, 0))
+    # -- build ---------------------------------------------------------------------------
+    def _build_footer(self) -> None:
+        footer = self.bar(8)
         self.status = ttk.Label(footer, text="")
         self.status.pack(side="left")
-        self.import_button = ttk.Button(footer, text="手工导入", bootstyle="secondary", command=self._on_import)
-        self.import_button.pack(side="right")
-        self.authorize_button = ttk.Button(footer, text="考试授权", bootstyle="primary", command=self._on_authorize)
-        self.authorize_button.pack(side="right", padx=(0, 6))
-        note = ttk.Label(self, text="说明：考试授权从监控平台联网下载各场次的授权；"
-                             "下载失败时请手工导入该场次的考试授权文件（.PTQ）。考场注册与考试授权两个操作无先后顺序限制。",
-                         bootstyle="info", wraplength=760)
-        note.pack(anchor="w", pady=(6, 0))
-        auto_wrap(note, self)
+        self.authorize_button, self.import_button = self.buttons(
+            footer, right=[("考试授权", "primary", self._on_authorize), ("手工导入", "secondary", self._on_import)])
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:
@@ -93,8 +88,6 @@ class AuthorizePage(Page):
                         self._authorized, button=self.authorize_button)
 
     def _on_import(self) -> None:
-        path = self.shell.dialogs.open_file(PTQ_TITLE, PTQ_TYPES)
-        if not path:
-            return
         who = actor(self.shell)
-        self.run(lambda: self.core.authorization.import_ptq(path, who), self._authorized, button=self.import_button)
+        self.import_file(PTQ_TITLE, PTQ_TYPES, lambda path: self.core.authorization.import_ptq(path, who),
+                         self._authorized, self.import_button)

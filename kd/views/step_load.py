@@ -19,6 +19,7 @@ from kd.errors import UserError
 from kd.views.base import Page
 from kd.views.dialogs import ZIP_TYPES
 from kd.views.step_common import InfoLine, actor, fallback_import, shown
+from kd.views.table_page import TablePage
 from kd.views.widgets import Table, mark
 
 COLUMNS = [
@@ -34,34 +35,30 @@ NOTE = "说明：考场注册与考试授权两个操作无先后顺序限制。
 ZIP_TITLE = "手工导入考场数据包（.zip）"
 
 
-class LoadPage(Page):
+class LoadPage(TablePage):
     title = "导入考务"
     events = frozenset({"package.loaded", "system.initialized", "system.restored", "system.converted_to_formal"})
 
+    columns = COLUMNS
+    note = NOTE
+
     # -- build ---------------------------------------------------------------------------
-    def _build(self) -> None:
-        self.table = Table(self, COLUMNS, height=12)
-        self.table.pack(fill="both", expand=True)
+    def _build_body(self) -> None:
+        super()._build_body()
         self.table.tree.bind("<ButtonRelease-1>", self._on_click, add="+")
         self.table.tree.bind("<Double-1>", lambda e: self._on_detail(), add="+")
 
-        row = ttk.Frame(self)
-        row.pack(fill="x", pady=(6, 0))
-        self.detail_button = ttk.Button(row, text="查看详情", bootstyle="secondary-outline", command=self._on_detail)
-        self.detail_button.pack(side="left")
-        self.door_button = ttk.Button(row, text="门贴座次表", bootstyle="secondary-outline", command=self._on_door)
-        self.door_button.pack(side="left", padx=(6, 0))
-        self.import_button = ttk.Button(row, text="手工导入", bootstyle="secondary", command=self._on_import)
-        self.import_button.pack(side="right")
-        self.load_button = ttk.Button(row, text="载入", bootstyle="primary", width=8, command=self._on_load)
-        self.load_button.pack(side="right", padx=(0, 6))
+    def _build_footer(self) -> None:
+        row = self.bar(6)
+        self.detail_button, self.door_button, self.load_button, self.import_button = self.buttons(
+            row, left=[("查看详情", "secondary-outline", self._on_detail),
+                       ("门贴座次表", "secondary-outline", self._on_door)],
+            right=[("载入", "primary", self._on_load, 8), ("手工导入", "secondary", self._on_import)])
         self.empty = ttk.Label(row, text="", bootstyle="secondary")
         self.empty.pack(side="left", padx=(12, 0))
-
         self.info = InfoLine(self, [("publish", "考场数据包发布时间"), ("loaded", "数据载入时间"),
                                     ("verified", "校验通过")])
         self.info.pack(anchor="w", pady=(8, 0))
-        ttk.Label(self, text=NOTE, bootstyle="info").pack(anchor="w", pady=(6, 0))
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:
@@ -102,11 +99,9 @@ class LoadPage(Page):
                         self._loaded, button=self.load_button)
 
     def _on_import(self) -> None:
-        path = self.shell.dialogs.open_file(ZIP_TITLE, ZIP_TYPES)
-        if not path:
-            return
         who = actor(self.shell)
-        self.run(lambda: self.core.loading.import_zip(path, who), self._loaded, button=self.import_button)
+        self.import_file(ZIP_TITLE, ZIP_TYPES, lambda path: self.core.loading.import_zip(path, who), self._loaded,
+                         self.import_button)
 
     def _selected_code(self) -> Any:
         row = self.table.selected()

@@ -18,11 +18,11 @@ from typing import Any, Dict, List, Optional
 
 import ttkbootstrap as ttk
 
-from kd.views.base import Page
 from kd.views.dialogs import KDINFO_TYPES
-from kd.views.step_common import actor, auto_wrap
+from kd.views.step_common import actor
 from kd.views.step_load import RoomDetail
-from kd.views.widgets import Table, mark
+from kd.views.table_page import TablePage
+from kd.views.widgets import mark
 
 OPERATIONS = "撤销注册 | 查看考场"
 COLUMNS = [
@@ -33,39 +33,32 @@ COLUMNS = [
     ("note", "备注", 200),
     ("ops", "操作", 150),
 ]
+NOTE = ("说明：导出考点信息（考场代码和注册码）交给各考场，监考机用考场代码和注册码注册；"
+        "全部考场注册后请再导出一次，用于重装后“恢复注册”。")
 
 
-class RegisterPage(Page):
+class RegisterPage(TablePage):
     title = "考场注册"
     events = frozenset({"room.registered", "room.data_imported", "registration.revoked", "registration.restored",
                         "package.loaded", "system.initialized", "system.restored", "system.converted_to_formal"})
 
+    columns = COLUMNS
+    note = NOTE
+
     # -- build ---------------------------------------------------------------------------
-    def _build(self) -> None:
-        self.table = Table(self, COLUMNS, height=12)
-        self.table.pack(fill="both", expand=True)
+    def _build_body(self) -> None:
+        super()._build_body()
         self.table.tree.bind("<ButtonRelease-1>", self._on_click, add="+")
 
-        row = ttk.Frame(self)
-        row.pack(fill="x", pady=(6, 0))
-        self.revoke_button = ttk.Button(row, text="撤销注册", bootstyle="danger-outline", command=self._on_revoke)
-        self.revoke_button.pack(side="left")
-        self.view_button = ttk.Button(row, text="查看考场", bootstyle="secondary-outline", command=self._on_view)
-        self.view_button.pack(side="left", padx=(6, 0))
-
-        footer = ttk.Frame(self)
-        footer.pack(fill="x", pady=(8, 0))
+    def _build_footer(self) -> None:
+        self.revoke_button, self.view_button = self.buttons(
+            self.bar(6), left=[("撤销注册", "danger-outline", self._on_revoke),
+                               ("查看考场", "secondary-outline", self._on_view)])
+        footer = self.bar(8)
         self.counts = ttk.Label(footer, text="")
         self.counts.pack(side="left")
-        self.restore_button = ttk.Button(footer, text="恢复注册", bootstyle="secondary", command=self._on_restore)
-        self.restore_button.pack(side="right")
-        self.export_button = ttk.Button(footer, text="导出考点信息", bootstyle="primary", command=self._on_export)
-        self.export_button.pack(side="right", padx=(0, 6))
-        note = ttk.Label(self, text="说明：导出考点信息（考场代码和注册码）交给各考场，监考机用考场代码和注册码注册；"
-                                    "全部考场注册后请再导出一次，用于重装后“恢复注册”。",
-                         bootstyle="info", wraplength=760)
-        note.pack(anchor="w", pady=(6, 0))
-        auto_wrap(note, self)
+        self.export_button, self.restore_button = self.buttons(
+            footer, right=[("导出考点信息", "primary", self._on_export), ("恢复注册", "secondary", self._on_restore)])
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:

@@ -17,6 +17,7 @@ import ttkbootstrap as ttk
 
 from kd.views.base import Page
 from kd.views.step_common import InfoLine, actor, shown
+from kd.views.table_page import TablePage
 from kd.views.widgets import ui_font
 
 #: (key, heading, width in characters); the 说明 column wraps its text
@@ -29,22 +30,21 @@ WRAP = 600
 MARKS = {"pass": "✓ 通过", "fail": "✗ 未通过", "skipped": "— 未检测"}
 
 
-class SealPage(Page):
+class SealPage(TablePage):
     title = "封场检测"
     events = frozenset({"seal.checked", "outbox.sent", "outbox.failed", "outbox.deferred", "outbox.retried",
                         "system.initialized", "system.restored", "system.backed_up"})
 
     # -- build ---------------------------------------------------------------------------
-    def _build(self) -> None:
-        top = ttk.Frame(self)
-        top.pack(fill="x", pady=(0, 6))
-        self.check_button = ttk.Button(top, text="封场检测", bootstyle="primary", command=self._on_check)
-        self.check_button.pack(side="left")
+    def _build_header(self) -> None:
+        top = self.bar(0, 6)
+        (self.check_button,) = self.buttons(top, left=[("封场检测", "primary", self._on_check)])
         self.verdict = ttk.Label(top, text="", font=(ui_font(self), 11, "bold"))
         self.verdict.pack(side="left", padx=(12, 0))
-        self.backup_button = ttk.Button(top, text="系统备份", bootstyle="secondary", command=self._on_backup)
-        self.backup_button.pack(side="right")
+        (self.backup_button,) = self.buttons(top, right=[("系统备份", "secondary", self._on_backup)])
 
+    def _build_body(self) -> None:
+        """The check's items as a grid (the 说明 column wraps), not a table."""
         self.items = ttk.Frame(self, padding=(0, 4))
         self.items.pack(fill="both", expand=True)
         self.items.columnconfigure(2, weight=1)
@@ -57,6 +57,7 @@ class SealPage(Page):
         self.items.bind("<Configure>", self._on_resize, add="+")
         self.item_rows: List[List[str]] = []
 
+    def _build_footer(self) -> None:
         self.info = InfoLine(self, [("checked", "检测时间"), ("passed", "检测通过时间"), ("report", "上报状态")])
         self.info.pack(anchor="w", pady=(6, 0))
 

@@ -23,10 +23,10 @@ from typing import Any, Dict, List, Optional
 import ttkbootstrap as ttk
 
 from kd.errors import UserError
-from kd.views.base import Page
 from kd.views.dialogs import KDV_TYPES
 from kd.views.step_common import InfoLine, actor, auto_wrap, fallback_import, shown
-from kd.views.widgets import Table, mark
+from kd.views.table_page import TablePage
+from kd.views.widgets import mark
 
 COLUMNS = [
     ("id", "场次", 50),
@@ -45,14 +45,18 @@ SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00�
              "校时后将机考锁插回本机，选择当前场次，点击“授权验证”。")
 
 
-class VerifyPage(Page):
+class VerifyPage(TablePage):
     title = "授权验证"
     events = frozenset({"session.verified", "session.authorized", "package.loaded", "lock.attached",
                         "lock.detached", "system.initialized", "system.restored", "system.converted_to_formal",
                         "net.status"})
 
+    columns = COLUMNS
+    table_height = 7
+    table_pady = 8
+
     # -- build ---------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build_header(self) -> None:
         lock = ttk.Labelframe(self, text="机考锁校时", padding=6)
         lock.pack(fill="x")
         self.lock_info = InfoLine(lock, [("lock", "机考锁"), ("synced", "校时时间"), ("valid", "有效至")])
@@ -65,21 +69,16 @@ class VerifyPage(Page):
         self.sync_button = ttk.Button(lock, text="机考锁校时", bootstyle="info-outline", command=self._on_sync)
         self.reachable: Optional[bool] = None
 
-        self.table = Table(self, COLUMNS, height=7)
-        self.table.pack(fill="both", expand=True, pady=(8, 0))
-
-        footer = ttk.Frame(self)
-        footer.pack(fill="x", pady=(8, 0))
+    def _build_footer(self) -> None:
+        footer = self.bar(8)
         ttk.Label(footer, text="当前场次：").pack(side="left")
         self.session = ttk.Combobox(footer, state="readonly", width=34)
         self.session.pack(side="left")
         self.session.bind("<<ComboboxSelected>>", lambda e: self._show_sync())
         self.status = ttk.Label(footer, text="")
         self.status.pack(side="left", padx=(12, 0))
-        self.import_button = ttk.Button(footer, text="手工导入", bootstyle="secondary", command=self._on_import)
-        self.import_button.pack(side="right")
-        self.verify_button = ttk.Button(footer, text="授权验证", bootstyle="primary", command=self._on_verify)
-        self.verify_button.pack(side="right", padx=(0, 6))
+        self.verify_button, self.import_button = self.buttons(
+            footer, right=[("授权验证", "primary", self._on_verify), ("手工导入", "secondary", self._on_import)])
         self._ids: List[str] = []
 
     # -- snapshot / render ---------------------------------------------------------------
@@ -204,9 +203,6 @@ class VerifyPage(Page):
         sid = self._session_or_warn()
         if sid is None:
             return
-        path = self.shell.dialogs.open_file(KDV_TITLE, KDV_TYPES)
-        if not path:
-            return
         who = actor(self.shell)
-        self.run(lambda: self.core.verification.import_verification(path, sid, who), self._verified,
-                 button=self.import_button)
+        self.import_file(KDV_TITLE, KDV_TYPES, lambda path: self.core.verification.import_verification(path, sid, who),
+                         self._verified, self.import_button)

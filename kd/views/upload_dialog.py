@@ -11,14 +11,14 @@ so after step 1 succeeded). 第二步 opens ``UploadTool``.
 ``UploadTool(parent, shell)``: one block per session — 考场数 | 已回收 | 文件大小 | 已上报 |
 上报状态 (全部未上报 / N个未上报 / 全部已上报) — with its own progress bar and the buttons
 上报 and 续报 (resume after a cut: the same ``core.upload.upload(session)`` call, the
-platform keeps what it got). ``upload``'s progress callback runs in the worker: it only
-puts the dicts on a queue, which the tool drains on the Tk thread with ``after()``
-while an upload runs (the id is kept and cancelled when done or closed). Rooms still
-not recovered are named above the table and after an upload (the result's warnings).
+platform keeps what it got). ``upload``'s progress callback runs in the worker: it is a
+progress sink of the shell's loop (``loop.progress``), which hands the dicts to the tool
+on the Tk thread, in order with the upload's result, and not after the tool is closed.
+Rooms still not recovered are named above the table and after an upload (the result's
+warnings).
 """
 
 import logging
-import queue
 import tkinter as tk
 from typing import Any, Callable, Dict, List, Optional
 
@@ -29,7 +29,6 @@ from kd.errors import UserError
 log = logging.getLogger(__name__)
 
 OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
-PROGRESS_MS = 50
 INTRO = ("根据考务要求，上报前，需先将当前考试结果数据备份到外部存储设备上，然后再进行上报。\n"
          "请接入外部存储设备（U盘、移动硬盘）后，点【第一步】。")
 BACKUP_DONE = "备份完成!"
@@ -53,7 +52,7 @@ def _not_recovered_text(pairs: List[Dict[str, Any]]) -> str:
 
 
 class _Worker:
-    """Run core calls from a window through the shell's runner; a UserError becomes a dialog."""
+    """Run core calls from a window through the shell's loop; a UserError becomes a dialog."""
 
     def __init__(self, window: tk.Misc, shell: Any) -> None:
         self.window = window
@@ -74,7 +73,7 @@ class _Worker:
                 return
             raise exc
 
-        self.shell.runner.submit(fn, done, failed)
+        self.shell.loop.submit(fn, done, failed)
 
 
 class UploadDialog(tk.Toplevel):
@@ -211,12 +210,9 @@ class UploadTool(tk.Toplevel):
         self.interrupted: set = set()
         self.blocks: Dict[str, Dict[str, Any]] = {}
         self._order: List[str] = []
-        self._queue: queue.Queue[Dict[str, Any]] = queue.Queue()
-        self._poll_id: Optional[str] = None
-        self._closing = False
-        #: progress reports shown so far (tests check that the bars were fed)
+        #: progress reports shown so far
         self.progress_seen = 0
-        self.bind("<Destroy>", self._on_destroy, add="+")
+        self._progress = shell.loop.progress(self._show_progress, owner=self)
         self.frame = ttk.Frame(self, padding=12)
         self.frame.pack(fill="both", expand=True)
         self.warning = ttk.Label(self.frame, text="", foreground=BAD_COLOUR, wraplength=640, justify="left")
@@ -265,7 +261,7 @@ class UploadTool(tk.Toplevel):
         self.worker.submit(self.shell.core.upload.snapshot, self.render)
 
     def upload(self, session_id: str, resume: bool = False) -> None:
-        """上报 (or 续报) one session in a worker; progress through the queue."""
+        """上报 (or 续报) one session in a worker; its progress comes through the loop's sink."""
         if self.busy is not None:
             return
         self.busy = session_id
@@ -273,29 +269,15 @@ class UploadTool(tk.Toplevel):
         block["bar"].configure(value=0)
         block["message"].configure(text="正在{}…".format("续报" if resume else "上报"), foreground="")
         self._enable()
-        upload, actor, put = self.shell.core.upload, _actor(self.shell), self._queue.put
-        self.worker.submit(lambda: upload.upload(session_id, actor, progress=put),
+        upload, actor, sink = self.shell.core.upload, _actor(self.shell), self._progress
+        self.worker.submit(lambda: upload.upload(session_id, actor, progress=sink),
                            lambda result: self._uploaded(session_id, result),
                            lambda exc: self._failed(session_id, exc))
-        self._poll()
 
-    def _poll(self) -> None:
-        self._poll_id = None
-        if self._closing:
-            return
-        self._drain()
-        if self.busy is not None:
-            self._poll_id = self.after(PROGRESS_MS, self._poll)
-
-    def _drain(self) -> None:
-        latest: Dict[str, Dict[str, Any]] = {}
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            latest[item["session"]] = item
-            self.progress_seen += 1
+    def _show_progress(self, items: List[Dict[str, Any]]) -> None:
+        """The progress reports since the last ones (Tk thread): the latest per session shown."""
+        latest = {item["session"]: item for item in items}
+        self.progress_seen += len(items)
         for sid, item in latest.items():
             block = self.blocks.get(sid)
             if block is None:
@@ -307,18 +289,8 @@ class UploadTool(tk.Toplevel):
             text = "正在上报考场 {}（{}/{}）".format(item.get("room"), item["index"] + 1, count)
             block["message"].configure(text=text)
 
-    def _stop_poll(self) -> None:
-        if self._poll_id is not None:
-            try:
-                self.after_cancel(self._poll_id)
-            except tk.TclError:
-                pass
-            self._poll_id = None
-
     def _uploaded(self, sid: str, result: Dict[str, Any]) -> None:
-        self._drain()
         self.busy = None
-        self._stop_poll()
         self.interrupted.discard(sid)
         block = self.blocks[sid]
         block["bar"].configure(value=100)
@@ -335,9 +307,7 @@ class UploadTool(tk.Toplevel):
         self.refresh()
 
     def _failed(self, sid: str, exc: BaseException) -> None:
-        self._drain()
         self.busy = None
-        self._stop_poll()
         if not isinstance(exc, UserError):
             self.refresh()
             raise exc
@@ -346,11 +316,6 @@ class UploadTool(tk.Toplevel):
         self.blocks[sid]["message"].configure(text=text, foreground=BAD_COLOUR)
         self.shell.dialogs.error(exc)
         self.refresh()
-
-    def _on_destroy(self, event: Any) -> None:
-        if event.widget is self:
-            self._closing = True
-            self._stop_poll()
 
     # -- rendering -------------------------------------------------------------------------
     def render(self, snap: Dict[str, Any]) -> None:

@@ -1,10 +1,11 @@
 """Shared set-up of the 考前 step page tests (tests/gui/test_steps_*.py).
 
-``StepSite(root, env, page_class)`` builds one step page on a real, guarded Tk root over
-a real ``Core`` (platform simulator + dongle emulator from tests/support/env.py), with a
-``FakeShell`` (scripted dialogs) and a real ``EventPump`` for the page's events, as the
-main window routes them. ``clipped(table)`` lists the cells whose text does not fit
-their column.
+``StepSite(root, env, page_class)`` builds one step page on a real, guarded Tk root over a
+real ``Core`` (platform simulator + dongle emulator from tests/support/env.py), with a
+``FakeShell`` (scripted dialogs) whose loop listens to the page's events, as the main
+window routes them. A ``UserError`` that reaches the loop's ``report`` becomes a
+scripted dialog; anything else fails the test at ``close()``. ``clipped(table)`` lists
+the cells whose text does not fit their column.
 """
 
 import gc
@@ -17,7 +18,6 @@ import pytest
 
 from kd.core.services import Core
 from kd.platform.signer import write_offline_files
-from kd.views.pump import EventPump
 from tests.support.ui import FakeShell, pump_until
 
 #: the padding a Treeview cell needs besides its text (pixels)
@@ -49,8 +49,6 @@ class StepSite:
                  start_core: bool = False, size: str = "1024x700") -> None:
         self.root = root
         self.env = env
-        self.crashes: List[BaseException] = []
-        root.report_callback_exception = lambda kind, exc, tb: self.crashes.append(exc)
         self.core = Core(env.ctx)
         if start_core:
             self.core.start()
@@ -59,7 +57,7 @@ class StepSite:
         root.geometry(size)
         self.page = page_class(root, self.shell)
         self.page.pack(fill="both", expand=True)
-        self.pump = EventPump(root, env.hub.subscribe(self.page.events), self.page.on_event)
+        self.listener = self.shell.loop.listen(env.hub.subscribe(self.page.events), self.page.on_event)
         self.page.refresh()
         pump_until(root, lambda: self.page.last is not None, what="the first render")
 
@@ -67,16 +65,16 @@ class StepSite:
         return pump_until(self.root, predicate, timeout=timeout, what=what)
 
     def idle(self) -> None:
-        """Wait until no work of the page's runner is pending."""
-        self.until(lambda: self.shell.runner.pending == 0 and not self.page._refreshing, "the runner to be idle")
+        """Wait until no work of the page's loop is pending."""
+        self.until(lambda: self.shell.loop.idle() and not self.page._refreshing, "the loop to be idle")
 
     def close(self) -> None:
         """Tear down; fails when a callback raised anything (a UserError must become a dialog)."""
-        self.pump.close()
+        self.listener.close()
         self.page.destroy()
         self.shell.close()
         self.core.stop()
-        assert not self.crashes, "callbacks raised: {!r}".format(self.crashes)
+        self.shell.check()
 
 
 @contextmanager

@@ -59,10 +59,10 @@ def run_main_gui(args, env=None):
     script = CLOSER + textwrap.dedent("""
         import sys
         sys.path.insert(0, {root!r})
-        import kd.views.fatal as fatal
+        from kd.views import hooks
         import main
         seen = []
-        fatal.ON_SHOWN = lambda root: close_box(root, seen)
+        hooks.watch(hooks.FATAL, lambda root: close_box(root, seen))
         rc = main.main({args!r})
         for text in seen:
             print("BOX:" + text.replace("\\n", " "))

@@ -2,7 +2,7 @@
 
 Heartbeats go through ``core.monitor.heartbeat`` as the LAN service sends them; the
 monitor's clock is the test's, so a missed heartbeat is a moved clock, not a wait.
-Hub events reach the page through a real ``EventPump``. Session 1 is verified and its
+Hub events reach the page through the shell's loop. Session 1 is verified and its
 rooms start after their permit (``core.verification.start_permit``, as the LAN ``permit``),
 except where a test starts one without (未经许可开考: the row is painted red, checked on
 the screen's pixels).
@@ -15,7 +15,6 @@ import pytest
 
 from kd.core.services import Core
 from kd.views import monitor as monitor_view
-from kd.views.pump import EventPump
 from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, session_ids, sync
 from tests.support.ui import FakeShell, pump_until
 
@@ -44,10 +43,10 @@ def site(tmp_path, gui_root, scripted, monkeypatch):
     shell = FakeShell(gui_root, core, dialogs=scripted)
     gui_root.geometry("1024x700")
     page = monitor_view.MonitorPage(gui_root, shell)
-    pump = EventPump(gui_root, env.hub.subscribe(page.events), page.on_event)
+    listener = shell.loop.listen(env.hub.subscribe(page.events), page.on_event)
     page.pack(fill="both", expand=True)
     yield env, core, page, clock, shell
-    pump.close()
+    listener.close()
     page.destroy()
     shell.close()
     core.stop()

@@ -2,7 +2,7 @@
 
 Result packages are real (``kd.formats.result.build_result`` from the loaded package);
 one arrives as the LAN service delivers it (``core.recovery.receive``), others through
-回收 with a scripted file dialog. Hub events reach the page through a real ``EventPump``.
+回收 with a scripted file dialog. Hub events reach the page through the shell's loop.
 """
 
 import hashlib
@@ -12,7 +12,6 @@ import re
 import pytest
 
 from kd.core.services import Core
-from kd.views.pump import EventPump
 from kd.views.recovery import RecoveryPage
 from tests.integration.live_helpers import loaded_env
 from tests.support.results import pairs, result_package, write_package
@@ -28,11 +27,11 @@ def site(tmp_path, gui_root, scripted):
     shell = FakeShell(gui_root, core, dialogs=scripted)
     gui_root.geometry("1024x700")
     page = RecoveryPage(gui_root, shell)
-    pump = EventPump(gui_root, env.hub.subscribe(page.events), page.on_event)
+    listener = shell.loop.listen(env.hub.subscribe(page.events), page.on_event)
     page.pack(fill="both", expand=True)
     page.refresh()
     yield env, core, page, shell
-    pump.close()
+    listener.close()
     page.destroy()
     shell.close()
     core.stop()

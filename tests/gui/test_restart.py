@@ -3,7 +3,7 @@
 (系统初始化 both from the 更多 menu and from the 初始化 link of 系统设置.)
 
 ``main.main()`` runs the GUI route here, in the test process, on a fresh drill data
-folder: ``start.ON_FLOW`` installs scripted dialogs and the Tk-thread guard and drives
+folder: a watcher of ``kd.views.hooks.FLOW`` installs scripted dialogs and the Tk-thread guard and drives
 the real screens (login, the forced password change, 系统设置, the main window) up to the
 action in the 更多 menu. The shell tells the user, the flow ends with ``RESTART``, main
 releases the instance lock, spawns the new instance (``kd.relaunch.spawn``, watched by a
@@ -26,7 +26,8 @@ import pytest
 from kd import relaunch
 from kd.errors import InstanceRunningError
 from kd.store.instance import LOCK_NAME, InstanceLock
-from kd.views import start
+from kd.views import hooks, start
+from kd.views import probe as startup_probe
 from kd.views.login import LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
 from tests.support.ui import ScriptedDialogs, install_tk_guard
@@ -229,10 +230,10 @@ def test_restart_is_a_new_process_with_the_theme(action, tmp_path, monkeypatch, 
     data = tmp_path / "data"
     start_simulator(str(data.joinpath("drill", "platform")), 0, **DRILL_SITE).shutdown()
     probe_file = str(tmp_path / "probe.jsonl")
-    for name in ("KD_DATA_DIR", "KD_LOCK_URL", start.PROBE_ENV, relaunch.RELAUNCHED_ENV):
+    for name in ("KD_DATA_DIR", "KD_LOCK_URL", startup_probe.PROBE_ENV, relaunch.RELAUNCHED_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KD_NO_TRAY", "1")
-    monkeypatch.setenv(start.PROBE_FILE_ENV, probe_file)
+    monkeypatch.setenv(startup_probe.PROBE_FILE_ENV, probe_file)
 
     seen = {}
 
@@ -250,11 +251,14 @@ def test_restart_is_a_new_process_with_the_theme(action, tmp_path, monkeypatch, 
         spawned.append(child)
         return child
 
-    monkeypatch.setattr(start, "ON_FLOW", on_flow)
     monkeypatch.setattr(relaunch, "spawn", spawn)
     before = set(threading.enumerate())
 
-    rc = main.main(["--data-dir", str(data), "--lan-port", "0"])
+    unwatch = hooks.watch(hooks.FLOW, on_flow)
+    try:
+        rc = main.main(["--data-dir", str(data), "--lan-port", "0"])
+    finally:
+        unwatch()
     try:
         flow, driver = seen["flow"], seen["driver"]
         assert driver.failure is None, repr(driver.failure)

@@ -29,8 +29,7 @@ def site(tmp_path, gui_root, scripted):
     from kd.views.shell import Shell
 
     shell = Shell(gui_root, core, dialogs=scripted, user="admin", log_path="/var/log/kd-test.log",
-                  on_exit=ends.append)
-    shell.browser = shell.opened.append
+                  on_exit=ends.append, browser=lambda url: None)
     shell.ends = ends
     try:
         yield env, core, shell

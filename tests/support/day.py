@@ -52,13 +52,12 @@ class ExamDay:
 
     def settle(self) -> None:
         """Let pending workers and refreshes land (the runner is idle and no page refresh is running)."""
-        shell = self.flow.shell
-        runner = shell.runner if shell is not None else self.flow.runner
+        shell, loop = self.flow.shell, self.flow.loop
         if shell is not None:
             shell.refresh_steps()
-        self.wait(lambda: runner.pending == 0 and not getattr(self.page(), "_refreshing", False)
-                  and (shell is None or shell._steps_after is None), "idle UI")
-        self.wait(lambda: runner.pending == 0, "step marks")
+        self.wait(lambda: loop.idle() and not getattr(self.page(), "_refreshing", False)
+                  and (shell is None or not shell.steps_pending), "idle UI")
+        self.wait(loop.idle, "step marks")
         self.root.update()
 
     def page(self) -> Any:
@@ -83,7 +82,8 @@ class ExamDay:
         site = self.site
         self.flow = StartFlow(self.root, lambda: App(self.data_dir, lan_host="127.0.0.1", lan_port=0,
                                                      drill_site=site, probe_s=60.0),
-                              dialogs=self.dialogs, log_path=os.path.join(self.data_dir, "logs", "kaodian.log"))
+                              dialogs=self.dialogs, log_path=os.path.join(self.data_dir, "logs", "kaodian.log"),
+                              browser=self.opened.append)  # no real browser in tests
         self.flow.begin()
         self.root.update()
         self.shot("01_starting")
@@ -124,7 +124,6 @@ class ExamDay:
         self.shot("06_setup")
         setup.button.invoke()
         self.wait(lambda: self.flow.shell is not None, "main window")
-        self.shell.browser = self.opened.append  # no real browser in tests
         self.settle()
 
     def load(self) -> None:

@@ -14,12 +14,14 @@
 - ``pump_until(root, predicate, timeout)``: process Tk events until ``predicate()`` is
   truthy (returns its value) or raise ``AssertionError`` at the deadline. It blocks in
   Tcl's event loop (woken at least every 20 ms by a timer), never in ``sleep()``.
-- ``FakeShell(root, core)``: the Shell interface of docs (notes/ui.md) over a real
-  ``Core`` for page tests: ``core``, ``runner``, ``dialogs`` (scripted), ``notify``
-  (recorded in ``notes``), ``app`` (None), ``open_url`` (recorded in ``urls``),
-  ``show`` (recorded in ``shown``), ``refresh_steps`` (counted). It hooks the root's
-  ``report_callback_exception`` as the shell does: a ``UserError`` goes to
-  ``dialogs.error``, anything else to ``crashes`` (``check()`` fails on those).
+- ``FakeShell(root, core)``: ``kd.views.shellapi.ShellAPI`` (the shell every page uses)
+  over a real ``Core`` for page tests, checked against the Protocol by
+  tests/gui/test_shellapi.py so it cannot drift from ``kd.views.shell.Shell``: ``core``,
+  ``loop`` (a real ``TkLoop`` of the root), ``dialogs`` (scripted), ``notify`` (recorded
+  in ``notes``), ``app`` (None), ``open_url`` (recorded in ``urls``), ``show`` (recorded
+  in ``shown``), ``refresh_steps`` (counted), ``post``. Its loop reports as the shell's
+  does, but records: a ``UserError`` goes to ``dialogs.error``, anything else to
+  ``crashes`` (``check()`` fails on those).
 
 Fixtures live in tests/gui/conftest.py: ``gui_root`` (a guarded Tk root that fails the
 test on a Tk call from another thread) and ``scripted`` (a ``ScriptedDialogs``).
@@ -29,7 +31,10 @@ import collections
 import threading
 import time
 import traceback
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING:  # mypy checks that the fake is a ShellAPI (see as_shell)
+    from kd.views.shellapi import ShellAPI
 
 #: the question methods and the answer an unplanned call gets
 QUESTIONS: Dict[str, Any] = {"confirm": False, "open_file": None, "choose_dir": None, "ask_text": None}
@@ -190,24 +195,24 @@ def _nothing() -> None:
 
 
 class FakeShell:
-    """The Shell interface over a real ``Core``, for page tests without the main window."""
+    """``kd.views.shellapi.ShellAPI`` over a real ``Core``, for page tests without the main window."""
 
     def __init__(self, root: Any, core: Any, dialogs: Optional[ScriptedDialogs] = None, app: Any = None) -> None:
-        from kd.views.runner import UiRunner  # noqa: PLC0415
+        from kd.views.loop import TkLoop  # noqa: PLC0415
 
         self.root = root
         self.core = core
         self.app = app
-        self.runner = UiRunner(root)
         self.dialogs = dialogs if dialogs is not None else ScriptedDialogs(root)
+        self.loop = TkLoop(root, dialogs=self.dialogs, reporter=self._report)
         self.notes: List[Tuple[str, str]] = []
         self.urls: List[str] = []
         self.shown: List[str] = []
         self.steps_refreshed = 0
         self.user = "admin"
-        #: exceptions other than UserError that reached report_callback_exception
+        self.last_site_info: Optional[str] = None
+        #: exceptions other than UserError that reached the loop's report
         self.crashes: List[BaseException] = []
-        root.report_callback_exception = self._report
 
     def _report(self, exc_type: Any, exc: BaseException, tb: Any) -> None:
         from kd.errors import UserError  # noqa: PLC0415
@@ -222,6 +227,7 @@ class FakeShell:
         """Fail when a callback crashed (anything but a UserError)."""
         assert not self.crashes, "callbacks crashed: {!r}".format(self.crashes)
 
+    # -- ShellAPI ----------------------------------------------------------------------------
     def notify(self, text: str, kind: str = "info") -> None:
         self.notes.append((kind, text))
 
@@ -234,5 +240,13 @@ class FakeShell:
     def refresh_steps(self) -> None:
         self.steps_refreshed += 1
 
+    def post(self, fn: Callable[[], None]) -> None:
+        self.loop.post(fn)
+
     def close(self) -> None:
-        self.runner.close()
+        self.loop.close()
+
+
+def as_shell(fake: FakeShell) -> "ShellAPI":
+    """The fake as the Protocol (for mypy: a member missing or of another type is an error here)."""
+    return fake

@@ -1,0 +1,101 @@
+"""The layout the five 考前 step pages share (screens.md §3.1-§4.2), built once.
+
+A step page subclasses ``TablePage`` and declares what differs:
+
+- ``_build_header()``: what stands above the table (``heading`` text, the 机考锁校时
+  block, the 封场检测 button row); nothing by default;
+- the table: ``columns`` (``(key, heading, width)``) and ``table_height``, packed to take
+  the page's height (``table_pady`` above it); a page without a table (封场检测)
+  overrides ``_build_body()``;
+- ``_build_footer()``: the rows under the table; ``bar(above)`` adds one (a full-width
+  row), ``buttons(bar, left=..., right=...)`` fills it with the manual's buttons: ``left``
+  from the left edge, ``right`` against the right edge, each list in the order shown;
+- ``note``: the 说明 line at the bottom (info colour, wrapped to the page's width).
+
+``import_file(title, filetypes, importer, on_done, button)`` is the manual's 手工导入:
+the file chooser, then ``importer(path)`` in a worker. The page's ``_build`` runs the
+parts in this order, so every step page keeps the same paddings.
+"""
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import ttkbootstrap as ttk
+
+from kd.views.base import Page
+from kd.views.step_common import auto_wrap
+from kd.views.widgets import Column, Table
+
+#: a button of ``buttons``: (text, bootstyle, command) or (text, bootstyle, command, width)
+ButtonSpec = Tuple[Any, ...]
+#: the wrap width of the 说明 line before the page knows its own width
+NOTE_WRAP = 760
+
+
+class TablePage(Page):
+    #: a line above the table ("场次明细：")
+    heading = ""
+    columns: Sequence[Column] = ()
+    table_height = 12
+    #: the room above the table, in pixels
+    table_pady = 0
+    #: the 说明 line at the bottom ("" for none)
+    note = ""
+
+    def _build(self) -> None:
+        if self.heading:
+            ttk.Label(self, text=self.heading).pack(anchor="w")
+        self._build_header()
+        self._build_body()
+        self._build_footer()
+        if self.note:
+            self.note_label = ttk.Label(self, text=self.note, bootstyle="info", wraplength=NOTE_WRAP)
+            self.note_label.pack(anchor="w", pady=(6, 0))
+            auto_wrap(self.note_label, self)
+
+    # -- the parts a page fills ------------------------------------------------------------
+    def _build_header(self) -> None:
+        """Widgets above the table (none by default)."""
+
+    def _build_body(self) -> None:
+        """The table of ``columns``, taking the page's height."""
+        self.table = Table(self, self.columns, height=self.table_height)
+        self.table.pack(fill="both", expand=True, pady=(self.table_pady, 0))
+
+    def _build_footer(self) -> None:
+        """Rows under the table (none by default)."""
+
+    # -- helpers ---------------------------------------------------------------------------
+    def bar(self, above: int, below: int = 0) -> ttk.Frame:
+        """A full-width row under what is there (``above`` / ``below``: its room, in pixels)."""
+        row = ttk.Frame(self)
+        row.pack(fill="x", pady=(above, below))
+        return row
+
+    def buttons(self, bar: ttk.Frame, left: Sequence[ButtonSpec] = (),
+                right: Sequence[ButtonSpec] = ()) -> List[ttk.Button]:
+        """The buttons of ``left`` (from the left edge) then of ``right`` (ending at the right edge).
+
+        Each list is in the order shown, 6 pixels apart; returns the buttons in the order given.
+        """
+        made = []
+        for index, spec in enumerate(left):
+            made.append(_button(bar, spec))
+            made[-1].pack(side="left", padx=(6 if index else 0, 0))
+        shown: List[ttk.Button] = []
+        for index, spec in enumerate(reversed(right)):  # made and packed from the right edge
+            shown.insert(0, _button(bar, spec))
+            shown[0].pack(side="right", padx=(0, 6 if index else 0))
+        return made + shown
+
+    def import_file(self, title: str, filetypes: Sequence[Tuple[str, str]], importer: Callable[[str], Any],
+                    on_done: Optional[Callable[[Any], None]] = None, button: Any = None) -> None:
+        """手工导入: choose the file, then ``importer(path)`` in a worker (``button`` disabled meanwhile)."""
+        path = self.shell.dialogs.open_file(title, filetypes)
+        if path:
+            self.run(lambda: importer(path), on_done, button=button)
+
+
+def _button(bar: ttk.Frame, spec: ButtonSpec) -> ttk.Button:
+    text, style, command = spec[:3]
+    options = {"width": spec[3]} if len(spec) > 3 else {}
+    return ttk.Button(bar, text=text, bootstyle=style, command=command, **options)
