@@ -100,7 +100,8 @@ def run(opts: argparse.Namespace) -> int:
             if is_gui(opts):
                 from kd.views import start  # noqa: PLC0415 - only the GUI imports tkinter
 
-                rc = start.run(data_dir, lock_url=opts.lock, lan_port=opts.lan_port, log_path=log_path)
+                rc = start.run(data_dir, lock_url=opts.lock, lan_host=opts.lan_host, lan_port=opts.lan_port,
+                               log_path=log_path)
                 log.info("stopped cleanly")
                 if rc != start.RESTART:
                     return int(rc)
@@ -149,7 +150,8 @@ def open_headless(opts: argparse.Namespace, data_dir: str) -> Any:
     """
     from kd.site import LanOptions, open_site  # noqa: PLC0415 - the GUI route never needs it
 
-    return open_site(data_dir, lock_url=opts.lock, lan=LanOptions(port=opts.lan_port), ticks=True)
+    return open_site(data_dir, lock_url=opts.lock, lan=LanOptions(host=opts.lan_host, port=opts.lan_port),
+                     ticks=True)
 
 
 def is_gui(opts: argparse.Namespace) -> bool:

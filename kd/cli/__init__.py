@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="机考锁端口，如 COM3、socket://127.0.0.1:7700（默认：环境变量 KD_LOCK_URL 或自动检测）")
     parser.add_argument("--lan-port", type=int, default=int(os.environ.get("KD_LAN_PORT", "9190")),
                         help="考场通讯端口（默认 9190；0 表示任选空闲端口，用于测试）")
+    parser.add_argument("--lan-host", metavar="ADDRESS",
+                        default=os.environ.get("KD_LAN_HOST", "0.0.0.0"),  # noqa: S104 - the LAN by default
+                        help="考场通讯服务只在本机的这个地址上监听，如考试局域网上的 192.168.10.2"
+                             "（默认：所有网络接口；或环境变量 KD_LAN_HOST）")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_password(lock_sync.add_parser(commands), "这是本机数据目录的管理员密码，不是监控平台密码 --password")
     drill.add_parser(commands)

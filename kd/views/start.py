@@ -1,6 +1,6 @@
 """The GUI entry point and the start flow (``main.py`` without a command or ``--headless``).
 
-``run(data_dir, lock_url, lan_port, log_path)`` opens the window and runs:
+``run(data_dir, lock_url, lan_port, log_path, lan_host)`` opens the window and runs:
 
 1. 考点端登录 at once, its 登录 disabled ("正在启动考点管理系统…") while ``App.start()``
    runs in a worker (drill mode starts a platform simulator and a dongle emulator: the
@@ -253,7 +253,7 @@ def finish_idle(root: Any) -> None:
 
 
 def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
-        log_path: str = "") -> Union[int, str]:
+        log_path: str = "", lan_host: str = "0.0.0.0") -> Union[int, str]:  # noqa: S104 - every interface
     """Run the desktop app until 退出 / 退出系统 (the exit code) or a restart (``RESTART``).
 
     Blocks until the window closed and the App stopped. On ``RESTART`` the caller starts
@@ -262,7 +262,7 @@ def run(data_dir: str, lock_url: Optional[str] = None, lan_port: int = 9190,
     def make_app() -> Any:  # called in a worker
         from kd.app import App  # noqa: PLC0415
 
-        return App(data_dir, lock_url=lock_url, lan_port=lan_port)
+        return App(data_dir, lock_url=lock_url, lan_host=lan_host, lan_port=lan_port)
 
     unwatch = probe.install()
     root = make_window()

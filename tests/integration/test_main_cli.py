@@ -57,3 +57,24 @@ def test_second_instance_exits_3_and_first_stops_cleanly(tmp_path):
     log = open(os.path.join(str(tmp_path), "logs", "kaodian.log"), encoding="utf-8").read().splitlines()
     assert "kaodian {} starting; argv=".format(kd.__version__) in log[0] and "[MainThread]" in log[0]
     assert "stopped cleanly" in log[-1] or any("stopped cleanly" in line for line in log)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM")
+def test_lan_host_binds_the_lan_service_to_one_address(tmp_path):
+    proc = start(tmp_path, "--headless", "--lan-host", "127.0.0.1")
+    try:
+        wait_running(proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    log = open(os.path.join(str(tmp_path), "logs", "kaodian.log"), encoding="utf-8").read()
+    assert "LAN service listening on 127.0.0.1:" in log
+
+
+def test_lan_host_that_is_not_this_pcs_is_exit_2_naming_it(tmp_path):
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", KD_LAN_HOST="192.0.2.1")  # TEST-NET-1: never local
+    env.pop("KD_DATA_DIR", None)
+    out = subprocess.run([sys.executable, MAIN, "--data-dir", str(tmp_path), "--lan-port", "0", "--headless"],
+                         capture_output=True, text=True, encoding="utf-8", env=env, timeout=120)
+    assert out.returncode == 2 and "192.0.2.1" in out.stderr and "--lan-host" in out.stderr, out.stderr
