@@ -89,6 +89,9 @@ class PlatformUnreachable(PlatformError):
 class PlatformRefused(PlatformError):
     """The platform answered and refused the request."""
 
+    #: the HTTP status of the refusal (set by ``kd.platform.transport.refused``)
+    status: Optional[int] = None
+
 
 class LockError(UserError):
     """The exam dongle (机考锁) is missing, wrong or not answering."""

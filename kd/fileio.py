@@ -34,6 +34,7 @@ Telling media apart and reading past the cache (the external backup, docs/operat
 import hashlib
 import logging
 import os
+import sys
 import time
 from typing import Any, Iterable, Optional, Tuple
 
@@ -223,7 +224,9 @@ def _kernel32() -> Any:  # pragma: no cover - Windows
     import ctypes  # noqa: PLC0415
     from ctypes import wintypes  # noqa: PLC0415
 
-    k32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    if sys.platform != "win32":  # the callers check os.name; this tells the type checker too
+        raise OSError("kernel32 is Windows only")
+    k32 = ctypes.WinDLL("kernel32", use_last_error=True)
     k32.GetVolumePathNameW.argtypes = [wintypes.LPCWSTR, wintypes.LPWSTR, wintypes.DWORD]
     k32.GetVolumePathNameW.restype = wintypes.BOOL
     k32.GetVolumeNameForVolumeMountPointW.argtypes = [wintypes.LPCWSTR, wintypes.LPWSTR, wintypes.DWORD]
@@ -272,22 +275,24 @@ def _sha256_no_buffering(path: str) -> Tuple[str, int]:  # pragma: no cover - Wi
     import ctypes  # noqa: PLC0415
     from ctypes import wintypes  # noqa: PLC0415
 
+    if sys.platform != "win32":  # the caller checks os.name; this tells the type checker too
+        raise OSError("FILE_FLAG_NO_BUFFERING is Windows only")
     k32 = _kernel32()
     generic_read, share_all, open_existing = 0x80000000, 0x1 | 0x2 | 0x4, 3
     no_buffering, sequential = 0x20000000, 0x08000000
     handle = k32.CreateFileW(os.path.abspath(path), generic_read, share_all, None, open_existing,
                              no_buffering | sequential, None)
     if handle is None or handle == ctypes.c_void_p(-1).value:
-        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+        raise ctypes.WinError(ctypes.get_last_error())
     buf = k32.VirtualAlloc(None, UNCACHED_BLOCK, 0x1000 | 0x2000, 0x04)  # page-aligned, committed, RW
     if not buf:
         k32.CloseHandle(handle)
-        raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+        raise ctypes.WinError(ctypes.get_last_error())
     digest, size, got = hashlib.sha256(), 0, wintypes.DWORD()
     try:
         while True:
             if not k32.ReadFile(handle, buf, UNCACHED_BLOCK, ctypes.byref(got), None):
-                raise ctypes.WinError(ctypes.get_last_error())  # type: ignore[attr-defined]
+                raise ctypes.WinError(ctypes.get_last_error())
             if got.value == 0:
                 break
             digest.update(ctypes.string_at(buf, got.value))

@@ -19,7 +19,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from kd.fileio import write_file_durably
 from kd.platform.simdata import SimData
@@ -37,9 +37,12 @@ def write_offline_files(data: SimData, out: str, whats: List[str], sessions: Opt
         if what not in WHATS:
             raise ValueError("unknown file kind: " + what)
     ids = sessions or [s["id"] for s in data.site["sessions"]]
+    names: Dict[str, str] = {}
     for sid in ids:
-        if data.session(sid) is None:
+        session = data.session(sid)
+        if session is None:
             raise KeyError(sid)
+        names[sid] = session["name"]
     os.makedirs(out, exist_ok=True)
     written: List[str] = []
     code = data.site_code
@@ -53,7 +56,7 @@ def write_offline_files(data: SimData, out: str, whats: List[str], sessions: Opt
     if "package" in whats:
         put(f"{code}-package.zip", data.package_bytes(), "考场数据包")
     for sid in ids:
-        name = data.session(sid)["name"]  # type: ignore[index]
+        name = names[sid]
         if "authorization" in whats:
             put(f"{code}-{sid}.PTQ", data.authorization(sid), "考试授权 " + name)
         if "verification" in whats:

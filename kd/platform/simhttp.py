@@ -106,7 +106,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         drip = self.server.sim.faults.drip if self._faulty else 0.0
         if drip:
             entry["fault"] = "drip"
-            self.wfile = Drip(self._plain_wfile, drip, self.server.stopping)  # type: ignore[assignment]
+            self.wfile = Drip(self._plain_wfile, drip, self.server.stopping)  # type: ignore[assignment]  # write/flush is all it needs
         try:
             try:
                 route, params = self._route(method, path)

@@ -94,7 +94,7 @@ def refused(op: str, status: int, message: str, detail: str = "") -> PlatformRef
         ("请稍后重试。" if status >= 500 or status == 429 else "请核对考点代码、平台密码和场次后重试。") + fallback,
         detail=detail or f"HTTP {status}: {message}",
     )
-    error.status = status  # type: ignore[attr-defined]
+    error.status = status
     return error
 
 

@@ -194,7 +194,7 @@ class _Watched:
 
     def connect(self) -> None:
         self._kd_watch()
-        super().connect()  # type: ignore[misc]
+        super().connect()  # type: ignore[misc]  # a mixin: urllib3's connection class after it has connect()
         call = getattr(self, "_kd_call", None)
         if call is not None and call.exchange_over():
             shutdown(getattr(self, "sock", None))
@@ -202,7 +202,7 @@ class _Watched:
 
     def request(self, *args: Any, **kw: Any) -> None:
         self._kd_watch()
-        super().request(*args, **kw)  # type: ignore[misc]
+        super().request(*args, **kw)  # type: ignore[misc]  # a mixin: see connect()
 
 
 class _HTTPConnection(_Watched, HTTPConnection):
