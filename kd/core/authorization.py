@@ -22,9 +22,11 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from kd.core import model, names
+from kd.core import lifecycle, names, records
 from kd.core.context import Context
+from kd.core.lifecycle import SessionEvent
 from kd.core.loading import LoadingService, not_loaded
+from kd.core.snapshots import AuthorizationSnapshot, session_row
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, UserError
 from kd.formats.documents import REMEDY_AUTHORIZATION, SessionAuthorization, load_session_authorization
 from kd.formats.timeutil import format_time, parse_time
@@ -76,20 +78,15 @@ class AuthorizationService:
                               "请先重新载入最新的考场数据包，再重新获取考试授权。")
         return session
 
-    def _store(self, auth: SessionAuthorization, source: str, actor: str) -> Dict[str, Any]:
+    def _store(self, auth: SessionAuthorization, source: str, actor: str) -> records.Session:
         """Check and persist one authorization. Under ``ctx.lock``."""
         self._check_matches(auth)
-        runtime = self.ctx.stores.runtime
-        changes = {"id": auth.session_id, "authorized_at": format_time(self.ctx.now()),
-                   "authorization_source": source,
+        doc = records.session(self.ctx.stores.runtime, auth.session_id) or {"id": auth.session_id}
+        changes = {"authorized_at": format_time(self.ctx.now()), "authorization_source": source,
                    "authorization": base64.b64encode(auth.raw).decode("ascii")}
-        if runtime.get(model.SESSIONS, auth.session_id) is None:
-            doc = runtime.put(model.SESSIONS, auth.session_id, changes)
-        else:
-            doc = runtime.update(model.SESSIONS, auth.session_id, changes)
-        self.ctx.record(actor, names.SESSION_AUTHORIZED, session=auth.session_id, source=source,
-                        auth_id=auth.auth_id, valid_until=format_time(auth.valid_until))
-        return doc
+        return lifecycle.advance_session(self.ctx, doc, SessionEvent.AUTHORIZE, changes, actor=actor,
+                                         action=names.SESSION_AUTHORIZED, session=auth.session_id, source=source,
+                                         auth_id=auth.auth_id, valid_until=format_time(auth.valid_until))
 
     def authorize_online(self, session_id: Optional[str], actor: str) -> Dict[str, Any]:
         """Download and store the authorization of ``session_id`` (every session with None).
@@ -138,25 +135,19 @@ class AuthorizationService:
         return self.snapshot()
 
     def authorized(self, session_id: str) -> bool:
-        doc = self.ctx.stores.runtime.get(model.SESSIONS, session_id)
-        return bool(doc and doc.get("authorized_at"))
+        return lifecycle.authorized(records.session(self.ctx.stores.runtime, session_id))
 
-    def snapshot(self) -> Dict[str, Any]:
-        """场次明细: one row per session of the loaded package (``id``, ``name``, ``start``,
-        ``duration_min``, ``authorized``, ``authorized_at``, ``authorization_source``,
-        ``verified``, ``verified_at``) and whether every session is authorized."""
+    def view(self) -> AuthorizationSnapshot:
+        """场次明细 (``kd.core.snapshots.AuthorizationSnapshot``): one row per session of the loaded
+        package with its state (loaded | authorized | verified)."""
         with self.ctx.lock:
             sessions = self.loading.sessions()
-            docs = {d["id"]: d for d in self.ctx.stores.runtime.all(model.SESSIONS)}
-        rows = []
-        for session in sessions:
-            doc = docs.get(session["id"]) or {}
-            rows.append({
-                "id": session["id"], "name": session["name"], "start": session["start"],
-                "duration_min": session["duration_min"],
-                "authorized": bool(doc.get("authorized_at")), "authorized_at": doc.get("authorized_at"),
-                "authorization_source": doc.get("authorization_source"),
-                "verified": bool(doc.get("verified_at")), "verified_at": doc.get("verified_at"),
-            })
-        return {"columns": COLUMNS, "sessions": rows,
-                "all_authorized": bool(rows) and all(r["authorized"] for r in rows)}
+            docs = {d["id"]: d for d in records.sessions(self.ctx.stores.runtime)}
+        return AuthorizationSnapshot(columns=tuple(COLUMNS),
+                                     sessions=tuple(session_row(s, docs.get(s["id"])) for s in sessions))
+
+    def snapshot(self) -> Dict[str, Any]:
+        """场次明细 as plain JSON: rows (``id``, ``name``, ``start``, ``duration_min``,
+        ``authorized``, ``authorized_at``, ``authorization_source``, ``verified``,
+        ``verified_at``) and ``all_authorized`` (``view().as_dict()``)."""
+        return self.view().as_dict()

@@ -1,27 +1,129 @@
-"""Labels for people: every Chinese text the core, the views and the CLI show for a state.
+"""Labels for people: every Chinese text the core, the views and the CLI show for a state or code.
 
-Records and snapshots carry codes (enum members, ``"pass"``, ``"formal"``...); this module
-turns them into the words of the manual, in one place, so that the views and the CLI
-show the same text and nobody decides anything by comparing Chinese strings.
+Records and snapshots carry codes (the enums of ``kd.core.states``, ``"formal"``,
+``"online"``...); this module turns them into the words of the manual, in one place, so
+that the views and the CLI show the same text and nobody decides anything by comparing
+Chinese strings.
 
-- ``label(value)``: the label of any state enum member of ``kd.core.lifecycle`` (and of
-  the other codes listed in ``LABELS``); unknown values are shown as they are.
-- ``mark(flag)``: the manual's done marks ✓ / ✗.
+- ``label(member)``: the label of a state enum member (``SessionState.VERIFIED`` → 已验证,
+  ``Situation.CONFLICT`` → 已回收（有冲突）...); ``None`` is "", an unknown value its text.
+- ``mark(flag)``: the manual's done marks ✓ / ✗; ``yes_no(key, flag)``: a 考场监控 cell.
+- the code tables: ``MODE_LABELS``, ``VERIFICATION_SOURCE_LABELS``,
+  ``RECOVERY_SOURCE_LABELS``, ``OUTBOX_STATE_LABELS``, ``OUTBOX_KIND_LABELS``,
+  ``SEAL_ITEM_LABELS``, ``MONITOR_BOOL_LABELS``, ``CHANGE_LABELS``, ``STEP_LABELS``.
 - ``result_label(room, session)``: ``考场 X 第N场次``; ``summary(lines)``: at most three
   lines and the count; ``shown(time)``: an ISO time as the screens show it.
+
+Enum members of different types may share a code (``started``), so the state tables are
+kept per enum type.
 """
 
 import datetime
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
+
+from kd.core.states import (
+    CheckStatus,
+    RegistrationState,
+    ReportState,
+    RoomSessionState,
+    SessionState,
+    Situation,
+    StartKind,
+    Step,
+    UploadStatus,
+)
 
 #: the manual's done marks
 YES_MARK, NO_MARK = "✓", "✗"
+
+STATE_LABELS: Dict[Type[Enum], Dict[Any, str]] = {
+    SessionState: {
+        SessionState.LOADED: "未授权", SessionState.AUTHORIZED: "已授权", SessionState.VERIFIED: "已验证",
+        SessionState.STARTED: "已开考", SessionState.ENDED: "已结束", SessionState.RECOVERED: "已回收",
+        SessionState.UPLOADED: "已上报",
+    },
+    RoomSessionState: {
+        RoomSessionState.PLANNED: "未开考", RoomSessionState.PERMITTED: "已许可开考",
+        RoomSessionState.STARTED: "已开考", RoomSessionState.STARTED_UNPERMITTED: "未经许可开考",
+        RoomSessionState.ENDED: "已结束考试", RoomSessionState.RECOVERED: "已回收",
+        RoomSessionState.UPLOADED: "已上报",
+    },
+    StartKind: {StartKind.PERMITTED: "已开考", StartKind.UNPERMITTED: "未经许可开考"},
+    RegistrationState: {RegistrationState.UNREGISTERED: "未注册", RegistrationState.REGISTERED: "已注册",
+                        RegistrationState.DATA_IMPORTED: "已导入考场数据"},
+    CheckStatus: {CheckStatus.PASS: "通过", CheckStatus.FAIL: "未通过", CheckStatus.SKIPPED: "未检测"},
+    Situation: {Situation.RECOVERED: "已回收", Situation.NOT_RECOVERED: "未回收",
+                Situation.CONFLICT: "已回收（有冲突）"},
+    ReportState: {ReportState.NO_DATA: "无数据", ReportState.REPORTED: "上报成功", ReportState.NOT_REPORTED: "未上报"},
+    UploadStatus: {UploadStatus.NONE: "全部未上报", UploadStatus.ALL: "全部已上报", UploadStatus.PARTLY: "{}个未上报"},
+    Step: {Step.LOAD: "导入考务", Step.REGISTER: "考场注册", Step.AUTHORIZE: "考试授权", Step.SEAL: "封场检测",
+           Step.VERIFY: "授权验证"},
+}
+
+#: exam modes (参数设置)
+MODE_LABELS = {"formal": "正式考试", "mock": "模拟考试"}
+#: how a session was verified (授权验证)
+VERIFICATION_SOURCE_LABELS = {"online": "联网验证", "manual": "手工导入"}
+#: how a result came in (数据回收)
+RECOVERY_SOURCE_LABELS = {"lan": "联网回收", "manual": "手工回收"}
+#: a report's delivery (kd.core.outbox)
+OUTBOX_STATE_LABELS = {"pending": "待上报", "sent": "已上报", "failed": "上报失败"}
+OUTBOX_KIND_LABELS = {
+    "seal_check": "封场检测", "room_status": "考场状态", "session_started": "场次开考",
+    "session_ended": "场次结束", "recovery_status": "数据回收", "upload_status": "考后上报",
+}
+#: the items of 封场检测
+SEAL_ITEM_LABELS = {
+    "package": "考场数据包已校验",
+    "registered": "考场全部注册",
+    "room_data": "考场数据全部导入",
+    "authorized": "场次全部授权",
+    "dongle": "机考锁在位",
+    "lan": "局域网服务运行",
+    "disk": "磁盘剩余空间",
+    "clock": "系统时间准确",
+}
+#: 考场监控's yes/no columns: (yes, no)
+MONITOR_BOOL_LABELS = {
+    "data_imported": ("已导入", "未导入"), "authorized": ("已授权", "未授权"), "verified": ("已验证", "未验证"),
+    "ended": ("是", "否"), "reported": ("是", "否"), "connected": ("是", "否"),
+}
+UNPERMITTED_LABEL = "未经许可开考"
+TOTALS_LABEL = "人数统计"
+#: 恢复注册: what a room's registration becomes (kd.core.regrestore)
+CHANGE_LABELS = {"loses": "将失去注册", "changes": "注册将改变", "gains": "将恢复注册", "same": "不变"}
+CONNECTED_MARK = "当前已连接"
+#: the five 考前 steps, as the step header shows them
+STEP_LABELS = STATE_LABELS[Step]
+
+
+def label(value: Any) -> str:
+    """The label of a state enum member; "" for None; the value's text when it has no label."""
+    if value is None:
+        return ""
+    table = STATE_LABELS.get(type(value))
+    if table is not None and value in table:
+        return table[value]
+    if isinstance(value, Enum):
+        return str(value.value)
+    return str(value)
+
+
+def upload_status_label(status: UploadStatus, left: int) -> str:
+    """上报状态 of a session: 全部未上报 / N个未上报 / 全部已上报."""
+    return label(status).format(left) if status == UploadStatus.PARTLY else label(status)
 
 
 def mark(flag: Any) -> str:
     """✓ for a true value, ✗ otherwise (the manual's done marks)."""
     return YES_MARK if flag else NO_MARK
+
+
+def yes_no(key: str, flag: Any) -> str:
+    """A yes/no cell of 考场监控 (已导入 / 未导入...)."""
+    yes, no = MONITOR_BOOL_LABELS[key]
+    return yes if flag else no
 
 
 def result_label(room: Optional[str], session: Optional[str]) -> str:
@@ -44,24 +146,3 @@ def shown(text: Optional[str]) -> str:
         return datetime.datetime.fromisoformat(str(text)).strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return str(text)
-
-
-#: code → label, filled below and by ``register`` (a module that defines codes registers their labels)
-LABELS: Dict[Any, str] = {}
-
-
-def register(labels: Dict[Any, str]) -> None:
-    """Add code → label pairs (used by this module only, at import time)."""
-    LABELS.update(labels)
-
-
-def label(value: Any) -> str:
-    """The label of a state or code; the value itself (as text) when it has none; "" for None."""
-    if value is None:
-        return ""
-    found = LABELS.get(value)
-    if found is not None:
-        return found
-    if isinstance(value, Enum):
-        return str(value.value)
-    return str(value)

@@ -38,11 +38,11 @@ to a room-session record, persists it once and records each action;
 ``advance_session`` does the same for one event of a session.
 """
 
-import enum
 from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple, cast
 
 from kd.core.context import Context
 from kd.core.records import RoomSession, Session, put_room_session, put_session
+from kd.core.states import RoomSessionEvent, RoomSessionState, SessionEvent, SessionState
 from kd.formats.timeutil import format_time
 
 
@@ -50,42 +50,7 @@ class TransitionRefused(RuntimeError):
     """An event the transition table does not allow from the record's state (a bug: callers check first)."""
 
 
-# -- states and events ------------------------------------------------------------------------
-class SessionState(str, enum.Enum):
-    LOADED = "loaded"
-    AUTHORIZED = "authorized"
-    VERIFIED = "verified"
-    STARTED = "started"
-    ENDED = "ended"
-    RECOVERED = "recovered"
-    UPLOADED = "uploaded"
-
-
-class SessionEvent(str, enum.Enum):
-    AUTHORIZE = "authorize"  # 考试授权 stored (again)
-    VERIFY = "verify"  # 授权验证 passed (again)
-    VOID = "void"  # a newer package changed the session: its authorization and verification are void
-
-
-class RoomSessionState(str, enum.Enum):
-    PLANNED = "planned"
-    PERMITTED = "permitted"
-    STARTED = "started"
-    STARTED_UNPERMITTED = "started_unpermitted"
-    ENDED = "ended"
-    RECOVERED = "recovered"
-    UPLOADED = "uploaded"
-
-
-class RoomSessionEvent(str, enum.Enum):
-    PERMIT = "permit"  # the first start permit granted
-    START = "start"  # the room started with a permit, the session verified
-    START_UNPERMITTED = "start_unpermitted"  # 未经许可开考
-    END = "end"
-    RECOVER = "recover"  # its result package received
-    UPLOAD = "upload"  # the platform's receipt kept
-
-
+# -- states and events (kd.core.states) -------------------------------------------------------
 SESSION_ORDER = tuple(SessionState)
 #: room-session states in lifecycle order (the two ways of starting share a rank)
 ROOM_SESSION_RANK = {RoomSessionState.PLANNED: 0, RoomSessionState.PERMITTED: 1, RoomSessionState.STARTED: 2,

@@ -29,11 +29,13 @@ import logging
 import os
 import secrets
 import string
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from kd import fileio
-from kd.core import model, names
+from kd.core import lifecycle, model, names, records
 from kd.core.context import Context
+from kd.core.lifecycle import SessionEvent
+from kd.core.snapshots import LoadingRow, LoadingSnapshot
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.formats.package import REMEDY as PACKAGE_REMEDY
 from kd.formats.package import SitePackage, load_package, room_member_name
@@ -196,54 +198,48 @@ class LoadingService:
                    zip_sha256=zip_sha, rooms=len(package.rooms), sessions=len(package.sessions),
                    candidates=len(package.candidates))
 
-    def _runtime_records(self, package: SitePackage, old_manifest: Optional[Dict[str, Any]]) -> Any:
+    def _runtime_records(self, package: SitePackage, old_manifest: Optional[Dict[str, Any]]) -> Tuple[
+            Dict[str, records.Room], Dict[str, records.Session], Dict[str, records.RoomSession]]:
         """New ``rooms``, ``sessions`` and ``room_sessions`` tables for ``package``.
 
         Existing records of rooms and sessions that are still in the package are kept
         (registration, authorization, progress); new ones start empty.
         """
         runtime = self.ctx.stores.runtime
-        old_rooms = {doc["code"]: doc for doc in runtime.all(model.ROOMS)}
-        old_sessions = {doc["id"]: doc for doc in runtime.all(model.SESSIONS)}
-        old_rs = {model.rs_key(doc["room"], doc["session"]): doc for doc in runtime.all(model.ROOM_SESSIONS)}
-        rooms: Dict[str, Dict[str, Any]] = {}
+        old_rooms = {doc["code"]: doc for doc in records.rooms(runtime)}
+        old_sessions = {doc["id"]: doc for doc in records.sessions(runtime)}
+        old_rs = {records.rs_key_of(doc): doc for doc in records.room_sessions(runtime)}
+        rooms: Dict[str, records.Room] = {}
         used = {doc.get("reg_code") for doc in old_rooms.values()}
         for code in package.room_codes:
-            doc = old_rooms.get(code)
-            if doc is None:
+            room = old_rooms.get(code)
+            if room is None:
                 reg = new_reg_code()
                 while reg in used:
                     reg = new_reg_code()
                 used.add(reg)
-                doc = {"code": code, "reg_code": reg, "ip": None, "token": None, "registered_at": None,
-                       "data_sha256": None, "data_imported_at": None, "note": ""}
-            rooms[code] = doc
+                room = records.new_room(code, reg)
+            rooms[code] = room
         old_defs = {s["id"]: s for s in (old_manifest or {}).get("sessions", [])}
-        sessions: Dict[str, Dict[str, Any]] = {}
-        for session in package.sessions:
-            sid = session["id"]
+        sessions: Dict[str, records.Session] = {}
+        for definition in package.sessions:
+            sid = definition["id"]
             doc = old_sessions.get(sid)
             before = old_defs.get(sid)
             if doc is not None and before is not None and any(
-                    before.get(k) != session.get(k) for k in ("name", "start", "duration_min")):
+                    before.get(k) != definition.get(k) for k in ("name", "start", "duration_min")):
                 log.warning("session %s changed in the new package: its authorization and verification are void", sid)
-                doc = dict(doc, authorized_at=None, authorization_source=None, authorization=None,
-                           verified_at=None, verification_source=None, verification=None)
-            if doc is None:
-                doc = {"id": sid, "authorized_at": None, "authorization_source": None, "authorization": None,
-                       "verified_at": None, "verification_source": None, "verification": None,
-                       "lock_clock_skew_s": None, "started_reported_at": None, "ended_reported_at": None}
-            sessions[sid] = doc
-        room_sessions: Dict[str, Dict[str, Any]] = {}
+                doc = lifecycle.apply_session(doc, SessionEvent.VOID)
+            sessions[sid] = doc if doc is not None else records.new_session(sid)
+        room_sessions: Dict[str, records.RoomSession] = {}
         pairs = sorted({(c["room"], c["session"]) for c in package.candidates})
-        for room, sid in pairs:
-            key = model.rs_key(room, sid)
-            room_sessions[key] = old_rs.get(key) or {"room": room, "session": sid, "started_at": None,
-                                                     "ended_at": None, "result": None, "upload": None}
-        for key, doc in old_rs.items():
-            if key not in room_sessions and doc.get("result"):
+        for room_code, sid in pairs:
+            key = model.rs_key(room_code, sid)
+            room_sessions[key] = old_rs.get(key) or records.new_room_session(room_code, sid)
+        for key, rs in old_rs.items():
+            if key not in room_sessions and lifecycle.recovered(rs):
                 log.warning("keeping the result record %s of a room/session no longer in the package", key)
-                room_sessions[key] = doc
+                room_sessions[key] = rs
         return rooms, sessions, room_sessions
 
     # -- reading -----------------------------------------------------------------------
@@ -293,14 +289,14 @@ class LoadingService:
                     return False
         return False
 
-    def snapshot(self) -> Dict[str, Any]:
-        """The §3.1 table and footer as plain JSON."""
+    def view(self) -> LoadingSnapshot:
+        """The §3.1 table and footer (``kd.core.snapshots.LoadingSnapshot``)."""
         with self.ctx.lock:
             manifest = self.ctx.manifest()
             meta = self.meta()
         if not manifest or not meta:
-            return {"loaded": False, "columns": COLUMNS, "rooms": [], "publish_time": None, "loaded_at": None,
-                    "verified_at": None, "source": None, "exam_name": None, "site_code": self.ctx.site_code()}
+            return LoadingSnapshot(loaded=False, columns=tuple(COLUMNS), rooms=(), site_code=self.ctx.site_code(),
+                                   exam_name=None, publish_time=None, loaded_at=None, verified_at=None, source=None)
         counts: Dict[str, set] = {}
         for cand in manifest["candidates"]:
             counts.setdefault(cand["room"], set()).add(cand["session"])
@@ -308,13 +304,17 @@ class LoadingService:
         for room in manifest["rooms"]:
             code = room["code"]
             ok = self._room_verified(manifest, code)
-            rows.append({"code": code, "name": room.get("name", ""), "session_count": len(counts.get(code, ())),
-                         "loaded_at": meta["loaded_at"], "verified": ok,
-                         "verified_at": meta["verified_at"] if ok else None})
-        return {"loaded": True, "columns": COLUMNS, "rooms": rows, "site_code": manifest["site_code"],
-                "exam_name": manifest["exam_name"], "publish_time": meta["publish_time"],
-                "loaded_at": meta["loaded_at"], "verified_at": meta["verified_at"], "source": meta["source"],
-                "manifest_sha256": meta["manifest_sha256"]}
+            rows.append(LoadingRow(code=code, name=room.get("name", ""), session_count=len(counts.get(code, ())),
+                                   loaded_at=meta["loaded_at"], verified=ok,
+                                   verified_at=meta["verified_at"] if ok else None))
+        return LoadingSnapshot(loaded=True, columns=tuple(COLUMNS), rooms=tuple(rows), site_code=manifest["site_code"],
+                               exam_name=manifest["exam_name"], publish_time=meta["publish_time"],
+                               loaded_at=meta["loaded_at"], verified_at=meta["verified_at"], source=meta["source"],
+                               manifest_sha256=meta["manifest_sha256"])
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The §3.1 table and footer as plain JSON (``view().as_dict()``)."""
+        return self.view().as_dict()
 
     def room_detail(self, room_code: str) -> Dict[str, Any]:
         """查看: the room's sessions with their candidates (by seat). ``UserError`` for an unknown room."""

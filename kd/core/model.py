@@ -59,6 +59,8 @@ runtime DB (``ctx.stores.runtime``)
                        "outbox_id"} (the recovery_status report, enqueued once)
 """
 
+from kd.core import labels
+
 # DB tables and fixed keys
 SETTINGS, SITE = "settings", "site"
 ACCOUNTS = "accounts"
@@ -72,7 +74,7 @@ RESULT_CONFLICTS = "result_conflicts"
 
 # exam modes (参数设置)
 FORMAL, MOCK = "formal", "mock"
-MODE_LABELS = {FORMAL: "正式考试", MOCK: "模拟考试"}
+MODE_LABELS = labels.MODE_LABELS  # {FORMAL: 正式考试, MOCK: 模拟考试}
 
 #: the LAN port of the site server (screens.md: 端口: 9190)
 LAN_PORT = 9190

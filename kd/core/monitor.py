@@ -52,10 +52,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from kd.core import lifecycle, model, names, records
+from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import RoomSessionEvent
 from kd.core.outbox import SENT, Outbox
+from kd.core.states import StartKind
 from kd.core.verification import current_session
 from kd.errors import StateRefused, UserError
 from kd.formats.timeutil import format_time
@@ -71,14 +72,11 @@ COLUMNS: List[Tuple[str, str]] = [
     ("reported", "是否已上报数据"), ("connected", "是否与考场连接"), ("candidates", "考生人数"),
     ("logged_in", "已登录"), ("in_exam", "考试中"),
 ]
-BOOL_LABELS = {
-    "data_imported": ("已导入", "未导入"), "authorized": ("已授权", "未授权"), "verified": ("已验证", "未验证"),
-    "ended": ("是", "否"), "reported": ("是", "否"), "connected": ("是", "否"),
-}
-TOTAL_LABEL = "人数统计"
+BOOL_LABELS = labels.MONITOR_BOOL_LABELS
+TOTAL_LABEL = labels.TOTALS_LABEL
 #: a row's ``start``: how its start was recorded (None: not started)
-START_PERMITTED, START_UNPERMITTED = "permitted", "unpermitted"
-UNPERMITTED_LABEL = "未经许可开考"
+START_PERMITTED, START_UNPERMITTED = StartKind.PERMITTED.value, StartKind.UNPERMITTED.value
+UNPERMITTED_LABEL = labels.UNPERMITTED_LABEL
 #: the audit action of a session report enqueued
 REPORTED = {"session_started": names.SESSION_STARTED, "session_ended": names.SESSION_ENDED}
 #: ``reason`` of a ``room.started_unpermitted`` audit entry
@@ -88,8 +86,7 @@ NOT_AUTHORIZED, NOT_VERIFIED, NO_PERMIT = "not_authorized", "not_verified", "no_
 def cell_text(key: str, value: Any) -> str:
     """A cell as the manual shows it (booleans as their Chinese labels)."""
     if key in BOOL_LABELS:
-        yes, no = BOOL_LABELS[key]
-        return yes if value else no
+        return labels.yes_no(key, value)
     return "" if value is None else str(value)
 
 

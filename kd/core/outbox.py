@@ -39,7 +39,7 @@ import secrets
 import threading
 from typing import Any, Dict, List, Optional
 
-from kd.core import model, names
+from kd.core import labels, model, names
 from kd.core.context import Context
 from kd.errors import PlatformRefused, UserError
 from kd.formats.timeutil import format_time, read_time
@@ -47,12 +47,9 @@ from kd.formats.timeutil import format_time, read_time
 log = logging.getLogger(__name__)
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
-STATE_LABELS = {PENDING: "待上报", SENT: "已上报", FAILED: "上报失败"}
+STATE_LABELS = labels.OUTBOX_STATE_LABELS  # {PENDING: 待上报, SENT: 已上报, FAILED: 上报失败}
 KINDS = ("seal_check", "room_status", "session_started", "session_ended", "recovery_status", "upload_status")
-KIND_LABELS = {
-    "seal_check": "封场检测", "room_status": "考场状态", "session_started": "场次开考",
-    "session_ended": "场次结束", "recovery_status": "数据回收", "upload_status": "考后上报",
-}
+KIND_LABELS = labels.OUTBOX_KIND_LABELS
 ACTOR = "system"
 
 

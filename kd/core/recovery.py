@@ -28,9 +28,10 @@ import os
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 from kd import fileio
-from kd.core import model, names
+from kd.core import labels, model, names
 from kd.core.context import Context
 from kd.core.loading import not_loaded
+from kd.core.states import ReportState, Situation
 from kd.errors import FormatError, ResultConflict, SpoolError, UserError
 from kd.formats.result import CAPS, PREFIX, REMEDY, RoomResult, load_result
 from kd.formats.timeutil import format_time
@@ -39,15 +40,18 @@ log = logging.getLogger(__name__)
 
 LAN, MANUAL = "lan", "manual"
 SOURCES = (LAN, MANUAL)
-SOURCE_LABELS = {LAN: "联网回收", MANUAL: "手工回收"}
+SOURCE_LABELS = labels.RECOVERY_SOURCE_LABELS  # {LAN: 联网回收, MANUAL: 手工回收}
 
 COLUMNS = [("room", "考场编号"), ("session", "场次"), ("candidates", "考生人数"), ("present", "参考人数"),
            ("absent", "缺考人数"), ("collected", "回收人数"), ("not_collected", "未回收人数"),
            ("situation", "考场情况"), ("report", "状态上报")]
 COUNT_KEYS = ("candidates", "present", "absent", "collected", "not_collected")
-TOTALS_LABEL = "人数统计"
-RECOVERED, NOT_RECOVERED, CONFLICT = "已回收", "未回收", "已回收（有冲突）"
-NO_DATA, REPORTED, NOT_REPORTED = "无数据", "上报成功", "未上报"
+TOTALS_LABEL = labels.TOTALS_LABEL
+#: the labels of ``Situation`` and ``ReportState`` (the rows carry them; decide on ``view()``'s enums)
+RECOVERED, NOT_RECOVERED, CONFLICT = (labels.label(Situation.RECOVERED), labels.label(Situation.NOT_RECOVERED),
+                                      labels.label(Situation.CONFLICT))
+NO_DATA, REPORTED, NOT_REPORTED = (labels.label(ReportState.NO_DATA), labels.label(ReportState.REPORTED),
+                                   labels.label(ReportState.NOT_REPORTED))
 
 
 def _short(digest: Optional[str]) -> str:

@@ -54,6 +54,8 @@ from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ratelimit import AUDIT_WINDOW, Limiter, Line, Refusals
 from kd.core.regrestore import RegistrationRestore
+from kd.core.snapshots import RegistrationRow, RegistrationSnapshot
+from kd.core.states import RegistrationState
 from kd.errors import FormatError, RegistrationRefused, StoreError, UserError
 from kd.formats import kdinfo
 from kd.formats.timeutil import format_time
@@ -303,21 +305,34 @@ class RegistrationService:
         self._restore.restore(kdinfo_path, actor, confirm)
         return self.snapshot()
 
-    def snapshot(self) -> Dict[str, Any]:
-        """The §3.2 table: one row per room (``code``, ``reg_code``, ``ip``, ``registered``,
-        ``registered_at``, ``data_imported`` (the room's 封场检测 condition: its proctor
-        imported the loaded package's room data), ``note``) and the counts."""
+    def view(self) -> RegistrationSnapshot:
+        """The §3.2 table (``kd.core.snapshots.RegistrationSnapshot``): one row per room in package
+        order (``data_imported``: the room's 封场检测 condition, its proctor imported the loaded
+        package's room data) and the counts."""
         with self.ctx.lock:
-            rooms = self._rooms_in_order()
             rows = []
-            for room in rooms:
+            for room in self._rooms_in_order():
                 expected = self.loading.room_data_sha256(room["code"])
-                rows.append({
-                    "code": room["code"], "reg_code": room["reg_code"], "ip": room.get("ip"),
-                    "registered": bool(room.get("ip")), "registered_at": room.get("registered_at"),
-                    "data_imported": bool(room.get("ip")) and expected is not None
-                    and room.get("data_sha256") == expected,
-                    "data_imported_at": room.get("data_imported_at"), "note": room.get("note") or "",
-                })
-        registered = sum(1 for r in rows if r["registered"])
-        return {"columns": COLUMNS, "rooms": rows, "registered": registered, "unregistered": len(rows) - registered}
+                state = registration_state(room, expected)
+                rows.append(RegistrationRow(
+                    code=room["code"], reg_code=room["reg_code"], ip=room.get("ip"),
+                    registered=state != RegistrationState.UNREGISTERED, registered_at=room.get("registered_at"),
+                    data_imported=state == RegistrationState.DATA_IMPORTED,
+                    data_imported_at=room.get("data_imported_at"), note=room.get("note") or "", state=state))
+        registered = sum(1 for r in rows if r.registered)
+        return RegistrationSnapshot(columns=tuple(COLUMNS), rooms=tuple(rows), registered=registered,
+                                    unregistered=len(rows) - registered)
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The §3.2 table as plain JSON (``view().as_dict()``)."""
+        return self.view().as_dict()
+
+
+def registration_state(room: Dict[str, Any], expected_sha256: Optional[str]) -> RegistrationState:
+    """A room's registration: unregistered (no IP), registered, or its data imported (the loaded
+    package's room data, ``expected_sha256``)."""
+    if not room.get("ip"):
+        return RegistrationState.UNREGISTERED
+    if expected_sha256 is not None and room.get("data_sha256") == expected_sha256:
+        return RegistrationState.DATA_IMPORTED
+    return RegistrationState.REGISTERED

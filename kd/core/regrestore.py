@@ -25,7 +25,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-from kd.core import model, names
+from kd.core import labels, model, names
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ports import DongleSignature
@@ -215,8 +215,8 @@ class RegistrationRestore:
 #: what a room's registration becomes when a KDINFO is restored (``restore_preview``)
 LOSES, CHANGES, GAINS, SAME = "loses", "changes", "gains", "same"
 CHANGE_KINDS = (LOSES, CHANGES, GAINS, SAME)
-CHANGE_LABELS = {LOSES: "将失去注册", CHANGES: "注册将改变", GAINS: "将恢复注册", SAME: "不变"}
-CONNECTED_MARK = "当前已连接"
+CHANGE_LABELS = labels.CHANGE_LABELS  # {LOSES: 将失去注册, CHANGES: 注册将改变, GAINS: 将恢复注册, SAME: 不变}
+CONNECTED_MARK = labels.CONNECTED_MARK
 #: rooms named per line of ``restore_lines`` (the rest counted)
 LINE_ROOMS = 20
 
@@ -241,9 +241,7 @@ def _later(text: str, than: str) -> bool:
         return False
 
 
-def _shown(text: Optional[str]) -> str:
-    """An ISO time as the screens show it: ``2026-06-13 08:10:00``."""
-    return str(text or "")[:19].replace("T", " ")
+_shown = labels.shown
 
 
 def _room_text(room: Dict[str, Any]) -> str:

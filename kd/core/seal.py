@@ -23,30 +23,22 @@ time) is part of ``snapshot()``.
 """
 
 import base64
-import datetime
 import shutil
 from typing import Any, Dict, List, Optional
 
-from kd.core import model, names
+from kd.core import labels, model, names
 from kd.core.context import Context
 from kd.core.outbox import FAILED, SENT, Outbox
+from kd.core.snapshots import SealItem, SealReport, SealRoom, SealSnapshot
+from kd.core.states import CheckStatus
 from kd.errors import UserError
 from kd.formats.timeutil import format_time
 
-PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-STATUS_LABELS = {PASS: "通过", FAIL: "未通过", SKIPPED: "未检测"}
+PASS, FAIL, SKIPPED = CheckStatus.PASS.value, CheckStatus.FAIL.value, CheckStatus.SKIPPED.value
+STATUS_LABELS = {status.value: labels.label(status) for status in CheckStatus}  # 通过 / 未通过 / 未检测
 GB = 1024 ** 3
 
-LABELS = {
-    "package": "考场数据包已校验",
-    "registered": "考场全部注册",
-    "room_data": "考场数据全部导入",
-    "authorized": "场次全部授权",
-    "dongle": "机考锁在位",
-    "lan": "局域网服务运行",
-    "disk": "磁盘剩余空间",
-    "clock": "系统时间准确",
-}
+LABELS = labels.SEAL_ITEM_LABELS
 
 
 def _codes(codes: List[str], limit: int = 10) -> str:
@@ -228,42 +220,46 @@ class SealCheckService:
             self.ctx.stores.runtime.put(model.CHECKS, model.SEAL, result)
             self.ctx.record(actor, names.SEAL_CHECKED, passed=passed,
                             failed=[i["id"] for i in items if i["status"] == FAIL])
-        return self._view(result)
+        return self._view(result).as_dict()
 
     def last(self) -> Optional[Dict[str, Any]]:
         """The stored result of the last run, or None."""
         return self.ctx.stores.runtime.get(model.CHECKS, model.SEAL)
 
-    def _view(self, result: Dict[str, Any]) -> Dict[str, Any]:
-        out = dict(result)
+    def _view(self, result: Dict[str, Any]) -> SealSnapshot:
         report = self.outbox.get(result["report_id"]) if result.get("report_id") else None
-        out["report"] = None
-        out["report_label"] = ""
+        delivery, report_label = None, ""
         if report is not None:
-            out["report"] = {"state": report["state"], "sent_at": report.get("sent_at"),
-                             "last_error": report.get("last_error"), "created_at": report.get("created_at")}
+            delivery = SealReport(state=report["state"], sent_at=report.get("sent_at"),
+                                  last_error=report.get("last_error"), created_at=report.get("created_at"))
             if report["state"] == SENT:
-                out["report_label"] = "上报成功 {}".format(_shown(report.get("sent_at")))
+                report_label = "上报成功 {}".format(_shown(report.get("sent_at")))
             elif report["state"] == FAILED:
-                out["report_label"] = "上报失败：{}".format(report.get("last_error") or "")
+                report_label = "上报失败：{}".format(report.get("last_error") or "")
             else:
-                out["report_label"] = "等待上报（网络恢复后自动上报）"
-        return out
+                report_label = "等待上报（网络恢复后自动上报）"
+        items = tuple(SealItem(id=i["id"], label=i["label"], status=CheckStatus(i["status"]),
+                               status_label=i.get("status_label") or STATUS_LABELS[i["status"]],
+                               detail=i.get("detail") or "", remedy=i.get("remedy") or "")
+                      for i in result.get("items") or [])
+        rooms = tuple(SealRoom(room=r["room"], registered=bool(r.get("registered")),
+                               data_imported=bool(r.get("data_imported"))) for r in result.get("rooms") or [])
+        return SealSnapshot(items=items, passed=bool(result.get("passed")), checked_at=result.get("checked_at"),
+                            rooms=rooms, passed_at=result.get("passed_at"), report_id=result.get("report_id"),
+                            report=delivery, report_label=report_label)
 
-    def snapshot(self) -> Dict[str, Any]:
-        """The last result (items, passed, times, per-room marks) with its report state; empty before any run."""
+    def view(self) -> SealSnapshot:
+        """The last result (items with their ``CheckStatus``, passed, times, per-room marks) with its
+        report's delivery (``kd.core.snapshots.SealSnapshot``); empty before any run."""
         result = self.last()
         if result is None:
-            return {"items": [], "passed": False, "checked_at": None, "passed_at": None, "rooms": [],
-                    "report": None, "report_label": ""}
+            return SealSnapshot(items=(), passed=False, checked_at=None, rooms=(), passed_at=None, report_id=None,
+                                report=None, report_label="", checked=False)
         return self._view(result)
 
+    def snapshot(self) -> Dict[str, Any]:
+        """``view()`` as plain JSON."""
+        return self.view().as_dict()
 
-def _shown(text: Optional[str]) -> str:
-    """ISO time as the UI shows it: ``2026-06-13 08:30:00``."""
-    if not text:
-        return ""
-    try:
-        return datetime.datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return text
+
+_shown = labels.shown

@@ -16,6 +16,7 @@ monitor's ``tick()`` is driven by ``kd.site``.
     考后/数据回收   recovery (数据回收), upload (考后上报)
     更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
                     system (初始化, 模考转正考, the exit rule), restore (系统恢复)
+    考前 header     steps (the five steps' ✓/✗ and why: ``core.steps.marks()``)
 """
 
 from kd.core import names
@@ -30,6 +31,7 @@ from kd.core.recovery import RecoveryService
 from kd.core.registration import RegistrationService
 from kd.core.restore import RestoreService
 from kd.core.seal import SealCheckService
+from kd.core.steps import StepMarksService
 from kd.core.system import SystemService
 from kd.core.upload import UploadService
 from kd.core.verification import VerificationService
@@ -53,6 +55,8 @@ class Core:
         self.verification = VerificationService(ctx)
         self.recovery = RecoveryService(ctx, self.outbox)
         self.upload = UploadService(ctx, self.outbox, recovery=self.recovery)
+        #: the 考前 step header's ✓/✗, computed once per change (kd.core.steps)
+        self.steps = StepMarksService(ctx, self)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.monitor.forget(event.data["room"]))
         ctx.hub.on(names.REGISTRATION_RESTORED, lambda event: [self.monitor.forget(r) for r in event.data["reset"]])

@@ -24,12 +24,13 @@ import logging
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from kd.core import model, names
+from kd.core import labels, model, names
 from kd.core.backup import recover_again_remedy
 from kd.core.context import Context
 from kd.core.external import BackupRequired, ExternalBackup
 from kd.core.labels import result_label
 from kd.core.recovery import RecoveryService
+from kd.core.states import UploadStatus
 from kd.errors import UserError
 from kd.formats.result import file_name
 from kd.formats.timeutil import format_time
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = [("session", "场次"), ("rooms", "考场数"), ("recovered", "已回收"), ("size_text", "文件大小"),
            ("uploaded", "已上报"), ("status", "上报状态")]
-ALL_NOT_UPLOADED, ALL_UPLOADED = "全部未上报", "全部已上报"
+ALL_NOT_UPLOADED, ALL_UPLOADED = labels.label(UploadStatus.NONE), labels.label(UploadStatus.ALL)
 
 Progress = Callable[[Dict[str, Any]], None]
 
@@ -236,7 +237,7 @@ class UploadService:
             size = sum(r["result"]["size"] for r in recs)
             uploaded = sum(1 for r in recs if self._uploaded(r))
             left = len(rooms) - uploaded
-            status = ALL_NOT_UPLOADED if uploaded == 0 else (ALL_UPLOADED if left <= 0 else "{}个未上报".format(left))
+            status = labels.upload_status_label(_upload_status(uploaded, left), left)
             rows.append({"session": sid, "session_name": session.get("name", sid), "rooms": len(rooms),
                          "recovered": len(recs), "size": size, "size_text": size_text(size), "uploaded": uploaded,
                          "not_uploaded": max(left, 0), "status": status})
@@ -252,3 +253,10 @@ class UploadService:
             "can_upload": bool(records) and not uncovered,
             "not_recovered": [{"room": room, "session": sid} for room, sid in pairs if (room, sid) not in have],
         }
+
+
+def _upload_status(uploaded: int, left: int) -> UploadStatus:
+    """上报状态 of a session with ``uploaded`` rooms uploaded and ``left`` to upload."""
+    if uploaded == 0:
+        return UploadStatus.NONE
+    return UploadStatus.ALL if left <= 0 else UploadStatus.PARTLY

@@ -33,8 +33,10 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from kd.core import model, names
+from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
+from kd.core.lifecycle import RoomSessionEvent, SessionEvent
+from kd.core.snapshots import VerificationSnapshot, session_row
 from kd.errors import FormatError, LockError, PermitRefused, UserError
 from kd.formats import documents
 from kd.formats.signing import MAX_DOCUMENT_BYTES
@@ -43,7 +45,7 @@ from kd.formats.timeutil import format_time, parse_time
 log = logging.getLogger(__name__)
 
 ONLINE, MANUAL = "online", "manual"
-SOURCE_LABELS = {ONLINE: "联网验证", MANUAL: "手工导入"}
+SOURCE_LABELS = labels.VERIFICATION_SOURCE_LABELS  # {ONLINE: 联网验证, MANUAL: 手工导入}
 FALLBACK = "“手工导入”授权验证文件（.KDV）"
 
 
@@ -71,8 +73,7 @@ class VerificationService:
         raise UserError("考场数据包中没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
 
     def _require_authorized(self, session_id: str) -> None:
-        doc = self.ctx.stores.runtime.get(model.SESSIONS, session_id) or {}
-        if not doc.get("authorized_at"):
+        if not lifecycle.authorized(records.session(self.ctx.stores.runtime, session_id)):
             raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
                             "请先在“考试授权”中为该场次授权（联网授权或手工导入 .PTQ），再做授权验证。")
 
@@ -140,22 +141,19 @@ class VerificationService:
     def _store(self, session_id: str, doc: documents.AuthorizationVerification, source: str,
                evidence: Dict[str, Any], actor: str) -> Dict[str, Any]:
         with self.ctx.lock:
-            runtime = self.ctx.stores.runtime
-            current = runtime.get(model.SESSIONS, session_id) or {"id": session_id}
-            if not current.get("authorized_at"):  # an authorization revoked meanwhile
+            current = records.session(self.ctx.stores.runtime, session_id) or {"id": session_id}
+            if not lifecycle.authorized(current):  # an authorization revoked meanwhile
                 raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
                                 "请先完成考试授权。")
-            current.update({
-                "verified_at": format_time(self.ctx.now()), "verification_source": source,
-                "verification": base64.b64encode(doc.raw).decode("ascii"),
-                "lock_clock_skew_s": evidence["skew"], "lock_synced_at": evidence["synced_at"],
-            })
-            runtime.put(model.SESSIONS, session_id, current)
-            self.ctx.record(actor, names.SESSION_VERIFIED, session_id=session_id, source=source,
-                            lock_id=evidence["lock_id"], lock_clock_skew_s=evidence["skew"],
-                            lock_synced_at=evidence["synced_at"])
+            changes = {"verified_at": format_time(self.ctx.now()), "verification_source": source,
+                       "verification": base64.b64encode(doc.raw).decode("ascii"),
+                       "lock_clock_skew_s": evidence["skew"], "lock_synced_at": evidence["synced_at"]}
+            current = lifecycle.advance_session(
+                self.ctx, current, SessionEvent.VERIFY, changes, actor=actor, action=names.SESSION_VERIFIED,
+                session_id=session_id, source=source, lock_id=evidence["lock_id"], lock_clock_skew_s=evidence["skew"],
+                lock_synced_at=evidence["synced_at"])
         log.info("session %s verified (%s)", session_id, source)
-        return self._row(self._session(self._manifest(), session_id), current)
+        return session_row(self._session(self._manifest(), session_id), current).as_dict()
 
     # -- permit -------------------------------------------------------------------------
     def start_permit(self, room_code: str, session_id: str) -> Dict[str, Any]:
@@ -178,47 +176,34 @@ class VerificationService:
                 session = s
         if session is None:
             raise PermitRefused("没有场次 {}，不能开考。".format(session_id), "请选择考点当前的场次。")
-        doc = self.ctx.stores.runtime.get(model.SESSIONS, session_id) or {}
-        if not doc.get("authorized_at"):
+        doc = records.session(self.ctx.stores.runtime, session_id) or {"id": session_id}
+        if not lifecycle.authorized(doc):
             raise PermitRefused("场次 {} 尚未完成考试授权，不能开考。".format(session_id),
                                 "请联系考点管理员完成考试授权和授权验证。")
-        if not doc.get("verified_at"):
+        if not lifecycle.verified(doc):
             raise PermitRefused("场次 {} 尚未通过授权验证，不能开考。".format(session_id),
                                 "请联系考点管理员在“授权验证”中完成该场次的验证。")
         self._record_permit(room_code, session_id)
         return {"room": room_code, "session": session_id, "session_name": session.get("name"),
                 "start": session.get("start"), "duration_min": session.get("duration_min"),
-                "verified_at": doc["verified_at"]}
+                "verified_at": doc.get("verified_at")}
 
     def _record_permit(self, room_code: str, session_id: str) -> None:
         """``permitted_at`` of the room's record for the session, once (proctors may ask again)."""
         runtime = self.ctx.stores.runtime
-        key = model.rs_key(room_code, session_id)
-        if (runtime.get(model.ROOM_SESSIONS, key) or {}).get("permitted_at"):
+        if lifecycle.permitted(records.room_session(runtime, room_code, session_id)):
             return
         with self.ctx.lock:
-            doc = runtime.get(model.ROOM_SESSIONS, key) or {
-                "room": room_code, "session": session_id, "started_at": None, "ended_at": None, "result": None,
-                "upload": None}
-            if doc.get("permitted_at"):
+            doc = records.room_session(runtime, room_code, session_id) or records.new_room_session(room_code,
+                                                                                                   session_id)
+            if lifecycle.permitted(doc):
                 return
-            doc["permitted_at"] = format_time(self.ctx.now())
-            runtime.put(model.ROOM_SESSIONS, key, doc)
-            self.ctx.record(room_code, names.ROOM_PERMITTED, room_code=room_code, session_id=session_id)
+            lifecycle.advance(self.ctx, doc, lifecycle.Step(RoomSessionEvent.PERMIT, names.ROOM_PERMITTED,
+                                                            {"room_code": room_code, "session_id": session_id}),
+                              actor=room_code)
         log.info("room %s permitted to start session %s", room_code, session_id)
 
     # -- view ---------------------------------------------------------------------------
-    @staticmethod
-    def _row(session: Dict[str, Any], doc: Dict[str, Any]) -> Dict[str, Any]:
-        return {
-            "id": session["id"], "name": session.get("name"), "start": session.get("start"),
-            "duration_min": session.get("duration_min"),
-            "authorized": bool(doc.get("authorized_at")), "authorized_at": doc.get("authorized_at"),
-            "verified": bool(doc.get("verified_at")), "verified_at": doc.get("verified_at"),
-            "verification_source": doc.get("verification_source"),
-            "lock_clock_skew_s": doc.get("lock_clock_skew_s"), "lock_synced_at": doc.get("lock_synced_at"),
-        }
-
     def sync_state(self, sessions: List[Dict[str, Any]]) -> Dict[str, Any]:
         """The dongle's 校时 state for 授权验证: attached, lock ids, the ticket's times, and for
         each of ``sessions`` whether the sync lies within the hour before its start. Read-only;
@@ -258,15 +243,18 @@ class VerificationService:
             state["for_session"][s["id"]] = documents.synced_for_session(ticket, start)
         return state
 
+    def view(self) -> VerificationSnapshot:
+        """Sessions (场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状态 | 授权验证状态) with their
+        states, the current one and the package's lock (``kd.core.snapshots.VerificationSnapshot``)."""
+        manifest = self.ctx.manifest() or {}
+        runtime = self.ctx.stores.runtime
+        rows = tuple(session_row(s, records.session(runtime, s["id"])) for s in manifest.get("sessions") or [])
+        return VerificationSnapshot(sessions=rows, current=current_session([r.as_dict() for r in rows], self.ctx.now()),
+                                    lock_id=(manifest.get("lock") or {}).get("id"))
+
     def snapshot(self) -> Dict[str, Any]:
-        """Sessions (场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状态 | 授权验证状态) and the current one."""
-        manifest = self.ctx.manifest()
-        rows: List[Dict[str, Any]] = []
-        for session in (manifest or {}).get("sessions") or []:
-            doc = self.ctx.stores.runtime.get(model.SESSIONS, session["id"]) or {}
-            rows.append(self._row(session, doc))
-        return {"sessions": rows, "current": current_session(rows, self.ctx.now()),
-                "lock_id": ((manifest or {}).get("lock") or {}).get("id")}
+        """``view()`` as plain JSON."""
+        return self.view().as_dict()
 
 
 def current_session(sessions: List[Dict[str, Any]], now: datetime.datetime) -> Optional[str]:
