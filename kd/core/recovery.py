@@ -28,8 +28,9 @@ import os
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 from kd import fileio
-from kd.core import labels, model, names
+from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
+from kd.core.lifecycle import RoomSessionEvent
 from kd.core.loading import not_loaded
 from kd.core.states import ReportState, Situation
 from kd.errors import FormatError, ResultConflict, SpoolError, UserError
@@ -207,31 +208,29 @@ class RecoveryService:
         ctx = self.ctx
         runtime = ctx.stores.runtime
         room, session = result.room_code, result.session_id
-        key = model.rs_key(room, session)
         with ctx.lock:
             if not ctx.spool.has(digest):
                 raise SpoolError("接收的结果包在保存后丢失（{}）。".format(_short(digest)),
                                  "请重新上报该考场的结果包。")
-            doc = runtime.get(model.ROOM_SESSIONS, key) or {
-                "room": room, "session": session, "started_at": None, "ended_at": None, "result": None,
-                "upload": None}
+            doc = records.room_session(runtime, room, session) or records.new_room_session(room, session)
             old = doc.get("result")
             now = format_time(ctx.now())
             if old and old.get("sha256") == digest:
-                log.info("result %s of %s received again (%s): nothing to do", _short(digest), key, source)
+                log.info("result %s of %s|%s received again (%s): nothing to do", _short(digest), room, session,
+                         source)
                 return dict(old, room=room, session=session, duplicate=True)
             if old:
-                self._conflict(result, digest, size, source, actor, old, now)
-            doc["result"] = {"sha256": digest, "size": size, "received_at": now, "source": source,
-                             "counts": result.counts(), "created_at": result.created_at, "actor": actor}
-            with runtime.transaction():
-                runtime.put(model.ROOM_SESSIONS, key, doc)
+                self._conflict(result, digest, size, source, actor, dict(old), now)
+            received: records.Result = {"sha256": digest, "size": size, "received_at": now, "source": source,
+                                        "counts": result.counts(), "created_at": result.created_at, "actor": actor}
+            with runtime.transaction():  # recorded once the transaction is durable
+                lifecycle.advance(ctx, doc, lifecycle.Step(RoomSessionEvent.RECOVER, value=received), actor=actor)
                 complete = self._report_if_complete(actor)
             ctx.record(actor, names.RESULTS_RECEIVED, room=room, session=session, sha256=digest, size=size,
                        source=source, counts={k: v for k, v in result.counts().items() if k != "subjects"})
             if complete is not None:
                 ctx.record(actor, names.RESULTS_ALL_RECOVERED, outbox_id=complete)
-            return dict(doc["result"], room=room, session=session, duplicate=False)
+            return dict(received, room=room, session=session, duplicate=False)
 
     def _conflict(self, result: RoomResult, digest: str, size: int, source: str, actor: str,
                   old: Dict[str, Any], now: str) -> None:

@@ -9,9 +9,9 @@ when a restore is refused) are in ``kd.core.restore``'s docstring.
 
 import copy
 import json
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, cast
 
-from kd.core import model
+from kd.core import lifecycle, model, records
 from kd.core.backup import SystemRefused
 from kd.core.labels import result_label, summary
 from kd.core.outbox import PENDING
@@ -125,13 +125,13 @@ class RestorePlan:
     # -- the guards ----------------------------------------------------------------------------
     def guard_formal(self, rows: Dict[str, Dict[str, Any]]) -> None:
         """A formal exam here: refuse a mock backup once it ran, and a started room the backup does not know."""
-        ran = any(d.get("started_at") or d.get("result") for d in rows.values())
+        ran = any(lifecycle.started(d) or lifecycle.recovered(d) for d in _typed(rows))
         if ran and self._site().get("mode") == model.MOCK:
             self.refuse(SystemRefused(
                 "该备份是模拟考试的备份，本系统正在进行正式考试，恢复后系统将不再把本次考试当作正式考试。",
                 "请选择本次正式考试的备份文件。"))
-        unknown = [d for _, d in sorted(rows.items()) if d.get("started_at") and not d.get("result")
-                   and not (self.runtime.get(model.ROOM_SESSIONS, _rs_key(d)) or {}).get("started_at")]
+        unknown = [d for _, d in sorted(rows.items()) if lifecycle.started(_rs(d)) and not lifecycle.recovered(_rs(d))
+                   and not lifecycle.started(_rs(self.runtime.get(model.ROOM_SESSIONS, _rs_key(d))))]
         if unknown:
             labels = [result_label(d.get("room"), d.get("session")) for d in unknown]
             self.refuse(SystemRefused(
@@ -159,8 +159,7 @@ class RestorePlan:
             theirs = (held or {}).get("result")
             upload = doc.get("upload")
             if not theirs:
-                new = dict(held) if held else {"room": room, "session": session, "started_at": None,
-                                               "ended_at": None}
+                new = dict(held) if held else dict(records.new_room_session(str(room), str(session)))
                 for field in ("started_at", "ended_at"):  # a result means the exam ran
                     if not new.get(field):
                         new[field] = doc.get(field)
@@ -323,12 +322,12 @@ def _planned(package: Dict[str, Any]) -> List[Tuple[str, str]]:
 def holds(site: Dict[str, Any], manifest: Optional[Dict[str, Any]], rooms: Dict[str, Dict[str, Any]],
            rows: Dict[str, Dict[str, Any]], conflicts: int) -> Dict[str, Any]:
     """What a data folder holds, for the restore's comparison."""
-    recovered = [d for d in rows.values() if d.get("result")]
+    recovered = [d for d in _typed(rows) if lifecycle.recovered(d)]
     code = site.get("site_code") or ""
     return {"site_code": code, "mode": site.get("mode", model.FORMAL) if code else None,
             "exam_name": (manifest or {}).get("exam_name") or "", "rooms": len(rooms),
             "rooms_registered": sum(1 for r in rooms.values() if r.get("token") or r.get("registered_at")),
-            "rooms_started": sum(1 for d in rows.values() if d.get("started_at")),
+            "rooms_started": sum(1 for d in _typed(rows) if lifecycle.started(d)),
             "results_recovered": len(recovered), "results_uploaded": sum(1 for d in recovered if d.get("upload")),
             "conflicts": conflicts}
 
@@ -359,3 +358,12 @@ def find_doc(tables: Dict[str, Dict[str, Any]], table: str, key: str) -> Optiona
         if isinstance(doc, dict) and doc.get("_key") == key:
             return doc
     return None
+
+
+def _rs(doc: Optional[Dict[str, Any]]) -> Optional[records.RoomSession]:
+    """A room-session document of a backup's tables, as the record it is."""
+    return cast(Optional[records.RoomSession], doc)
+
+
+def _typed(rows: Dict[str, Dict[str, Any]]) -> List[records.RoomSession]:
+    return [cast(records.RoomSession, d) for d in rows.values()]

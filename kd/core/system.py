@@ -21,11 +21,12 @@ without an upload receipt (``room_sessions.upload``). While such a line exists, 
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
-from kd.core import model, names
+from kd.core import lifecycle, model, names, records
 from kd.core.accounts import AccountService
 from kd.core.backup import BackupError, BackupService, SystemRefused  # noqa: F401 (re-exported)
 from kd.core.context import Context
 from kd.core.labels import result_label, summary  # noqa: F401 (result_label re-exported)
+from kd.core.outbox import PENDING
 from kd.core.restore import RestoreError, RestoreService, finish_interrupted_restore  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class SystemService:
         """What keeps a formal exam from being left: one line per room and session (empty in mock mode)."""
         if self.ctx.mode() != model.FORMAL:
             return []
-        return _unreported(self.ctx.stores.runtime.all(model.ROOM_SESSIONS))
+        return _unreported(records.room_sessions(self.ctx.stores.runtime))
 
     def exit_allowed(self) -> Tuple[bool, str]:
         """(True, "") or (False, the reason) — 退出系统 is forbidden while data is unreported."""
@@ -136,7 +137,7 @@ class SystemService:
         """Runtime DB, exam DB, then the files they referred to (a crash leaves only orphans)."""
         stores = self.ctx.stores
         counts = {"rooms": stores.runtime.count(model.ROOMS), "sessions": stores.runtime.count(model.SESSIONS),
-                  "results": sum(1 for d in stores.runtime.all(model.ROOM_SESSIONS) if d.get("result"))}
+                  "results": sum(1 for d in records.room_sessions(stores.runtime) if lifecycle.recovered(d))}
         with self.ctx.files_lock:
             stores.runtime.clear()
             stores.exam.clear()
@@ -152,9 +153,9 @@ class SystemService:
             site = ctx.site()
             manifest = ctx.manifest() or {}
             meta = ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
-            rooms = ctx.stores.runtime.all(model.ROOMS)
-            sessions = ctx.stores.runtime.all(model.SESSIONS)
-            rs = ctx.stores.runtime.all(model.ROOM_SESSIONS)
+            rooms = records.rooms(ctx.stores.runtime)
+            sessions = records.sessions(ctx.stores.runtime)
+            rs = records.room_sessions(ctx.stores.runtime)
             outbox = ctx.stores.runtime.all(model.OUTBOX)
             allowed, reason = self.exit_allowed()
             mode = site.get("mode", model.FORMAL) if site.get("site_code") else None
@@ -172,23 +173,24 @@ class SystemService:
                 "rooms_registered": sum(1 for r in rooms if r.get("token") or r.get("registered_at")),
                 "rooms_data_imported": sum(1 for r in rooms if r.get("data_imported_at")),
                 "sessions": len(sessions),
-                "sessions_authorized": sum(1 for s in sessions if s.get("authorized_at")),
-                "sessions_verified": sum(1 for s in sessions if s.get("verified_at")),
-                "results_recovered": sum(1 for d in rs if d.get("result")),
-                "results_uploaded": sum(1 for d in rs if d.get("result") and d.get("upload")),
-                "outbox_pending": sum(1 for o in outbox if o.get("state") == "pending"),
+                "sessions_authorized": sum(1 for s in sessions if lifecycle.authorized(s)),
+                "sessions_verified": sum(1 for s in sessions if lifecycle.verified(s)),
+                "results_recovered": sum(1 for d in rs if lifecycle.recovered(d)),
+                "results_uploaded": sum(1 for d in rs if lifecycle.recovered(d) and d.get("upload")),
+                "outbox_pending": sum(1 for o in outbox if o.get("state") == PENDING),
                 "exit_allowed": allowed,
                 "exit_reason": reason,
             }
 
 
-def _unreported(rows: List[Dict[str, Any]]) -> List[str]:
+def _unreported(rows: List[records.RoomSession]) -> List[str]:
+    """The rule's lines: a room started and not recovered, or recovered and not uploaded."""
     lines = []
     for d in sorted(rows, key=lambda r: (str(r.get("session")), str(r.get("room")))):
         room, session = d.get("room"), d.get("session")
-        if d.get("result"):
+        if lifecycle.recovered(d):
             if not d.get("upload"):
                 lines.append("考场 {} 场次 {}：已回收，未上报".format(room, session))
-        elif d.get("started_at"):
+        elif lifecycle.started(d):
             lines.append("考场 {} 场次 {}：考试已开始，数据未回收".format(room, session))
     return lines

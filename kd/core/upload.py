@@ -22,13 +22,14 @@
 import base64
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, cast
 
-from kd.core import labels, model, names
+from kd.core import labels, lifecycle, model, names, records
 from kd.core.backup import recover_again_remedy
 from kd.core.context import Context
 from kd.core.external import BackupRequired, ExternalBackup
 from kd.core.labels import result_label
+from kd.core.lifecycle import RoomSessionEvent
 from kd.core.recovery import RecoveryService
 from kd.core.states import UploadStatus
 from kd.errors import UserError
@@ -161,8 +162,7 @@ class UploadService:
 
     @staticmethod
     def _uploaded(rec: Dict[str, Any]) -> bool:
-        up = rec.get("upload")
-        return bool(up) and up.get("sha256", rec["result"]["sha256"]) == rec["result"]["sha256"]
+        return lifecycle.uploaded(cast(records.RoomSession, rec))
 
     def _upload_one(self, platform: Any, rec: Dict[str, Any], site: str, index: int, count: int,
                     progress: Optional[Progress], actor: str) -> Dict[str, Any]:
@@ -185,13 +185,16 @@ class UploadService:
             raise UserError("监控平台的上报回执与上报的文件不符（考场 {} 场次 {}）。".format(room, sid),
                             "请点击“续报”重新上报；如仍失败，请联系监控平台。",
                             detail="receipt {} {} for {}".format(receipt.sha256, receipt.size, res["sha256"]))
-        upload = {"receipt": base64.b64encode(receipt.raw).decode("ascii"), "uploaded_at": format_time(ctx.now()),
-                  "file_id": receipt.file_id, "sha256": receipt.sha256, "size": receipt.size,
-                  "received_at": format_time(receipt.received_at)}
+        upload: records.Upload = {
+            "receipt": base64.b64encode(receipt.raw).decode("ascii"), "uploaded_at": format_time(ctx.now()),
+            "file_id": receipt.file_id, "sha256": receipt.sha256, "size": receipt.size,
+            "received_at": format_time(receipt.received_at)}
         with ctx.lock:
-            ctx.stores.runtime.update(model.ROOM_SESSIONS, model.rs_key(room, sid), {"upload": upload})
-            ctx.record(actor, names.RESULTS_UPLOADED, room=room, session=sid, sha256=receipt.sha256, size=receipt.size,
-                       file_id=receipt.file_id)
+            doc = records.room_session(ctx.stores.runtime, room, sid) or cast(records.RoomSession, rec)
+            details = {"room": room, "session": sid, "sha256": receipt.sha256, "size": receipt.size,
+                       "file_id": receipt.file_id}
+            lifecycle.advance(ctx, doc, lifecycle.Step(RoomSessionEvent.UPLOAD, names.RESULTS_UPLOADED, details,
+                                                       value=upload), actor=actor)
         return {"room": room, "session": sid, "sha256": receipt.sha256, "size": receipt.size,
                 "file_id": receipt.file_id, "received_at": upload["received_at"]}
 
