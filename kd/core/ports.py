@@ -85,6 +85,13 @@ class Dongle(Protocol):
 
     def check_signature(self, public_key: bytes, digest: bytes, sig: DongleSignature) -> bool: ...
 
+    def sync_clock(self, platform: Any) -> str:
+        """机考锁校时: ``platform``'s signed sync ticket into the dongle; the manual's message.
+
+        ``platform`` is the ``Platform`` port (its ``sync_lock(lock_id, lock_time)``).
+        Raises ``LockError``, ``PlatformError``, ``FormatError``.
+        """
+
 
 class DataFiles(Protocol):
     """The data folder's layout and file transactions (``kd.store.datafolder.DataFolder``)."""

@@ -17,6 +17,7 @@ monitor's ``tick()`` is driven by ``kd.site``.
     更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
                     system (初始化, 模考转正考, the exit rule), restore (系统恢复)
     考前 header     steps (the five steps' ✓/✗ and why: ``core.steps.marks()``)
+    状态栏          status (LAN, dongle, platform probe; 机考锁校时 from this PC)
 """
 
 from kd.core import names
@@ -31,6 +32,7 @@ from kd.core.recovery import RecoveryService
 from kd.core.registration import RegistrationService
 from kd.core.restore import RestoreService
 from kd.core.seal import SealCheckService
+from kd.core.status import StatusService
 from kd.core.steps import StepMarksService
 from kd.core.system import SystemService
 from kd.core.upload import UploadService
@@ -57,6 +59,7 @@ class Core:
         self.upload = UploadService(ctx, self.outbox, recovery=self.recovery)
         #: the 考前 step header's ✓/✗, computed once per change (kd.core.steps)
         self.steps = StepMarksService(ctx, self)
+        self.status = StatusService(ctx)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.monitor.forget(event.data["room"]))
         ctx.hub.on(names.REGISTRATION_RESTORED, lambda event: [self.monitor.forget(r) for r in event.data["reset"]])

@@ -12,7 +12,7 @@ nobody without the dongle can forge them.
 dongle that cannot say, and a ``LockError`` for a dongle registered to no site.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 from kd.core.ports import DongleSignature
 from kd.errors import LockError
@@ -20,6 +20,7 @@ from kd.formats.signing import verify_raw
 from kd.lock import protocol as P
 from kd.lock.driver import ExpectedLock, LockDriver
 from kd.lock.errors import LockDisconnected, LockProtocolError
+from kd.lock.sync import sync_lock
 
 
 class DonglePort:
@@ -70,6 +71,10 @@ class DonglePort:
 
     def check_signature(self, public_key: bytes, digest: bytes, sig: DongleSignature) -> bool:
         return check_signature(public_key, digest, sig)
+
+    def sync_clock(self, platform: Any) -> str:
+        """机考锁校时 over this driver (``kd.lock.sync.sync_lock``); the manual's message."""
+        return sync_lock(self.driver, platform).message()
 
 
 def check_signature(public_key: bytes, digest: bytes, sig: DongleSignature) -> bool:

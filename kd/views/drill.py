@@ -2,8 +2,8 @@
 
 启动模拟考场… asks how many rooms, takes the site info the user exported in 考场注册
 (the last ``site_info.exported`` event; without one it exports it itself into
-``DATA/drill/site-info``), and runs ``kd.lan.simulator.Simulation`` against the running
-App's LAN port on 127.0.0.1. The proctors register, import their room data, wait for the
+``DATA/drill/site-info``), and runs ``kd.lan.simulator.Simulation`` against the LAN
+service's port (``core.status``) on 127.0.0.1. The proctors register, import their room data, wait for the
 start permits, run their sessions (accelerated) and upload results, so a newcomer can
 click through the whole exam day. The simulation runs in its own threads; the shell
 only hears about it through the hub's events and the final notification.
@@ -63,15 +63,18 @@ class DrillMenu:
 
         if rooms < 1:
             raise UserError("模拟考场数量必须是正整数。", "请输入 1 以上的整数，例如 3。")
-        app, core = self.shell.app, self.shell.core
+        core = self.shell.core
+        port = core.status.snapshot().lan_port
+        if port is None:
+            raise UserError("局域网服务未启动，无法启动模拟考场。", "请重新启动考点管理系统后再试。")
         path = self.shell.last_site_info
         if not path or not os.path.isfile(path):
             folder = os.path.join(core.ctx.data_dir, "drill", "site-info")
             os.makedirs(folder, exist_ok=True)
-            path = core.registration.export_site_info(folder, self.shell.user, "127.0.0.1", app.lan.port())["kdinfo"]
+            path = core.registration.export_site_info(folder, self.shell.user, "127.0.0.1", port)["kdinfo"]
         chosen: List[Dict[str, Any]] = rooms_from_site_info(path, rooms)
         work = os.path.join(core.ctx.data_dir, "drill", "proctors")
-        return Simulation("127.0.0.1", app.lan.port(), chosen, SimOptions(speed=speed, work_dir=work))
+        return Simulation("127.0.0.1", port, chosen, SimOptions(speed=speed, work_dir=work))
 
     def _run(self, simulation: Any) -> None:
         self.simulation = simulation.start()

@@ -310,18 +310,14 @@ class Shell:
         self.heading.configure(text=title_text(snap))
 
     def _initial_status(self) -> None:
-        app = self.app
-        lan = getattr(app, "lan", None)
-        self.status.set_port(lan.port() if lan is not None else branding.DEFAULT_PORT)
-        self.status.set_lan(lan is not None)
-        dongle = self.core.ctx.dongle
-        if dongle is not None:
-            self.loop.submit(dongle.attached, self.status.set_lock, self._mark_failed)
-        else:
-            self.status.set_lock(False)
-        platform = self.core.ctx.platform
-        if platform is not None and hasattr(platform, "probe"):
-            self.loop.submit(platform.probe, lambda ok: self.status.set_net(bool(ok)), self._mark_failed)
+        """The status bar's first state (``core.status`` in workers); events keep it up to date."""
+        self.loop.submit(self.core.status.snapshot, self._show_status, self._mark_failed)
+        self.loop.submit(self.core.status.probe, lambda ok: self.status.set_net(bool(ok)), self._mark_failed)
+
+    def _show_status(self, snap: Any) -> None:
+        self.status.set_port(snap.lan_port or branding.DEFAULT_PORT)
+        self.status.set_lan(snap.lan_running)
+        self.status.set_lock(bool(snap.lock_attached))
 
     # -- events ------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:

@@ -4,8 +4,8 @@ The table is the manual's: 考场代码 | 注册码 | 注册IP | 封场检测 | 
 holds 撤销注册 (left half; asks for confirmation, then ``core.registration.revoke``) and
 查看考场 (right half; the room's detail as in 导入考务). The buttons below the table do
 the same for the selected room. The footer counts 已注册考场N个, 未注册考场M个 and has
-导出考点信息 (choose a folder → ``core.registration.export_site_info``, with the running
-App's LAN address and port) and 恢复注册 (a KDINFO file → ``core.registration.restore_preview``
+导出考点信息 (choose a folder → ``core.registration.export_site_info``, with the LAN
+service's address and port from ``core.status``) and 恢复注册 (a KDINFO file → ``core.registration.restore_preview``
 in a worker; a 确定/取消 question shows the file's export time and the rooms that lose,
 change or regain their registration, connected rooms marked 当前已连接; only 确定 calls
 ``core.registration.restore`` with the preview's confirmation, which the core refuses if
@@ -141,12 +141,11 @@ class RegisterPage(TablePage):
         if not folder:
             return
         who = actor(self.shell)
-        app = getattr(self.shell, "app", None)
 
         def export() -> Dict[str, str]:
-            lan = getattr(app, "lan", None) if app is not None else None
-            if lan is not None:
-                return self.core.registration.export_site_info(folder, who, lan.address(), lan.port())
+            lan = self.core.status.snapshot()
+            if lan.lan_port is not None:  # the address and port the proctors connect to
+                return self.core.registration.export_site_info(folder, who, lan.lan_address, lan.lan_port)
             return self.core.registration.export_site_info(folder, who)
 
         def done(paths: Dict[str, str]) -> None:

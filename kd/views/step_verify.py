@@ -12,10 +12,10 @@ lock) and whether that sync lies within the hour before each session's start, wi
 manual's instruction (§4.1): about one hour before the session, sync the dongle on an
 internet PC; only "校时授权成功!" means the sync is done.
 
-The ticket state comes from ``core.verification.sync_state`` (in the worker). When the page runs
-in the app (``shell.app``) and the platform is reachable (the app's ``net.status``
-events, or one probe before the first), a 机考锁校时 button syncs the dongle from here
-(``App.sync_lock``) and shows the manual's "校时授权成功!" message.
+The ticket state comes from ``core.verification.sync_state`` (in the worker). While the
+platform is reachable (one ``core.status.probe()`` before the first of the site's
+``net.status`` events), a 机考锁校时 button syncs the dongle from here
+(``core.status.sync_lock()``) and shows the manual's "校时授权成功!" message.
 """
 
 from typing import Any, Dict, List, Optional
@@ -85,10 +85,8 @@ class VerifyPage(TablePage):
     def snapshot(self) -> Dict[str, Any]:
         snap = dict(self.core.verification.snapshot())
         snap["sync"] = self.core.verification.sync_state(snap["sessions"])
-        app = getattr(self.shell, "app", None)
-        if app is not None and self.reachable is None:  # not known yet: ask once (the app probes from then on)
-            platform = self.core.ctx.platform
-            snap["reachable"] = bool(platform is not None and platform.probe())
+        if self.reachable is None:  # not known yet: ask once (the site probes from then on: net.status)
+            snap["reachable"] = self.core.status.probe()
         return snap
 
     def on_event(self, event: Any) -> None:
@@ -125,8 +123,8 @@ class VerifyPage(TablePage):
         self._show_sync_button()
 
     def _show_sync_button(self) -> None:
-        """机考锁校时 only in the app and while the platform is reachable."""
-        if getattr(self.shell, "app", None) is not None and self.reachable:
+        """机考锁校时 only while the platform is reachable."""
+        if self.reachable:
             if not self.sync_button.winfo_manager():
                 self.sync_button.pack(anchor="w", pady=(4, 0))
         else:
@@ -172,12 +170,10 @@ class VerifyPage(TablePage):
         self.shell.refresh_steps()
 
     def _on_sync(self) -> None:
-        app = self.shell.app
-
         def synced(message: str) -> None:
             self.shell.dialogs.info("机考锁校时", message)
 
-        self.run(lambda: app.sync_lock().message(), synced, button=self.sync_button)
+        self.run(self.core.status.sync_lock, synced, button=self.sync_button)
 
     def _session_or_warn(self) -> Optional[str]:
         sid = self.selected_session()

@@ -30,7 +30,7 @@ def tray_enabled() -> bool:
 
 
 class Tray:
-    def __init__(self, post: Callable[[Callable[[], None]], None], show: Callable[[], None],
+    def __init__(self, post: Callable[[Callable[[], None]], Any], show: Callable[[], None],
                  exit_system: Callable[[], None]) -> None:
         self._post, self._show, self._exit = post, show, exit_system
         self.icon: Any = None

@@ -1,8 +1,8 @@
-"""考前 step 5 授权验证 (§4.1, §4.2) on a real Tk window: 校时 state, .KDV fallback, 机考锁校时, online."""
+"""考前 step 5 授权验证 (§4.1, §4.2) on a real Tk window: 校时 state, .KDV fallback, 机考锁校时
+(``core.status.sync_lock`` over the dongle emulator and the platform simulator), online."""
 
 import pytest
 
-from kd.lock.sync import sync_lock
 from kd.views.dialogs import KDV_TYPES
 from kd.views.step_verify import VerifyPage
 from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc, offline_file
@@ -12,25 +12,12 @@ pytestmark = pytest.mark.gui
 __all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 
 
-class SyncingApp:
-    """The part of ``kd.app.App`` the page uses: ``sync_lock()`` as ``App.sync_lock`` does it,
-    ``kd.lock.sync.sync_lock`` over the real dongle driver (emulator) and platform client (simulator)."""
-
-    def __init__(self, env):
-        self.env = env
-        self.lan = None
-
-    def sync_lock(self):
-        return sync_lock(self.env.driver, self.env.client)
-
-
-def make_site(tmp_path, gui_root, scripted, app=None):
+def make_site(tmp_path, gui_root, scripted):
     # session "1" starts in 30 minutes: a sync now is within the hour before it
     env = loaded_env(tmp_path, rooms=2, sessions=2, candidates=2, first_start_in=30)
     authorize(env)
-    app = SyncingApp(env) if app else None
     try:
-        return StepSite(gui_root, env, VerifyPage, scripted, app=app)
+        return StepSite(gui_root, env, VerifyPage, scripted)
     except BaseException:
         env.close()
         raise
@@ -39,18 +26,6 @@ def make_site(tmp_path, gui_root, scripted, app=None):
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
     s = make_site(tmp_path, gui_root, scripted)
-    try:
-        yield s
-    finally:
-        try:
-            s.close()
-        finally:
-            s.env.close()
-
-
-@pytest.fixture
-def app_site(tmp_path, gui_root, scripted):
-    s = make_site(tmp_path, gui_root, scripted, app=True)
     try:
         yield s
     finally:
@@ -71,7 +46,6 @@ def test_sync_state_and_kdv_fallback(site):
     assert page.lock_info.text("synced") == "未校时"
     assert "没有校时凭证" in page.sync_status.cget("text")
     assert "“校时授权成功!”才算校时完成" in page.hint.cget("text")
-    assert page.sync_button.winfo_manager() == ""  # no app: no 机考锁校时 button
     assert not VerifyPage.step_done(site.core)
 
     sync(env)  # 机考锁校时 on the internet PC
@@ -105,8 +79,7 @@ def test_sync_state_and_kdv_fallback(site):
     site.dialogs.check()
 
 
-def test_sync_button_with_the_app_then_verify_online(app_site):
-    site = app_site
+def test_sync_button_while_the_platform_is_reachable_then_verify_online(site):
     page, env = site.page, site.env
     site.until(lambda: page.sync_button.winfo_manager() == "pack", "the 机考锁校时 button (platform reachable)")
     env.hub.publish("net.status", ok=False)
