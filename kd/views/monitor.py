@@ -93,7 +93,6 @@ class MonitorPage(Page):
         self._session_id: Optional[str] = None
         self._session_ids: List[str] = []
         self._timer: Any = None
-        self.rendered = 0
         self._build_table()
         self._build_footer()
         self.bind("<Map>", self._on_map, add="+")
@@ -200,7 +199,6 @@ class MonitorPage(Page):
             _set(self.hint, "共 {} 个考场，{} 个与考场连接（每 {} 秒刷新）".format(
                 totals.get("rooms", len(rows)), totals.get("connected", 0), REFRESH_MS // 1000))
         _set(self.alarm, alarm_text(snap))
-        self.rendered += 1
 
 
 def _set(widget: Any, value: str, option: str = "text") -> None:

@@ -149,7 +149,6 @@ class RegisterPage(TablePage):
             return self.core.registration.export_site_info(folder, who)
 
         def done(paths: Dict[str, str]) -> None:
-            self.exported = paths
             self.shell.notify("考点信息已导出：{}".format(paths["kdinfo"]))
             self.shell.open_url(paths["html"])
 
@@ -164,7 +163,6 @@ class RegisterPage(TablePage):
                  button=self.restore_button)
 
     def _confirm_restore(self, path: str, preview: Dict[str, Any]) -> None:
-        self.restore_preview = preview
         at_risk = preview.get("at_risk") or []
         if at_risk:
             text = "恢复注册将使 {} 个当前已连接的考场失去或改变注册，确定恢复吗？".format(len(at_risk))

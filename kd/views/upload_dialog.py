@@ -85,8 +85,6 @@ class UploadDialog(tk.Toplevel):
         self.worker = _Worker(self, shell)
         self.tool: Optional[UploadTool] = None
         self.last: Optional[Dict[str, Any]] = None
-        #: the last 第一步 preview (what the backup leaves out), for tests
-        self.backup_preview: Optional[Dict[str, Any]] = None
         self.title("数据上报")
         self.transient(parent.winfo_toplevel())
         self.resizable(False, False)
@@ -130,7 +128,6 @@ class UploadDialog(tk.Toplevel):
         self.shell.dialogs.error(exc)
 
     def _previewed(self, preview: Dict[str, Any]) -> None:
-        self.backup_preview = preview
         self.step1.configure(state="normal")
         self.status.configure(text="")
         if not preview["complete"]:
@@ -210,8 +207,6 @@ class UploadTool(tk.Toplevel):
         self.interrupted: set = set()
         self.blocks: Dict[str, Dict[str, Any]] = {}
         self._order: List[str] = []
-        #: progress reports shown so far
-        self.progress_seen = 0
         self._progress = shell.loop.progress(self._show_progress, owner=self)
         self.frame = ttk.Frame(self, padding=12)
         self.frame.pack(fill="both", expand=True)
@@ -277,7 +272,6 @@ class UploadTool(tk.Toplevel):
     def _show_progress(self, items: List[Dict[str, Any]]) -> None:
         """The progress reports since the last ones (Tk thread): the latest per session shown."""
         latest = {item["session"]: item for item in items}
-        self.progress_seen += len(items)
         for sid, item in latest.items():
             block = self.blocks.get(sid)
             if block is None:

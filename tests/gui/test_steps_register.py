@@ -105,12 +105,12 @@ def test_export_site_info_then_restore_registrations(site, tmp_path):
     os.makedirs(folder)
     site.dialogs.plan("choose_dir", folder)
     page.export_button.invoke()
-    site.until(lambda: getattr(page, "exported", None), "the exported files")
-    paths = page.exported
-    assert os.path.dirname(paths["kdinfo"]) == os.path.abspath(folder)
-    assert os.path.basename(paths["kdinfo"]) == "考点信息表(11003).KDINFO"
-    assert site.shell.urls == [paths["html"]]
-    with open(paths["html"], encoding="utf-8") as f:
+    site.until(lambda: site.shell.urls, "the exported files")
+    kdinfo = os.path.join(os.path.abspath(folder), "考点信息表(11003).KDINFO")
+    assert ("info", "考点信息已导出：{}".format(kdinfo)) in site.shell.notes and os.path.isfile(kdinfo)
+    [html] = site.shell.urls
+    assert os.path.dirname(html) == os.path.abspath(folder)
+    with open(html, encoding="utf-8") as f:
         sheet = f.read()
     assert all(code in sheet for code in codes)
 
@@ -118,18 +118,18 @@ def test_export_site_info_then_restore_registrations(site, tmp_path):
     for code in codes[:2]:
         core.registration.revoke(code, "admin")
     site.until(lambda: page.counts.cget("text") == "已注册考场0个，未注册考场3个", "the revocations")
-    site.dialogs.plan("open_file", paths["kdinfo"]).plan("confirm", True)
+    site.dialogs.plan("open_file", kdinfo).plan("confirm", True)
     page.restore_button.invoke()
     site.until(lambda: page.counts.cget("text") == "已注册考场2个，未注册考场1个", "the restored rooms")
     assert site.dialogs.calls[-2] == ("open_file", ("恢复注册：选择考点信息备份文件", KDINFO_TYPES))
     method, (title, text, detail) = site.dialogs.calls[-1]
     assert (method, title, text) == ("confirm", "恢复注册", "确定用此文件恢复注册吗？")
-    assert "将恢复注册（2个）" in detail and "不变（1个）" in detail and paths["kdinfo"] in detail
+    assert "将恢复注册（2个）" in detail and "不变（1个）" in detail and kdinfo in detail
     assert row_of(page, codes[0])[2] == "192.168.1.20" and row_of(page, codes[1])[2] == "192.168.1.21"
 
     # a tampered KDINFO is refused with its cause and remedy; nothing changes
     bad = str(tmp_path / "bad.KDINFO")
-    with open(paths["kdinfo"], "rb") as f, open(bad, "wb") as out:
+    with open(kdinfo, "rb") as f, open(bad, "wb") as out:
         out.write(f.read().replace(b"192.168.1.21", b"192.168.1.99"))
     site.dialogs.plan("open_file", bad)
     page.restore_button.invoke()
@@ -168,7 +168,8 @@ def test_restore_of_an_early_kdinfo_shows_what_it_drops_and_asks(site, tmp_path)
     method, (title, text, detail) = site.dialogs.calls[-1]
     assert (method, title) == ("confirm", "恢复注册")
     assert text == "恢复注册将使 2 个当前已连接的考场失去或改变注册，确定恢复吗？"
-    assert "文件导出时间：" + page.restore_preview["created_at"][:19].replace("T", " ") in detail
+    created = core.registration.restore_preview(early)["created_at"]
+    assert "文件导出时间：" + created[:19].replace("T", " ") in detail
     assert "将失去注册（3个）" in detail
     assert "{}（当前已连接；注册IP 192.168.1.20）".format(codes[0]) in detail
     assert "{}（当前已连接；注册IP 192.168.1.21）".format(codes[1]) in detail
