@@ -46,7 +46,6 @@ these, never on the text; ``row_cell(row, key)`` is a cell as shown (考试中 o
 unpermitted start reads ``"<n>（未经许可开考）"``).
 """
 
-import datetime
 import logging
 import threading
 import time
@@ -55,7 +54,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import RoomSessionEvent
-from kd.core.outbox import SENT, Outbox
+from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text, report_view, row_cell  # noqa: F401
+from kd.core.outbox import Outbox
 from kd.core.states import StartKind
 from kd.core.verification import current_session
 from kd.errors import StateRefused, UserError
@@ -81,21 +81,6 @@ UNPERMITTED_LABEL = labels.UNPERMITTED_LABEL
 REPORTED = {"session_started": names.SESSION_STARTED, "session_ended": names.SESSION_ENDED}
 #: ``reason`` of a ``room.started_unpermitted`` audit entry
 NOT_AUTHORIZED, NOT_VERIFIED, NO_PERMIT = "not_authorized", "not_verified", "no_permit"
-
-
-def cell_text(key: str, value: Any) -> str:
-    """A cell as the manual shows it (booleans as their Chinese labels)."""
-    if key in BOOL_LABELS:
-        return labels.yes_no(key, value)
-    return "" if value is None else str(value)
-
-
-def row_cell(row: Dict[str, Any], key: str) -> str:
-    """A cell of a snapshot row as shown; 考试中 of a 未经许可开考 row says so."""
-    text = cell_text(key, row.get(key))
-    if key == "in_exam" and row.get("unpermitted"):
-        return "{}（{}）".format(text, UNPERMITTED_LABEL)
-    return text
 
 
 def unpermitted_reason(session_doc: Optional[records.Session], rs_doc: Optional[records.RoomSession]) -> Optional[str]:
@@ -312,7 +297,8 @@ class MonitorService:
         with self._lock:
             self._generation += 1
 
-    def _persisted(self, session_id: str) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    def _persisted(self, session_id: str) -> Tuple[Dict[str, records.Room], Dict[str, records.RoomSession],
+                                                   Optional[records.Session]]:
         """(rooms by code, room_sessions of the session by room, sessions/<id>), from the cache when valid.
 
         Every state change of the core is persisted and then published on the hub
@@ -325,9 +311,9 @@ class MonitorService:
         if cached is not None and cached[0] == generation:
             return cached[1]
         runtime = self.ctx.stores.runtime
-        rooms = {d.get("code"): d for d in runtime.all(model.ROOMS)}
-        rs = {d.get("room"): d for d in runtime.find(model.ROOM_SESSIONS, session=session_id)}
-        sdoc = runtime.get(model.SESSIONS, session_id) or {}
+        rooms = {d["code"]: d for d in records.rooms(runtime)}
+        rs = {d["room"]: d for d in records.room_sessions(runtime, session_id)}
+        sdoc = records.session(runtime, session_id)
         value = (rooms, rs, sdoc)
         with self._lock:
             self._cache[session_id] = (generation, value)
@@ -339,7 +325,13 @@ class MonitorService:
 
     # -- the table ----------------------------------------------------------------------
     def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
-        """The §4.3 table of ``session_id`` (default: the current session); empty before loading.
+        """The §4.3 table of ``session_id`` (default: the current session) as plain JSON
+        (``view(session_id).as_dict()``); empty before loading."""
+        return self.view(session_id).as_dict()
+
+    def view(self, session_id: Optional[str] = None) -> MonitorSnapshot:
+        """The §4.3 table of ``session_id`` (default: the current session); empty before loading
+        (``kd.core.livesnapshots.MonitorSnapshot``: each row with its room-session ``state``).
 
         Raises ``UserError`` for a session not in the package.
         """
@@ -348,11 +340,11 @@ class MonitorService:
         if session_id is None:
             session_id = current_session(list(sessions.values()), self.ctx.now())
         if session_id is None:
-            return {"session": None, "columns": COLUMNS, "rows": [], "totals": {}, "sessions": []}
+            return MonitorSnapshot(session=None, sessions=(), columns=COLUMNS, rows=(), totals={}, status_report=None)
         if session_id not in sessions:
             raise UserError("没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
         rooms, rs, sdoc = self._persisted(session_id)
-        authorized, verified = bool(sdoc.get("authorized_at")), bool(sdoc.get("verified_at"))
+        authorized, verified = lifecycle.authorized(sdoc), lifecycle.verified(sdoc)
         now = self.clock()
         limit = self.interval * self.missed
         counts = plan["counts"]
@@ -361,48 +353,49 @@ class MonitorService:
         rows = []
         for code in plan["rooms_of"].get(session_id, []):
             room = rooms.get(code) or {}
-            record = rs.get(code) or {}
+            record = rs.get(code)
             beat = beats.get(code)
             connected = beat is not None and now - beat.at < limit
             live = beat is not None and beat.session == session_id
-            started = bool(record.get("started_at"))
-            unpermitted = started and bool(record.get("unpermitted_at"))
-            rows.append({
-                "room": code, "ip": room.get("ip"), "data_imported": bool(room.get("data_imported_at")),
-                "authorized": authorized, "verified": verified, "started": started,
-                "ended": bool(record.get("ended_at")), "reported": bool(record.get("result")),
-                "connected": connected, "candidates": counts.get((code, session_id), 0),
-                "logged_in": beat.logged_in if live else 0, "in_exam": beat.in_exam if live else 0,
-                "started_at": record.get("started_at"), "ended_at": record.get("ended_at"),
-                "start": (START_UNPERMITTED if unpermitted else START_PERMITTED) if started else None,
-                "unpermitted": unpermitted, "unpermitted_at": record.get("unpermitted_at") if unpermitted else None,
-                "last_seen_s": round(now - beat.at, 1) if beat is not None else None,
-            })
-        totals = {"room": TOTAL_LABEL, "rooms": len(rows)}
+            started = lifecycle.started(record)
+            unpermitted = lifecycle.start_unpermitted(record)
+            fields: Dict[str, Any] = dict(record or {})
+            rows.append(MonitorRow(
+                room=code, ip=room.get("ip"), data_imported=bool(room.get("data_imported_at")),
+                authorized=authorized, verified=verified, started=started, ended=lifecycle.ended(record),
+                reported=lifecycle.recovered(record), connected=connected,
+                candidates=counts.get((code, session_id), 0),
+                logged_in=beat.logged_in if beat is not None and live else 0,
+                in_exam=beat.in_exam if beat is not None and live else 0,
+                started_at=fields.get("started_at"), ended_at=fields.get("ended_at"),
+                start=(StartKind.UNPERMITTED if unpermitted else StartKind.PERMITTED) if started else None,
+                unpermitted=unpermitted, unpermitted_at=fields.get("unpermitted_at") if unpermitted else None,
+                last_seen_s=round(now - beat.at, 1) if beat is not None else None,
+                state=lifecycle.room_session_state(record)))
+        totals: Dict[str, Any] = {"room": TOTAL_LABEL, "rooms": len(rows)}
         for key in ("data_imported", "authorized", "verified", "started", "unpermitted", "ended", "reported",
                     "connected"):
-            totals[key] = sum(1 for r in rows if r[key])
+            totals[key] = sum(1 for r in rows if getattr(r, key))
         for key in ("candidates", "logged_in", "in_exam"):
-            totals[key] = sum(r[key] for r in rows)
+            totals[key] = sum(getattr(r, key) for r in rows)
         return self._snapshot_tail(session_id, sessions, sdoc, rows, totals)
 
-    def _snapshot_tail(self, session_id: str, sessions: Dict[str, Any], sdoc: Dict[str, Any],
-                       rows: List[Dict[str, Any]], totals: Dict[str, Any]) -> Dict[str, Any]:
+    def _snapshot_tail(self, session_id: str, sessions: Dict[str, Any], sdoc: Optional[records.Session],
+                       rows: List[MonitorRow], totals: Dict[str, Any]) -> MonitorSnapshot:
         rid = self._status_ids.get(session_id)
         if rid is None:
             latest = self.outbox.latest("room_status", session_id=session_id)
             rid = self._status_ids[session_id] = latest["id"] if latest else ""
         status = self.outbox.get(rid) if rid else None
         session = sessions[session_id]
-        return {
-            "session": {"id": session_id, "name": session.get("name"), "start": session.get("start"),
-                        "duration_min": session.get("duration_min"),
-                        "started_reported_at": sdoc.get("started_reported_at"),
-                        "ended_reported_at": sdoc.get("ended_reported_at")},
-            "sessions": [{"id": s["id"], "name": s.get("name")} for s in sessions.values()],
-            "columns": COLUMNS, "rows": rows, "totals": totals,
-            "status_report": _report_view(status),
-        }
+        reported: Dict[str, Any] = dict(sdoc or {})
+        return MonitorSnapshot(
+            session={"id": session_id, "name": session.get("name"), "start": session.get("start"),
+                     "duration_min": session.get("duration_min"),
+                     "started_reported_at": reported.get("started_reported_at"),
+                     "ended_reported_at": reported.get("ended_reported_at")},
+            sessions=tuple({"id": s["id"], "name": s.get("name")} for s in sessions.values()),
+            columns=COLUMNS, rows=tuple(rows), totals=totals, status_report=report_view(status))
 
     # -- automatic reports ----------------------------------------------------------------
     def tick(self) -> List[Dict[str, Any]]:
@@ -426,11 +419,12 @@ class MonitorService:
             last = self._last_status.get(session_id)
             if under_way and (last is None or now - last >= self.status_every):
                 self._last_status[session_id] = now
-                snap = self.snapshot(session_id)
+                snap = self.view(session_id)
                 report = self.outbox.enqueue("room_status", {
-                    "rooms": [{k: r[k] for k in ("room", "started", "unpermitted", "ended", "reported", "connected",
-                                                 "candidates", "logged_in", "in_exam")} for r in snap["rows"]],
-                    "totals": snap["totals"]}, session_id=session_id)
+                    "rooms": [{k: getattr(r, k) for k in ("room", "started", "unpermitted", "ended", "reported",
+                                                          "connected", "candidates", "logged_in", "in_exam")}
+                              for r in snap.rows],
+                    "totals": snap.totals}, session_id=session_id)
                 self._status_ids[session_id] = report["id"]
                 out.append(report)
         return out
@@ -453,19 +447,3 @@ class MonitorService:
             self.ctx.record(ACTOR, REPORTED[kind], session_id=session_id, outbox_id=report["id"],
                             unpermitted=unpermitted)
         return [report]
-
-
-def _report_view(report: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """考场状态上报: 成功 <time> / waiting / failed."""
-    if report is None:
-        return {"state": None, "label": "", "sent_at": None}
-    if report["state"] == SENT:
-        shown = report.get("sent_at") or ""
-        try:
-            shown = datetime.datetime.fromisoformat(shown).strftime("%Y-%m-%d %H:%M:%S")
-        except ValueError:
-            pass
-        return {"state": SENT, "label": "成功 {}".format(shown), "sent_at": report.get("sent_at")}
-    if report["state"] == "failed":
-        return {"state": "failed", "label": "失败：{}".format(report.get("last_error") or ""), "sent_at": None}
-    return {"state": report["state"], "label": "等待上报", "sent_at": None}

@@ -25,12 +25,13 @@
 
 import logging
 import os
-from typing import Any, BinaryIO, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple, cast
 
 from kd import fileio
 from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import RoomSessionEvent
+from kd.core.livesnapshots import COUNT_KEYS, RecoverySnapshot, recovery_row
 from kd.core.loading import not_loaded
 from kd.core.states import ReportState, Situation
 from kd.errors import FormatError, ResultConflict, SpoolError, UserError
@@ -46,7 +47,6 @@ SOURCE_LABELS = labels.RECOVERY_SOURCE_LABELS  # {LAN: 联网回收, MANUAL: 手
 COLUMNS = [("room", "考场编号"), ("session", "场次"), ("candidates", "考生人数"), ("present", "参考人数"),
            ("absent", "缺考人数"), ("collected", "回收人数"), ("not_collected", "未回收人数"),
            ("situation", "考场情况"), ("report", "状态上报")]
-COUNT_KEYS = ("candidates", "present", "absent", "collected", "not_collected")
 TOTALS_LABEL = labels.TOTALS_LABEL
 #: the labels of ``Situation`` and ``ReportState`` (the rows carry them; decide on ``view()``'s enums)
 RECOVERED, NOT_RECOVERED, CONFLICT = (labels.label(Situation.RECOVERED), labels.label(Situation.NOT_RECOVERED),
@@ -261,8 +261,8 @@ class RecoveryService:
             return None
         plan = self.plan()
         pairs = plan.pairs
-        docs = {model.rs_key(d["room"], d["session"]): d for d in runtime.all(model.ROOM_SESSIONS)}
-        if not pairs or any(not (docs.get(model.rs_key(r, s)) or {}).get("result") for r, s in pairs):
+        docs = {records.rs_key_of(d): d for d in records.room_sessions(runtime)}
+        if not pairs or any(not lifecycle.recovered(docs.get(model.rs_key(r, s))) for r, s in pairs):
             return None
         sessions = []
         for session in plan.sessions:
@@ -278,7 +278,7 @@ class RecoveryService:
     def recovered(self) -> List[Dict[str, Any]]:
         """Every ``room_sessions`` record that holds a result, in session and room order."""
         plan = self.plan_or_none()
-        docs = [d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS) if d.get("result")]
+        docs = [d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS) if lifecycle.recovered(_rs(d))]
         if plan is None:
             return sorted(docs, key=lambda d: (d["session"], d["room"]))
         return sorted(docs, key=lambda d: plan.order(d["room"], d["session"]))
@@ -315,13 +315,64 @@ class RecoveryService:
         plan = self.plan_or_none()
         if plan is None:
             return False
-        docs = {model.rs_key(d["room"], d["session"]): d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS)}
+        docs = {records.rs_key_of(d): d for d in records.room_sessions(self.ctx.stores.runtime)}
         pairs = plan.pairs
-        return bool(pairs) and all((docs.get(model.rs_key(r, s)) or {}).get("result") for r, s in pairs)
+        return bool(pairs) and all(lifecycle.recovered(docs.get(model.rs_key(r, s))) for r, s in pairs)
 
     # -- the §5.1 table ------------------------------------------------------------------
+    def view(self, session_id: Optional[str] = None) -> RecoverySnapshot:
+        """The 数据回收 table for one session or all (``None`` = 全部), with totals
+        (``kd.core.livesnapshots.RecoverySnapshot``; its rows carry ``situation`` and ``report``
+        as enums). Raises ``NotLoaded`` before 导入考务, ``UserError`` for an unknown session.
+        """
+        plan = self.plan()
+        if session_id is not None and session_id not in plan.session_by_id:
+            raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
+        subject_names = plan.subject_names
+        session_by_id = plan.session_by_id
+        docs = {records.rs_key_of(d): d for d in records.room_sessions(self.ctx.stores.runtime)}
+        conflicts = self.conflicts()
+        conflicted = {model.rs_key(c["room"], c["session"]) for c in conflicts}
+        rows = []
+        for room, sid in plan.pairs:
+            if session_id is not None and sid != session_id:
+                continue
+            session = session_by_id.get(sid, {"id": sid, "name": sid, "subjects": []})
+            key = model.rs_key(room, sid)
+            rows.append(recovery_row(room, plan.room_names.get(room, room), session, dict(docs.get(key) or {}),
+                                     plan.subject_counts[(room, sid)], subject_names, key in conflicted))
+        multi = session_id is not None and len(session_by_id[session_id].get("subjects", [])) > 1
+        totals: Dict[str, Any] = {"label": TOTALS_LABEL, "rooms": len(rows),
+                                  "recovered": sum(1 for r in rows if r.recovered),
+                                  "reported": sum(1 for r in rows if r.report == ReportState.REPORTED)}
+        for k in COUNT_KEYS:
+            totals[k] = sum(getattr(r, k) for r in rows)
+        totals["not_recovered"] = totals["rooms"] - totals["recovered"]
+        totals["subjects"] = []
+        if multi and session_id is not None:
+            for i, code in enumerate(session_by_id[session_id]["subjects"]):
+                sub = {"label": "科目{}".format(i + 1), "code": code, "name": subject_names.get(code, code)}
+                for k in COUNT_KEYS:
+                    sub[k] = sum(getattr(s, k) for r in rows for s in r.subjects if s.code == code)
+                totals["subjects"].append(sub)
+        status = self.ctx.stores.runtime.get(model.CHECKS, model.RECOVERY)
+        report = None
+        if status is not None:
+            item = self.outbox.get(status["outbox_id"])
+            report = dict(status, state=(item or {}).get("state"), sent_at=(item or {}).get("sent_at"))
+        return RecoverySnapshot(
+            session=session_id,
+            sessions=tuple({"id": s["id"], "name": s["name"], "subjects": list(s.get("subjects", []))}
+                           for s in plan.sessions),
+            columns=tuple(COLUMNS), subject_columns=tuple(s["label"] for s in totals["subjects"]),
+            rows=tuple(rows), totals=totals,
+            conflicts=tuple(c for c in conflicts if session_id is None or c["session"] == session_id),
+            all_recovered=bool(plan.pairs) and all(lifecycle.recovered(docs.get(model.rs_key(r, sid)))
+                                                   for r, sid in plan.pairs),
+            recovery_report=report)
+
     def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
-        """The 数据回收 table for one session or all (``None`` = 全部), with totals.
+        """The 数据回收 table as plain JSON (``view(session_id).as_dict()``).
 
         ``{"session", "sessions": [{"id", "name", "subjects"}], "columns": [[key, label]],
         "subject_columns": ["科目1", "科目2"] or [], "rows": [...], "totals": {...},
@@ -334,84 +385,8 @@ class RecoveryService:
         ``subjects`` (per-subject counts with ``label`` 科目1/科目2 when the session has
         more than one subject). Raises ``NotLoaded`` before 导入考务.
         """
-        plan = self.plan()
-        sessions = plan.sessions
-        if session_id is not None and session_id not in plan.session_by_id:
-            raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
-        subject_names = plan.subject_names
-        session_by_id = plan.session_by_id
-        docs = {model.rs_key(d["room"], d["session"]): d for d in self.ctx.stores.runtime.all(model.ROOM_SESSIONS)}
-        conflicts = self.conflicts()
-        conflicted = {model.rs_key(c["room"], c["session"]) for c in conflicts}
-        rows = []
-        for room, sid in plan.pairs:
-            if session_id is not None and sid != session_id:
-                continue
-            session = session_by_id.get(sid, {"id": sid, "name": sid, "subjects": []})
-            key = model.rs_key(room, sid)
-            doc = docs.get(key) or {}
-            rows.append(self._row(room, plan.room_names.get(room, room), session, doc,
-                                  plan.subject_counts[(room, sid)], subject_names, key in conflicted))
-        multi = session_id is not None and len(session_by_id[session_id].get("subjects", [])) > 1
-        totals: Dict[str, Any] = {"label": TOTALS_LABEL, "rooms": len(rows),
-                                  "recovered": sum(1 for r in rows if r["recovered"]),
-                                  "reported": sum(1 for r in rows if r["report"] == REPORTED)}
-        for k in COUNT_KEYS:
-            totals[k] = sum(r[k] for r in rows)
-        totals["not_recovered"] = totals["rooms"] - totals["recovered"]
-        totals["subjects"] = []
-        if multi:
-            for i, code in enumerate(session_by_id[session_id]["subjects"]):
-                sub = {"label": "科目{}".format(i + 1), "code": code, "name": subject_names.get(code, code)}
-                for k in COUNT_KEYS:
-                    sub[k] = sum(s[k] for r in rows for s in r["subjects"] if s["code"] == code)
-                totals["subjects"].append(sub)
-        status = self.ctx.stores.runtime.get(model.CHECKS, model.RECOVERY)
-        report = None
-        if status is not None:
-            item = self.outbox.get(status["outbox_id"])
-            report = dict(status, state=(item or {}).get("state"), sent_at=(item or {}).get("sent_at"))
-        return {
-            "session": session_id,
-            "sessions": [{"id": s["id"], "name": s["name"], "subjects": list(s.get("subjects", []))}
-                         for s in sessions],
-            "columns": [list(c) for c in COLUMNS],
-            "subject_columns": [s["label"] for s in totals["subjects"]],
-            "rows": rows,
-            "totals": totals,
-            "conflicts": [c for c in conflicts if session_id is None or c["session"] == session_id],
-            "all_recovered": bool(plan.pairs) and all(
-                (docs.get(model.rs_key(r, sid)) or {}).get("result") for r, sid in plan.pairs),
-            "recovery_report": report,
-        }
+        return self.view(session_id).as_dict()
 
-    @staticmethod
-    def _row(room: str, room_name: str, session: Dict[str, Any], doc: Dict[str, Any], expected: Dict[str, int],
-             subject_names: Dict[str, str], conflicted: bool) -> Dict[str, Any]:
-        res = doc.get("result")
-        counts = (res or {}).get("counts") or {}
-        got = {s["code"]: s for s in counts.get("subjects", [])}
-        subjects = []
-        codes = list(session.get("subjects", [])) or sorted(expected)
-        for i, code in enumerate(codes):
-            sub = {"label": "科目{}".format(i + 1), "code": code, "name": subject_names.get(code, code),
-                   "candidates": expected.get(code, 0)}
-            for k in ("present", "absent", "collected"):
-                sub[k] = got.get(code, {}).get(k, 0)
-            sub["not_collected"] = max(0, sub["candidates"] - sub["absent"] - sub["collected"])
-            subjects.append(sub)
-        row: Dict[str, Any] = {"room": room, "room_name": room_name, "session": session["id"],
-                               "session_name": session.get("name", session["id"]),
-                               "candidates": sum(expected.values())}
-        for k in ("present", "absent", "collected"):
-            row[k] = counts.get(k, 0)
-        row["not_collected"] = max(0, row["candidates"] - row["absent"] - row["collected"])
-        row["recovered"] = bool(res)
-        row["situation"] = (CONFLICT if conflicted else RECOVERED) if res else NOT_RECOVERED
-        row["report"] = NO_DATA if not res else (REPORTED if doc.get("upload") else NOT_REPORTED)
-        row["source"] = SOURCE_LABELS.get((res or {}).get("source", ""), None)
-        row["received_at"] = (res or {}).get("received_at")
-        row["sha256"] = (res or {}).get("sha256")
-        row["size"] = (res or {}).get("size")
-        row["subjects"] = subjects if len(codes) > 1 else []
-        return row
+
+def _rs(doc: Dict[str, Any]) -> records.RoomSession:
+    return cast(records.RoomSession, doc)

@@ -42,7 +42,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _fields(obj: Any, skip: Sequence[str] = ()) -> Dict[str, Any]:
+def fields_dict(obj: Any, skip: Sequence[str] = ()) -> Dict[str, Any]:
     return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
 
 
@@ -57,7 +57,7 @@ class LoadingRow:
     verified_at: Optional[str]
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,7 @@ class LoadingSnapshot:
         return self.loaded and bool(self.rooms) and all(r.verified for r in self.rooms)
 
     def as_dict(self) -> Dict[str, Any]:
-        out = _fields(self, skip=() if self.loaded else ("manifest_sha256",))
+        out = fields_dict(self, skip=() if self.loaded else ("manifest_sha256",))
         out["columns"] = list(self.columns)
         return out
 
@@ -98,7 +98,7 @@ class RegistrationRow:
     state: RegistrationState
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self, skip=("state",))
+        return fields_dict(self, skip=("state",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +109,7 @@ class RegistrationSnapshot:
     unregistered: int
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 # -- 考试授权 / 授权验证 -----------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class VerificationSnapshot:
         return next((s for s in self.sessions if s.id == self.current), None)
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 # -- 封场检测 ------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ class SealItem:
     remedy: str
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +212,7 @@ class SealRoom:
     data_imported: bool
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +225,7 @@ class SealReport:
     created_at: Optional[str]
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +243,7 @@ class SealSnapshot:
     checked: bool = True
 
     def as_dict(self) -> Dict[str, Any]:
-        out = _fields(self, skip=("checked",) if self.checked else ("checked", "report_id"))
+        out = fields_dict(self, skip=("checked",) if self.checked else ("checked", "report_id"))
         return out
 
 
@@ -256,7 +256,7 @@ class StepMark:
     why: str  # in Chinese: what makes it ✓, or what is missing
 
     def as_dict(self) -> Dict[str, Any]:
-        return _fields(self)
+        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
