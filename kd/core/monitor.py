@@ -352,7 +352,7 @@ class MonitorService:
             beats = dict(self._beats)
         rows = []
         for code in plan["rooms_of"].get(session_id, []):
-            room = rooms.get(code) or {}
+            room = rooms.get(code)
             record = rs.get(code)
             beat = beats.get(code)
             connected = beat is not None and now - beat.at < limit
@@ -361,7 +361,8 @@ class MonitorService:
             unpermitted = lifecycle.start_unpermitted(record)
             fields: Dict[str, Any] = dict(record or {})
             rows.append(MonitorRow(
-                room=code, ip=room.get("ip"), data_imported=bool(room.get("data_imported_at")),
+                room=code, ip=room["ip"] if room is not None else None,
+                data_imported=bool(room is not None and room.get("data_imported_at")),
                 authorized=authorized, verified=verified, started=started, ended=lifecycle.ended(record),
                 reported=lifecycle.recovered(record), connected=connected,
                 candidates=counts.get((code, session_id), 0),

@@ -21,6 +21,9 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from kd.formats.documents import AuthorizationVerification, SessionAuthorization, UploadReceipt
 from kd.formats.package import SitePackage
+from kd.store.audit import AuditLog
+from kd.store.database import Stores
+from kd.store.spool import Spool
 
 try:  # Python 3.8 has typing.Protocol; keep the import explicit for readers
     from typing import Protocol
@@ -118,6 +121,13 @@ class DataFiles(Protocol):
         """A new ``Transaction``: ``stage(item)``, ``set_tables(db, new, old)``, ``commit(dbs)``, ``abort()``."""
 
     def clear_exam_files(self) -> int: ...
+
+    def open_stores(self) -> Stores:
+        """The folder's three stores (after 系统恢复 swapped them in)."""
+
+    def open_spool(self) -> Spool: ...
+
+    def open_audit(self) -> AuditLog: ...
 
 
 class Lan(Protocol):

@@ -67,6 +67,7 @@ completes the swap. The whole restore holds ``ctx.files_lock`` and ``ctx.lock``,
 result arrives between the merge and the swap.
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -268,11 +269,11 @@ class RestoreService:
                 body = merged.get(name, body)
                 for gen in (1, 2):  # both slots, as a created store has them (one alone means a deleted one)
                     _write_durably(os.path.join(tx.stage("db"), name + atomic.SLOTS[gen % 2]),
-                                   lambda write, b=body, g=gen: write(atomic.frame(b, g)))
+                                   functools.partial(_write_frame, body, gen))
             else:
                 item, _, rest = member.name.partition("/")
                 target = tx.stage(item) if not rest else os.path.join(tx.stage(item), *rest.split("/"))
-                _write_durably(target, lambda write, m=member: f.stream(m, write))
+                _write_durably(target, functools.partial(f.stream, member))
 
     def _stage_kept_files(self, tx: Any, plan: RestorePlan) -> List[str]:
         """Copy the result files kept from here into the staged spool, re-hashed; lines for those that fail."""
@@ -326,6 +327,10 @@ def _tables(body: bytes, what: str) -> Dict[str, Dict[str, Any]]:
     except atomic.CorruptFile as e:
         raise bak.refuse("数据库 {} 无法读取（{}）".format(what, e)) from None
     return tables
+
+
+def _write_frame(body: bytes, generation: int, write: Callable[[bytes], object]) -> None:
+    write(atomic.frame(body, generation))
 
 
 def _quietly_remove(path: str) -> None:

@@ -151,7 +151,7 @@ class RestorePlan:
             res = doc.get("result")
             if not res:
                 continue
-            room, session = doc.get("room"), doc.get("session")
+            room, session = str(doc.get("room")), str(doc.get("session"))
             if not same_exam or (room, session) not in planned:
                 foreign.append(result_label(room, session))
                 continue
@@ -159,7 +159,7 @@ class RestorePlan:
             theirs = (held or {}).get("result")
             upload = doc.get("upload")
             if not theirs:
-                new = dict(held) if held else dict(records.new_room_session(str(room), str(session)))
+                new = dict(held) if held else dict(records.new_room_session(room, session))
                 for field in ("started_at", "ended_at"):  # a result means the exam ran
                     if not new.get(field):
                         new[field] = doc.get(field)
@@ -167,7 +167,9 @@ class RestorePlan:
                 self.runtime.put(model.ROOM_SESSIONS, key, new)
                 self.results.append({"room": room, "session": session, "sha256": res.get("sha256"),
                                      "uploaded": bool(upload)})
-            elif theirs.get("sha256") == res.get("sha256"):
+                continue
+            assert held is not None  # the backup's result came from its record
+            if theirs.get("sha256") == res.get("sha256"):
                 if upload and not held.get("upload"):
                     self.runtime.put(model.ROOM_SESSIONS, key, dict(held, upload=upload))
                     self.receipts.append({"room": room, "session": session, "sha256": res.get("sha256")})
@@ -251,10 +253,10 @@ class RestorePlan:
         for doc in self.runtime.items(model.ROOM_SESSIONS).values():
             res = doc.get("result") or {}
             if res.get("sha256"):
-                refs[res["sha256"]] = (doc.get("room"), doc.get("session"), res.get("size"))
+                refs[res["sha256"]] = (str(doc.get("room")), str(doc.get("session")), res.get("size"))
         for doc in self.runtime.items(model.RESULT_CONFLICTS).values():
             if doc.get("sha256"):
-                refs.setdefault(doc["sha256"], (doc.get("room"), doc.get("session"), doc.get("size")))
+                refs.setdefault(doc["sha256"], (str(doc.get("room")), str(doc.get("session")), doc.get("size")))
         for sha, (room, session, size) in sorted(refs.items()):
             if sha in self.backup_spool:
                 continue
@@ -316,7 +318,8 @@ def _rs_key(doc: Dict[str, Any]) -> str:
 
 def _planned(package: Dict[str, Any]) -> List[Tuple[str, str]]:
     """The (room, session) pairs a package plans (those with candidates)."""
-    return sorted({(c.get("room"), c.get("session")) for c in package.get("candidates", []) if isinstance(c, dict)})
+    return sorted({(str(c.get("room")), str(c.get("session"))) for c in package.get("candidates", [])
+                   if isinstance(c, dict)})
 
 
 def holds(site: Dict[str, Any], manifest: Optional[Dict[str, Any]], rooms: Dict[str, Dict[str, Any]],

@@ -37,6 +37,7 @@ from kd.core.steps import StepMarksService
 from kd.core.system import SystemService
 from kd.core.upload import UploadService
 from kd.core.verification import VerificationService
+from kd.events import Event
 
 
 class Core:
@@ -62,7 +63,12 @@ class Core:
         self.status = StatusService(ctx)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.monitor.forget(event.data["room"]))
-        ctx.hub.on(names.REGISTRATION_RESTORED, lambda event: [self.monitor.forget(r) for r in event.data["reset"]])
+        ctx.hub.on(names.REGISTRATION_RESTORED, self._forget_reset)
+
+    def _forget_reset(self, event: Event) -> None:
+        """恢复注册 reset these rooms' registrations: they are disconnected at once."""
+        for room in event.data["reset"]:
+            self.monitor.forget(room)
 
     def start(self) -> "Core":
         """Start the outbox sender (idempotent)."""
