@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
 from kd.core.monitor import COLUMNS, UNPERMITTED_LABEL, row_cell
 from kd.errors import UserError
 from kd.views.base import Page
@@ -81,13 +82,11 @@ def show_time(value: Optional[str]) -> str:
 
 class MonitorPage(Page):
     title = "考场管理"
-    events = frozenset([
-        "package.loaded", "room.registered", "registration.revoked", "registration.restored", "room.data_imported",
-        "session.authorized", "session.verified", "room.started", "room.started_unpermitted", "room.ended",
-        "results.received",
-        "results.uploaded", "session.started", "session.ended", "outbox.sent", "outbox.failed",
-        "system.initialized", "system.restored", "system.converted_to_formal",
-    ])
+    events = frozenset({n.PACKAGE_LOADED, n.ROOM_REGISTERED, n.REGISTRATION_REVOKED, n.REGISTRATION_RESTORED,
+                        n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
+                        n.ROOM_STARTED_UNPERMITTED, n.ROOM_ENDED, n.RESULTS_RECEIVED, n.RESULTS_UPLOADED,
+                        n.SESSION_STARTED, n.SESSION_ENDED, n.OUTBOX_SENT, n.OUTBOX_FAILED, n.SYSTEM_INITIALIZED,
+                        n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
     def _build(self) -> None:
         self._session_id: Optional[str] = None

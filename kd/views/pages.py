@@ -2,8 +2,8 @@
 
 The shell (main window) builds the navigation from this table and imports each page
 lazily (``load(spec)``), so a screen is one module and adding one is one line here.
-Each entry: (navigation group, label, "module:Class"). Step pages also provide
-``step_done(core) -> bool`` (a staticmethod, run in a worker) for the ✓ marks.
+Each entry: (navigation group, label, "module:Class"). The ✓/✗ of the steps are the
+core's (``core.steps.marks()``, kd/core/steps.py), keyed by these labels.
 """
 
 import importlib

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
 from kd.core.loading import NotLoaded
 from kd.core.recovery import COLUMNS, COUNT_KEYS, RECOVERED
 from kd.errors import ResultConflict, UserError
@@ -85,10 +86,9 @@ def _counts(row: Dict[str, Any], key: str, multi: bool) -> str:
 
 class RecoveryPage(Page):
     title = "数据回收"
-    events = frozenset([
-        "package.loaded", "results.received", "results.conflicted", "results.uploaded", "results.all_recovered",
-        "outbox.sent", "outbox.failed", "system.initialized", "system.restored",
-    ])
+    events = frozenset({n.PACKAGE_LOADED, n.RESULTS_RECEIVED, n.RESULTS_CONFLICTED, n.RESULTS_UPLOADED,
+                        n.RESULTS_ALL_RECOVERED, n.OUTBOX_SENT, n.OUTBOX_FAILED, n.SYSTEM_INITIALIZED,
+                        n.SYSTEM_RESTORED})
 
     def _build(self) -> None:
         self._session_id: Optional[str] = None

@@ -4,8 +4,8 @@
 ``ttkbootstrap.Window``: the title ``<exam name> 考点管理系统 【<site>】`` (plus
 ``(当前是模考)`` in mock mode), a top bar with 更多 (≡) and, in drill mode, 演练; the left
 navigation of ``kd.views.pages.NAVIGATION`` (pages imported and built lazily, on first
-show); for 考务管理 the 5-step header of ``pages.STEPS`` with ✓/✗ marks (each step
-page's ``step_done(core)`` run in a worker); the status bar and the footer.
+show); for 考务管理 the 5-step header of ``pages.STEPS`` with ✓/✗ marks (the core's
+``core.steps.marks()``, in a worker); the status bar and the footer.
 
 It is the ``shell`` every page uses, typed by ``kd.views.shellapi.ShellAPI``: ``core``,
 ``loop`` (the root's ``kd.views.loop.TkLoop``: workers, timers, posts), ``dialogs``,
@@ -38,44 +38,41 @@ import ttkbootstrap as ttk
 
 import kd
 from kd.core import model
+from kd.core import names as n
+from kd.core.labels import mark
 from kd.views import branding, pages
 from kd.views.dialogs import Dialogs
 from kd.views.loop import Timer, TkLoop
 from kd.views.statusbar import StatusBar
-from kd.views.widgets import apply_fonts, mark
+from kd.views.widgets import apply_fonts
 
 log = logging.getLogger(__name__)
 
 #: events after which the step marks are checked again
-STEP_EVENTS = frozenset({
-    "package.loaded", "room.registered", "room.data_imported", "registration.revoked", "registration.restored",
-    "site_info.exported", "session.authorized", "seal.checked", "session.verified", "system.restored",
-    "system.initialized", "system.converted_to_formal", "system.set_up",
-})
+STEP_EVENTS = n.STEP_EVENTS
 #: events after which the title (exam name, site, mode) is read again
-TITLE_EVENTS = frozenset({"package.loaded", "system.set_up", "system.restored", "system.initialized",
-                          "system.converted_to_formal"})
+TITLE_EVENTS = n.DATA_REPLACED | {n.SYSTEM_SET_UP}
 
 
 def notice_for(name: str, data: Dict[str, Any]) -> Optional[Tuple[str, str]]:
     """(text, kind) of the short notification an event deserves, or None."""
     room = data.get("room") or data.get("room_code") or ""
-    if name == "room.registered":
+    if name == n.ROOM_REGISTERED:
         return "考场 {} 已注册{}".format(room, "（重新注册）" if data.get("again") else ""), "info"
-    if name == "room.data_imported":
+    if name == n.ROOM_DATA_IMPORTED:
         return "考场 {} 已导入考场数据".format(room), "info"
-    if name == "results.received":
+    if name == n.RESULTS_RECEIVED:
         return "收到考场 {} 场次 {} 的考试结果".format(room, data.get("session", "")), "success"
-    if name == "results.uploaded":
+    if name == n.RESULTS_UPLOADED:
         return "考后上报成功", "success"
-    if name == "results.upload_interrupted":
+    if name == n.RESULTS_UPLOAD_INTERRUPTED:
         return "考后上报中断，请稍后续报", "warning"
-    if name == "outbox.sent":
+    if name == n.OUTBOX_SENT:
         return "状态报告已发送", "info"
-    if name in ("outbox.deferred", "outbox.failed"):
-        return "状态报告发送失败，{}：{}".format("将自动重试" if name == "outbox.deferred" else "已停止重试",
+    if name in (n.OUTBOX_DEFERRED, n.OUTBOX_FAILED):
+        return "状态报告发送失败，{}：{}".format("将自动重试" if name == n.OUTBOX_DEFERRED else "已停止重试",
                                          str(data.get("error", ""))[:60]), "warning"
-    if name == "lock.detached":
+    if name == n.LOCK_DETACHED:
         return "机考锁已拔出", "danger"
     return None
 
@@ -262,7 +259,7 @@ class Shell:
         return page
 
     def refresh_steps(self) -> None:
-        """Check each step's done mark again (coalesced; ``step_done`` runs in workers)."""
+        """Check the step marks again (coalesced; ``core.steps.marks()`` in a worker)."""
         if self._steps_timer is None and not self.closed:
             self._steps_timer = self.loop.later(100, self._check_steps, owner=self.frame)
 
@@ -273,20 +270,18 @@ class Shell:
 
     def _check_steps(self) -> None:
         self._steps_timer = None
-        for _, label, spec in pages.STEPS:
-            try:
-                cls = pages.load(spec)
-            except (ImportError, AttributeError):
-                continue
-            done_fn = getattr(cls, "step_done", None)
-            if done_fn is None:
-                continue
+        steps = self.core.steps
 
-            def set_mark(done: Any, lb: str = label) -> None:
-                self.marks[lb] = bool(done)
-                self._paint_steps()
+        def marks() -> Any:  # worker: the five rules are the core's (kd.core.steps)
+            steps.invalidate()  # asked for: the current session of 授权验证 moves with the clock
+            return steps.marks()
 
-            self.loop.submit(lambda fn=done_fn: fn(self.core), set_mark, self._mark_failed)
+        self.loop.submit(marks, self._set_marks, self._mark_failed)
+
+    def _set_marks(self, marks: Any) -> None:
+        for mark_ in marks.marks:
+            self.marks[mark_.label] = mark_.done
+        self._paint_steps()
 
     def _mark_failed(self, exc: BaseException) -> None:
         log.warning("a step mark could not be checked: %r", exc)
@@ -322,17 +317,17 @@ class Shell:
     # -- events ------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
         name, data = event.name, event.data
-        if name == "net.status":
+        if name == n.NET_STATUS:
             self.status.set_net(bool(data.get("ok")))
-        elif name == "lock.attached":
+        elif name == n.LOCK_ATTACHED:
             self.status.set_lock(True)
-        elif name == "lock.detached":
+        elif name == n.LOCK_DETACHED:
             self.status.set_lock(False)
-        elif name == "lan.started":
+        elif name == n.LAN_STARTED:
             self.status.set_lan(True)
-        elif name == "lan.stopped":
+        elif name == n.LAN_STOPPED:
             self.status.set_lan(False)
-        elif name == "site_info.exported":
+        elif name == n.SITE_INFO_EXPORTED:
             self.last_site_info = data.get("kdinfo")
         notice = notice_for(name, data)
         if notice is not None:

@@ -11,11 +11,13 @@ from typing import Any, Dict, List
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
+from kd.core.labels import mark, shown
+from kd.core.snapshots import AuthorizationSnapshot
 from kd.errors import UserError
 from kd.views.dialogs import PTQ_TYPES
-from kd.views.step_common import actor, fallback_import, shown
+from kd.views.step_common import actor, fallback_import
 from kd.views.table_page import TablePage
-from kd.views.widgets import mark
 
 COLUMNS = [
     ("id", "场次", 60),
@@ -32,8 +34,8 @@ NOTE = ("说明：考试授权从监控平台联网下载各场次的授权；"
 
 class AuthorizePage(TablePage):
     title = "考试授权"
-    events = frozenset({"session.authorized", "session.verified", "package.loaded", "system.initialized",
-                        "system.restored", "system.converted_to_formal"})
+    events = frozenset({n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.PACKAGE_LOADED, n.SYSTEM_INITIALIZED,
+                        n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
     heading = "场次明细："
     columns = COLUMNS
@@ -49,27 +51,21 @@ class AuthorizePage(TablePage):
             footer, right=[("考试授权", "primary", self._on_authorize), ("手工导入", "secondary", self._on_import)])
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
-        return self.core.authorization.snapshot()
+    def snapshot(self) -> AuthorizationSnapshot:
+        return self.core.authorization.view()
 
-    @staticmethod
-    def step_done(core: Any) -> bool:
-        return bool(core.authorization.snapshot()["all_authorized"])
-
-    def render(self, snap: Dict[str, Any]) -> None:
+    def render(self, snap: AuthorizationSnapshot) -> None:
         rows: List[Dict[str, Any]] = []
-        for s in snap.get("sessions") or []:
-            rows.append({"id": s["id"], "name": s["name"], "start": shown(s["start"]),
-                         "duration": s["duration_min"], "authorized": mark(s["authorized"]),
-                         "verified": mark(s["verified"])})
+        for s in snap.sessions:
+            rows.append({"id": s.id, "name": s.name, "start": shown(s.start), "duration": s.duration_min,
+                         "authorized": mark(s.authorized), "verified": mark(s.verified)})
         self.table.set_rows(rows)
-        sessions = snap.get("sessions") or []
-        if not sessions:
+        if not snap.sessions:
             text = "尚未导入考务：请先在“导入考务”中载入考场数据。"
-        elif snap.get("all_authorized"):
-            text = "考试授权成功（全部 {} 个场次）".format(len(sessions))
+        elif snap.all_authorized:
+            text = "考试授权成功（全部 {} 个场次）".format(len(snap.sessions))
         else:
-            text = "未授权场次 {} 个。".format(sum(1 for s in sessions if not s["authorized"]))
+            text = "未授权场次 {} 个。".format(sum(1 for s in snap.sessions if not s.authorized))
         self.status.configure(text=text)
 
     # -- actions -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""What the five 考前 step pages share: times as the manual shows them, the acting user,
-the manual's import fallback after a failed download, a label/value footer, and labels
-that wrap to their container's width.
+"""What the five 考前 step pages share besides their layout (kd/views/table_page.py): the
+acting user, the manual's import fallback after a failed download, a label/value
+footer, and labels that wrap to their container's width (times and marks are shown by
+``kd.core.labels.shown`` / ``mark``).
 
 ``fallback_import(page, exc, title, filetypes, importer)`` is the rule of screens.md
 §3.1/§3.3/§4.2: when an online call failed because the platform could not be reached or
@@ -9,23 +10,12 @@ open the import file dialog; the chosen file goes to ``importer(path)`` in a wor
 Any other ``UserError`` is shown in a dialog with its cause and remedy.
 """
 
-import datetime
 import tkinter as tk
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import ttkbootstrap as ttk
 
 from kd.errors import PlatformRefused, PlatformUnreachable, UserError
-
-
-def shown(text: Optional[str]) -> str:
-    """An ISO time as the manual shows it (``2026-06-13 08:30:00``); "" for none."""
-    if not text:
-        return ""
-    try:
-        return datetime.datetime.fromisoformat(str(text)).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return str(text)
 
 
 def actor(shell: Any) -> str:

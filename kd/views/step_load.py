@@ -15,12 +15,15 @@ from typing import Any, Dict, List
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
+from kd.core.labels import mark, shown
+from kd.core.snapshots import LoadingSnapshot
 from kd.errors import UserError
 from kd.views.base import Page
 from kd.views.dialogs import ZIP_TYPES
-from kd.views.step_common import InfoLine, actor, fallback_import, shown
+from kd.views.step_common import InfoLine, actor, fallback_import
 from kd.views.table_page import TablePage
-from kd.views.widgets import Table, mark
+from kd.views.widgets import Table
 
 COLUMNS = [
     ("code", "考场代码", 110),
@@ -37,7 +40,7 @@ ZIP_TITLE = "手工导入考场数据包（.zip）"
 
 class LoadPage(TablePage):
     title = "导入考务"
-    events = frozenset({"package.loaded", "system.initialized", "system.restored", "system.converted_to_formal"})
+    events = frozenset({n.PACKAGE_LOADED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
     columns = COLUMNS
     note = NOTE
@@ -61,27 +64,21 @@ class LoadPage(TablePage):
         self.info.pack(anchor="w", pady=(8, 0))
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
-        return self.core.loading.snapshot()
+    def snapshot(self) -> LoadingSnapshot:
+        return self.core.loading.view()
 
-    @staticmethod
-    def step_done(core: Any) -> bool:
-        snap = core.loading.snapshot()
-        return bool(snap["loaded"] and snap["rooms"] and all(r["verified"] for r in snap["rooms"]))
-
-    def render(self, snap: Dict[str, Any]) -> None:
+    def render(self, snap: LoadingSnapshot) -> None:
         rows: List[Dict[str, Any]] = []
-        for room in snap.get("rooms") or []:
-            rows.append({"code": room["code"], "session_count": room["session_count"],
-                         "loaded_at": shown(room.get("loaded_at")), "verified": mark(room.get("verified")),
-                         "verified_at": shown(room.get("verified_at")), "detail": "查看", "door": "打开"})
+        for room in snap.rooms:
+            rows.append({"code": room.code, "session_count": room.session_count, "loaded_at": shown(room.loaded_at),
+                         "verified": mark(room.verified), "verified_at": shown(room.verified_at), "detail": "查看",
+                         "door": "打开"})
         self.table.set_rows(rows)
-        manual = snap.get("source") == "manual"
-        self.info.set_label("loaded", "手工导入时间" if manual else "数据载入时间")
-        self.info.set("publish", shown(snap.get("publish_time")) or "未载入")
-        self.info.set("loaded", shown(snap.get("loaded_at")))
-        self.info.set("verified", shown(snap.get("verified_at")))
-        self.empty.configure(text="" if snap.get("loaded") else "尚未导入考务：请点击“载入”从监控平台下载考场数据。")
+        self.info.set_label("loaded", "手工导入时间" if snap.source == "manual" else "数据载入时间")
+        self.info.set("publish", shown(snap.publish_time) or "未载入")
+        self.info.set("loaded", shown(snap.loaded_at))
+        self.info.set("verified", shown(snap.verified_at))
+        self.empty.configure(text="" if snap.loaded else "尚未导入考务：请点击“载入”从监控平台下载考场数据。")
 
     # -- actions -------------------------------------------------------------------------
     def _loaded(self, _result: Any) -> None:

@@ -18,11 +18,14 @@ from typing import Any, Dict, List, Optional
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
+from kd.core.labels import mark
+from kd.core.snapshots import RegistrationSnapshot
+from kd.core.states import RegistrationState
 from kd.views.dialogs import KDINFO_TYPES
 from kd.views.step_common import actor
 from kd.views.step_load import RoomDetail
 from kd.views.table_page import TablePage
-from kd.views.widgets import mark
 
 OPERATIONS = "撤销注册 | 查看考场"
 COLUMNS = [
@@ -39,8 +42,8 @@ NOTE = ("说明：导出考点信息（考场代码和注册码）交给各考�
 
 class RegisterPage(TablePage):
     title = "考场注册"
-    events = frozenset({"room.registered", "room.data_imported", "registration.revoked", "registration.restored",
-                        "package.loaded", "system.initialized", "system.restored", "system.converted_to_formal"})
+    events = frozenset({n.ROOM_REGISTERED, n.ROOM_DATA_IMPORTED, n.REGISTRATION_REVOKED, n.REGISTRATION_RESTORED,
+                        n.PACKAGE_LOADED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
     columns = COLUMNS
     note = NOTE
@@ -61,26 +64,21 @@ class RegisterPage(TablePage):
             footer, right=[("导出考点信息", "primary", self._on_export), ("恢复注册", "secondary", self._on_restore)])
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
-        return self.core.registration.snapshot()
+    def snapshot(self) -> RegistrationSnapshot:
+        return self.core.registration.view()
 
-    @staticmethod
-    def step_done(core: Any) -> bool:
-        snap = core.registration.snapshot()
-        return bool(snap["rooms"]) and snap["unregistered"] == 0
-
-    def render(self, snap: Dict[str, Any]) -> None:
+    def render(self, snap: RegistrationSnapshot) -> None:
         rows: List[Dict[str, Any]] = []
-        for room in snap.get("rooms") or []:
-            note = room.get("note") or ""
-            if not note and room.get("registered") and not room.get("data_imported"):
+        for room in snap.rooms:
+            registered = room.state != RegistrationState.UNREGISTERED
+            note = room.note
+            if not note and room.state == RegistrationState.REGISTERED:  # its room data not imported yet
                 note = "监考机尚未导入考场数据"
-            rows.append({"code": room["code"], "reg_code": room["reg_code"], "ip": room.get("ip") or "",
-                         "seal": mark(room.get("data_imported")) if room.get("registered") else "",
-                         "note": note, "ops": OPERATIONS if room.get("registered") else "查看考场"})
+            rows.append({"code": room.code, "reg_code": room.reg_code, "ip": room.ip or "",
+                         "seal": mark(room.state == RegistrationState.DATA_IMPORTED) if registered else "",
+                         "note": note, "ops": OPERATIONS if registered else "查看考场", "registered": registered})
         self.table.set_rows(rows)
-        self.counts.configure(text="已注册考场{}个，未注册考场{}个".format(snap.get("registered", 0),
-                                                                      snap.get("unregistered", 0)))
+        self.counts.configure(text="已注册考场{}个，未注册考场{}个".format(snap.registered, snap.unregistered))
 
     # -- actions -------------------------------------------------------------------------
     def _selected(self) -> Optional[Dict[str, Any]]:
@@ -99,7 +97,7 @@ class RegisterPage(TablePage):
         box = tree.bbox(iid, column)
         left = bool(box) and event.x < box[0] + box[2] // 2
         row = self.table.selected()
-        if left and row is not None and row.get("ops") == OPERATIONS:
+        if left and row is not None and row["registered"]:
             self._on_revoke()
         else:
             self._on_view()
@@ -109,7 +107,7 @@ class RegisterPage(TablePage):
         if row is None:
             return
         code = row["code"]
-        if not row.get("ip"):
+        if not row["registered"]:
             self.shell.notify("考场 {} 尚未注册。".format(code), kind="warning")
             return
         if not self.shell.dialogs.confirm("撤销注册", "确认撤销考场 {} 的注册吗？".format(code),

@@ -15,8 +15,12 @@ from typing import Any, Dict, List
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
+from kd.core.labels import shown
+from kd.core.snapshots import SealSnapshot
+from kd.core.states import CheckStatus
 from kd.views.base import Page
-from kd.views.step_common import InfoLine, actor, shown
+from kd.views.step_common import InfoLine, actor
 from kd.views.table_page import TablePage
 from kd.views.widgets import ui_font
 
@@ -27,13 +31,15 @@ COLUMNS = [
     ("detail", "说明", 0),
 ]
 WRAP = 600
-MARKS = {"pass": "✓ 通过", "fail": "✗ 未通过", "skipped": "— 未检测"}
+#: how an item's result is shown, and its colour
+MARKS = {CheckStatus.PASS: "✓ 通过", CheckStatus.FAIL: "✗ 未通过", CheckStatus.SKIPPED: "— 未检测"}
+STYLES = {CheckStatus.PASS: "success", CheckStatus.FAIL: "danger"}
 
 
 class SealPage(TablePage):
     title = "封场检测"
-    events = frozenset({"seal.checked", "outbox.sent", "outbox.failed", "outbox.deferred", "outbox.retried",
-                        "system.initialized", "system.restored", "system.backed_up"})
+    events = frozenset({n.SEAL_CHECKED, n.OUTBOX_SENT, n.OUTBOX_FAILED, n.OUTBOX_DEFERRED, n.OUTBOX_RETRIED,
+                        n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_BACKED_UP})
 
     # -- build ---------------------------------------------------------------------------
     def _build_header(self) -> None:
@@ -62,40 +68,35 @@ class SealPage(TablePage):
         self.info.pack(anchor="w", pady=(6, 0))
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
-        return self.core.seal.snapshot()
+    def snapshot(self) -> SealSnapshot:
+        return self.core.seal.view()
 
-    @staticmethod
-    def step_done(core: Any) -> bool:
-        return bool(core.seal.snapshot()["passed"])
-
-    def render(self, snap: Dict[str, Any]) -> None:
-        items = snap.get("items") or []
+    def render(self, snap: SealSnapshot) -> None:
         for widget in self.item_widgets:
             widget.destroy()
         self.item_widgets, self.item_rows = [], []
-        for index, item in enumerate(items):
-            status = MARKS.get(item["status"], item["status"])
-            style = {"pass": "success", "fail": "danger"}.get(item["status"], "secondary")
-            remedy = "处理办法：{}".format(item["remedy"]) if item.get("remedy") else ""
-            cells = [ttk.Label(self.items, text=item["label"]), ttk.Label(self.items, text=status, bootstyle=style)]
-            text = item["detail"] + ("\n" + remedy if remedy else "")
+        for index, item in enumerate(snap.items):
+            status = MARKS.get(item.status, item.status_label)
+            remedy = "处理办法：{}".format(item.remedy) if item.remedy else ""
+            cells = [ttk.Label(self.items, text=item.label),
+                     ttk.Label(self.items, text=status, bootstyle=STYLES.get(item.status, "secondary"))]
+            text = item.detail + ("\n" + remedy if remedy else "")
             style_kw = {"bootstyle": "danger"} if remedy else {}
             cells.append(ttk.Label(self.items, text=text, wraplength=self.wrap, justify="left", **style_kw))
             for column, widget in enumerate(cells):
                 widget.grid(row=index + 2, column=column, sticky="nw", padx=(0, 8), pady=2)
             self.item_widgets.extend(cells)
-            self.item_rows.append([item["label"], status, item["detail"], item.get("remedy") or ""])
-        failed = [i for i in items if i["status"] == "fail"]
-        if not snap.get("checked_at"):
+            self.item_rows.append([item.label, status, item.detail, item.remedy])
+        failed = [i for i in snap.items if i.status == CheckStatus.FAIL]
+        if not snap.checked_at:
             self.verdict.configure(text="尚未进行封场检测", bootstyle="secondary")
-        elif snap.get("passed"):
+        elif snap.passed:
             self.verdict.configure(text="封场检测通过，可以封场", bootstyle="success")
         else:
             self.verdict.configure(text="封场检测未通过：{} 项未通过".format(len(failed)), bootstyle="danger")
-        self.info.set("checked", shown(snap.get("checked_at")))
-        self.info.set("passed", shown(snap.get("passed_at")))
-        self.info.set("report", snap.get("report_label") or "")
+        self.info.set("checked", shown(snap.checked_at))
+        self.info.set("passed", shown(snap.passed_at))
+        self.info.set("report", snap.report_label)
 
     def _on_resize(self, event: Any) -> None:
         """The 说明 column takes the width the first two columns leave."""

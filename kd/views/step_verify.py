@@ -22,11 +22,12 @@ from typing import Any, Dict, List, Optional
 
 import ttkbootstrap as ttk
 
+from kd.core import names as n
+from kd.core.labels import VERIFICATION_SOURCE_LABELS, mark, shown
 from kd.errors import UserError
 from kd.views.dialogs import KDV_TYPES
-from kd.views.step_common import InfoLine, actor, auto_wrap, fallback_import, shown
+from kd.views.step_common import InfoLine, actor, auto_wrap, fallback_import
 from kd.views.table_page import TablePage
-from kd.views.widgets import mark
 
 COLUMNS = [
     ("id", "场次", 50),
@@ -38,7 +39,6 @@ COLUMNS = [
     ("verified_at", "验证时间", 150),
     ("source", "验证方式", 80),
 ]
-SOURCES = {"online": "联网验证", "manual": "手工导入"}
 KDV_TITLE = "手工导入授权验证文件（.KDV）"
 SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00开考则8:00校时），将机考锁插在可上互联网的电脑上，"
              "登录监控平台的校时网站，点击“读取机考锁时间”进行校时；提示“校时授权成功!”才算校时完成。"
@@ -47,9 +47,8 @@ SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00�
 
 class VerifyPage(TablePage):
     title = "授权验证"
-    events = frozenset({"session.verified", "session.authorized", "package.loaded", "lock.attached",
-                        "lock.detached", "system.initialized", "system.restored", "system.converted_to_formal",
-                        "net.status"})
+    events = frozenset({n.SESSION_VERIFIED, n.SESSION_AUTHORIZED, n.PACKAGE_LOADED, n.LOCK_ATTACHED, n.LOCK_DETACHED,
+                        n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL, n.NET_STATUS})
 
     columns = COLUMNS
     table_height = 7
@@ -83,36 +82,31 @@ class VerifyPage(TablePage):
 
     # -- snapshot / render ---------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:
-        snap = dict(self.core.verification.snapshot())
-        snap["sync"] = self.core.verification.sync_state(snap["sessions"])
-        if self.reachable is None:  # not known yet: ask once (the site probes from then on: net.status)
+        """``view``: the sessions (``VerificationSnapshot``), ``sync``: the dongle's 校时 state,
+        ``reachable``: the platform (asked once, until the site's ``net.status`` events say)."""
+        view = self.core.verification.view()
+        snap = {"view": view, "sync": self.core.verification.sync_state([s.as_dict() for s in view.sessions])}
+        if self.reachable is None:
             snap["reachable"] = self.core.status.probe()
         return snap
 
     def on_event(self, event: Any) -> None:
-        if event.name == "net.status":
+        if event.name == n.NET_STATUS:
             self.reachable = bool(event.data.get("ok"))
             self._show_sync_button()
             return
         self.refresh()
 
-    @staticmethod
-    def step_done(core: Any) -> bool:
-        snap = core.verification.snapshot()
-        current = snap.get("current")
-        return any(s["id"] == current and s["verified"] for s in snap["sessions"])
-
     def render(self, snap: Dict[str, Any]) -> None:
-        sessions = snap.get("sessions") or []
-        rows = [{"id": s["id"], "name": s["name"], "start": shown(s["start"]), "duration": s["duration_min"],
-                 "authorized": mark(s["authorized"]), "verified": mark(s["verified"]),
-                 "verified_at": shown(s.get("verified_at")),
-                 "source": SOURCES.get(s.get("verification_source") or "", "")} for s in sessions]
+        view = snap["view"]
+        rows = [{"id": s.id, "name": s.name, "start": shown(s.start), "duration": s.duration_min,
+                 "authorized": mark(s.authorized), "verified": mark(s.verified), "verified_at": shown(s.verified_at),
+                 "source": VERIFICATION_SOURCE_LABELS.get(s.verification_source or "", "")} for s in view.sessions]
         self.table.set_rows(rows)
         before = self.selected_session()
-        self._ids = [s["id"] for s in sessions]
-        self.session.configure(values=["{} {}（{}）".format(s["id"], s["name"], shown(s["start"])) for s in sessions])
-        chosen = before if before in self._ids else snap.get("current")
+        self._ids = [s.id for s in view.sessions]
+        self.session.configure(values=["{} {}（{}）".format(s.id, s.name, shown(s.start)) for s in view.sessions])
+        chosen = before if before in self._ids else view.current
         if chosen in self._ids:
             self.session.current(self._ids.index(chosen))
         else:
@@ -161,8 +155,9 @@ class VerifyPage(TablePage):
             text = "校时状态：校时时间不在场次 {} 开考前一小时内，请在开考前一小时内重新校时。".format(sid)
             style = "warning"
         self.sync_status.configure(text=text, bootstyle=style)
-        row = next((s for s in snap.get("sessions") or [] if s["id"] == sid), None)
-        self.status.configure(text="授权验证状态：{}".format(mark(row["verified"])) if row else "")
+        view = snap.get("view")
+        row = next((s for s in view.sessions if s.id == sid), None) if view is not None else None
+        self.status.configure(text="授权验证状态：{}".format(mark(row.verified)) if row else "")
 
     # -- actions -------------------------------------------------------------------------
     def _verified(self, _row: Any) -> None:

@@ -1,10 +1,10 @@
-"""Small widgets every page uses: the manual's tables, status marks, fonts.
+"""Small widgets every page uses: the manual's tables and fonts.
 
 ``Table(parent, columns)`` is a ``ttk.Treeview`` with scroll bars whose columns are
 ``(key, heading, width)``; ``set_rows(rows)`` replaces the content from a list of dicts
-(missing keys show empty), keeps the selection by the first column, and can end with a
-bold totals row (人数统计). ``mark(flag)`` is ✓ / ✗ as in the manual. ``ui_font()``
-picks Microsoft YaHei where Windows has it and a CJK font elsewhere.
+(missing keys show empty, True/False as the manual's ✓ / ✗ of ``kd.core.labels.mark``),
+keeps the selection by the first column, and can end with a bold totals row (人数统计).
+``ui_font()`` picks Microsoft YaHei where Windows has it and a CJK font elsewhere.
 """
 
 import tkinter as tk
@@ -12,6 +12,8 @@ import tkinter.font as tkfont
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ttkbootstrap as ttk
+
+from kd.core import labels
 
 Column = Tuple[str, str, int]
 
@@ -38,11 +40,6 @@ def apply_fonts(root: tk.Misc, size: int = 10) -> str:
         except tk.TclError:
             pass
     return family
-
-
-def mark(flag: Any) -> str:
-    """✓ for a true value, ✗ otherwise (the manual's done marks)."""
-    return "✓" if flag else "✗"
 
 
 class Table(ttk.Frame):
@@ -103,8 +100,6 @@ class Table(ttk.Frame):
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    if value is True:
-        return "✓"
-    if value is False:
-        return "✗"
+    if isinstance(value, bool):
+        return labels.mark(value)
     return str(value)

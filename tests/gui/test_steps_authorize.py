@@ -2,10 +2,12 @@
 
 import pytest
 
+from kd.core.labels import shown
 from kd.core.loading import LoadingService
+from kd.core.states import Step
+from kd.core.steps import step_marks
 from kd.views.dialogs import PTQ_TYPES
 from kd.views.step_authorize import AuthorizePage
-from kd.views.step_common import shown
 from tests.gui.steps_support import clipped, headings, main_thread_gc, offline_file, step_site
 from tests.support.env import make_env
 
@@ -35,7 +37,7 @@ def test_authorize_online(site):
     site.until(lambda: page.table.cells() == expected_rows(env, {"1", "2"}), "both sessions authorized")
     site.idle()
     assert page.status.cget("text") == "考试授权成功（全部 2 个场次）"
-    assert AuthorizePage.step_done(site.core)
+    assert step_marks(site.core).done(Step.AUTHORIZE)
     assert clipped(page.table) == []
     site.dialogs.check()
 
@@ -50,7 +52,7 @@ def test_platform_refusal_opens_the_ptq_dialog(site):
     site.idle()
     assert ("open_file", ("手工导入考试授权文件（.PTQ）", PTQ_TYPES)) in site.dialogs.calls
     assert site.shell.notes[0][0] == "warning" and "考试授权失败" in site.shell.notes[0][1]
-    assert not AuthorizePage.step_done(site.core)
+    assert not step_marks(site.core).done(Step.AUTHORIZE)
     # 手工导入 of session 1 as well; a file of the wrong kind is refused with a dialog
     site.dialogs.plan("open_file", offline_file(env, "verification", ".KDV", session="1"))
     page.import_button.invoke()
@@ -60,5 +62,5 @@ def test_platform_refusal_opens_the_ptq_dialog(site):
     page.import_button.invoke()
     site.until(lambda: page.table.cells() == expected_rows(env, {"1", "2"}), "both sessions")
     site.idle()
-    assert AuthorizePage.step_done(site.core)
+    assert step_marks(site.core).done(Step.AUTHORIZE)
     site.dialogs.check()

@@ -4,8 +4,10 @@ import os
 
 import pytest
 
+from kd.core.labels import shown
+from kd.core.states import Step
+from kd.core.steps import step_marks
 from kd.views.dialogs import ZIP_TYPES
-from kd.views.step_common import shown
 from kd.views.step_load import LoadPage, RoomDetail
 from tests.gui.steps_support import clipped, headings, main_thread_gc, offline_file, step_site
 from tests.support.env import make_env
@@ -25,7 +27,7 @@ def test_load_online_fills_the_table_detail_and_door_sheet(site):
     assert headings(page.table) == ["考场代码", "场次数", "数据载入时间", "是否通过校验", "校验通过的时间",
                                     "查看详情", "门贴座次表"]
     assert page.table.cells() == [] and page.info.text("publish") == "未载入"
-    assert not LoadPage.step_done(core)
+    assert not step_marks(core).done(Step.LOAD)
 
     page.load_button.invoke()
     assert str(page.load_button.cget("state")) == "disabled"  # until the worker finished
@@ -41,7 +43,7 @@ def test_load_online_fills_the_table_detail_and_door_sheet(site):
     assert page.info.labels["loaded"].cget("text") == "数据载入时间："
     assert page.info.text("verified") == shown(meta["verified_at"])
     assert str(page.load_button.cget("state")) == "normal"
-    assert LoadPage.step_done(core)
+    assert step_marks(core).done(Step.LOAD)
     assert site.shell.steps_refreshed >= 1
     assert clipped(page.table) == []
 

@@ -6,6 +6,8 @@ import threading
 import pytest
 
 from kd.core import model
+from kd.core.states import Step
+from kd.core.steps import step_marks
 from kd.views.dialogs import KDINFO_TYPES
 from kd.views.step_load import RoomDetail
 from kd.views.step_register import OPERATIONS, RegisterPage
@@ -55,7 +57,7 @@ def test_live_registration_and_revoke_with_confirmation(site):
     regs = {r["code"]: r["reg_code"] for r in core.registration.snapshot()["rooms"]}
     assert page.table.cells() == [[c, regs[c], "", "", "", "查看考场"] for c in codes]
     assert page.counts.cget("text") == "已注册考场0个，未注册考场3个"
-    assert not RegisterPage.step_done(core)
+    assert not step_marks(core).done(Step.REGISTER)
 
     proctor(site, codes[0], "192.168.1.20")
     site.until(lambda: row_of(page, codes[0])[2] == "192.168.1.20", "the registered IP")
@@ -87,7 +89,7 @@ def test_live_registration_and_revoke_with_confirmation(site):
     proctor(site, codes[0], "192.168.1.20", imported=True)
     proctor(site, codes[2], "192.168.1.22", imported=True)
     site.until(lambda: page.counts.cget("text") == "已注册考场3个，未注册考场0个", "every room registered")
-    assert RegisterPage.step_done(core)
+    assert step_marks(core).done(Step.REGISTER)
     # 查看考场
     page.table.select_index(2)
     page.view_button.invoke()

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from kd.core.states import Step
+from kd.core.steps import step_marks
 from kd.views.step_seal import BackupDialog, SealPage
 from tests.gui.steps_support import StepSite, main_thread_gc
 from tests.integration.live_helpers import Listener, authorize, loaded_env, register
@@ -38,7 +40,7 @@ def statuses(page):
 def test_failing_items_show_remedies_then_pass_and_report(site):
     page, env = site.page, site.env
     assert page.item_rows == [] and page.verdict.cget("text") == "尚未进行封场检测"
-    assert not SealPage.step_done(site.core)
+    assert not step_marks(site.core).done(Step.SEAL)
 
     page.check_button.invoke()
     site.until(lambda: page.item_rows, "the check items")
@@ -54,7 +56,7 @@ def test_failing_items_show_remedies_then_pass_and_report(site):
     shown_text = [w.cget("text") for w in page.item_widgets]
     assert any(t.endswith("处理办法：" + remedies["考场全部注册"]) for t in shown_text)
     assert page.verdict.cget("text") == "封场检测未通过：3 项未通过"
-    assert page.info.text("report") == "" and not SealPage.step_done(site.core)
+    assert page.info.text("report") == "" and not step_marks(site.core).done(Step.SEAL)
 
     register(env)
     authorize(env)
@@ -66,7 +68,7 @@ def test_failing_items_show_remedies_then_pass_and_report(site):
     site.until(lambda: page.info.text("report").startswith("上报成功 "), "上报成功 and its time")
     sent = site.core.outbox.latest("seal_check")
     assert page.info.text("report") == "上报成功 {}".format(sent["sent_at"][:19].replace("T", " "))
-    assert SealPage.step_done(site.core)
+    assert step_marks(site.core).done(Step.SEAL)
     assert all(w.winfo_width() > 1 for w in page.item_widgets)
     site.dialogs.check()
 

@@ -3,6 +3,8 @@
 
 import pytest
 
+from kd.core.states import Step
+from kd.core.steps import step_marks
 from kd.views.dialogs import KDV_TYPES
 from kd.views.step_verify import VerifyPage
 from tests.gui.steps_support import StepSite, clipped, headings, main_thread_gc, offline_file
@@ -46,7 +48,7 @@ def test_sync_state_and_kdv_fallback(site):
     assert page.lock_info.text("synced") == "未校时"
     assert "没有校时凭证" in page.sync_status.cget("text")
     assert "“校时授权成功!”才算校时完成" in page.hint.cget("text")
-    assert not VerifyPage.step_done(site.core)
+    assert not step_marks(site.core).done(Step.VERIFY)
 
     sync(env)  # 机考锁校时 on the internet PC
     page.refresh()
@@ -74,7 +76,7 @@ def test_sync_state_and_kdv_fallback(site):
     assert ("open_file", ("手工导入授权验证文件（.KDV）", KDV_TYPES)) in site.dialogs.calls
     assert page.status.cget("text") == "授权验证状态：✓"
     assert page.selected_session() == "1"
-    assert VerifyPage.step_done(site.core)
+    assert step_marks(site.core).done(Step.VERIFY)
     assert clipped(page.table) == []
     site.dialogs.check()
 
