@@ -4,18 +4,21 @@
 guard installed before any widget exists; the test fails when any other thread called
 Tk. Without a display it skips, or fails under ``KD_REQUIRE_GUI=1`` (as ``tk_root``).
 A fresh ttkbootstrap ``Style`` per root (its per-process instance outlives the root it was
-made for), and a ``gc.collect()`` on the Tk thread after the root is destroyed (widgets
-in reference cycles must not be freed by another thread). ``KD_NO_TRAY=1`` is set so no
-tray icon starts. The window has a fixed size (1366x768) as
+made for); the root is closed by ``close_tk_root`` (its pending idle work first, so no
+handler of it prints a Tcl background error into the next test) and freed by
+``free_tk_roots()`` on the Tk thread once pytest let go of the test (tests/conftest.py,
+tests/support/tkroot.py: widgets, images and the interpreter must not be freed by another
+thread). ``KD_NO_TRAY=1``
+is set so no tray icon starts. The window has a fixed size (1366x768) as
 the real one has: without it, labels that wrap to their container's width can grow the
 window without end.
 """
 
-import gc
 import os
 
 import pytest
 
+from tests.support.tkroot import close_tk_root
 from tests.support.ui import ScriptedDialogs, install_tk_guard
 
 
@@ -38,12 +41,7 @@ def gui_root(monkeypatch):
     guard = install_tk_guard(root)
     root.geometry("1366x768+0+0")  # a fixed size, as kd.views.start.fit_window gives the real window
     yield root
-    try:
-        root.destroy()
-    except tkinter.TclError:
-        pass
-    Style.instance = None
-    gc.collect()  # widgets in reference cycles are freed here, on the Tk thread, not in a worker
+    close_tk_root(root)  # idle work, destroy, ttkbootstrap's state; freed after the test (tests/conftest.py)
     assert not guard.violations, "Tk called from other threads:\n" + "\n".join(
         "{} called tk.{}:\n{}".format(*v) for v in guard.violations)
 
