@@ -52,10 +52,11 @@ import logging
 import math
 import re
 import secrets
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 from kd.core import model, names
 from kd.core.context import Context
+from kd.core.records import Account, as_doc
 from kd.errors import StoreError, UserError
 from kd.formats.timeutil import format_time, parse_time
 
@@ -133,7 +134,7 @@ def wait_text(seconds: int) -> str:
     return "{} 分 {} 秒".format(minutes, rest)
 
 
-def default_account() -> Dict[str, Any]:
+def default_account() -> Account:
     """The document of admin / 888 as it exists until changed."""
     return {"user": DEFAULT_USER, "salt": DEFAULT_SALT.hex(), "iterations": MIN_ITERATIONS, "hash": DEFAULT_HASH,
             "must_change": True, "failures": 0, "locked_until": None, "changed_at": None}
@@ -150,13 +151,13 @@ class AccountService:
         self._unrecorded = False
 
     # -- accounts ----------------------------------------------------------------------------
-    def _account(self, user: str) -> Optional[Dict[str, Any]]:
-        doc = self.ctx.stores.settings.get(model.ACCOUNTS, user)
+    def _account(self, user: str) -> Optional[Account]:
+        doc = cast(Optional[Account], self.ctx.stores.settings.get(model.ACCOUNTS, user))
         if doc is None and user == DEFAULT_USER:
             return default_account()
         return doc
 
-    def _check(self, doc: Optional[Dict[str, Any]], password: str) -> bool:
+    def _check(self, doc: Optional[Account], password: str) -> bool:
         """Constant-time check of ``password`` against ``doc`` (a dummy hash for no doc)."""
         if doc is None:
             hash_password(password, b"\0" * SALT_BYTES, ITERATIONS)
@@ -175,7 +176,7 @@ class AccountService:
             return False
         return hmac.compare_digest(hash_password(password, salt, iterations), stored)
 
-    def _locked_for(self, user: str, doc: Optional[Dict[str, Any]]) -> int:
+    def _locked_for(self, user: str, doc: Optional[Account]) -> int:
         """Seconds ``user`` must still wait (0: may try now)."""
         if doc is not None:
             until = doc.get("locked_until")
@@ -187,12 +188,12 @@ class AccountService:
         left = (until_t - self.ctx.now()).total_seconds()
         return int(math.ceil(left)) if left > 0 else 0
 
-    def _refuse_if_locked(self, user: str, doc: Optional[Dict[str, Any]]) -> None:
+    def _refuse_if_locked(self, user: str, doc: Optional[Account]) -> None:
         wait = self._locked_for(user, doc)
         if wait:
             raise LoginFailed("登录失败次数过多，暂时不能登录。", "请在 {} 后重试。".format(wait_text(wait)), wait)
 
-    def _count_attempt(self, user: str, doc: Optional[Dict[str, Any]], action: str) -> Tuple[int, int]:
+    def _count_attempt(self, user: str, doc: Optional[Account], action: str) -> Tuple[int, int]:
         """Record this attempt as a failure before the password is checked: ``(failures, wait_s)``.
 
         For an account the count and its ``locked_until`` are written to the settings DB
@@ -206,8 +207,8 @@ class AccountService:
         wait = backoff_seconds(failures)
         until = now + datetime.timedelta(seconds=wait) if wait else None
         if doc is not None:
-            self._write_account(user, dict(doc, failures=failures, locked_until=format_time(until) if until else None),
-                                action)
+            self._write_account(user, _changed(doc, failures=failures,
+                                               locked_until=format_time(until) if until else None), action)
         else:
             self._unknown[user] = (failures, until)
             while len(self._unknown) > _UNKNOWN_TRACKED:
@@ -216,10 +217,10 @@ class AccountService:
                 raise _not_recorded()
         return failures, wait
 
-    def _write_account(self, user: str, doc: Dict[str, Any], action: str) -> None:
+    def _write_account(self, user: str, doc: Account, action: str) -> None:
         """Store an account's login record; ``LoginNotRecorded`` when the settings DB refuses."""
         try:
-            self.ctx.stores.settings.put(model.ACCOUNTS, user, doc)
+            self.ctx.stores.settings.put(model.ACCOUNTS, user, as_doc(doc))
         except StoreError as e:
             first = not self._unrecorded
             self._unrecorded = True
@@ -258,7 +259,7 @@ class AccountService:
             if not self._check(doc, password or ""):
                 raise self._fail(user, failures, wait, names.ACCOUNT_LOGIN_FAILED)
             assert doc is not None
-            doc = dict(doc, failures=0, locked_until=None)
+            doc = _changed(doc, failures=0, locked_until=None)
             self._write_account(user, doc, names.ACCOUNT_LOGIN)
             must_change = bool(doc.get("must_change"))
             self.ctx.record(user, names.ACCOUNT_LOGIN, must_change=must_change)
@@ -393,7 +394,7 @@ class AccountService:
 
     def snapshot(self) -> Dict[str, Any]:
         """Accounts (no hashes) and whether 系统设置 is still to do."""
-        docs = {d["user"]: d for d in self.ctx.stores.settings.all(model.ACCOUNTS) if "user" in d}
+        docs = {d["user"]: cast(Account, d) for d in self.ctx.stores.settings.all(model.ACCOUNTS) if "user" in d}
         docs.setdefault(DEFAULT_USER, default_account())
         rows: List[Dict[str, Any]] = []
         for user in sorted(docs):
@@ -401,6 +402,13 @@ class AccountService:
             rows.append({"user": user, "must_change": bool(d.get("must_change")), "failures": d.get("failures", 0),
                          "locked_for_s": self._locked_for(user, d), "changed_at": d.get("changed_at")})
         return {"accounts": rows, "needs_setup": self.needs_setup()}
+
+
+def _changed(doc: Account, **changes: Any) -> Account:
+    """A copy of an account's document with ``changes``."""
+    new: Dict[str, Any] = dict(doc)
+    new.update(changes)
+    return cast(Account, new)
 
 
 def _not_recorded() -> LoginNotRecorded:

@@ -13,7 +13,7 @@ unpermitted start reads ``"<n>（未经许可开考）"``), ``report_view(outbox
 
 import dataclasses
 import datetime
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from kd.core import labels
 from kd.core.snapshots import fields_dict, plain
@@ -84,7 +84,7 @@ def row_cell(row: Dict[str, Any], key: str) -> str:
     return text
 
 
-def report_view(report: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def report_view(report: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """考场状态上报 of an outbox item: 成功 <time> / 等待上报 / 失败."""
     if report is None:
         return {"state": None, "label": "", "sent_at": None}

@@ -399,10 +399,10 @@ class MonitorService:
             columns=COLUMNS, rows=tuple(rows), totals=totals, status_report=report_view(status))
 
     # -- automatic reports ----------------------------------------------------------------
-    def tick(self) -> List[Dict[str, Any]]:
+    def tick(self) -> List[records.OutboxItem]:
         """Enqueue the §4.4 reports that are due; returns the enqueued outbox records."""
         plan = self._plan_now()
-        out: List[Dict[str, Any]] = []
+        out: List[records.OutboxItem] = []
         now = self.clock()
         for session_id, rooms in plan["rooms_of"].items():
             if not rooms:
@@ -430,7 +430,7 @@ class MonitorService:
                 out.append(report)
         return out
 
-    def _once(self, session_id: str, kind: str, field: str, rooms: List[str]) -> List[Dict[str, Any]]:
+    def _once(self, session_id: str, kind: str, field: str, rooms: List[str]) -> List[records.OutboxItem]:
         with self.ctx.lock:
             runtime = self.ctx.stores.runtime
             doc = runtime.get(model.SESSIONS, session_id) or {"id": session_id}

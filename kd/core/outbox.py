@@ -37,10 +37,11 @@ import logging
 import random
 import secrets
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from kd.core import labels, model, names
 from kd.core.context import Context
+from kd.core.records import OutboxItem, as_doc, outbox_item, outbox_items
 from kd.errors import PlatformRefused, UserError
 from kd.formats.timeutil import format_time, read_time
 
@@ -84,7 +85,7 @@ class Outbox:
 
     # -- storing ----------------------------------------------------------------------------
     def enqueue(self, kind: str, data: Dict[str, Any], *, session_id: Optional[str] = None,
-                room_code: Optional[str] = None) -> Dict[str, Any]:
+                room_code: Optional[str] = None) -> OutboxItem:
         """Store a report as ``pending`` (durably, before returning) and wake the sender.
 
         Raises ``ValueError`` for an unknown kind or data that is not a JSON object.
@@ -96,25 +97,25 @@ class Outbox:
         with self.ctx.lock:
             now = format_time(self.ctx.now())
             rid = "{}-{}".format(self.ctx.now().strftime("%Y%m%d%H%M%S"), secrets.token_hex(4))
-            doc = {
+            doc: OutboxItem = {
                 "id": rid, "kind": kind, "data": data, "key": new_key(), "session_id": session_id,
                 "room_code": room_code, "created_at": now, "state": PENDING, "tries": 0, "last_error": None,
                 "next_try_at": now, "sent_at": None, "failed_at": None, "report_id": None,
             }
-            stored = self._db.put(model.OUTBOX, rid, doc)
+            stored = cast(OutboxItem, self._db.put(model.OUTBOX, rid, as_doc(doc)))
             self.ctx.record(ACTOR, names.OUTBOX_ENQUEUED, id=rid, kind=kind, session_id=session_id, room_code=room_code)
         self._wake.set()
         return stored
 
-    def get(self, rid: str) -> Optional[Dict[str, Any]]:
-        return self._db.get(model.OUTBOX, rid)
+    def get(self, rid: str) -> Optional[OutboxItem]:
+        return outbox_item(self._db, rid)
 
-    def items(self) -> List[Dict[str, Any]]:
+    def items(self) -> List[OutboxItem]:
         """Every stored report, oldest first."""
-        return sorted(self._db.all(model.OUTBOX), key=lambda d: (d.get("created_at") or "", d.get("id") or ""))
+        return sorted(outbox_items(self._db), key=lambda d: (d.get("created_at") or "", d.get("id") or ""))
 
     def latest(self, kind: str, *, session_id: Optional[str] = None,
-               room_code: Optional[str] = None) -> Optional[Dict[str, Any]]:
+               room_code: Optional[str] = None) -> Optional[OutboxItem]:
         """The newest report of ``kind`` (for that session/room when given), or None."""
         found = [d for d in self.items() if d["kind"] == kind
                  and (session_id is None or d.get("session_id") == session_id)
@@ -127,7 +128,7 @@ class Outbox:
         raw = min(self.max_delay, self.base_delay * (2 ** min(max(tries - 1, 0), 30)))
         return raw * (0.5 + 0.5 * self._random.random())
 
-    def _due(self, doc: Dict[str, Any], now: datetime.datetime) -> bool:
+    def _due(self, doc: OutboxItem, now: datetime.datetime) -> bool:
         try:
             return read_time(doc.get("next_try_at")) <= now
         except ValueError:
@@ -164,13 +165,13 @@ class Outbox:
         return sent
 
     def _next_try(self, rid: str) -> Optional[datetime.datetime]:
-        doc = self.get(rid) or {}
+        doc = self.get(rid)
         try:
-            return read_time(doc.get("next_try_at"))
+            return read_time(doc.get("next_try_at") if doc is not None else None)
         except ValueError:
             return None
 
-    def _attempt(self, doc: Dict[str, Any]) -> Optional[bool]:
+    def _attempt(self, doc: OutboxItem) -> Optional[bool]:
         """One delivery: True when sent, False when refused for good, None when it is to be tried again."""
         rid = doc["id"]
         platform = self.ctx.platform
@@ -190,7 +191,7 @@ class Outbox:
                             room_code=doc.get("room_code"), report_id=(answer or {}).get("report_id"))
         return True
 
-    def _failed_attempt(self, doc: Dict[str, Any], error: Exception) -> Optional[bool]:
+    def _failed_attempt(self, doc: OutboxItem, error: Exception) -> Optional[bool]:
         rid = doc["id"]
         tries = doc.get("tries", 0) + 1
         message = error.cause if isinstance(error, UserError) else "{}: {}".format(type(error).__name__, error)
@@ -215,15 +216,15 @@ class Outbox:
                                      next_try_at=format_time(due))
         return False if refused else None
 
-    def retry(self, rid: str, actor: str) -> Dict[str, Any]:
+    def retry(self, rid: str, actor: str) -> OutboxItem:
         """Put a ``failed`` report back to ``pending`` (same key) after the cause was fixed."""
         with self.ctx.lock:
             doc = self.get(rid)
             if doc is None:
                 raise UserError("没有这条上报记录：{}".format(rid), "请刷新后重试。")
             if doc["state"] == FAILED:
-                doc = self._db.update(model.OUTBOX, rid, {"state": PENDING, "failed_at": None,
-                                                          "next_try_at": format_time(self.ctx.now())})
+                doc = cast(OutboxItem, self._db.update(model.OUTBOX, rid, {
+                    "state": PENDING, "failed_at": None, "next_try_at": format_time(self.ctx.now())}))
                 self.ctx.record(actor, names.OUTBOX_RETRIED, id=rid, kind=doc["kind"])
         self._held_until = None  # the administrator fixed the cause: try now
         self._wake.set()

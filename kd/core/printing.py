@@ -8,7 +8,7 @@ fsync, rename) and returns the path; the UI opens it with ``webbrowser``.
 
 import html
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 from kd import fileio
 from kd.errors import StoreError
@@ -72,7 +72,8 @@ def door_sheet_html(detail: Dict[str, Any]) -> str:
     return document("门贴座次表 {}".format(detail["code"]), pages)
 
 
-def site_info_html(site_code: str, exam_name: str, address: str, port: int, rooms: List[Dict[str, Any]]) -> str:
+def site_info_html(site_code: str, exam_name: str, address: str, port: int,
+                   rooms: Sequence[Mapping[str, Any]]) -> str:
     """考点信息表: one page per room with its room code, registration code, server address and port."""
     pages = []
     for room in rooms:

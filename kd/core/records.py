@@ -210,6 +210,10 @@ def rooms(db: Database) -> List[Room]:
     return cast(List[Room], db.all(model.ROOMS))
 
 
+def update_room(db: Database, code: str, changes: Dict[str, Any]) -> Room:
+    return cast(Room, db.update(model.ROOMS, code, changes))
+
+
 def session(db: Database, session_id: str) -> Optional[Session]:
     return cast(Optional[Session], db.get(model.SESSIONS, session_id))
 

@@ -49,7 +49,7 @@ import socket
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from kd import fileio
-from kd.core import model, names, printing, ratelimit, regrestore
+from kd.core import model, names, printing, ratelimit, records, regrestore
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ratelimit import AUDIT_WINDOW, Limiter, Line, Refusals
@@ -129,7 +129,7 @@ class RegistrationService:
                 raise RegistrationRefused("考点尚未导入考务，暂不能注册考场。",
                                           "请等考点管理员完成“导入考务”后再注册。")
             now = ctx.now()
-            room = ctx.stores.runtime.get(model.ROOMS, room_code) if room_code else None
+            room = records.room(ctx.stores.runtime, room_code) if room_code else None
             until = self._limiter.blocked_until(room_code, ip, now)
             if until is not None:
                 if self._refused(names.REGISTRATION_BLOCKED, room_code, room is not None, ip, now):
@@ -200,21 +200,21 @@ class RegistrationService:
     def registered_ips(self) -> Set[str]:
         """The source addresses rooms are registered from now."""
         with self.ctx.lock:
-            return {r["ip"] for r in self.ctx.stores.runtime.all(model.ROOMS) if r.get("ip")}
+            return {r["ip"] for r in records.rooms(self.ctx.stores.runtime) if r["ip"]}
 
-    def authenticate(self, room_code: str, token: str, ip: str) -> Dict[str, Any]:
+    def authenticate(self, room_code: str, token: str, ip: str) -> records.Room:
         """The room doc when ``token`` is the room's current token and ``ip`` its registered IP.
 
         Raises ``RegistrationRefused`` otherwise (revoked, re-registered, other IP).
         """
         with self.ctx.lock:
-            room = self.ctx.stores.runtime.get(model.ROOMS, str(room_code or "")[:MAX_INPUT]) if room_code else None
+            room = records.room(self.ctx.stores.runtime, str(room_code or "")[:MAX_INPUT]) if room_code else None
             if (room is None or not room.get("token") or not isinstance(token, str)
-                    or not _same(token, room["token"]) or room.get("ip") != ip):
+                    or not _same(token, room["token"] or "") or room.get("ip") != ip):
                 raise RegistrationRefused("监考机的考场注册已失效。", "请在监考机上重新注册考场。")
             return room
 
-    def mark_data_imported(self, room_code: str, token: str, ip: str, sha256: str) -> Dict[str, Any]:
+    def mark_data_imported(self, room_code: str, token: str, ip: str, sha256: str) -> records.Room:
         """Record that the room's proctor machine imported its room data file (hash ``sha256``).
 
         Raises ``RegistrationRefused`` (bad token) or ``FormatError`` (not the loaded
@@ -227,22 +227,22 @@ class RegistrationService:
                 raise FormatError("监考机导入的考场数据与考点当前的考场数据包不一致。",
                                   "请在监考机上重新下载并导入本考场的考场数据。",
                                   detail="room {} data {} != {}".format(room_code, sha256, expected))
-            doc = self.ctx.stores.runtime.update(model.ROOMS, room_code, {
+            doc = records.update_room(self.ctx.stores.runtime, room_code, {
                 "data_sha256": expected, "data_imported_at": format_time(self.ctx.now())})
             self.ctx.record("proctor", names.ROOM_DATA_IMPORTED, room=room_code, ip=ip, sha256=expected)
             return doc
 
     # -- admin side --------------------------------------------------------------------
-    def revoke(self, room_code: str, actor: str) -> Dict[str, Any]:
+    def revoke(self, room_code: str, actor: str) -> records.Room:
         """撤销注册: forget the room's IP, token and data import; disconnect it from the LAN service.
 
         Raises ``UserError`` for an unknown room. Returns the updated room doc.
         """
         with self.ctx.lock:
-            room = self.ctx.stores.runtime.get(model.ROOMS, room_code)
+            room = records.room(self.ctx.stores.runtime, room_code)
             if room is None:
                 raise UserError("没有考场 {}。".format(room_code), "请从考场列表中选择考场。")
-            doc = self.ctx.stores.runtime.update(model.ROOMS, room_code, {
+            doc = records.update_room(self.ctx.stores.runtime, room_code, {
                 "ip": None, "token": None, "registered_at": None, "data_sha256": None, "data_imported_at": None})
             self.ctx.record(actor, names.REGISTRATION_REVOKED, room=room_code, ip=room.get("ip"))
         if self.ctx.lan is not None:
@@ -252,8 +252,8 @@ class RegistrationService:
                 log.exception("could not disconnect room %s from the LAN service", room_code)
         return doc
 
-    def _rooms_in_order(self) -> List[Dict[str, Any]]:
-        docs = {d["code"]: d for d in self.ctx.stores.runtime.all(model.ROOMS)}
+    def _rooms_in_order(self) -> List[records.Room]:
+        docs = {d["code"]: d for d in records.rooms(self.ctx.stores.runtime)}
         return [docs[r["code"]] for r in self.loading.rooms() if r["code"] in docs]
 
     def export_site_info(self, folder: str, actor: str, server_address: Optional[str] = None,
@@ -274,7 +274,8 @@ class RegistrationService:
                 raise not_loaded()
             rooms = self._rooms_in_order()
             site = manifest["site_code"]
-            body = kdinfo.make_body(site, meta["manifest_sha256"], format_time(ctx.now()), rooms)
+            body = kdinfo.make_body(site, meta["manifest_sha256"], format_time(ctx.now()),
+                                    [records.as_doc(r) for r in rooms])
             dongle = ctx.dongle_or_raise()
             sig = dongle.sign(kdinfo.body_digest(body))
             data = kdinfo.build_kdinfo(body, sig.lock_id, sig.clock_ms, sig.signature)
@@ -328,7 +329,7 @@ class RegistrationService:
         return self.view().as_dict()
 
 
-def registration_state(room: Dict[str, Any], expected_sha256: Optional[str]) -> RegistrationState:
+def registration_state(room: records.Room, expected_sha256: Optional[str]) -> RegistrationState:
     """A room's registration: unregistered (no IP), registered, or its data imported (the loaded
     package's room data, ``expected_sha256``)."""
     if not room.get("ip"):

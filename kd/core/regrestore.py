@@ -25,7 +25,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-from kd.core import labels, model, names
+from kd.core import labels, model, names, records
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ports import DongleSignature
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class RegistrationRestore:
     """恢复注册 from a KDINFO: the preview and the restore."""
 
-    def __init__(self, ctx: Context, loading: LoadingService, rooms_in_order: Callable[[], List[Dict[str, Any]]],
+    def __init__(self, ctx: Context, loading: LoadingService, rooms_in_order: Callable[[], List[records.Room]],
                  connected: Optional[Callable[[str], bool]] = None) -> None:
         """``rooms_in_order()``: the runtime room docs in package order; ``connected(room_code)``:
         whether the room's proctor is connected now (without it no room counts as connected)."""
