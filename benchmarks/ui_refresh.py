@@ -1,8 +1,8 @@
 """ui_refresh: re-render the 考场管理 monitoring page (§4.3) for 100 rooms after a snapshot change.
 
 A real ``MonitorPage`` in a ttkbootstrap window (under Xvfb: one is started on a free
-display when ``DISPLAY`` is not set) renders snapshots built as ``core.monitor.snapshot``
-returns them (100 rooms, two sessions). Each timed step renders the next of a few
+display when ``DISPLAY`` is not set) renders snapshots built as ``core.monitor.view``
+returns them (``MonitorSnapshot``) (100 rooms, two sessions). Each timed step renders the next of a few
 snapshots that differ the way heartbeats change them (已登录 / 考试中 counts, one room
 connecting or dropping, the totals) and lets Tk redraw (``update_idletasks``): the time
 the Tk thread is busy per refresh. ``full_ms`` is the same when the room set changes
@@ -46,9 +46,11 @@ def start_xvfb() -> Optional[subprocess.Popen]:
     raise RuntimeError("could not start Xvfb")
 
 
-def snapshot(variant: int, rooms: int = ROOMS) -> Dict[str, Any]:
-    """A monitor snapshot shaped like ``MonitorService.snapshot``; ``variant`` moves the live counts."""
+def snapshot(variant: int, rooms: int = ROOMS) -> Any:
+    """A monitor snapshot as ``MonitorService.view`` returns it; ``variant`` moves the live counts."""
+    from kd.core.livesnapshots import MonitorRow, MonitorSnapshot  # noqa: PLC0415
     from kd.core.monitor import COLUMNS, TOTAL_LABEL  # noqa: PLC0415
+    from kd.core.states import RoomSessionState, StartKind  # noqa: PLC0415
 
     rows: List[Dict[str, Any]] = []
     for i in range(rooms):
@@ -64,11 +66,12 @@ def snapshot(variant: int, rooms: int = ROOMS) -> Dict[str, Any]:
         totals[key] = sum(1 for r in rows if r[key])
     for key in ("candidates", "logged_in", "in_exam"):
         totals[key] = sum(r[key] for r in rows)
-    return {"session": {"id": "S1", "name": "第一场次", "start": "2026-11-26 09:00", "duration_min": 120},
-            "sessions": [{"id": "S1", "name": "第一场次"}, {"id": "S2", "name": "第二场次"}],
-            "columns": COLUMNS, "rows": rows, "totals": totals,
-            "status_report": {"state": "sent", "label": "成功 2026-11-26 09:{:02d}:00".format(variant % 60),
-                              "sent_at": None}}
+    return MonitorSnapshot(
+        session={"id": "S1", "name": "第一场次", "start": "2026-11-26 09:00", "duration_min": 120},
+        sessions=({"id": "S1", "name": "第一场次"}, {"id": "S2", "name": "第二场次"}), columns=COLUMNS,
+        rows=tuple(MonitorRow(start=StartKind.PERMITTED, unpermitted=False, unpermitted_at=None,
+                              state=RoomSessionState.STARTED, **r) for r in rows), totals=totals,
+        status_report={"state": "sent", "label": "成功 2026-11-26 09:{:02d}:00".format(variant % 60), "sent_at": None})
 
 
 class _Shell:

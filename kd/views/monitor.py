@@ -5,16 +5,18 @@ One row per room of the chosen session: 考场编号 | 注册IP | 考场数据�
 then the 人数统计 totals row (counts of rooms for the yes/no columns as ``n/rooms``, sums
 for the people). Footer: 场次名称 selector, 开考时间, 考场状态上报 成功 <time>.
 
-A room whose start was 未经许可开考 (the snapshot row's ``unpermitted`` flag; the page
-never reads the labels) is painted red: the row gets the tag ``unpermitted`` (white on
-``ALARM_BG``), its 考试中 cell reads ``<n>（未经许可开考）`` (``row_cell``), and a red line
-under the table names the rooms. A room not connected gets the tag ``off`` (red text).
+A room whose start was 未经许可开考 (the ``MonitorRow``'s ``unpermitted`` flag: the page
+decides on the core's typed view, ``core.monitor.view``, never on a label) is painted
+red: the row gets the tag ``unpermitted`` (white on ``ALARM_BG``), its 考试中 cell reads
+``<n>（未经许可开考）`` (``row_cell``), and a red line under the table names the rooms. A
+room not connected gets the tag ``off`` (red text).
 
-Everything comes from ``core.monitor.snapshot(session_id)`` (a worker). Heartbeats live
+Everything comes from ``core.monitor.view(session_id)`` (a worker). Heartbeats live
 in memory and are no hub events, so while the page is shown it refreshes on a timer
 (``REFRESH_MS``, the shell loop's ``every`` timer owned by the page: cancelled when the
-page is unmapped or destroyed) as well as after the hub events in ``events``. ``render`` updates the rows in
-place (``LiveTable``) when the rooms are the same, so a refresh of 100 rooms is cheap.
+page is unmapped or destroyed) as well as after the hub events in ``events``. ``render``
+updates the rows in place (``LiveTable``) when the rooms are the same, so a refresh of
+100 rooms is cheap.
 """
 
 import logging
@@ -23,7 +25,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import ttkbootstrap as ttk
 
 from kd.core import names as n
-from kd.core.monitor import COLUMNS, UNPERMITTED_LABEL, row_cell
+from kd.core.labels import UNPERMITTED_LABEL
+from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text
+from kd.core.monitor import COLUMNS
 from kd.errors import UserError
 from kd.views.base import Page
 from kd.views.live_table import LiveTable
@@ -45,17 +49,25 @@ BOOL_KEYS = ("data_imported", "authorized", "verified", "ended", "reported", "co
 COUNT_KEYS = ("candidates", "logged_in", "in_exam")
 
 
-def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+def row_cell(row: MonitorRow, key: str) -> str:
+    """A cell as shown; 考试中 of a 未经许可开考 room says so (``<n>（未经许可开考）``)."""
+    text = cell_text(key, getattr(row, key))
+    if key == "in_exam" and row.unpermitted:
+        return "{}（{}）".format(text, UNPERMITTED_LABEL)
+    return text
+
+
+def format_rows(snap: MonitorSnapshot) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
     """The snapshot's rows and totals as the table shows them (display strings)."""
     rows = []
-    for r in snap.get("rows") or []:
+    for r in snap.rows:
         shown: Dict[str, Any] = {key: row_cell(r, key) for key, _ in COLUMNS}
-        if r.get("unpermitted"):
+        if r.unpermitted:
             shown["_tags"] = ("unpermitted",)
-        elif not r.get("connected"):
+        elif not r.connected:
             shown["_tags"] = ("off",)
         rows.append(shown)
-    totals = snap.get("totals") or {}
+    totals = snap.totals or {}
     if not rows:
         return rows, None
     rooms = totals.get("rooms", len(rows))
@@ -67,9 +79,9 @@ def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Di
     return rows, total
 
 
-def alarm_text(snap: Dict[str, Any]) -> str:
+def alarm_text(snap: MonitorSnapshot) -> str:
     """The red line under the table: the rooms whose start was 未经许可开考 ("" when none)."""
-    rooms = [r["room"] for r in snap.get("rows") or [] if r.get("unpermitted")]
+    rooms = [r.room for r in snap.rows if r.unpermitted]
     if not rooms:
         return ""
     return "{}：考场 {}（开考时考点机未给予开考许可，请立即核实）".format(UNPERMITTED_LABEL, "、".join(rooms))
@@ -161,23 +173,22 @@ class MonitorPage(Page):
         return self._timer is not None and self._timer.active
 
     # -- the core (worker) -----------------------------------------------------------------
-    def snapshot(self) -> Any:
+    def snapshot(self) -> MonitorSnapshot:
         chosen = self._session_id
         try:
-            return self.core.monitor.snapshot(chosen)
+            return self.core.monitor.view(chosen)
         except UserError:
             if chosen is None:
                 raise
             log.info("session %s is gone; showing the current session", chosen)
-            return self.core.monitor.snapshot(None)
+            return self.core.monitor.view(None)
 
     # -- rendering (Tk) --------------------------------------------------------------------
-    def render(self, snapshot: Any) -> None:
-        snap = snapshot or {}
+    def render(self, snap: MonitorSnapshot) -> None:
         rows, total = format_rows(snap)
         self.table.set_rows(rows, total)
-        session = snap.get("session") or {}
-        sessions = snap.get("sessions") or []
+        session = snap.session or {}
+        sessions = list(snap.sessions)
         ids = [s["id"] for s in sessions]
         if ids != self._session_ids:
             self._session_ids = ids
@@ -186,7 +197,7 @@ class MonitorPage(Page):
         if sid in ids and self.session_box.current() != ids.index(sid):
             self.session_box.current(ids.index(sid))
         _set(self.start_label, show_time(session.get("start")))
-        report = snap.get("status_report") or {}
+        report = snap.status_report or {}
         _set(self.report_label, report.get("label") or "")
         state = report.get("state")
         _set(self.report_label, OK_COLOUR if state == "sent" else (BAD_COLOUR if state == "failed" else ""),
@@ -194,7 +205,7 @@ class MonitorPage(Page):
         if not sessions:
             _set(self.hint, "尚未导入考务，没有可监控的考场。")
         else:
-            totals = snap.get("totals") or {}
+            totals = snap.totals or {}
             _set(self.hint, "共 {} 个考场，{} 个与考场连接（每 {} 秒刷新）".format(
                 totals.get("rooms", len(rows)), totals.get("connected", 0), REFRESH_MS // 1000))
         _set(self.alarm, alarm_text(snap))

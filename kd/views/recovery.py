@@ -22,8 +22,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import ttkbootstrap as ttk
 
 from kd.core import names as n
+from kd.core.labels import label
+from kd.core.livesnapshots import RecoveryRow, RecoverySnapshot
 from kd.core.loading import NotLoaded
-from kd.core.recovery import COLUMNS, COUNT_KEYS, RECOVERED
+from kd.core.recovery import COLUMNS, COUNT_KEYS
+from kd.core.states import Situation
 from kd.errors import ResultConflict, UserError
 from kd.views.base import Page
 from kd.views.dialogs import RESULT_TYPES
@@ -42,34 +45,34 @@ def columns_for(subject_labels: List[str]) -> List[Tuple[str, str, int]]:
     """The table's columns; with two subjects the counts are headed ``考生人数(科目1/科目2)``."""
     suffix = "\n({})".format("/".join(subject_labels)) if len(subject_labels) > 1 else ""
     out = []
-    for key, label in COLUMNS:
-        text = label + suffix if key in COUNT_KEYS else label
+    for key, heading in COLUMNS:
+        text = heading + suffix if key in COUNT_KEYS else heading
         out.append((key, text, WIDTHS.get(key, 70)))
     return out
 
 
-def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+def format_rows(snap: RecoverySnapshot) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
     """Rows and totals as shown (display strings); rows keep ``room``/``session`` ids for 查看."""
-    multi = bool(snap.get("subject_columns"))
-    names = {s["id"]: s.get("name") or s["id"] for s in snap.get("sessions") or []}
+    multi = bool(snap.subject_columns)
+    names = {s["id"]: s.get("name") or s["id"] for s in snap.sessions}
     rows = []
-    for r in snap.get("rows") or []:
-        shown: Dict[str, Any] = {"room": r["room"], "session": r["session"], "session_id": r["session"],
-                                 "recovered": r.get("recovered"), "report": r.get("report")}
+    for r in snap.rows:
+        shown: Dict[str, Any] = {"room": r.room, "session": r.session, "session_id": r.session,
+                                 "recovered": r.recovered, "report": label(r.report)}
         for key in COUNT_KEYS:
-            shown[key] = _counts(r, key, multi)
-        situation = r.get("situation") or ""
-        if r.get("recovered"):
-            shown["situation"] = VIEW if situation == RECOVERED else "{}（有冲突）".format(VIEW)
-        else:
-            shown["situation"] = situation
-        if situation != RECOVERED and r.get("recovered"):
+            shown[key] = _row_counts(r, key, multi)
+        if r.situation == Situation.RECOVERED:
+            shown["situation"] = VIEW
+        elif r.situation == Situation.CONFLICT:  # recovered; another package for it was refused
+            shown["situation"] = "{}（有冲突）".format(VIEW)
             shown["_tags"] = ("conflict",)
-        shown["session_name"] = names.get(r["session"], r["session"])
+        else:
+            shown["situation"] = label(r.situation)
+        shown["session_name"] = names.get(r.session, r.session)
         rows.append(shown)
     if not rows:
         return rows, None
-    totals = snap.get("totals") or {}
+    totals = snap.totals or {}
     total: Dict[str, Any] = {"room": totals.get("label", "人数统计"), "session": ""}
     for key in COUNT_KEYS:
         total[key] = _counts(totals, key, multi)
@@ -78,10 +81,16 @@ def format_rows(snap: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], Optional[Di
     return rows, total
 
 
-def _counts(row: Dict[str, Any], key: str, multi: bool) -> str:
+def _counts(totals: Dict[str, Any], key: str, multi: bool) -> str:
     if multi:
-        return "/".join(str(s.get(key, 0)) for s in row.get("subjects") or [])
-    return str(row.get(key, 0))
+        return "/".join(str(s.get(key, 0)) for s in totals.get("subjects") or [])
+    return str(totals.get(key, 0))
+
+
+def _row_counts(row: RecoveryRow, key: str, multi: bool) -> str:
+    if multi:
+        return "/".join(str(getattr(s, key)) for s in row.subjects)
+    return str(getattr(row, key))
 
 
 class RecoveryPage(Page):
@@ -206,49 +215,48 @@ class RecoveryPage(Page):
         self.detail_window = DetailWindow(self, detail)
 
     # -- the core (worker) -----------------------------------------------------------------
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Tuple[RecoverySnapshot, str]:
+        """The typed view (``core.recovery.view``) and what keeps it empty ("" or the cause)."""
         try:
-            return self.core.recovery.snapshot(self._session_id)
+            return self.core.recovery.view(self._session_id), ""
         except NotLoaded as e:
-            return {"error": e.cause}
+            return EMPTY, e.cause
         except UserError:
             if self._session_id is None:
                 raise
-            return self.core.recovery.snapshot(None)
+            return self.core.recovery.view(None), ""
 
     # -- rendering (Tk) --------------------------------------------------------------------
-    def render(self, snapshot: Any) -> None:
-        snap = snapshot or {}
-        subjects = list(snap.get("subject_columns") or [])
+    def render(self, snapshot: Tuple[RecoverySnapshot, str]) -> None:
+        snap, error = snapshot
+        subjects = list(snap.subject_columns)
         if subjects != self._subjects:
             self._subjects = subjects
             self.table.set_columns(columns_for(subjects))
         rows, total = format_rows(snap)
         self.table.set_rows(rows, total)
-        sessions = snap.get("sessions") or []
-        ids: List[Optional[str]] = [None] + [s["id"] for s in sessions]
+        ids: List[Optional[str]] = [None] + [s["id"] for s in snap.sessions]
         if ids != self._session_ids:
             self._session_ids = ids
-            self.session_box.configure(values=[ALL] + [s.get("name") or s["id"] for s in sessions])
-        chosen = snap.get("session")
-        if chosen in ids and self.session_box.current() != ids.index(chosen):
-            self.session_box.current(ids.index(chosen))
+            self.session_box.configure(values=[ALL] + [s.get("name") or s["id"] for s in snap.sessions])
+        if snap.session in ids and self.session_box.current() != ids.index(snap.session):
+            self.session_box.current(ids.index(snap.session))
         self._render_report(snap)
-        if snap.get("error"):
-            text = snap["error"]
-        elif snap.get("conflicts"):
+        if error:
+            text = error
+        elif snap.conflicts:
             text = "有 {} 个结果包与已回收的结果不一致，已拒绝（原结果保留）：{}。点击“查看”了解详情。".format(
-                len(snap["conflicts"]), "、".join("{}（场次{}）".format(c["room"], c["session"])
-                                               for c in snap["conflicts"][:5]))
+                len(snap.conflicts), "、".join("{}（场次{}）".format(c["room"], c["session"])
+                                            for c in snap.conflicts[:5]))
         else:
             text = ""
         if self.hint.cget("text") != text:
             self.hint.configure(text=text)
 
-    def _render_report(self, snap: Dict[str, Any]) -> None:
-        report = snap.get("recovery_report")
+    def _render_report(self, snap: RecoverySnapshot) -> None:
+        report = snap.recovery_report
         if not report:
-            text, colour = ("全部考场已回收" if snap.get("all_recovered") else ""), ""
+            text, colour = ("全部考场已回收" if snap.all_recovered else ""), ""
         elif report.get("state") == "sent":
             text, colour = "回收状态上报：成功 {}".format(_short_time(report.get("sent_at"))), OK_COLOUR
         elif report.get("state") == "failed":
@@ -257,6 +265,11 @@ class RecoveryPage(Page):
             text, colour = "回收状态上报：等待上报", ""
         if self.report_label.cget("text") != text:
             self.report_label.configure(text=text, foreground=colour)
+
+
+#: the table before any package is loaded
+EMPTY = RecoverySnapshot(session=None, sessions=(), columns=(), subject_columns=(), rows=(), totals={}, conflicts=(),
+                         all_recovered=False, recovery_report=None)
 
 
 def _short_time(value: Optional[str]) -> str:
