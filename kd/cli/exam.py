@@ -12,6 +12,7 @@ import sys
 from typing import Any, Dict, List
 
 from kd.cli import Session, add_json, add_password
+from kd.core.labels import mark
 from kd.core.model import LAN_PORT
 from kd.errors import UserError
 
@@ -59,7 +60,7 @@ def register(commands: Any) -> None:
 
 
 def _yes(flag: Any) -> str:
-    return "✓" if flag else "✗"
+    return mark(flag)
 
 
 def _table(header: List[str], rows: List[List[Any]]) -> str:

@@ -46,13 +46,16 @@ def register(commands: Any) -> None:
 
 
 def _seal_text(result: Dict[str, Any]) -> str:
-    marks = {"pass": "✓", "fail": "✗", "skipped": "-"}
+    from kd.core import labels  # noqa: PLC0415
+    from kd.core.states import CheckStatus  # noqa: PLC0415
+
     lines = []
     for item in result["items"]:
-        lines.append("{} {}：{}".format(marks.get(item["status"], "?"), item["label"], item["detail"]))
+        lines.append("{} {}：{}".format(labels.check_mark(item["status"]), item["label"], item["detail"]))
         if item.get("remedy"):
             lines.append("    处理：" + item["remedy"])
-    lines.append("封场检测{}（{}）".format("通过" if result["passed"] else "未通过", result["checked_at"]))
+    lines.append("封场检测{}（{}）".format(labels.label(CheckStatus.PASS if result["passed"] else CheckStatus.FAIL),
+                                      result["checked_at"]))
     if result.get("report_label"):
         lines.append("状态上报：" + result["report_label"])
     return "\n".join(lines)
@@ -69,6 +72,8 @@ def run_seal(s: Session) -> int:
 
 
 def run_verify(s: Session) -> int:
+    from kd.core.labels import VERIFICATION_SOURCE_LABELS  # noqa: PLC0415
+
     opts: argparse.Namespace = s.opts
     service = s.core.verification
     if opts.file:
@@ -76,12 +81,15 @@ def run_verify(s: Session) -> int:
     else:
         row = service.verify_online(opts.session, s.actor)
     s.out(row, "场次 {}（{}）授权验证通过：{}（{}）。".format(
-        row["id"], row.get("name") or "", row["verified_at"], "手工导入" if opts.file else "联网验证"))
+        row["id"], row.get("name") or "", row["verified_at"],
+        VERIFICATION_SOURCE_LABELS.get(row.get("verification_source") or "", "")))
     return 0
 
 
 def _monitor_text(snap: Dict[str, Any]) -> str:
-    from kd.core.monitor import COLUMNS, UNPERMITTED_LABEL, row_cell  # noqa: PLC0415
+    from kd.core.labels import UNPERMITTED_LABEL  # noqa: PLC0415
+    from kd.core.livesnapshots import row_cell  # noqa: PLC0415
+    from kd.core.monitor import COLUMNS  # noqa: PLC0415
 
     if snap.get("session") is None:
         return "尚未导入考务，没有场次。"

@@ -100,7 +100,7 @@ def run_login(s: Session) -> int:
 
 
 def run_setup(s: Session) -> int:
-    from kd.core.model import MODE_LABELS  # noqa: PLC0415
+    from kd.core.labels import MODE_LABELS  # noqa: PLC0415
 
     opts = s.opts
     password = read_line("监控平台密码") if opts.platform_password_stdin else None

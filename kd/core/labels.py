@@ -7,7 +7,8 @@ Chinese strings.
 
 - ``label(member)``: the label of a state enum member (``SessionState.VERIFIED`` → 已验证,
   ``Situation.CONFLICT`` → 已回收（有冲突）...); ``None`` is "", an unknown value its text.
-- ``mark(flag)``: the manual's done marks ✓ / ✗; ``yes_no(key, flag)``: a 考场监控 cell.
+- ``mark(flag)``: the manual's done marks ✓ / ✗; ``check_mark(status)``: ✓ / ✗ / - of a
+  封场检测 item; ``yes_no(key, flag)``: a 考场监控 cell.
 - the code tables: ``MODE_LABELS``, ``VERIFICATION_SOURCE_LABELS``,
   ``RECOVERY_SOURCE_LABELS``, ``OUTBOX_STATE_LABELS``, ``OUTBOX_KIND_LABELS``,
   ``SEAL_ITEM_LABELS``, ``MONITOR_BOOL_LABELS``, ``CHANGE_LABELS``, ``STEP_LABELS``.
@@ -113,6 +114,18 @@ def label(value: Any) -> str:
 def upload_status_label(status: UploadStatus, left: int) -> str:
     """上报状态 of a session: 全部未上报 / N个未上报 / 全部已上报."""
     return label(status).format(left) if status == UploadStatus.PARTLY else label(status)
+
+
+#: 封场检测 item marks: ✓ passed, ✗ failed, - not checked
+CHECK_MARKS = {CheckStatus.PASS: YES_MARK, CheckStatus.FAIL: NO_MARK, CheckStatus.SKIPPED: "-"}
+
+
+def check_mark(status: Any) -> str:
+    """✓ / ✗ / - of a 封场检测 item status (a ``CheckStatus`` or its code); ? when unknown."""
+    try:
+        return CHECK_MARKS[CheckStatus(status)]
+    except ValueError:
+        return "?"
 
 
 def mark(flag: Any) -> str:
