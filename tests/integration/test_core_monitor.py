@@ -211,3 +211,28 @@ def test_start_without_permit_and_end_without_start(env):
     assert doc["started_at"] and doc["ended_at"] and doc["unpermitted_at"]
     started = [r for r in mon.tick() if r["kind"] == "session_started"]
     assert started[0]["data"]["unpermitted"] == [codes[1], codes[2]]
+
+
+def test_monitor_view_rows_carry_their_room_session_state(env):
+    from kd.core import lifecycle
+    from kd.core.states import RoomSessionState, StartKind
+
+    clock = Clock()
+    mon = monitor(env, clock)
+    codes = room_codes(env)
+    permit(env, codes[0])
+    beat(mon, codes[0], started=True)
+    beat(mon, codes[1], started=True)  # no permit: 未经许可开考
+    beat(mon, codes[0], ended=True)
+    view = mon.view("1")
+    assert view.as_dict() == mon.snapshot("1")
+    got = {r.room: r for r in view.rows}
+    assert (got[codes[0]].state, got[codes[0]].start) == (RoomSessionState.ENDED, StartKind.PERMITTED)
+    assert (got[codes[1]].state, got[codes[1]].start) == (RoomSessionState.STARTED_UNPERMITTED, StartKind.UNPERMITTED)
+    assert (got[codes[2]].state, got[codes[2]].start) == (RoomSessionState.PLANNED, None)
+    doc = env.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(codes[0], "1"))
+    assert doc["permitted_at"] and doc["started_at"] and doc["ended_at"] and "unpermitted_at" not in doc
+    assert lifecycle.room_session_state(doc) == RoomSessionState.ENDED
+    actions = [e["action"] for e in env.ctx.audit.entries()]
+    assert actions.count("room.permitted") == 1 and actions.count("room.started") == 1
+    assert actions.count("room.started_unpermitted") == 1 and actions.count("room.ended") == 1

@@ -506,3 +506,24 @@ def test_backup_preview_of_a_complete_set(env):
     preview = env.upload.backup_preview()
     assert preview["complete"] is True and preview["lines"] == []
     assert preview["not_recovered"] == preview["damaged"] == [] and preview["recovered"] == len(pairs(env))
+
+
+def test_recovery_view_carries_the_states_and_the_lifecycle(env):
+    from kd.core import lifecycle
+    from kd.core.states import ReportState, RoomSessionState, Situation
+
+    (room, session), (room2, _), *_ = pairs(env)
+    send(env, room, session, package(env, room, session))
+    send(env, room2, session, package(env, room2, session))
+    with pytest.raises(ResultConflict):
+        send(env, room2, session, package(env, room2, session, salt=b"other"))
+    view = env.recovery.view(session)
+    assert view.as_dict() == env.recovery.snapshot(session)
+    states = {r.room: (r.situation, r.report) for r in view.rows}
+    assert states[room] == (Situation.RECOVERED, ReportState.NOT_REPORTED)
+    assert states[room2] == (Situation.CONFLICT, ReportState.NOT_REPORTED)
+    assert {s for r, (s, _) in states.items() if r not in (room, room2)} == {Situation.NOT_RECOVERED}
+    # a result received by hand for a room that never reported its start: recovered, not started
+    doc = rs(env, room, session)
+    assert lifecycle.room_session_state(doc) == RoomSessionState.RECOVERED and not lifecycle.started(doc)
+    assert "permitted_at" not in doc and doc["result"]["source"] == "lan"
