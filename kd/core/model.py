@@ -3,7 +3,9 @@
 This is the contract between the chapter services (one module per manual chapter) and
 with ``kd/lock/gate.py`` (which reads ``settings/site`` and ``package/manifest``). All
 times are ISO 8601 strings with offset (``kd.formats.timeutil.format_time``). Keys of
-composite records are ``"<room>|<session>"`` (``rs_key``).
+composite records are ``"<room>|<session>"`` (``rs_key``). The same shapes as types, with
+their constructors, are ``kd.core.records``; the lifecycle states derived from the
+timestamps are ``kd.core.lifecycle``.
 
 settings DB (``ctx.stores.settings``)
   settings/site        {"site_code", "mode": "formal"|"mock", "configured_at",
