@@ -13,9 +13,10 @@ unpermitted start reads ``"<n>（未经许可开考）"``), ``report_view(outbox
 
 import dataclasses
 import datetime
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
-from kd.core import labels
+from kd.core import labels, lifecycle
+from kd.core.records import RoomSession
 from kd.core.snapshots import fields_dict, plain
 from kd.core.states import ReportState, RoomSessionState, Situation, StartKind
 
@@ -176,7 +177,7 @@ def recovery_row(room: str, room_name: str, session: Dict[str, Any], doc: Dict[s
         situation, report = Situation.NOT_RECOVERED, ReportState.NO_DATA
     else:
         situation = Situation.CONFLICT if conflicted else Situation.RECOVERED
-        report = ReportState.REPORTED if doc.get("upload") else ReportState.NOT_REPORTED
+        report = ReportState.REPORTED if lifecycle.uploaded(cast(RoomSession, doc)) else ReportState.NOT_REPORTED
     return RecoveryRow(room=room, room_name=room_name, session=session["id"],
                        session_name=session.get("name", session["id"]), candidates=candidates,
                        present=counts.get("present", 0), absent=absent, collected=collected,

@@ -437,10 +437,9 @@ class MonitorService:
             if doc.get(field):
                 return []
             stamp = "started_at" if kind == "session_started" else "ended_at"
-            docs = {d.get("room"): d for d in runtime.find(model.ROOM_SESSIONS, session=session_id)
-                    if d.get("room") in rooms}
-            times = [d.get(stamp) for d in docs.values()]
-            unpermitted = [r for r in rooms if (docs.get(r) or {}).get("unpermitted_at")]
+            docs = {d["room"]: d for d in records.room_sessions(runtime, session_id) if d["room"] in rooms}
+            times = [records.as_doc(d).get(stamp) for d in docs.values()]
+            unpermitted = [r for r in rooms if lifecycle.start_unpermitted(docs.get(r))]
             report = self.outbox.enqueue(kind, {"rooms": len(rooms), "at": max((t for t in times if t), default=None),
                                                 "unpermitted": unpermitted}, session_id=session_id)
             doc[field] = format_time(self.ctx.now())

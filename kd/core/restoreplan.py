@@ -331,7 +331,7 @@ def holds(site: Dict[str, Any], manifest: Optional[Dict[str, Any]], rooms: Dict[
             "exam_name": (manifest or {}).get("exam_name") or "", "rooms": len(rooms),
             "rooms_registered": sum(1 for r in rooms.values() if r.get("token") or r.get("registered_at")),
             "rooms_started": sum(1 for d in _typed(rows) if lifecycle.started(d)),
-            "results_recovered": len(recovered), "results_uploaded": sum(1 for d in recovered if d.get("upload")),
+            "results_recovered": len(recovered), "results_uploaded": sum(1 for d in recovered if lifecycle.uploaded(d)),
             "conflicts": conflicts}
 
 

@@ -26,7 +26,7 @@ import base64
 import shutil
 from typing import Any, Dict, List, Optional
 
-from kd.core import labels, model, names
+from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.outbox import FAILED, SENT, Outbox
 from kd.core.snapshots import SealItem, SealReport, SealRoom, SealSnapshot
@@ -112,7 +112,7 @@ class SealCheckService:
         if not sessions:
             return self._item("authorized", FAIL, "没有场次（尚未导入考务）。", "请先完成“导入考务”。")
         missing = [sid for sid in sessions
-                   if not (self.ctx.stores.runtime.get(model.SESSIONS, sid) or {}).get("authorized_at")]
+                   if not lifecycle.authorized(records.session(self.ctx.stores.runtime, sid))]
         if missing:
             return self._item("authorized", FAIL, "未授权场次 {} 个：{}。".format(len(missing), _codes(missing)),
                               "请在“考试授权”中联网授权，或手工导入这些场次的考试授权文件（.PTQ）。")

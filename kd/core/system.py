@@ -176,7 +176,7 @@ class SystemService:
                 "sessions_authorized": sum(1 for s in sessions if lifecycle.authorized(s)),
                 "sessions_verified": sum(1 for s in sessions if lifecycle.verified(s)),
                 "results_recovered": sum(1 for d in rs if lifecycle.recovered(d)),
-                "results_uploaded": sum(1 for d in rs if lifecycle.recovered(d) and d.get("upload")),
+                "results_uploaded": sum(1 for d in rs if lifecycle.uploaded(d)),
                 "outbox_pending": sum(1 for o in outbox if o.get("state") == PENDING),
                 "exit_allowed": allowed,
                 "exit_reason": reason,
@@ -189,7 +189,7 @@ def _unreported(rows: List[records.RoomSession]) -> List[str]:
     for d in sorted(rows, key=lambda r: (str(r.get("session")), str(r.get("room")))):
         room, session = d.get("room"), d.get("session")
         if lifecycle.recovered(d):
-            if not d.get("upload"):
+            if not lifecycle.uploaded(d):
                 lines.append("考场 {} 场次 {}：已回收，未上报".format(room, session))
         elif lifecycle.started(d):
             lines.append("考场 {} 场次 {}：考试已开始，数据未回收".format(room, session))
