@@ -50,6 +50,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from kd.core import names
+
 log = logging.getLogger(__name__)
 
 ACTOR = "admin"
@@ -225,7 +227,7 @@ class Drill:
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
                                  timeout=30.0, work_dir=os.path.join(self.work, "proctors"))
         registration = self.site.core.registration
-        sub = self.site.hub.subscribe(["room.registered", "room.data_imported"])
+        sub = self.site.hub.subscribe([names.ROOM_REGISTERED, names.ROOM_DATA_IMPORTED])
         try:
             self.sim = Simulation(HOST, self.site.lan.port(), rooms, sim_options).start()
 
@@ -329,7 +331,7 @@ class Drill:
         self.counts["receipts_verified"] = verified
         # the reports go through the outbox (a background sender): wait for them
         wanted = {"seal_check": 1, "upload_status": len(self.sessions)}
-        sub = self.site.hub.subscribe(["outbox.sent", "outbox.failed", "outbox.deferred"])
+        sub = self.site.hub.subscribe([names.OUTBOX_SENT, names.OUTBOX_FAILED, names.OUTBOX_DEFERRED])
         try:
             def reports_in() -> bool:
                 self.reports = {}
