@@ -7,6 +7,9 @@ changed (``tree.item(iid, values=...)``); otherwise it rebuilds like ``Table``. 
 dicts of display values (the page formats them); extra keys are kept for ``selected()``,
 and ``_tags`` (a tuple of tree tags, e.g. ``("off",)``) colours a row.
 
+``SessionPicker(parent, on_pick, width, everything=None)`` is the live pages' 场次 selector
+(see its docstring).
+
 ``set_columns(columns)`` replaces the columns (the 科目1/科目2 headings of 数据回收) and
 clears the rows. The manual's headings are long (考场数据导入状态, 是否与考场连接 ...) and a
 Treeview heading has one line, so the table draws its own two-line header on a canvas
@@ -18,7 +21,7 @@ the header follows.
 
 import tkinter as tk
 import tkinter.font as tkfont
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ttkbootstrap as ttk
 
@@ -144,3 +147,36 @@ class LiveTable(Table):
                 item("total", values=total_shown)
             self._rows = rows
         self._ids, self._shown, self._total = ids, shown, total_shown
+
+
+class SessionPicker(ttk.Combobox):
+    """The 场次 selector of 考场管理 and 数据回收.
+
+    ``show(sessions, chosen)`` fills it from a snapshot's sessions (``{"id", "name"}``) when
+    they changed and selects ``chosen``; picking an entry calls ``on_pick(session_id)``.
+    ``everything`` is a first entry for all sessions (数据回收's 全部), whose id is None.
+    """
+
+    def __init__(self, parent: tk.Misc, on_pick: Callable[[Optional[str]], None], width: int,
+                 everything: Optional[str] = None) -> None:
+        super().__init__(parent, state="readonly", width=width, values=[everything] if everything else [])
+        self._head: List[Optional[str]] = [None] if everything else []
+        self._names: List[str] = [everything] if everything else []
+        self._ids: List[Optional[str]] = list(self._head)
+        self._on_pick = on_pick
+        if everything:
+            self.current(0)
+        self.bind("<<ComboboxSelected>>", self._picked)
+
+    def _picked(self, _event: Any = None) -> None:
+        index = self.current()
+        if 0 <= index < len(self._ids):
+            self._on_pick(self._ids[index])
+
+    def show(self, sessions: Sequence[Dict[str, Any]], chosen: Optional[str]) -> None:
+        ids = self._head + [s["id"] for s in sessions]
+        if ids != self._ids:
+            self._ids = ids
+            self.configure(values=self._names + [s.get("name") or s["id"] for s in sessions])
+        if chosen in ids and self.current() != ids.index(chosen):
+            self.current(ids.index(chosen))

@@ -30,7 +30,7 @@ from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text
 from kd.core.monitor import COLUMNS
 from kd.errors import UserError
 from kd.views.base import Page
-from kd.views.live_table import LiveTable
+from kd.views.live_table import LiveTable, SessionPicker
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ class MonitorPage(Page):
 
     def _build(self) -> None:
         self._session_id: Optional[str] = None
-        self._session_ids: List[str] = []
         self._timer: Any = None
         self._build_table()
         self._build_footer()
@@ -124,9 +123,8 @@ class MonitorPage(Page):
         foot = ttk.Frame(self)
         foot.pack(side="bottom", fill="x", pady=(6, 0))
         ttk.Label(foot, text="场次名称：").pack(side="left")
-        self.session_box = ttk.Combobox(foot, state="readonly", width=16, values=[])
+        self.session_box = SessionPicker(foot, self.choose_session, width=16)
         self.session_box.pack(side="left")
-        self.session_box.bind("<<ComboboxSelected>>", self._on_session)
         ttk.Label(foot, text="开考时间：").pack(side="left", padx=(16, 0))
         self.start_label = ttk.Label(foot, text="")
         self.start_label.pack(side="left")
@@ -135,11 +133,6 @@ class MonitorPage(Page):
         self.report_label.pack(side="left")
 
     # -- reacting --------------------------------------------------------------------------
-    def _on_session(self, _event: Any = None) -> None:
-        index = self.session_box.current()
-        if 0 <= index < len(self._session_ids):
-            self.choose_session(self._session_ids[index])
-
     def choose_session(self, session_id: Optional[str]) -> None:
         """Show ``session_id`` (None: the current session) and refresh."""
         self._session_id = session_id
@@ -189,13 +182,7 @@ class MonitorPage(Page):
         self.table.set_rows(rows, total)
         session = snap.session or {}
         sessions = list(snap.sessions)
-        ids = [s["id"] for s in sessions]
-        if ids != self._session_ids:
-            self._session_ids = ids
-            self.session_box.configure(values=[s.get("name") or s["id"] for s in sessions])
-        sid = session.get("id")
-        if sid in ids and self.session_box.current() != ids.index(sid):
-            self.session_box.current(ids.index(sid))
+        self.session_box.show(sessions, session.get("id"))
         _set(self.start_label, show_time(session.get("start")))
         report = snap.status_report or {}
         _set(self.report_label, report.get("label") or "")

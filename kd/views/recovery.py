@@ -30,7 +30,7 @@ from kd.core.states import Situation
 from kd.errors import ResultConflict, UserError
 from kd.views.base import Page
 from kd.views.dialogs import RESULT_TYPES
-from kd.views.live_table import LiveTable
+from kd.views.live_table import LiveTable, SessionPicker
 from kd.views.widgets import Table
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,6 @@ class RecoveryPage(Page):
 
     def _build(self) -> None:
         self._session_id: Optional[str] = None
-        self._session_ids: List[Optional[str]] = [None]
         self._subjects: List[str] = []
         self.detail_window: Optional[DetailWindow] = None
         self.upload_dialog: Any = None
@@ -121,10 +120,8 @@ class RecoveryPage(Page):
         foot = ttk.Frame(self)
         foot.pack(side="bottom", fill="x", pady=(6, 0))
         ttk.Label(foot, text="场次：").pack(side="left")
-        self.session_box = ttk.Combobox(foot, state="readonly", width=14, values=[ALL])
-        self.session_box.current(0)
+        self.session_box = SessionPicker(foot, self.choose_session, width=14, everything=ALL)
         self.session_box.pack(side="left")
-        self.session_box.bind("<<ComboboxSelected>>", self._on_session)
         self.report_label = ttk.Label(foot, text="")
         self.report_label.pack(side="left", padx=(16, 0))
         self.upload_button = ttk.Button(foot, text="上报", width=8, command=self._on_upload)
@@ -133,11 +130,6 @@ class RecoveryPage(Page):
         self.recover_button.pack(side="right", padx=(0, 8))
 
     # -- reacting --------------------------------------------------------------------------
-    def _on_session(self, _event: Any = None) -> None:
-        index = self.session_box.current()
-        if 0 <= index < len(self._session_ids):
-            self.choose_session(self._session_ids[index])
-
     def choose_session(self, session_id: Optional[str]) -> None:
         """Show one session (None: 全部) and refresh."""
         self._session_id = session_id
@@ -235,12 +227,7 @@ class RecoveryPage(Page):
             self.table.set_columns(columns_for(subjects))
         rows, total = format_rows(snap)
         self.table.set_rows(rows, total)
-        ids: List[Optional[str]] = [None] + [s["id"] for s in snap.sessions]
-        if ids != self._session_ids:
-            self._session_ids = ids
-            self.session_box.configure(values=[ALL] + [s.get("name") or s["id"] for s in snap.sessions])
-        if snap.session in ids and self.session_box.current() != ids.index(snap.session):
-            self.session_box.current(ids.index(snap.session))
+        self.session_box.show(snap.sessions, snap.session)
         self._render_report(snap)
         if error:
             text = error

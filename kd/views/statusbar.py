@@ -8,7 +8,7 @@ or when the bar is destroyed. ``texts()`` returns what it shows.
 
 import datetime
 import tkinter as tk
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import ttkbootstrap as ttk
 
@@ -42,18 +42,18 @@ class StatusBar(ttk.Frame):
                                      bootstyle="default" if running else "danger")
 
     def set_net(self, ok: Optional[bool]) -> None:
-        if ok is None:
-            self.labels["net"].configure(text="网络连接: 检测中", bootstyle="secondary")
-        else:
-            self.labels["net"].configure(text="网络连接: {}".format("正常" if ok else "异常"),
-                                         bootstyle="success" if ok else "danger")
+        self._state("net", "网络连接", ok, ("正常", "异常"))
 
     def set_lock(self, attached: Optional[bool]) -> None:
-        if attached is None:
-            self.labels["lock"].configure(text="机考锁: 检测中", bootstyle="secondary")
+        self._state("lock", "机考锁", attached, ("已插入", "未插入"))
+
+    def _state(self, key: str, name: str, good: Optional[bool], words: Tuple[str, str]) -> None:
+        """``name: 检测中`` (grey) while unknown, then the good word in green or the bad one in red."""
+        if good is None:
+            self.labels[key].configure(text="{}: 检测中".format(name), bootstyle="secondary")
         else:
-            self.labels["lock"].configure(text="机考锁: {}".format("已插入" if attached else "未插入"),
-                                          bootstyle="success" if attached else "danger")
+            self.labels[key].configure(text="{}: {}".format(name, words[0] if good else words[1]),
+                                       bootstyle="success" if good else "danger")
 
     def texts(self) -> Dict[str, str]:
         return {key: str(label.cget("text")) for key, label in self.labels.items()}

@@ -7,26 +7,17 @@ manual's: 场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状�
 考场注册 and 考试授权 may be done in either order.
 """
 
-from typing import Any, Dict, List
-
-import ttkbootstrap as ttk
+from typing import Any, Callable, Dict, Sequence
 
 from kd.core import names as n
 from kd.core.labels import mark, shown
-from kd.core.snapshots import AuthorizationSnapshot
-from kd.errors import UserError
+from kd.core.snapshots import AuthorizationSnapshot, SessionRow
 from kd.views.dialogs import PTQ_TYPES
-from kd.views.step_common import actor, fallback_import
+from kd.views.step_common import actor
 from kd.views.table_page import TablePage
 
-COLUMNS = [
-    ("id", "场次", 60),
-    ("name", "场次名称", 150),
-    ("start", "开考时间", 160),
-    ("duration", "考试时长", 80),
-    ("authorized", "考试授权状态", 110),
-    ("verified", "授权验证状态", 110),
-]
+COLUMNS = [("id", "场次", 60), ("name", "场次名称", 150), ("start", "开考时间", 160), ("duration", "考试时长", 80),
+           ("authorized", "考试授权状态", 110), ("verified", "授权验证状态", 110)]
 PTQ_TITLE = "手工导入考试授权文件（.PTQ）"
 NOTE = ("说明：考试授权从监控平台联网下载各场次的授权；"
         "下载失败时请手工导入该场次的考试授权文件（.PTQ）。考场注册与考试授权两个操作无先后顺序限制。")
@@ -37,6 +28,8 @@ class AuthorizePage(TablePage):
     events = frozenset({n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.PACKAGE_LOADED, n.SYSTEM_INITIALIZED,
                         n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
+    service = "authorization"
+    import_title, import_types = PTQ_TITLE, PTQ_TYPES
     heading = "场次明细："
     columns = COLUMNS
     table_height = 10
@@ -44,22 +37,18 @@ class AuthorizePage(TablePage):
 
     # -- build ---------------------------------------------------------------------------
     def _build_footer(self) -> None:
-        footer = self.bar(8)
-        self.status = ttk.Label(footer, text="")
-        self.status.pack(side="left")
-        self.authorize_button, self.import_button = self.buttons(
-            footer, right=[("考试授权", "primary", self._on_authorize), ("手工导入", "secondary", self._on_import)])
+        self.status, (self.authorize_button, self.import_button) = self.text_bar(
+            8, right=[("考试授权", "primary", self._on_authorize), ("手工导入", "secondary", self._on_import)])
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> AuthorizationSnapshot:
-        return self.core.authorization.view()
+    def rows_of(self, snap: AuthorizationSnapshot) -> Sequence[SessionRow]:
+        return snap.sessions
 
-    def render(self, snap: AuthorizationSnapshot) -> None:
-        rows: List[Dict[str, Any]] = []
-        for s in snap.sessions:
-            rows.append({"id": s.id, "name": s.name, "start": shown(s.start), "duration": s.duration_min,
-                         "authorized": mark(s.authorized), "verified": mark(s.verified)})
-        self.table.set_rows(rows)
+    def row(self, s: SessionRow) -> Dict[str, Any]:
+        return {"id": s.id, "name": s.name, "start": shown(s.start), "duration": s.duration_min,
+                "authorized": mark(s.authorized), "verified": mark(s.verified)}
+
+    def render_rest(self, snap: AuthorizationSnapshot) -> None:
         if not snap.sessions:
             text = "尚未导入考务：请先在“导入考务”中载入考场数据。"
         elif snap.all_authorized:
@@ -69,21 +58,14 @@ class AuthorizePage(TablePage):
         self.status.configure(text=text)
 
     # -- actions -------------------------------------------------------------------------
-    def _authorized(self, _snap: Any) -> None:
+    def imported(self, _snap: Any) -> None:
         self.shell.notify("考试授权成功。")
         self.shell.refresh_steps()
 
+    def importer(self) -> Callable[[str], Any]:
+        who = actor(self.shell)
+        return lambda path: self.core.authorization.import_ptq(path, who)
+
     def _on_authorize(self) -> None:
         who = actor(self.shell)
-        self.run(lambda: self.core.authorization.authorize_online(None, who), self._authorized,
-                 button=self.authorize_button, on_user_error=self._failed)
-
-    def _failed(self, exc: UserError) -> None:
-        who = actor(self.shell)
-        fallback_import(self, exc, PTQ_TITLE, PTQ_TYPES, lambda path: self.core.authorization.import_ptq(path, who),
-                        self._authorized, button=self.authorize_button)
-
-    def _on_import(self) -> None:
-        who = actor(self.shell)
-        self.import_file(PTQ_TITLE, PTQ_TYPES, lambda path: self.core.authorization.import_ptq(path, who),
-                         self._authorized, self.import_button)
+        self.online(lambda: self.core.authorization.authorize_online(None, who), self.authorize_button)

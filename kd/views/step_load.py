@@ -11,29 +11,22 @@ import) and the 校验通过 time, with 载入 (``core.loading.load_online``) an
 """
 
 import tkinter.font as tkfont
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import ttkbootstrap as ttk
 
 from kd.core import names as n
 from kd.core.labels import mark, shown
-from kd.core.snapshots import LoadingSnapshot
-from kd.errors import UserError
+from kd.core.snapshots import LoadingRow, LoadingSnapshot
 from kd.views.base import Page
 from kd.views.dialogs import ZIP_TYPES
-from kd.views.step_common import InfoLine, actor, fallback_import
+from kd.views.step_common import InfoLine, actor
 from kd.views.table_page import TablePage
 from kd.views.widgets import Table
 
-COLUMNS = [
-    ("code", "考场代码", 110),
-    ("session_count", "场次数", 60),
-    ("loaded_at", "数据载入时间", 150),
-    ("verified", "是否通过校验", 100),
-    ("verified_at", "校验通过的时间", 150),
-    ("detail", "查看详情", 80),
-    ("door", "门贴座次表", 90),
-]
+COLUMNS = [("code", "考场代码", 110), ("session_count", "场次数", 60), ("loaded_at", "数据载入时间", 150),
+           ("verified", "是否通过校验", 100), ("verified_at", "校验通过的时间", 150), ("detail", "查看详情", 80),
+           ("door", "门贴座次表", 90)]
 NOTE = "说明：考场注册与考试授权两个操作无先后顺序限制。"
 ZIP_TITLE = "手工导入考场数据包（.zip）"
 
@@ -42,8 +35,10 @@ class LoadPage(TablePage):
     title = "导入考务"
     events = frozenset({n.PACKAGE_LOADED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
+    service = "loading"
     columns = COLUMNS
     note = NOTE
+    import_title, import_types = ZIP_TITLE, ZIP_TYPES
 
     # -- build ---------------------------------------------------------------------------
     def _build_body(self) -> None:
@@ -64,16 +59,15 @@ class LoadPage(TablePage):
         self.info.pack(anchor="w", pady=(8, 0))
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> LoadingSnapshot:
-        return self.core.loading.view()
+    def rows_of(self, snap: LoadingSnapshot) -> Sequence[LoadingRow]:
+        return snap.rooms
 
-    def render(self, snap: LoadingSnapshot) -> None:
-        rows: List[Dict[str, Any]] = []
-        for room in snap.rooms:
-            rows.append({"code": room.code, "session_count": room.session_count, "loaded_at": shown(room.loaded_at),
-                         "verified": mark(room.verified), "verified_at": shown(room.verified_at), "detail": "查看",
-                         "door": "打开"})
-        self.table.set_rows(rows)
+    def row(self, room: LoadingRow) -> Dict[str, Any]:
+        return {"code": room.code, "session_count": room.session_count, "loaded_at": shown(room.loaded_at),
+                "verified": mark(room.verified), "verified_at": shown(room.verified_at), "detail": "查看",
+                "door": "打开"}
+
+    def render_rest(self, snap: LoadingSnapshot) -> None:
         self.info.set_label("loaded", "手工导入时间" if snap.source == "manual" else "数据载入时间")
         self.info.set("publish", shown(snap.publish_time) or "未载入")
         self.info.set("loaded", shown(snap.loaded_at))
@@ -81,24 +75,17 @@ class LoadPage(TablePage):
         self.empty.configure(text="" if snap.loaded else "尚未导入考务：请点击“载入”从监控平台下载考场数据。")
 
     # -- actions -------------------------------------------------------------------------
-    def _loaded(self, _result: Any) -> None:
+    def imported(self, _result: Any) -> None:
         self.shell.notify("考场数据载入成功，已通过校验。")
         self.shell.refresh_steps()
 
+    def importer(self) -> Callable[[str], Any]:
+        who = actor(self.shell)
+        return lambda path: self.core.loading.import_zip(path, who)
+
     def _on_load(self) -> None:
         who = actor(self.shell)
-        self.run(lambda: self.core.loading.load_online(who), self._loaded, button=self.load_button,
-                 on_user_error=self._load_failed)
-
-    def _load_failed(self, exc: UserError) -> None:
-        who = actor(self.shell)
-        fallback_import(self, exc, ZIP_TITLE, ZIP_TYPES, lambda path: self.core.loading.import_zip(path, who),
-                        self._loaded, button=self.load_button)
-
-    def _on_import(self) -> None:
-        who = actor(self.shell)
-        self.import_file(ZIP_TITLE, ZIP_TYPES, lambda path: self.core.loading.import_zip(path, who), self._loaded,
-                         self.import_button)
+        self.online(lambda: self.core.loading.load_online(who), self.load_button)
 
     def _selected_code(self) -> Any:
         row = self.table.selected()
@@ -137,13 +124,8 @@ class LoadPage(TablePage):
         self.run(lambda: self.core.loading.print_door_sheet(code), self.shell.open_url, button=self.door_button)
 
 
-DETAIL_COLUMNS = [
-    ("session", "场次", 100),
-    ("seat", "座位号", 60),
-    ("ticket", "准考证号", 130),
-    ("name", "姓名", 80),
-    ("subject", "科目", 200),
-]
+DETAIL_COLUMNS = [("session", "场次", 100), ("seat", "座位号", 60), ("ticket", "准考证号", 130), ("name", "姓名", 80),
+                  ("subject", "科目", 200)]
 
 
 class RoomDetail(ttk.Toplevel):

@@ -14,13 +14,11 @@ The table refreshes live when a proctor registers, imports its room data, or a
 registration is revoked or restored.
 """
 
-from typing import Any, Dict, List, Optional
-
-import ttkbootstrap as ttk
+from typing import Any, Dict, Optional, Sequence
 
 from kd.core import names as n
 from kd.core.labels import mark
-from kd.core.snapshots import RegistrationSnapshot
+from kd.core.snapshots import RegistrationRow, RegistrationSnapshot
 from kd.core.states import RegistrationState
 from kd.views.dialogs import KDINFO_TYPES
 from kd.views.step_common import actor
@@ -28,14 +26,8 @@ from kd.views.step_load import RoomDetail
 from kd.views.table_page import TablePage
 
 OPERATIONS = "撤销注册 | 查看考场"
-COLUMNS = [
-    ("code", "考场代码", 110),
-    ("reg_code", "注册码", 100),
-    ("ip", "注册IP", 120),
-    ("seal", "封场检测", 80),
-    ("note", "备注", 200),
-    ("ops", "操作", 150),
-]
+COLUMNS = [("code", "考场代码", 110), ("reg_code", "注册码", 100), ("ip", "注册IP", 120), ("seal", "封场检测", 80),
+           ("note", "备注", 200), ("ops", "操作", 150)]
 NOTE = ("说明：导出考点信息（考场代码和注册码）交给各考场，监考机用考场代码和注册码注册；"
         "全部考场注册后请再导出一次，用于重装后“恢复注册”。")
 
@@ -45,6 +37,7 @@ class RegisterPage(TablePage):
     events = frozenset({n.ROOM_REGISTERED, n.ROOM_DATA_IMPORTED, n.REGISTRATION_REVOKED, n.REGISTRATION_RESTORED,
                         n.PACKAGE_LOADED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
 
+    service = "registration"
     columns = COLUMNS
     note = NOTE
 
@@ -57,27 +50,23 @@ class RegisterPage(TablePage):
         self.revoke_button, self.view_button = self.buttons(
             self.bar(6), left=[("撤销注册", "danger-outline", self._on_revoke),
                                ("查看考场", "secondary-outline", self._on_view)])
-        footer = self.bar(8)
-        self.counts = ttk.Label(footer, text="")
-        self.counts.pack(side="left")
-        self.export_button, self.restore_button = self.buttons(
-            footer, right=[("导出考点信息", "primary", self._on_export), ("恢复注册", "secondary", self._on_restore)])
+        self.counts, (self.export_button, self.restore_button) = self.text_bar(
+            8, right=[("导出考点信息", "primary", self._on_export), ("恢复注册", "secondary", self._on_restore)])
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> RegistrationSnapshot:
-        return self.core.registration.view()
+    def rows_of(self, snap: RegistrationSnapshot) -> Sequence[RegistrationRow]:
+        return snap.rooms
 
-    def render(self, snap: RegistrationSnapshot) -> None:
-        rows: List[Dict[str, Any]] = []
-        for room in snap.rooms:
-            registered = room.state != RegistrationState.UNREGISTERED
-            note = room.note
-            if not note and room.state == RegistrationState.REGISTERED:  # its room data not imported yet
-                note = "监考机尚未导入考场数据"
-            rows.append({"code": room.code, "reg_code": room.reg_code, "ip": room.ip or "",
-                         "seal": mark(room.state == RegistrationState.DATA_IMPORTED) if registered else "",
-                         "note": note, "ops": OPERATIONS if registered else "查看考场", "registered": registered})
-        self.table.set_rows(rows)
+    def row(self, room: RegistrationRow) -> Dict[str, Any]:
+        registered = room.state != RegistrationState.UNREGISTERED
+        note = room.note
+        if not note and room.state == RegistrationState.REGISTERED:  # its room data not imported yet
+            note = "监考机尚未导入考场数据"
+        return {"code": room.code, "reg_code": room.reg_code, "ip": room.ip or "",
+                "seal": mark(room.state == RegistrationState.DATA_IMPORTED) if registered else "",
+                "note": note, "ops": OPERATIONS if registered else "查看考场", "registered": registered}
+
+    def render_rest(self, snap: RegistrationSnapshot) -> None:
         self.counts.configure(text="已注册考场{}个，未注册考场{}个".format(snap.registered, snap.unregistered))
 
     # -- actions -------------------------------------------------------------------------

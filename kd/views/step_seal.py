@@ -25,11 +25,7 @@ from kd.views.table_page import TablePage
 from kd.views.widgets import ui_font
 
 #: (key, heading, width in characters); the 说明 column wraps its text
-COLUMNS = [
-    ("label", "检测项目", 14),
-    ("status", "检测结果", 9),
-    ("detail", "说明", 0),
-]
+COLUMNS = [("label", "检测项目", 14), ("status", "检测结果", 9), ("detail", "说明", 0)]
 WRAP = 600
 #: how an item's result is shown, and its colour
 MARKS = {CheckStatus.PASS: "✓ 通过", CheckStatus.FAIL: "✗ 未通过", CheckStatus.SKIPPED: "— 未检测"}
@@ -38,6 +34,7 @@ STYLES = {CheckStatus.PASS: "success", CheckStatus.FAIL: "danger"}
 
 class SealPage(TablePage):
     title = "封场检测"
+    service = "seal"
     events = frozenset({n.SEAL_CHECKED, n.OUTBOX_SENT, n.OUTBOX_FAILED, n.OUTBOX_DEFERRED, n.OUTBOX_RETRIED,
                         n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_BACKED_UP})
 
@@ -68,9 +65,6 @@ class SealPage(TablePage):
         self.info.pack(anchor="w", pady=(6, 0))
 
     # -- snapshot / render ---------------------------------------------------------------
-    def snapshot(self) -> SealSnapshot:
-        return self.core.seal.view()
-
     def render(self, snap: SealSnapshot) -> None:
         for widget in self.item_widgets:
             widget.destroy()

@@ -18,27 +18,20 @@ platform is reachable (one ``core.status.probe()`` before the first of the site'
 (``core.status.sync_lock()``) and shows the manual's "校时授权成功!" message.
 """
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import ttkbootstrap as ttk
 
 from kd.core import names as n
 from kd.core.labels import VERIFICATION_SOURCE_LABELS, mark, shown
-from kd.errors import UserError
+from kd.core.snapshots import SessionRow
 from kd.views.dialogs import KDV_TYPES
-from kd.views.step_common import InfoLine, actor, auto_wrap, fallback_import
+from kd.views.step_common import InfoLine, actor, auto_wrap
 from kd.views.table_page import TablePage
 
-COLUMNS = [
-    ("id", "场次", 50),
-    ("name", "场次名称", 130),
-    ("start", "开考时间", 150),
-    ("duration", "考试时长", 70),
-    ("authorized", "考试授权状态", 100),
-    ("verified", "授权验证状态", 100),
-    ("verified_at", "验证时间", 150),
-    ("source", "验证方式", 80),
-]
+COLUMNS = [("id", "场次", 50), ("name", "场次名称", 130), ("start", "开考时间", 150), ("duration", "考试时长", 70),
+           ("authorized", "考试授权状态", 100), ("verified", "授权验证状态", 100), ("verified_at", "验证时间", 150),
+           ("source", "验证方式", 80)]
 KDV_TITLE = "手工导入授权验证文件（.KDV）"
 SYNC_HINT = ("机考锁校时：每个场次开考前一小时左右（如9:00开考则8:00校时），将机考锁插在可上互联网的电脑上，"
              "登录监控平台的校时网站，点击“读取机考锁时间”进行校时；提示“校时授权成功!”才算校时完成。"
@@ -51,6 +44,7 @@ class VerifyPage(TablePage):
                         n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL, n.NET_STATUS})
 
     columns = COLUMNS
+    import_title, import_types = KDV_TITLE, KDV_TYPES
     table_height = 7
     table_pady = 8
 
@@ -97,12 +91,16 @@ class VerifyPage(TablePage):
             return
         self.refresh()
 
-    def render(self, snap: Dict[str, Any]) -> None:
+    def rows_of(self, snap: Dict[str, Any]) -> Sequence[SessionRow]:
+        return snap["view"].sessions
+
+    def row(self, s: SessionRow) -> Dict[str, Any]:
+        return {"id": s.id, "name": s.name, "start": shown(s.start), "duration": s.duration_min,
+                "authorized": mark(s.authorized), "verified": mark(s.verified), "verified_at": shown(s.verified_at),
+                "source": VERIFICATION_SOURCE_LABELS.get(s.verification_source or "", "")}
+
+    def render_rest(self, snap: Dict[str, Any]) -> None:
         view = snap["view"]
-        rows = [{"id": s.id, "name": s.name, "start": shown(s.start), "duration": s.duration_min,
-                 "authorized": mark(s.authorized), "verified": mark(s.verified), "verified_at": shown(s.verified_at),
-                 "source": VERIFICATION_SOURCE_LABELS.get(s.verification_source or "", "")} for s in view.sessions]
-        self.table.set_rows(rows)
         before = self.selected_session()
         self._ids = [s.id for s in view.sessions]
         self.session.configure(values=["{} {}（{}）".format(s.id, s.name, shown(s.start)) for s in view.sessions])
@@ -160,9 +158,13 @@ class VerifyPage(TablePage):
         self.status.configure(text="授权验证状态：{}".format(mark(row.verified)) if row else "")
 
     # -- actions -------------------------------------------------------------------------
-    def _verified(self, _row: Any) -> None:
+    def imported(self, _row: Any) -> None:
         self.shell.notify("授权验证成功。")
         self.shell.refresh_steps()
+
+    def importer(self) -> Callable[[str], Any]:
+        sid, who = self.selected_session(), actor(self.shell)
+        return lambda path: self.core.verification.import_verification(path, sid, who)
 
     def _on_sync(self) -> None:
         def synced(message: str) -> None:
@@ -181,19 +183,8 @@ class VerifyPage(TablePage):
         if sid is None:
             return
         who = actor(self.shell)
-        self.run(lambda: self.core.verification.verify_online(sid, who), self._verified, button=self.verify_button,
-                 on_user_error=lambda exc: self._failed(exc, sid))
-
-    def _failed(self, exc: UserError, sid: str) -> None:
-        who = actor(self.shell)
-        fallback_import(self, exc, KDV_TITLE, KDV_TYPES,
-                        lambda path: self.core.verification.import_verification(path, sid, who),
-                        self._verified, button=self.verify_button)
+        self.online(lambda: self.core.verification.verify_online(sid, who), self.verify_button)
 
     def _on_import(self) -> None:
-        sid = self._session_or_warn()
-        if sid is None:
-            return
-        who = actor(self.shell)
-        self.import_file(KDV_TITLE, KDV_TYPES, lambda path: self.core.verification.import_verification(path, sid, who),
-                         self._verified, self.import_button)
+        if self._session_or_warn() is not None:  # the file is the selected session's
+            super()._on_import()

@@ -12,17 +12,28 @@ A step page subclasses ``TablePage`` and declares what differs:
   from the left edge, ``right`` against the right edge, each list in the order shown;
 - ``note``: the 说明 line at the bottom (info colour, wrapped to the page's width).
 
-``import_file(title, filetypes, importer, on_done, button)`` is the manual's 手工导入:
-the file chooser, then ``importer(path)`` in a worker. The page's ``_build`` runs the
-parts in this order, so every step page keeps the same paddings.
+Rendering: ``snapshot()`` is ``core.<service>.view()`` (the step service's typed view,
+kd/core/snapshots.py); ``render(view)`` fills the table with ``row(item)`` for each of
+``rows_of(view)``, then calls ``render_rest(view)`` for the rest of the page.
+
+Online and 手工导入 (screens.md §3.1/§3.3/§4.2): a page that downloads from the platform
+declares ``import_title`` / ``import_types``, ``importer()`` (the core call that imports
+a chosen file, made on the Tk thread, run in a worker) and ``imported(result)`` (after a
+download or an import succeeded). ``online(fn, button)`` runs the download; when the
+platform cannot be reached or refuses, the import dialog opens (``fallback_import``).
+``_on_import`` is the 手工导入 button (``import_button``).
+
+``text_bar(above, right=...)`` is a row with a text at the left (a count, a status) and
+the buttons at the right. The page's ``_build`` runs the parts in this order, so every
+step page keeps the same paddings.
 """
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import ttkbootstrap as ttk
 
 from kd.views.base import Page
-from kd.views.step_common import auto_wrap
+from kd.views.step_common import auto_wrap, fallback_import
 from kd.views.widgets import Column, Table
 
 #: a button of ``buttons``: (text, bootstyle, command) or (text, bootstyle, command, width)
@@ -32,6 +43,8 @@ NOTE_WRAP = 760
 
 
 class TablePage(Page):
+    #: the core service whose ``view()`` the page shows ("loading", "registration"...)
+    service = ""
     #: a line above the table ("场次明细：")
     heading = ""
     columns: Sequence[Column] = ()
@@ -40,6 +53,9 @@ class TablePage(Page):
     table_pady = 0
     #: the 说明 line at the bottom ("" for none)
     note = ""
+    #: 手工导入: the file chooser's title and file types
+    import_title = ""
+    import_types: Sequence[Tuple[str, str]] = ()
 
     def _build(self) -> None:
         if self.heading:
@@ -64,7 +80,34 @@ class TablePage(Page):
     def _build_footer(self) -> None:
         """Rows under the table (none by default)."""
 
+    # -- snapshot / render -----------------------------------------------------------------
+    def snapshot(self) -> Any:
+        """The step service's typed view (worker thread)."""
+        return getattr(self.core, self.service).view()
+
+    def render(self, snap: Any) -> None:
+        self.table.set_rows([self.row(item) for item in self.rows_of(snap)])
+        self.render_rest(snap)
+
+    def rows_of(self, snap: Any) -> Sequence[Any]:
+        """The items of ``snap`` the table shows, one row each."""
+        return ()
+
+    def row(self, item: Any) -> Dict[str, Any]:
+        """One table row (display values by column key; extra keys are kept for ``selected()``)."""
+        raise NotImplementedError
+
+    def render_rest(self, snap: Any) -> None:
+        """Everything but the table (Tk thread)."""
+
     # -- helpers ---------------------------------------------------------------------------
+    def text_bar(self, above: int, right: Sequence[ButtonSpec] = ()) -> Tuple[ttk.Label, List[ttk.Button]]:
+        """A row with a text at the left and ``right``'s buttons: the label and the buttons."""
+        row = self.bar(above)
+        text = ttk.Label(row, text="")
+        text.pack(side="left")
+        return text, self.buttons(row, right=right)
+
     def bar(self, above: int, below: int = 0) -> ttk.Frame:
         """A full-width row under what is there (``above`` / ``below``: its room, in pixels)."""
         row = ttk.Frame(self)
@@ -87,12 +130,27 @@ class TablePage(Page):
             shown[0].pack(side="right", padx=(0, 6 if index else 0))
         return made + shown
 
-    def import_file(self, title: str, filetypes: Sequence[Tuple[str, str]], importer: Callable[[str], Any],
-                    on_done: Optional[Callable[[Any], None]] = None, button: Any = None) -> None:
-        """手工导入: choose the file, then ``importer(path)`` in a worker (``button`` disabled meanwhile)."""
-        path = self.shell.dialogs.open_file(title, filetypes)
+    # -- online, and 手工导入 -------------------------------------------------------------
+    def importer(self) -> Callable[[str], Any]:
+        """The core call that imports a chosen file (made on the Tk thread, run in a worker)."""
+        raise NotImplementedError
+
+    def imported(self, result: Any) -> None:
+        """After a download or an import succeeded (Tk thread)."""
+
+    def online(self, fn: Callable[[], Any], button: Any) -> None:
+        """A download in a worker; refused or unreachable, the 手工导入 dialog opens instead."""
+        importer = self.importer()
+        self.run(fn, self.imported, button=button,
+                 on_user_error=lambda exc: fallback_import(self, exc, self.import_title, self.import_types, importer,
+                                                           self.imported, button=button))
+
+    def _on_import(self) -> None:
+        """手工导入: choose the file, then import it in a worker (the button disabled meanwhile)."""
+        importer = self.importer()
+        path = self.shell.dialogs.open_file(self.import_title, self.import_types)
         if path:
-            self.run(lambda: importer(path), on_done, button=button)
+            self.run(lambda: importer(path), self.imported, button=self.import_button)
 
 
 def _button(bar: ttk.Frame, spec: ButtonSpec) -> ttk.Button:

@@ -125,7 +125,7 @@ def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripte
 
 
 def test_status_report_footer_and_timer_follows_visibility(site, gui_root):
-    env, core, page, clock, _shell = site
+    env, core, page, clock, shell = site
     codes = room_codes(env)
     permit(core, *codes)
     pump_until(gui_root, lambda: len(page.table.cells()) == len(codes) + 1, what="rooms")
@@ -134,7 +134,8 @@ def test_status_report_footer_and_timer_follows_visibility(site, gui_root):
     pump_until(gui_root, lambda: page.report_label.cget("text").startswith("成功 "), what="report sent")
     assert "room_status" in json.dumps(env.sim.received()["reports"])
     page.pack_forget()
-    pump_until(gui_root, lambda: not page.timer_running, what="timer stopped when hidden")
+    pump_until(gui_root, lambda: not page.timer_running and not page._refreshing and shell.loop.idle(),
+               what="timer stopped when hidden, the last refresh delivered")
     renders, render = [], page.render
     page.render = lambda snap: (renders.append(snap), render(snap))
     beat(core, codes[1], logged_in=5)
