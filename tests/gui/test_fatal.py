@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from kd.store.instance import InstanceLock
+from tests.support.sites import require_display
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,13 +28,6 @@ CLOSER = textwrap.dedent("""
         seen.append(root.tk.call(".__tk__messagebox.msg", "cget", "-text"))
         root.tk.call(".__tk__messagebox.ok", "invoke")
 """)
-
-
-def require_display():
-    if not os.environ.get("DISPLAY"):
-        if os.environ.get("KD_REQUIRE_GUI") == "1":
-            pytest.fail("KD_REQUIRE_GUI=1 but no display", pytrace=False)
-        pytest.skip("no display")
 
 
 def test_show_fatal_shows_the_text_and_returns_when_closed():

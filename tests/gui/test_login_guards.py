@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from kd.app import App
 from kd.views.login import LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
-from kd.views.start import StartFlow
+from tests.support import sites
+from tests.support.sites import ready_login, screen_of
 from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
@@ -19,28 +19,13 @@ NEW = "start-2026"
 SITE = {"rooms": 2, "sessions": 1, "candidates": 3, "room_kb": 4}
 
 
-def screen_of(flow, cls):
-    return isinstance(flow.screen, cls) and flow.screen
-
-
-def drill_flow(root, dialogs, data_dir):
-    return StartFlow(root, lambda: App(data_dir, lan_host="127.0.0.1", lan_port=0, drill_site=SITE, probe_s=60.0),
-                     dialogs=dialogs, log_path=os.path.join(data_dir, "logs", "kaodian.log"))
-
-
-def ready_login(flow):
-    """The login screen once the services started (登录 enabled)."""
-    login = screen_of(flow, LoginScreen)
-    return login if login and login.core is not None else None
-
-
 def answered(root, screen, what):
     """Wait until the screen's worker answered (its button is enabled again)."""
     pump_until(root, lambda: str(screen.button.cget("state")) == "normal", 20, what)
 
 
 def test_setup_screen_refuses_another_sites_code(gui_root, scripted, tmp_path):
-    flow = drill_flow(gui_root, scripted, str(tmp_path / "data"))
+    flow = sites.drill_flow(gui_root, scripted, str(tmp_path / "data"), SITE)
     try:
         flow.begin()
         login = pump_until(gui_root, lambda: ready_login(flow), 30, "login")
@@ -74,7 +59,7 @@ def test_setup_screen_refuses_another_sites_code(gui_root, scripted, tmp_path):
 
 def test_login_screen_refuses_the_right_password_while_failures_cannot_be_recorded(gui_root, scripted, tmp_path):
     data = str(tmp_path / "data")
-    flow = drill_flow(gui_root, scripted, data)
+    flow = sites.drill_flow(gui_root, scripted, data, SITE)
     try:
         flow.begin()
         login = pump_until(gui_root, lambda: ready_login(flow), 30, "login")

@@ -15,9 +15,9 @@ import pytest
 
 from kd.core import model
 from kd.core.backup import result_label
-from kd.core.services import Core
-from tests.support.env import SITE, make_env
+from tests.support.env import SITE
 from tests.support.results import pairs, result_package
+from tests.support.sites import main_window
 from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
@@ -27,21 +27,8 @@ PASSWORD = "guards-2026"
 
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
-    env = make_env(tmp_path / "site", rooms=2, sessions=2, candidates=3)
-    core = Core(env.ctx)
-    core.accounts.change_password("admin", "888", PASSWORD)
-    core.loading.load_online("admin")
-    ends = []
-    from kd.views.shell import Shell
-
-    shell = Shell(gui_root, core, dialogs=scripted, user="admin", log_path="/var/log/kd-test.log",
-                  on_exit=ends.append, browser=lambda url: None)
-    shell.ends = ends
-    try:
-        yield env, core, shell
-    finally:
-        shell.close()
-        env.close()
+    with main_window(tmp_path, gui_root, scripted, PASSWORD, load=True) as site:
+        yield site
 
 
 def tree_digest(data_dir):

@@ -11,31 +11,22 @@ import re
 
 import pytest
 
-from kd.core.services import Core
 from kd.views.recovery import RecoveryPage
 from tests.integration.live_helpers import loaded_env
 from tests.support.results import pairs, result_package, write_package
-from tests.support.ui import FakeShell, pump_until
+from tests.support.sites import page_site
+from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
-    env = loaded_env(tmp_path, rooms=3, sessions=2, candidates=5)
-    core = Core(env.ctx).start()
-    shell = FakeShell(gui_root, core, dialogs=scripted)
     gui_root.geometry("1024x700")
-    page = RecoveryPage(gui_root, shell)
-    listener = shell.loop.listen(env.hub.subscribe(page.events), page.on_event)
-    page.pack(fill="both", expand=True)
-    page.refresh()
-    yield env, core, page, shell
-    listener.close()
-    page.destroy()
-    shell.close()
-    core.stop()
-    env.close()
+    with page_site(loaded_env(tmp_path, rooms=3, sessions=2, candidates=5), gui_root, scripted, RecoveryPage,
+                   listen=True) as site:
+        site[2].refresh()
+        yield site
 
 
 def table(page):

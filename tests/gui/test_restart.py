@@ -30,6 +30,7 @@ from kd.views import hooks, start
 from kd.views import probe as startup_probe
 from kd.views.login import LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
+from tests.support.sites import require_display
 from tests.support.ui import ScriptedDialogs, install_tk_guard
 
 pytestmark = pytest.mark.gui
@@ -37,13 +38,6 @@ pytestmark = pytest.mark.gui
 PASSWORD = "restart-2026"
 #: a small drill site (the simulator keeps the site it made first in DATA/drill/platform)
 DRILL_SITE = {"rooms": 2, "sessions": 1, "candidates": 3, "room_kb": 4}
-
-
-def require_display():
-    if not os.environ.get("DISPLAY"):
-        if os.environ.get("KD_REQUIRE_GUI") == "1":
-            pytest.fail("KD_REQUIRE_GUI=1 but no display", pytrace=False)
-        pytest.skip("no display")
 
 
 def cosmo():

@@ -8,11 +8,11 @@ import threading
 import pytest
 
 from kd.core import model
-from kd.core.services import Core
 from kd.core.system import SystemRefused
 from kd.errors import UserError
 from kd.views import pages
-from tests.support.env import SITE, make_env
+from tests.support.env import SITE
+from tests.support.sites import main_window
 from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
@@ -22,20 +22,8 @@ PASSWORD = "shell-2026"
 
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
-    env = make_env(tmp_path / "site", rooms=2, sessions=2, candidates=3)
-    core = Core(env.ctx)
-    core.accounts.change_password("admin", "888", PASSWORD)
-    ends = []
-    from kd.views.shell import Shell
-
-    shell = Shell(gui_root, core, dialogs=scripted, user="admin", log_path="/var/log/kd-test.log",
-                  on_exit=ends.append, browser=lambda url: None)
-    shell.ends = ends
-    try:
-        yield env, core, shell
-    finally:
-        shell.close()
-        env.close()
+    with main_window(tmp_path, gui_root, scripted, PASSWORD) as site:
+        yield site
 
 
 def in_worker(fn):

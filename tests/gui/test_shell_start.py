@@ -3,7 +3,6 @@ back-off shown inline, the forced change of the default password, 系统设置 w
 link, and the main window at the end."""
 
 import datetime
-import os
 
 import pytest
 
@@ -13,15 +12,13 @@ from kd.store.database import open_stores
 from kd.views.login import GateScreen, LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
 from kd.views.start import EXIT, RESTART, StartFlow
+from tests.support import sites
+from tests.support.sites import ready_login, screen_of
 from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
 
 SITE = {"rooms": 2, "sessions": 1, "candidates": 3, "room_kb": 4}
-
-
-def screen_of(flow, cls):
-    return isinstance(flow.screen, cls) and flow.screen
 
 
 class HeldClock:
@@ -42,9 +39,7 @@ class HeldClock:
 
 
 def drill_flow(root, dialogs, data_dir, clock=None):
-    return StartFlow(root, lambda: App(data_dir, lan_host="127.0.0.1", lan_port=0, drill_site=SITE, probe_s=60.0,
-                                       clock=clock),
-                     dialogs=dialogs, log_path=os.path.join(data_dir, "logs", "kaodian.log"))
+    return sites.drill_flow(root, dialogs, data_dir, SITE, clock)
 
 
 def test_gate_refuses_without_the_dongle_retry_and_exit(gui_root, scripted, tmp_path):
@@ -69,12 +64,6 @@ def test_gate_refuses_without_the_dongle_retry_and_exit(gui_root, scripted, tmp_
     finally:
         flow.close()
     assert not scripted.calls
-
-
-def ready_login(flow):
-    """The login screen once the services started (登录 enabled)."""
-    login = screen_of(flow, LoginScreen)
-    return login if login and login.core is not None else None
 
 
 def test_login_back_off_is_inline(gui_root, scripted, tmp_path):

@@ -13,29 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from kd.core.services import Core
 from kd.errors import PlatformError
 from kd.views.recovery import RecoveryPage
 from tests.integration.live_helpers import loaded_env
 from tests.support.external import external_folder, remove_external
 from tests.support.results import pairs, result_package
-from tests.support.ui import FakeShell, pump_until
+from tests.support.sites import page_site
+from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def site(tmp_path, gui_root, scripted):
-    env = loaded_env(tmp_path, rooms=3, sessions=2, candidates=5)
-    core = Core(env.ctx).start()
-    shell = FakeShell(gui_root, core, dialogs=scripted)
-    page = RecoveryPage(gui_root, shell)
-    page.pack(fill="both", expand=True)
-    yield env, core, page, shell
-    page.destroy()
-    shell.close()
-    core.stop()
-    env.close()
+    with page_site(loaded_env(tmp_path, rooms=3, sessions=2, candidates=5), gui_root, scripted, RecoveryPage) as site:
+        yield site
 
 
 @pytest.fixture
