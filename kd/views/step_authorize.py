@@ -30,6 +30,7 @@ class AuthorizePage(TablePage):
 
     service = "authorization"
     import_title, import_types = PTQ_TITLE, PTQ_TYPES
+    imported_note = "考试授权成功。"
     heading = "场次明细："
     columns = COLUMNS
     table_height = 10
@@ -58,10 +59,6 @@ class AuthorizePage(TablePage):
         self.status.configure(text=text)
 
     # -- actions -------------------------------------------------------------------------
-    def imported(self, _snap: Any) -> None:
-        self.shell.notify("考试授权成功。")
-        self.shell.refresh_steps()
-
     def importer(self) -> Callable[[str], Any]:
         who = actor(self.shell)
         return lambda path: self.core.authorization.import_ptq(path, who)

@@ -39,6 +39,7 @@ class LoadPage(TablePage):
     columns = COLUMNS
     note = NOTE
     import_title, import_types = ZIP_TITLE, ZIP_TYPES
+    imported_note = "考场数据载入成功，已通过校验。"
 
     # -- build ---------------------------------------------------------------------------
     def _build_body(self) -> None:
@@ -75,10 +76,6 @@ class LoadPage(TablePage):
         self.empty.configure(text="" if snap.loaded else "尚未导入考务：请点击“载入”从监控平台下载考场数据。")
 
     # -- actions -------------------------------------------------------------------------
-    def imported(self, _result: Any) -> None:
-        self.shell.notify("考场数据载入成功，已通过校验。")
-        self.shell.refresh_steps()
-
     def importer(self) -> Callable[[str], Any]:
         who = actor(self.shell)
         return lambda path: self.core.loading.import_zip(path, who)

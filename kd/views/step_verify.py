@@ -45,6 +45,7 @@ class VerifyPage(TablePage):
 
     columns = COLUMNS
     import_title, import_types = KDV_TITLE, KDV_TYPES
+    imported_note = "授权验证成功。"
     table_height = 7
     table_pady = 8
 
@@ -158,10 +159,6 @@ class VerifyPage(TablePage):
         self.status.configure(text="授权验证状态：{}".format(mark(row.verified)) if row else "")
 
     # -- actions -------------------------------------------------------------------------
-    def imported(self, _row: Any) -> None:
-        self.shell.notify("授权验证成功。")
-        self.shell.refresh_steps()
-
     def importer(self) -> Callable[[str], Any]:
         sid, who = self.selected_session(), actor(self.shell)
         return lambda path: self.core.verification.import_verification(path, sid, who)

@@ -18,8 +18,9 @@ kd/core/snapshots.py); ``render(view)`` fills the table with ``row(item)`` for e
 
 Online and 手工导入 (screens.md §3.1/§3.3/§4.2): a page that downloads from the platform
 declares ``import_title`` / ``import_types``, ``importer()`` (the core call that imports
-a chosen file, made on the Tk thread, run in a worker) and ``imported(result)`` (after a
-download or an import succeeded). ``online(fn, button)`` runs the download; when the
+a chosen file, made on the Tk thread, run in a worker) and ``imported_note`` (the
+notification after a download or an import succeeded; ``imported(result)`` then checks
+the step marks again). ``online(fn, button)`` runs the download; when the
 platform cannot be reached or refuses, the import dialog opens (``fallback_import``).
 ``_on_import`` is the 手工导入 button (``import_button``).
 
@@ -53,9 +54,10 @@ class TablePage(Page):
     table_pady = 0
     #: the 说明 line at the bottom ("" for none)
     note = ""
-    #: 手工导入: the file chooser's title and file types
+    #: 手工导入: the file chooser's title and file types, and what a success says
     import_title = ""
     import_types: Sequence[Tuple[str, str]] = ()
+    imported_note = ""
 
     def _build(self) -> None:
         if self.heading:
@@ -136,7 +138,9 @@ class TablePage(Page):
         raise NotImplementedError
 
     def imported(self, result: Any) -> None:
-        """After a download or an import succeeded (Tk thread)."""
+        """After a download or an import succeeded (Tk thread): say so, check the marks again."""
+        self.shell.notify(self.imported_note)
+        self.shell.refresh_steps()
 
     def online(self, fn: Callable[[], Any], button: Any) -> None:
         """A download in a worker; refused or unreachable, the 手工导入 dialog opens instead."""
