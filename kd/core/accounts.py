@@ -56,7 +56,7 @@ from typing import Any, Dict, List, Optional, Tuple, cast
 
 from kd.core import model, names
 from kd.core.context import Context
-from kd.core.records import Account, as_doc
+from kd.core.records import Account, JsonObject, as_doc
 from kd.errors import StoreError, UserError
 from kd.formats.timeutil import format_time, parse_time
 
@@ -244,7 +244,7 @@ class AccountService:
         return LoginFailed("账号或密码错误。", "请检查账号和密码后重新输入（默认账号 admin）。")
 
     # -- public ------------------------------------------------------------------------------
-    def login(self, user: str, password: str) -> Dict[str, Any]:
+    def login(self, user: str, password: str) -> JsonObject:
         """Check a login; return ``{"user", "must_change"}``.
 
         Raises ``LoginFailed`` (the same text for an unknown user and a wrong password;
@@ -280,7 +280,7 @@ class AccountService:
                                          "请使用“修改密码”设置新密码（至少 {} 位，不能是 888）。"
                                          .format(MIN_PASSWORD_CHARS))
 
-    def change_password(self, user: str, old: str, new: str, confirm: Optional[str] = None) -> Dict[str, Any]:
+    def change_password(self, user: str, old: str, new: str, confirm: Optional[str] = None) -> JsonObject:
         """修改密码: check ``old``, store a fresh salted hash of ``new``.
 
         Raises ``PasswordRejected`` (new password too short/long, 888, same as the old one,
@@ -322,7 +322,7 @@ class AccountService:
         return not self.ctx.site_code()
 
     def setup(self, site_code: str, mode: str, actor: str, *, platform_url: Optional[str] = None,
-              platform_password: Optional[str] = None, platform_keys: Optional[List[str]] = None) -> Dict[str, Any]:
+              platform_password: Optional[str] = None, platform_keys: Optional[List[str]] = None) -> JsonObject:
         """系统设置: site code (4-10 digits, fixed afterwards) and mode (formal/mock or 正式考试/模拟考试).
 
         Calling it again with the same code may change the platform URL/password only.
@@ -357,7 +357,8 @@ class AccountService:
                 raise SetupRefused("考试模式已设置为{}，不能在此修改。".format(label),
                                    "模拟考试结束后请使用“模考转正考”切换到正式考试。")
             dongle_site = self._dongle_site(code)
-            new = dict(site, site_code=code, mode=chosen)
+            new: Dict[str, Any] = dict(site)
+            new.update(site_code=code, mode=chosen)
             if not fixed:
                 new["configured_at"] = format_time(self.ctx.now())
             if url is not None:
@@ -392,7 +393,7 @@ class AccountService:
                                "请核对考点代码，或插入本考点的机考锁。")
         return registered
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """Accounts (no hashes) and whether 系统设置 is still to do."""
         docs = {d["user"]: cast(Account, d) for d in self.ctx.stores.settings.all(model.ACCOUNTS) if "user" in d}
         docs.setdefault(DEFAULT_USER, default_account())

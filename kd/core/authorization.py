@@ -20,12 +20,13 @@ with the same start, duration and name; it is stored (raw bytes, base64) in
 import base64
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from kd.core import lifecycle, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import SessionEvent
 from kd.core.loading import LoadingService, not_loaded
+from kd.core.records import JsonObject
 from kd.core.snapshots import AuthorizationSnapshot, session_row
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, UserError
 from kd.formats.documents import REMEDY_AUTHORIZATION, SessionAuthorization, load_session_authorization
@@ -47,19 +48,19 @@ class AuthorizationService:
         self.ctx = ctx
         self.loading = loading if loading is not None else LoadingService(ctx)
 
-    def _sessions(self) -> List[Dict[str, Any]]:
+    def _sessions(self) -> List[records.SessionDef]:
         sessions = self.loading.sessions()
         if not sessions:
             raise not_loaded()
         return sessions
 
-    def _session(self, session_id: str) -> Dict[str, Any]:
+    def _session(self, session_id: str) -> records.SessionDef:
         for session in self._sessions():
             if session["id"] == session_id:
                 return session
         raise UserError("考场数据包中没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
 
-    def _check_matches(self, auth: SessionAuthorization) -> Dict[str, Any]:
+    def _check_matches(self, auth: SessionAuthorization) -> records.SessionDef:
         """The package's session the authorization is for; ``FormatError`` when they differ."""
         session = next((s for s in self._sessions() if s["id"] == auth.session_id), None)
         if session is None:
@@ -88,7 +89,7 @@ class AuthorizationService:
                                          action=names.SESSION_AUTHORIZED, session=auth.session_id, source=source,
                                          auth_id=auth.auth_id, valid_until=format_time(auth.valid_until))
 
-    def authorize_online(self, session_id: Optional[str], actor: str) -> Dict[str, Any]:
+    def authorize_online(self, session_id: Optional[str], actor: str) -> JsonObject:
         """Download and store the authorization of ``session_id`` (every session with None).
 
         Returns ``snapshot()``. Raises ``NotLoaded``, ``UserError`` (unknown session),
@@ -112,7 +113,7 @@ class AuthorizationService:
             done.append(sid)
         return self.snapshot()
 
-    def import_ptq(self, path: str, actor: str, session_id: Optional[str] = None) -> Dict[str, Any]:
+    def import_ptq(self, path: str, actor: str, session_id: Optional[str] = None) -> JsonObject:
         """Verify and store a ``.PTQ`` file (of ``session_id`` when given); returns ``snapshot()``.
 
         Raises ``FormatError`` (unreadable, bad signature, other site, expired, not a
@@ -146,7 +147,7 @@ class AuthorizationService:
         return AuthorizationSnapshot(columns=tuple(COLUMNS),
                                      sessions=tuple(session_row(s, docs.get(s["id"])) for s in sessions))
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """场次明细 as plain JSON: rows (``id``, ``name``, ``start``, ``duration_min``,
         ``authorized``, ``authorized_at``, ``authorization_source``, ``verified``,
         ``verified_at``) and ``all_authorized`` (``view().as_dict()``)."""

@@ -48,6 +48,7 @@ from kd.core.accounts import AccountService
 from kd.core.context import Context
 from kd.core.labels import result_label
 from kd.core.ports import DongleSignature
+from kd.core.records import JsonObject
 from kd.errors import FormatError, UserError
 from kd.formats import backup as bak
 from kd.formats.timeutil import format_time
@@ -90,7 +91,7 @@ def spool_owners(ctx: Context) -> Dict[str, List[Dict[str, str]]]:
     return owners
 
 
-def damaged_entry(sha: str, path: str, problem: str, owners: List[Dict[str, str]]) -> Dict[str, Any]:
+def damaged_entry(sha: str, path: str, problem: str, owners: List[Dict[str, str]]) -> JsonObject:
     """One damaged spool file as results and messages list it."""
     labels = [result_label(o["room"], o["session"]) + ("（被拒绝的结果包）" if o["kind"] == "conflict" else "")
               for o in owners]
@@ -114,7 +115,7 @@ class BackupResult(str):
             damaged, warnings, members, size, read_back)
         return self
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"path": str(self), "damaged": self.damaged, "warnings": self.warnings, "members": self.members,
                 "size": self.size, "read_back": self.read_back, "complete": not self.damaged}
 

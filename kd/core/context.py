@@ -16,10 +16,11 @@ that points to the manual import.
 import datetime
 import os
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, cast
 
 from kd.core import model
 from kd.core.ports import DataFiles, Dongle, Lan, Platform
+from kd.core.records import Manifest, SiteSettings
 from kd.errors import LockError, PlatformUnreachable
 from kd.events import EventHub
 from kd.formats.signing import TrustedKeys
@@ -100,9 +101,9 @@ class Context:
         self.hub.publish(action, actor=actor, **details)
 
     # -- settings shortcuts ----------------------------------------------------------------
-    def site(self) -> Dict[str, Any]:
+    def site(self) -> SiteSettings:
         """``settings/site`` or an empty dict before first setup."""
-        return self.stores.settings.get(model.SETTINGS, model.SITE) or {}
+        return cast(SiteSettings, self.stores.settings.get(model.SETTINGS, model.SITE) or {})
 
     def site_code(self) -> Optional[str]:
         return self.site().get("site_code")
@@ -110,17 +111,17 @@ class Context:
     def mode(self) -> str:
         return self.site().get("mode", model.FORMAL)
 
-    def manifest(self) -> Optional[Dict[str, Any]]:
+    def manifest(self) -> Optional[Manifest]:
         """The loaded package's manifest, or None before 导入考务."""
-        return self.stores.exam.get(model.PACKAGE, model.MANIFEST)
+        return cast(Optional[Manifest], self.stores.exam.get(model.PACKAGE, model.MANIFEST))
 
-    def manifest_view(self, fn: Callable[[Dict[str, Any]], Any]) -> Any:
+    def manifest_view(self, fn: Callable[[Manifest], Any]) -> Any:
         """``fn(manifest)`` copied out (None before 导入考务), without copying the whole manifest.
 
         ``fn`` must only read: it sees the stored document (``Database.view``). For the
         LAN's hot paths (register, permit): a full ``manifest()`` copies every candidate.
         """
-        return self.stores.exam.view(model.PACKAGE, model.MANIFEST, fn)
+        return self.stores.exam.view(model.PACKAGE, model.MANIFEST, cast(Callable[[Dict[str, Any]], Any], fn))
 
     # -- ports -----------------------------------------------------------------------------
     def platform_or_raise(self, fallback: str) -> Platform:

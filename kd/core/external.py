@@ -46,6 +46,7 @@ from kd.core import model, names
 from kd.core.backup import damaged_entry, recover_again_remedy
 from kd.core.context import Context
 from kd.core.labels import result_label
+from kd.core.records import JsonObject
 from kd.core.recovery import RecoveryService
 from kd.errors import UserError
 from kd.formats.result import file_name
@@ -115,7 +116,7 @@ class ExternalBackup:
         self.recovery = recovery
         self.claim = claim
 
-    def backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
+    def backup_external(self, folder: str, actor: str) -> JsonObject:
         """Copy every recovered result package and a manifest into ``folder``, verified by reading back.
 
         Returns ``{"folder", "files", "bytes", "verified_at", "missing", "damaged",
@@ -135,7 +136,7 @@ class ExternalBackup:
         finally:
             release()
 
-    def _backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
+    def _backup_external(self, folder: str, actor: str) -> JsonObject:
         ctx = self.ctx
         with ctx.lock:
             records = self.recovery.recovered()
@@ -207,7 +208,7 @@ class ExternalBackup:
                 "damaged": damaged, "complete": not missing, "warnings": warnings,
                 "same_volume": medium["same_volume"], "volume_kind": medium["volume_kind"], "read_back": read_back}
 
-    def backup_preview(self) -> Dict[str, Any]:
+    def backup_preview(self) -> JsonObject:
         """What 第一步 would back up and what it would leave out, before it runs; changes nothing.
 
         Returns ``{"recovered": n, "expected": n (rooms × sessions to recover),
@@ -252,7 +253,7 @@ class ExternalBackup:
         return {"recovered": len(frozen), "expected": len(pairs), "not_recovered": not_recovered, "damaged": damaged,
                 "complete": not not_recovered and not damaged, "lines": lines}
 
-    def _check_medium(self, folder: str, drill: bool) -> Dict[str, Any]:
+    def _check_medium(self, folder: str, drill: bool) -> JsonObject:
         """Refuse a folder that is not on external storage; what the result says about the medium."""
         data_dir = self.ctx.data_dir
         if fileio.inside(folder, data_dir):
@@ -304,7 +305,7 @@ class ExternalBackup:
                             detail="{} in {}".format(bad, target))
         return how
 
-    def verify_external(self, actor: str) -> Dict[str, Any]:
+    def verify_external(self, actor: str) -> JsonObject:
         """Read the recorded external backup back again; mark it invalid if a copy differs.
 
         Raises ``UserError`` when there is no backup, or when it no longer reads back

@@ -16,7 +16,7 @@ import datetime
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from kd.core import labels, lifecycle
-from kd.core.records import RoomSession
+from kd.core.records import JsonObject, RoomSession, SessionDef
 from kd.core.snapshots import fields_dict, plain
 from kd.core.states import ReportState, RoomSessionState, Situation, StartKind
 
@@ -47,7 +47,7 @@ class MonitorRow:
     last_seen_s: Optional[float]
     state: RoomSessionState
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self, skip=("state",))
 
 
@@ -62,7 +62,7 @@ class MonitorSnapshot:
     totals: Dict[str, Any]
     status_report: Optional[Dict[str, Any]]  # state, label, sent_at (考场状态上报)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         out = {"session": self.session, "sessions": list(self.sessions), "columns": self.columns,
                "rows": plain(self.rows), "totals": self.totals}
         if self.session is not None:
@@ -85,7 +85,7 @@ def row_cell(row: Dict[str, Any], key: str) -> str:
     return text
 
 
-def report_view(report: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def report_view(report: Optional[Mapping[str, Any]]) -> JsonObject:
     """考场状态上报 of an outbox item: 成功 <time> / 等待上报 / 失败."""
     if report is None:
         return {"state": None, "label": "", "sent_at": None}
@@ -115,7 +115,7 @@ class SubjectCount:
     collected: int
     not_collected: int
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -142,7 +142,7 @@ class RecoveryRow:
     def recovered(self) -> bool:
         return self.situation != Situation.NOT_RECOVERED
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"room": self.room, "room_name": self.room_name, "session": self.session,
                 "session_name": self.session_name, "candidates": self.candidates, "present": self.present,
                 "absent": self.absent, "collected": self.collected, "not_collected": self.not_collected,
@@ -156,7 +156,7 @@ class RecoveryRow:
 COUNT_KEYS = ("candidates", "present", "absent", "collected", "not_collected")
 
 
-def recovery_row(room: str, room_name: str, session: Dict[str, Any], doc: Dict[str, Any],
+def recovery_row(room: str, room_name: str, session: SessionDef, doc: Dict[str, Any],
                  expected: Dict[str, int], subject_names: Dict[str, str], conflicted: bool) -> RecoveryRow:
     """A room's row of the §5.1 table: the package's candidates per subject (``expected``), the
     counts of its recovered result (``doc``: its room-session record) and its states."""
@@ -201,7 +201,7 @@ class RecoverySnapshot:
     all_recovered: bool
     recovery_report: Optional[Dict[str, Any]]
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"session": self.session, "sessions": list(self.sessions), "columns": [list(c) for c in self.columns],
                 "subject_columns": list(self.subject_columns), "rows": plain(self.rows), "totals": self.totals,
                 "conflicts": list(self.conflicts), "all_recovered": self.all_recovered,

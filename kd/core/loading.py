@@ -35,6 +35,7 @@ from kd import fileio
 from kd.core import lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import SessionEvent
+from kd.core.records import JsonObject
 from kd.core.snapshots import LoadingRow, LoadingSnapshot
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, StoreError, UserError
 from kd.formats.package import REMEDY as PACKAGE_REMEDY
@@ -94,7 +95,7 @@ class LoadingService:
         meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META)
         return meta.get("publish_time") if meta else None
 
-    def load_online(self, actor: str) -> Dict[str, Any]:
+    def load_online(self, actor: str) -> JsonObject:
         """Download the site package from the platform and install it; returns ``snapshot()``.
 
         Raises ``PlatformUnreachable`` / ``PlatformRefused`` (remedy: 手工导入 the .zip),
@@ -121,7 +122,7 @@ class LoadingService:
                 log.warning("could not remove the downloaded package %s", downloaded.path)
         return self.snapshot()
 
-    def import_zip(self, path: str, actor: str) -> Dict[str, Any]:
+    def import_zip(self, path: str, actor: str) -> JsonObject:
         """手工导入: verify and install the site package file ``path``; returns ``snapshot()``.
 
         Raises ``FormatError`` (missing, unreadable, bad signature, other site, older than
@@ -198,7 +199,7 @@ class LoadingService:
                    zip_sha256=zip_sha, rooms=len(package.rooms), sessions=len(package.sessions),
                    candidates=len(package.candidates))
 
-    def _runtime_records(self, package: SitePackage, old_manifest: Optional[Dict[str, Any]]) -> Tuple[
+    def _runtime_records(self, package: SitePackage, old_manifest: Optional[records.Manifest]) -> Tuple[
             Dict[str, records.Room], Dict[str, records.Session], Dict[str, records.RoomSession]]:
         """New ``rooms``, ``sessions`` and ``room_sessions`` tables for ``package``.
 
@@ -243,7 +244,7 @@ class LoadingService:
         return rooms, sessions, room_sessions
 
     # -- reading -----------------------------------------------------------------------
-    def manifest(self) -> Dict[str, Any]:
+    def manifest(self) -> records.Manifest:
         """The loaded manifest; ``NotLoaded`` before 导入考务."""
         manifest = self.ctx.manifest()
         if manifest is None:
@@ -256,17 +257,17 @@ class LoadingService:
     def loaded(self) -> bool:
         return self.meta() is not None
 
-    def rooms(self) -> List[Dict[str, Any]]:
+    def rooms(self) -> List[records.RoomDef]:
         """The package's rooms (``code``, ``name``, ...), or [] before loading."""
         manifest = self.ctx.manifest()
         return list(manifest["rooms"]) if manifest else []
 
-    def sessions(self) -> List[Dict[str, Any]]:
+    def sessions(self) -> List[records.SessionDef]:
         """The package's sessions (``id``, ``name``, ``start``, ``duration_min``, ``subjects``), or []."""
         manifest = self.ctx.manifest()
         return list(manifest["sessions"]) if manifest else []
 
-    def session(self, session_id: str) -> Dict[str, Any]:
+    def session(self, session_id: str) -> records.SessionDef:
         for session in self.sessions():
             if session["id"] == session_id:
                 return session
@@ -278,7 +279,7 @@ class LoadingService:
         return self.ctx.manifest_view(
             lambda m: next((e["sha256"] for e in m.get("members", []) if e["name"] == name), None))
 
-    def _room_verified(self, manifest: Dict[str, Any], code: str) -> bool:
+    def _room_verified(self, manifest: records.Manifest, code: str) -> bool:
         """The room file is in place with its signed size (hashes were checked when written)."""
         name = room_member_name(code)
         for entry in manifest.get("members", []):
@@ -312,11 +313,11 @@ class LoadingService:
                                loaded_at=meta["loaded_at"], verified_at=meta["verified_at"], source=meta["source"],
                                manifest_sha256=meta["manifest_sha256"])
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """The §3.1 table and footer as plain JSON (``view().as_dict()``)."""
         return self.view().as_dict()
 
-    def room_detail(self, room_code: str) -> Dict[str, Any]:
+    def room_detail(self, room_code: str) -> JsonObject:
         """查看: the room's sessions with their candidates (by seat). ``UserError`` for an unknown room."""
         manifest = self.manifest()
         room = next((r for r in manifest["rooms"] if r["code"] == room_code), None)
@@ -333,7 +334,7 @@ class LoadingService:
                 "id": session["id"], "name": session["name"], "start": session["start"],
                 "duration_min": session["duration_min"],
                 "candidates": [{"seat": c["seat"], "ticket": c["ticket"], "name": c["name"],
-                                "subject": c.get("subject"), "subject_name": subjects.get(c.get("subject"), "")}
+                                "subject": c.get("subject"), "subject_name": subjects.get(c.get("subject") or "", "")}
                                for c in cands],
             })
         return {"code": room_code, "name": room.get("name", ""), "seats": room.get("seats"),

@@ -56,6 +56,7 @@ from kd.core.context import Context
 from kd.core.lifecycle import RoomSessionEvent
 from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text, report_view, row_cell  # noqa: F401
 from kd.core.outbox import Outbox
+from kd.core.records import JsonObject
 from kd.core.states import StartKind
 from kd.core.verification import current_session
 from kd.errors import StateRefused, UserError
@@ -115,11 +116,11 @@ def _count(state: Dict[str, Any], name: str) -> int:
     return value
 
 
-def _plan_part(manifest: Dict[str, Any]) -> Dict[str, Any]:
+def _plan_part(manifest: records.Manifest) -> JsonObject:
     """What the monitor needs of the stored manifest: rooms, sessions, candidates per (room, session)."""
     counts: Dict[Tuple[str, str], int] = {}
     for c in manifest.get("candidates") or []:
-        pair = (c.get("room"), c.get("session"))
+        pair = (c.get("room") or "", c.get("session") or "")
         counts[pair] = counts.get(pair, 0) + 1
     return {"rooms": manifest.get("rooms") or [], "sessions": manifest.get("sessions") or [],
             "counts": [[room, session, n] for (room, session), n in counts.items()]}
@@ -159,7 +160,7 @@ class MonitorService:
         ctx.hub.on("*", self._changed)
 
     # -- the package, cached per manifest ------------------------------------------------
-    def _plan_now(self) -> Dict[str, Any]:
+    def _plan_now(self) -> JsonObject:
         meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
         key = "{}|{}".format(meta.get("manifest_sha256"), meta.get("loaded_at"))
         with self._lock:
@@ -194,7 +195,7 @@ class MonitorService:
         self._loaded = True
 
     # -- heartbeats ---------------------------------------------------------------------
-    def heartbeat(self, room_code: str, state: Dict[str, Any]) -> Dict[str, Any]:
+    def heartbeat(self, room_code: str, state: JsonObject) -> JsonObject:
         """Take a room's heartbeat (see the module docstring); persist started/ended transitions.
 
         Returns ``{"start": None | START_PERMITTED | START_UNPERMITTED}``: how the room's
@@ -324,7 +325,7 @@ class MonitorService:
         self._changed(None)
 
     # -- the table ----------------------------------------------------------------------
-    def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
+    def snapshot(self, session_id: Optional[str] = None) -> JsonObject:
         """The §4.3 table of ``session_id`` (default: the current session) as plain JSON
         (``view(session_id).as_dict()``); empty before loading."""
         return self.view(session_id).as_dict()

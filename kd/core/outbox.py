@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, cast
 
 from kd.core import labels, model, names
 from kd.core.context import Context
-from kd.core.records import OutboxItem, as_doc, outbox_item, outbox_items
+from kd.core.records import JsonObject, OutboxItem, as_doc, outbox_item, outbox_items
 from kd.errors import PlatformRefused, UserError
 from kd.formats.timeutil import format_time, read_time
 
@@ -281,7 +281,7 @@ class Outbox:
             self._wake.wait(wait)
 
     # -- view -------------------------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """Every report with its state (label, tries, error, times) and the counts per state."""
         rows = []
         counts = {PENDING: 0, SENT: 0, FAILED: 0}

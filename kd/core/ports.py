@@ -19,6 +19,7 @@ over ``socket://``), never mocks.
 import datetime
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
+from kd.core.records import JsonObject
 from kd.formats.documents import AuthorizationVerification, SessionAuthorization, UploadReceipt
 from kd.formats.package import SitePackage
 from kd.store.audit import AuditLog
@@ -51,7 +52,7 @@ class Platform(Protocol):
     def download_verification(self, session_id: str, lock_id: Optional[str] = None) -> AuthorizationVerification: ...
 
     def post_report(self, kind: str, data: Dict[str, Any], key: str, *, session_id: Optional[str] = None,
-                    room_code: Optional[str] = None, created_at: Optional[str] = None) -> Dict[str, Any]: ...
+                    room_code: Optional[str] = None, created_at: Optional[str] = None) -> JsonObject: ...
 
     def upload_result(self, path: str, *, session_id: str, room_code: str, file_id: Optional[str] = None,
                       progress: Optional[Callable[[int, int], None]] = None) -> UploadReceipt: ...

@@ -59,6 +59,74 @@ class PackageMeta(TypedDict):
     manifest_sha256: str
 
 
+class LockDef(TypedDict):
+    """The site's registered dongle named by the package (docs/formats.md §2.2.2)."""
+
+    id: str
+    public_key: str  # base64 of the raw 32-byte Ed25519 public key
+
+
+class RoomDef(TypedDict, total=False):
+    """A room of the package (§2.2.3; other fields are kept)."""
+
+    code: str
+    name: str
+    seats: int
+
+
+class SubjectDef(TypedDict, total=False):
+    code: str
+    name: str
+
+
+class SessionDef(TypedDict, total=False):
+    """A session of the package (§2.2.5)."""
+
+    id: str
+    name: str
+    start: str
+    duration_min: int
+    subjects: List[str]
+
+
+class Candidate(TypedDict, total=False):
+    """An entry of ``candidates.json`` (§2.2.6; other fields, e.g. ``id_card``, are kept)."""
+
+    ticket: str
+    name: str
+    room: str
+    seat: int
+    session: str
+    subject: str
+
+
+class Member(TypedDict):
+    """A member of the package zip with its signed size and SHA-256 (§2.2.7)."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+class Manifest(TypedDict, total=False):
+    """``package/manifest``: the verified manifest of the loaded site package with its candidates.
+
+    ``total=False``: code that reads a part of it (``Context.manifest_view``) gets a partial one.
+    """
+
+    format_version: int
+    site_code: str
+    exam_name: str
+    publish_time: str
+    lock: LockDef
+    rooms: List[RoomDef]
+    subjects: List[SubjectDef]
+    sessions: List[SessionDef]
+    candidate_count: int
+    members: List[Member]
+    candidates: List[Candidate]
+
+
 # -- runtime DB -------------------------------------------------------------------------------
 class Room(TypedDict):
     """``rooms/<room>``: a room's registration (考场注册) and its data import."""
@@ -251,6 +319,10 @@ def outbox_item(db: Database, item_id: str) -> Optional[OutboxItem]:
 
 def outbox_items(db: Database) -> List[OutboxItem]:
     return cast(List[OutboxItem], db.all(model.OUTBOX))
+
+
+#: a plain JSON object: what a snapshot, a report or a LAN message carries (not a stored record)
+JsonObject = Dict[str, Any]
 
 
 def as_doc(record: Any) -> Dict[str, Any]:

@@ -33,6 +33,7 @@ from kd.core.context import Context
 from kd.core.lifecycle import RoomSessionEvent
 from kd.core.livesnapshots import COUNT_KEYS, RecoverySnapshot, recovery_row
 from kd.core.loading import not_loaded
+from kd.core.records import JsonObject
 from kd.core.states import ReportState, Situation
 from kd.errors import FormatError, ResultConflict, SpoolError, UserError
 from kd.formats.result import CAPS, PREFIX, REMEDY, RoomResult, load_result
@@ -68,13 +69,13 @@ class Plan:
     milliseconds for a large site).
     """
 
-    def __init__(self, manifest: Dict[str, Any], key: Tuple[Any, Any]) -> None:
+    def __init__(self, manifest: records.Manifest, key: Tuple[Any, Any]) -> None:
         self.key = key
-        self.sessions: List[Dict[str, Any]] = list(manifest.get("sessions", []))
+        self.sessions: List[records.SessionDef] = list(manifest.get("sessions", []))
         self.session_by_id = {s["id"]: s for s in self.sessions}
         self.room_names = {r["code"]: r.get("name", r["code"]) for r in manifest.get("rooms", [])}
         self.subject_names = {s["code"]: s.get("name", s["code"]) for s in manifest.get("subjects", [])}
-        self.by_pair: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+        self.by_pair: Dict[Tuple[str, str], List[records.Candidate]] = {}
         self.subject_counts: Dict[Tuple[str, str], Dict[str, int]] = {}
         for cand in manifest.get("candidates", []):
             pair = (cand["room"], cand["session"])
@@ -122,13 +123,13 @@ class RecoveryService:
         return plan
 
     @staticmethod
-    def expected_pairs(manifest: Dict[str, Any]) -> List[Tuple[str, str]]:
+    def expected_pairs(manifest: records.Manifest) -> List[Tuple[str, str]]:
         """The (room, session) pairs that must be recovered: those with candidates, in order."""
         return Plan(manifest, (None, None)).pairs
 
     # -- receiving -----------------------------------------------------------------------
     def receive(self, room_code: str, session_id: str, stream: BinaryIO, sha256: str, size: int,
-                source: str, actor: str) -> Dict[str, Any]:
+                source: str, actor: str) -> JsonObject:
         """Store and record a room's result package for a session; the stored result.
 
         Returns ``{"room", "session", "sha256", "size", "counts", "source",
@@ -160,7 +161,7 @@ class RecoveryService:
             raise
         return self._record(result, digest, size, source, actor)
 
-    def import_package(self, path: str, actor: str) -> Dict[str, Any]:
+    def import_package(self, path: str, actor: str) -> JsonObject:
         """回收 by hand: a result package file the administrator chose (see ``receive``)."""
         try:
             digest, size = fileio.sha256_file(path)
@@ -174,7 +175,7 @@ class RecoveryService:
             return self.receive(head.room_code, head.session_id, f, digest, size, MANUAL, actor)
 
     @staticmethod
-    def _check_candidates(result: RoomResult, expected: List[Dict[str, Any]]) -> None:
+    def _check_candidates(result: RoomResult, expected: List[records.Candidate]) -> None:
         want = {c["ticket"]: c.get("subject") for c in expected}
         got = {c["ticket"]: c["subject"] for c in result.candidates}
         if set(want) != set(got):
@@ -204,7 +205,7 @@ class RecoveryService:
             except OSError as e:
                 log.warning("could not remove refused result %s from the spool: %s", digest, e)
 
-    def _record(self, result: RoomResult, digest: str, size: int, source: str, actor: str) -> Dict[str, Any]:
+    def _record(self, result: RoomResult, digest: str, size: int, source: str, actor: str) -> JsonObject:
         ctx = self.ctx
         runtime = ctx.stores.runtime
         room, session = result.room_code, result.session_id
@@ -288,7 +289,7 @@ class RecoveryService:
         docs = self.ctx.stores.runtime.all(model.RESULT_CONFLICTS)
         return sorted(docs, key=lambda d: d.get("last_at") or "", reverse=True)
 
-    def detail(self, room_code: str, session_id: str) -> Dict[str, Any]:
+    def detail(self, room_code: str, session_id: str) -> JsonObject:
         """考场情况 (查看): the room's candidates with their status from the recovered package.
 
         Raises ``UserError`` when the room and session have no result yet, ``FormatError``
@@ -371,7 +372,7 @@ class RecoveryService:
                                                    for r, sid in plan.pairs),
             recovery_report=report)
 
-    def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
+    def snapshot(self, session_id: Optional[str] = None) -> JsonObject:
         """The 数据回收 table as plain JSON (``view(session_id).as_dict()``).
 
         ``{"session", "sessions": [{"id", "name", "subjects"}], "columns": [[key, label]],

@@ -53,6 +53,7 @@ from kd.core import model, names, printing, ratelimit, records, regrestore
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ratelimit import AUDIT_WINDOW, Limiter, Line, Refusals
+from kd.core.records import JsonObject
 from kd.core.regrestore import RegistrationRestore
 from kd.core.snapshots import RegistrationRow, RegistrationSnapshot
 from kd.core.states import RegistrationState
@@ -109,7 +110,7 @@ class RegistrationService:
         self._restore = RegistrationRestore(ctx, self.loading, self._rooms_in_order, connected)
 
     # -- proctor side (called by the LAN service) --------------------------------------
-    def register(self, room_code: str, reg_code: str, ip: str) -> Dict[str, Any]:
+    def register(self, room_code: str, reg_code: str, ip: str) -> JsonObject:
         """Register a proctor machine for a room. Returns ``{"token", "site_code", "sessions",
         "room_data_sha256"}`` (sessions: the room's sessions with id, name, start, duration_min).
 
@@ -160,7 +161,7 @@ class RegistrationService:
                 "room_data_sha256": self.loading.room_data_sha256(room_code)}
 
     @staticmethod
-    def _room_sessions(manifest: Dict[str, Any], room_code: str) -> List[Dict[str, Any]]:
+    def _room_sessions(manifest: records.Manifest, room_code: str) -> List[Dict[str, Any]]:
         ids = {c["session"] for c in manifest["candidates"] if c["room"] == room_code}
         return [{"id": s["id"], "name": s["name"], "start": s["start"], "duration_min": s["duration_min"]}
                 for s in manifest["sessions"] if s["id"] in ids]
@@ -295,12 +296,12 @@ class RegistrationService:
         return {"html": os.path.abspath(html_path), "kdinfo": os.path.abspath(info_path)}
 
     # -- 恢复注册 (kd.core.regrestore) --------------------------------------------------------
-    def restore_preview(self, kdinfo_path: str) -> Dict[str, Any]:
+    def restore_preview(self, kdinfo_path: str) -> JsonObject:
         """What 恢复注册 from ``kdinfo_path`` would change; changes nothing
         (``RegistrationRestore.restore_preview``: its keys, and the refusals of ``restore``)."""
         return self._restore.restore_preview(kdinfo_path)
 
-    def restore(self, kdinfo_path: str, actor: str, confirm: Optional[str] = None) -> Dict[str, Any]:
+    def restore(self, kdinfo_path: str, actor: str, confirm: Optional[str] = None) -> JsonObject:
         """恢复注册 from a KDINFO file (``RegistrationRestore.restore``: the checks, ``confirm``,
         what is reset, the refusals); returns ``snapshot()``."""
         self._restore.restore(kdinfo_path, actor, confirm)
@@ -324,7 +325,7 @@ class RegistrationService:
         return RegistrationSnapshot(columns=tuple(COLUMNS), rooms=tuple(rows), registered=registered,
                                     unregistered=len(rows) - registered)
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """The §3.2 table as plain JSON (``view().as_dict()``)."""
         return self.view().as_dict()
 

@@ -29,6 +29,7 @@ from kd.core import labels, model, names, records
 from kd.core.context import Context
 from kd.core.loading import LoadingService, not_loaded
 from kd.core.ports import DongleSignature
+from kd.core.records import JsonObject
 from kd.errors import FormatError, UserError
 from kd.formats import kdinfo
 from kd.formats.signing import canonical_json
@@ -123,7 +124,7 @@ class RegistrationRestore:
         text = canonical_json({"file": info.digest.hex(), "rooms": shown, "at_risk": _at_risk(plan)})
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def restore_preview(self, kdinfo_path: str) -> Dict[str, Any]:
+    def restore_preview(self, kdinfo_path: str) -> JsonObject:
         """What 恢复注册 from ``kdinfo_path`` would change; changes nothing.
 
         The same checks as ``restore`` (and the same refusals: ``FormatError``,

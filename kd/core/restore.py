@@ -78,6 +78,7 @@ from kd.core.accounts import AccountService
 from kd.core.backup import SystemRefused
 from kd.core.context import Context
 from kd.core.ports import DongleSignature
+from kd.core.records import JsonObject
 from kd.core.restoreplan import BackupTables, RestorePlan, audit_kept, find_doc, holds
 from kd.errors import LockError, StoreError, UserError
 from kd.formats import backup as bak
@@ -123,7 +124,7 @@ class RestoreService:
             raise bak.refuse("机考锁签名无效，文件可能被篡改或不是本考点的备份")
 
     # -- 系统恢复 ------------------------------------------------------------------------------
-    def restore_preview(self, path: str, actor: str) -> Dict[str, Any]:
+    def restore_preview(self, path: str, actor: str) -> JsonObject:
         """What ``restore(path, actor)`` would do now; changes nothing.
 
         The file is verified as ``restore`` verifies it (every member re-read against the
@@ -158,7 +159,7 @@ class RestoreService:
                 "allowed": refusal is None,
                 "refusal": None if refusal is None else {"cause": refusal.cause, "remedy": refusal.remedy}}
 
-    def restore(self, path: str, actor: str) -> Dict[str, Any]:
+    def restore(self, path: str, actor: str) -> JsonObject:
         """Verify ``path`` completely, then replace the data folder's content with it in one swap.
 
         What is here and the backup lacks is kept (the module docstring, "How the rule

@@ -9,7 +9,7 @@ when a restore is refused) are in ``kd.core.restore``'s docstring.
 
 import copy
 import json
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple, cast
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, cast
 
 from kd.core import lifecycle, model, records
 from kd.core.backup import SystemRefused
@@ -142,7 +142,7 @@ class RestorePlan:
 
     # -- what is kept --------------------------------------------------------------------------
     def merge_results(self, rows: Dict[str, Dict[str, Any]], conflicts: Dict[str, Dict[str, Any]],
-                      manifest: Optional[Dict[str, Any]], actor: str) -> None:
+                      manifest: Optional[Mapping[str, Any]], actor: str) -> None:
         """Recovered results, receipts and conflicts here that the backup lacks (or refuse naming them)."""
         planned = set(_planned(self.package))
         same_exam = manifest is None or (manifest.get("exam_name") == self.package.get("exam_name"))
@@ -322,7 +322,7 @@ def _planned(package: Dict[str, Any]) -> List[Tuple[str, str]]:
                    if isinstance(c, dict)})
 
 
-def holds(site: Dict[str, Any], manifest: Optional[Dict[str, Any]], rooms: Dict[str, Dict[str, Any]],
+def holds(site: Mapping[str, Any], manifest: Optional[Mapping[str, Any]], rooms: Dict[str, Dict[str, Any]],
            rows: Dict[str, Dict[str, Any]], conflicts: int) -> Dict[str, Any]:
     """What a data folder holds, for the restore's comparison."""
     recovered = [d for d in _typed(rows) if lifecycle.recovered(d)]

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional
 from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.outbox import FAILED, SENT, Outbox
+from kd.core.records import JsonObject
 from kd.core.snapshots import SealItem, SealReport, SealRoom, SealSnapshot
 from kd.core.states import CheckStatus
 from kd.errors import UserError
@@ -58,11 +59,11 @@ class SealCheckService:
 
     # -- the items ----------------------------------------------------------------------
     @staticmethod
-    def _item(key: str, status: str, detail: str, remedy: str = "") -> Dict[str, Any]:
+    def _item(key: str, status: str, detail: str, remedy: str = "") -> JsonObject:
         return {"id": key, "label": LABELS[key], "status": status, "status_label": STATUS_LABELS[status],
                 "detail": detail, "remedy": remedy if status == FAIL else ""}
 
-    def _package(self, manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def _package(self, manifest: Optional[records.Manifest]) -> JsonObject:
         meta = self.ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
         if manifest is None or not meta.get("verified_at"):
             return self._item("package", FAIL, "尚未导入考务（没有通过校验的考场数据包）。",
@@ -70,7 +71,7 @@ class SealCheckService:
         return self._item("package", PASS, "考场数据包发布时间 {}，校验通过时间 {}。".format(
             _shown(manifest.get("publish_time")), _shown(meta.get("verified_at"))))
 
-    def _registered(self, codes: List[str], rooms: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    def _registered(self, codes: List[str], rooms: Dict[str, Dict[str, Any]]) -> JsonObject:
         if not codes:
             return self._item("registered", FAIL, "没有考场（尚未导入考务）。", "请先完成“导入考务”。")
         missing = [c for c in codes if not rooms.get(c, {}).get("registered_at")]
@@ -80,7 +81,7 @@ class SealCheckService:
         return self._item("registered", PASS, "已注册考场 {} 个，未注册考场 0 个。".format(len(codes)))
 
     def _room_data(self, codes: List[str], rooms: Dict[str, Dict[str, Any]],
-                   manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                   manifest: Optional[records.Manifest]) -> JsonObject:
         registered = [c for c in codes if rooms.get(c, {}).get("registered_at")]
         if not registered:
             return self._item("room_data", FAIL, "没有已注册的考场。", "请先完成考场注册，再在监考机上导入考场数据。")
@@ -107,7 +108,7 @@ class SealCheckService:
                               "请在这些考场的监考机上重新导入考场数据，完成后再做封场检测。")
         return self._item("room_data", PASS, "已注册的 {} 个考场均已导入考场数据。".format(len(registered)))
 
-    def _authorized(self, manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def _authorized(self, manifest: Optional[records.Manifest]) -> JsonObject:
         sessions = [s["id"] for s in (manifest or {}).get("sessions") or []]
         if not sessions:
             return self._item("authorized", FAIL, "没有场次（尚未导入考务）。", "请先完成“导入考务”。")
@@ -118,9 +119,9 @@ class SealCheckService:
                               "请在“考试授权”中联网授权，或手工导入这些场次的考试授权文件（.PTQ）。")
         return self._item("authorized", PASS, "{} 个场次均已授权。".format(len(sessions)))
 
-    def _dongle(self, manifest: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        lock = (manifest or {}).get("lock") or {}
-        if not lock.get("id"):
+    def _dongle(self, manifest: Optional[records.Manifest]) -> JsonObject:
+        lock = (manifest or {}).get("lock")
+        if not lock or not lock.get("id"):
             return self._item("dongle", FAIL, "尚未导入考务，不知道本考点登记的机考锁。", "请先完成“导入考务”。")
         dongle = self.ctx.dongle
         if dongle is None or not dongle.attached():
@@ -135,7 +136,7 @@ class SealCheckService:
                               "请插入本考点登记的机考锁（{}）后重新检测。".format(lock["id"]))
         return self._item("dongle", PASS, "机考锁 {} 在位，身份验证通过。".format(lock["id"]))
 
-    def _lan(self) -> Dict[str, Any]:
+    def _lan(self) -> JsonObject:
         lan = self.ctx.lan
         if lan is None:
             return self._item("lan", FAIL, "局域网服务未启动。",
@@ -150,7 +151,7 @@ class SealCheckService:
                               "请检查端口是否被其他程序占用、防火墙是否放行，然后重新启动考点管理系统。")
         return self._item("lan", PASS, "局域网服务正在监听 {}。".format(where))
 
-    def _disk(self, min_free_bytes: int) -> Dict[str, Any]:
+    def _disk(self, min_free_bytes: int) -> JsonObject:
         try:
             free = shutil.disk_usage(self.ctx.data_dir).free
         except OSError as e:
@@ -163,7 +164,7 @@ class SealCheckService:
                               "请清理该磁盘（删除无关文件）以留出至少 {} 空间，然后重新检测。".format(need))
         return self._item("disk", PASS, "剩余 {}（要求至少 {}）。".format(have, need))
 
-    def _clock(self) -> Dict[str, Any]:
+    def _clock(self) -> JsonObject:
         platform = self.ctx.platform
         server = None
         if platform is not None:
@@ -182,7 +183,7 @@ class SealCheckService:
         return self._item("clock", PASS, shown + "。")
 
     # -- run ----------------------------------------------------------------------------
-    def run(self, actor: str, min_free_bytes: Optional[int] = None) -> Dict[str, Any]:
+    def run(self, actor: str, min_free_bytes: Optional[int] = None) -> JsonObject:
         """Check every item, store the result, and report to the platform when it passes.
 
         ``min_free_bytes`` overrides the service's disk-space threshold for this run.
@@ -257,7 +258,7 @@ class SealCheckService:
                                 report=None, report_label="", checked=False)
         return self._view(result)
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """``view()`` as plain JSON."""
         return self.view().as_dict()
 

@@ -25,7 +25,7 @@ from enum import Enum
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from kd.core.lifecycle import session_state
-from kd.core.records import Session
+from kd.core.records import JsonObject, Session, SessionDef
 from kd.core.states import CheckStatus, RegistrationState, SessionState, Step
 
 
@@ -42,7 +42,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def fields_dict(obj: Any, skip: Sequence[str] = ()) -> Dict[str, Any]:
+def fields_dict(obj: Any, skip: Sequence[str] = ()) -> JsonObject:
     return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
 
 
@@ -56,7 +56,7 @@ class LoadingRow:
     verified: bool  # the room file is in place with its signed size
     verified_at: Optional[str]
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -78,7 +78,7 @@ class LoadingSnapshot:
         """Loaded, with rooms, every room's file verified (the step's ✓)."""
         return self.loaded and bool(self.rooms) and all(r.verified for r in self.rooms)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         out = fields_dict(self, skip=() if self.loaded else ("manifest_sha256",))
         out["columns"] = list(self.columns)
         return out
@@ -97,7 +97,7 @@ class RegistrationRow:
     note: str
     state: RegistrationState
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self, skip=("state",))
 
 
@@ -108,7 +108,7 @@ class RegistrationSnapshot:
     registered: int
     unregistered: int
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -137,14 +137,14 @@ class SessionRow:
     def verified(self) -> bool:
         return self.state == SessionState.VERIFIED
 
-    def authorization_dict(self) -> Dict[str, Any]:
+    def authorization_dict(self) -> JsonObject:
         """The row of ``AuthorizationService.snapshot()``."""
         return {"id": self.id, "name": self.name, "start": self.start, "duration_min": self.duration_min,
                 "authorized": self.authorized, "authorized_at": self.authorized_at,
                 "authorization_source": self.authorization_source, "verified": self.verified,
                 "verified_at": self.verified_at}
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         """The row of ``VerificationService.snapshot()``."""
         return {"id": self.id, "name": self.name, "start": self.start, "duration_min": self.duration_min,
                 "authorized": self.authorized, "authorized_at": self.authorized_at, "verified": self.verified,
@@ -152,7 +152,7 @@ class SessionRow:
                 "lock_clock_skew_s": self.lock_clock_skew_s, "lock_synced_at": self.lock_synced_at}
 
 
-def session_row(definition: Dict[str, Any], doc: Optional[Session]) -> SessionRow:
+def session_row(definition: SessionDef, doc: Optional[Session]) -> SessionRow:
     """A package session (``definition``: ``id``, ``name``, ``start``, ``duration_min``) with its record."""
     record: Dict[str, Any] = dict(doc or {})
     return SessionRow(id=definition["id"], name=definition.get("name"), start=definition.get("start"),
@@ -172,7 +172,7 @@ class AuthorizationSnapshot:
     def all_authorized(self) -> bool:
         return bool(self.sessions) and all(s.authorized for s in self.sessions)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {"columns": list(self.columns), "sessions": [s.authorization_dict() for s in self.sessions],
                 "all_authorized": self.all_authorized}
 
@@ -187,7 +187,7 @@ class VerificationSnapshot:
     def current_row(self) -> Optional[SessionRow]:
         return next((s for s in self.sessions if s.id == self.current), None)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -201,7 +201,7 @@ class SealItem:
     detail: str
     remedy: str
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -211,7 +211,7 @@ class SealRoom:
     registered: bool
     data_imported: bool
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -224,7 +224,7 @@ class SealReport:
     last_error: Optional[str]
     created_at: Optional[str]
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -242,7 +242,7 @@ class SealSnapshot:
     report_label: str
     checked: bool = True
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         out = fields_dict(self, skip=("checked",) if self.checked else ("checked", "report_id"))
         return out
 
@@ -255,7 +255,7 @@ class StepMark:
     done: bool
     why: str  # in Chinese: what makes it ✓, or what is missing
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return fields_dict(self)
 
 
@@ -274,5 +274,5 @@ class StepMarks:
     def done(self, step: Step) -> bool:
         return self[step].done
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {m.step.value: m.as_dict() for m in self.marks}

@@ -19,7 +19,7 @@ without an upload receipt (``room_sessions.upload``). While such a line exists, 
 """
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from kd.core import lifecycle, model, names, records
 from kd.core.accounts import AccountService
@@ -27,6 +27,7 @@ from kd.core.backup import BackupError, BackupService, SystemRefused  # noqa: F4
 from kd.core.context import Context
 from kd.core.labels import result_label, summary  # noqa: F401 (result_label re-exported)
 from kd.core.outbox import PENDING
+from kd.core.records import JsonObject
 from kd.core.restore import RestoreError, RestoreService, finish_interrupted_restore  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -82,16 +83,16 @@ class SystemService:
         return self.backups.backup(folder, note, actor)
 
     # -- 系统恢复 (kd.core.restore) -----------------------------------------------------------------
-    def restore_preview(self, path: str, actor: str) -> Dict[str, Any]:
+    def restore_preview(self, path: str, actor: str) -> JsonObject:
         """What ``restore(path, actor)`` would do now; changes nothing (``RestoreService.restore_preview``)."""
         return self.restorer.restore_preview(path, actor)
 
-    def restore(self, path: str, actor: str) -> Dict[str, Any]:
+    def restore(self, path: str, actor: str) -> JsonObject:
         """Verify ``path`` completely, then swap it in (``RestoreService.restore``)."""
         return self.restorer.restore(path, actor)
 
     # -- 模考转正考 / 系统初始化 -------------------------------------------------------------------
-    def to_formal(self, actor: str) -> Dict[str, Any]:
+    def to_formal(self, actor: str) -> JsonObject:
         """模考转正考: clear the mock exam's data, keep site code, accounts and settings; mode → formal.
 
         The caller asks for confirmation first. Raises ``SystemRefused`` (not in mock
@@ -109,7 +110,7 @@ class SystemService:
             self.ctx.record(actor, names.SYSTEM_CONVERTED_TO_FORMAL, site_code=site.get("site_code"), **cleared)
             return dict(cleared, mode=model.FORMAL, restart_required=True)
 
-    def initialize(self, confirm_site_code: str, actor: str) -> Dict[str, Any]:
+    def initialize(self, confirm_site_code: str, actor: str) -> JsonObject:
         """系统初始化: clear the site code and every exam data, keep accounts and passwords.
 
         ``confirm_site_code`` must be the current site code (empty when none is set).
@@ -146,7 +147,7 @@ class SystemService:
         return counts
 
     # -- status --------------------------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """What the status line and ``status`` show: site, mode, exam, counts, the exit rule."""
         ctx = self.ctx
         with ctx.lock:

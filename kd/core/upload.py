@@ -30,6 +30,7 @@ from kd.core.context import Context
 from kd.core.external import BackupRequired, ExternalBackup
 from kd.core.labels import result_label
 from kd.core.lifecycle import RoomSessionEvent
+from kd.core.records import JsonObject
 from kd.core.recovery import RecoveryService
 from kd.core.states import UploadStatus
 from kd.errors import UserError
@@ -73,21 +74,21 @@ class UploadService:
         return self._busy.release
 
     # -- step 1 (kd.core.external) ---------------------------------------------------------------
-    def backup_external(self, folder: str, actor: str) -> Dict[str, Any]:
+    def backup_external(self, folder: str, actor: str) -> JsonObject:
         """Copy every recovered result package and a manifest into ``folder``, verified by reading
         back (``ExternalBackup.backup_external``: its result and refusals)."""
         return self.external.backup_external(folder, actor)
 
-    def backup_preview(self) -> Dict[str, Any]:
+    def backup_preview(self) -> JsonObject:
         """What 第一步 would back up and leave out; changes nothing (``ExternalBackup.backup_preview``)."""
         return self.external.backup_preview()
 
-    def verify_external(self, actor: str) -> Dict[str, Any]:
+    def verify_external(self, actor: str) -> JsonObject:
         """Read the recorded external backup back again (``ExternalBackup.verify_external``)."""
         return self.external.verify_external(actor)
 
     # -- step 2: upload --------------------------------------------------------------------
-    def upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress] = None) -> Dict[str, Any]:
+    def upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress] = None) -> JsonObject:
         """Upload the recovered, not yet uploaded results of a session (or all); keep the receipts.
 
         ``progress`` is called with ``{"room", "session", "index", "count", "sent", "size"}``.
@@ -104,7 +105,7 @@ class UploadService:
         finally:
             release()
 
-    def _upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress]) -> Dict[str, Any]:
+    def _upload(self, session_id: Optional[str], actor: str, progress: Optional[Progress]) -> JsonObject:
         ctx = self.ctx
         with ctx.lock:
             plan = self.recovery.plan()
@@ -165,7 +166,7 @@ class UploadService:
         return lifecycle.uploaded(cast(records.RoomSession, rec))
 
     def _upload_one(self, platform: Any, rec: Dict[str, Any], site: str, index: int, count: int,
-                    progress: Optional[Progress], actor: str) -> Dict[str, Any]:
+                    progress: Optional[Progress], actor: str) -> JsonObject:
         ctx = self.ctx
         room, sid = rec["room"], rec["session"]
         res = rec["result"]
@@ -211,7 +212,7 @@ class UploadService:
             self.outbox.enqueue("upload_status", data, session_id=session_id)
 
     # -- the §5.2 table --------------------------------------------------------------------
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """数据上报: one row per session and the external backup's state.
 
         ``{"columns", "sessions": [{"session", "session_name", "rooms" 考场数,

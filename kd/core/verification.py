@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional
 from kd.core import labels, lifecycle, model, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import RoomSessionEvent, SessionEvent
+from kd.core.records import JsonObject
 from kd.core.snapshots import VerificationSnapshot, session_row
 from kd.errors import FormatError, LockError, PermitRefused, UserError
 from kd.formats import documents
@@ -59,14 +60,14 @@ class VerificationService:
         self.sync_window = sync_window
 
     # -- preconditions ------------------------------------------------------------------
-    def _manifest(self) -> Dict[str, Any]:
+    def _manifest(self) -> records.Manifest:
         manifest = self.ctx.manifest()
         if manifest is None:
             raise UserError("尚未导入考务，无法进行授权验证。", "请先完成“导入考务”。")
         return manifest
 
     @staticmethod
-    def _session(manifest: Dict[str, Any], session_id: str) -> Dict[str, Any]:
+    def _session(manifest: records.Manifest, session_id: str) -> records.SessionDef:
         for session in manifest.get("sessions") or []:
             if session.get("id") == session_id:
                 return session
@@ -77,8 +78,8 @@ class VerificationService:
             raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
                             "请先在“考试授权”中为该场次授权（联网授权或手工导入 .PTQ），再做授权验证。")
 
-    def _check_dongle(self, manifest: Dict[str, Any], session: Dict[str, Any],
-                      now: datetime.datetime) -> Dict[str, Any]:
+    def _check_dongle(self, manifest: records.Manifest, session: records.SessionDef,
+                      now: datetime.datetime) -> JsonObject:
         """Steps 2 and 3: identity, clock, sync ticket. Returns the evidence."""
         lock = manifest["lock"]
         lock_id = lock["id"]
@@ -110,14 +111,14 @@ class VerificationService:
         evidence = self._check_dongle(manifest, session, now)
         return manifest, now, evidence
 
-    def _load(self, data: bytes, manifest: Dict[str, Any], session_id: str,
+    def _load(self, data: bytes, manifest: records.Manifest, session_id: str,
               now: datetime.datetime) -> documents.AuthorizationVerification:
         return documents.load_authorization_verification(
             data, self.ctx.trusted, self.ctx.site_code() or manifest["site_code"], now,
             session_id=session_id, lock_id=manifest["lock"]["id"])
 
     # -- verify -------------------------------------------------------------------------
-    def verify_online(self, session_id: str, actor: str) -> Dict[str, Any]:
+    def verify_online(self, session_id: str, actor: str) -> JsonObject:
         """Verify ``session_id`` with the platform's verification data; the session's row.
 
         Raises ``UserError`` (not loaded, unknown or unauthorized session), ``LockError``
@@ -131,7 +132,7 @@ class VerificationService:
         checked = self._load(doc.raw, manifest, session_id, now)
         return self._store(session_id, checked, ONLINE, evidence, actor)
 
-    def import_verification(self, path: str, session_id: str, actor: str) -> Dict[str, Any]:
+    def import_verification(self, path: str, session_id: str, actor: str) -> JsonObject:
         """Verify ``session_id`` with a ``.KDV`` file; raises as ``verify_online`` (no platform needed)."""
         manifest, now, evidence = self._prepare(session_id)
         data = _read_document(path)
@@ -139,7 +140,7 @@ class VerificationService:
         return self._store(session_id, checked, MANUAL, evidence, actor)
 
     def _store(self, session_id: str, doc: documents.AuthorizationVerification, source: str,
-               evidence: Dict[str, Any], actor: str) -> Dict[str, Any]:
+               evidence: Dict[str, Any], actor: str) -> JsonObject:
         with self.ctx.lock:
             current = records.session(self.ctx.stores.runtime, session_id) or {"id": session_id}
             if not lifecycle.authorized(current):  # an authorization revoked meanwhile
@@ -156,7 +157,7 @@ class VerificationService:
         return session_row(self._session(self._manifest(), session_id), current).as_dict()
 
     # -- permit -------------------------------------------------------------------------
-    def start_permit(self, room_code: str, session_id: str) -> Dict[str, Any]:
+    def start_permit(self, room_code: str, session_id: str) -> JsonObject:
         """The start permit of a room for a session: ``{"room", "session", "start", "duration_min", "verified_at"}``.
 
         Raises ``PermitRefused`` (reason in Chinese) for an unknown or unregistered room,
@@ -204,13 +205,13 @@ class VerificationService:
         log.info("room %s permitted to start session %s", room_code, session_id)
 
     # -- view ---------------------------------------------------------------------------
-    def sync_state(self, sessions: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def sync_state(self, sessions: List[Dict[str, Any]]) -> JsonObject:
         """The dongle's 校时 state for 授权验证: attached, lock ids, the ticket's times, and for
         each of ``sessions`` whether the sync lies within the hour before its start. Read-only;
         problems are reported in ``problem``, not raised."""
         ctx = self.ctx
-        manifest = ctx.manifest() or {}
-        expected = (manifest.get("lock") or {}).get("id")
+        manifest: records.Manifest = ctx.manifest() or {}
+        expected = _lock_id(manifest)
         state: Dict[str, Any] = {"attached": False, "lock_id": None, "expected": expected, "ticket": None,
                                  "problem": "", "for_session": {}}
         dongle = ctx.dongle
@@ -246,15 +247,20 @@ class VerificationService:
     def view(self) -> VerificationSnapshot:
         """Sessions (场次 | 场次名称 | 开考时间 | 考试时长 | 考试授权状态 | 授权验证状态) with their
         states, the current one and the package's lock (``kd.core.snapshots.VerificationSnapshot``)."""
-        manifest = self.ctx.manifest() or {}
+        manifest: records.Manifest = self.ctx.manifest() or {}
         runtime = self.ctx.stores.runtime
         rows = tuple(session_row(s, records.session(runtime, s["id"])) for s in manifest.get("sessions") or [])
         return VerificationSnapshot(sessions=rows, current=current_session([r.as_dict() for r in rows], self.ctx.now()),
-                                    lock_id=(manifest.get("lock") or {}).get("id"))
+                                    lock_id=_lock_id(manifest))
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> JsonObject:
         """``view()`` as plain JSON."""
         return self.view().as_dict()
+
+
+def _lock_id(manifest: records.Manifest) -> Optional[str]:
+    lock = manifest.get("lock")
+    return lock["id"] if lock else None
 
 
 def current_session(sessions: List[Dict[str, Any]], now: datetime.datetime) -> Optional[str]:
