@@ -55,7 +55,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Iterable, List, Mapping, Optional
 
 from kd.core import model
 from kd.core.context import Context, cst_now
@@ -158,7 +158,7 @@ class SettingsPlatform:
     ``probe()`` is False.
     """
 
-    def __init__(self, read_site: Callable[[], Dict[str, Any]], trusted: TrustedKeys) -> None:
+    def __init__(self, read_site: Callable[[], Mapping[str, Any]], trusted: TrustedKeys) -> None:
         self._read_site = read_site
         self._trusted = trusted
         self._lock = threading.Lock()
@@ -309,8 +309,9 @@ class Site:
             step("stopping the LAN server", self.lan.stop)
         if self._own_platform is not None:
             step("closing the platform client", self._own_platform.close)
-        if self.core is not None and self._core_started:
-            if not step("stopping the outbox sender", lambda: self.core.stop(left())):
+        core = self.core
+        if core is not None and self._core_started:
+            if not step("stopping the outbox sender", lambda: core.stop(left())):
                 log.warning("the outbox sender did not end within the deadline")
         for thread in self._threads:
             thread.join(left())
