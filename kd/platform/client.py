@@ -49,14 +49,15 @@ import logging
 import os
 import secrets
 import tempfile
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, Optional
 
 import requests
 
+from kd.core.ports import Downloaded
 from kd.errors import StoreError, UserError
 from kd.fileio import sha256_file
 from kd.formats import documents
-from kd.formats.package import SitePackage, load_package
+from kd.formats.package import load_package
 from kd.formats.timeutil import parse_time
 from kd.platform.transport import (
     API,
@@ -103,11 +104,8 @@ def new_report_key() -> str:
     return "kd-" + secrets.token_hex(16)
 
 
-class PackageDownload(NamedTuple):
-    """A downloaded and verified package: the file kept at ``path`` and the loaded package."""
-
-    path: str
-    package: SitePackage
+#: a downloaded and verified package (``path``, ``package``): the core port's record, not a second one
+PackageDownload = Downloaded
 
 
 class PlatformClient(Transport):
