@@ -9,6 +9,8 @@
   replace, fsync the folder. Returns only when the new content is durable.
 - ``write_chunks_durably(path, chunks)``: the same for content that arrives in pieces.
 - ``sha256_file(path)``: SHA-256 hex digest and size of a file, read in blocks.
+- ``remove_quietly(path)``: delete a file when it can be; an ``OSError`` (none there, busy,
+  denied) is ignored: for leftovers (temp and ``.part`` files) whose absence is not promised.
 
 Telling media apart and reading past the cache (the external backup, docs/operations.md
 "What the read-back proves"):
@@ -87,6 +89,14 @@ def replace(src: str, dst: str, retry_seconds: float = REPLACE_RETRY_SECONDS) ->
             time.sleep(_RETRY_STEP)
 
 
+def remove_quietly(path: str) -> None:
+    """Delete the file at ``path`` if it can be; ignore the ``OSError`` when it cannot."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def sha256_file(path: str, block: int = 1024 * 1024) -> Tuple[str, int]:
     """SHA-256 hex digest and size of the file at ``path``."""
     digest = hashlib.sha256()
@@ -110,7 +120,7 @@ def write_chunks_durably(path: str, chunks: Iterable[bytes]) -> None:
             os.fsync(f.fileno())
         replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     fsync_dir(folder)
 
@@ -131,7 +141,7 @@ def write_file_durably(path: str, data: bytes, mode: Optional[int] = None) -> No
             os.chmod(tmp, mode)
         replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     fsync_dir(folder)
 
@@ -303,10 +313,3 @@ def _sha256_no_buffering(path: str) -> Tuple[str, int]:  # pragma: no cover - Wi
         k32.VirtualFree(buf, 0, 0x8000)
         k32.CloseHandle(handle)
     return digest.hexdigest(), size
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

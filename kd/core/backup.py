@@ -180,7 +180,7 @@ class BackupService:
             try:
                 read_back = self._check_written(path, public_key)
             except (UserError, OSError) as e:
-                _quietly_remove(path)
+                fsutil.remove_quietly(path)
                 raise BackupError("备份文件写入后校验失败，已删除：{}。".format(path),
                                   "请检查存储介质后重新备份，或换一个文件夹/U 盘。", detail=repr(e)) from e
             size = os.path.getsize(path)
@@ -245,7 +245,7 @@ class BackupService:
                 fsutil.replace(part, path)
                 fsutil.fsync_dir(os.path.dirname(os.path.abspath(path)))
             except BaseException:
-                _quietly_remove(part)
+                fsutil.remove_quietly(part)
                 raise
         except FormatError as e:  # the manifest check: e.g. a spool file changed between its check and its copy
             raise BackupError("系统备份未完成（{}）。".format(e.cause),
@@ -299,10 +299,3 @@ def _free_name(folder: str, stem: str) -> str:
         path = os.path.join(folder, "{}-{}{}".format(stem, n, bak.SUFFIX))
         n += 1
     return path
-
-
-def _quietly_remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

@@ -55,7 +55,7 @@ import requests
 
 from kd.core.ports import Downloaded
 from kd.errors import StoreError, UserError
-from kd.fileio import sha256_file
+from kd.fileio import remove_quietly, sha256_file
 from kd.formats import documents
 from kd.formats.package import load_package
 from kd.formats.timeutil import parse_time
@@ -183,7 +183,7 @@ class PlatformClient(Transport):
         try:
             package = load_package(final, self.trusted, self.site_code, loaded_publish_time)
         except BaseException:
-            _remove(final)
+            remove_quietly(final)
             raise
         return PackageDownload(final, package)
 
@@ -226,7 +226,7 @@ class PlatformClient(Transport):
             log.info("downloaded site package: %d bytes, sha256 %s", total, sha)
             return final
         except BaseException:
-            _remove(part)
+            remove_quietly(part)
             raise
         finally:
             resp.close()
@@ -374,10 +374,3 @@ def _segment(value: str) -> str:
     if not value or not all(c.isalnum() or c in "_-" for c in value) or not value.isascii():
         raise ValueError(f"not a valid code for a URL: {value!r}")
     return value
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

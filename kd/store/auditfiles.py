@@ -182,13 +182,6 @@ def last_complete_line(path: str) -> Optional[bytes]:
         return None
 
 
-def remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
 def size_of(path: str) -> int:
     """The file's size; 0 when there is none."""
     try:

@@ -25,7 +25,6 @@ from kd.store.auditfiles import (
     last_complete_line,
     line_hash,
     parse_entry,
-    remove_quietly,
     rotated_details,
     size_of,
 )
@@ -109,7 +108,7 @@ class Rotation:
                 raise FileExistsError(target)
             _rename(self.path, target)
         except OSError as e:
-            remove_quietly(new)
+            fileio.remove_quietly(new)
             self._rotate_after = self._size + ROTATE_RETRY_BYTES
             log.error("audit log %s: could not rotate it to %s (%r); going on in the same file, trying again "
                       "after %d more bytes", self.path, name, e, ROTATE_RETRY_BYTES)

@@ -128,21 +128,14 @@ class Spool:
             fsutil.replace(part, final)
             fsutil.fsync_dir(self.folder)
         except OSError as e:
-            _discard(part)
+            fsutil.remove_quietly(part)
             raise SpoolError(
                 f"无法保存接收的文件到 {self.folder}",
                 "请检查磁盘空间和数据目录的写入权限；该文件未被确认接收，发送方可以重新发送。",
                 detail=repr(e),
             ) from e
         except BaseException:
-            _discard(part)
+            fsutil.remove_quietly(part)
             raise
         log.info("spooled %s (%d bytes)", digest, size)
         return final
-
-
-def _discard(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
