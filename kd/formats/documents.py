@@ -22,7 +22,7 @@ timezone-aware ``datetime`` given by the caller, so tests control time.
 import datetime
 import secrets
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Generic, Mapping, Optional, Tuple, TypeVar
 
 from kd.errors import FormatError
 from kd.formats.schema import Check
@@ -58,51 +58,54 @@ SYNC_WINDOW = datetime.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
-class SessionAuthorization:
-    """考试授权 for one session of one site."""
+class Signed:
+    """What every loaded document keeps: its verified body and the exact signed bytes."""
+
+    body: Dict[str, Any]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class SessionDocument(Signed):
+    """A document the platform issues for one session of one site, valid in a window."""
 
     site_code: str
     session_id: str
+    valid_from: datetime.datetime
+    valid_until: datetime.datetime
+    issued_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class SessionAuthorization(SessionDocument):
+    """考试授权 for one session of one site."""
+
     session_name: str
     start: datetime.datetime
     duration_min: int
-    valid_from: datetime.datetime
-    valid_until: datetime.datetime
-    issued_at: datetime.datetime
     auth_id: str
-    body: Dict[str, Any]
-    raw: bytes
 
 
 @dataclass(frozen=True)
-class AuthorizationVerification:
+class AuthorizationVerification(SessionDocument):
     """授权验证 data for one session, bound to the site's dongle."""
 
-    site_code: str
-    session_id: str
     lock_id: str
-    valid_from: datetime.datetime
-    valid_until: datetime.datetime
-    issued_at: datetime.datetime
     nonce: str
-    body: Dict[str, Any]
-    raw: bytes
 
 
 @dataclass(frozen=True)
-class SyncTicket:
+class SyncTicket(Signed):
     """The platform's record that it set a dongle's clock (校时) at ``server_time``."""
 
     lock_id: str
     site_code: str
     server_time: datetime.datetime
     valid_until: datetime.datetime
-    body: Dict[str, Any]
-    raw: bytes
 
 
 @dataclass(frozen=True)
-class UploadReceipt:
+class UploadReceipt(Signed):
     """The platform's signed acknowledgement of one uploaded result file."""
 
     site_code: str
@@ -112,31 +115,80 @@ class UploadReceipt:
     sha256: str
     size: int
     received_at: datetime.datetime
-    body: Dict[str, Any]
-    raw: bytes
 
 
-# -- shared steps ----------------------------------------------------------------------
+# -- one table per document kind ------------------------------------------------------
 
-def _open(data: bytes, kind: str, trusted: TrustedKeys, check: Check) -> Dict[str, Any]:
-    if not isinstance(data, (bytes, bytearray)):
-        raise check.refuse("内容不是字节数据")
-    try:
-        body = verify_document(bytes(data), kind, trusted, check.what)
-    except FormatError as e:
-        raise FormatError(e.cause, check.remedy, detail=e.detail) from None
-    check.integer(body.get("format_version"), "format_version", FORMAT_VERSION, FORMAT_VERSION)
-    return body
+FieldCheck = Callable[[Check, Any, str], Any]
+D = TypeVar("D")
 
 
-def _bind(check: Check, body: Mapping[str, Any], field: str, expected: Optional[str], label: str) -> None:
-    if expected is not None and body[field] != expected:
-        raise check.refuse(f"{label}不符（文件为 {body[field]}，应为 {expected}）")
+def _bounded_text(limit: int) -> FieldCheck:
+    return lambda check, value, field: check.text(value, field, max_chars=limit)
 
 
-def _window(check: Check, now: datetime.datetime, valid_from: datetime.datetime,
+def _int_range(low: int, high: int) -> FieldCheck:
+    return lambda check, value, field: check.integer(value, field, low, high)
+
+
+_TIME: FieldCheck = Check.time
+
+
+@dataclass(frozen=True)
+class _Kind(Generic[D]):
+    """One document kind: its fields (in the order they are checked), bindings and window.
+
+    ``binds``: (field, refusal text with the file's and the expected value) checked when the
+    caller names an expected value; ``window``: the (from, until) fields checked against
+    ``now``, or None. Times are ISO text in the body and ``datetime`` in the document.
+    """
+
+    kind: str
+    what: str
+    remedy: str
+    doc: Callable[..., D]
+    fields: Tuple[Tuple[str, FieldCheck], ...]
+    binds: Tuple[Tuple[str, str], ...]
+    window: Optional[Tuple[str, str]] = None
+
+    def checked(self, check: Check, body: Mapping[str, Any]) -> Dict[str, Any]:
+        return {field: read(check, body.get(field), field) for field, read in self.fields}
+
+    def build(self, signer: Signer, **values: Any) -> bytes:
+        """The signed bytes; refuses what ``load`` would refuse, as ``ValueError`` (a caller's bug)."""
+        body: Dict[str, Any] = {"format_version": FORMAT_VERSION}
+        for field, read in self.fields:
+            body[field] = format_time(values[field]) if read is _TIME else values[field]
+        try:
+            self.checked(Check(self.what, ""), body)
+        except FormatError as e:
+            raise ValueError(e.cause) from None
+        return signer.sign_document(self.kind, body)
+
+    def load(self, data: bytes, trusted: TrustedKeys, now: Optional[datetime.datetime],
+             skew: datetime.timedelta = ZERO, **expected: Any) -> D:
+        """Verify in the module's order; ``expected``: the bound fields' values (None: not checked)."""
+        check = Check(self.what, self.remedy)
+        if not isinstance(data, (bytes, bytearray)):
+            raise check.refuse("内容不是字节数据")
+        try:
+            body = verify_document(bytes(data), self.kind, trusted, check.what)
+        except FormatError as e:
+            raise FormatError(e.cause, check.remedy, detail=e.detail) from None
+        check.integer(body.get("format_version"), "format_version", FORMAT_VERSION, FORMAT_VERSION)
+        values = self.checked(check, body)
+        for field, refusal in self.binds:
+            want = expected.get(field)
+            if want is not None and body[field] != want:
+                raise check.refuse(refusal.format(body[field], want))
+        if self.window is not None:
+            _window(check, now, values[self.window[0]], values[self.window[1]], skew)
+        return self.doc(body=body, raw=bytes(data), **values)
+
+
+def _window(check: Check, moment: Optional[datetime.datetime], valid_from: datetime.datetime,
             valid_until: datetime.datetime, skew: datetime.timedelta) -> None:
-    require_aware(now)
+    now = require_aware(moment)
     if valid_until <= valid_from:
         raise check.refuse("有效期无效（结束时间不晚于开始时间）")
     if now < valid_from - skew:
@@ -145,16 +197,39 @@ def _window(check: Check, now: datetime.datetime, valid_from: datetime.datetime,
         raise check.refuse(f"已过期（有效期至 {format_time(valid_until)}，当前时间 {format_time(now)}）")
 
 
-def _for_builder(fields: Any, what: str, body: Mapping[str, Any]) -> None:
-    """Builders refuse what loaders would refuse, as ``ValueError`` (a caller's bug)."""
-    try:
-        fields(Check(what, ""), body)
-    except FormatError as e:
-        raise ValueError(e.cause) from None
+def _mismatch(label: str) -> str:
+    return label + "不符（文件为 {}，应为 {}）"
 
 
-def _time(check: Check, body: Mapping[str, Any], field: str) -> datetime.datetime:
-    return check.time(body.get(field), field)
+SITE_BIND = ("site_code", _mismatch("考点代码"))
+SESSION_BIND = ("session_id", _mismatch("场次"))
+LOCK_BIND = ("lock_id", _mismatch("机考锁编号"))
+
+AUTHORIZATION: _Kind[SessionAuthorization] = _Kind(
+    KIND_AUTHORIZATION, WHAT_AUTHORIZATION, REMEDY_AUTHORIZATION, SessionAuthorization,
+    fields=(("site_code", Check.code), ("session_id", Check.code), ("session_name", Check.text),
+            ("duration_min", _int_range(1, 24 * 60)), ("auth_id", Check.code),
+            ("start", _TIME), ("valid_from", _TIME), ("valid_until", _TIME), ("issued_at", _TIME)),
+    binds=(SITE_BIND, SESSION_BIND), window=("valid_from", "valid_until"))
+
+VERIFICATION: _Kind[AuthorizationVerification] = _Kind(
+    KIND_VERIFICATION, WHAT_VERIFICATION, REMEDY_VERIFICATION, AuthorizationVerification,
+    fields=(("site_code", Check.code), ("session_id", Check.code), ("lock_id", Check.code), ("nonce", Check.code),
+            ("valid_from", _TIME), ("valid_until", _TIME), ("issued_at", _TIME)),
+    binds=(SITE_BIND, SESSION_BIND, LOCK_BIND), window=("valid_from", "valid_until"))
+
+SYNC_TICKET: _Kind[SyncTicket] = _Kind(
+    KIND_SYNC_TICKET, WHAT_SYNC_TICKET, REMEDY_SYNC_TICKET, SyncTicket,
+    fields=(("lock_id", Check.code), ("site_code", Check.code), ("server_time", _TIME), ("valid_until", _TIME)),
+    binds=(LOCK_BIND, SITE_BIND), window=("server_time", "valid_until"))
+
+RECEIPT: _Kind[UploadReceipt] = _Kind(
+    KIND_RECEIPT, WHAT_RECEIPT, REMEDY_RECEIPT, UploadReceipt,
+    fields=(("site_code", Check.code), ("session_id", Check.code), ("room_code", Check.code),
+            ("file_id", _bounded_text(128)), ("sha256", Check.sha256), ("size", _int_range(0, 2 ** 53)),
+            ("received_at", _TIME)),
+    binds=(SITE_BIND, SESSION_BIND, ("room_code", _mismatch("考场代码")), ("file_id", _mismatch("文件编号")),
+           ("sha256", _mismatch("文件摘要（SHA-256）")), ("size", "文件大小不符（回执为 {} 字节，应为 {} 字节）")))
 
 
 # -- 考试授权 (.PTQ) -------------------------------------------------------------------
@@ -164,48 +239,16 @@ def build_session_authorization(signer: Signer, *, site_code: str, session_id: s
                                 valid_until: datetime.datetime, issued_at: datetime.datetime,
                                 auth_id: Optional[str] = None) -> bytes:
     """The signed ``.PTQ`` bytes."""
-    body = {
-        "format_version": FORMAT_VERSION,
-        "site_code": site_code,
-        "session_id": session_id,
-        "session_name": session_name,
-        "start": format_time(start),
-        "duration_min": duration_min,
-        "valid_from": format_time(valid_from),
-        "valid_until": format_time(valid_until),
-        "issued_at": format_time(issued_at),
-        "auth_id": auth_id or secrets.token_hex(8),
-    }
-    _for_builder(_authorization_fields, WHAT_AUTHORIZATION, body)
-    return signer.sign_document(KIND_AUTHORIZATION, body)
-
-
-def _authorization_fields(check: Check, body: Mapping[str, Any]) -> None:
-    check.code(body.get("site_code"), "site_code")
-    check.code(body.get("session_id"), "session_id")
-    check.text(body.get("session_name"), "session_name")
-    check.integer(body.get("duration_min"), "duration_min", 1, 24 * 60)
-    check.code(body.get("auth_id"), "auth_id")
-    for field in ("start", "valid_from", "valid_until", "issued_at"):
-        _time(check, body, field)
+    return AUTHORIZATION.build(signer, site_code=site_code, session_id=session_id, session_name=session_name,
+                               start=start, duration_min=duration_min, valid_from=valid_from,
+                               valid_until=valid_until, issued_at=issued_at, auth_id=auth_id or secrets.token_hex(8))
 
 
 def load_session_authorization(data: bytes, trusted: TrustedKeys, site_code: str, now: datetime.datetime,
                                session_id: Optional[str] = None,
                                skew: datetime.timedelta = ZERO) -> SessionAuthorization:
     """Verify a ``.PTQ``: signature, site, session (when given), validity at ``now``."""
-    check = Check(WHAT_AUTHORIZATION, REMEDY_AUTHORIZATION)
-    body = _open(data, KIND_AUTHORIZATION, trusted, check)
-    _authorization_fields(check, body)
-    _bind(check, body, "site_code", site_code, "考点代码")
-    _bind(check, body, "session_id", session_id, "场次")
-    doc = SessionAuthorization(
-        site_code=body["site_code"], session_id=body["session_id"], session_name=body["session_name"],
-        start=_time(check, body, "start"), duration_min=body["duration_min"],
-        valid_from=_time(check, body, "valid_from"), valid_until=_time(check, body, "valid_until"),
-        issued_at=_time(check, body, "issued_at"), auth_id=body["auth_id"], body=body, raw=bytes(data))
-    _window(check, now, doc.valid_from, doc.valid_until, skew)
-    return doc
+    return AUTHORIZATION.load(data, trusted, now, skew, site_code=site_code, session_id=session_id)
 
 
 # -- 授权验证 ---------------------------------------------------------------------------
@@ -214,45 +257,16 @@ def build_authorization_verification(signer: Signer, *, site_code: str, session_
                                      valid_from: datetime.datetime, valid_until: datetime.datetime,
                                      issued_at: datetime.datetime, nonce: Optional[str] = None) -> bytes:
     """The signed verification bytes (``nonce``: 32 hex chars, random when omitted)."""
-    body = {
-        "format_version": FORMAT_VERSION,
-        "site_code": site_code,
-        "session_id": session_id,
-        "lock_id": lock_id,
-        "valid_from": format_time(valid_from),
-        "valid_until": format_time(valid_until),
-        "issued_at": format_time(issued_at),
-        "nonce": nonce or secrets.token_hex(16),
-    }
-    _for_builder(_verification_fields, WHAT_VERIFICATION, body)
-    return signer.sign_document(KIND_VERIFICATION, body)
-
-
-def _verification_fields(check: Check, body: Mapping[str, Any]) -> None:
-    check.code(body.get("site_code"), "site_code")
-    check.code(body.get("session_id"), "session_id")
-    check.code(body.get("lock_id"), "lock_id")
-    check.code(body.get("nonce"), "nonce")
-    for field in ("valid_from", "valid_until", "issued_at"):
-        _time(check, body, field)
+    return VERIFICATION.build(signer, site_code=site_code, session_id=session_id, lock_id=lock_id,
+                              valid_from=valid_from, valid_until=valid_until, issued_at=issued_at,
+                              nonce=nonce or secrets.token_hex(16))
 
 
 def load_authorization_verification(data: bytes, trusted: TrustedKeys, site_code: str, now: datetime.datetime,
                                     session_id: Optional[str] = None, lock_id: Optional[str] = None,
                                     skew: datetime.timedelta = ZERO) -> AuthorizationVerification:
     """Verify 授权验证 data: signature, site, session and lock (when given), validity."""
-    check = Check(WHAT_VERIFICATION, REMEDY_VERIFICATION)
-    body = _open(data, KIND_VERIFICATION, trusted, check)
-    _verification_fields(check, body)
-    _bind(check, body, "site_code", site_code, "考点代码")
-    _bind(check, body, "session_id", session_id, "场次")
-    _bind(check, body, "lock_id", lock_id, "机考锁编号")
-    doc = AuthorizationVerification(
-        site_code=body["site_code"], session_id=body["session_id"], lock_id=body["lock_id"],
-        valid_from=_time(check, body, "valid_from"), valid_until=_time(check, body, "valid_until"),
-        issued_at=_time(check, body, "issued_at"), nonce=body["nonce"], body=body, raw=bytes(data))
-    _window(check, now, doc.valid_from, doc.valid_until, skew)
-    return doc
+    return VERIFICATION.load(data, trusted, now, skew, site_code=site_code, session_id=session_id, lock_id=lock_id)
 
 
 # -- 校时 (dongle sync ticket) ---------------------------------------------------------
@@ -260,22 +274,8 @@ def load_authorization_verification(data: bytes, trusted: TrustedKeys, site_code
 def build_sync_ticket(signer: Signer, *, lock_id: str, site_code: str, server_time: datetime.datetime,
                       valid_until: datetime.datetime) -> bytes:
     """The signed sync ticket: the platform set ``lock_id``'s clock at ``server_time``."""
-    body = {
-        "format_version": FORMAT_VERSION,
-        "lock_id": lock_id,
-        "site_code": site_code,
-        "server_time": format_time(server_time),
-        "valid_until": format_time(valid_until),
-    }
-    _for_builder(_sync_fields, WHAT_SYNC_TICKET, body)
-    return signer.sign_document(KIND_SYNC_TICKET, body)
-
-
-def _sync_fields(check: Check, body: Mapping[str, Any]) -> None:
-    check.code(body.get("lock_id"), "lock_id")
-    check.code(body.get("site_code"), "site_code")
-    _time(check, body, "server_time")
-    _time(check, body, "valid_until")
+    return SYNC_TICKET.build(signer, lock_id=lock_id, site_code=site_code, server_time=server_time,
+                             valid_until=valid_until)
 
 
 def load_sync_ticket(data: bytes, trusted: TrustedKeys, now: datetime.datetime, lock_id: Optional[str] = None,
@@ -285,16 +285,7 @@ def load_sync_ticket(data: bytes, trusted: TrustedKeys, now: datetime.datetime, 
     The dongle (emulator) calls it with its own lock id and the host clock before it sets
     its clock to ``server_time``; the core calls it with the site's lock id and code.
     """
-    check = Check(WHAT_SYNC_TICKET, REMEDY_SYNC_TICKET)
-    body = _open(data, KIND_SYNC_TICKET, trusted, check)
-    _sync_fields(check, body)
-    _bind(check, body, "lock_id", lock_id, "机考锁编号")
-    _bind(check, body, "site_code", site_code, "考点代码")
-    doc = SyncTicket(lock_id=body["lock_id"], site_code=body["site_code"],
-                     server_time=_time(check, body, "server_time"), valid_until=_time(check, body, "valid_until"),
-                     body=body, raw=bytes(data))
-    _window(check, now, doc.server_time, doc.valid_until, skew)
-    return doc
+    return SYNC_TICKET.load(data, trusted, now, skew, lock_id=lock_id, site_code=site_code)
 
 
 def synced_for_session(ticket: SyncTicket, session_start: datetime.datetime,
@@ -322,44 +313,13 @@ def require_sync_for_session(ticket: SyncTicket, session_start: datetime.datetim
 def build_upload_receipt(signer: Signer, *, site_code: str, session_id: str, room_code: str, file_id: str,
                          sha256: str, size: int, received_at: datetime.datetime) -> bytes:
     """The signed receipt the platform returns when an upload is complete."""
-    body = {
-        "format_version": FORMAT_VERSION,
-        "site_code": site_code,
-        "session_id": session_id,
-        "room_code": room_code,
-        "file_id": file_id,
-        "sha256": sha256,
-        "size": size,
-        "received_at": format_time(received_at),
-    }
-    _for_builder(_receipt_fields, WHAT_RECEIPT, body)
-    return signer.sign_document(KIND_RECEIPT, body)
-
-
-def _receipt_fields(check: Check, body: Mapping[str, Any]) -> None:
-    check.code(body.get("site_code"), "site_code")
-    check.code(body.get("session_id"), "session_id")
-    check.code(body.get("room_code"), "room_code")
-    check.text(body.get("file_id"), "file_id", max_chars=128)
-    check.sha256(body.get("sha256"), "sha256")
-    check.integer(body.get("size"), "size", 0, 2 ** 53)
-    _time(check, body, "received_at")
+    return RECEIPT.build(signer, site_code=site_code, session_id=session_id, room_code=room_code, file_id=file_id,
+                         sha256=sha256, size=size, received_at=received_at)
 
 
 def load_upload_receipt(data: bytes, trusted: TrustedKeys, site_code: str, *, session_id: Optional[str] = None,
                         room_code: Optional[str] = None, file_id: Optional[str] = None,
                         sha256: Optional[str] = None, size: Optional[int] = None) -> UploadReceipt:
     """Verify a receipt: signature, site, and each of session/room/file/sha256/size given."""
-    check = Check(WHAT_RECEIPT, REMEDY_RECEIPT)
-    body = _open(data, KIND_RECEIPT, trusted, check)
-    _receipt_fields(check, body)
-    _bind(check, body, "site_code", site_code, "考点代码")
-    _bind(check, body, "session_id", session_id, "场次")
-    _bind(check, body, "room_code", room_code, "考场代码")
-    _bind(check, body, "file_id", file_id, "文件编号")
-    _bind(check, body, "sha256", sha256, "文件摘要（SHA-256）")
-    if size is not None and body["size"] != size:
-        raise check.refuse("文件大小不符（回执为 {} 字节，应为 {} 字节）".format(body["size"], size))
-    return UploadReceipt(site_code=body["site_code"], session_id=body["session_id"], room_code=body["room_code"],
-                         file_id=body["file_id"], sha256=body["sha256"], size=body["size"],
-                         received_at=_time(check, body, "received_at"), body=body, raw=bytes(data))
+    return RECEIPT.load(data, trusted, None, site_code=site_code, session_id=session_id, room_code=room_code,
+                        file_id=file_id, sha256=sha256, size=size)
