@@ -77,16 +77,28 @@ def ensure_venv(python):
         shutil.rmtree(VENV)
     if not os.path.exists(venv_python()):
         say("creating .venv with " + python)
-        subprocess.check_call([python, "-m", "venv", VENV])
-    say("installing pinned requirements (requirements-dev.txt)")
-    subprocess.check_call(
-        [venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-         "-r", os.path.join(ROOT, "requirements-dev.txt")],
-        cwd=ROOT,
-    )
+        quiet_call([python, "-m", "venv", VENV])
+    say("installing pinned requirements (requirements-dev.txt; the first time takes a minute or two)")
+    quiet_call([venv_python(), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+                "-r", os.path.join(ROOT, "requirements-dev.txt")])
     with open(STAMP, "w", encoding="utf-8") as f:
         json.dump(want, f)
     return venv_python()
+
+
+def quiet_call(cmd):
+    """Run ``cmd`` from the project root with its output captured; print it only when it fails.
+
+    pip's progress and its notices (``Location ... ignored`` warnings and the like) are
+    noise on success; on failure every line it wrote is shown, then
+    ``CalledProcessError`` is raised.
+    """
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def run(cmd, **kw):
