@@ -38,7 +38,7 @@ to a room-session record, persists it once and records each action;
 ``advance_session`` does the same for one event of a session.
 """
 
-from typing import Any, Dict, Iterable, NamedTuple, Optional, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple, cast
 
 from kd.core.context import Context
 from kd.core.records import RoomSession, Session, put_room_session, put_session
@@ -69,34 +69,25 @@ def room_session_reached(state: RoomSessionState, target: RoomSessionState) -> b
 
 
 # -- the facts: the only readers of the lifecycle timestamps ----------------------------------
-def authorized(doc: Optional[Session]) -> bool:
-    return bool(doc and doc.get("authorized_at"))
+class _Fact:
+    """One fact of a record: its ``field`` is set (a time, or the result), and ``given`` holds too."""
+
+    def __init__(self, field: str, given: Optional["_Fact"] = None) -> None:
+        self.field, self.given = field, given
+
+    def __call__(self, doc: Optional[Mapping[str, Any]]) -> bool:
+        return bool(doc and doc.get(self.field)) and (self.given is None or self.given(doc))
 
 
-def verified(doc: Optional[Session]) -> bool:
-    """Verified and authorized (a verification without its authorization does not count)."""
-    return authorized(doc) and bool(doc and doc.get("verified_at"))
-
-
-def permitted(doc: Optional[RoomSession]) -> bool:
-    return bool(doc and doc.get("permitted_at"))
-
-
-def started(doc: Optional[RoomSession]) -> bool:
-    return bool(doc and doc.get("started_at"))
-
-
-def start_unpermitted(doc: Optional[RoomSession]) -> bool:
-    """The recorded start was 未经许可开考."""
-    return started(doc) and bool(doc and doc.get("unpermitted_at"))
-
-
-def ended(doc: Optional[RoomSession]) -> bool:
-    return bool(doc and doc.get("ended_at"))
-
-
-def recovered(doc: Optional[RoomSession]) -> bool:
-    return bool(doc and doc.get("result"))
+authorized = _Fact("authorized_at")
+#: a verification without its authorization does not count
+verified = _Fact("verified_at", given=authorized)
+permitted = _Fact("permitted_at")
+started = _Fact("started_at")
+#: the recorded start was 未经许可开考
+start_unpermitted = _Fact("unpermitted_at", given=started)
+ended = _Fact("ended_at")
+recovered = _Fact("result")
 
 
 def uploaded(doc: Optional[RoomSession]) -> bool:
@@ -108,6 +99,17 @@ def uploaded(doc: Optional[RoomSession]) -> bool:
 
 
 # -- the states -------------------------------------------------------------------------------
+#: a verified session's state from its least advanced room, the furthest first
+_SESSION_BY_ROOMS = ((RoomSessionState.UPLOADED, SessionState.UPLOADED),
+                     (RoomSessionState.RECOVERED, SessionState.RECOVERED),
+                     (RoomSessionState.ENDED, SessionState.ENDED), (RoomSessionState.STARTED, SessionState.STARTED))
+#: a room-session's state: the furthest fact its record holds, the furthest first
+_ROOM_SESSION_BY_FACT: Tuple[Tuple[Callable[[Optional[RoomSession]], bool], RoomSessionState], ...] = (
+    (uploaded, RoomSessionState.UPLOADED), (recovered, RoomSessionState.RECOVERED),
+    (ended, RoomSessionState.ENDED), (start_unpermitted, RoomSessionState.STARTED_UNPERMITTED),
+    (started, RoomSessionState.STARTED), (permitted, RoomSessionState.PERMITTED))
+
+
 def session_state(doc: Optional[Session], rooms: Optional[Iterable[RoomSessionState]] = None) -> SessionState:
     """The session's state: its gate (loaded, authorized, verified), then its rooms' progress."""
     if not authorized(doc):
@@ -118,32 +120,13 @@ def session_state(doc: Optional[Session], rooms: Optional[Iterable[RoomSessionSt
     if not states:
         return SessionState.VERIFIED
     lowest = min(ROOM_SESSION_RANK[s] for s in states)
-    if lowest >= ROOM_SESSION_RANK[RoomSessionState.UPLOADED]:
-        return SessionState.UPLOADED
-    if lowest >= ROOM_SESSION_RANK[RoomSessionState.RECOVERED]:
-        return SessionState.RECOVERED
-    if lowest >= ROOM_SESSION_RANK[RoomSessionState.ENDED]:
-        return SessionState.ENDED
-    if lowest >= ROOM_SESSION_RANK[RoomSessionState.STARTED]:
-        return SessionState.STARTED
-    return SessionState.VERIFIED
+    return next((state for room_state, state in _SESSION_BY_ROOMS if lowest >= ROOM_SESSION_RANK[room_state]),
+                SessionState.VERIFIED)
 
 
 def room_session_state(doc: Optional[RoomSession]) -> RoomSessionState:
     """The furthest fact the room's record for the session holds (see the module docstring)."""
-    if uploaded(doc):
-        return RoomSessionState.UPLOADED
-    if recovered(doc):
-        return RoomSessionState.RECOVERED
-    if ended(doc):
-        return RoomSessionState.ENDED
-    if start_unpermitted(doc):
-        return RoomSessionState.STARTED_UNPERMITTED
-    if started(doc):
-        return RoomSessionState.STARTED
-    if permitted(doc):
-        return RoomSessionState.PERMITTED
-    return RoomSessionState.PLANNED
+    return next((state for fact, state in _ROOM_SESSION_BY_FACT if fact(doc)), RoomSessionState.PLANNED)
 
 
 # -- the transition tables --------------------------------------------------------------------
@@ -154,10 +137,9 @@ SESSION_TRANSITIONS: Dict[Tuple[SessionState, SessionEvent], SessionState] = {
     (S.VERIFIED, SE.AUTHORIZE): S.VERIFIED,  # a new authorization keeps the verification
     (S.AUTHORIZED, SE.VERIFY): S.VERIFIED,
     (S.VERIFIED, SE.VERIFY): S.VERIFIED,
-    (S.LOADED, SE.VOID): S.LOADED,
-    (S.AUTHORIZED, SE.VOID): S.LOADED,
-    (S.VERIFIED, SE.VOID): S.LOADED,
 }
+for _state in (S.LOADED, S.AUTHORIZED, S.VERIFIED):  # a void sends any gate back to the start
+    SESSION_TRANSITIONS[(_state, SE.VOID)] = S.LOADED
 
 R, RE = RoomSessionState, RoomSessionEvent
 #: a permit, a start or an end may still be recorded once a result is in (it came by hand first)
