@@ -1,11 +1,23 @@
-"""Shared bits of the benchmark scripts (not a benchmark itself: dev.py skips ``_*.py``)."""
+"""Shared bits of the benchmark scripts (not a benchmark itself: dev.py skips ``_*.py``).
 
+Timing (``median_ms``, ``interleaved_median_ms``), the one JSON line (``emit``), the
+package benchmarks' arguments and package (``package_args``, ``write_site_package``), a
+scratch data folder (``scratch_context``), and the LAN benchmarks' site: a loaded site
+(``loaded_site``), its ``LanServer`` (``start_lan_server``), a room's registration code
+(``reg_code``) and the child process of proctors (``run_child``).
+"""
+
+import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, Iterator, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -55,3 +67,77 @@ def write_site_package(path: str, rooms: int, room_kib: int) -> Any:
     with open(path, "wb") as out:
         out.write(build_package(platform, manifest, files))
     return TrustedKeys([platform.public_key])
+
+
+def package_args(description: str, rounds: int) -> argparse.Namespace:
+    """The package benchmarks' ``--rounds N --rooms N --room-kib N`` (defaults: ``rounds``, 100, 1024)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--rooms", type=int, default=100)
+    parser.add_argument("--room-kib", type=int, default=1024)
+    return parser.parse_args()
+
+
+@contextlib.contextmanager
+def scratch_context(prefix: str) -> Iterator[Any]:
+    """An open ``kd.site`` context on a fresh temporary data folder; closed and removed after."""
+    from kd.app import open_context
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        ctx = open_context(folder)
+        try:
+            yield ctx
+        finally:
+            ctx.stores.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def loaded_site(tmp: str, rooms: int, candidates: int) -> Iterator[Any]:
+    """The LAN benchmarks' site in ``tmp`` (platform simulator, dongle emulator, ``rooms`` rooms of
+    1 session, ``candidates`` per room, 1 KB room files), its package loaded online; yields the context."""
+    from kd.core.loading import LoadingService
+    from tests.support.env import make_env
+
+    env = make_env(tmp, rooms=rooms, sessions=1, candidates=candidates, room_kb=1)
+    try:
+        LoadingService(env.ctx).load_online("bench")
+        yield env.ctx
+    finally:
+        env.close()
+
+
+def start_lan_server(ctx: Any, host: str) -> Any:
+    """A started ``LanServer`` on ``host`` (any free port) over the site's core services."""
+    from kd.core.monitor import MonitorService
+    from kd.core.outbox import Outbox
+    from kd.core.recovery import RecoveryService
+    from kd.core.registration import RegistrationService
+    from kd.core.verification import VerificationService
+    from kd.lan.server import LanOptions, LanServer
+
+    outbox = Outbox(ctx)
+    return LanServer(ctx, registration=RegistrationService(ctx), verification=VerificationService(ctx),
+                     monitor=MonitorService(ctx, outbox), recovery=RecoveryService(ctx, outbox),
+                     options=LanOptions(host=host, port=0)).start()
+
+
+def reg_code(ctx: Any, room: str) -> str:
+    """The registration code (注册码) the site holds for ``room``."""
+    from kd.core import model
+
+    return str(ctx.stores.runtime.get(model.ROOMS, room)["reg_code"])
+
+
+def run_child(script: str, args: List[str], timeout: float) -> Dict[str, Any]:
+    """Run ``script --child ARGS`` with this Python; the JSON object of its last output line.
+
+    A child that fails ends the benchmark with its standard error."""
+    out = subprocess.run([sys.executable, os.path.abspath(script), "--child"] + args, capture_output=True,
+                         text=True, timeout=timeout, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    result: Dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

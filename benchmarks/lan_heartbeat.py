@@ -14,13 +14,12 @@ issue asks; ``KD_BENCH_SECONDS`` shortens it for a quick look. Prints one JSON l
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from _common import ROOT, emit
+from _common import ROOT, emit, loaded_site, reg_code, run_child, start_lan_server
 
 PROCTORS = 200
 SECONDS = float(os.environ.get("KD_BENCH_SECONDS", "30"))
@@ -77,40 +76,16 @@ def child(host: str, port: int, rooms_file: str) -> None:
 
 
 def main() -> None:
-    sys.path.insert(0, ROOT)
-    from kd.core import model
-    from kd.core.loading import LoadingService
-    from kd.core.monitor import MonitorService
-    from kd.core.outbox import Outbox
-    from kd.core.recovery import RecoveryService
-    from kd.core.registration import RegistrationService
-    from kd.core.verification import VerificationService
-    from kd.lan.server import LanOptions, LanServer
-    from tests.support.env import make_env
-
-    with tempfile.TemporaryDirectory() as tmp:
-        env = make_env(tmp, rooms=PROCTORS, sessions=1, candidates=2, room_kb=1)
+    with tempfile.TemporaryDirectory() as tmp, loaded_site(tmp, rooms=PROCTORS, candidates=2) as ctx:
+        server = start_lan_server(ctx, "0.0.0.0")  # noqa: S104 - 127.0.1.x clients
+        rooms = [{"code": r["code"], "reg_code": reg_code(ctx, r["code"])} for r in ctx.manifest()["rooms"]]
+        spec = os.path.join(tmp, "rooms.json")
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump({"rooms": rooms, "session": ctx.manifest()["sessions"][0]["id"], "seconds": SECONDS}, f)
         try:
-            ctx = env.ctx
-            LoadingService(ctx).load_online("bench")
-            outbox = Outbox(ctx)
-            server = LanServer(ctx, registration=RegistrationService(ctx), verification=VerificationService(ctx),
-                               monitor=MonitorService(ctx, outbox), recovery=RecoveryService(ctx, outbox),
-                               options=LanOptions(host="0.0.0.0", port=0)).start()  # noqa: S104 - 127.0.1.x clients
-            rooms = [{"code": r["code"], "reg_code": ctx.stores.runtime.get(model.ROOMS, r["code"])["reg_code"]}
-                     for r in ctx.manifest()["rooms"]]
-            spec = os.path.join(tmp, "rooms.json")
-            with open(spec, "w", encoding="utf-8") as f:
-                json.dump({"rooms": rooms, "session": ctx.manifest()["sessions"][0]["id"], "seconds": SECONDS}, f)
-            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "127.0.0.1",
-                                  str(server.port()), spec], capture_output=True, text=True, timeout=SECONDS + 120,
-                                 cwd=ROOT)
-            server.stop()
+            result = run_child(__file__, ["127.0.0.1", str(server.port()), spec], timeout=SECONDS + 120)
         finally:
-            env.close()
-    if out.returncode != 0:
-        raise SystemExit(out.stderr)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+            server.stop()
     lat = sorted(result["latencies"])
 
     def pct(p: float) -> float:

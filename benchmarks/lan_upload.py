@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from typing import Any, Dict
 
-from _common import ROOT, emit
+from _common import ROOT, emit, loaded_site, reg_code, run_child, start_lan_server
 
 PROCTORS = 20
 MB_EACH = 50
@@ -97,78 +97,56 @@ def raw_receiver(folder: str) -> socket.socket:
     return server
 
 
-def run_child(mode: str, port: int, spec: str) -> dict:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", mode, "127.0.0.1", str(port), spec],
-                         capture_output=True, text=True, timeout=900, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def uploaded(mode: str, port: int, spec: str) -> Dict[str, Any]:
+    """The child's figures for ``mode`` against ``127.0.0.1:port``; an upload error ends the benchmark."""
+    result = run_child(__file__, [mode, "127.0.0.1", str(port), spec], timeout=900)
     if result["errors"]:
         raise SystemExit("upload errors: {}".format(result["errors"][:3]))
     return result
 
 
 def main() -> None:
-    sys.path.insert(0, ROOT)
     from kd.core import model
-    from kd.core.loading import LoadingService
-    from kd.core.monitor import MonitorService
-    from kd.core.outbox import Outbox
-    from kd.core.recovery import RecoveryService
-    from kd.core.registration import RegistrationService
-    from kd.core.verification import VerificationService
     from kd.formats.result import PRESENT, build_result
     from kd.formats.timeutil import CST
-    from kd.lan.server import LanOptions, LanServer
-    from tests.support.env import make_env
 
-    with tempfile.TemporaryDirectory() as tmp:
-        env = make_env(tmp, rooms=PROCTORS, sessions=1, candidates=4, room_kb=1)
-        try:
-            ctx = env.ctx
-            LoadingService(ctx).load_online("bench")
-            manifest = ctx.manifest()
-            session = manifest["sessions"][0]
-            uploads = []
-            for n, room in enumerate(manifest["rooms"]):
-                people = [c for c in manifest["candidates"] if c["room"] == room["code"]]
-                per = MB_EACH * MiB // len(people)
-                cands = [{"ticket": c["ticket"], "subject": c["subject"], "status": PRESENT,
-                          "answer": (hashlib.sha256("{}{}".format(n, c["ticket"]).encode()).digest() *
-                                     (per // 32 + 1))[:per]} for c in people]
-                data = build_result(site_code=manifest["site_code"], room_code=room["code"],
-                                    session_id=session["id"], created_at=datetime.datetime.now(CST),
-                                    candidates=cands, subjects=session["subjects"])
-                path = os.path.join(tmp, "result-{}.zip".format(room["code"]))
-                with open(path, "wb") as f:
-                    f.write(data)
-                uploads.append({"room": room["code"], "session": session["id"], "path": path,
-                                "reg_code": ctx.stores.runtime.get(model.ROOMS, room["code"])["reg_code"],
-                                "size": len(data)})
-            total_mb = sum(u["size"] for u in uploads) / MiB
-            spec = os.path.join(tmp, "uploads.json")
-            with open(spec, "w", encoding="utf-8") as f:
-                json.dump({"uploads": uploads}, f)
+    with tempfile.TemporaryDirectory() as tmp, loaded_site(tmp, rooms=PROCTORS, candidates=4) as ctx:
+        manifest = ctx.manifest()
+        session = manifest["sessions"][0]
+        uploads = []
+        for n, room in enumerate(manifest["rooms"]):
+            people = [c for c in manifest["candidates"] if c["room"] == room["code"]]
+            per = MB_EACH * MiB // len(people)
+            cands = [{"ticket": c["ticket"], "subject": c["subject"], "status": PRESENT,
+                      "answer": (hashlib.sha256("{}{}".format(n, c["ticket"]).encode()).digest() *
+                                 (per // 32 + 1))[:per]} for c in people]
+            data = build_result(site_code=manifest["site_code"], room_code=room["code"],
+                                session_id=session["id"], created_at=datetime.datetime.now(CST),
+                                candidates=cands, subjects=session["subjects"])
+            path = os.path.join(tmp, "result-{}.zip".format(room["code"]))
+            with open(path, "wb") as f:
+                f.write(data)
+            uploads.append({"room": room["code"], "session": session["id"], "path": path,
+                            "reg_code": reg_code(ctx, room["code"]), "size": len(data)})
+        total_mb = sum(u["size"] for u in uploads) / MiB
+        spec = os.path.join(tmp, "uploads.json")
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump({"uploads": uploads}, f)
 
-            raw_dir = os.path.join(tmp, "raw")
-            os.makedirs(raw_dir)
-            receiver = raw_receiver(raw_dir)
-            baseline = run_child("raw", receiver.getsockname()[1], spec)
-            receiver.close()
-            for name in os.listdir(raw_dir):
-                os.remove(os.path.join(raw_dir, name))
+        raw_dir = os.path.join(tmp, "raw")
+        os.makedirs(raw_dir)
+        receiver = raw_receiver(raw_dir)
+        baseline = uploaded("raw", receiver.getsockname()[1], spec)
+        receiver.close()
+        for name in os.listdir(raw_dir):
+            os.remove(os.path.join(raw_dir, name))
 
-            outbox = Outbox(ctx)
-            server = LanServer(ctx, registration=RegistrationService(ctx), verification=VerificationService(ctx),
-                               monitor=MonitorService(ctx, outbox), recovery=RecoveryService(ctx, outbox),
-                               options=LanOptions(host="0.0.0.0", port=0)).start()  # noqa: S104 - 127.0.2.x clients
-            lan = run_child("lan", server.port(), spec)
-            server.stop()
-            received = [d for d in ctx.stores.runtime.all(model.ROOM_SESSIONS) if d.get("result")]
-            if len(received) != PROCTORS:
-                raise SystemExit("only {} of {} results recorded".format(len(received), PROCTORS))
-        finally:
-            env.close()
+        server = start_lan_server(ctx, "0.0.0.0")  # noqa: S104 - 127.0.2.x clients
+        lan = uploaded("lan", server.port(), spec)
+        server.stop()
+        received = [d for d in ctx.stores.runtime.all(model.ROOM_SESSIONS) if d.get("result")]
+        if len(received) != PROCTORS:
+            raise SystemExit("only {} of {} results recorded".format(len(received), PROCTORS))
     mb_s = total_mb / lan["seconds"]
     baseline_mb_s = total_mb / baseline["seconds"]
     emit(bench="lan_upload", proctors=PROCTORS, mb_each=MB_EACH, mb_s=round(mb_s, 1),

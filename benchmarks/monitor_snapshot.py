@@ -13,12 +13,9 @@ Target: ms ≤ 5.
 """
 
 import datetime
-import shutil
-import tempfile
 
-from _common import emit, median_ms
+from _common import emit, median_ms, scratch_context
 
-from kd.app import open_context
 from kd.core import model
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
@@ -63,30 +60,23 @@ def populate(ctx) -> None:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    folder = tempfile.mkdtemp(prefix="kd-bench-monitor-")
-    try:
-        ctx = open_context(folder)
-        try:
-            populate(ctx)
-            monitor = MonitorService(ctx, Outbox(ctx))
-            for i in range(ROOMS):
-                code = "{}{:03d}".format(SITE, i + 1)
-                monitor.heartbeat(code, {"session_id": "S1", "started": bool(i % 2), "ended": False,
-                                         "logged_in": 38, "in_exam": 36 if i % 2 else 0})
-            snap = monitor.snapshot("S1")
-            assert len(snap["rows"]) == ROOMS and snap["totals"]["candidates"] == ROOMS * PER_ROOM
-            assert snap["totals"]["connected"] == ROOMS and snap["totals"]["logged_in"] == ROOMS * 38
-            ms = median_ms(lambda: monitor.snapshot("S1"), REPEAT)
+    with scratch_context("kd-bench-monitor-") as ctx:
+        populate(ctx)
+        monitor = MonitorService(ctx, Outbox(ctx))
+        for i in range(ROOMS):
+            code = "{}{:03d}".format(SITE, i + 1)
+            monitor.heartbeat(code, {"session_id": "S1", "started": bool(i % 2), "ended": False,
+                                     "logged_in": 38, "in_exam": 36 if i % 2 else 0})
+        snap = monitor.snapshot("S1")
+        assert len(snap["rows"]) == ROOMS and snap["totals"]["candidates"] == ROOMS * PER_ROOM
+        assert snap["totals"]["connected"] == ROOMS and snap["totals"]["logged_in"] == ROOMS * 38
+        ms = median_ms(lambda: monitor.snapshot("S1"), REPEAT)
 
-            def cold() -> None:
-                monitor.invalidate()
-                monitor.snapshot("S1")
+        def cold() -> None:
+            monitor.invalidate()
+            monitor.snapshot("S1")
 
-            cold_ms = median_ms(cold, REPEAT)
-        finally:
-            ctx.stores.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        cold_ms = median_ms(cold, REPEAT)
     emit(bench="monitor_snapshot", ms=round(ms, 3), cold_ms=round(cold_ms, 3), rooms=ROOMS,
          candidates=ROOMS * PER_ROOM, target_ms=5.0)
 

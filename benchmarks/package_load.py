@@ -9,22 +9,14 @@ Prints one JSON line: medians in ms and their ratio (target: at most 2).
 Usage: ``.venv/bin/python benchmarks/package_load.py [--rounds N] [--rooms N] [--room-kib N]``
 """
 
-import argparse
 import hashlib
-import json
 import os
-import statistics
-import sys
 import tempfile
-import time
 import zipfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from _common import emit, interleaved_median_ms, package_args, write_site_package
 
-from _common import write_site_package  # noqa: E402
-
-from kd.formats.package import load_package  # noqa: E402
+from kd.formats.package import load_package
 
 
 def baseline(path: str) -> int:
@@ -44,32 +36,21 @@ def baseline(path: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--rooms", type=int, default=100)
-    parser.add_argument("--room-kib", type=int, default=1024)
-    args = parser.parse_args()
-
+    args = package_args(__doc__.splitlines()[0], rounds=7)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "package.zip")
         trusted = write_site_package(path, args.rooms, args.room_kib)
         size = os.path.getsize(path)
-        load_package(path, trusted, "11003")  # warm the page cache for both
-        baseline(path)
-        loads, bares = [], []
-        for _ in range(args.rounds):
-            t0 = time.perf_counter()
-            package = load_package(path, trusted, "11003")
-            loads.append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            baseline(path)
-            bares.append((time.perf_counter() - t0) * 1000)
-        assert len(package.candidates) == args.rooms * 2 * 40
-    ms, base = statistics.median(loads), statistics.median(bares)
-    print(json.dumps({"bench": "package_load", "ms": round(ms, 1), "baseline_ms": round(base, 1),
-                      "ratio": round(ms / base, 2), "rooms": args.rooms, "package_bytes": size,
-                      "rounds": args.rounds}))
+        packages = []
 
+        def load() -> None:
+            packages.append(load_package(path, trusted, "11003"))
+
+        # one untimed round warms the page cache for both
+        ms, base = interleaved_median_ms([load, lambda: baseline(path)], args.rounds, warmup=1)
+        assert len(packages[-1].candidates) == args.rooms * 2 * 40
+    emit(bench="package_load", ms=round(ms, 1), baseline_ms=round(base, 1), ratio=round(ms / base, 2),
+         rooms=args.rooms, package_bytes=size, rounds=args.rounds)
 
 if __name__ == "__main__":
     main()

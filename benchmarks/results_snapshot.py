@@ -12,14 +12,11 @@ Prints ``{"bench": "results_snapshot", "ms": .., "receive_ms": .., "rows": 200, 
 import datetime
 import hashlib
 import io
-import shutil
 import statistics
-import tempfile
 import time
 
-from _common import emit, median_ms
+from _common import emit, median_ms, scratch_context
 
-from kd.app import open_context
 from kd.core import model
 from kd.core.outbox import Outbox
 from kd.core.recovery import RecoveryService
@@ -73,28 +70,21 @@ def packages(ctx):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    folder = tempfile.mkdtemp(prefix="kd-bench-results-")
-    try:
-        ctx = open_context(folder)
-        try:
-            populate(ctx)
-            recovery = RecoveryService(ctx, Outbox(ctx))
-            samples = []
-            size = 0
-            for room, session, data in packages(ctx):
-                size += len(data)
-                start = time.perf_counter()
-                recovery.receive(room, session, io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data),
-                                 "lan", "bench")
-                samples.append((time.perf_counter() - start) * 1000.0)
-            snap = recovery.snapshot(None)
-            assert len(snap["rows"]) == 2 * ROOMS and snap["totals"]["recovered"] == 2 * ROOMS
-            assert snap["totals"]["absent"] == 2 * ROOMS * 2 and snap["all_recovered"]
-            ms = median_ms(lambda: recovery.snapshot(None), REPEAT)
-        finally:
-            ctx.stores.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with scratch_context("kd-bench-results-") as ctx:
+        populate(ctx)
+        recovery = RecoveryService(ctx, Outbox(ctx))
+        samples = []
+        size = 0
+        for room, session, data in packages(ctx):
+            size += len(data)
+            start = time.perf_counter()
+            recovery.receive(room, session, io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data),
+                             "lan", "bench")
+            samples.append((time.perf_counter() - start) * 1000.0)
+        snap = recovery.snapshot(None)
+        assert len(snap["rows"]) == 2 * ROOMS and snap["totals"]["recovered"] == 2 * ROOMS
+        assert snap["totals"]["absent"] == 2 * ROOMS * 2 and snap["all_recovered"]
+        ms = median_ms(lambda: recovery.snapshot(None), REPEAT)
     emit(bench="results_snapshot", ms=round(ms, 3), receive_ms=round(statistics.median(samples), 3),
          rows=2 * ROOMS, candidates=2 * ROOMS * PER_ROOM, package_kb=round(size / len(samples) / 1024, 1))
 
