@@ -138,8 +138,8 @@ SESSION_TRANSITIONS: Dict[Tuple[SessionState, SessionEvent], SessionState] = {
     (S.AUTHORIZED, SE.VERIFY): S.VERIFIED,
     (S.VERIFIED, SE.VERIFY): S.VERIFIED,
 }
-for _state in (S.LOADED, S.AUTHORIZED, S.VERIFIED):  # a void sends any gate back to the start
-    SESSION_TRANSITIONS[(_state, SE.VOID)] = S.LOADED
+for _gate in (S.LOADED, S.AUTHORIZED, S.VERIFIED):  # a void sends any gate back to the start
+    SESSION_TRANSITIONS[(_gate, SE.VOID)] = S.LOADED
 
 R, RE = RoomSessionState, RoomSessionEvent
 #: a permit, a start or an end may still be recorded once a result is in (it came by hand first)
