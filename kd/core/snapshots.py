@@ -22,7 +22,7 @@ a tuple here (the dataclasses are frozen).
 
 import dataclasses
 from enum import Enum
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
 from kd.core.lifecycle import session_state
 from kd.core.records import JsonObject, Session, SessionDef
@@ -46,18 +46,24 @@ def fields_dict(obj: Any, skip: Sequence[str] = ()) -> JsonObject:
     return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
 
 
+class JsonRecord:
+    """A frozen dataclass whose ``as_dict()`` is its fields as plain JSON, but those in ``SKIP``."""
+
+    SKIP: ClassVar[Tuple[str, ...]] = ()
+
+    def as_dict(self) -> JsonObject:
+        return fields_dict(self, skip=self.SKIP)
+
+
 # -- 导入考务 ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class LoadingRow:
+class LoadingRow(JsonRecord):
     code: str
     name: str
     session_count: int
     loaded_at: str
     verified: bool  # the room file is in place with its signed size
     verified_at: Optional[str]
-
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +92,7 @@ class LoadingSnapshot:
 
 # -- 考场注册 ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class RegistrationRow:
+class RegistrationRow(JsonRecord):
     code: str
     reg_code: str
     ip: Optional[str]
@@ -96,20 +102,15 @@ class RegistrationRow:
     data_imported_at: Optional[str]
     note: str
     state: RegistrationState
-
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self, skip=("state",))
+    SKIP = ("state",)
 
 
 @dataclasses.dataclass(frozen=True)
-class RegistrationSnapshot:
+class RegistrationSnapshot(JsonRecord):
     columns: Tuple[str, ...]
     rooms: Tuple[RegistrationRow, ...]
     registered: int
     unregistered: int
-
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
 
 
 # -- 考试授权 / 授权验证 -----------------------------------------------------------------------------
@@ -178,7 +179,7 @@ class AuthorizationSnapshot:
 
 
 @dataclasses.dataclass(frozen=True)
-class VerificationSnapshot:
+class VerificationSnapshot(JsonRecord):
     sessions: Tuple[SessionRow, ...]
     current: Optional[str]  # the session to act on (kd.core.verification.current_session)
     lock_id: Optional[str]
@@ -187,13 +188,10 @@ class VerificationSnapshot:
     def current_row(self) -> Optional[SessionRow]:
         return next((s for s in self.sessions if s.id == self.current), None)
 
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
-
 
 # -- 封场检测 ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class SealItem:
+class SealItem(JsonRecord):
     id: str
     label: str
     status: CheckStatus
@@ -201,31 +199,22 @@ class SealItem:
     detail: str
     remedy: str
 
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class SealRoom:
+class SealRoom(JsonRecord):
     room: str
     registered: bool
     data_imported: bool
 
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class SealReport:
+class SealReport(JsonRecord):
     """The delivery of the passing run's ``seal_check`` report (outbox state codes)."""
 
     state: str
     sent_at: Optional[str]
     last_error: Optional[str]
     created_at: Optional[str]
-
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,14 +238,11 @@ class SealSnapshot:
 
 # -- the five steps' ✓/✗ -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class StepMark:
+class StepMark(JsonRecord):
     step: Step
     label: str  # 导入考务, 考场注册...
     done: bool
     why: str  # in Chinese: what makes it ✓, or what is missing
-
-    def as_dict(self) -> JsonObject:
-        return fields_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)
