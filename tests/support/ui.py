@@ -118,8 +118,8 @@ class ScriptedDialogs:
     def choose_dir(self, title: str) -> Optional[str]:
         return self._answer("choose_dir", (title,))
 
-    def ask_text(self, title: str, prompt: str, secret: bool = False) -> Optional[str]:
-        return self._answer("ask_text", (title, prompt, secret))
+    def ask_text(self, title: str, prompt: str, secret: bool = False, initial: str = "") -> Optional[str]:
+        return self._answer("ask_text", (title, prompt, secret) + ((initial,) if initial else ()))
 
 
 class TkThreadGuard:
