@@ -79,7 +79,7 @@ def notice_for(name: str, data: Dict[str, Any]) -> Optional[Tuple[str, str]]:
 
 class Shell:
     def __init__(self, root: Any, core: Any, *, loop: Optional[TkLoop] = None, app: Any = None,
-                 dialogs: Any = None, user: str = "admin", log_path: str = "", tray_available: bool = False,
+                 dialogs: Any = None, user: str = "admin", log_path: str = "", tray_available: Any = False,
                  on_exit: Optional[Callable[[bool], None]] = None,
                  browser: Callable[[str], Any] = webbrowser.open) -> None:
         self.root = root
@@ -388,7 +388,8 @@ class Shell:
     # -- closing -----------------------------------------------------------------------------
     def close_window(self) -> None:
         """The window's close button: hide to the tray (or, without a tray, 退出系统)."""
-        if self.tray_available:
+        tray = self.tray_available  # a bool, or the tray's docked(): hide only while an icon can bring it back
+        if tray() if callable(tray) else tray:
             self.root.withdraw()
             return
         self.exit_system()

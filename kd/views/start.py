@@ -177,8 +177,8 @@ class StartFlow:
         self._swap(None)
         tray = self.tray_factory(self) if self.tray_factory is not None else None
         self.shell = Shell(self.root, self.app.core, loop=self.loop, app=self.app, user=self.user,
-                           log_path=self.log_path, tray_available=tray is not None, on_exit=self._end,
-                           browser=self.browser)
+                           log_path=self.log_path, tray_available=tray.docked if tray is not None else False,
+                           on_exit=self._end, browser=self.browser)
         self.tray = tray
 
     # -- ending ------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def tray_for(flow: StartFlow) -> Any:
 
     if not tray_enabled():
         return None
-    tray = Tray(flow.loop.post, lambda: flow.shell.show_window(), lambda: flow.shell.exit_system())
+    tray = Tray(flow.loop.post, lambda: flow.shell.show_window(), lambda: flow.shell.exit_system(), root=flow.root)
     return tray if tray.start() else None
 
 
