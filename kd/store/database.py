@@ -106,16 +106,27 @@ class Database:
             self._touch(table, None if doc_id is None else str(doc_id))
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the lock; forget the index when a write fails (memory was rolled back)."""
+    def _open(self) -> Iterator[None]:
+        """Hold the lock of a store that is not closed (``StoreClosedError`` when it is)."""
         with self._lock:
             if self._closed:
                 raise closed_error(self.name)
+            yield
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock; forget the index when a write fails (memory was rolled back)."""
+        with self._open():
             try:
                 yield
             except BaseException:
                 self._index.clear()
                 raise
+
+    def _find(self, table: str, key: str) -> Optional[Document]:
+        """The stored document ``key`` of ``table`` itself (not a copy), None when there is none; under the lock."""
+        doc_id = self._ids(table).get(key)
+        return None if doc_id is None else _stored(self._db.table(table), doc_id)
 
     # -- reads ---------------------------------------------------------------------------
     def durable_body(self) -> bytes:
@@ -124,22 +135,16 @@ class Database:
         Taken under the lock, so no write of another thread is half in it; the in-memory
         twin answers its current tables.
         """
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
+        with self._open():
             body = getattr(self._storage, "durable_body", None)
             if body is not None:
                 return bytes(body())
             return json.dumps(self._storage.read() or {}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     def get(self, table: str, key: str) -> Optional[Doc]:
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
-            doc_id = self._ids(table).get(key)
-            if doc_id is None:
-                return None
-            return _strip(_stored(self._db.table(table), doc_id))
+        with self._open():
+            stored = self._find(table, key)
+            return None if stored is None else _strip(stored)
 
     def view(self, table: str, key: str, fn: Callable[[Doc], Any]) -> Any:
         """``fn(doc)`` on the stored document, copied out; None when there is none.
@@ -148,44 +153,30 @@ class Database:
         without copying all of it: ``fn`` runs under the lock on the stored document
         itself, must not change it, and only its (JSON) result is copied.
         """
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
-            doc_id = self._ids(table).get(key)
-            if doc_id is None:
-                return None
-            return _copy(fn(_stored(self._db.table(table), doc_id)))
+        with self._open():
+            stored = self._find(table, key)
+            return None if stored is None else _copy(fn(stored))
 
     def all(self, table: str) -> List[Doc]:
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
+        with self._open():
             return [_strip(d) for d in self._db.table(table).all()]
 
     def items(self, table: str) -> Dict[str, Doc]:
         """Every document of ``table`` by its key (copies)."""
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
+        with self._open():
             return {d[KEY]: _strip(d) for d in self._db.table(table).all()}
 
     def find(self, table: str, **fields: Any) -> List[Doc]:
         """Documents whose fields equal all of ``fields``."""
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
+        with self._open():
             return [_strip(d) for d in self._db.table(table).search(Query().fragment(fields))]
 
     def count(self, table: str) -> int:
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
+        with self._open():
             return len(self._db.table(table))
 
     def tables(self) -> List[str]:
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.name)
+        with self._open():
             return sorted(self._db.tables())
 
     # -- writes --------------------------------------------------------------------------
