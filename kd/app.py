@@ -12,6 +12,7 @@ import logging
 from typing import Any, Callable, Dict, Optional
 
 from kd.events import EventHub
+from kd.forward import Forward
 from kd.site import SettingsPlatform, Site, open_context, platform_for, trusted_keys
 
 log = logging.getLogger(__name__)
@@ -54,25 +55,11 @@ class App:
             self.site.close()
 
     # -- the site's parts ------------------------------------------------------------------
-    @property
-    def core(self) -> Any:
-        return self.site.core if self.site is not None else None
-
-    @property
-    def ctx(self) -> Any:
-        return self.site.ctx if self.site is not None else None
-
-    @property
-    def lan(self) -> Any:
-        return self.site.lan if self.site is not None else None
-
-    @property
-    def gate(self) -> Any:
-        return self.site.gate if self.site is not None else None
-
-    @property
-    def simulator(self) -> Any:
-        return self.site.simulator if self.site is not None else None
+    core = Forward[Any]("site", missing=None)
+    ctx = Forward[Any]("site", missing=None)
+    lan = Forward[Any]("site", missing=None)
+    gate = Forward[Any]("site", missing=None)
+    simulator = Forward[Any]("site", missing=None)
 
     @property
     def drill(self) -> bool:

@@ -58,6 +58,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from kd.core.context import Context
 from kd.core.loading import LoadingService
 from kd.errors import UserError
+from kd.forward import Forward
 from kd.lan import framing
 from kd.lan.framing import Closed, FrameError, Limits
 from kd.lan.handlers import BODY_TYPES, HANDLERS, Services
@@ -189,15 +190,8 @@ class LanServer:
         self._next_sweep = 0.0
         self._next_flush = 0.0
 
-    @property
-    def refused(self) -> int:
-        """Connections refused in the accept loop so far."""
-        return self.registry.refused
-
-    @property
-    def evicted(self) -> int:
-        """Unauthenticated connections closed to make room for a newcomer so far."""
-        return self.registry.evicted
+    refused = Forward[int]("registry", doc="Connections refused in the accept loop so far.")
+    evicted = Forward[int]("registry", doc="Unauthenticated connections closed to make room for a newcomer so far.")
 
     # -- the Lan port --------------------------------------------------------------------
     def listening(self) -> bool:

@@ -16,6 +16,7 @@ import socket
 import threading
 from typing import Callable, Iterable, List, Optional
 
+from kd.forward import Forward, ForwardSettable
 from kd.lock import protocol as P
 from kd.lock.emudongle import Dongle, TicketChecker
 
@@ -45,16 +46,6 @@ class _Waker:
     def close(self) -> None:
         self.r.close()
         self.w.close()
-
-
-def _delegate(name: str, doc: str) -> property:
-    def get(self: "LockEmulator") -> object:
-        return getattr(self.dongle, name)
-
-    def put(self: "LockEmulator", value: object) -> None:
-        setattr(self.dongle, name, value)
-
-    return property(get, put, doc=doc)
 
 
 class LockEmulator:
@@ -88,25 +79,16 @@ class LockEmulator:
         self._conn_threads: List[threading.Thread] = []
         self.connections = 0
 
-    # knobs delegated to the dongle -------------------------------------------------
-    @property
-    def lock_id(self) -> str:
-        return self.dongle.lock_id
-
-    @property
-    def public_key(self) -> bytes:
-        return self.dongle.public_key
-
-    @property
-    def site_code(self) -> Optional[str]:
-        return self.dongle.site_code
-
-    reply_delay = _delegate("reply_delay", "seconds before each reply")
-    garbage = _delegate("garbage", "send a line of binary noise before each reply")
-    overlong = _delegate("overlong", "send an over-long line before each reply")
-    bad_signature = _delegate("bad_signature", "sign challenge answers with a wrong key")
-    drift_ppm = _delegate("drift_ppm", "clock drift in parts per million")
-    old_firmware = _delegate("old_firmware", "behave as a revision-1 dongle (no SITE command)")
+    # the dongle's identity, and its knobs -----------------------------------------------
+    lock_id = Forward[str]("dongle")
+    public_key = Forward[bytes]("dongle")
+    site_code = Forward[Optional[str]]("dongle")
+    reply_delay = ForwardSettable[float]("dongle", doc="seconds before each reply")
+    garbage = ForwardSettable[bool]("dongle", doc="send a line of binary noise before each reply")
+    overlong = ForwardSettable[bool]("dongle", doc="send an over-long line before each reply")
+    bad_signature = ForwardSettable[bool]("dongle", doc="sign challenge answers with a wrong key")
+    drift_ppm = ForwardSettable[float]("dongle", doc="clock drift in parts per million")
+    old_firmware = ForwardSettable[bool]("dongle", doc="behave as a revision-1 dongle (no SITE command)")
 
     @property
     def url(self) -> str:

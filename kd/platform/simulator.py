@@ -33,6 +33,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from kd.forward import Forward
 from kd.platform.faults import Faults
 from kd.platform.simapi import ROUTES, TOKEN_TTL, Handler
 from kd.platform.simdata import SimData
@@ -67,17 +68,9 @@ class SimulatorServer:
 
     # -- identity for tests and the CLI ---------------------------------------------
 
-    @property
-    def public_key(self) -> bytes:
-        return self.data.public_key
-
-    @property
-    def password(self) -> str:
-        return self.data.password
-
-    @property
-    def site_code(self) -> str:
-        return self.data.site_code
+    public_key = Forward[bytes]("data")
+    password = Forward[str]("data")
+    site_code = Forward[str]("data")
 
     # -- state used by handlers --------------------------------------------------------
 
