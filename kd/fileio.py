@@ -9,6 +9,9 @@
   replace, fsync the folder. Returns only when the new content is durable.
 - ``write_chunks_durably(path, chunks)``: the same for content that arrives in pieces.
 - ``sha256_file(path)``: SHA-256 hex digest and size of a file, read in blocks.
+- ``access_refused(cause, path, e, outcome)``: the ``StoreError`` for a file the OS would not
+  let us read or remove (``<cause>：<path>（<strerror>）``, the permission and antivirus
+  remedy, then ``outcome``); the caller raises it ``from e``.
 - ``remove_quietly(path)``: delete a file when it can be; an ``OSError`` (none there, busy,
   denied) is ignored: for leftovers (temp and ``.part`` files) whose absence is not promised.
 
@@ -40,7 +43,7 @@ import sys
 import time
 from typing import Any, Iterable, Optional, Tuple
 
-from kd.errors import StoreBusyError
+from kd.errors import StoreBusyError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,16 @@ def replace(src: str, dst: str, retry_seconds: float = REPLACE_RETRY_SECONDS) ->
                 ) from e
             attempt += 1
             time.sleep(_RETRY_STEP)
+
+
+def access_refused(cause: str, path: str, e: OSError, outcome: str = "") -> StoreError:
+    """``cause：path（the OS's words）``, remedy: check the permissions or pause the antivirus, then ``outcome``."""
+    return StoreError(
+        "{}：{}（{}）".format(cause, path, e.strerror or e),
+        "请检查该文件和数据目录的访问权限，或暂时关闭杀毒软件的实时扫描后重试{}".format(
+            "；" + outcome if outcome else "。"),
+        detail=repr(e),
+    )
 
 
 def remove_quietly(path: str) -> None:

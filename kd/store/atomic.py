@@ -199,11 +199,7 @@ class _Slot:
             self.present = False
             return
         except OSError as e:
-            raise StoreError(
-                "无法读取数据文件：{}（{}）".format(path, e.strerror or e),
-                "请检查该文件和数据目录的访问权限，或暂时关闭杀毒软件的实时扫描后重试；数据没有被改动。",
-                detail=repr(e),
-            ) from e
+            raise fsutil.access_refused("无法读取数据文件", path, e, "数据没有被改动。") from e
         try:
             self.gen, self.tables, self.body = decode(data)
         except CorruptFile as e:
@@ -278,11 +274,7 @@ class AtomicJSONStorage(Storage):
             try:
                 os.remove(self.tmp_path)
             except OSError as e:
-                raise StoreError(
-                    "无法清理未完成的写入：{}（{}）".format(self.tmp_path, e.strerror or e),
-                    "请检查该文件和数据目录的访问权限，或暂时关闭杀毒软件的实时扫描后重试；数据没有被改动。",
-                    detail=repr(e),
-                ) from e
+                raise fsutil.access_refused("无法清理未完成的写入", self.tmp_path, e, "数据没有被改动。") from e
         slots = [_Slot(p) for p in self.slot_paths]
         good = sorted((s for s in slots if s.good), key=lambda s: s.gen)
         bad = [s for s in slots if s.error]

@@ -83,6 +83,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
+from kd import fileio
 from kd.errors import StoreError
 from kd.store.auditchain import Chain, Handle, VerifyReport, check_chain, find_chain
 from kd.store.auditfiles import (
@@ -158,11 +159,7 @@ class AuditLog(Rotation):
         try:
             self._recover_tail(at_open=True)
         except OSError as e:
-            raise StoreError(
-                "无法读取审计日志：{}（{}）".format(self.path, e.strerror or e),
-                "请检查该文件和数据目录的访问权限，或暂时关闭杀毒软件的实时扫描后重试。",
-                detail=repr(e),
-            ) from e
+            raise fileio.access_refused("无法读取审计日志", self.path, e) from e
 
     def rotated_files(self) -> List[Tuple[int, str]]:
         """The rotated files kept next to the log: (number, name), oldest first."""
