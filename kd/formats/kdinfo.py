@@ -100,15 +100,7 @@ def _validate_body(body: Any, check: Check) -> None:
     check.code(body.get("site_code"), "body.site_code")
     check.sha256(body.get("manifest_sha256"), "body.manifest_sha256")
     check.time(body.get("created_at"), "body.created_at")
-    rooms = check.lst(body.get("rooms"), "body.rooms", MAX_ROOMS, 1)
-    seen = set()
-    for i, room in enumerate(rooms):
-        field = "body.rooms[{}]".format(i)
-        check.obj(room, field)
-        code = check.code(room.get("code"), field + ".code")
-        if code in seen:
-            raise check.field_error(field + ".code", "重复（{}）".format(code))
-        seen.add(code)
+    for field, room, _code in check.keyed(body.get("rooms"), "body.rooms", MAX_ROOMS, 1):
         reg = check.text(room.get("reg_code"), field + ".reg_code", 8)
         if len(reg) != 8 or not (reg.isascii() and reg.isalpha() and reg.isupper()):
             raise check.field_error(field + ".reg_code", "应为 8 个大写字母")

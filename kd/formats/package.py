@@ -21,7 +21,6 @@ signed hash while writing a ``.part`` file and rename it only when it matched.
 
 import datetime
 import hashlib
-import io
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from kd.errors import FormatError
-from kd.formats.safezip import Caps, SafeZip
+from kd.formats.safezip import Caps, SafeZip, zip_bytes
 from kd.formats.schema import Check
 from kd.formats.signing import Signer, TrustedKeys, canonical_json, verify_document
 from kd.formats.timeutil import parse_time
@@ -65,8 +64,6 @@ CAPS = Caps(
     max_central_dir_bytes=1 * MiB,
     max_member_bytes=256 * MiB,
     max_total_bytes=4 * GiB,
-    max_ratio=100,
-    ratio_floor_bytes=64 * 1024,
 )
 
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
@@ -96,35 +93,14 @@ def _validate_head(body: Mapping[str, Any], check: Check) -> None:
     lock = check.obj(body.get("lock"), "lock")
     check.code(lock.get("id"), "lock.id")
     check.b64key(lock.get("public_key"), "lock.public_key")
-    rooms = check.lst(body.get("rooms"), "rooms", MAX_ROOMS, 1)
-    room_codes = set()
-    for i, room in enumerate(rooms):
-        field = f"rooms[{i}]"
-        check.obj(room, field)
-        code = check.code(room.get("code"), field + ".code")
-        if code.casefold() in room_codes:  # room files live in one (case-insensitive) folder
-            raise check.field_error(field + ".code", f"重复（{code}）")
-        room_codes.add(code.casefold())
+    # room files live in one (case-insensitive) folder
+    for field, room, _code in check.keyed(body.get("rooms"), "rooms", MAX_ROOMS, 1, fold=True):
         check.text(room.get("name"), field + ".name")
-    subjects = check.lst(body.get("subjects"), "subjects", MAX_SUBJECTS, 1)
     subject_codes = set()
-    for i, subject in enumerate(subjects):
-        field = f"subjects[{i}]"
-        check.obj(subject, field)
-        code = check.code(subject.get("code"), field + ".code")
-        if code in subject_codes:
-            raise check.field_error(field + ".code", f"重复（{code}）")
+    for field, subject, code in check.keyed(body.get("subjects"), "subjects", MAX_SUBJECTS, 1):
         subject_codes.add(code)
         check.text(subject.get("name"), field + ".name")
-    sessions = check.lst(body.get("sessions"), "sessions", MAX_SESSIONS, 1)
-    session_ids = set()
-    for i, session in enumerate(sessions):
-        field = f"sessions[{i}]"
-        check.obj(session, field)
-        sid = check.code(session.get("id"), field + ".id")
-        if sid in session_ids:
-            raise check.field_error(field + ".id", f"重复（{sid}）")
-        session_ids.add(sid)
+    for field, session, _sid in check.keyed(body.get("sessions"), "sessions", MAX_SESSIONS, 1, key="id"):
         check.text(session.get("name"), field + ".name")
         check.time(session.get("start"), field + ".start")
         check.integer(session.get("duration_min"), field + ".duration_min", 1, 24 * 60)
@@ -224,16 +200,8 @@ def build_package(signer: Signer, manifest: Mapping[str, Any], room_files: Mappi
     envelope = signer.sign_document(KIND, head)
     if len(envelope) > MAX_MANIFEST_BYTES:
         raise ValueError(f"signed manifest is {len(envelope)} bytes, above the {MAX_MANIFEST_BYTES} cap")
-    stamp = parse_time(head["publish_time"], "publish_time", WHAT).timetuple()[:6]
-    stamp = max(stamp, (1980, 1, 1, 0, 0, 0))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for name, data, method in [(MANIFEST_NAME, envelope, zipfile.ZIP_DEFLATED)] + contents:
-            info = zipfile.ZipInfo(name, date_time=stamp)
-            info.compress_type = method
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
-    return out.getvalue()
+    stamp = parse_time(head["publish_time"], "publish_time", WHAT).timetuple()
+    return zip_bytes([(MANIFEST_NAME, envelope, zipfile.ZIP_DEFLATED)] + contents, stamp)
 
 
 # -- loading (site side) ---------------------------------------------------------------

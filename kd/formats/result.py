@@ -32,13 +32,12 @@ sizes and hashes; ``build_result`` writes one (tests, proctor simulator).
 
 import datetime
 import hashlib
-import io
 import json
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from kd.errors import FormatError
-from kd.formats.safezip import Caps, SafeZip, name_problem
+from kd.formats.safezip import Caps, SafeZip, name_problem, zip_bytes
 from kd.formats.schema import Check
 from kd.formats.signing import canonical_json
 from kd.formats.timeutil import format_time, require_aware
@@ -67,8 +66,6 @@ CAPS = Caps(
     max_central_dir_bytes=1 * MiB,
     max_member_bytes=256 * MiB,
     max_total_bytes=2 * GiB,
-    max_ratio=100,
-    ratio_floor_bytes=64 * 1024,
 )
 
 Source = Union[bytes, bytearray, memoryview, str]
@@ -151,26 +148,14 @@ def _validate(body: Any, check: Check) -> Dict[str, Dict[str, Any]]:
         members[name] = entry
 
     subjects: Dict[str, Dict[str, Any]] = {}
-    for i, subject in enumerate(check.lst(body.get("subjects"), "subjects", MAX_SUBJECTS, 1)):
-        field = "subjects[{}]".format(i)
-        check.obj(subject, field)
-        code = check.code(subject.get("code"), field + ".code")
-        if code in subjects:
-            raise check.field_error(field + ".code", "重复（{}）".format(code))
+    for field, listed, code in check.keyed(body.get("subjects"), "subjects", MAX_SUBJECTS, 1):
         for name in COUNT_FIELDS:
-            check.integer(subject.get(name), "{}.{}".format(field, name), 0, MAX_CANDIDATES)
-        subjects[code] = subject
+            check.integer(listed.get(name), "{}.{}".format(field, name), 0, MAX_CANDIDATES)
+        subjects[code] = listed
 
     derived = {code: dict.fromkeys(COUNT_FIELDS, 0) for code in subjects}
-    tickets = set()
     used = set()
-    for i, cand in enumerate(check.lst(body.get("candidates"), "candidates", MAX_CANDIDATES)):
-        field = "candidates[{}]".format(i)
-        check.obj(cand, field)
-        ticket = check.code(cand.get("ticket"), field + ".ticket")
-        if ticket in tickets:
-            raise check.field_error(field + ".ticket", "重复（{}）".format(ticket))
-        tickets.add(ticket)
+    for field, cand, _ticket in check.keyed(body.get("candidates"), "candidates", MAX_CANDIDATES, key="ticket"):
         subject = cand.get("subject")
         if subject not in subjects:
             raise check.field_error(field + ".subject", "不是已列出的科目（{}）".format(subject))
@@ -252,16 +237,8 @@ def build_result(*, site_code: str, room_code: str, session_id: str, created_at:
     summary = canonical_json(body).encode("utf-8")
     if len(summary) > MAX_SUMMARY_BYTES:
         raise ValueError("result.json is {} bytes, above the {} cap".format(len(summary), MAX_SUMMARY_BYTES))
-    stamp = max(created_at.timetuple()[:6], (1980, 1, 1, 0, 0, 0))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for member, data, method in [(SUMMARY_NAME, summary, zipfile.ZIP_DEFLATED)] + \
-                [(n, d, zipfile.ZIP_STORED) for n, d in contents]:
-            info = zipfile.ZipInfo(member, date_time=stamp)
-            info.compress_type = method
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
-    return out.getvalue()
+    return zip_bytes([(SUMMARY_NAME, summary, zipfile.ZIP_DEFLATED)]
+                     + [(n, d, zipfile.ZIP_STORED) for n, d in contents], created_at.timetuple())
 
 
 # -- loading (site side) ---------------------------------------------------------------

@@ -21,7 +21,8 @@
 Header sizes are only used to refuse early: ``read_member``/``stream_member`` never
 read more than the size the caller expects (from a signed list) plus one byte, so a
 header that lies about its size cannot make us inflate more. Nothing here writes files;
-``extractall`` is never used. Every refusal is a ``FormatError`` made by the caller's
+``extractall`` is never used (``zip_bytes`` builds the artefacts' zips in memory, for
+the platform and proctor sides and tests). Every refusal is a ``FormatError`` made by the caller's
 ``refuse`` function (so the message names the artefact in the user's words).
 """
 
@@ -31,7 +32,7 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO, Callable, Dict, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from kd.errors import FormatError
 
@@ -77,6 +78,21 @@ class Caps:
         self.max_total_bytes = max_total_bytes
         self.max_ratio = max_ratio
         self.ratio_floor_bytes = ratio_floor_bytes
+
+
+def zip_bytes(members: Iterable[Tuple[str, bytes, int]], date_time: Tuple[int, ...]) -> bytes:
+    """A zip of (name, data, compression method) members in this order, each stamped
+    ``date_time`` (no earlier than 1980, zip's epoch) with mode 0644."""
+    stamp = max((date_time[0], date_time[1], date_time[2], date_time[3], date_time[4], date_time[5]),
+                (1980, 1, 1, 0, 0, 0))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data, method in members:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    return out.getvalue()
 
 
 def name_problem(name: str) -> Optional[str]:

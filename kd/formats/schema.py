@@ -11,7 +11,7 @@ import base64
 import binascii
 import datetime
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Set, Tuple
 
 from kd.errors import FormatError
 from kd.formats.safezip import RESERVED_NAMES
@@ -48,6 +48,23 @@ class Check:
         if not min_items <= len(value) <= max_items:
             raise self.field_error(field, f"条目数应在 {min_items} 到 {max_items} 之间（实为 {len(value)}）")
         return value
+
+    def keyed(self, value: Any, field: str, max_items: int, min_items: int = 0, key: str = "code",
+              fold: bool = False) -> Iterator[Tuple[str, Dict[str, Any], str]]:
+        """A list of objects each naming a unique code in ``key``: yields (the entry's field, entry, code).
+
+        Each entry is checked as it is reached (object, code, not a repeat; ``fold``: not a
+        repeat ignoring case), so the caller's own checks of an entry come before the next's.
+        """
+        seen: Set[str] = set()
+        for i, entry in enumerate(self.lst(value, field, max_items, min_items)):
+            at = f"{field}[{i}]"
+            self.obj(entry, at)
+            code = self.code(entry.get(key), f"{at}.{key}")
+            if (code.casefold() if fold else code) in seen:
+                raise self.field_error(f"{at}.{key}", f"重复（{code}）")
+            seen.add(code.casefold() if fold else code)
+            yield at, entry, code
 
     def text(self, value: Any, field: str, max_chars: int = MAX_TEXT_CHARS, allow_empty: bool = False) -> str:
         if not isinstance(value, str):
