@@ -64,8 +64,8 @@ def file_name(site_code: str) -> str:
     return "考点信息表({}){}".format(site_code, SUFFIX)
 
 
-def _check() -> Check:
-    return Check(WHAT, REMEDY)
+#: the loader's checks (a ``Check`` holds no state: one serves every load)
+CHECK = Check(WHAT, REMEDY)
 
 
 def make_body(site_code: str, manifest_sha256: str, created_at: str, rooms: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -118,7 +118,7 @@ def parse_kdinfo(data: bytes) -> KdInfo:
 
     Raises ``FormatError`` for anything else than an unchanged KDINFO file.
     """
-    check = _check()
+    check = CHECK
     if not isinstance(data, (bytes, bytearray)):
         raise check.refuse("内容不是字节数据")
     if len(data) > MAX_BYTES:
@@ -151,7 +151,7 @@ def parse_kdinfo(data: bytes) -> KdInfo:
 
 def check_binding(info: KdInfo, site_code: Optional[str], manifest_sha256: Optional[str]) -> None:
     """Refuse a KDINFO of another site or made under another site package (``FormatError``)."""
-    check = _check()
+    check = CHECK
     if info.body["site_code"] != site_code:
         raise check.refuse("考点代码不符（文件为 {}，本考点为 {}）".format(info.body["site_code"], site_code))
     if info.body["manifest_sha256"] != manifest_sha256:

@@ -69,12 +69,8 @@ CAPS = Caps(
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]"]
 
 
-def _check() -> Check:
-    return Check(WHAT, REMEDY, PREFIX)
-
-
-def _refuse(detail: str) -> FormatError:
-    return _check().refuse(detail)
+#: the loader's checks (a ``Check`` holds no state: one serves every load)
+CHECK = Check(WHAT, REMEDY, PREFIX)
 
 
 def room_member_name(room_code: str) -> str:
@@ -228,7 +224,7 @@ class SitePackage:
         self.publish_time: str = manifest["publish_time"]
         self.published_at: datetime.datetime = parse_time(self.publish_time, "publish_time", WHAT)
         self.lock_id: str = manifest["lock"]["id"]
-        self.lock_public_key: bytes = _check().b64key(manifest["lock"]["public_key"], "lock.public_key")
+        self.lock_public_key: bytes = CHECK.b64key(manifest["lock"]["public_key"], "lock.public_key")
         self.rooms: List[Dict[str, Any]] = manifest["rooms"]
         self.sessions: List[Dict[str, Any]] = manifest["sessions"]
         self.subjects: List[Dict[str, Any]] = manifest["subjects"]
@@ -262,14 +258,14 @@ class SitePackage:
         """The verified bytes of a room's data file (re-read and re-hashed from the source)."""
         entry = self._entry(room_code)
         parts: List[bytes] = []
-        with SafeZip(self._source, CAPS, _refuse) as zf:
+        with SafeZip(self._source, CAPS, CHECK.refuse) as zf:
             zf.stream_member(entry["name"], entry["size"], entry["sha256"], parts.append)
         return b"".join(parts)
 
     def copy_room_file(self, room_code: str, dest_path: str) -> None:
         """Write a room's data file to ``dest_path``: ``.part``, verify, fsync, rename."""
         entry = self._entry(room_code)
-        with SafeZip(self._source, CAPS, _refuse) as zf:
+        with SafeZip(self._source, CAPS, CHECK.refuse) as zf:
             _write_verified(zf, entry, dest_path)
 
     def extract_rooms(self, folder: str) -> Dict[str, str]:
@@ -283,7 +279,7 @@ class SitePackage:
         staging = os.path.join(folder, ".staging-" + secrets.token_hex(6))
         os.mkdir(staging)
         try:
-            with SafeZip(self._source, CAPS, _refuse) as zf:
+            with SafeZip(self._source, CAPS, CHECK.refuse) as zf:
                 for code in self.room_codes:
                     _write_verified(zf, self._entry(code), os.path.join(staging, code + ROOM_SUFFIX))
             out = {}
@@ -321,8 +317,8 @@ def load_package(source: Source, trusted: TrustedKeys, site_code: str,
     older package is refused (rollback), the same or a newer one is accepted.
     Raises ``FormatError`` ("考场数据包校验失败：...") for anything else.
     """
-    check = _check()
-    with SafeZip(source, CAPS, _refuse) as zf:
+    check = CHECK
+    with SafeZip(source, CAPS, CHECK.refuse) as zf:
         raw_manifest = zf.read_member(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         try:
             head = verify_document(raw_manifest, KIND, trusted, WHAT)

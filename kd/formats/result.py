@@ -73,12 +73,8 @@ Source = Union[bytes, bytearray, memoryview, str]
 COUNT_FIELDS = ("candidates", "present", "absent", "collected")
 
 
-def _check() -> Check:
-    return Check(WHAT, REMEDY, PREFIX)
-
-
-def _refuse(detail: str) -> FormatError:
-    return _check().refuse(detail)
+#: the loader's checks (a ``Check`` holds no state: one serves every load)
+CHECK = Check(WHAT, REMEDY, PREFIX)
 
 
 def answer_member_name(ticket: str) -> str:
@@ -253,8 +249,8 @@ def load_result(source: Source, *, site_code: Optional[str] = None, room_code: O
     a bad ``result.json``, counts that disagree with the candidate list, a member whose
     size or SHA-256 differs from the list.
     """
-    check = _check()
-    with SafeZip(source, CAPS, _refuse) as zf:
+    check = CHECK
+    with SafeZip(source, CAPS, CHECK.refuse) as zf:
         raw = zf.read_member(SUMMARY_NAME, MAX_SUMMARY_BYTES)
         try:
             body = json.loads(raw.decode("utf-8"))
