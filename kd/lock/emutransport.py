@@ -14,7 +14,7 @@ import os
 import selectors
 import socket
 import threading
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, ContextManager, Iterable, List, Optional
 
 from kd.forward import Forward, ForwardSettable
 from kd.lock import protocol as P
@@ -48,7 +48,7 @@ class _Waker:
         self.w.close()
 
 
-class LockEmulator:
+class LockEmulator(ContextManager["LockEmulator"]):
     """A ``Dongle`` behind a transport (TCP or pty), with unplug/replug and clean stop."""
 
     def __init__(
@@ -206,9 +206,6 @@ class LockEmulator:
         for thread in threads:
             thread.join(5)
         self._waker.close()
-
-    def __enter__(self) -> "LockEmulator":
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -31,7 +31,7 @@ import secrets
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
 
 from kd.forward import Forward
 from kd.platform.faults import Faults
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 
 
-class SimulatorServer:
+class SimulatorServer(ContextManager["SimulatorServer"]):
     """A running (or ready to run) simulated platform on 127.0.0.1."""
 
     def __init__(self, data_dir: str, port: int = 0, **site: Any) -> None:
@@ -151,9 +151,6 @@ class SimulatorServer:
             self._thread = None
         self.httpd.close_all()
         self.httpd.server_close()
-
-    def __enter__(self) -> "SimulatorServer":
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()

@@ -15,7 +15,7 @@ import json as jsonlib
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Optional, Tuple
 
 import requests
 
@@ -112,7 +112,7 @@ def _error_message(resp: requests.Response) -> Tuple[str, str, Dict[str, Any]]:
     return "", (resp.reason or "未知错误")[:300], {}
 
 
-class Transport:
+class Transport(ContextManager["Transport"]):
     """One site's ``requests.Session`` to the platform: deadlines, retries, login, capped reads.
 
     ``kd.platform.client.PlatformClient`` adds the API calls (see the docstring there)."""
@@ -177,9 +177,6 @@ class Transport:
         self._closed.set()
         self._watchdog.close()
         self.http.close()
-
-    def __enter__(self) -> "Transport":
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
