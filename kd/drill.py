@@ -9,17 +9,24 @@
 1. ``kd.site.open_site`` in drill mode over ``WORK/data`` (the platform simulator in
    ``WORK/data/drill/platform``, sized by the options, every session starting within
    the next hour; the gate's dongle emulator with the simulator's dongle identity; the
-   LAN service on 127.0.0.1, port 0, the per-IP cap raised: every proctor is local);
+   LAN service on 127.0.0.1, port 0, with the production per-address cap (8): each
+   proctor connects from its own loopback address, ``kd.lan.simulator.loopback_address``;
+   only where the system cannot bind those, macOS, the cap is raised);
 2. first login ``admin/888`` → 修改密码 → 系统设置 (the drill platform's site code, mode);
 3. 导入考务 online; 导出考点信息 to ``WORK/usb`` (HTML sheet + KDINFO);
 4. N simulated proctors (``kd.lan.simulator.Simulation``, codes from the KDINFO) register
    and import their room data over the LAN; the drill waits until every room did;
 5. 考试授权 (every session) → 封场检测 (must pass) → 机考锁校时 through the platform
-   (``Site.sync_lock``) → 授权验证 of each session;
-6. the proctors get their start permits, run the sessions (accelerated: a session lasts
-   about ``session_s`` seconds), end them and upload their results over the LAN
-   (数据回收); the drill checks every expected (room, session) is recovered, its
-   spooled file hashing to what the proctor sent;
+   (``Site.sync_lock``), once, before the first session;
+6. session by session, as the administrator's day goes: 授权验证 of the session (step
+   ``verify_<id>``; a later session's verification uses the same sync, which lies within
+   the hour before its start: ``schedule``), then the proctors get their start permits,
+   run the session (accelerated: it lasts about ``session_s`` seconds), end it and upload
+   their results over the LAN (step ``session_<id>``: every room's result of the session
+   received); the proctors of a later session ask for its permit, refused, until it is
+   verified; ``run_sessions`` waits for the proctors' day to end; ``recover`` checks every
+   expected (room, session) is recovered (数据回收), its spooled file hashing to what the
+   proctor sent;
 7. 考后上报: 备份到外部存储 (``WORK/external``), then 上报 to the platform;
 8. on the platform simulator's side: every expected result arrived, committed, its bytes
    hashing to the recovered file's SHA-256; every receipt (the platform's and the one
@@ -176,7 +183,9 @@ class Drill:
         self.step("authorize", lambda: core.authorization.authorize_online(None, ACTOR))
         self.step("seal_check", self._seal_check)
         self.step("sync_lock", self.site.sync_lock)
-        self.step("verify", self._verify)
+        for sid in self.sessions:
+            self.step("verify_" + sid, lambda s=sid: core.verification.verify_online(s, ACTOR))
+            self.step("session_" + sid, lambda s=sid: self._session_results(s))
         self.step("run_sessions", self._run_sessions)
         self.step("recover", self._recover)
         self.step("backup_external", lambda: core.upload.backup_external(self.external, ACTOR))
@@ -192,7 +201,10 @@ class Drill:
         duration, gap = schedule(o.sessions, o.first_start_in)
         site = {"site_code": o.site_code, "rooms": o.rooms, "sessions": o.sessions, "candidates": o.candidates,
                 "first_start_in": o.first_start_in, "duration": duration, "gap": gap, "room_kb": o.room_kb}
-        lan = LanOptions(host=HOST, port=0, max_per_ip=2 * o.rooms + 8, max_connections=4 * o.rooms + 64)
+        from kd.lan.simulator import own_addresses_work  # noqa: PLC0415
+
+        per_ip = LanOptions().max_per_ip if own_addresses_work() else 2 * o.rooms + 8
+        lan = LanOptions(host=HOST, port=0, max_per_ip=per_ip, max_connections=max(512, 4 * o.rooms + 64))
         self.site = open_site(self.data_dir, lan=lan, ticks=True, tick_s=0.2, probe_s=30.0, drill_site=site)
         if not self.site.drill:
             raise DrillFailed("the app did not start in drill mode")
@@ -225,7 +237,7 @@ class Drill:
         duration, _gap = schedule(o.sessions, o.first_start_in)
         sim_options = SimOptions(result_mb=o.result_mb, speed=duration * 60.0 / max(o.session_s, 0.01),
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
-                                 timeout=30.0, work_dir=os.path.join(self.work, "proctors"))
+                                 timeout=30.0, work_dir=os.path.join(self.work, "proctors"), own_address=True)
         registration = self.site.core.registration
         sub = self.site.hub.subscribe([names.ROOM_REGISTERED, names.ROOM_DATA_IMPORTED])
         try:
@@ -249,9 +261,25 @@ class Drill:
             failed = ["{}: {}".format(i["id"], i["detail"]) for i in result["items"] if i["status"] == "fail"]
             raise DrillFailed("the seal check did not pass ({})".format("; ".join(failed)))
 
-    def _verify(self) -> None:
-        for sid in self.sessions:
-            self.site.core.verification.verify_online(sid, ACTOR)
+    def _session_results(self, sid: str) -> None:
+        """Wait until every expected room's result of session ``sid`` is received (数据回收)."""
+        from kd.core import model  # noqa: PLC0415
+
+        wanted = {room for room, session in self.expected if session == sid}
+        runtime = self.site.ctx.stores.runtime
+        sub = self.site.hub.subscribe([names.RESULTS_RECEIVED])
+        try:
+            def received() -> bool:
+                got = {d["room"] for d in runtime.all(model.ROOM_SESSIONS) if d["session"] == sid and d.get("result")}
+                if wanted <= got:
+                    return True
+                if not any(p.is_alive() for p in self.sim.proctors):
+                    raise DrillFailed("proctors stopped: {}".format("; ".join(self.sim.report()["failures"])))
+                return False
+
+            self.wait("every room's result of session {}".format(sid), received, sub)
+        finally:
+            sub.close()
 
     def _run_sessions(self) -> None:
         report = self.sim.wait(self.left())

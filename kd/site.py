@@ -351,12 +351,31 @@ def _open_data(folder: DataFolder, accept: Iterable[str]) -> Any:
     return stores, spool, audit, config
 
 
-def _start_drill_platform(site: Site, stores: Stores, config: SiteConfig,
-                          drill_site: Mapping[str, Any]) -> SiteConfig:
-    """Start the drill platform and point ``settings/site`` at it; the config that follows."""
-    from kd.platform.simulator import start_simulator  # noqa: PLC0415 - drill mode only
+def bound_lan(lan: LanOptions, settings: Mapping[str, Any]) -> LanOptions:
+    """``lan`` bound to the chosen address (``settings/site`` ``lan_bind`` and ``lan_address``, 状态栏
+    地址) when the caller left the host at every interface (no ``--lan-host``) and that address is
+    this PC's now; otherwise ``lan`` as given (a chosen address that went away is logged, and
+    the service listens on every interface rather than not at all)."""
+    address = settings.get("lan_address")
+    if not settings.get("lan_bind") or not address or lan.host not in ("0.0.0.0", ""):  # noqa: S104
+        return lan
+    from kd.lan.addresses import is_local  # noqa: PLC0415
 
-    site.simulator = sim = start_simulator(site.folder.path("drill", "platform"), 0, **dict(drill_site))
+    if not is_local(str(address)):
+        log.warning("the chosen LAN address %s is not this PC's now; listening on every interface", address)
+        return lan
+    return lan._replace(host=str(address))
+
+
+def _start_drill_platform(site: Site, stores: Stores, config: SiteConfig,
+                          drill_site: Optional[Mapping[str, Any]]) -> SiteConfig:
+    """Start the drill platform (its demo site ``drill_site``, default the drill day) and point
+    ``settings/site`` at it; the config that follows."""
+    from kd.platform.demo import DRILL_DAY  # noqa: PLC0415 - drill mode only
+    from kd.platform.simulator import start_simulator  # noqa: PLC0415
+
+    site_args = DRILL_DAY if drill_site is None else drill_site
+    site.simulator = sim = start_simulator(site.folder.path("drill", "platform"), 0, **dict(site_args))
     settings = dict(config.settings, drill=True, platform_url=sim.url, platform_password=sim.password,
                     trusted_keys=[base64.b64encode(sim.public_key).decode("ascii")])
     stores.settings.put(model.SETTINGS, model.SITE, settings)
@@ -390,7 +409,8 @@ def open_site(
     context then has ``dongle`` or none). ``lock_url``: the dongle (``--lock``; no drill
     emulator or drill platform then). ``lan``: start the LAN server with these options.
     ``ticks``: start the outbox sender, the monitor tick and the network probe.
-    ``drill_site``: the drill platform's demo site (``start_simulator`` arguments).
+    ``drill_site``: the drill platform's demo site (``start_simulator`` arguments; None:
+    ``kd.platform.demo.DRILL_DAY``).
     ``accept``: stores to open as they are (``repair-db``). ``control``: start the control
     channel (default: when ``lan`` or ``ticks`` is given).
 
@@ -404,7 +424,7 @@ def open_site(
         stores, spool, audit, config = _open_data(folder, accept)
         site._stores = stores
         if config.drill and platform is None and not lock_url:
-            config = _start_drill_platform(site, stores, config, drill_site or {})
+            config = _start_drill_platform(site, stores, config, drill_site)
         site.config = config
         if gate and dongle is None:
             from kd.lock.coreport import DonglePort  # noqa: PLC0415
@@ -421,7 +441,7 @@ def open_site(
         if lan is not None:
             site.lan = LanServer(ctx, registration=core.registration, verification=core.verification,
                                  monitor=core.monitor, recovery=core.recovery, loading=core.loading,
-                                 options=lan).start()
+                                 options=bound_lan(lan, ctx.site())).start()
         if ticks:
             core.start()
             site._core_started = True

@@ -1,18 +1,28 @@
 """N simulated proctor machines (监考机) in one process, speaking KDLAN v1 to a site server.
 
     python -m kd.lan.simulator --server HOST:PORT --site-info FILE --rooms N
-                               [--result-mb M] [--speed X] [--json]
-                               [--wrong-code K] [--silent K] [--disconnect K] ...
+                               [--result-mb M] [--speed X] [--json] [--own-address]
+                               [--on-schedule] [--wrong-code K] [--silent K] [--disconnect K] ...
 
 ``--site-info`` is the site's exported ``考点信息表(<site>).KDINFO`` (registration codes
 per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorClient``):
 
+0. connects from its own address when ``--own-address`` (``SimOptions.own_address``) is
+   given and the server is on loopback: proctor ``i`` binds its socket to
+   ``loopback_address(i)`` = ``127.0.<i // 253>.<i % 253 + 2>`` (127.0.0.2, 127.0.0.3, ...)
+   before it connects, as N machines of a LAN would, so the server's per-address
+   connection cap (8) does not stop a drill of 30 rooms; where the system cannot bind
+   such an address (macOS has only 127.0.0.1) every proctor uses the system's choice;
 1. registers its room with its code (``--wrong-code K``: the first K proctors first
    present a wrong code and must be refused);
 2. downloads the room data, checks its hash, reads its candidates (the platform's
    ``kd-room-data/1`` JSON) and confirms the import;
 3. for each of the room's sessions in order: heartbeats (every ``heartbeat_s`` / speed,
-   at least every 0.2 s) while candidates log in over time, asks for the start permit
+   at least every 0.2 s) while candidates log in over time; ``--on-schedule``
+   (``SimOptions.on_schedule``): first waits, heartbeating, until the session's ``start``
+   (开考时间, the register reply's sessions) by the proctor's clock, as a real room
+   starts at its start time, and ends at ``start + duration_min`` at the latest (a room
+   that starts after that runs ``late_run_s``); asks for the start permit
    every ``--permit-every`` s until granted, runs the session for ``duration_min`` / speed
    (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam),
    ends it, builds its result package (``kd.formats.result.build_result``, about
@@ -24,8 +34,16 @@ per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorCli
 
 Prints a summary (``--json``: one JSON object) and exits 0 only when every proctor
 finished its day. ``Simulation`` is the same as a library (the drill runs it in-process):
-``Simulation(host, port, rooms, options).start()``, ``.wait(timeout)`` → the report,
-``.stop()``.
+``Simulation(host, port, rooms, options, on_progress=None, clock=None).start()``,
+``.wait(timeout)`` → the report, ``.stop()``. ``.progress()`` lists each proctor's
+``Progress`` (room, address, phase, session, detail) as it is now; ``on_progress()`` (no
+arguments) is called from the proctors' threads after each phase change (the GUI drill
+posts a refresh to its Tk loop). The phases, in order: ``connecting``, ``registered``,
+``data_imported``, ``waiting`` (for the start time, ``detail``: it), ``permit`` (asking
+for the start permit), ``in_exam``, ``uploading``, ``uploaded`` (of a session; then the
+next session's ``waiting``), ``done`` or ``failed`` (``detail``: the error). ``clock``
+(an aware ``datetime`` now, default the system clock in China Standard Time) is what
+``on_schedule`` compares the start times with.
 """
 
 import argparse
@@ -35,16 +53,17 @@ import json
 import logging
 import os
 import random
+import socket
 import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from kd.errors import FormatError
 from kd.formats import kdinfo
 from kd.formats.result import ABSENT, PRESENT, build_result
-from kd.formats.timeutil import CST
+from kd.formats.timeutil import CST, parse_time
 from kd.lan.client import E_NET, LanError, ProctorClient
 
 log = logging.getLogger(__name__)
@@ -68,9 +87,53 @@ class SimOptions(NamedTuple):
     timeout: float = 60.0
     work_dir: Optional[str] = None
     seed: int = 1
+    #: each proctor connects from its own loopback address (``loopback_address``)
+    own_address: bool = False
+    #: wait for each session's start time before asking for the permit (see the module docstring)
+    on_schedule: bool = False
+    #: how long a session runs that starts after its scheduled end (on_schedule)
+    late_run_s: float = 20.0
 
 
 _DEFAULTS = SimOptions()  # the class attributes of a NamedTuple are field accessors, not defaults
+
+#: the phases of a proctor's day (``Progress.phase``), in order
+PHASES = ("connecting", "registered", "data_imported", "waiting", "permit", "in_exam", "uploading", "uploaded",
+          "done", "failed")
+
+
+def loopback_address(index: int) -> str:
+    """The loopback address of proctor ``index``: 127.0.0.2, 127.0.0.3, ... (127.0.<i // 253>.<i % 253 + 2>)."""
+    high, low = divmod(int(index), 253)
+    if not 0 <= high <= 255:
+        raise ValueError("too many proctors for 127.0.x.y addresses")
+    return "127.0.{}.{}".format(high, low + 2)
+
+
+def own_addresses_work(address: str = "127.0.0.2") -> bool:
+    """Whether this system can bind a socket to a loopback address other than 127.0.0.1
+    (Linux and Windows can; macOS cannot without an alias)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((address, 0))
+        return True
+    except OSError as e:
+        log.info("cannot bind %s (%s): the proctors connect from the system's address", address, e)
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.")
+
+
+class Progress(NamedTuple):
+    """Where one proctor is now (``Simulation.progress()``)."""
+
+    room: str
+    address: Optional[str]
+    phase: str
+    session: Optional[str]
+    detail: str
 
 
 class ProctorReport:
@@ -93,6 +156,8 @@ class ProctorReport:
         self.disconnected_upload = False
         self.done = False
         self.error: Optional[str] = None
+        #: when (the proctor's clock, ISO) each session started
+        self.started_at: Dict[str, str] = {}
 
     def as_dict(self) -> Dict[str, Any]:
         return dict(vars(self))
@@ -102,7 +167,9 @@ class Proctor(threading.Thread):
     """One room's proctor machine for a whole exam day."""
 
     def __init__(self, index: int, host: str, port: int, room: Dict[str, Any], options: SimOptions,
-                 stop: threading.Event, work_dir: str) -> None:
+                 stop: threading.Event, work_dir: str, address: Optional[str] = None,
+                 on_progress: Optional[Callable[[], None]] = None,
+                 clock: Optional[Callable[[], datetime.datetime]] = None) -> None:
         super().__init__(name="proctor-{}".format(room["code"]), daemon=True)
         self.index = index
         self.room = room["code"]
@@ -110,14 +177,28 @@ class Proctor(threading.Thread):
         self.options = options
         self.stop_event = stop
         self.work_dir = work_dir
-        self.client = ProctorClient(host, port, timeout=options.timeout, connect_timeout=5.0)
+        self.address = address
+        self.client = ProctorClient(host, port, timeout=options.timeout, connect_timeout=5.0,
+                                    source_address=(address, 0) if address else None)
         self.report = ProctorReport(self.room)
+        self.on_progress = on_progress
+        self.clock = clock or (lambda: datetime.datetime.now(CST))
+        self.progress = Progress(self.room, address, "connecting", None, "")
         self.rng = random.Random("{}-{}".format(options.seed, self.room))
         self.state: Dict[str, Any] = {}
         self.candidates: List[Dict[str, Any]] = []
         self.subjects: Dict[str, List[str]] = {}
         self.site_code = ""
         self.silenced = False
+
+    # -- progress -----------------------------------------------------------------------
+    def _phase(self, phase: str, session: Optional[str] = None, detail: str = "") -> None:
+        self.progress = Progress(self.room, self.address, phase, session, detail)
+        if self.on_progress is not None:
+            try:
+                self.on_progress()
+            except Exception:  # noqa: BLE001 - an observer's bug must not end the proctor's day
+                log.exception("proctor %s: the progress callback failed", self.room)
 
     # -- pacing -------------------------------------------------------------------------
     def _pause(self, seconds: float) -> None:
@@ -168,6 +249,10 @@ class Proctor(threading.Thread):
             log.exception("proctor %s failed", self.room)
         finally:
             self.client.bye()
+            if self.report.done:
+                self._phase("done")
+            else:
+                self._phase("failed", self.progress.session, self.report.error or "")
 
     def _day(self) -> None:
         if self.index < self.options.wrong_code:
@@ -179,7 +264,9 @@ class Proctor(threading.Thread):
                 self.report.wrong_code_refused = e.code == "E_REGISTER"
         reply = self._call(self.client.register, self.room, self.reg_code)
         self.report.registered = True
+        self._phase("registered")
         self._import_data()
+        self._phase("data_imported")
         for session in reply["sessions"]:
             if self.stop_event.is_set():
                 raise _Stopped()
@@ -208,6 +295,11 @@ class Proctor(threading.Thread):
         present = [c for c in people if self.rng.random() >= self.options.absent_rate] or people[:1]
         self.state = {"session": sid, "started": False, "ended": False, "candidates": len(people),
                       "logged_in": 0, "in_exam": 0}
+        start = parse_time(session["start"], "start") if self.options.on_schedule else None
+        if start is not None:
+            self._phase("waiting", sid, session["start"])
+            self._wait_for(start)
+        self._phase("permit", sid)
         # waiting: candidates log in over time; ask for the permit until granted
         give_up = time.monotonic() + self.options.permit_timeout
         next_permit = 0.0
@@ -230,7 +322,9 @@ class Proctor(threading.Thread):
         self.state.update(started=True, logged_in=len(present), in_exam=len(present))
         self._beat()
         self.report.started.append(sid)
-        end = time.monotonic() + float(session.get("duration_min", 90)) * 60.0 / max(self.options.speed, 1e-6)
+        self.report.started_at[sid] = self.clock().isoformat()
+        self._phase("in_exam", sid)
+        end = time.monotonic() + self._length(session, start)
         silent = self.index < self.options.silent and not self.silenced
         self.silenced = self.silenced or silent
         while time.monotonic() < end:
@@ -245,7 +339,29 @@ class Proctor(threading.Thread):
         self.state.update(ended=True, in_exam=0)
         self._beat()
         self.report.ended.append(sid)
+        self._phase("uploading", sid)
         self._upload(sid, people, present)
+        self._phase("uploaded", sid)
+
+    def _wait_for(self, start: datetime.datetime) -> None:
+        """Heartbeat (candidates logging in) until the proctor's clock reaches ``start``."""
+        present = self.state["candidates"]
+        while True:
+            left = (start - self.clock()).total_seconds()
+            if left <= 0:
+                return
+            self.state["logged_in"] = min(present, self.state["logged_in"] + max(1, present // 10))
+            self._beat()
+            self._pause(min(left, self.client.heartbeat_s))
+
+    def _length(self, session: Dict[str, Any], start: Optional[datetime.datetime]) -> float:
+        """Seconds the session runs: ``duration_min`` / speed; on schedule not past its scheduled end."""
+        minutes = float(session.get("duration_min", 90))
+        length = minutes * 60.0 / max(self.options.speed, 1e-6)
+        if start is None:
+            return length
+        left = (start + datetime.timedelta(minutes=minutes) - self.clock()).total_seconds()
+        return min(length, left) if left > 0 else self.options.late_run_s
 
     def _package(self, sid: str, people: List[Dict[str, Any]], present: List[Dict[str, Any]]) -> str:
         ids = {id(c) for c in present}
@@ -287,7 +403,9 @@ class _Stopped(Exception):
 class Simulation:
     """N proctors against one server (threads); see the module docstring."""
 
-    def __init__(self, host: str, port: int, rooms: List[Dict[str, Any]], options: Optional[SimOptions] = None) -> None:
+    def __init__(self, host: str, port: int, rooms: List[Dict[str, Any]], options: Optional[SimOptions] = None,
+                 on_progress: Optional[Callable[[], None]] = None,
+                 clock: Optional[Callable[[], datetime.datetime]] = None) -> None:
         self.host, self.port = host, int(port)
         self.options = options or SimOptions()
         self.stop_event = threading.Event()
@@ -297,7 +415,9 @@ class Simulation:
             self._tmp = tempfile.TemporaryDirectory(prefix="kd-proctors-")
             work = self._tmp.name
         os.makedirs(work, exist_ok=True)
-        self.proctors = [Proctor(i, host, self.port, room, self.options, self.stop_event, work)
+        own = self.options.own_address and is_loopback(host) and own_addresses_work()
+        self.proctors = [Proctor(i, host, self.port, room, self.options, self.stop_event, work,
+                                 address=loopback_address(i) if own else None, on_progress=on_progress, clock=clock)
                          for i, room in enumerate(rooms)]
         self.started_at = 0.0
 
@@ -321,6 +441,13 @@ class Simulation:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def progress(self) -> List[Progress]:
+        """Each proctor's ``Progress`` now (any thread)."""
+        return [p.progress for p in self.proctors]
+
+    def running(self) -> bool:
+        return any(p.is_alive() for p in self.proctors)
 
     def report(self) -> Dict[str, Any]:
         rows = [p.report.as_dict() for p in self.proctors]
@@ -381,6 +508,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--silent-s", type=float, default=_DEFAULTS.silent_s, help="how long they stay silent")
     parser.add_argument("--disconnect", type=int, default=0, metavar="K", help="K proctors cut their upload")
     parser.add_argument("--permit-every", type=float, default=_DEFAULTS.permit_every)
+    parser.add_argument("--own-address", action="store_true",
+                        help="each proctor connects from its own 127.0.x.y address (server on loopback)")
+    parser.add_argument("--on-schedule", action="store_true",
+                        help="start each session at its start time, end it by its scheduled end")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds in all")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
@@ -392,7 +523,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     options = SimOptions(result_mb=args.result_mb, speed=args.speed, wrong_code=args.wrong_code,
                          silent=args.silent, silent_s=args.silent_s, disconnect=args.disconnect,
-                         permit_every=args.permit_every)
+                         permit_every=args.permit_every, own_address=args.own_address,
+                         on_schedule=args.on_schedule)
     sim = Simulation(args.server[0], args.server[1], rooms, options).start()
     try:
         report = sim.wait(args.timeout)

@@ -11,6 +11,17 @@
      "candidates": [{"ticket": "...", "name": "张伟", "id_card": "...", "room": "11003001",
                      "seat": 1, "session": "1", "subject": "0101"}, ...]}
 
+``DRILL_DAY`` is the drill mode's demo day (the app's drill platform when no other site
+is asked for: ``kd.site.open_site``): the 30 rooms and two sessions of ``make_site``'s
+defaults, but the first session starting ``first_start_in`` (20) minutes after the
+platform is first set up, each lasting ``duration`` (10) minutes, ``gap`` (5) minutes
+apart. So every session starts within the hour after any 机考锁校时 done before the
+first one, and 授权验证 of the second session passes with the first sync, while the
+rule itself (a sync within the hour before the start, ``kd.formats.documents.SYNC_WINDOW``)
+is the same as outside drill mode; the simulated proctors of the GUI drill start each
+session at its 开考时间 and end it at its scheduled end (``kd.lan.simulator``, ``on_schedule``),
+so the whole day is rehearsed in about 45 minutes.
+
 Names, tickets and subjects are drawn from a ``random.Random`` seeded with the site code,
 so the same arguments always give the same site. ``room_file(site, room_code, size)``
 makes the room data file for the proctor machine (``kd-room-data/1``, docs/formats.md §2.7;
@@ -52,6 +63,16 @@ SUBJECTS = [
 ]
 
 SITE_NAMES = ["市职业技能鉴定中心考点", "第一职业技术学校考点", "城市职业学院考点", "技师学院考点"]
+
+#: the drill mode's demo day (``kd.platform.simdata.SimData`` arguments; see the module docstring)
+DRILL_DAY: Dict[str, Any] = {"rooms": 30, "sessions": 2, "first_start_in": 20, "duration": 10, "gap": 5}
+
+
+def day_fits_one_sync(sessions: List[Dict[str, Any]], window_min: int = 60) -> bool:
+    """Whether one sync made before the first start lies within ``window_min`` minutes before
+    every session's start (the 授权验证 rule), i.e. the last start is within the window after the first."""
+    starts = sorted(datetime.datetime.fromisoformat(s["start"]) for s in sessions)
+    return not starts or starts[-1] - starts[0] < datetime.timedelta(minutes=window_min)
 
 
 def iso(moment: datetime.datetime) -> str:

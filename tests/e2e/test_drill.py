@@ -17,8 +17,11 @@ from kd.drill import DrillOptions, run_drill
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-STEPS = ["start", "login", "setup", "load", "export_site_info", "register_rooms", "authorize", "seal_check",
-         "sync_lock", "verify", "run_sessions", "recover", "backup_external", "upload", "platform_check"]
+def steps(sessions):
+    """The drill's steps: one sync, then each session verified and run in turn (the admin's day)."""
+    per_session = [name for n in range(1, sessions + 1) for name in ("verify_{}".format(n), "session_{}".format(n))]
+    return (["start", "login", "setup", "load", "export_site_info", "register_rooms", "authorize", "seal_check",
+             "sync_lock"] + per_session + ["run_sessions", "recover", "backup_external", "upload", "platform_check"])
 
 
 def assert_complete(report, rooms, sessions):
@@ -28,7 +31,7 @@ def assert_complete(report, rooms, sessions):
     assert report["results_expected"] == expected
     assert report["results_received"] == report["results_uploaded"] == report["results_at_platform"] == expected
     assert report["receipts_verified"] == 2 * expected  # the platform's and the site's copy
-    assert [s["step"] for s in report["steps"]] == STEPS and all(s["ok"] for s in report["steps"])
+    assert [s["step"] for s in report["steps"]] == steps(sessions) and all(s["ok"] for s in report["steps"])
     proctors = report["proctors"]
     assert (proctors["registered"], proctors["data_imported"], proctors["uploads"]) == (rooms, rooms, expected)
     assert proctors["sessions_started"] == proctors["sessions_ended"] == expected
@@ -47,6 +50,19 @@ def test_drill_10_rooms_command(tmp_path):
     assert_complete(report, 10, 1)
     assert report["work_dir"] is None and report["mode"] == "mock"
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith("kd-drill-")] == []
+
+
+def test_drill_30_rooms_two_sessions_command(tmp_path):
+    """The demo day's size through ``main.py drill``: 30 proctors, each from its own loopback
+    address, register under the production cap of 8 connections per address; session 2 is
+    verified (with the one sync before session 1) only after session 1's results are in."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "drill", "--rooms", "30", "--sessions", "2",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert_complete(report, 30, 2)
+    names = [s["step"] for s in report["steps"]]
+    assert names.index("sync_lock") < names.index("verify_1") < names.index("session_1") < names.index("verify_2")
 
 
 def test_drill_formal_with_sessions(tmp_path):
