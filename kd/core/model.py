@@ -9,7 +9,10 @@ timestamps are ``kd.core.lifecycle``.
 
 settings DB (``ctx.stores.settings``)
   settings/site        {"site_code", "mode": "formal"|"mock", "configured_at",
-                        "platform_url", "trusted_keys": [base64 Ed25519 public keys]}
+                        "platform_url", "trusted_keys": [base64 Ed25519 public keys],
+                        "lan_address": the address proctors are told (chosen in the status bar;
+                        kd/core/status.py), "lan_bind": bool (bind the LAN service to it at start),
+                        "service_unit", "service_phone" (the footer's 技术服务单位 and 服务电话)}
   accounts/<user>      {"user", "salt", "iterations", "hash", "must_change": bool,
                         "failures": int, "locked_until": time|None, "changed_at"}
 
@@ -57,6 +60,8 @@ runtime DB (``ctx.stores.runtime``)
   checks/external      the last 外部存储备份 (folder, files, verified_at), with files
                        [{"name", "room", "session", "sha256", "size"}], "manifest",
                        "valid": bool (False once a re-check found a copy damaged), "actor"
+  checks/site_info     the last 导出考点信息: {"address", "port" (what the sheet names),
+                       "exported_at"} (kd/core/registration.py; 封场检测 connects to it)
   checks/recovery      every room of every session recovered: {"completed_at",
                        "outbox_id"} (the recovery_status report, enqueued once)
 """
@@ -71,7 +76,7 @@ ROOMS = "rooms"
 SESSIONS = "sessions"
 ROOM_SESSIONS = "room_sessions"
 OUTBOX = "outbox"
-CHECKS, SEAL, EXTERNAL, RECOVERY = "checks", "seal", "external", "recovery"
+CHECKS, SEAL, EXTERNAL, RECOVERY, SITE_INFO = "checks", "seal", "external", "recovery", "site_info"
 RESULT_CONFLICTS = "result_conflicts"
 
 # exam modes (参数设置)

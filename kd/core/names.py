@@ -74,6 +74,7 @@ SYSTEM_BACKED_UP = "system.backed_up"  # 系统备份
 SYSTEM_RESTORED = "system.restored"  # 系统恢复
 SYSTEM_CONVERTED_TO_FORMAL = "system.converted_to_formal"  # 模考转正考
 SYSTEM_INITIALIZED = "system.initialized"  # 系统初始化
+LAN_ADDRESS_SET = "system.lan_address_set"  # 考点机地址 chosen in the status bar (kd/core/status.py)
 STORE_REPAIRED = "store.repaired"  # repair-db (kd.cli.repair)
 
 # -- published by other layers ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ over ``socket://``), never mocks.
 """
 
 import datetime
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from kd.core.records import JsonObject
 from kd.formats.documents import AuthorizationVerification, SessionAuthorization, UploadReceipt
@@ -139,3 +139,9 @@ class Lan(Protocol):
     def port(self) -> int: ...
 
     def disconnect_room(self, room_code: str) -> None: ...
+
+    def addresses(self) -> List[str]:
+        """This PC's IPv4 addresses proctors could be told, best first (only the bound one when bound)."""
+
+    def probe(self, host: str, port: int) -> Optional[str]:
+        """Connect to the LAN service at ``host:port`` as a proctor would; None when it answered, else why not."""

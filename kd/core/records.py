@@ -32,6 +32,10 @@ class SiteSettings(TypedDict, total=False):
     platform_password: str
     trusted_keys: List[str]  # base64 Ed25519 public keys
     drill: bool
+    lan_address: str  # the address proctors are told (kd.core.status)
+    lan_bind: bool  # bind the LAN service to lan_address at start
+    service_unit: str  # the footer's 技术服务单位
+    service_phone: str  # the footer's 服务电话
 
 
 class Account(TypedDict, total=False):

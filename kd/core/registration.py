@@ -32,7 +32,9 @@ builds one and hands it the core's ``LoadingService``; the LAN server and the UI
   data file; the hash must be the loaded package's.
 - ``revoke(room_code, actor)``: 撤销注册 (and ``ctx.lan.disconnect_room``).
 - ``export_site_info(folder, actor, server_address, port)``: the printable HTML sheet
-  and ``考点信息表(<site>).KDINFO`` (``kd.formats.kdinfo``, signed by the dongle).
+  and ``考点信息表(<site>).KDINFO`` (``kd.formats.kdinfo``, signed by the dongle); without
+  ``server_address`` the sheet names ``kd.core.status.told_address``. The address and port
+  the sheet names are kept in runtime ``checks/site_info`` (封场检测 connects to them).
 - ``restore_preview(path)`` / ``restore(path, actor, confirm=None)``: 恢复注册 from a
   KDINFO (``kd.core.regrestore``: what it changes per room, the confirmation, the
   refusals); ``restore_lines(preview)`` says a preview in Chinese.
@@ -266,8 +268,10 @@ class RegistrationService:
         ``LockError`` (no dongle), ``StoreError`` (folder not writable).
         """
         ctx = self.ctx
-        if server_address is None:
-            server_address = ctx.lan.address() if ctx.lan is not None else default_address()
+        if server_address is None:  # the address proctors are told (kd.core.status.told_address)
+            from kd.core.status import told_address  # noqa: PLC0415 - status reads the LAN port too
+
+            server_address = told_address(ctx) or default_address()
         with ctx.lock:
             manifest = ctx.manifest()
             meta = self.loading.meta()
@@ -291,6 +295,8 @@ class RegistrationService:
                 raise StoreError("无法写入考点信息文件（{}）。".format(folder),
                                  "请检查所选文件夹（U盘）是否可写、空间是否足够。",
                                  detail=repr(e)) from e
+            ctx.stores.runtime.put(model.CHECKS, model.SITE_INFO, {  # what 封场检测 connects to
+                "address": server_address, "port": int(port), "exported_at": format_time(ctx.now())})
             ctx.record(actor, names.SITE_INFO_EXPORTED, folder=folder, kdinfo=info_path, html=html_path,
                        rooms=len(rooms), registered=sum(1 for r in rooms if r.get("ip")))
         return {"html": os.path.abspath(html_path), "kdinfo": os.path.abspath(info_path)}

@@ -59,7 +59,7 @@ from kd.core.context import Context
 from kd.core.loading import LoadingService
 from kd.errors import UserError
 from kd.forward import Forward
-from kd.lan import framing
+from kd.lan import addresses, framing
 from kd.lan.framing import Closed, FrameError, Limits
 from kd.lan.handlers import BODY_TYPES, HANDLERS, Services
 from kd.lan.registry import Connection, QuietLog, Registry
@@ -203,10 +203,19 @@ class LanServer:
         if self._server is not None:
             host = str(self._server.server_address[0])
         if host in ("0.0.0.0", ""):  # noqa: S104
-            from kd.core.registration import default_address  # noqa: PLC0415
-
-            return default_address()
+            return addresses.best()
         return str(host)
+
+    def addresses(self) -> List[str]:
+        """This PC's IPv4 addresses, best first (``kd.lan.addresses``); only the bound one when bound to one."""
+        host = str(self._server.server_address[0]) if self._server is not None else self.options.host
+        if host in ("0.0.0.0", ""):  # noqa: S104
+            return addresses.ipv4_addresses()
+        return [host]
+
+    def probe(self, host: str, port: int) -> Optional[str]:
+        """A proctor's connect and ``bye`` to ``host:port``: None when the service answered, else why not."""
+        return addresses.probe(host, port)
 
     def port(self) -> int:
         if self._server is not None:
