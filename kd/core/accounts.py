@@ -236,11 +236,15 @@ class AccountService:
             self._unrecorded = False
 
     def _fail(self, user: str, failures: int, wait: int, action: str) -> LoginFailed:
-        """Audit a failure already counted by ``_count_attempt`` and build the answer."""
+        """Audit a failure already counted by ``_count_attempt`` and build the answer
+        (修改密码 names the 原密码: the user is known there)."""
         self.ctx.record(user or "?", action, failures=failures, wait_s=wait)
+        what = "原密码" if action == names.ACCOUNT_PASSWORD_CHANGE_FAILED else "账号或密码"
         if wait:
-            return LoginFailed("账号或密码错误，已连续失败 {} 次。".format(failures),
+            return LoginFailed("{}错误，已连续失败 {} 次。".format(what, failures),
                                "请在 {} 后重试。".format(wait_text(wait)), wait)
+        if action == names.ACCOUNT_PASSWORD_CHANGE_FAILED:
+            return LoginFailed("原密码错误。", "请重新输入原密码（即当前登录使用的密码）。")
         return LoginFailed("账号或密码错误。", "请检查账号和密码后重新输入（默认账号 admin）。")
 
     # -- public ------------------------------------------------------------------------------

@@ -12,8 +12,13 @@ Chinese strings.
 - the code tables: ``MODE_LABELS``, ``VERIFICATION_SOURCE_LABELS``,
   ``RECOVERY_SOURCE_LABELS``, ``OUTBOX_STATE_LABELS``, ``OUTBOX_KIND_LABELS``,
   ``SEAL_ITEM_LABELS``, ``MONITOR_BOOL_LABELS``, ``CHANGE_LABELS``, ``STEP_LABELS``.
-- ``result_label(room, session)``: ``考场 X 第N场次``; ``summary(lines)``: at most three
-  lines and the count; ``shown(time)``: an ISO time as the screens show it.
+- ``result_label(room, session, names=None)``: ``考场 X 第一场次``; ``session_label(session,
+  names)``: a session as the tables name it (its name in the package, ``第一场次``),
+  ``session_names(manifest)``: ``{id: name}``;
+  ``summary(lines)``: at most three lines and the count.
+- ``shown(time)``: the one formatter of every time a person reads (screens, printed
+  sheets, messages): ``2026-12-01 17:35`` — minute precision, in the site's zone (China
+  Standard Time, ``kd.formats.timeutil.CST``); an ISO text or an aware datetime; "" for none.
 
 Enum members of different types may share a code (``started``), so the state tables are
 kept per enum type.
@@ -21,7 +26,7 @@ kept per enum type.
 
 import datetime
 from enum import Enum
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Mapping, Optional, Type, Union
 
 from kd.core.states import (
     CheckStatus,
@@ -34,6 +39,7 @@ from kd.core.states import (
     Step,
     UploadStatus,
 )
+from kd.formats.timeutil import CST
 
 #: the manual's done marks
 YES_MARK, NO_MARK = "✓", "✗"
@@ -82,6 +88,7 @@ SEAL_ITEM_LABELS = {
     "authorized": "场次全部授权",
     "dongle": "机考锁在位",
     "lan": "局域网服务运行",
+    "lan_address": "考点信息表地址可连接",
     "disk": "磁盘剩余空间",
     "clock": "系统时间准确",
 }
@@ -139,9 +146,63 @@ def yes_no(key: str, flag: Any) -> str:
     return yes if flag else no
 
 
-def result_label(room: Optional[str], session: Optional[str]) -> str:
-    """How a room's result of a session is named to the administrator: ``考场 X 第N场次``."""
-    return "考场 {} 第{}场次".format(room, session)
+#: what names the sessions: the manifest (``{"sessions": [{"id", "name"}...]}``), a mapping
+#: ``{session id: name}``, the session's name itself, or None (the name from the id)
+SessionNames = Union[Mapping[str, Any], str, None]
+
+_DIGITS = "零一二三四五六七八九"
+
+
+def chinese_number(number: int) -> str:
+    """1 → 一, 10 → 十, 12 → 十二, 20 → 二十, 99 → 九十九 (larger numbers stay digits)."""
+    if not 0 < number < 100:
+        return str(number)
+    tens, ones = divmod(number, 10)
+    if not tens:
+        return _DIGITS[ones]
+    return "{}十{}".format(_DIGITS[tens] if tens > 1 else "", _DIGITS[ones] if ones else "")
+
+
+def session_label(session: Any, names: SessionNames = None) -> str:
+    """A session as the tables name it: its name in the package (``第一场次``).
+
+    ``names`` is the manifest, a ``{session id: name}`` mapping or the name itself;
+    without a name a numeric id reads ``第一场次`` (``1``), any other id ``场次 <id>``.
+    """
+    sid = "" if session is None else str(session)
+    name: Any = None
+    if isinstance(names, str):
+        name = names
+    elif isinstance(names, Mapping):
+        if "sessions" in names:
+            for item in names.get("sessions") or []:
+                if isinstance(item, Mapping) and str(item.get("id")) == sid:
+                    name = item.get("name")
+                    break
+        else:
+            name = names.get(sid)
+            if isinstance(name, Mapping):  # {id: session definition}
+                name = name.get("name")
+    if name:
+        return str(name)
+    if sid.isdigit() and sid.isascii():
+        return "第{}场次".format(chinese_number(int(sid)))
+    return "场次 {}".format(sid)
+
+
+def session_names(manifest: Optional[Mapping[str, Any]]) -> Dict[str, str]:
+    """``{session id: name}`` of a manifest (``ctx.manifest_view(labels.session_names)``
+    reads only the sessions); empty for None."""
+    out: Dict[str, str] = {}
+    for item in (manifest or {}).get("sessions") or []:
+        if isinstance(item, Mapping) and item.get("id") is not None:
+            out[str(item["id"])] = str(item.get("name") or "")
+    return out
+
+
+def result_label(room: Optional[str], session: Optional[str], names: SessionNames = None) -> str:
+    """How a room's result of a session is named to the administrator: ``考场 X 第一场次``."""
+    return "考场 {} {}".format(room, session_label(session, names))
 
 
 def summary(lines: List[str]) -> str:
@@ -151,11 +212,31 @@ def summary(lines: List[str]) -> str:
     return "{} 等 {} 项".format("；".join(lines[:3]), len(lines))
 
 
-def shown(text: Optional[str]) -> str:
-    """An ISO time as the screens show it (``2026-06-13 08:30:00``); "" for none."""
-    if not text:
+#: how ``shown`` writes a time: minute precision
+SHOWN_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def shown(text: Optional[Union[str, datetime.datetime]]) -> str:
+    """A time as people read it (``2026-12-01 17:35``); "" for none.
+
+    ``text`` is ISO 8601 text (``2026-12-01T17:35:00+08:00``, the records' and artefacts'
+    form) or a datetime. A time with an offset is shown in the site's zone (China
+    Standard Time, UTC+08:00) whatever the PC's zone; a time without one as it is. Text
+    that is no time is returned unchanged.
+    """
+    if text is None or text == "":
         return ""
-    try:
-        return datetime.datetime.fromisoformat(str(text)).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return str(text)
+    moment: Optional[datetime.datetime] = None
+    if isinstance(text, datetime.datetime):
+        moment = text
+    else:
+        value = str(text).strip()
+        if value.endswith("Z"):
+            value = value[:-1] + "+00:00"
+        try:
+            moment = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return str(text)
+    if moment.tzinfo is not None and moment.utcoffset() is not None:
+        moment = moment.astimezone(CST)
+    return moment.strftime(SHOWN_FORMAT)

@@ -2,7 +2,8 @@
 
 Every page is UTF-8 HTML with an A4 print stylesheet (``@page { size: A4 }``, one sheet
 per ``<section class="page">``); every value from a package or the database is
-html-escaped. ``write_page(data_dir, name, html)`` writes ``DATA/print/<name>`` (``.part``,
+html-escaped; every time is written as people read it (``kd.core.labels.shown``:
+``2026-12-01 17:35``). ``write_page(data_dir, name, html)`` writes ``DATA/print/<name>`` (``.part``,
 fsync, rename) and returns the path; the UI opens it with ``webbrowser``.
 """
 
@@ -11,6 +12,7 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 from kd import fileio
+from kd.core.labels import shown
 from kd.errors import StoreError
 
 PRINT_DIR = "print"
@@ -57,7 +59,7 @@ def door_sheet_html(detail: Dict[str, Any]) -> str:
             "<h1>门贴</h1>{head}<div class=\"big\">{name}<br>{code}</div>"
             "<dl><dt>开考时间</dt><dd>{start}</dd><dt>考试时长</dt><dd>{dur} 分钟</dd>"
             "<dt>考生人数</dt><dd>{n} 人 {seats}</dd></dl>".format(
-                head=head, name=esc(detail.get("name")), code=esc(detail["code"]), start=esc(session["start"]),
+                head=head, name=esc(detail.get("name")), code=esc(detail["code"]), start=esc(shown(session["start"])),
                 dur=esc(session["duration_min"]), n=len(cands), seats=esc(seats)))
         rows = "\n".join(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
@@ -67,7 +69,7 @@ def door_sheet_html(detail: Dict[str, Any]) -> str:
             "<h1>座次表</h1>{head}<h2>考场 {code} {name}　开考 {start}</h2>"
             "<table><thead><tr><th>座位号</th><th>准考证号</th><th>姓名</th><th>科目</th></tr></thead>"
             "<tbody>\n{rows}\n</tbody></table>".format(
-                head=head, code=esc(detail["code"]), name=esc(detail.get("name")), start=esc(session["start"]),
+                head=head, code=esc(detail["code"]), name=esc(detail.get("name")), start=esc(shown(session["start"])),
                 rows=rows))
     return document("门贴座次表 {}".format(detail["code"]), pages)
 

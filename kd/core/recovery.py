@@ -144,7 +144,8 @@ class RecoveryService:
             raise ValueError("source must be one of {}".format(SOURCES))
         expected = self.plan().by_pair.get((room_code, session_id), [])
         if not expected:
-            raise UserError("考场 {} 在场次 {} 没有考生安排，不能回收其结果。".format(room_code, session_id),
+            raise UserError("考场 {} 在{}没有考生安排，不能回收其结果。".format(
+                room_code, labels.session_label(session_id, self.plan().session_by_id)),
                             "请核对考场编号和场次；如考务数据已更新，请先重新导入考务。")
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= CAPS.max_source_bytes:
             raise UserError("结果包大小无效（{!r}）。".format(size), "请在监考机上重新导出并上报结果包。")
@@ -246,8 +247,9 @@ class RecoveryService:
         self.ctx.record(actor, names.RESULTS_CONFLICTED, room=room, session=session, sha256=digest, size=size,
                         source=source, kept_sha256=old["sha256"])
         raise ResultConflict(
-            "考场 {} 场次 {} 的结果已回收（校验值 {}…），收到的结果包校验值不同（{}…），"
-            "已拒绝，原结果保留不变。".format(room, session, _short(old["sha256"]), _short(digest)),
+            "{}的结果已回收（校验值 {}…），收到的结果包校验值不同（{}…），"
+            "已拒绝，原结果保留不变。".format(labels.result_label(room, session, self.ctx.manifest_view(
+                labels.session_names)), _short(old["sha256"]), _short(digest)),
             "请到该考场的监考机核实结果包；同一考场同一场次只能回收一个结果包，如确需更换请联系技术支持。",
             detail="kept {} refused {}".format(old["sha256"], digest))
 
@@ -299,17 +301,22 @@ class RecoveryService:
         doc = self.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room_code, session_id)) or {}
         res = doc.get("result")
         if not res:
-            raise UserError("考场 {} 场次 {} 尚未回收。".format(room_code, session_id), "请等待监考机上报或手工回收。")
+            raise UserError("{}尚未回收。".format(labels.result_label(room_code, session_id, plan.session_by_id)),
+                            "请等待监考机上报或手工回收。")
         result = load_result(self.ctx.spool.path(res["sha256"]), room_code=room_code, session_id=session_id)
         people = {c["ticket"]: c for c in plan.by_pair.get((room_code, session_id), [])}
         rows = []
         for cand in result.candidates:
             info = people.get(cand["ticket"], {})
             rows.append({"ticket": cand["ticket"], "name": info.get("name"), "seat": info.get("seat"),
-                         "subject": cand["subject"], "status": cand["status"],
+                         "subject": cand["subject"],
+                         "subject_name": plan.subject_names.get(cand["subject"], cand["subject"]),
+                         "status": cand["status"],
                          "collected": cand.get("answer") is not None})
         rows.sort(key=lambda r: (r["seat"] or 0, r["ticket"]))
-        return {"room": room_code, "session": session_id, "result": res, "candidates": rows,
+        return {"room": room_code, "session": session_id,
+                "session_name": labels.session_label(session_id, plan.session_by_id), "result": res,
+                "candidates": rows,
                 "conflicts": [c for c in self.conflicts() if c["room"] == room_code and c["session"] == session_id]}
 
     def all_recovered(self) -> bool:
@@ -328,7 +335,7 @@ class RecoveryService:
         """
         plan = self.plan()
         if session_id is not None and session_id not in plan.session_by_id:
-            raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
+            raise UserError("没有{}。".format(labels.session_label(session_id)), "请从场次列表中选择。")
         subject_names = plan.subject_names
         session_by_id = plan.session_by_id
         docs = {records.rs_key_of(d): d for d in records.room_sessions(self.ctx.stores.runtime)}

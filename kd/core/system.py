@@ -25,7 +25,7 @@ from kd.core import lifecycle, model, names, records
 from kd.core.accounts import AccountService
 from kd.core.backup import BackupError, BackupService, SystemRefused  # noqa: F401 (re-exported)
 from kd.core.context import Context
-from kd.core.labels import result_label, summary  # noqa: F401 (result_label re-exported)
+from kd.core.labels import result_label, session_names, summary  # noqa: F401 (result_label re-exported)
 from kd.core.outbox import PENDING
 from kd.core.records import JsonObject
 from kd.core.restore import RestoreError, RestoreService, finish_interrupted_restore  # noqa: F401 (re-exported)
@@ -52,7 +52,7 @@ class SystemService:
         """What keeps a formal exam from being left: one line per room and session (empty in mock mode)."""
         if self.ctx.mode() != model.FORMAL:
             return []
-        return _unreported(records.room_sessions(self.ctx.stores.runtime))
+        return _unreported(records.room_sessions(self.ctx.stores.runtime), self.ctx.manifest_view(session_names))
 
     def exit_allowed(self) -> Tuple[bool, str]:
         """(True, "") or (False, the reason) — 退出系统 is forbidden while data is unreported."""
@@ -184,14 +184,14 @@ class SystemService:
             }
 
 
-def _unreported(rows: List[records.RoomSession]) -> List[str]:
+def _unreported(rows: List[records.RoomSession], names: Optional[Dict[str, str]] = None) -> List[str]:
     """The rule's lines: a room started and not recovered, or recovered and not uploaded."""
     lines = []
     for d in sorted(rows, key=lambda r: (str(r.get("session")), str(r.get("room")))):
         room, session = d.get("room"), d.get("session")
         if lifecycle.recovered(d):
             if not lifecycle.uploaded(d):
-                lines.append("考场 {} 场次 {}：已回收，未上报".format(room, session))
+                lines.append("{}：已回收，未上报".format(result_label(room, session, names)))
         elif lifecycle.started(d):
-            lines.append("考场 {} 场次 {}：考试已开始，数据未回收".format(room, session))
+            lines.append("{}：考试已开始，数据未回收".format(result_label(room, session, names)))
     return lines

@@ -28,7 +28,7 @@ from kd.core import labels, lifecycle, model, names, records
 from kd.core.backup import recover_again_remedy
 from kd.core.context import Context
 from kd.core.external import BackupRequired, ExternalBackup
-from kd.core.labels import result_label
+from kd.core.labels import result_label, session_label, session_names
 from kd.core.lifecycle import RoomSessionEvent
 from kd.core.records import JsonObject
 from kd.core.recovery import RecoveryService
@@ -109,28 +109,30 @@ class UploadService:
         ctx = self.ctx
         with ctx.lock:
             plan = self.recovery.plan()
+            names = plan.session_by_id
             if session_id is not None and session_id not in plan.session_by_id:
-                raise UserError("没有场次 {}。".format(session_id), "请从场次列表中选择。")
+                raise UserError("没有{}。".format(session_label(session_id)), "请从场次列表中选择。")
             records = self.recovery.recovered()
             if not records:
                 raise UserError("尚无已回收的考试数据，无法上报。", "请先在“数据回收”中回收各考场的结果。")
             uncovered = self.external.uncovered(records)
             damaged = self.external.damaged(uncovered)
             if damaged:
-                labels = "、".join(result_label(d["room"], d["session"]) for d in damaged)
+                labels = "、".join(result_label(d["room"], d["session"], names) for d in damaged)
                 raise BackupRequired(
                     "{} 的结果包在本机已损坏，未能备份到外部存储，不能上报。".format(labels),
                     recover_again_remedy([d["room"] for d in damaged], "重新执行第一步“备份到外部存储”，再上报"),
                     detail="; ".join("{} {}: {}".format(d["room"], d["session"], d["problem"]) for d in damaged))
             if uncovered:
-                listed = "、".join("{}（场次{}）".format(r["room"], r["session"]) for r in uncovered[:5])
+                listed = "、".join(result_label(r["room"], r["session"], names) for r in uncovered[:5])
                 raise BackupRequired(
                     "有 {} 个已回收的结果包尚未备份到外部存储：{}{}".format(
                         len(uncovered), listed, "等" if len(uncovered) > 5 else ""),
                     "请先完成第一步“备份到外部存储”（备份完成后再回收的数据需要重新备份），再上报。")
             scope = [r for r in records if session_id is None or r["session"] == session_id]
             if not scope:
-                raise UserError("场次 {} 尚无已回收的考试数据。".format(session_id), "请先回收该场次各考场的结果。")
+                raise UserError("{} 尚无已回收的考试数据。".format(session_label(session_id, names)),
+                                "请先回收该场次各考场的结果。")
             pending = [r for r in scope if not self._uploaded(r)]
             already = len(scope) - len(pending)
             pairs = [p for p in plan.pairs if session_id is None or p[1] == session_id]
@@ -140,7 +142,7 @@ class UploadService:
         warnings = []
         if not_recovered:
             warnings.append("以下考场尚未回收，未能上报：{}".format("、".join(
-                "{}（场次{}）".format(p["room"], p["session"]) for p in not_recovered)))
+                result_label(p["room"], p["session"], names) for p in not_recovered)))
         uploaded: List[Dict[str, Any]] = []
         touched: List[str] = []
         if pending:
@@ -172,7 +174,8 @@ class UploadService:
         res = rec["result"]
         path = ctx.spool.path(res["sha256"])
         if not ctx.spool.has(res["sha256"]) or not ctx.spool.verify(res["sha256"]):
-            raise UserError("本机保存的考场 {} 场次 {} 的结果包已丢失或损坏。".format(room, sid),
+            raise UserError("本机保存的{}的结果包已丢失或损坏。".format(
+                result_label(room, sid, ctx.manifest_view(session_names))),
                             "请用外部存储中的备份重新手工回收该考场，或将备份交监控平台导入。")
         fid = file_name(site, room, sid)
 
@@ -183,7 +186,8 @@ class UploadService:
         receipt = platform.upload_result(path, session_id=sid, room_code=room, file_id=fid, progress=step)
         if (receipt.sha256, receipt.size, receipt.room_code, receipt.session_id) != (res["sha256"], res["size"],
                                                                                     room, sid):
-            raise UserError("监控平台的上报回执与上报的文件不符（考场 {} 场次 {}）。".format(room, sid),
+            raise UserError("监控平台的上报回执与上报的文件不符（{}）。".format(
+                result_label(room, sid, ctx.manifest_view(session_names))),
                             "请点击“续报”重新上报；如仍失败，请联系监控平台。",
                             detail="receipt {} {} for {}".format(receipt.sha256, receipt.size, res["sha256"]))
         upload: records.Upload = {

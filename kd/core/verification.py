@@ -71,11 +71,12 @@ class VerificationService:
         for session in manifest.get("sessions") or []:
             if session.get("id") == session_id:
                 return session
-        raise UserError("考场数据包中没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
+        raise UserError("考场数据包中没有{}。".format(labels.session_label(session_id)), "请选择考场数据包中的场次。")
 
-    def _require_authorized(self, session_id: str) -> None:
+    def _require_authorized(self, manifest: records.Manifest, session_id: str) -> None:
         if not lifecycle.authorized(records.session(self.ctx.stores.runtime, session_id)):
-            raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
+            raise UserError("{} 尚未完成考试授权，不能进行授权验证。".format(
+                labels.session_label(session_id, manifest)),
                             "请先在“考试授权”中为该场次授权（联网授权或手工导入 .PTQ），再做授权验证。")
 
     def _check_dongle(self, manifest: records.Manifest, session: records.SessionDef,
@@ -100,13 +101,20 @@ class VerificationService:
                                             site_code=self.ctx.site_code() or manifest.get("site_code"),
                                             skew=datetime.timedelta(seconds=self.max_clock_skew_s))
         start = parse_time(session.get("start"), "start", "考场数据包")
-        documents.require_sync_for_session(ticket, start, self.sync_window)
+        if not documents.synced_for_session(ticket, start, self.sync_window):
+            minutes = int(self.sync_window.total_seconds() // 60)
+            raise FormatError(
+                "机考锁校时不符合要求：校时时间 {} 不在{}开考时间 {} 前 {} 分钟内。".format(
+                    labels.shown(ticket.server_time), labels.session_label(session.get("id"), session.get("name")),
+                    labels.shown(start), minutes),
+                documents.REMEDY_SYNC_TICKET,
+                detail="sync at {} not within {} before {}".format(ticket.server_time, self.sync_window, start))
         return {"lock_id": lock_id, "skew": round(skew, 3), "synced_at": format_time(ticket.server_time)}
 
     def _prepare(self, session_id: str) -> Any:
         manifest = self._manifest()
         session = self._session(manifest, session_id)
-        self._require_authorized(session_id)
+        self._require_authorized(manifest, session_id)
         now = self.ctx.now()
         evidence = self._check_dongle(manifest, session, now)
         return manifest, now, evidence
@@ -144,8 +152,8 @@ class VerificationService:
         with self.ctx.lock:
             current = records.session(self.ctx.stores.runtime, session_id) or {"id": session_id}
             if not lifecycle.authorized(current):  # an authorization revoked meanwhile
-                raise UserError("场次 {} 尚未完成考试授权，不能进行授权验证。".format(session_id),
-                                "请先完成考试授权。")
+                raise UserError("{} 尚未完成考试授权，不能进行授权验证。".format(
+                    labels.session_label(session_id, self.ctx.manifest())), "请先完成考试授权。")
             changes = {"verified_at": format_time(self.ctx.now()), "verification_source": source,
                        "verification": base64.b64encode(doc.raw).decode("ascii"),
                        "lock_clock_skew_s": evidence["skew"], "lock_synced_at": evidence["synced_at"]}
@@ -176,13 +184,13 @@ class VerificationService:
             if s.get("id") == session_id:
                 session = s
         if session is None:
-            raise PermitRefused("没有场次 {}，不能开考。".format(session_id), "请选择考点当前的场次。")
+            raise PermitRefused("没有{}，不能开考。".format(labels.session_label(session_id)), "请选择考点当前的场次。")
         doc = records.session(self.ctx.stores.runtime, session_id) or {"id": session_id}
         if not lifecycle.authorized(doc):
-            raise PermitRefused("场次 {} 尚未完成考试授权，不能开考。".format(session_id),
+            raise PermitRefused("{} 尚未完成考试授权，不能开考。".format(labels.session_label(session_id, manifest)),
                                 "请联系考点管理员完成考试授权和授权验证。")
         if not lifecycle.verified(doc):
-            raise PermitRefused("场次 {} 尚未通过授权验证，不能开考。".format(session_id),
+            raise PermitRefused("{} 尚未通过授权验证，不能开考。".format(labels.session_label(session_id, manifest)),
                                 "请联系考点管理员在“授权验证”中完成该场次的验证。")
         self._record_permit(room_code, session_id)
         return {"room": room_code, "session": session_id, "session_name": session.get("name"),

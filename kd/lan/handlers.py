@@ -29,6 +29,7 @@ import os
 from typing import Any, Callable, Dict, NamedTuple, Optional, Protocol, Tuple, Union
 
 from kd.core.context import Context
+from kd.core.labels import session_label, session_names
 from kd.core.loading import LoadingService
 from kd.core.monitor import START_UNPERMITTED, UNPERMITTED_LABEL
 from kd.errors import PermitRefused, RegistrationRefused, StateRefused, UserError
@@ -53,7 +54,8 @@ from kd.lan.uploads import UploadStore
 log = logging.getLogger(__name__)
 
 MAX_COUNT = 100000
-UNPERMITTED_MESSAGE = "本考场在考点机给予开考许可之前开考了场次 {}，考点机已记为“{}”并报告考点管理员。"
+#: ``{}``: the session as the tables name it (``kd.core.labels.session_label``: 第一场次), then the state
+UNPERMITTED_MESSAGE = "本考场在考点机给予开考许可之前开考了{}，考点机已记为“{}”并报告考点管理员。"
 UNPERMITTED_REMEDY = "请立即联系考点管理员核实；以后每场开考前须先获得开考许可（考点机完成授权验证后）。"
 #: a ``room``/``token`` that cannot be a registration's (missing, not text, malformed): ``E_AUTH``, as a wrong one
 BAD_CREDENTIALS = ("监考机发送的考场代码或考场令牌无效。", "请在监考机上重新注册考场。")
@@ -218,7 +220,8 @@ def handle_heartbeat(services: Services, peer: Peer, frame: framing.Frame) -> Re
     reply: Dict[str, Any] = {"server_time": format_time(services.ctx.now()), "heartbeat_s": _heartbeat_s(services)}
     if isinstance(taken, dict) and taken.get("start") == START_UNPERMITTED:
         reply["warning"] = {"code": "W_UNPERMITTED", "remedy": UNPERMITTED_REMEDY,
-                            "message": UNPERMITTED_MESSAGE.format(session, UNPERMITTED_LABEL)}
+                            "message": UNPERMITTED_MESSAGE.format(
+                                session_label(session, services.ctx.manifest_view(session_names)), UNPERMITTED_LABEL)}
     return reply, b""
 
 
@@ -249,7 +252,8 @@ def handle_upload_begin(services: Services, peer: Peer, frame: framing.Frame) ->
     sha = sha256(h)
     detail = services.loading.room_detail(room)
     if session not in {s["id"] for s in detail["sessions"]}:
-        raise Reply("E_REFUSED", "考场 {} 在场次 {} 没有考生安排，不能上报结果。".format(room, session),
+        raise Reply("E_REFUSED", "考场 {} 在{}没有考生安排，不能上报结果。".format(
+                    room, session_label(session, {s["id"]: s.get("name") for s in detail["sessions"]})),
                     "请核对监考机上的场次。")
     return services.uploads.begin(peer, room, session, sha, size), b""
 
