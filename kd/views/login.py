@@ -4,7 +4,9 @@
   remedy) with 重试 and 退出 (also used for any other start error).
 - ``LoginScreen``: 考点端登录 — 账号, 密码, 登录; shown while the services start (登录
   enabled by ``ready(core)``); Enter logs in; a refusal (wrong password, the back-off
-  wait) shows inline. ``core.accounts.login`` (PBKDF2) runs in a worker.
+  wait) shows inline. ``core.accounts.login`` (PBKDF2) runs in a worker. During the
+  back-off 登录 is disabled and "请在 N 秒后重试" counts down each second (a timer of the
+  root's ``TkLoop``); at zero 登录 is enabled again by itself.
 - ``SetupScreen``: first login 系统设置 — 考点代码, 考试模式 ◉正式考试 ○模拟考试, 确定; the
   link 初始化 with its hint. ``core.accounts.setup`` validates (Tk-free).
 - the forced change of the default password is ``kd.views.password.PasswordForm``.
@@ -12,13 +14,18 @@
 Screens only collect input and show the core's answers; the flow is ``kd.views.start``.
 """
 
+import math
+import time
 import tkinter as tk
 from typing import Any, Callable, Dict, Optional
 
 import ttkbootstrap as ttk
 
+from kd.core.accounts import LoginFailed, wait_text
 from kd.errors import UserError
 
+#: how often the back-off countdown looks at the clock (it shows whole seconds)
+TICK_MS = 250
 INIT_HINT = "系统初始化会将系统还原回初始安装状态, 请谨慎使用"
 
 
@@ -72,6 +79,10 @@ class LoginScreen(_Card):
         for entry in (self.user, self.password):
             entry.bind("<Return>", lambda e: self.submit())
         self.password.focus_set()
+        #: the back-off countdown: its timer, the monotonic deadline and the refusal's cause
+        self._countdown: Any = None
+        self._until = 0.0
+        self._cause = ""
         if core is None:
             self.button.configure(state="disabled")
             self.error.configure(text="正在启动考点管理系统…", bootstyle="secondary")
@@ -81,6 +92,11 @@ class LoginScreen(_Card):
         self.core = core
         self.button.configure(state="normal")
         self.error.configure(text="")
+
+    @property
+    def waiting(self) -> bool:
+        """The back-off countdown runs (登录 disabled until it ends)."""
+        return self._countdown is not None
 
     def submit(self) -> None:
         if str(self.button.cget("state")) == "disabled":
@@ -100,9 +116,39 @@ class LoginScreen(_Card):
         if not isinstance(exc, UserError):
             self.error.configure(text="")
             raise exc
-        self.error.configure(text="{}\n{}".format(exc.cause, exc.remedy).strip(), bootstyle="danger")
         self.password.delete(0, "end")
         self.password.focus_set()
+        wait = getattr(exc, "wait_s", 0) if isinstance(exc, LoginFailed) else 0
+        if wait > 0:
+            self._count_down(exc.cause, wait)
+            return
+        self.error.configure(text="{}\n{}".format(exc.cause, exc.remedy).strip(), bootstyle="danger")
+
+    # -- the back-off countdown ----------------------------------------------------------
+    def _count_down(self, cause: str, wait_s: int) -> None:
+        """登录 disabled, "请在 N 秒后重试" counting down every second, then 登录 enabled."""
+        self._stop_countdown()
+        self._cause = cause
+        self._until = time.monotonic() + wait_s
+        self.button.configure(state="disabled")
+        self._tick()
+        self._countdown = self.loop.every(TICK_MS, self._tick, owner=self.button)
+
+    def _tick(self) -> None:
+        left = int(math.ceil(self._until - time.monotonic()))
+        if left <= 0:
+            self._stop_countdown()
+            self.button.configure(state="normal")
+            self.error.configure(text="现在可以重新登录。", bootstyle="secondary")
+            return
+        text = "{}\n请在 {} 后重试。".format(self._cause, wait_text(left))
+        if self.error.cget("text") != text:
+            self.error.configure(text=text, bootstyle="danger")
+
+    def _stop_countdown(self) -> None:
+        if self._countdown is not None:
+            self._countdown.cancel()
+            self._countdown = None
 
 
 class SetupScreen(_Card):

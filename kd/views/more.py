@@ -25,9 +25,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
 
+from kd.core.labels import shown
 from kd.core.model import MODE_LABELS
 from kd.errors import UserError
-from kd.views.dialogs import BAK_TYPES
+from kd.views.dialogs import BAK_TYPES, center_on
 from kd.views.password import PasswordDialog
 from kd.views.widgets import Table
 
@@ -163,10 +164,13 @@ class RestoreDialog(tk.Toplevel):
         self.transient(shell.root)
         self.resizable(False, False)
         self._build()
-        root = shell.root
-        self.update_idletasks()
-        self.geometry("+{}+{}".format(root.winfo_rootx() + 120, root.winfo_rooty() + 80))
+        self.bind("<Escape>", lambda e: self._on_escape())
+        center_on(self, shell.root)
         self.check(path)
+
+    def _on_escape(self) -> None:
+        if self.phase != "restoring":
+            self.destroy()
 
     def _build(self) -> None:
         frame = ttk.Frame(self, padding=16)
@@ -237,7 +241,7 @@ class RestoreDialog(tk.Toplevel):
 
     def render(self, preview: Dict[str, Any]) -> None:
         self.backup_label.configure(text="备份时间：{}    备注：{}".format(
-            shown_time(preview.get("created_at")), preview.get("note") or "无"))
+            shown(preview.get("created_at")), preview.get("note") or "无"))
         self.table.set_rows(detail_rows(preview))
         lines = list(preview.get("lines") or []) + list(preview.get("warnings") or [])
         self.kept_label.configure(text="\n".join(lines), foreground=BAD_COLOUR if preview.get("warnings") else "")
@@ -297,13 +301,8 @@ def detail_rows(preview: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
-def shown_time(value: Optional[str]) -> str:
-    """An ISO time as the window shows times: ``2026-06-13 09:00:00``."""
-    return (value or "").replace("T", " ")[:19]
-
-
 def restored_text(result: Dict[str, Any]) -> str:
-    lines = ["系统恢复完成（备份时间 {}）。".format(shown_time(result.get("created_at")))]
+    lines = ["系统恢复完成（备份时间 {}）。".format(shown(result.get("created_at")))]
     lines.extend(result.get("lines") or [])
     lines.extend(result.get("warnings") or [])
     return "\n".join(lines)

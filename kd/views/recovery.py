@@ -3,9 +3,13 @@
 Table: 考场编号 | 场次 | 考生人数 | 参考人数 | 缺考人数 | 回收人数 | 未回收人数 | 考场情况 |
 状态上报, then 人数统计. When the chosen session has two subjects the count columns become
 ``考生人数`` over ``(科目1/科目2)`` ... and show ``a/b`` (the manual's layout); the columns are
-rebuilt when that changes. 考场情况 shows 查看 for a recovered room: clicking it (or a
-double click on the row) opens ``core.recovery.detail`` in a window. Footer: 场次
-selector (全部 or one session), the 数据回收 status report, buttons 回收 and 上报.
+rebuilt when that changes. The 人数统计 row is fixed under the scrolling rows
+(``RecoveryTable``: always visible, aligned with the columns and their sideways scroll).
+考场情况 shows 查看 for a recovered room: clicking it (or a double click on the row)
+opens ``core.recovery.detail`` in a window centred on the main window (the session's
+name, the subjects' names, the full SHA-256 in a field that can be selected and
+copied). Footer: 场次 selector (全部 or one session), the 数据回收 status report,
+buttons 回收 and 上报. Times read ``2026-12-01 17:35`` (``kd.core.labels.shown``).
 
 - 回收: choose a result package (``RESULT_TYPES``) → ``core.recovery.import_package`` in
   a worker. A ``ResultConflict`` is shown with both full hashes (kept and refused, from
@@ -22,16 +26,16 @@ from typing import Any, Dict, List, Optional, Tuple
 import ttkbootstrap as ttk
 
 from kd.core import names as n
-from kd.core.labels import label
+from kd.core.labels import RECOVERY_SOURCE_LABELS, label, result_label, session_label, shown
 from kd.core.livesnapshots import RecoveryRow, RecoverySnapshot
 from kd.core.loading import NotLoaded
 from kd.core.recovery import COLUMNS, COUNT_KEYS
 from kd.core.states import Situation
 from kd.errors import ResultConflict, UserError
 from kd.views.base import Page
-from kd.views.dialogs import RESULT_TYPES
+from kd.views.dialogs import RESULT_TYPES, center_on
 from kd.views.live_table import LiveTable, SessionPicker
-from kd.views.widgets import Table
+from kd.views.widgets import Table, _cell, ui_font
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,69 @@ def _row_counts(row: RecoveryRow, key: str, multi: bool) -> str:
     return str(getattr(row, key))
 
 
+class RecoveryTable(LiveTable):
+    """A ``LiveTable`` whose 人数统计 row stays under the rows, outside their scrolling.
+
+    The totals are drawn on a canvas between the rows and the sideways scroll bar, at the
+    columns' widths and scroll offset (redrawn with the two-line header). ``cells()``
+    still ends with the totals row (what the user sees, for tests).
+    """
+
+    def __init__(self, parent: tk.Misc, columns: Any, **kw: Any) -> None:
+        super().__init__(parent, columns, **kw)
+        self._total_cells: Optional[List[str]] = None
+        self.totals_font = (ui_font(self), 10, "bold")
+        line = tkfont_linespace(self, self.totals_font)
+        self.totals = tk.Canvas(self, height=line + 10, highlightthickness=0, background=self._bg)
+        for child in self.grid_slaves(row=2):  # the sideways scroll bar goes under the totals
+            child.grid(row=3)
+        self.totals.grid(row=2, column=0, sticky="ew")
+
+    def set_columns(self, columns: Any) -> None:
+        super().set_columns(columns)
+        self._total_cells = None
+        self._schedule_draw()
+
+    def set_rows(self, rows: Any, total: Optional[Dict[str, Any]] = None) -> None:
+        super().set_rows(rows, None)
+        cells = [_cell(total.get(k)) for k, _, _ in self.columns] if total is not None else None
+        if cells != self._total_cells:
+            self._total_cells = cells
+            self._schedule_draw()
+
+    def cells(self) -> List[List[str]]:
+        out = super().cells()
+        return out + [list(self._total_cells)] if self._total_cells is not None else out
+
+    def totals_shown(self) -> List[str]:
+        """The texts the totals row draws (empty before any row)."""
+        return [self.totals.itemcget(i, "text") for i in self.totals.find_withtag("cell")]
+
+    def _draw(self) -> None:
+        super()._draw()
+        if not self.winfo_exists():
+            return
+        canvas = self.totals
+        canvas.delete("all")
+        if self._total_cells is None:
+            return
+        widths = [int(self.tree.column(key, "width")) for key, _, _ in self.columns]
+        whole = sum(widths)
+        x = -float(self.tree.xview()[0]) * whole if whole else 0.0
+        height = int(canvas.cget("height"))
+        for text, width in zip(self._total_cells, widths):
+            canvas.create_text(x + width / 2, height / 2, text=text, font=self.totals_font, fill=self._fg,
+                               tags=("cell",))
+            x += width
+        canvas.create_line(0, 0, max(x, canvas.winfo_width()), 0, fill="#c8c8c8")
+
+
+def tkfont_linespace(widget: tk.Misc, font: Any) -> int:
+    import tkinter.font as tkfont  # noqa: PLC0415
+
+    return int(tkfont.Font(root=widget, font=font).metrics("linespace"))
+
+
 class RecoveryPage(Page):
     title = "数据回收"
     events = frozenset({n.PACKAGE_LOADED, n.RESULTS_RECEIVED, n.RESULTS_CONFLICTED, n.RESULTS_UPLOADED,
@@ -108,7 +175,7 @@ class RecoveryPage(Page):
         self._build_footer()
 
     def _build_table(self) -> None:
-        self.table = LiveTable(self, columns_for([]), key=("room", "session"), height=16)
+        self.table = RecoveryTable(self, columns_for([]), key=("room", "session"), height=16)
         self.table.tree.tag_configure("conflict", foreground=BAD_COLOUR)
         self.table.pack(side="top", fill="both", expand=True)
         self.table.tree.bind("<ButtonRelease-1>", self._on_click, add="+")
@@ -156,10 +223,12 @@ class RecoveryPage(Page):
             self.show_conflict(outcome["conflict"], outcome.get("record"))
             return
         res = outcome["result"]
+        names = {s["id"]: s.get("name") for s in (self.last[0].sessions if self.last else ())}
+        what = result_label(res["room"], res["session"], names)
         if res.get("duplicate"):
-            self.shell.notify("考场 {} 场次 {} 的结果包已回收过，无需再次回收。".format(res["room"], res["session"]))
+            self.shell.notify("{}的结果包已回收过，无需再次回收。".format(what))
         else:
-            self.shell.notify("已回收考场 {} 场次 {} 的结果包。".format(res["room"], res["session"]))
+            self.shell.notify("已回收{}的结果包。".format(what))
 
     def show_conflict(self, err: UserError, record: Optional[Dict[str, Any]]) -> None:
         """A refused package: the cause, then both full hashes (kept and refused)."""
@@ -232,8 +301,9 @@ class RecoveryPage(Page):
         if error:
             text = error
         elif snap.conflicts:
+            names = {s["id"]: s.get("name") for s in snap.sessions}
             text = "有 {} 个结果包与已回收的结果不一致，已拒绝（原结果保留）：{}。点击“查看”了解详情。".format(
-                len(snap.conflicts), "、".join("{}（场次{}）".format(c["room"], c["session"])
+                len(snap.conflicts), "、".join(result_label(c["room"], c["session"], names)
                                             for c in snap.conflicts[:5]))
         else:
             text = ""
@@ -245,7 +315,7 @@ class RecoveryPage(Page):
         if not report:
             text, colour = ("全部考场已回收" if snap.all_recovered else ""), ""
         elif report.get("state") == "sent":
-            text, colour = "回收状态上报：成功 {}".format(_short_time(report.get("sent_at"))), OK_COLOUR
+            text, colour = "回收状态上报：成功 {}".format(shown(report.get("sent_at"))), OK_COLOUR
         elif report.get("state") == "failed":
             text, colour = "回收状态上报：失败", BAD_COLOUR
         else:
@@ -259,41 +329,47 @@ EMPTY = RecoverySnapshot(session=None, sessions=(), columns=(), subject_columns=
                          all_recovered=False, recovery_report=None)
 
 
-def _short_time(value: Optional[str]) -> str:
-    return (value or "").replace("T", " ")[:19]
-
-
 class DetailWindow(tk.Toplevel):
     """考场情况: the recovered package of one room and session, its candidates, refused packages."""
 
-    COLUMNS = [("ticket", "准考证号", 150), ("name", "姓名", 90), ("seat", "座号", 50), ("subject", "科目", 80),
+    COLUMNS = [("ticket", "准考证号", 150), ("name", "姓名", 90), ("seat", "座号", 50), ("subject", "科目", 140),
                ("status", "考试状态", 80), ("collected", "作答已回收", 90)]
 
     def __init__(self, parent: tk.Misc, detail: Dict[str, Any]) -> None:
         super().__init__(parent)
-        self.title("考场情况 — 考场 {} 场次 {}".format(detail["room"], detail["session"]))
+        self.withdraw()  # shown centred once built
+        session = detail.get("session_name") or session_label(detail["session"])
+        self.title("考场情况 — 考场 {} {}".format(detail["room"], session))
         self.transient(parent.winfo_toplevel())
-        top = parent.winfo_toplevel()
-        self.geometry("+{}+{}".format(top.winfo_rootx() + 80, top.winfo_rooty() + 60))
         res = detail.get("result") or {}
         frame = ttk.Frame(self, padding=10)
         frame.pack(fill="both", expand=True)
         info = [
-            "考场编号：{}    场次：{}".format(detail["room"], detail["session"]),
+            "考场编号：{}    场次：{}".format(detail["room"], session),
             "回收时间：{}    方式：{}    大小：{} 字节".format(
-                _short_time(res.get("received_at")), {"lan": "联网回收", "manual": "手工回收"}.get(
-                    res.get("source", ""), res.get("source", "")), res.get("size", "")),
-            "结果包校验值（SHA-256）：{}".format(res.get("sha256", "")),
+                shown(res.get("received_at")), RECOVERY_SOURCE_LABELS.get(res.get("source", ""), res.get("source", "")),
+                res.get("size", "")),
         ]
         self.info = ttk.Label(frame, text="\n".join(info), justify="left")
         self.info.pack(anchor="w")
+        digest = str(res.get("sha256", ""))
+        ttk.Label(frame, text="结果包校验值（SHA-256）：").pack(anchor="w", pady=(4, 0))
+        #: the full hash, never clipped: a read-only field as wide as the hash (select and copy)
+        self.sha = ttk.Entry(frame, width=len(digest) + 2 if digest else 66, font=("TkFixedFont", 9))
+        self.sha.insert(0, digest)
+        self.sha.configure(state="readonly")
+        self.sha.pack(anchor="w", fill="x")
         self.table = Table(frame, self.COLUMNS, height=10)
         self.table.pack(fill="both", expand=True, pady=(8, 0))
-        self.table.set_rows([dict(c, collected="是" if c.get("collected") else "否") for c in detail["candidates"]])
+        self.table.set_rows([dict(c, subject=c.get("subject_name") or c.get("subject"),
+                                  collected="是" if c.get("collected") else "否") for c in detail["candidates"]])
         conflicts = detail.get("conflicts") or []
         text = "\n".join("被拒绝的结果包：{}（{} 次，最近 {}）".format(c["sha256"], c.get("times", 1),
-                                                           _short_time(c.get("last_at"))) for c in conflicts)
+                                                           shown(c.get("last_at"))) for c in conflicts)
         self.conflicts = ttk.Label(frame, text=text, foreground=BAD_COLOUR, justify="left")
         self.conflicts.pack(anchor="w", pady=(6, 0))
         self.close_button = ttk.Button(frame, text="关闭", command=self.destroy, width=8)
         self.close_button.pack(anchor="e", pady=(8, 0))
+        self.bind("<Escape>", lambda e: self.destroy())
+        center_on(self, parent)
+        self.deiconify()

@@ -19,7 +19,7 @@ from kd.core import names as n
 from kd.core.labels import mark, shown
 from kd.core.snapshots import LoadingRow, LoadingSnapshot
 from kd.views.base import Page
-from kd.views.dialogs import ZIP_TYPES
+from kd.views.dialogs import ZIP_TYPES, center_on
 from kd.views.step_common import InfoLine, actor
 from kd.views.table_page import TablePage
 from kd.views.widgets import Table
@@ -131,6 +131,7 @@ class RoomDetail(ttk.Toplevel):
     def __init__(self, page: Page, detail: Dict[str, Any], on_door: Any) -> None:
         super().__init__(master=page, title="考场详情 - {}".format(detail["code"]))
         self.transient(page.winfo_toplevel())
+        self.withdraw()  # shown centred once built
         self.detail = detail
         head = "考场代码：{}    考场名称：{}    座位数：{}".format(
             detail["code"], detail.get("name") or "", detail.get("seats") or "")
@@ -155,6 +156,8 @@ class RoomDetail(ttk.Toplevel):
                                       command=lambda: on_door(detail["code"]))
         self.door_button.pack(side="right", padx=(0, 6))
         self.bind("<Escape>", lambda e: self.destroy())
+        center_on(self, page)
+        self.deiconify()
 
     def _fit_columns(self, rows: List[Dict[str, Any]]) -> None:
         """Widen a column to its longest text (subject names vary in length)."""

@@ -20,6 +20,7 @@ from kd.core.labels import shown
 from kd.core.snapshots import SealSnapshot
 from kd.core.states import CheckStatus
 from kd.views.base import Page
+from kd.views.dialogs import center_on
 from kd.views.step_common import InfoLine, actor
 from kd.views.table_page import TablePage
 from kd.views.widgets import ui_font
@@ -122,6 +123,7 @@ class BackupDialog(ttk.Toplevel):
     def __init__(self, page: Page) -> None:
         super().__init__(master=page, title="考点系统备份")
         self.transient(page.winfo_toplevel())
+        self.withdraw()  # shown centred once built
         self.page = page
         self.path = ""
         frame = ttk.Frame(self, padding=12)
@@ -145,6 +147,8 @@ class BackupDialog(ttk.Toplevel):
         frame.columnconfigure(0, weight=1)
         frame.rowconfigure(3, weight=1)
         self.bind("<Escape>", lambda e: self.destroy())
+        center_on(self, page)
+        self.deiconify()
 
     def _on_choose(self) -> None:
         folder = self.page.shell.dialogs.choose_dir("系统备份：请选择备份目录")

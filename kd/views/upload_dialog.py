@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional
 import ttkbootstrap as ttk
 
 from kd.errors import UserError
+from kd.views.dialogs import center_on, modal
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,6 @@ OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
 INTRO = ("根据考务要求，上报前，需先将当前考试结果数据备份到外部存储设备上，然后再进行上报。\n"
          "请接入外部存储设备（U盘、移动硬盘）后，点【第一步】。")
 BACKUP_DONE = "备份完成!"
-
-
-def place_near(window: tk.Toplevel, parent: tk.Misc) -> None:
-    """Open ``window`` a little inside its parent's window (not at the screen's corner)."""
-    top = parent.winfo_toplevel()
-    window.geometry("+{}+{}".format(top.winfo_rootx() + 80, top.winfo_rooty() + 60))
 
 
 def _actor(shell: Any) -> str:
@@ -86,10 +81,11 @@ class UploadDialog(tk.Toplevel):
         self.tool: Optional[UploadTool] = None
         self.last: Optional[Dict[str, Any]] = None
         self.title("数据上报")
-        self.transient(parent.winfo_toplevel())
         self.resizable(False, False)
-        place_near(self, parent)
         self._build()
+        self.bind("<Escape>", lambda e: self.destroy())
+        center_on(self, parent)
+        modal(self, parent)  # as the manual's: the main window waits until it is closed
         self.refresh()
 
     def _build(self) -> None:
@@ -199,9 +195,6 @@ class UploadTool(tk.Toplevel):
         self.shell = shell
         self.worker = _Worker(self, shell)
         self.title("上报工具")
-        self.transient(parent.winfo_toplevel())
-        # where the 数据上报 dialog is (both near the main window): the tool covers it, not half of it
-        place_near(self, parent.master if parent.master is not None else parent)
         self.last: Optional[Dict[str, Any]] = None
         self.busy: Optional[str] = None
         self.interrupted: set = set()
@@ -216,6 +209,10 @@ class UploadTool(tk.Toplevel):
         self.rows.pack(fill="both", expand=True, pady=(6, 0))
         self.close_button = ttk.Button(self.frame, text="关闭", width=8, command=self.destroy)
         self.close_button.pack(anchor="e", pady=(10, 0))
+        self.bind("<Escape>", lambda e: self.destroy())
+        # centred on the main window, as the 数据上报 dialog it opens from; modal over it
+        center_on(self, shell.root)
+        modal(self, parent)
         self.refresh()
 
     # -- blocks ----------------------------------------------------------------------------

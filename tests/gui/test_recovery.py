@@ -128,7 +128,8 @@ def test_two_subjects_columns_and_view(site, gui_root, scripted, tmp_path):
                what="the detail window")
     cells = page.detail_window.table.cells()
     assert len(cells) == 5 and sorted(r[4] for r in cells) == ["参考"] * 4 + ["缺考"]
-    assert {r[3] for r in cells} == set(two["subjects"])
+    names = {s["code"]: s["name"] for s in env.ctx.manifest()["subjects"]}  # the subjects' names, not codes
+    assert {r[3] for r in cells} == {names[code] for code in two["subjects"]}
     page.detail_window.close_button.invoke()
 
     # back to 全部: single-subject headings again
