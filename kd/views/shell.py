@@ -31,6 +31,7 @@ process ends and main.py starts a new one, see ``kd.relaunch``).
 
 import logging
 import tkinter as tk
+import tkinter.font as tkfont
 import webbrowser
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -39,12 +40,12 @@ import ttkbootstrap as ttk
 import kd
 from kd.core import model
 from kd.core import names as n
-from kd.core.labels import mark
+from kd.core.labels import mark, result_label
 from kd.views import branding, pages
 from kd.views.dialogs import Dialogs
 from kd.views.loop import Timer, TkLoop
 from kd.views.statusbar import StatusBar
-from kd.views.widgets import apply_fonts
+from kd.views.widgets import NotOpened, apply_fonts, open_folder
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def notice_for(name: str, data: Dict[str, Any]) -> Optional[Tuple[str, str]]:
     if name == n.ROOM_DATA_IMPORTED:
         return "考场 {} 已导入考场数据".format(room), "info"
     if name == n.RESULTS_RECEIVED:
-        return "收到考场 {} 场次 {} 的考试结果".format(room, data.get("session", "")), "success"
+        return "收到{}的考试结果".format(result_label(room, data.get("session", ""))), "success"
     if name == n.RESULTS_UPLOADED:
         return "考后上报成功", "success"
     if name == n.RESULTS_UPLOAD_INTERRUPTED:
@@ -103,6 +104,8 @@ class Shell:
         self.current: Any = None
         self.current_label = ""
         self.last_site_info: Optional[str] = None
+        #: the window saying a printed page did not open in a browser (``not_opened``)
+        self.opened_failed: Any = None
         self.closed = False
         self._steps_timer: Optional[Timer] = None
         self._note_timer: Optional[Timer] = None
@@ -140,6 +143,8 @@ class Shell:
         self.key_button.pack(side="right", padx=4)
         #: the short notification, in the top bar so it never covers a page
         self.note_label = ttk.Label(self.top, text="", padding=(10, 3))
+        #: a notification too long for the top bar: wrapped, above the status bar
+        self.long_note = ttk.Label(self.frame, text="", padding=(10, 4), justify="left")
 
         footer = ttk.Frame(self.frame, padding=(8, 2))
         footer.pack(side="bottom", fill="x")
@@ -194,26 +199,63 @@ class Shell:
         return self.loop.dialogs
 
     def notify(self, text: str, kind: str = "info") -> None:
-        """Show ``text`` for a few seconds at the top right of the pages (never blocks)."""
+        """Show ``text`` for a few seconds (never blocks): in the top bar when it fits there
+        whole, otherwise wrapped in the notice line above the status bar (never clipped)."""
         self.notes.append((kind, text))
         del self.notes[:-100]
         style = {"success": "inverse-success", "warning": "inverse-warning", "danger": "inverse-danger",
                  "error": "inverse-danger"}.get(kind, "inverse-light")
-        self.note_label.configure(text=text if len(text) <= 60 else text[:59] + "…", bootstyle=style)
-        if not self.note_label.winfo_ismapped():
+        self._hide_note()
+        if self._fits_top_bar(text):
+            self.note_label.configure(text=text, bootstyle=style)
             self.note_label.pack(side="right", padx=(8, 16))
-        if self._note_timer is not None:
-            self._note_timer.cancel()
+        else:
+            self.long_note.configure(text=text, bootstyle=style,
+                                     wraplength=max(300, self.frame.winfo_width() - 40))
+            self.long_note.pack(side="bottom", fill="x", before=self.status)
         self._note_timer = self.loop.later(branding.NOTIFY_MS, self._hide_note, owner=self.note_label)
 
+    def _fits_top_bar(self, text: str) -> bool:
+        """Whether ``text`` fits whole between the title and the top bar's buttons."""
+        self.top.update_idletasks()
+        used = sum(w.winfo_reqwidth() + 12 for w in self.top.pack_slaves() if w is not self.note_label)
+        room = self.top.winfo_width() - used - 40
+        return tkfont.nametofont("TkDefaultFont").measure(text) + 24 <= room
+
+    @property
+    def note_text(self) -> str:
+        """The notification shown now ("" when none), wherever it is shown."""
+        for label in (self.note_label, self.long_note):
+            if label.winfo_ismapped() or label.winfo_manager():
+                return str(label.cget("text"))
+        return ""
+
     def _hide_note(self) -> None:
+        if self._note_timer is not None:
+            self._note_timer.cancel()
         self._note_timer = None
         self.note_label.pack_forget()
+        self.long_note.pack_forget()
 
     def open_url(self, path: str) -> None:
-        """Open ``path`` (a file or URL) in the browser, from a worker."""
+        """Open ``path`` (a file or URL) in the browser, from a worker. When no browser starts
+        (the browser call returns False or raises), ``NotOpened`` says so and shows the path."""
         browser = self.browser
-        self.loop.submit(lambda: browser(path))
+
+        def work() -> bool:
+            try:
+                return browser(path) is not False
+            except Exception as e:  # noqa: BLE001 - webbrowser raises what the platform's launcher raised
+                log.warning("the browser did not open %s: %r", path, e)
+                return False
+
+        self.loop.submit(work, lambda opened: None if opened else self.not_opened(path))
+
+    def not_opened(self, path: str) -> None:
+        """Tell the user no browser opened ``path``: its path, 打开所在文件夹, 复制路径."""
+        if self.opened_failed is not None and self.opened_failed.winfo_exists():
+            self.opened_failed.destroy()
+        self.opened_failed = NotOpened(self.root, path, lambda folder: self.loop.submit(lambda: open_folder(folder)))
 
     def show(self, label: str) -> None:
         """Show the page of a navigation entry or of a step (by its label)."""

@@ -5,8 +5,18 @@
 (missing keys show empty, True/False as the manual's ✓ / ✗ of ``kd.core.labels.mark``),
 keeps the selection by the first column, and can end with a bold totals row (人数统计).
 ``ui_font()`` picks Microsoft YaHei where Windows has it and a CJK font elsewhere.
+
+``NotOpened(parent, path, open_folder)``: what the user sees when no browser opened a
+printed page (门贴座次表, 考点信息表: ``webbrowser.open`` returned False or raised): the
+file's full path in a field that can be selected, 打开所在文件夹 (``open_folder(folder)``,
+the caller runs it in a worker: ``open_folder`` below), 复制路径 (to the clipboard) and
+关闭; centred on the main window.
 """
 
+import logging
+import os
+import subprocess
+import sys
 import tkinter as tk
 import tkinter.font as tkfont
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -14,6 +24,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import ttkbootstrap as ttk
 
 from kd.core import labels
+from kd.views.dialogs import center_on
+
+log = logging.getLogger(__name__)
 
 Column = Tuple[str, str, int]
 
@@ -103,3 +116,63 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return labels.mark(value)
     return str(value)
+
+
+NOT_OPENED = "未能启动浏览器打开该文件。"
+NOT_OPENED_HINT = ("文件已保存在下面的位置：请打开所在文件夹，双击该文件用浏览器打开后打印；"
+                   "或复制路径粘贴到浏览器的地址栏。")
+
+
+class NotOpened(tk.Toplevel):
+    """No browser started for ``path``: say so, show the path, 打开所在文件夹 / 复制路径 / 关闭."""
+
+    def __init__(self, parent: tk.Misc, path: str, open_folder: Any) -> None:
+        super().__init__(parent.winfo_toplevel())
+        self.withdraw()
+        self.title("打开文件")
+        self.resizable(False, False)
+        self.path = path
+        frame = ttk.Frame(self, padding=16)
+        frame.pack(fill="both", expand=True)
+        ttk.Label(frame, text=NOT_OPENED, font=("", 11, "bold"), bootstyle="warning").pack(anchor="w")
+        ttk.Label(frame, text=NOT_OPENED_HINT, wraplength=520, justify="left").pack(anchor="w", pady=(6, 6))
+        self.field = ttk.Entry(frame, width=min(90, max(50, len(path) + 2)))
+        self.field.insert(0, path)
+        self.field.configure(state="readonly")
+        self.field.pack(fill="x")
+        self.status = ttk.Label(frame, text="", bootstyle="secondary")
+        self.status.pack(anchor="w", pady=(6, 0))
+        bar = ttk.Frame(frame)
+        bar.pack(fill="x", pady=(10, 0))
+        self.close_button = ttk.Button(bar, text="关闭", bootstyle="secondary", width=8, command=self.destroy)
+        self.close_button.pack(side="right")
+        self.copy_button = ttk.Button(bar, text="复制路径", bootstyle="secondary", command=self.copy)
+        self.copy_button.pack(side="right", padx=(0, 6))
+        self.folder_button = ttk.Button(bar, text="打开所在文件夹", bootstyle="primary",
+                                        command=lambda: open_folder(os.path.dirname(path)))
+        self.folder_button.pack(side="right", padx=(0, 6))
+        self.bind("<Escape>", lambda e: self.destroy())
+        center_on(self, parent)
+        self.deiconify()
+        self.folder_button.focus_set()
+
+    def copy(self) -> None:
+        """The path to the clipboard."""
+        self.clipboard_clear()
+        self.clipboard_append(self.path)
+        self.status.configure(text="路径已复制。")
+
+
+def open_folder(folder: str) -> bool:
+    """Open ``folder`` in the system's file manager (call it in a worker); False when nothing started."""
+    try:
+        if sys.platform == "win32":
+            os.startfile(folder)  # type: ignore[attr-defined]  # noqa: S606 - a folder of our data dir
+            return True
+        command = ["open", folder] if sys.platform == "darwin" else ["xdg-open", folder]
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603
+                         stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+        return True
+    except OSError as e:
+        log.warning("cannot open the folder %s: %s", folder, e)
+        return False
