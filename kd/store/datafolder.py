@@ -54,7 +54,7 @@ import logging
 import os
 import shutil
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import kd
 from kd import fileio
@@ -105,6 +105,12 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+def _place(name: str) -> Any:
+    """A read-only attribute of the layout: the path of ``name`` below the folder's root (a property;
+    typed ``Any`` so that the class can declare it ``str``, as the core's ``DataFiles`` port reads it)."""
+    return property(lambda folder: folder.path(name), doc="``<root>/{}``".format(name))
+
+
 class DataFolder:
     """One data folder: paths, what it holds, its stores, its file transactions."""
 
@@ -117,37 +123,14 @@ class DataFolder:
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
-    @property
-    def db_dir(self) -> str:
-        return self.path("db")
-
-    @property
-    def spool_dir(self) -> str:
-        return self.path("spool")
-
-    @property
-    def rooms_dir(self) -> str:
-        return self.path("rooms")
-
-    @property
-    def audit_path(self) -> str:
-        return self.path("audit.log")
-
-    @property
-    def uploads_dir(self) -> str:
-        return self.path("lan-uploads")
-
-    @property
-    def print_dir(self) -> str:
-        return self.path("print")
-
-    @property
-    def downloads_dir(self) -> str:
-        return self.path("downloads")
-
-    @property
-    def drill_dir(self) -> str:
-        return self.path("drill")
+    db_dir: str = _place("db")
+    spool_dir: str = _place("spool")
+    rooms_dir: str = _place("rooms")
+    audit_path: str = _place("audit.log")
+    uploads_dir: str = _place("lan-uploads")
+    print_dir: str = _place("print")
+    downloads_dir: str = _place("downloads")
+    drill_dir: str = _place("drill")
 
     def store_path(self, name: str) -> str:
         return os.path.join(self.db_dir, name + ".json")
@@ -372,6 +355,10 @@ class Transaction:
         _remove(self.dir)
 
     # -- the swap ------------------------------------------------------------------------------
+    def _places(self, item: str) -> Tuple[str, str, str]:
+        """Where ``item`` is staged, where it lives, where the live one is moved aside."""
+        return os.path.join(self.dir, "new", item), self.folder.path(item), os.path.join(self.dir, "old", item)
+
     def _write_journal(self) -> None:
         doc = {"format": TX_FORMAT, "version": 1, "kind": self.kind, "direction": self.direction,
                "items": self.items, "tables": self.tables, "keep_old": self.keep_old}
@@ -404,11 +391,8 @@ class Transaction:
 
     def forward(self, dbs: Optional[Mapping[str, Database]],
                 swapped: Optional[Callable[[], None]] = None) -> None:
-        root = self.folder.root
         for item in self.items:
-            name = item["name"]
-            new, live, old = os.path.join(self.dir, "new", name), os.path.join(root, name), \
-                os.path.join(self.dir, "old", name)
+            new, live, old = self._places(item["name"])
             if not os.path.lexists(new):
                 continue  # already swapped in
             if os.path.lexists(live):
@@ -417,18 +401,15 @@ class Transaction:
                 else:
                     _move(live, old)
             _move(new, live)
-        fileio.fsync_dir(root)
+        fileio.fsync_dir(self.folder.root)
         if swapped is not None:
             swapped()
         for db_name in self.tables:
             self._apply(db_name, self._read_tables("new", db_name), dbs)
 
     def backward(self, dbs: Optional[Mapping[str, Database]]) -> None:
-        root = self.folder.root
         for item in reversed(self.items):
-            name = item["name"]
-            new, live, old = os.path.join(self.dir, "new", name), os.path.join(root, name), \
-                os.path.join(self.dir, "old", name)
+            new, live, old = self._places(item["name"])
             if item.get("had"):
                 if os.path.lexists(old):
                     if os.path.lexists(live):
@@ -439,7 +420,7 @@ class Transaction:
                     _move(old, live)
             elif os.path.lexists(live) and not os.path.lexists(new):
                 _move(live, new)
-        fileio.fsync_dir(root)
+        fileio.fsync_dir(self.folder.root)
         for db_name in self.tables:
             self._apply(db_name, self._read_tables("old", db_name), dbs)
 
