@@ -8,11 +8,12 @@ rows' ``situation`` / ``report`` / ``source`` as their Chinese labels (``kd.core
 Views decide on the enums, never on the labels.
 
 Display helpers of 考场监控: ``cell_text(key, value)``, ``row_cell(row, key)`` (考试中 of an
-unpermitted start reads ``"<n>（未经许可开考）"``), ``report_view(outbox item)``.
+unpermitted start reads ``"<n>（未经许可开考）"``), ``report_view(outbox item)`` (its time as
+``labels.shown``). ``MonitorRow.lost``: not connected and not ended, the rooms 考场管理
+paints red (a room that ended its session and went away is no alarm).
 """
 
 import dataclasses
-import datetime
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from kd.core import labels, lifecycle
@@ -46,6 +47,11 @@ class MonitorRow:
     unpermitted_at: Optional[str]
     last_seen_s: Optional[float]
     state: RoomSessionState
+
+    @property
+    def lost(self) -> bool:
+        """Not connected and not finished: an alarm (a room that ended the session may go away)."""
+        return not self.connected and not self.ended
 
     def as_dict(self) -> JsonObject:
         return fields_dict(self, skip=("state",))
@@ -90,12 +96,8 @@ def report_view(report: Optional[Mapping[str, Any]]) -> JsonObject:
     if report is None:
         return {"state": None, "label": "", "sent_at": None}
     if report["state"] == _SENT:
-        shown = report.get("sent_at") or ""
-        try:
-            shown = datetime.datetime.fromisoformat(shown).strftime("%Y-%m-%d %H:%M:%S")
-        except ValueError:
-            pass
-        return {"state": _SENT, "label": "成功 {}".format(shown), "sent_at": report.get("sent_at")}
+        return {"state": _SENT, "label": "成功 {}".format(labels.shown(report.get("sent_at"))),
+                "sent_at": report.get("sent_at")}
     if report["state"] == _FAILED:
         return {"state": _FAILED, "label": "失败：{}".format(report.get("last_error") or ""), "sent_at": None}
     return {"state": report["state"], "label": "等待上报", "sent_at": None}

@@ -252,7 +252,7 @@ class MonitorService:
                     self._end_refused.discard(pair)
                 raise
         raise StateRefused(
-            "考场 {} 场次 {} 尚未开考（考点机没有该场次的开考记录），不能结束考试。".format(room, session),
+            "考场 {} {}尚未开考（考点机没有该场次的开考记录），不能结束考试。".format(room, self.session_name(session)),
             "结束考试前须先开考：请监考机先获得开考许可并开考；如该考场确已开考，监考机应在同一心跳中报告已开考"
             "（started）和已结束（ended），考点机将记录其开考（未获许可的记为未经许可开考）。",
             detail="heartbeat ended without started for {}|{}".format(room, session))
@@ -282,6 +282,11 @@ class MonitorService:
                     self._unpermitted.add((room, session))
                 if lifecycle.ended(doc):
                     self._ended.add((room, session))
+
+    def session_name(self, session_id: str) -> str:
+        """A session as the administrator reads it: its name in the package (第一场次), else ``场次 <id>``."""
+        session = self._plan_now()["sessions"].get(session_id) or {}
+        return session.get("name") or "场次 {}".format(session_id)
 
     def forget(self, room_code: str) -> None:
         """Drop a room's live state (its registration was revoked): it shows as not connected."""

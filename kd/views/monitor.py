@@ -9,7 +9,10 @@ A room whose start was 未经许可开考 (the ``MonitorRow``'s ``unpermitted`` 
 decides on the core's typed view, ``core.monitor.view``, never on a label) is painted
 red: the row gets the tag ``unpermitted`` (white on ``ALARM_BG``), its 考试中 cell reads
 ``<n>（未经许可开考）`` (``row_cell``), and a red line under the table names the rooms. A
-room not connected gets the tag ``off`` (red text).
+room lost (``MonitorRow.lost``: not connected and its session not ended) gets the tag
+``off`` (red text); a room that ended the session and went away gets ``done`` (grey
+text): a finished room is no alarm. 开考时间 and 考场状态上报's time read as
+``kd.core.labels.shown`` (``2026-12-01 17:35``).
 
 Everything comes from ``core.monitor.view(session_id)`` (a worker). Heartbeats live
 in memory and are no hub events, so while the page is shown it refreshes on a timer
@@ -25,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import ttkbootstrap as ttk
 
 from kd.core import names as n
-from kd.core.labels import UNPERMITTED_LABEL
+from kd.core.labels import UNPERMITTED_LABEL, shown
 from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text
 from kd.core.monitor import COLUMNS
 from kd.errors import UserError
@@ -42,7 +45,7 @@ WIDTHS = {"room": 80, "ip": 112, "in_exam": 124}
 #: where the long headings break (the header has two lines)
 BREAKS = {"data_imported": "考场数据\n导入状态", "authorized": "考试授权\n状态", "verified": "授权验证\n状态",
           "ended": "是否结束\n考试", "reported": "是否已上报\n数据", "connected": "是否与考场\n连接"}
-OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
+OK_COLOUR, BAD_COLOUR, DONE_COLOUR = "#2e7d32", "#c0392b", "#7f8c8d"
 #: the background of a 未经许可开考 row (its text is white)
 ALARM_BG, ALARM_FG = "#c0392b", "#ffffff"
 BOOL_KEYS = ("data_imported", "authorized", "verified", "ended", "reported", "connected")
@@ -64,8 +67,10 @@ def format_rows(snap: MonitorSnapshot) -> Tuple[List[Dict[str, Any]], Optional[D
         shown: Dict[str, Any] = {key: row_cell(r, key) for key, _ in COLUMNS}
         if r.unpermitted:
             shown["_tags"] = ("unpermitted",)
-        elif not r.connected:
+        elif r.lost:
             shown["_tags"] = ("off",)
+        elif not r.connected:
+            shown["_tags"] = ("done",)
         rows.append(shown)
     totals = snap.totals or {}
     if not rows:
@@ -88,8 +93,8 @@ def alarm_text(snap: MonitorSnapshot) -> str:
 
 
 def show_time(value: Optional[str]) -> str:
-    """An ISO time as the manual shows it: ``2026-11-26 09:00``."""
-    return (value or "").replace("T", " ")[:16]
+    """An ISO time as the manual shows it: ``2026-11-26 09:00`` (``kd.core.labels.shown``)."""
+    return shown(value)
 
 
 class MonitorPage(Page):
@@ -112,6 +117,7 @@ class MonitorPage(Page):
         columns = [(key, BREAKS.get(key, label), WIDTHS.get(key, 60)) for key, label in COLUMNS]
         self.table = LiveTable(self, columns, key=("room",), height=16)
         self.table.tree.tag_configure("off", foreground=BAD_COLOUR)
+        self.table.tree.tag_configure("done", foreground=DONE_COLOUR)
         self.table.tree.tag_configure("unpermitted", foreground=ALARM_FG, background=ALARM_BG)
         self.table.pack(side="top", fill="both", expand=True)
         self.hint = ttk.Label(self, text="", bootstyle="secondary")
