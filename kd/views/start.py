@@ -37,7 +37,7 @@ import ttkbootstrap as ttk
 
 from kd import paths
 from kd.errors import UserError
-from kd.views import branding, hooks, probe
+from kd.views import branding, dpi, hooks, probe
 from kd.views.dialogs import Dialogs
 from kd.views.login import GateScreen, LoginScreen, SetupScreen
 from kd.views.loop import INTERNAL, INTERNAL_REMEDY, TkLoop
@@ -207,18 +207,20 @@ class StartFlow:
 
 
 def make_window() -> Any:
-    """The root window: theme, CJK font, icon, a size that fits 1024x700 up to 1366x768."""
-    root = ttk.Window(title=branding.PRODUCT, themename=THEME)
-    fit_window(root)
+    """The root window: theme, CJK font, icon, a size that fits 1024x700 up to 1366x768
+    (logical size: multiplied by the display scaling, kd.views.dpi)."""
+    scaling = dpi.tk_scaling()
+    root = ttk.Window(title=branding.PRODUCT, themename=THEME, scaling=scaling)
+    fit_window(root, scale=dpi.factor(scaling))
     set_icon(root)
     return root
 
 
-def fit_window(root: Any, width: int = 1366, height: int = 768) -> None:
+def fit_window(root: Any, width: int = 1366, height: int = 768, scale: float = 1.0) -> None:
     sw, sh = root.winfo_screenwidth(), root.winfo_screenheight()
-    w, h = min(width, sw), min(height, max(600, sh - 40))
+    w, h = min(round(width * scale), sw), min(round(height * scale), max(600, sh - round(40 * scale)))
     root.geometry("{}x{}+{}+{}".format(w, h, max(0, (sw - w) // 2), max(0, (sh - h) // 2 - 20)))
-    root.minsize(min(1000, w), min(660, h))
+    root.minsize(min(round(1000 * scale), w), min(round(660 * scale), h))
 
 
 def set_icon(root: Any) -> None:
