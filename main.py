@@ -35,6 +35,7 @@ import kd
 from kd import cli, drill, paths, relaunch
 from kd.errors import UserError
 from kd.store.instance import InstanceLock
+from kd.views import dpi, splash  # neither imports tkinter
 
 log = logging.getLogger("kaodian")
 
@@ -206,18 +207,26 @@ def console_streams() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    close_splash = splash.install()  # the one-file exe's splash: closed when the login window is painted
     console_streams()
     args = sys.argv[1:] if argv is None else list(argv)
     opts = build_parser().parse_args(args)
     opts.relaunch_args = args  # a restart (GUI route) starts the new instance with these
     opts.argv = args  # a command sent to the instance holding the data folder (kd.cli.run)
-    if opts.command == "drill":
-        return run_drill(opts)
+    if is_gui(opts):
+        dpi.enable()  # before the first Tk window: sharp at 125-150 % display scaling (Windows)
+    else:
+        close_splash()  # a command or --headless opens no window
     try:
-        return run(opts)
-    except UserError as e:
-        tell_user(opts, e.message)
-        return e.exit_code
+        if opts.command == "drill":
+            return run_drill(opts)
+        try:
+            return run(opts)
+        except UserError as e:
+            tell_user(opts, e.message)
+            return e.exit_code
+    finally:
+        close_splash()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Named moments of the GUI that outside code may watch (tools, benchmarks, tests).
 
-The product registers no observer of its own: ``main.py`` runs the GUI the same way with
-or without one. ``watch(name, fn)`` adds an observer and returns the function that
-removes it; ``fire(name, *args)`` calls the observers of ``name`` in the order they were
-added, on the caller's thread (the Tk thread for every moment below). An observer's
-exception is not caught: it is the watcher's own failure.
+The product's one observer is the frozen exe's splash screen (``kd.views.splash``: closed
+at the first ``PAINTED`` or ``FATAL``; from source it registers nothing); otherwise
+``main.py`` runs the GUI the same way with or without an observer. ``watch(name, fn)``
+adds an observer and returns the function that removes it; ``fire(name, *args)`` calls
+the observers of ``name`` in the order they were added, on the caller's thread (the Tk
+thread for every moment below). An observer's exception is not caught: it is the
+watcher's own failure.
 
     FLOW     (flow)          ``kd.views.start.run``: the ``StartFlow`` is built, before the
                              window's loop starts (drive the real screens from a timer)
