@@ -328,6 +328,14 @@ class Site:
         if errors:
             raise errors[0]
 
+    def close_quietly(self, why: str) -> None:
+        """``close()`` after a failure: an error while closing is logged (``why``), not raised,
+        so that the failure itself is the one reported."""
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the caller's own error is the one to report
+            log.exception(why)
+
     def __enter__(self) -> "Site":
         return self
 
@@ -450,10 +458,7 @@ def open_site(
         if control if control is not None else (lan is not None or ticks):
             site.control = _start_control(site)
     except BaseException:
-        try:
-            site.close()
-        except Exception:  # noqa: BLE001 - the open's own error is the one to report
-            log.exception("closing after a failed open")
+        site.close_quietly("closing after a failed open")
         raise
     log.info("site open (%s)%s", "drill" if config.drill else "site",
              ", LAN {}:{}".format(site.lan.address(), site.lan.port()) if site.lan is not None else "")

@@ -55,7 +55,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import kd
 from kd.errors import InstanceRunningError, UserError
@@ -137,32 +137,16 @@ def needs_password(opts: argparse.Namespace) -> bool:
 
 
 class Session:
-    """What a command handler gets: options and the open site (its core, context and gate)."""
+    """What a command handler gets: its options, the open site and, from the site, ``core``
+    (``kd.core.services.Core``: every service, built once) and ``ctx``; ``actor`` is the
+    acting account."""
 
     def __init__(self, opts: argparse.Namespace, site: Any) -> None:
         self.opts = opts
         self.site = site
-
-    @property
-    def data_dir(self) -> str:
-        return str(self.site.data_dir)
-
-    @property
-    def core(self) -> Any:
-        """The site's ``kd.core.services.Core``: every service, built once."""
-        return self.site.core
-
-    @property
-    def ctx(self) -> Any:
-        return self.site.ctx
-
-    @property
-    def gate(self) -> Any:
-        return self.site.gate
-
-    @property
-    def actor(self) -> str:
-        return actor_of(self.opts)
+        self.core: Any = site.core
+        self.ctx: Any = site.ctx
+        self.actor = actor_of(opts)
 
     def out(self, data: Any, text: Optional[str] = None) -> None:
         """Print ``data`` as JSON (``--json``) or ``text`` (default: JSON, indented)."""
@@ -183,7 +167,8 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def add_user(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--user", metavar="U", help="账号（默认 admin）")
+    flags, options = USER
+    parser.add_argument(*flags, **options)
 
 
 def add_password(parser: argparse.ArgumentParser, then: str = "") -> None:
@@ -191,6 +176,40 @@ def add_password(parser: argparse.ArgumentParser, then: str = "") -> None:
     add_user(parser)
     parser.add_argument("--password-stdin", action="store_true",
                         help=STDIN_LINE_HELP + ("；" + then if then else ""))
+
+
+Arg = Tuple[Tuple[str, ...], Dict[str, Any]]
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    """One ``add_argument`` call, as a row of ``command``'s arguments."""
+    return flags, options
+
+
+#: the acting account (``add_user``), for a command that checks a password itself
+USER = arg("--user", metavar="U", help="账号（默认 admin）")
+
+
+def command(commands: Any, name: str, help_text: str, handler: Callable[..., int], *arguments: Arg,
+            json_option: bool = True, asks: bool = True, stdin_then: str = "",
+            handler_key: str = "handler") -> argparse.ArgumentParser:
+    """Add the sub-command ``name`` to ``commands`` (an argparse sub-parsers object).
+
+    Its options, in this order (as ``--help`` lists them): ``arguments``, ``--json`` (unless
+    ``json_option`` is false), then, when the command ``asks`` the administrator's password,
+    ``--user`` and ``--password-stdin`` (``add_password``; ``stdin_then``: what stdin holds
+    after the password's line). ``handler`` is set as ``handler_key`` (``folder_handler``:
+    a command on the data folder itself).
+    """
+    parser = commands.add_parser(name, help=help_text)
+    for flags, options in arguments:
+        parser.add_argument(*flags, **options)
+    if json_option:
+        add_json(parser)
+    if asks:
+        add_password(parser, stdin_then)
+    parser.set_defaults(**{handler_key: handler})
+    return parser
 
 
 def add_parsers(commands: Any) -> None:
@@ -359,10 +378,7 @@ def run_here(opts: argparse.Namespace, data_dir: str) -> int:
         authorize(session)
         rc = handler(session)
     except BaseException:
-        try:
-            site.close()
-        except Exception:  # noqa: BLE001 - the command's own error is the one to report
-            log.exception("closing the site after a failed command")
+        site.close_quietly("closing the site after a failed command")
         raise
     site.close()
     return rc

@@ -16,7 +16,7 @@ the file and the first broken line (or the file missing in the middle of the cha
 import argparse
 from typing import Any, List
 
-from kd.cli import Session, add_json
+from kd.cli import Session, arg, command
 from kd.errors import UserError
 
 CURRENT = "audit.log"
@@ -24,11 +24,9 @@ TORN = "断电或磁盘满造成的残缺记录"
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("audit", help="查看操作日志（审计记录）")
-    p.add_argument("--verify", action="store_true", help="校验审计记录的哈希链（含已轮转的审计日志文件）")
-    p.add_argument("--last", type=int, default=50, help="显示最后 N 条（默认 50）")
-    add_json(p)
-    p.set_defaults(handler=run)
+    command(commands, "audit", "查看操作日志（审计记录）", run,
+            arg("--verify", action="store_true", help="校验审计记录的哈希链（含已轮转的审计日志文件）"),
+            arg("--last", type=int, default=50, help="显示最后 N 条（默认 50）"), asks=False)
 
 
 def _where(name: str, line: int) -> str:

@@ -11,52 +11,27 @@ import argparse
 import sys
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json, add_password
+from kd.cli import Session, arg, command
 from kd.core.labels import mark
 from kd.core.model import LAN_PORT
 from kd.errors import UserError
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("load", help="导入考务：从监控平台载入考场数据包，或 --zip 手工导入")
-    p.add_argument("--zip", metavar="F", help="手工导入的考场数据包文件（.zip）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_load)
-
-    p = commands.add_parser("rooms", help="考场列表（导入考务与考场注册的表格）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_rooms)
-
-    p = commands.add_parser("export-site-info", help="导出考点信息（考点信息表 HTML 与 .KDINFO）到文件夹")
-    p.add_argument("dir", metavar="DIR", help="目标文件夹（如 U 盘）")
-    p.add_argument("--address", metavar="A", help="考点服务器地址（默认：本机地址）")
-    p.add_argument("--port", type=int, default=LAN_PORT, help="端口（默认 {}）".format(LAN_PORT))
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_export)
-
-    p = commands.add_parser("restore-registration", help="恢复注册：从考点信息备份文件（.KDINFO）恢复")
-    p.add_argument("file", metavar="F", help="考点信息备份文件（*.KDINFO）")
-    p.add_argument("--yes", action="store_true",
-                   help="确认断开会失去或改变注册的已连接考场（先显示将发生的变化）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_restore)
-
-    p = commands.add_parser("revoke", help="撤销考场注册")
-    p.add_argument("room", metavar="ROOM", help="考场代码")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_revoke)
-
-    p = commands.add_parser("authorize", help="考试授权：从监控平台获取，或 --ptq 手工导入")
-    p.add_argument("--ptq", metavar="F", help="考试授权文件（.PTQ）")
-    p.add_argument("--session", metavar="N", help="场次（默认：全部场次）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_authorize)
+    command(commands, "load", "导入考务：从监控平台载入考场数据包，或 --zip 手工导入", run_load,
+            arg("--zip", metavar="F", help="手工导入的考场数据包文件（.zip）"))
+    command(commands, "rooms", "考场列表（导入考务与考场注册的表格）", run_rooms)
+    command(commands, "export-site-info", "导出考点信息（考点信息表 HTML 与 .KDINFO）到文件夹", run_export,
+            arg("dir", metavar="DIR", help="目标文件夹（如 U 盘）"),
+            arg("--address", metavar="A", help="考点服务器地址（默认：本机地址）"),
+            arg("--port", type=int, default=LAN_PORT, help="端口（默认 {}）".format(LAN_PORT)))
+    command(commands, "restore-registration", "恢复注册：从考点信息备份文件（.KDINFO）恢复", run_restore,
+            arg("file", metavar="F", help="考点信息备份文件（*.KDINFO）"),
+            arg("--yes", action="store_true", help="确认断开会失去或改变注册的已连接考场（先显示将发生的变化）"))
+    command(commands, "revoke", "撤销考场注册", run_revoke, arg("room", metavar="ROOM", help="考场代码"))
+    command(commands, "authorize", "考试授权：从监控平台获取，或 --ptq 手工导入", run_authorize,
+            arg("--ptq", metavar="F", help="考试授权文件（.PTQ）"),
+            arg("--session", metavar="N", help="场次（默认：全部场次）"))
 
 
 def _yes(flag: Any) -> str:

@@ -16,33 +16,20 @@
 import argparse
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json, add_password
+from kd.cli import Session, arg, command
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("seal-check", help="封场检测")
-    p.add_argument("--min-free-gb", type=float, default=2.0, help="磁盘剩余空间下限（GB，默认 2）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_seal)
-
-    p = commands.add_parser("verify", help="授权验证（联网或导入授权验证文件）")
-    p.add_argument("--session", required=True, help="场次编号")
-    p.add_argument("--file", help="授权验证文件（.KDV）；不给则联网验证")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_verify)
-
-    p = commands.add_parser("monitor", help="考场监控")
-    p.add_argument("--session", help="场次编号（默认当前场次）")
-    add_json(p)
-    p.set_defaults(handler=run_monitor)
-
-    p = commands.add_parser("outbox", help="查看待上报/已上报的状态报告")
-    p.add_argument("--send", action="store_true", help="先尝试上报所有待上报的报告")
-    add_json(p)
-    add_password(p, "只有 --send 需要密码")
-    p.set_defaults(handler=run_outbox)
+    command(commands, "seal-check", "封场检测", run_seal,
+            arg("--min-free-gb", type=float, default=2.0, help="磁盘剩余空间下限（GB，默认 2）"))
+    command(commands, "verify", "授权验证（联网或导入授权验证文件）", run_verify,
+            arg("--session", required=True, help="场次编号"),
+            arg("--file", help="授权验证文件（.KDV）；不给则联网验证"))
+    command(commands, "monitor", "考场监控", run_monitor,
+            arg("--session", help="场次编号（默认当前场次）"), asks=False)
+    command(commands, "outbox", "查看待上报/已上报的状态报告", run_outbox,
+            arg("--send", action="store_true", help="先尝试上报所有待上报的报告"),
+            stdin_then="只有 --send 需要密码")
 
 
 def _seal_text(result: Dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ import argparse
 import sys
 from typing import Any
 
-from kd.cli import actor_of, add_password, check_folder_password, needs_password
+from kd.cli import actor_of, arg, check_folder_password, command, needs_password
 from kd.errors import StoreError, UserError
 from kd.store.database import DB_FILES
 
@@ -35,12 +35,12 @@ EMPTY_MEANS = {
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("repair-db", help="数据文件缺失或被回退时，确认按现有文件打开（丢失的更改无法找回）")
-    p.add_argument("name", choices=DB_FILES, help="数据库名称")
-    p.add_argument("--stdin", action="store_true",
-                   help="从标准输入读取确认（一行：数据库名称；与 --password-stdin 同用时在密码的下一行）")
-    add_password(p, "第二行是确认（--stdin）；修复 settings 时不询问密码")
-    p.set_defaults(folder_handler=run_repair)
+    command(commands, "repair-db", "数据文件缺失或被回退时，确认按现有文件打开（丢失的更改无法找回）", run_repair,
+            arg("name", choices=DB_FILES, help="数据库名称"),
+            arg("--stdin", action="store_true",
+                help="从标准输入读取确认（一行：数据库名称；与 --password-stdin 同用时在密码的下一行）"),
+            json_option=False, stdin_then="第二行是确认（--stdin）；修复 settings 时不询问密码",
+            handler_key="folder_handler")
 
 
 def run_repair(opts: argparse.Namespace, data_dir: str) -> int:

@@ -21,32 +21,18 @@ until a running instance (GUI or ``--headless``) sends them, or ``outbox --send`
 import argparse
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json, add_password
+from kd.cli import Session, arg, command
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("recover", help="数据回收：手工导入监考机导出的考场结果包")
-    p.add_argument("file", help="考场结果包文件（.zip）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_recover)
-
-    p = commands.add_parser("results", help="数据回收表（各考场各场次的回收情况）")
-    p.add_argument("--session", help="场次编号（默认全部）")
-    add_json(p)
-    p.set_defaults(handler=run_results)
-
-    p = commands.add_parser("backup-external", help="考后上报第一步：备份到外部存储（U盘/移动硬盘）")
-    p.add_argument("folder", help="外部存储上的文件夹")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_backup)
-
-    p = commands.add_parser("upload", help="考后上报第二步：上报考试数据（再次执行即续报）")
-    p.add_argument("--session", help="场次编号（默认全部）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_upload)
+    command(commands, "recover", "数据回收：手工导入监考机导出的考场结果包", run_recover,
+            arg("file", help="考场结果包文件（.zip）"))
+    command(commands, "results", "数据回收表（各考场各场次的回收情况）", run_results,
+            arg("--session", help="场次编号（默认全部）"), asks=False)
+    command(commands, "backup-external", "考后上报第一步：备份到外部存储（U盘/移动硬盘）", run_backup,
+            arg("folder", help="外部存储上的文件夹"))
+    command(commands, "upload", "考后上报第二步：上报考试数据（再次执行即续报）", run_upload,
+            arg("--session", help="场次编号（默认全部）"))
 
 
 def _services(s: Session) -> Any:

@@ -21,63 +21,35 @@ themselves; ``status`` asks none. The stdin lines, in order:
 import sys
 from typing import Any, Dict, List
 
-from kd.cli import Session, add_json, add_password, add_user, read_line, read_secret
+from kd.cli import USER, Session, arg, command, read_line, read_secret
 from kd.errors import UserError
 
 
 def register(commands: Any) -> None:
-    p = commands.add_parser("login", help="登录检查（首次登录须修改初始密码）")
-    add_user(p)
-    p.add_argument("--password-stdin", action="store_true", help="从标准输入读取密码（一行）")
-    add_json(p)
-    p.set_defaults(handler=run_login)
-
-    p = commands.add_parser("setup", help="系统设置：考点代码与考试模式（考点代码设置后不能修改）")
-    p.add_argument("--site", required=True, metavar="CODE", help="考点代码，如 11003")
-    p.add_argument("--mode", required=True, choices=("formal", "mock"), help="formal 正式考试 / mock 模拟考试")
-    p.add_argument("--platform-url", metavar="U", help="监控平台地址")
-    p.add_argument("--platform-password-stdin", action="store_true",
-                   help="从标准输入读取监控平台密码（一行；与 --password-stdin 同用时在管理员密码的下一行）")
-    p.add_argument("--platform-key", action="append", metavar="B64", help="信任的监控平台公钥（Base64，可重复）")
-    add_json(p)
-    add_password(p, "与 --platform-password-stdin 同用时，第二行是监控平台密码")
-    p.set_defaults(handler=run_setup)
-
-    p = commands.add_parser("passwd", help="修改密码（原密码、新密码、确认新密码）")
-    add_user(p)
-    p.add_argument("--stdin", action="store_true",
-                   help="从标准输入读取三行：原密码、新密码、确认新密码（原密码即本命令的密码校验）")
-    add_json(p)
-    p.set_defaults(handler=run_passwd)
-
-    p = commands.add_parser("backup", help="系统备份：写入 .bak 备份文件到文件夹")
-    p.add_argument("dir", metavar="DIR", help="目标文件夹（如 U 盘）")
-    p.add_argument("--note", default="", metavar="T", help="备注")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_backup)
-
-    p = commands.add_parser("restore", help="系统恢复：从 .bak 备份文件恢复（之后须重新启动）")
-    p.add_argument("file", metavar="F", help="系统备份文件（*.bak）")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_restore)
-
-    p = commands.add_parser("to-formal", help="模考转正考：清除模拟考试数据，切换为正式考试")
-    p.add_argument("--yes", action="store_true", help="不再询问，直接执行")
-    add_json(p)
-    add_password(p, "未给 --yes 时，第二行是确认（yes）")
-    p.set_defaults(handler=run_to_formal)
-
-    p = commands.add_parser("init", help="系统初始化：清除考点代码和全部考试数据（保留账号密码）")
-    p.add_argument("--confirm", required=True, metavar="SITECODE", help="输入本系统的考点代码以确认")
-    add_json(p)
-    add_password(p)
-    p.set_defaults(handler=run_init)
-
-    p = commands.add_parser("status", help="系统状态：考点代码、考试模式、考务与各项计数")
-    add_json(p)
-    p.set_defaults(handler=run_status)
+    command(commands, "login", "登录检查（首次登录须修改初始密码）", run_login,
+            USER, arg("--password-stdin", action="store_true", help="从标准输入读取密码（一行）"), asks=False)
+    command(commands, "setup", "系统设置：考点代码与考试模式（考点代码设置后不能修改）", run_setup,
+            arg("--site", required=True, metavar="CODE", help="考点代码，如 11003"),
+            arg("--mode", required=True, choices=("formal", "mock"), help="formal 正式考试 / mock 模拟考试"),
+            arg("--platform-url", metavar="U", help="监控平台地址"),
+            arg("--platform-password-stdin", action="store_true",
+                help="从标准输入读取监控平台密码（一行；与 --password-stdin 同用时在管理员密码的下一行）"),
+            arg("--platform-key", action="append", metavar="B64", help="信任的监控平台公钥（Base64，可重复）"),
+            stdin_then="与 --platform-password-stdin 同用时，第二行是监控平台密码")
+    command(commands, "passwd", "修改密码（原密码、新密码、确认新密码）", run_passwd,
+            USER, arg("--stdin", action="store_true",
+                      help="从标准输入读取三行：原密码、新密码、确认新密码（原密码即本命令的密码校验）"), asks=False)
+    command(commands, "backup", "系统备份：写入 .bak 备份文件到文件夹", run_backup,
+            arg("dir", metavar="DIR", help="目标文件夹（如 U 盘）"),
+            arg("--note", default="", metavar="T", help="备注"))
+    command(commands, "restore", "系统恢复：从 .bak 备份文件恢复（之后须重新启动）", run_restore,
+            arg("file", metavar="F", help="系统备份文件（*.bak）"))
+    command(commands, "to-formal", "模考转正考：清除模拟考试数据，切换为正式考试", run_to_formal,
+            arg("--yes", action="store_true", help="不再询问，直接执行"),
+            stdin_then="未给 --yes 时，第二行是确认（yes）")
+    command(commands, "init", "系统初始化：清除考点代码和全部考试数据（保留账号密码）", run_init,
+            arg("--confirm", required=True, metavar="SITECODE", help="输入本系统的考点代码以确认"))
+    command(commands, "status", "系统状态：考点代码、考试模式、考务与各项计数", run_status, asks=False)
 
 
 def _terminal() -> bool:
