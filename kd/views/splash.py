@@ -12,8 +12,10 @@ bootloader passes in ``_PYI_SPLASH_IPC``), ``pyi_splash.close()`` ends the splas
 ``install()`` (``main.py``, first thing) imports it when there is one and closes the
 splash at the first of:
 
-- the first painted start screen (``kd.views.hooks.PAINTED``, at idle time after the
-  window was drawn: the login window replaces the splash without a blank moment);
+- the first painted start screen (``kd.views.hooks.PAINTED``): once the root window is
+  mapped (its ``<Map>``: the X server or Windows shows it some time after Tk asked) and
+  drawn (the next idle time), so the login window replaces the splash without a blank
+  moment; ``FALLBACK_MS`` after ``PAINTED`` at the latest;
 - a start failure's message box (``hooks.FATAL``: the box must not sit under the splash);
 - ``close()`` (``main.py`` calls it for every route that opens no window: a command,
   ``--headless``, and again after the GUI returned).
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 #: the bootloader's splash port (set only when it shows one); importing pyi_splash without it
 #: logs a warning with a traceback on stderr, noise for every command on a PC without a display
 SPLASH_ENV = "_PYI_SPLASH_IPC"
+#: when the painted window never shows, the splash is closed after this long anyway (ms)
+FALLBACK_MS = 10000
 
 _splash: Any = None
 _unwatch: List[Callable[[], None]] = []
@@ -60,12 +64,35 @@ def install(module: Any = None) -> Callable[[], None]:
     if _splash is None:
         return close
 
+    waiting: List[bool] = []
+
     def painted(root: Any, screen: str) -> None:
-        root.after_idle(lambda: _close_after_paint(root))
+        if waiting:  # the first painted screen decides
+            return
+        waiting.append(True)
+        if root.winfo_viewable():
+            root.after_idle(lambda: _close_after_paint(root))
+            return
+        # the window is mapped by the X server / the window manager after Tk asked: wait for it
+        def mapped(event: Any) -> None:
+            if event.widget is root:
+                root.unbind("<Map>", binding)
+                root.after_idle(lambda: _close_after_paint(root))
+
+        binding = root.bind("<Map>", mapped, add="+")
+        timer = root.after(FALLBACK_MS, close)  # never mapped (hidden): the splash must not stay
+        _unwatch.append(lambda: _cancel(root, timer))
 
     _unwatch.append(hooks.watch(hooks.PAINTED, painted))
     _unwatch.append(hooks.watch(hooks.FATAL, lambda root: close()))
     return close
+
+
+def _cancel(root: Any, timer: str) -> None:
+    try:
+        root.after_cancel(timer)
+    except Exception as e:  # noqa: BLE001 - the root is destroyed already (Tk's TclError): nothing to cancel
+        log.debug("splash fallback timer: %r", e)
 
 
 def _close_after_paint(root: Any) -> None:
