@@ -10,6 +10,14 @@ room_data       every registered room has imported its room data (and the hash m
 authorized      every session of the package is authorized (runtime sessions/<id>)
 dongle          the package's dongle is attached and proves its identity
 lan             the proctor LAN service is listening
+lan_address     the LAN service answers on the address and port the 考点信息表 names (the
+                last 导出考点信息, runtime ``checks/site_info``; before any export, the address
+                the status bar shows): a real TCP connect and the harmless ``bye`` request
+                (docs/lan-protocol.md §4), as a proctor machine would; fails also when the
+                sheet names another address or port than the ones the site now serves
+                and tells (re-export it), or a loopback address while the service also
+                listens on this PC's other addresses (no other PC reaches 127.x); in drill
+                mode a loopback sheet is right (the simulated proctors run on this PC)
 disk            free space of the data folder's disk >= ``min_free_bytes`` (2 GB; the
                 service's own, or the one a run is given: ``seal-check --min-free-gb``)
 clock           system clock within ``max_clock_skew_s`` (120 s) of the platform's;
@@ -32,6 +40,7 @@ from kd.core.outbox import FAILED, SENT, Outbox
 from kd.core.records import JsonObject
 from kd.core.snapshots import SealItem, SealReport, SealRoom, SealSnapshot
 from kd.core.states import CheckStatus
+from kd.core.status import told_address
 from kd.errors import UserError
 from kd.formats.timeutil import format_time
 
@@ -151,6 +160,37 @@ class SealCheckService:
                               "请检查端口是否被其他程序占用、防火墙是否放行，然后重新启动考点管理系统。")
         return self._item("lan", PASS, "局域网服务正在监听 {}。".format(where))
 
+    def _lan_address(self) -> JsonObject:
+        lan = self.ctx.lan
+        if lan is None:
+            return self._item("lan_address", FAIL, "局域网服务未启动，无法检测考点信息表上的地址。",
+                              "请重新启动考点管理系统后重新检测。")
+        try:
+            told, port = told_address(self.ctx) or str(lan.address()), int(lan.port())
+        except Exception as e:  # noqa: BLE001 - a broken service is a failed item, not a crash
+            return self._item("lan_address", FAIL, "局域网服务状态未知：{}".format(e), "请重新启动考点管理系统。")
+        sheet = self.ctx.stores.runtime.get(model.CHECKS, model.SITE_INFO) or {}
+        address, sheet_port = sheet.get("address") or told, int(sheet.get("port") or port)
+        where = "{}:{}".format(address, sheet_port)
+        named = ("考点信息表上的地址 {}" if sheet else "状态栏上的地址 {}（尚未导出考点信息）").format(where)
+        export = "请在“考场注册”中重新“导出考点信息”，并把新的考点信息表发给各考场。"
+        drill = bool(self.ctx.site().get("drill"))  # the drill's proctors run on this PC (127.0.0.x)
+        loopback = address.startswith("127.")
+        if sheet and (sheet_port != port or (address != told and not (drill and loopback))):
+            return self._item("lan_address", FAIL, "{} 与本机现在提供服务的地址 {}:{} 不同。".format(named, told, port),
+                              export)
+        others = [a for a in lan.addresses() if not a.startswith("127.")]
+        if loopback and others and not drill:  # bound to loopback only (--lan-host 127.0.0.1) is deliberate
+            return self._item("lan_address", FAIL, "{} 是本机回环地址，其他电脑上的监考机无法连接。".format(named),
+                              "请在状态栏的“地址”中选择本机在考场局域网上的地址（{}），然后在“考场注册”中重新"
+                              "“导出考点信息”，并把新的考点信息表发给各考场。".format("、".join(others)))
+        why = lan.probe(address, sheet_port)
+        if why is not None:
+            return self._item("lan_address", FAIL, "{}：{}。".format(named, why),
+                              "请在状态栏的“地址”中选择本机在考场局域网上的地址并重新导出考点信息，"
+                              "并检查防火墙是否放行端口 {}。".format(sheet_port))
+        return self._item("lan_address", PASS, "{} 可以连接，考场通讯服务应答正常。".format(named))
+
     def _disk(self, min_free_bytes: int) -> JsonObject:
         try:
             free = shutil.disk_usage(self.ctx.data_dir).free
@@ -201,6 +241,7 @@ class SealCheckService:
             self._authorized(manifest),
             self._dongle(manifest),
             self._lan(),
+            self._lan_address(),
             self._disk(self.min_free_bytes if min_free_bytes is None else int(min_free_bytes)),
             self._clock(),
         ]

@@ -87,5 +87,18 @@ class Listener:
     def disconnect_room(self, room_code: str) -> None:
         pass
 
+    def addresses(self) -> list:
+        return ["127.0.0.1"]
+
+    def probe(self, host: str, port: int) -> Optional[str]:
+        """A real connect (this listener speaks no KDLAN: accepting is its whole answer)."""
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            self.sock.settimeout(5)
+            self.sock.accept()[0].close()  # keep the backlog (1) free for the next check
+        except OSError as e:
+            return repr(e)
+        return None
+
     def close(self) -> None:
         self.sock.close()
