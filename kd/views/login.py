@@ -141,7 +141,7 @@ class LoginScreen(_Card):
             self.button.configure(state="normal")
             self.error.configure(text="现在可以重新登录。", bootstyle="secondary")
             return
-        text = "{}\n请在 {} 后重试。".format(self._cause, wait_text(left))
+        text = "{}\n请在 {}后重试。".format(self._cause, wait_text(left))
         if self.error.cget("text") != text:
             self.error.configure(text=text, bootstyle="danger")
 

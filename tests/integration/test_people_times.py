@@ -103,7 +103,8 @@ def test_core_messages_name_sessions_and_times_for_people(env):
         texts.append(refused.value.message)
     # the exit rule's lines: a room that started and was not recovered
     ctx.stores.runtime.put(model.ROOM_SESSIONS, model.rs_key(room, sid),
-                           {"room": room, "session": sid, "state": "started", "started_at": "2026-12-01T17:35:00+08:00"})
+                           {"room": room, "session": sid, "state": "started",
+                            "started_at": "2026-12-01T17:35:00+08:00"})
     lines = env.core.system.unreported()
     assert lines == ["考场 {} {}：考试已开始，数据未回收".format(room, name)]
     allowed, reason = env.core.system.exit_allowed()
