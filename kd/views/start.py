@@ -138,7 +138,8 @@ class StartFlow:
         if result.get("must_change"):
             self._swap(PasswordForm(self.root, self.loop, self.app.core, self.user, self._password_changed,
                                     heading="修改初始密码", hint=FORCED_HINT))
-            self.screen.pack_configure(expand=False, pady=80)
+            self.screen.pack_forget()  # centred, as the login card it replaces
+            self.screen.place(relx=0.5, rely=0.45, anchor="center")
             return
         self._password_changed({})
 
