@@ -45,7 +45,7 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set
 
 import kd
 from kd.control import endpoint, framing, streams
@@ -82,15 +82,25 @@ class _Refused(Exception):
         self.code, self.message, self.detail = code, message, detail
 
 
+class Limits(NamedTuple):
+    """The server's bounds (module docstring): connections at a time and three waits, in seconds."""
+
+    max_connections: int = 8
+    handshake_s: float = 10.0
+    input_s: float = 600.0
+    send_s: float = 30.0
+
+
+DEFAULTS = Limits()
+
+
 class Console:
     """The command line's terminal as the handler thread sees it: ``stdin``, ``stdout``, ``stderr``."""
 
-    def __init__(self, conn: socket.socket, stdin_tty: bool, cancelled: Callable[[], bool],
-                 input_s: float, send_s: float) -> None:
+    def __init__(self, conn: socket.socket, stdin_tty: bool, cancelled: Callable[[], bool], limits: Limits) -> None:
         self._conn = conn
         self._cancelled = cancelled
-        self._input_s = input_s
-        self._send_s = send_s
+        self._limits = limits
         self._lock = threading.Lock()
         self._pending: List[List[str]] = []
         self._pending_chars = 0
@@ -99,14 +109,14 @@ class Console:
         self.input_ended = False
         self.stdout = _Out(self, "stdout")
         self.stderr = _Out(self, "stderr")
-        self.stdin = _In(self, stdin_tty)
+        self.stdin = _In(self, "stdin", stdin_tty)
 
     def send(self, obj: Dict[str, Any]) -> None:
         """One frame to the command line; a command line that went away makes the rest go nowhere."""
         if self.broken:
             return
         try:
-            framing.send(self._conn, obj, self._send_s)
+            framing.send(self._conn, obj, self._limits.send_s)
         except OSError as e:
             log.warning("control: the command line stopped reading (%s); its output is dropped", e)
             self.broken = True
@@ -138,7 +148,7 @@ class Console:
             return None
         self.send({"type": "input", "secret": secret, "prompt": prompt})
         try:
-            reply = framing.recv(self._conn, framing.REQUEST_MAX, deadline=time.monotonic() + self._input_s,
+            reply = framing.recv(self._conn, framing.REQUEST_MAX, deadline=time.monotonic() + self._limits.input_s,
                                  cancelled=self._cancelled)
         except framing.FrameTimeout as e:  # not answered in time, or closing: stdin has ended
             log.warning("control: no input from the command line (%s)", e)
@@ -156,44 +166,41 @@ class Console:
         return text
 
 
-class _Out:
-    """``sys.stdout`` / ``sys.stderr`` of a command run for a command line."""
+class _Stream:
+    """What ``sys.stdin``, ``sys.stdout`` and ``sys.stderr`` of a command run for a command line share."""
 
     encoding = "utf-8"
     errors = "strict"
     closed = False
 
-    def __init__(self, console: Console, stream: str) -> None:
+    def __init__(self, console: Console, name: str, tty: bool = False) -> None:
         self._console = console
-        self._stream = stream
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        self._console.write(self._stream, str(s))
-        return len(s)
-
-    def flush(self) -> None:
-        self._console.flush()
+        self._name = name
+        self._tty = tty
 
     def isatty(self) -> bool:
-        return False
+        return self._tty
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("the command line's stream has no file descriptor here")
 
 
-class _In:
+class _Out(_Stream):
+    """``sys.stdout`` / ``sys.stderr`` of a command run for a command line."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self._console.write(self._name, str(s))
+        return len(s)
+
+    def flush(self) -> None:
+        self._console.flush()
+
+
+class _In(_Stream):
     """``sys.stdin`` of a command run for a command line: each read asks the command line for a line."""
-
-    encoding = "utf-8"
-    errors = "strict"
-    closed = False
-
-    def __init__(self, console: Console, tty: bool) -> None:
-        self._console = console
-        self._tty = tty
 
     def readable(self) -> bool:
         return True
@@ -201,12 +208,6 @@ class _In:
     def readline(self, size: Optional[int] = -1) -> str:  # noqa: ARG002 - a whole line is asked for
         text = self._console.ask(False, "")
         return text or ""
-
-    def isatty(self) -> bool:
-        return self._tty
-
-    def fileno(self) -> int:
-        raise io.UnsupportedOperation("the command line's stream has no file descriptor here")
 
     def ask_secret(self, prompt: str) -> str:
         """``getpass.getpass(prompt)`` on the command line's terminal; ``EOFError`` at the end of its input."""
@@ -219,14 +220,12 @@ class _In:
 class ControlServer:
     """The control channel of one running instance (module docstring)."""
 
-    def __init__(self, data_dir: str, execute: Execute, *, max_connections: int = 8, handshake_s: float = 10.0,
-                 input_s: float = 600.0, send_s: float = 30.0) -> None:
+    def __init__(self, data_dir: str, execute: Execute, *, max_connections: int = DEFAULTS.max_connections,
+                 handshake_s: float = DEFAULTS.handshake_s, input_s: float = DEFAULTS.input_s,
+                 send_s: float = DEFAULTS.send_s) -> None:
         self.data_dir = data_dir
         self._execute = execute
-        self.max_connections = max_connections
-        self.handshake_s = handshake_s
-        self.input_s = input_s
-        self.send_s = send_s
+        self.limits = Limits(max_connections, handshake_s, input_s, send_s)
         self._secret = endpoint.new_secret()
         self._sock: Optional[socket.socket] = None
         self._port = 0
@@ -307,7 +306,7 @@ class ControlServer:
                 conn.close()
                 break
             with self._lock:
-                busy = len(self._active) >= self.max_connections
+                busy = len(self._active) >= self.limits.max_connections
                 if not busy:
                     self._count += 1
                     thread = threading.Thread(target=self._serve, args=(conn,), daemon=True,
@@ -315,7 +314,7 @@ class ControlServer:
                     self._active[thread] = conn
             if busy:
                 self._refuse(conn, E_BUSY, "考点管理系统正在执行其他命令（同时最多 {} 个）。".format(
-                    self.max_connections))
+                    self.limits.max_connections))
                 continue
             thread.start()
 
@@ -352,9 +351,9 @@ class ControlServer:
 
     def _handshake(self, conn: socket.socket) -> Dict[str, Any]:
         nonce = secrets.token_hex(16)
-        framing.send(conn, {"type": "hello", "kd": "control", "v": VERSION, "nonce": nonce}, self.send_s)
+        framing.send(conn, {"type": "hello", "kd": "control", "v": VERSION, "nonce": nonce}, self.limits.send_s)
         try:
-            request = framing.recv(conn, framing.REQUEST_MAX, deadline=time.monotonic() + self.handshake_s,
+            request = framing.recv(conn, framing.REQUEST_MAX, deadline=time.monotonic() + self.limits.handshake_s,
                                    cancelled=self._closing.is_set)
         except framing.FrameTimeout:
             if self._closing.is_set():
@@ -376,12 +375,12 @@ class ControlServer:
         if not hmac.compare_digest(expected, str(request["proof"])):
             raise _Refused(E_AUTH, "控制通道认证失败。", "wrong proof")
         framing.send(conn, {"type": "accepted", "proof": proof(self._secret, "server", nonce, client_nonce),
-                            "kd_version": kd.__version__}, self.send_s)
+                            "kd_version": kd.__version__}, self.limits.send_s)
         return request
 
     def _run(self, conn: socket.socket, request: Dict[str, Any]) -> None:
         argv: List[str] = list(request["argv"])
-        console = Console(conn, bool(request["stdin_tty"]), self._closing.is_set, self.input_s, self.send_s)
+        console = Console(conn, bool(request["stdin_tty"]), self._closing.is_set, self.limits)
         log.info("control: a command from a command line (pid %s, %s)", request.get("pid"), request.get("client"))
         end: Dict[str, Any] = {"type": "exit", "code": 1}
         with streams.routed(console.stdin, console.stdout, console.stderr):

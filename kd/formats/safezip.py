@@ -32,7 +32,7 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from kd.errors import FormatError
 
@@ -57,27 +57,16 @@ MAX_NAME_CHARS = 200
 Refuse = Callable[[str], FormatError]
 
 
-class Caps:
+class Caps(NamedTuple):
     """Limits of one kind of zip (see docs/formats.md for the values of each artefact)."""
 
-    def __init__(
-        self,
-        *,
-        max_source_bytes: int,
-        max_members: int,
-        max_central_dir_bytes: int,
-        max_member_bytes: int,
-        max_total_bytes: int,
-        max_ratio: int = 100,
-        ratio_floor_bytes: int = 64 * 1024,
-    ) -> None:
-        self.max_source_bytes = max_source_bytes
-        self.max_members = max_members
-        self.max_central_dir_bytes = max_central_dir_bytes
-        self.max_member_bytes = max_member_bytes
-        self.max_total_bytes = max_total_bytes
-        self.max_ratio = max_ratio
-        self.ratio_floor_bytes = ratio_floor_bytes
+    max_source_bytes: int
+    max_members: int
+    max_central_dir_bytes: int
+    max_member_bytes: int
+    max_total_bytes: int
+    max_ratio: int = 100
+    ratio_floor_bytes: int = 64 * 1024
 
 
 def zip_bytes(members: Iterable[Tuple[str, bytes, int]], date_time: Tuple[int, ...]) -> bytes:
