@@ -148,10 +148,10 @@ class Shell:
 
         footer = ttk.Frame(self.frame, padding=(8, 2))
         footer.pack(side="bottom", fill="x")
-        self.footer = ttk.Label(footer, text="系统版本：{}    {}    {}".format(
-            kd.__version__, branding.SERVICE_UNIT, branding.SERVICE_PHONE), bootstyle="secondary")
+        self.footer = ttk.Label(footer, text=branding.footer_text(kd.__version__), bootstyle="secondary")
         self.footer.pack(side="left")
         self.status = StatusBar(self.frame, self.loop)
+        self.status.attach(self.core, self.user, self.notify)
         self.status.pack(side="bottom", fill="x")
         ttk.Separator(self.frame).pack(side="bottom", fill="x")
 
@@ -340,6 +340,8 @@ class Shell:
     # -- title and status --------------------------------------------------------------------
     def refresh_title(self) -> None:
         self.loop.submit(self.core.system.snapshot, self._set_title, self._mark_failed)
+        self.loop.submit(self.core.status.contact, lambda c: self.footer.configure(
+            text=branding.footer_text(kd.__version__, c.unit, c.phone)), self._mark_failed)
 
     def _set_title(self, snap: Dict[str, Any]) -> None:
         self.title_snapshot = snap
@@ -353,6 +355,7 @@ class Shell:
 
     def _show_status(self, snap: Any) -> None:
         self.status.set_port(snap.lan_port or branding.DEFAULT_PORT)
+        self.status.set_address(snap)
         self.status.set_lan(snap.lan_running)
         self.status.set_lock(bool(snap.lock_attached))
 

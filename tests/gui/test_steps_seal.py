@@ -47,7 +47,7 @@ def test_failing_items_show_remedies_then_pass_and_report(site):
     site.idle()
     got = statuses(page)
     assert list(got) == ["考场数据包已校验", "考场全部注册", "考场数据全部导入", "场次全部授权", "机考锁在位",
-                         "局域网服务运行", "磁盘剩余空间", "系统时间准确"]
+                         "局域网服务运行", "考点信息表地址可连接", "磁盘剩余空间", "系统时间准确"]
     assert got["考场数据包已校验"] == "✓ 通过" and got["考场全部注册"] == "✗ 未通过"
     assert got["场次全部授权"] == "✗ 未通过" and got["机考锁在位"] == "✓ 通过"
     remedies = {row[0]: row[3] for row in page.item_rows}
