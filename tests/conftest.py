@@ -16,6 +16,10 @@ from ``Image.__del__`` ("main thread is not in main loop") or abort the run
 No test binds a fixed port: ``KD_LAN_PORT=0`` is set for the whole run, so every
 ``main.py`` a test starts (in-process or as a child, which inherits the environment)
 takes a free port unless it names one, even when 9190 is in use on the machine.
+
+``external_dir``: a fresh folder on another volume than ``tmp_path`` (the USB stick of
+第一步 备份到外部存储 and ``backup-external``, tests/support/external.py), removed after the
+test; the test skips when no other volume is at hand.
 """
 
 import os
@@ -27,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tests.support.external import external_folder, remove_external  # noqa: E402 - needs ROOT on sys.path
 from tests.support.tkroot import close_tk_root, free_tk_roots  # noqa: E402 - needs ROOT on sys.path
 
 os.environ["KD_LAN_PORT"] = "0"  # main.py's --lan-port default: a free port, never 9190
@@ -57,6 +62,14 @@ def tk_root():
     root.withdraw()
     yield root
     close_tk_root(root)
+
+
+@pytest.fixture
+def external_dir(tmp_path):
+    """A folder on another volume than the data folder (the USB stick of 第一步)."""
+    folder = external_folder(tmp_path)
+    yield folder
+    remove_external(folder)
 
 
 #: the fixtures that make a Tk root, and the folder of the GUI tests

@@ -30,6 +30,7 @@ import pytest
 from kd.core import model
 from kd.lan.server import LanOptions, LanServer
 from tests.integration.live_helpers import loaded_env, sync
+from tests.support.fixtures import closed_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOC = os.path.join(ROOT, "docs", "lan-protocol.md")
@@ -403,11 +404,7 @@ class Site:
         self.env.close()
 
 
-@pytest.fixture
-def site(tmp_path):
-    s = Site(tmp_path)
-    yield s
-    s.close()
+site = closed_after(Site)
 
 
 def refused(call: Any, *args: Any, **kw: Any) -> Refused:

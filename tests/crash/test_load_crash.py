@@ -27,11 +27,8 @@ import pytest
 from kd.core import model
 from kd.platform.signer import write_offline_files
 from kd.store.datafolder import DataFolder
-from tests.integration.test_cli_exam import configure, with_password
-from tests.support.env import make_env
+from tests.support.cli import MAIN, ROOT, child_env, cli_env, configure, with_password
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAIN = os.path.join(ROOT, "main.py")
 KILLPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "killpoint.py")
 RANDOM_KILLS = int(os.environ.get("KD_LOAD_RANDOM_KILLS", "12"))
 
@@ -41,11 +38,8 @@ pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
 def run(env, data, args, kill_at=0, kill_after=None):
     """The command under killpoint.py; admin's password on stdin when it asks (written at once)."""
     args, stdin = with_password(args)
-    proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    proc_env.pop("KD_DATA_DIR", None)
-    proc_env.pop("KD_LOCK_URL", None)
     argv = [sys.executable, KILLPOINT, str(kill_at), data, MAIN, "--data-dir", data, "--lock", env.lock_url] + args
-    proc = subprocess.Popen(argv, cwd=ROOT, env=proc_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True, encoding="utf-8")
     try:
         out, err = proc.communicate(stdin, timeout=120 if kill_after is None else kill_after)
@@ -114,8 +108,7 @@ def check_consistent(state):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("load-crash")
-    env = make_env(root, rooms=3, sessions=2, candidates=4, room_kb=8)
-    env.driver.stop()  # the subprocesses use the emulator one at a time
+    env = cli_env(root, rooms=3, sessions=2, candidates=4, room_kb=8)
     try:
         old_zip = write_offline_files(env.sim.data, str(root / "old"), ["package"])[0]
         new_zip = newer_package(env, str(root / "new"))

@@ -8,9 +8,8 @@ import os
 import pytest
 
 from kd.views.login import LoginScreen, SetupScreen
-from kd.views.password import PasswordForm
 from tests.support import sites
-from tests.support.sites import ready_login, screen_of
+from tests.support.sites import first_login, ready_login, screen_of
 from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
@@ -29,9 +28,7 @@ def test_setup_screen_refuses_another_sites_code(gui_root, scripted, tmp_path):
     try:
         flow.begin()
         login = pump_until(gui_root, lambda: ready_login(flow), 30, "login")
-        login.password.insert(0, "888")
-        login.button.invoke()
-        form = pump_until(gui_root, lambda: screen_of(flow, PasswordForm), 20, "forced change")
+        form = first_login(gui_root, flow, login)
         form.old.insert(0, "888")
         for entry in (form.new, form.again):
             entry.insert(0, NEW)
@@ -73,9 +70,7 @@ def test_login_screen_refuses_the_right_password_while_failures_cannot_be_record
             assert text.startswith("无法记录登录失败次数，已拒绝登录") and "磁盘空间" in text, password
             assert screen_of(flow, LoginScreen) is login
         os.rmdir(blocker)  # recording works again: so does the login
-        login.password.insert(0, "888")
-        login.button.invoke()
-        pump_until(gui_root, lambda: screen_of(flow, PasswordForm), 20, "forced change")
+        first_login(gui_root, flow, login)
         assert not scripted.errors
     finally:
         flow.close()

@@ -15,30 +15,20 @@ import pytest
 
 from kd.core.services import Core
 from kd.views import monitor as monitor_view
-from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, session_ids, sync
+from tests.integration.live_helpers import authorized_env, room_codes, session_ids
+from tests.support.clocks import FakeMonotonic
 from tests.support.ui import FakeShell, pump_until
 
 pytestmark = pytest.mark.gui
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def site(tmp_path, gui_root, scripted, monkeypatch):
     monkeypatch.setattr(monitor_view, "REFRESH_MS", 100)
-    env = loaded_env(tmp_path, rooms=3, sessions=2, candidates=5, first_start_in=30)
-    register(env)
-    authorize(env)
-    sync(env)
+    env = authorized_env(tmp_path, rooms=3, sessions=2, candidates=5)
     core = Core(env.ctx).start()
     core.verification.verify_online("1", "admin")
-    clock = Clock()
+    clock = FakeMonotonic()
     core.monitor.clock = clock
     shell = FakeShell(gui_root, core, dialogs=scripted)
     gui_root.geometry("1024x700")
@@ -103,12 +93,12 @@ def test_live_table_totals_disconnect_and_session_switch(site, gui_root, scripte
     pump_until(gui_root, lambda: by_room(page)[0][codes[0]][5] == "是", what="room 1 ended")
 
     # three missed heartbeats (15 s by the monitor's clock): not connected any more
-    clock.t += 16
+    clock.now += 16
     beat(core, codes[1], logged_in=2, in_exam=2)
     pump_until(gui_root, lambda: by_room(page)[0][codes[0]][7] == "否", what="room 1 disconnected")
     rows, total = by_room(page)
     assert rows[codes[1]][7] == "是" and total[7] == "1/3"
-    assert "off" in page.table.tree.item("r0", "tags")
+    assert page.table.tree.item("r0", "tags") == ("done",)  # it ended: a finished room is no alarm (issue 14)
 
     # 场次名称: the second session
     second = session_ids(env)[1]
@@ -139,7 +129,7 @@ def test_status_report_footer_and_timer_follows_visibility(site, gui_root):
     renders, render = [], page.render
     page.render = lambda snap: (renders.append(snap), render(snap))
     beat(core, codes[1], logged_in=5)
-    clock.t += 1
+    clock.now += 1
     gui_root.update()
     assert renders == []  # hidden: no refresh
     page.pack(fill="both", expand=True)
@@ -206,7 +196,7 @@ def test_unpermitted_start_is_painted_red(site, gui_root, scripted):
     assert red_share(gui_root, tree, iid_of(page, codes[1])) > 0.5
     assert red_share(gui_root, tree, iid_of(page, codes[0])) < 0.05
     # disconnected, it stays red (its start is what matters)
-    _clock.t += 16
+    _clock.now += 16
     beat(core, codes[0], logged_in=4, in_exam=4)
     pump_until(gui_root, lambda: by_room(page)[0][codes[1]][7] == "否", what="the unpermitted room disconnected")
     assert tags_of(page, codes[1]) == ("unpermitted",)

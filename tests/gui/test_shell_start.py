@@ -13,7 +13,7 @@ from kd.views.login import GateScreen, LoginScreen, SetupScreen
 from kd.views.password import PasswordForm
 from kd.views.start import EXIT, RESTART, StartFlow
 from tests.support import sites
-from tests.support.sites import ready_login, screen_of
+from tests.support.sites import first_login, ready_login, screen_of
 from tests.support.ui import pump_until
 
 pytestmark = pytest.mark.gui
@@ -92,9 +92,7 @@ def test_login_back_off_is_inline(gui_root, scripted, tmp_path):
         assert "登录失败次数过多" in text and "秒后重试" in text.replace(" ", "")
         assert screen_of(flow, LoginScreen) is login and login.password.get() == "" and not scripted.calls
         clock.advance(1)  # the back-off is over: the right password logs in (and must be changed)
-        login.password.insert(0, "888")
-        login.button.invoke()
-        pump_until(gui_root, lambda: screen_of(flow, PasswordForm), 20, "forced change")
+        first_login(gui_root, flow, login)
         assert not scripted.calls
     finally:
         flow.close()

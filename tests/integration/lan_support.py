@@ -3,12 +3,13 @@
 ``lan_site(tmp_path, **options)``: the real environment (platform simulator, dongle
 emulator, Context) with the package loaded, the core services, and a ``LanServer``
 started with ``options`` (short deadlines for the hostile tests). ``site.client()``
-returns a ``ProctorClient``; ``site.raw()`` a plain socket to speak bytes with.
+returns a ``ProctorClient``; ``site.raw()`` a plain socket to speak bytes with;
+``site.result_file(folder)`` a room's result package written as the proctor's file to upload.
 """
 
-import hashlib
 import socket
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 from kd.core import model
 from kd.core.monitor import MonitorService
@@ -16,24 +17,15 @@ from kd.core.outbox import Outbox
 from kd.core.recovery import RecoveryService
 from kd.core.registration import RegistrationService
 from kd.core.verification import VerificationService
-from kd.formats.result import ABSENT, PRESENT, build_result
 from kd.lan import framing
 from kd.lan.client import ProctorClient
 from kd.lan.server import LanOptions, LanServer
 from tests.integration.live_helpers import loaded_env
+from tests.support.clocks import FakeMonotonic
+from tests.support.results import result_package
 
 LOOPBACK = "127.0.0.1"
 OTHER_IP = "127.0.0.2"
-
-
-class FakeMonotonic:
-    """A monotonic clock the test moves by hand (for the monitor's heartbeat timeouts)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class LanSite:
@@ -93,19 +85,19 @@ class LanSite:
         return s
 
     def result_package(self, room: str, session: str, answer_kb: int = 4, salt: bytes = b"") -> bytes:
-        people = sorted((c for c in self.ctx.manifest()["candidates"]
-                         if c["room"] == room and c["session"] == session), key=lambda c: c["seat"])
-        cands = []
-        for i, c in enumerate(people):
-            answer = None
-            if i:
-                seed = hashlib.sha256(salt + c["ticket"].encode()).digest()
-                answer = seed * (answer_kb * 32)
-            cands.append({"ticket": c["ticket"], "subject": c["subject"], "status": PRESENT if i else ABSENT,
-                          "answer": answer})
-        subjects = next(s["subjects"] for s in self.ctx.manifest()["sessions"] if s["id"] == session)
-        return build_result(site_code=self.ctx.site_code(), room_code=room, session_id=session,
-                            created_at=self.ctx.now(), candidates=cands, subjects=subjects)
+        """The room's result package of ``session`` (its first candidate absent)."""
+        return result_package(self.ctx, room, session, answer_kb=answer_kb, salt=salt)
+
+    def result_file(self, folder: Path, room: Optional[str] = None,
+                    answer_kb: int = 64) -> Tuple[str, str, bytes, str]:
+        """``(room, session, data, path)``: the result package of ``room`` (the first room) for its first
+        session, written into ``folder`` (as the proctor machine holds it before it uploads)."""
+        room = room or self.rooms()[0]
+        session = self.sessions_of(room)[0]
+        data = self.result_package(room, session, answer_kb=answer_kb)
+        path = folder / "result-{}-{}.zip".format(room, session)
+        path.write_bytes(data)
+        return room, session, data, str(path)
 
     def close(self) -> None:
         for c in self._clients:

@@ -2,7 +2,8 @@
 
 The site package is loaded, rooms registered and sessions authorized with the real
 services (``LoadingService``, ``RegistrationService``, ``AuthorizationService``) against
-the platform simulator. ``Listener`` is
+the platform simulator; ``authorized_env`` does all of it and syncs the dongle (the
+state 授权验证 starts from). ``Listener`` is
 a real TCP listener on 127.0.0.1 standing in for the LAN service's port.
 """
 
@@ -58,6 +59,17 @@ def authorize(env: Env, sessions: Optional[Iterable[str]] = None) -> None:
 def sync(env: Env) -> None:
     """机考锁校时 through the simulator: the dongle now holds a fresh ticket."""
     sync_lock(env.driver, env.client)
+
+
+def authorized_env(tmp_path: Any, **kw: Any) -> Env:
+    """A loaded site (session 1 in 30 minutes unless ``kw`` says), every room registered with its data
+    imported, every session authorized and the dongle synced: 授权验证 may run."""
+    kw.setdefault("first_start_in", 30)
+    env = loaded_env(tmp_path, **kw)
+    register(env)
+    authorize(env)
+    sync(env)
+    return env
 
 
 def shifted(minutes: float):  # type: ignore[no-untyped-def]

@@ -16,42 +16,17 @@ import zipfile
 import pytest
 
 from kd.core import model
-from kd.core.loading import LoadingService
-from kd.core.outbox import Outbox
-from kd.core.recovery import RecoveryService
 from kd.core.system import SystemService
-from kd.core.upload import BackupRequired, UploadService
+from kd.core.upload import BackupRequired
 from kd.formats import backup as bak
-from tests.support.env import make_env
-from tests.support.external import external_folder, remove_external
-from tests.support.results import pairs, result_package
+from tests.support.fixtures import closed_after
+from tests.support.results import deliver, pairs, results_env
 
 ACTOR = "tester"  # not an account: passes require_changed
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=3, sessions=1, candidates=4, room_kb=4)
-    LoadingService(e.ctx).load_online(ACTOR)
-    e.outbox = Outbox(e.ctx)
-    e.recovery = RecoveryService(e.ctx, e.outbox)
-    e.upload = UploadService(e.ctx, e.outbox)
-    e.packages = {}
-    for room, session in pairs(e.ctx):
-        data = result_package(e.ctx, room, session)
-        e.packages[(room, session)] = data
-        e.recovery.receive(room, session, io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data), "lan",
-                           "proctor-" + room)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def external_dir(tmp_path):
-    """A folder on another volume than the data folder (the USB stick of 第一步)."""
-    folder = external_folder(tmp_path)
-    yield folder
-    remove_external(folder)
+env = closed_after(lambda tmp_path: results_env(tmp_path, ACTOR, received=True, rooms=3, sessions=1,
+                                                candidates=4, room_kb=4))
 
 
 def damage(ctx, room, session, how):
@@ -104,7 +79,7 @@ def test_system_backup_completes_without_the_damaged_result_and_names_it(env, tm
 
     # recovering the same package again replaces the damaged file; the next backup is complete
     data = env.packages[(room, session)]
-    again = env.recovery.receive(room, session, io.BytesIO(data), sha, len(data), "lan", "proctor-" + room)
+    again = deliver(env.recovery, room, session, data)
     assert again["duplicate"] is True and ctx.spool.verify(sha)
     second = SystemService(ctx).backup(str(tmp_path / "usb"), "", ACTOR)
     assert second.damaged == [] and second.warnings == []

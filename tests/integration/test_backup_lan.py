@@ -16,14 +16,12 @@ import threading
 import time
 import zipfile
 
-import pytest
-
 from kd.core import backup as backup_mod
 from kd.core.system import SystemService
 from kd.core.upload import UploadService
 from kd.formats import backup as bak
 from tests.integration.lan_support import LanSite
-from tests.support.external import external_folder, remove_external
+from tests.support.fixtures import closed_after
 
 ACTOR = "tester"  # not an account: passes require_changed
 MIB = 1024 * 1024
@@ -31,18 +29,7 @@ SPOOL_MIB = 300
 SECONDS_PER_MIB = 0.02  # 300 MiB: at least 6 s of copying
 
 
-@pytest.fixture
-def site(tmp_path):
-    s = LanSite(tmp_path, rooms=2, sessions=1)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def external_dir(tmp_path):
-    folder = external_folder(tmp_path)
-    yield folder
-    remove_external(folder)
+site = closed_after(lambda tmp_path: LanSite(tmp_path, rooms=2, sessions=1))
 
 
 class SlowMedium:

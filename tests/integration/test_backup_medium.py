@@ -8,7 +8,6 @@ The read-back primitive is checked against the kernel's page cache itself (``min
 
 import ctypes
 import hashlib
-import io
 import mmap
 import os
 import sys
@@ -17,39 +16,15 @@ import pytest
 
 from kd import fileio
 from kd.core import model
-from kd.core.loading import LoadingService
-from kd.core.outbox import Outbox
-from kd.core.recovery import RecoveryService
-from kd.core.upload import UploadService
 from kd.errors import UserError
-from tests.support.env import make_env
-from tests.support.external import external_folder, remove_external
-from tests.support.results import pairs, result_package
+from tests.support.fixtures import closed_after
+from tests.support.results import pairs, results_env
 
 REFUSED = "请选择 U 盘或移动硬盘上的文件夹"
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=2, sessions=1, candidates=3, room_kb=4)
-    LoadingService(e.ctx).load_online("admin")
-    e.outbox = Outbox(e.ctx)
-    e.upload = UploadService(e.ctx, e.outbox)
-    recovery = RecoveryService(e.ctx, e.outbox)
-    for room, session in pairs(e.ctx):
-        data = result_package(e.ctx, room, session)
-        recovery.receive(room, session, io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data), "lan",
-                         "proctor-" + room)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def external_dir(tmp_path):
-    """A folder on another volume than the data folder (the USB stick of 第一步)."""
-    folder = external_folder(tmp_path)
-    yield folder
-    remove_external(folder)
+env = closed_after(lambda tmp_path: results_env(tmp_path, received=True, rooms=2, sessions=1, candidates=3,
+                                                room_kb=4))
 
 
 def set_drill(ctx, drill):

@@ -1,88 +1,16 @@
 """The 考前 commands through real ``main.py`` processes: platform simulator over HTTP,
-dongle emulator over ``socket://``, the data folder configured like after first login.
-
-``kd(env, data, *args)`` sends admin's password (``PASSWORD``) with ``--password-stdin``
-to every command that asks for it (``kd.cli.needs_password`` over the real parser);
-``password=None`` sends none, ``password="..."`` another one.
+dongle emulator over ``socket://``, the data folder configured like after first login
+(tests/support/cli.py: ``kd`` sends admin's password to every command that asks for it).
 """
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
 
-import pytest
-
-import main
-from kd import cli
-from kd.core import model
 from kd.platform.signer import write_offline_files
-from kd.store.database import open_stores
-from tests.support.env import make_env
+from tests.support.cli import cli_env, configure, kd, ok
+from tests.support.fixtures import closed_after
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAIN = os.path.join(ROOT, "main.py")
-
-
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=3, sessions=2, candidates=5, room_kb=4)
-    e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
-    yield e
-    e.close()
-
-
-ITERATIONS = 600000
-PASSWORD = "exam-day-2026"  # noqa: S105 - the test site's admin password (admin_account)
-_ADMIN = {}
-PARSER = main.build_parser()
-
-
-def admin_account():
-    """The admin account after its first password change (the CLI refuses the initial one)."""
-    if not _ADMIN:
-        salt = os.urandom(16)
-        _ADMIN.update({"user": "admin", "salt": salt.hex(), "iterations": ITERATIONS,
-                       "hash": hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, ITERATIONS).hex(),
-                       "must_change": False, "failures": 0, "locked_until": None,
-                       "changed_at": "2026-11-20T08:00:00+08:00"})
-    return dict(_ADMIN)
-
-
-def configure(env, name):
-    """A data folder for the subprocesses as after first login: the env's site settings, admin's own password."""
-    data = os.path.join(env.root, name)
-    stores = open_stores(data)
-    try:
-        stores.settings.put(model.SETTINGS, model.SITE, env.ctx.site())
-        stores.settings.put(model.ACCOUNTS, "admin", admin_account())
-    finally:
-        stores.close()
-    return data
-
-
-def with_password(args, password=PASSWORD, stdin=""):
-    """``args`` and stdin for a command: ``--password-stdin`` and the password first if the command asks."""
-    args = list(args)
-    if password is not None and cli.needs_password(PARSER.parse_args(args)):
-        return args + ["--password-stdin"], password + "\n" + stdin
-    return args, stdin
-
-
-def kd(env, data, *args, password=PASSWORD, stdin=""):
-    """``main.py`` on ``data`` with the env's dongle; stdin is always given (never a terminal)."""
-    args, stdin = with_password(args, password, stdin)
-    proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    proc_env.pop("KD_DATA_DIR", None)
-    proc_env.pop("KD_LOCK_URL", None)
-    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + args, input=stdin,
-                          cwd=ROOT, env=proc_env, capture_output=True, text=True, encoding="utf-8", timeout=120)
-
-
-def ok(proc):
-    assert proc.returncode == 0, proc.stderr
-    return proc
+env = closed_after(cli_env)
 
 
 def test_load_export_restore(env, tmp_path):

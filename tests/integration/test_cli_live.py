@@ -1,33 +1,19 @@
 """``main.py seal-check | verify | monitor | outbox`` as processes, over the simulator and the emulator."""
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from kd.core import model
 from kd.store.database import open_stores
-from tests.integration.live_helpers import authorize, loaded_env, register, sync
-from tests.integration.test_cli_exam import PASSWORD, with_password
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAIN = os.path.join(ROOT, "main.py")
+from tests.integration.live_helpers import authorized_env
+from tests.support.cli import PASSWORD, admin_account, kd
 
 
 @pytest.fixture
 def env(tmp_path):
-    e = loaded_env(tmp_path, first_start_in=30)
-    register(e)
-    authorize(e)
-    sync(e)
-    salt = os.urandom(16)
-    e.ctx.stores.settings.put(model.ACCOUNTS, "admin", {  # as after the first password change
-        "user": "admin", "salt": salt.hex(), "iterations": 600000,
-        "hash": hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, 600000).hex(), "must_change": False,
-        "failures": 0, "locked_until": None, "changed_at": "2026-11-20T08:00:00+08:00"})
+    e = authorized_env(tmp_path)
+    e.ctx.stores.settings.put(model.ACCOUNTS, "admin", admin_account())  # as after the first password change
     e.ctx.stores.close()  # the CLI processes own the data folder and the dongle from here on
     e.driver.stop()
     yield e
@@ -35,13 +21,8 @@ def env(tmp_path):
 
 
 def cli(env, *args, password=PASSWORD):
-    """``main.py`` on the env's folder, admin's password sent to the commands that ask (test_cli_exam)."""
-    args, stdin = with_password(args, password)
-    proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    proc_env.pop("KD_DATA_DIR", None)
-    return subprocess.run([sys.executable, MAIN, "--data-dir", env.data_dir, "--lock", env.lock_url] + args,
-                          input=stdin, capture_output=True, text=True,
-                          encoding="utf-8", env=proc_env, timeout=120)
+    """``main.py`` on the env's own data folder, admin's password sent to the commands that ask."""
+    return kd(env, env.data_dir, *args, password=password)
 
 
 def test_cli_chapter_four(env):

@@ -29,8 +29,8 @@ from kd.platform.signer import write_offline_files
 from kd.site import open_context
 from kd.store.audit import AuditLog
 from kd.store.database import open_stores
-from tests.integration.test_cli_exam import MAIN, PARSER, PASSWORD, ROOT, configure, kd, ok
-from tests.support.env import SITE, make_env
+from tests.support.cli import MAIN, PARSER, PASSWORD, ROOT, cli_env, configure, kd, ok
+from tests.support.env import SITE
 
 #: files that change with every run and hold no exam data
 VOLATILE = ("logs", "kaodian.lock")
@@ -42,8 +42,7 @@ LOGIN_FILES = {"audit.log", "db/settings.json.0", "db/settings.json.1"}
 def site(tmp_path_factory):
     """A configured, loaded site (admin's own password) and the files the commands take."""
     root = tmp_path_factory.mktemp("cli-password")
-    env = make_env(root, rooms=2, sessions=1, candidates=4, room_kb=4)
-    env.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
+    env = cli_env(root, rooms=2, sessions=1, candidates=4, room_kb=4)
     try:
         template = configure(env, "template")
         ok(kd(env, template, "load"))

@@ -3,45 +3,13 @@
 import json
 import os
 
-import pytest
+from tests.support.cli import cli_env, configure, export, kd, ok
+from tests.support.fixtures import closed_after
 
-from kd.formats.result import ABSENT, PRESENT, build_result
-from tests.integration.test_cli_exam import configure, kd, ok
-from tests.support.env import make_env
-from tests.support.external import external_folder, remove_external
+env = closed_after(lambda tmp_path: cli_env(tmp_path, rooms=2, sessions=1, candidates=4, room_kb=4))
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=2, sessions=1, candidates=4, room_kb=4)
-    e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def usb(tmp_path):
-    """A folder on another volume than the data folder: backup-external refuses the data folder's volume."""
-    folder = external_folder(tmp_path)
-    yield folder
-    remove_external(folder)
-
-
-def export(env, folder, room, session, salt=b""):
-    manifest = env.sim.data.manifest()
-    people = sorted((c for c in manifest["candidates"] if c["room"] == room and c["session"] == session),
-                    key=lambda c: c["seat"])
-    cands = [{"ticket": c["ticket"], "subject": c["subject"], "status": ABSENT if i == 0 else PRESENT,
-              "answer": None if i == 0 else salt + c["ticket"].encode() * 100} for i, c in enumerate(people)]
-    data = build_result(site_code=manifest["site_code"], room_code=room, session_id=session,
-                        created_at=env.ctx.now(), candidates=cands)
-    path = os.path.join(folder, "{}-{}{}.zip".format(room, session, "-x" if salt else ""))
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
-
-
-def test_recover_backup_upload(env, tmp_path, usb):
+def test_recover_backup_upload(env, tmp_path, external_dir):
     data = configure(env, "site")
     ok(kd(env, data, "load"))
     rooms = [r["code"] for r in env.sim.data.manifest()["rooms"]]
@@ -58,7 +26,7 @@ def test_recover_backup_upload(env, tmp_path, usb):
     assert snap["totals"]["recovered"] == 2 and snap["all_recovered"]
     early = kd(env, data, "upload")
     assert early.returncode == 2 and "备份到外部存储" in early.stderr
-    assert "备份完成" in ok(kd(env, data, "backup-external", usb)).stdout
+    assert "备份完成" in ok(kd(env, data, "backup-external", external_dir)).stdout
     done = json.loads(ok(kd(env, data, "upload", "--json")).stdout)
     assert len(done["uploaded"]) == 2 and done["sessions"][0]["status"] == "全部已上报"
     ok(kd(env, data, "outbox", "--send"))  # commands only enqueue; a running instance or --send delivers

@@ -4,43 +4,22 @@ HTTP, dongle emulator over ``socket://``), from the first login to a restore."""
 import base64
 import json
 import os
-import subprocess
-import sys
-
-import pytest
 
 from kd.core import model
 from kd.store.database import open_stores
-from tests.integration.test_cli_exam import with_password
-from tests.support.env import SITE, make_env
+from tests.support import cli
+from tests.support.cli import cli_env, ok
+from tests.support.env import SITE
+from tests.support.fixtures import closed_after
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAIN = os.path.join(ROOT, "main.py")
 NEW = "Kd-2026!pass"
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=3, sessions=2, candidates=5, room_kb=4)
-    e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
-    yield e
-    e.close()
+env = closed_after(cli_env)
 
 
 def kd(env, data, *args, stdin="", password=NEW):
     """``main.py`` on ``data``: ``password`` (default the changed one) to the commands that ask."""
-    args, stdin = with_password(args, password, stdin)
-    proc_env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    proc_env.pop("KD_DATA_DIR", None)
-    proc_env.pop("KD_LOCK_URL", None)
-    return subprocess.run([sys.executable, MAIN, "--data-dir", data, "--lock", env.lock_url] + args,
-                          cwd=ROOT, env=proc_env, input=stdin, capture_output=True, text=True, encoding="utf-8",
-                          timeout=120)
-
-
-def ok(proc):
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    return cli.kd(env, data, *args, stdin=stdin, password=password)
 
 
 def refused(proc, text):

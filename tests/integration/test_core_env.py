@@ -2,17 +2,11 @@
 
 import hashlib
 
-import pytest
-
 from kd.lock.coreport import check_signature
 from tests.support.env import make_env
+from tests.support.fixtures import closed_after
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path)
-    yield e
-    e.close()
+env = closed_after(make_env)
 
 
 def test_parts_are_wired(env):

@@ -12,23 +12,13 @@ from kd.core.monitor import COLUMNS, START_PERMITTED, START_UNPERMITTED, Monitor
 from kd.core.outbox import Outbox
 from kd.core.verification import VerificationService
 from kd.errors import StateRefused, UserError
-from tests.integration.live_helpers import authorize, loaded_env, register, room_codes, sync
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.integration.live_helpers import authorized_env, room_codes
+from tests.support.clocks import FakeMonotonic
 
 
 @pytest.fixture
 def env(tmp_path):
-    e = loaded_env(tmp_path, first_start_in=30)
-    register(e)
-    authorize(e)
-    sync(e)
+    e = authorized_env(tmp_path)
     VerificationService(e.ctx).verify_online("1", "admin")
     yield e
     e.close()
@@ -55,7 +45,7 @@ def beat(mon, room, started=False, ended=False, logged_in=0, in_exam=0, session=
 
 
 def test_snapshot_has_every_column_and_totals(env):
-    clock = Clock()
+    clock = FakeMonotonic()
     mon = monitor(env, clock)
     codes = room_codes(env)
     snap = mon.snapshot()  # the current session by default
@@ -93,24 +83,24 @@ def test_snapshot_has_every_column_and_totals(env):
 
 
 def test_disconnected_after_three_missed_heartbeats(env):
-    clock = Clock()
+    clock = FakeMonotonic()
     mon = monitor(env, clock)
     code = room_codes(env)[0]
     beat(mon, code, logged_in=2)
-    clock.t += 14.9  # two beats missed, the third not yet
+    clock.now += 14.9  # two beats missed, the third not yet
     assert rows(mon.snapshot("1"))[code]["connected"] and mon.connected(code)
-    clock.t += 0.1  # the third missed
+    clock.now += 0.1  # the third missed
     assert not rows(mon.snapshot("1"))[code]["connected"] and not mon.connected(code)
     beat(mon, code, logged_in=2)
     assert mon.connected(code)
     slow = monitor(env, clock, missed=5)
     beat(slow, code)
-    clock.t += 20
+    clock.now += 20
     assert slow.connected(code)
 
 
 def test_bad_heartbeats_are_refused(env):
-    mon = monitor(env, Clock())
+    mon = monitor(env, FakeMonotonic())
     code = room_codes(env)[0]
     for state in ({"session_id": "nope"}, {"session_id": "1", "logged_in": -1}, {"session_id": "1", "in_exam": "3"},
                   {"session_id": "1", "logged_in": True}, "not a dict"):
@@ -123,7 +113,7 @@ def test_bad_heartbeats_are_refused(env):
 
 
 def test_transitions_are_persisted_and_reported_once(env):
-    clock = Clock()
+    clock = FakeMonotonic()
     mon = monitor(env, clock)
     codes = room_codes(env)
     permit(env, *codes)
@@ -150,7 +140,7 @@ def test_transitions_are_persisted_and_reported_once(env):
         beat(again, code, ended=True)
     assert all(r["kind"] != "session_ended" for r in again.tick())
     beat(again, codes[-1], ended=True)
-    clock.t += 60
+    clock.now += 60
     kinds = [r["kind"] for r in again.tick()]
     assert kinds == ["session_ended"]  # no room status once every room ended
     assert again.tick() == [] and monitor(env, clock).tick() == []
@@ -168,7 +158,7 @@ def test_transitions_are_persisted_and_reported_once(env):
 
 
 def test_room_status_is_periodic(env):
-    clock = Clock()
+    clock = FakeMonotonic()
     mon = monitor(env, clock, status_every=60.0)
     codes = room_codes(env)
     assert mon.tick() == []  # nothing under way yet
@@ -176,15 +166,15 @@ def test_room_status_is_periodic(env):
     first = mon.tick()
     assert [r["kind"] for r in first] == ["room_status"]
     assert first[0]["data"]["totals"]["in_exam"] == 5 and len(first[0]["data"]["rooms"]) == 3
-    clock.t += 30
+    clock.now += 30
     assert mon.tick() == []
-    clock.t += 30
+    clock.now += 30
     assert [r["kind"] for r in mon.tick()] == ["room_status"]
     assert mon.snapshot("1")["status_report"]["label"] == "等待上报"
 
 
 def test_start_without_permit_and_end_without_start(env):
-    clock = Clock()
+    clock = FakeMonotonic()
     mon = monitor(env, clock)
     codes = room_codes(env)
     permit(env, codes[0])
@@ -217,7 +207,7 @@ def test_monitor_view_rows_carry_their_room_session_state(env):
     from kd.core import lifecycle
     from kd.core.states import RoomSessionState, StartKind
 
-    clock = Clock()
+    clock = FakeMonotonic()
     mon = monitor(env, clock)
     codes = room_codes(env)
     permit(env, codes[0])

@@ -8,7 +8,6 @@ import threading
 import pytest
 
 from kd.core import model
-from kd.core.context import cst_now
 from kd.core.loading import LoadingService, NotLoaded
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
@@ -19,24 +18,16 @@ from kd.errors import FormatError, RegistrationRefused, UserError
 from kd.formats import kdinfo
 from kd.lan.client import LanError, ProctorClient
 from kd.lan.server import LanOptions, LanServer
-from tests.integration.lan_support import FakeMonotonic
+from tests.support.clocks import FakeMonotonic, ShiftedWall
 from tests.support.env import make_env
 
 ROOM, ROOM2 = "11003001", "11003002"
 IP1, IP2 = "10.0.0.11", "10.0.0.12"
 
 
-class Clock:
-    def __init__(self):
-        self.offset = datetime.timedelta(0)
-
-    def __call__(self):
-        return cst_now() + self.offset
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return ShiftedWall()
 
 
 @pytest.fixture

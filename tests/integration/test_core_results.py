@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-import io
 import os
 import threading
 from pathlib import Path
@@ -10,62 +9,14 @@ from pathlib import Path
 import pytest
 
 from kd.core import model
-from kd.core.loading import LoadingService
-from kd.core.outbox import Outbox
-from kd.core.recovery import RecoveryService
-from kd.core.upload import BackupRequired, UploadService
+from kd.core.upload import BackupRequired
 from kd.errors import FormatError, IntegrityError, PlatformUnreachable, ResultConflict, UserError
 from kd.formats.documents import load_upload_receipt
-from kd.formats.result import ABSENT, PRESENT, build_result
-from tests.support.env import SITE, make_env
-from tests.support.external import external_folder, remove_external
+from tests.support.env import SITE
+from tests.support.fixtures import closed_after
+from tests.support.results import deliver, pairs, result_package, results_env
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=3, sessions=2, candidates=5, room_kb=4)
-    LoadingService(e.ctx).load_online("admin")
-    e.outbox = Outbox(e.ctx)
-    e.recovery = RecoveryService(e.ctx, e.outbox)
-    e.upload = UploadService(e.ctx, e.outbox)
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def external_dir(tmp_path):
-    """A folder on another volume than the data folder (the USB stick of 第一步)."""
-    folder = external_folder(tmp_path)
-    yield folder
-    remove_external(folder)
-
-
-def pairs(env):
-    return RecoveryService.expected_pairs(env.ctx.manifest())
-
-
-def package(env, room, session, absent=1, uncollected=0, answer_kb=4, salt=b"", site=SITE, tickets=None):
-    """A result package for ``room``/``session`` built from the loaded manifest's candidates."""
-    people = sorted((c for c in env.ctx.manifest()["candidates"] if c["room"] == room and c["session"] == session),
-                    key=lambda c: c["seat"])
-    if tickets is not None:
-        people = [dict(c, ticket=t) for c, t in zip(people, tickets)]
-    cands = []
-    for i, c in enumerate(people):
-        status = ABSENT if i < absent else PRESENT
-        answer = None
-        if status == PRESENT and i >= absent + uncollected:
-            seed = hashlib.sha256(salt + c["ticket"].encode()).digest()
-            answer = seed * (answer_kb * 32)
-        cands.append({"ticket": c["ticket"], "subject": c["subject"], "status": status, "answer": answer})
-    session_subjects = next(s["subjects"] for s in env.ctx.manifest()["sessions"] if s["id"] == session)
-    return build_result(site_code=site, room_code=room, session_id=session, created_at=env.ctx.now(),
-                        candidates=cands, subjects=session_subjects)
-
-
-def send(env, room, session, data, source="lan", sha=None, size=None):
-    return env.recovery.receive(room, session, io.BytesIO(data), sha or hashlib.sha256(data).hexdigest(),
-                                len(data) if size is None else size, source, "proctor-" + room)
+env = closed_after(lambda tmp_path: results_env(tmp_path, rooms=3, sessions=2, candidates=5, room_kb=4))
 
 
 def rs(env, room, session):
@@ -73,8 +24,8 @@ def rs(env, room, session):
 
 
 def recover_all(env, **kw):
-    for room, session in pairs(env):
-        send(env, room, session, package(env, room, session, **kw))
+    for room, session in pairs(env.ctx):
+        deliver(env.recovery, room, session, result_package(env.ctx, room, session, **kw))
 
 
 def audit_actions(env):
@@ -84,34 +35,34 @@ def audit_actions(env):
 # -- 数据回收 ---------------------------------------------------------------------------
 
 def test_receive_records_after_spooling_and_duplicate_is_a_no_op(env):
-    room, session = pairs(env)[0]
-    data = package(env, room, session, absent=1, uncollected=1)
+    room, session = pairs(env.ctx)[0]
+    data = result_package(env.ctx, room, session, absent=1, uncollected=1)
     sha = hashlib.sha256(data).hexdigest()
-    got = send(env, room, session, data)
+    got = deliver(env.recovery, room, session, data)
     assert got["duplicate"] is False and got["sha256"] == sha and got["source"] == "lan"
     assert got["counts"]["candidates"] == 5 and got["counts"]["absent"] == 1 and got["counts"]["collected"] == 3
     assert env.ctx.spool.has(sha) and env.ctx.spool.verify(sha)
     stored = rs(env, room, session)["result"]
     assert stored["sha256"] == sha and stored["size"] == len(data)
     entries = len(list(env.ctx.audit.entries()))
-    again = send(env, room, session, data, source="manual")
+    again = deliver(env.recovery, room, session, data, source="manual")
     assert again["duplicate"] is True and again["received_at"] == stored["received_at"]
     assert rs(env, room, session)["result"] == stored
     assert len(list(env.ctx.audit.entries())) == entries  # nothing changed, nothing audited
 
 
 def test_conflicting_hash_refused_old_kept_and_shown(env):
-    room, session = pairs(env)[1]
-    first = package(env, room, session)
-    send(env, room, session, first)
+    room, session = pairs(env.ctx)[1]
+    first = result_package(env.ctx, room, session)
+    deliver(env.recovery, room, session, first)
     kept = rs(env, room, session)["result"]
-    other = package(env, room, session, salt=b"different answers")
+    other = result_package(env.ctx, room, session, salt=b"different answers")
     with pytest.raises(ResultConflict) as err:
-        send(env, room, session, other, source="manual")
+        deliver(env.recovery, room, session, other, source="manual")
     assert room in str(err.value)
     assert rs(env, room, session)["result"] == kept
     with pytest.raises(ResultConflict):  # again: still refused, counted once more
-        send(env, room, session, other, source="manual")
+        deliver(env.recovery, room, session, other, source="manual")
     conflicts = env.recovery.conflicts()
     assert len(conflicts) == 1 and conflicts[0]["times"] == 2
     assert conflicts[0]["kept_sha256"] == kept["sha256"]
@@ -122,18 +73,18 @@ def test_conflicting_hash_refused_old_kept_and_shown(env):
     row = next(r for r in snap["rows"] if r["room"] == room)
     assert row["situation"] == "已回收（有冲突）" and snap["conflicts"][0]["room"] == room
     # the same package as the kept one is still a plain duplicate
-    assert send(env, room, session, first)["duplicate"] is True
+    assert deliver(env.recovery, room, session, first)["duplicate"] is True
 
 
 @pytest.mark.parametrize("claim", ["room", "session"])
 def test_package_for_another_room_or_session_refused_without_trace(env, claim):
-    (room, session), (room2, _s) = pairs(env)[0], pairs(env)[1]
-    other_session = next(s for r, s in pairs(env) if s != session)
-    data = package(env, room2, session) if claim == "room" else package(env, room, other_session)
+    (room, session), (room2, _s) = pairs(env.ctx)[0], pairs(env.ctx)[1]
+    other_session = next(s for r, s in pairs(env.ctx) if s != session)
+    data = result_package(env.ctx, room2, session) if claim == "room" else result_package(env.ctx, room, other_session)
     sha = hashlib.sha256(data).hexdigest()
     before = env.ctx.stores.runtime.all(model.ROOM_SESSIONS)
     with pytest.raises(FormatError, match="不符"):
-        send(env, room, session, data)
+        deliver(env.recovery, room, session, data)
     assert not env.ctx.spool.has(sha)
     assert env.ctx.stores.runtime.all(model.ROOM_SESSIONS) == before
     assert env.ctx.stores.runtime.all(model.RESULT_CONFLICTS) == []
@@ -141,41 +92,42 @@ def test_package_for_another_room_or_session_refused_without_trace(env, claim):
 
 
 def test_wrong_site_and_wrong_candidates_refused(env):
-    room, session = pairs(env)[0]
-    for data, words in [(package(env, room, session, site="99999"), "考点代码不符"),
-                        (package(env, room, session, tickets=["X1", "X2", "X3", "X4", "X5"]), "考生名单不符")]:
+    room, session = pairs(env.ctx)[0]
+    strangers = ["X1", "X2", "X3", "X4", "X5"]
+    for data, words in [(result_package(env.ctx, room, session, site="99999"), "考点代码不符"),
+                        (result_package(env.ctx, room, session, tickets=strangers), "考生名单不符")]:
         with pytest.raises(FormatError, match=words):
-            send(env, room, session, data)
+            deliver(env.recovery, room, session, data)
         assert not env.ctx.spool.has(hashlib.sha256(data).hexdigest())
     assert rs(env, room, session)["result"] is None
 
 
 def test_bytes_not_matching_the_announced_hash_or_size(env):
-    room, session = pairs(env)[0]
-    data = package(env, room, session)
+    room, session = pairs(env.ctx)[0]
+    data = result_package(env.ctx, room, session)
     with pytest.raises(IntegrityError):
-        send(env, room, session, data, sha=hashlib.sha256(b"other").hexdigest())
+        deliver(env.recovery, room, session, data, sha=hashlib.sha256(b"other").hexdigest())
     with pytest.raises(IntegrityError):
-        send(env, room, session, data, size=len(data) + 10)
+        deliver(env.recovery, room, session, data, size=len(data) + 10)
     with pytest.raises(UserError, match="没有考生安排"):
-        send(env, "11003999", session, data)
+        deliver(env.recovery, "11003999", session, data)
     assert env.ctx.spool.list() == [] and rs(env, room, session)["result"] is None
 
 
 def test_refused_package_does_not_remove_a_recovered_file(env):
     """A package already recovered for its room, sent again under another room's name."""
-    (room, session), (room2, _s) = pairs(env)[0], pairs(env)[1]
-    data = package(env, room, session)
-    send(env, room, session, data)
+    (room, session), (room2, _s) = pairs(env.ctx)[0], pairs(env.ctx)[1]
+    data = result_package(env.ctx, room, session)
+    deliver(env.recovery, room, session, data)
     with pytest.raises(FormatError):
-        send(env, room2, session, data)
+        deliver(env.recovery, room2, session, data)
     assert env.ctx.spool.has(hashlib.sha256(data).hexdigest())
 
 
 def test_manual_import(env, tmp_path):
-    room, session = pairs(env)[-1]
+    room, session = pairs(env.ctx)[-1]
     path = tmp_path / "export.zip"
-    path.write_bytes(package(env, room, session))
+    path.write_bytes(result_package(env.ctx, room, session))
     got = env.recovery.import_package(str(path), "admin")
     assert (got["room"], got["session"], got["source"]) == (room, session, "manual")
     bad = tmp_path / "bad.zip"
@@ -187,14 +139,14 @@ def test_manual_import(env, tmp_path):
 
 
 def test_recovery_status_enqueued_once_when_all_recovered(env):
-    every = pairs(env)
+    every = pairs(env.ctx)
     for room, session in every[:-1]:
-        send(env, room, session, package(env, room, session))
+        deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     assert [i for i in env.outbox.items() if i["kind"] == "recovery_status"] == []
     assert env.recovery.snapshot()["all_recovered"] is False
     last = every[-1]
-    send(env, last[0], last[1], package(env, *last))
-    send(env, last[0], last[1], package(env, *last))  # duplicate: no second report
+    deliver(env.recovery, last[0], last[1], result_package(env.ctx, *last))
+    deliver(env.recovery, last[0], last[1], result_package(env.ctx, *last))  # duplicate: no second report
     reports = [i for i in env.outbox.items() if i["kind"] == "recovery_status"]
     assert len(reports) == 1
     sessions = reports[0]["data"]["sessions"]
@@ -211,9 +163,9 @@ def test_snapshot_columns_subjects_and_totals(env):
     sessions = env.ctx.manifest()["sessions"]
     two = next(s for s in sessions if len(s["subjects"]) == 2)
     one = next(s for s in sessions if len(s["subjects"]) == 1)
-    rooms = [r for r, s in pairs(env) if s == two["id"]]
-    send(env, rooms[0], two["id"], package(env, rooms[0], two["id"], absent=2, uncollected=1))
-    send(env, rooms[1], two["id"], package(env, rooms[1], two["id"], absent=0))
+    rooms = [r for r, s in pairs(env.ctx) if s == two["id"]]
+    deliver(env.recovery, rooms[0], two["id"], result_package(env.ctx, rooms[0], two["id"], absent=2, uncollected=1))
+    deliver(env.recovery, rooms[1], two["id"], result_package(env.ctx, rooms[1], two["id"], absent=0))
     snap = env.recovery.snapshot(two["id"])
     assert [c[1] for c in snap["columns"]] == ["考场编号", "场次", "考生人数", "参考人数", "缺考人数", "回收人数",
                                                "未回收人数", "考场情况", "状态上报"]
@@ -238,7 +190,7 @@ def test_snapshot_columns_subjects_and_totals(env):
     single = env.recovery.snapshot(one["id"])
     assert single["subject_columns"] == [] and all(r["subjects"] == [] for r in single["rows"])
     everything = env.recovery.snapshot(None)
-    assert len(everything["rows"]) == len(pairs(env)) and everything["totals"]["recovered"] == 2
+    assert len(everything["rows"]) == len(pairs(env.ctx)) and everything["totals"]["recovered"] == 2
     assert [s["id"] for s in everything["sessions"]] == [s["id"] for s in sessions]
     detail = env.recovery.detail(rooms[0], two["id"])
     assert [d["status"] for d in detail["candidates"]].count("缺考") == 2
@@ -252,10 +204,10 @@ def test_concurrent_receives_of_every_room(env):
 
     def one(room, session):
         try:
-            send(env, room, session, package(env, room, session))
+            deliver(env.recovery, room, session, result_package(env.ctx, room, session))
         except Exception as e:  # noqa: BLE001 - collected for the assertion
             errors.append(e)
-    threads = [threading.Thread(target=one, args=p) for p in pairs(env)]
+    threads = [threading.Thread(target=one, args=p) for p in pairs(env.ctx)]
     for t in threads:
         t.start()
     for t in threads:
@@ -272,8 +224,8 @@ def test_backup_and_upload_refusals_before_anything(env, tmp_path, external_dir)
         env.upload.backup_external(external_dir, "admin")
     with pytest.raises(UserError, match="尚无已回收"):
         env.upload.upload(None, "admin")
-    room, session = pairs(env)[0]
-    send(env, room, session, package(env, room, session))
+    room, session = pairs(env.ctx)[0]
+    deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     with pytest.raises(BackupRequired):
         env.upload.upload(None, "admin")
     with pytest.raises(UserError, match="不存在"):
@@ -289,8 +241,8 @@ def test_backup_and_upload_refusals_before_anything(env, tmp_path, external_dir)
 @pytest.mark.skipif(os.name == "nt" or (hasattr(os, "geteuid") and os.geteuid() == 0),
                     reason="permissions do not stop root")
 def test_backup_to_a_read_only_folder_refused(env, external_dir):
-    room, session = pairs(env)[0]
-    send(env, room, session, package(env, room, session))
+    room, session = pairs(env.ctx)[0]
+    deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     usb = Path(external_dir) / "ro"
     usb.mkdir()
     usb.chmod(0o500)
@@ -306,9 +258,9 @@ def test_backup_copies_verifies_and_a_damaged_copy_is_caught(env, external_dir):
     recover_all(env)
     usb = external_dir
     done = env.upload.backup_external(usb, "admin")
-    assert len(done["files"]) == len(pairs(env))
+    assert len(done["files"]) == len(pairs(env.ctx))
     names = sorted(os.listdir(done["folder"]))
-    assert "manifest.json" in names and len(names) == len(pairs(env)) + 1
+    assert "manifest.json" in names and len(names) == len(pairs(env.ctx)) + 1
     for f in done["files"]:
         with open(os.path.join(done["folder"], f["name"]), "rb") as fh:
             assert hashlib.sha256(fh.read()).hexdigest() == f["sha256"]
@@ -331,7 +283,7 @@ def test_backup_copies_verifies_and_a_damaged_copy_is_caught(env, external_dir):
 def test_a_damaged_spool_file_is_named_and_the_other_results_backed_up(env, external_dir):
     """Bit rot in the spool is not the USB stick's fault: the rest is backed up (more in test_backup_damage.py)."""
     recover_all(env)
-    room, session = pairs(env)[0]
+    room, session = pairs(env.ctx)[0]
     sha = rs(env, room, session)["result"]["sha256"]
     path = env.ctx.spool.path(sha)
     os.chmod(path, 0o600)
@@ -341,7 +293,7 @@ def test_a_damaged_spool_file_is_named_and_the_other_results_backed_up(env, exte
         fh.write(bytes(blob))
     done = env.upload.backup_external(external_dir, "admin")
     assert [(m["room"], m["session"]) for m in done["missing"]] == [(room, session)]
-    assert len(done["files"]) == len(pairs(env)) - 1 and done["complete"] is False
+    assert len(done["files"]) == len(pairs(env.ctx)) - 1 and done["complete"] is False
     assert "考场 {} 第{}场次".format(room, session) in done["warnings"][0]
     assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)["valid"] is True
     with pytest.raises(BackupRequired, match="已损坏"):
@@ -349,12 +301,12 @@ def test_a_damaged_spool_file_is_named_and_the_other_results_backed_up(env, exte
 
 
 def test_result_recovered_after_the_backup_needs_a_new_backup(env, external_dir):
-    every = pairs(env)
+    every = pairs(env.ctx)
     for room, session in every[:-1]:
-        send(env, room, session, package(env, room, session))
+        deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     usb = external_dir
     env.upload.backup_external(usb, "admin")
-    send(env, every[-1][0], every[-1][1], package(env, *every[-1]))
+    deliver(env.recovery, every[-1][0], every[-1][1], result_package(env.ctx, *every[-1]))
     with pytest.raises(BackupRequired, match=every[-1][0]):
         env.upload.upload(None, "admin")
     assert env.upload.snapshot()["not_backed_up"] == [{"room": every[-1][0], "session": every[-1][1]}]
@@ -368,15 +320,15 @@ def test_upload_cut_resumes_with_verified_receipts(env, external_dir):
     recover_all(env, answer_kb=16)
     usb = external_dir
     env.upload.backup_external(usb, "admin")
-    first_session = pairs(env)[0][1]
+    first_session = pairs(env.ctx)[0][1]
     snap = env.upload.snapshot()
     assert [r["status"] for r in snap["sessions"]] == ["全部未上报", "全部未上报"]
-    size = rs(env, *pairs(env)[0])["result"]["size"]
+    size = rs(env, *pairs(env.ctx)[0])["result"]["size"]
     env.sim.faults.set(drop_after=size // 3, drop_count=2)  # the client retries once, then gives up
     seen = []
     with pytest.raises(PlatformUnreachable):
         env.upload.upload(first_session, "admin", progress=seen.append)
-    assert all(rs(env, r, s)["upload"] is None for r, s in pairs(env))
+    assert all(rs(env, r, s)["upload"] is None for r, s in pairs(env.ctx))
     partial = env.sim.received()["uploads"]
     assert len(partial) == 1 and partial[0]["state"] == "open" and size // 3 <= partial[0]["offset"] < size
     assert "results.upload_interrupted" in audit_actions(env)
@@ -387,7 +339,7 @@ def test_upload_cut_resumes_with_verified_receipts(env, external_dir):
     resumed = [r for r in env.sim.requests() if r["method"] == "PUT" and partial[0]["upload_id"] in r["path"]]
     assert any(r.get("offset") == partial[0]["offset"] for r in resumed), resumed
     assert seen and all(0 < p["sent"] <= p["size"] for p in seen)
-    for room, session in pairs(env):
+    for room, session in pairs(env.ctx):
         if session != first_session:
             assert rs(env, room, session)["upload"] is None
             continue
@@ -400,7 +352,7 @@ def test_upload_cut_resumes_with_verified_receipts(env, external_dir):
     assert len(committed) == 3
     rows = env.upload.snapshot()["sessions"]
     assert rows[0]["status"] == "全部已上报" and rows[0]["uploaded"] == 3 and rows[1]["status"] == "全部未上报"
-    assert rows[0]["size"] == sum(rs(env, r, first_session)["result"]["size"] for r, s in pairs(env)
+    assert rows[0]["size"] == sum(rs(env, r, first_session)["result"]["size"] for r, s in pairs(env.ctx)
                                   if s == first_session)
     statuses = [i for i in env.outbox.items() if i["kind"] == "upload_status"]
     assert len(statuses) == 1 and statuses[0]["data"]["uploaded"] == 3
@@ -411,8 +363,8 @@ def test_upload_cut_resumes_with_verified_receipts(env, external_dir):
 
 
 def test_upload_warns_of_rooms_not_recovered(env, external_dir):
-    room, session = pairs(env)[0]
-    send(env, room, session, package(env, room, session))
+    room, session = pairs(env.ctx)[0]
+    deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     usb = external_dir
     env.upload.backup_external(usb, "admin")
     result = env.upload.upload(session, "admin")
@@ -422,8 +374,8 @@ def test_upload_warns_of_rooms_not_recovered(env, external_dir):
 
 
 def test_upload_refused_when_platform_unreachable_keeps_nothing_half_done(env, external_dir):
-    room, session = pairs(env)[0]
-    send(env, room, session, package(env, room, session))
+    room, session = pairs(env.ctx)[0]
+    deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     usb = external_dir
     env.upload.backup_external(usb, "admin")
     env.sim.faults.set(refuse="close")
@@ -434,8 +386,8 @@ def test_upload_refused_when_platform_unreachable_keeps_nothing_half_done(env, e
 
 
 def test_second_upload_while_one_runs_is_refused(env, external_dir):
-    room, session = pairs(env)[0]
-    send(env, room, session, package(env, room, session, answer_kb=16))
+    room, session = pairs(env.ctx)[0]
+    deliver(env.recovery, room, session, result_package(env.ctx, room, session, answer_kb=16))
     usb = external_dir
     env.upload.backup_external(usb, "admin")
     env.client.chunk_size = 32 * 1024  # progress is called after each chunk
@@ -475,11 +427,11 @@ def damage_spool_file(env, room, session):
 
 
 def test_backup_preview_names_rooms_not_recovered_and_damaged_files(env, external_dir):
-    every = pairs(env)
+    every = pairs(env.ctx)
     with pytest.raises(UserError, match="尚无已回收"):
         env.upload.backup_preview()
     for room, session in every[:-2]:
-        send(env, room, session, package(env, room, session))
+        deliver(env.recovery, room, session, result_package(env.ctx, room, session))
     damage_spool_file(env, *every[0])
     audit_before = len(audit_actions(env))
 
@@ -505,18 +457,18 @@ def test_backup_preview_of_a_complete_set(env):
     recover_all(env)
     preview = env.upload.backup_preview()
     assert preview["complete"] is True and preview["lines"] == []
-    assert preview["not_recovered"] == preview["damaged"] == [] and preview["recovered"] == len(pairs(env))
+    assert preview["not_recovered"] == preview["damaged"] == [] and preview["recovered"] == len(pairs(env.ctx))
 
 
 def test_recovery_view_carries_the_states_and_the_lifecycle(env):
     from kd.core import lifecycle
     from kd.core.states import ReportState, RoomSessionState, Situation
 
-    (room, session), (room2, _), *_ = pairs(env)
-    send(env, room, session, package(env, room, session))
-    send(env, room2, session, package(env, room2, session))
+    (room, session), (room2, _), *_ = pairs(env.ctx)
+    deliver(env.recovery, room, session, result_package(env.ctx, room, session))
+    deliver(env.recovery, room2, session, result_package(env.ctx, room2, session))
     with pytest.raises(ResultConflict):
-        send(env, room2, session, package(env, room2, session, salt=b"other"))
+        deliver(env.recovery, room2, session, result_package(env.ctx, room2, session, salt=b"other"))
     view = env.recovery.view(session)
     assert view.as_dict() == env.recovery.snapshot(session)
     states = {r.room: (r.situation, r.report) for r in view.rows}

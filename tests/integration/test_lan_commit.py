@@ -25,6 +25,7 @@ from kd.core import model
 from kd.lan.client import LanError, ProctorClient
 from kd.lan.server import UPLOAD_DIR
 from tests.integration.lan_support import LanSite, recv, send
+from tests.support.fixtures import closed_after
 
 DAY = 24 * 3600.0
 
@@ -44,20 +45,7 @@ class CountingClient(ProctorClient):
         return super().request(kind, fields, body, auth)
 
 
-@pytest.fixture
-def site(tmp_path):
-    s = LanSite(tmp_path)
-    yield s
-    s.close()
-
-
-def _package(site, tmp_path, room=None, answer_kb=64):
-    room = room or site.rooms()[0]
-    session = site.sessions_of(room)[0]
-    data = site.result_package(room, session, answer_kb=answer_kb)
-    path = tmp_path / "result-{}-{}.zip".format(room, session)
-    path.write_bytes(data)
-    return room, session, data, str(path)
+site = closed_after(LanSite)
 
 
 def _counting(site, room, token):
@@ -94,7 +82,7 @@ def _events(site, name):
 # -- 1. a storage failure at commit is retryable; the partial copy is kept ---------------------------------
 
 def test_spool_folder_unusable_at_commit_is_a_retryable_storage_error(site, tmp_path):
-    room, session, data, _ = _package(site, tmp_path)
+    room, session, data, _ = site.result_file(tmp_path)
     c = site.registered(room)
     sha = _send_all(c, session, data)
     spool = site.ctx.spool.folder
@@ -125,7 +113,7 @@ def test_spool_folder_unusable_at_commit_is_a_retryable_storage_error(site, tmp_
 
 
 def test_runtime_db_unwritable_at_commit_keeps_the_part_and_the_client_retries(site, tmp_path):
-    room, session, data, path = _package(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     sha = hashlib.sha256(data).hexdigest()
     token = site.registered(room).token
     c = _counting(site, room, token)
@@ -152,7 +140,7 @@ def test_runtime_db_unwritable_at_commit_keeps_the_part_and_the_client_retries(s
 
 
 def test_runtime_db_unwritable_raw_reply_then_begin_resumes_at_size(site, tmp_path):
-    room, session, data, _ = _package(site, tmp_path)
+    room, session, data, _ = site.result_file(tmp_path)
     c = site.registered(room)
     sha = _send_all(c, session, data)
     blocker = os.path.join(site.ctx.data_dir, "db", "runtime.json.tmp")
@@ -190,7 +178,7 @@ def _can_mount(where):
 def test_full_disk_under_the_spool_then_retry(site, tmp_path):
     if not _can_mount(str(tmp_path)):
         pytest.skip("mounting a tmpfs is not permitted here")
-    room, session, data, path = _package(site, tmp_path, answer_kb=64)
+    room, session, data, path = site.result_file(tmp_path, answer_kb=64)
     sha = hashlib.sha256(data).hexdigest()
     token = site.registered(room).token
     c = _counting(site, room, token)
@@ -242,7 +230,7 @@ def _fill(folder):
 def test_full_disk_under_the_uploads_folder(site, tmp_path):
     if not _can_mount(str(tmp_path)):
         pytest.skip("mounting a tmpfs is not permitted here")
-    room, session, data, _ = _package(site, tmp_path)
+    room, session, data, _ = site.result_file(tmp_path)
     sha = hashlib.sha256(data).hexdigest()
     c = site.registered(room)
     uploads = site.server.upload_dir
@@ -309,7 +297,7 @@ def _commit_without_reading(site, room, token, session, data):
 
 
 def test_lost_commit_reply_then_begin_answers_complete(site, tmp_path):
-    room, session, data, path = _package(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     token = site.registered(room).token
     sha = _commit_without_reading(site, room, token, session, data)
     first = _recorded(site, room, session)
@@ -335,7 +323,7 @@ def test_lost_commit_reply_then_begin_answers_complete(site, tmp_path):
 
 
 def test_complete_after_a_restart_and_a_leftover_part_is_removed(site, tmp_path):
-    room, session, data, path = _package(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     c = site.registered(room)
     reply = c.upload(path, session)
     sha = reply["sha256"]
@@ -353,7 +341,7 @@ def test_complete_after_a_restart_and_a_leftover_part_is_removed(site, tmp_path)
 
 
 def test_another_package_after_a_commit_is_not_complete(site, tmp_path):
-    room, session, data, path = _package(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     c = site.registered(room)
     c.upload(path, session)
     other = site.result_package(room, session, answer_kb=8, salt=b"other")
@@ -377,8 +365,8 @@ def _age(path, seconds):
 def test_abandoned_part_is_removed_at_start_and_a_fresh_one_kept(site, tmp_path, caplog):
     rooms = site.rooms()
     old_room, new_room = rooms[0], rooms[1]
-    _, session, old, old_path = _package(site, tmp_path, room=old_room)
-    _, session2, new, new_path = _package(site, tmp_path, room=new_room)
+    _, session, old, old_path = site.result_file(tmp_path, room=old_room)
+    _, session2, new, new_path = site.result_file(tmp_path, room=new_room)
     c_old = site.registered(old_room)
     c_new = site.registered(new_room)
     for c, path, s in ((c_old, old_path, session), (c_new, new_path, session2)):
@@ -402,7 +390,7 @@ def test_abandoned_part_is_removed_at_start_and_a_fresh_one_kept(site, tmp_path,
 def test_housekeeping_removes_an_abandoned_part_but_not_one_in_use(tmp_path):
     site = LanSite(tmp_path, sweep_interval=0.05)
     try:
-        room, session, data, path = _package(site, tmp_path)
+        room, session, data, path = site.result_file(tmp_path)
         c = site.registered(room)
         with pytest.raises(LanError):
             c.upload(path, session, chunk=10000, abort_after=20000)
@@ -431,7 +419,7 @@ def test_housekeeping_removes_an_abandoned_part_but_not_one_in_use(tmp_path):
 
 
 def test_a_resumed_part_is_not_swept(site, tmp_path):
-    room, session, data, path = _package(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     c = site.registered(room)
     with pytest.raises(LanError):
         c.upload(path, session, chunk=10000, abort_after=20000)

@@ -22,29 +22,19 @@ import socket
 import pytest
 
 from kd.core import registration as reg
-from kd.core.context import cst_now
 from kd.lan.client import LanError
 from kd.store.audit import AuditLog
 from tests.integration.lan_support import LOOPBACK, LanSite, closed_by_peer, recv, send
+from tests.support.clocks import ShiftedWall
 
 ATTACKER = "127.0.0.5"
 PROCTOR = "127.0.0.6"
 
 
-class Clock:
-    """The site's wall clock, moved by hand (the refusal windows and lockouts follow ``ctx.now()``)."""
-
-    def __init__(self):
-        self.offset = datetime.timedelta(0)
-
-    def __call__(self):
-        return cst_now() + self.offset
-
-
 @pytest.fixture
 def site(tmp_path):
     s = LanSite(tmp_path, rooms=3, sessions=1)
-    s.ctx.clock = s.clock_wall = Clock()
+    s.ctx.clock = s.clock_wall = ShiftedWall()  # the refusal windows and lockouts follow ``ctx.now()``
     yield s
     s.close()
 

@@ -13,13 +13,9 @@ from kd.formats.timeutil import parse_time
 from kd.lan.client import LanError, ProctorClient
 from tests.integration.lan_support import OTHER_IP, LanSite, recv, send
 from tests.integration.live_helpers import sync
+from tests.support.fixtures import closed_after
 
-
-@pytest.fixture
-def site(tmp_path):
-    s = LanSite(tmp_path)
-    yield s
-    s.close()
+site = closed_after(LanSite)
 
 
 def test_port_contract_and_events(site):
@@ -174,17 +170,8 @@ def test_heartbeats_feed_the_monitor_and_time_out(site):
     assert not site.monitor.connected(rooms[1])
 
 
-def _upload_site(site, tmp_path, room=None, answer_kb=64):
-    room = room or site.rooms()[0]
-    session = site.sessions_of(room)[0]
-    data = site.result_package(room, session, answer_kb=answer_kb)
-    path = tmp_path / "result-{}-{}.zip".format(room, session)
-    path.write_bytes(data)
-    return room, session, data, str(path)
-
-
 def test_upload_resumes_after_a_cut(site, tmp_path):
-    room, session, data, path = _upload_site(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     sha = hashlib.sha256(data).hexdigest()
     c = site.registered(room)
     with pytest.raises(LanError):
@@ -207,7 +194,7 @@ def test_upload_resumes_after_a_cut(site, tmp_path):
 
 
 def test_partial_upload_survives_a_server_restart(site, tmp_path):
-    room, session, data, path = _upload_site(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     c = site.registered(room)
     with pytest.raises(LanError):
         c.upload(path, session, chunk=50000, abort_after=150000)
@@ -222,7 +209,7 @@ def test_partial_upload_survives_a_server_restart(site, tmp_path):
 
 
 def test_commit_reply_only_after_the_file_is_durable(site, tmp_path):
-    room, session, data, path = _upload_site(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     sha = hashlib.sha256(data).hexdigest()
     c = site.registered(room)
     recorded = threading.Event()
@@ -257,7 +244,7 @@ def test_commit_reply_only_after_the_file_is_durable(site, tmp_path):
 
 
 def test_upload_rules(site, tmp_path):
-    room, session, data, path = _upload_site(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     sha = hashlib.sha256(data).hexdigest()
     c = site.registered(room)
     with pytest.raises(LanError) as e:
@@ -313,7 +300,7 @@ def test_upload_rules(site, tmp_path):
 
 
 def test_conflicting_result_is_refused_and_the_first_kept(site, tmp_path):
-    room, session, data, path = _upload_site(site, tmp_path)
+    room, session, data, path = site.result_file(tmp_path)
     c = site.registered(room)
     first = c.upload(path, session)
     other = site.result_package(room, session, answer_kb=64, salt=b"second")

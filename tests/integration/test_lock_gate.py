@@ -18,7 +18,6 @@ from kd.formats.signing import Signer
 from kd.lock import gate as G
 from kd.lock import protocol as P
 from kd.lock.driver import ExpectedLock
-from kd.lock.emulator import LockEmulator
 from kd.platform.simdata import SimData
 from kd.site import read_config
 from kd.store.database import Database
@@ -59,17 +58,7 @@ def open_gate(data_dir, url=None):
     return G.open_gate(data_dir, url, requirement=requirement(data_dir))
 
 
-@pytest.fixture(autouse=True)
-def no_env_lock(monkeypatch):
-    monkeypatch.delenv(G.ENV_LOCK_URL, raising=False)
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = LockEmulator(str(tmp_path / "dongle"))
-    e.start_tcp()
-    yield e
-    e.stop()
+pytestmark = pytest.mark.usefixtures("no_env_lock")
 
 
 def closed_port_url():

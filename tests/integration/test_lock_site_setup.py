@@ -6,7 +6,6 @@ import pytest
 
 from kd.core import model
 from kd.core.accounts import SetupRefused
-from kd.lock import gate as G
 from kd.lock import protocol as P
 from kd.site import open_site
 
@@ -14,9 +13,7 @@ DRILL = {"rooms": 2, "sessions": 1, "candidates": 2, "room_kb": 4}
 NEW = "drill-2026"
 
 
-@pytest.fixture(autouse=True)
-def no_env_lock(monkeypatch):
-    monkeypatch.delenv(G.ENV_LOCK_URL, raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_lock")
 
 
 def test_a_site_code_other_than_the_dongles_is_refused_at_setup_not_at_load(tmp_path):

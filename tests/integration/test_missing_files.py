@@ -12,8 +12,8 @@ import os
 import pytest
 
 from kd.store.audit import AuditLog
-from tests.integration.test_cli_exam import configure, kd, ok
-from tests.support.env import make_env
+from tests.support.cli import cli_env, configure, kd, ok
+from tests.support.fixtures import closed_after
 
 
 def slots(data, name):
@@ -25,12 +25,7 @@ def generation(path):
         return json.loads(f.readline())["gen"]
 
 
-@pytest.fixture
-def env(tmp_path):
-    e = make_env(tmp_path, rooms=3, sessions=2, candidates=5, room_kb=4)
-    e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
-    yield e
-    e.close()
+env = closed_after(cli_env)
 
 
 @pytest.fixture

@@ -12,28 +12,17 @@ from kd.formats.signing import Signer, TrustedKeys
 from kd.platform import demo
 from kd.platform.client import PlatformClient, new_report_key
 from kd.platform.simulator import start_simulator
+from tests.support.env import SITE
+from tests.support.fixtures import closed_after
+from tests.support.simclient import sim_client
 
-SITE = "11003"
-
-
-@pytest.fixture
-def sim(tmp_path):
-    server = start_simulator(str(tmp_path / "sim"), site_code=SITE, rooms=3, sessions=2, candidates=5,
-                             room_kb=32, first_start_in=60)
-    yield server
-    server.shutdown()
-
-
-def make_client(sim, **kw):
-    kw.setdefault("backoff", 0.0)
-    kw.setdefault("timeout", (2.0, 10.0))
-    trusted = kw.pop("trusted", None) or TrustedKeys([sim.public_key])
-    return PlatformClient(sim.url, SITE, kw.pop("password", sim.password), trusted, **kw)
+sim = closed_after(lambda tmp_path: start_simulator(str(tmp_path / "sim"), site_code=SITE, rooms=3, sessions=2,
+                                                   candidates=5, room_kb=32, first_start_in=60), close="shutdown")
 
 
 @pytest.fixture
 def client(sim):
-    c = make_client(sim)
+    c = sim_client(sim)
     yield c
     c.close()
 
@@ -59,7 +48,7 @@ def test_probe_and_login(sim, client):
 
 
 def test_wrong_password_is_refused_once_with_the_platform_message(sim):
-    with make_client(sim, password="wrong") as c:
+    with sim_client(sim, password="wrong") as c:
         with pytest.raises(PlatformRefused) as err:
             c.login()
     assert "考点代码或平台密码错误" in str(err.value)
@@ -98,7 +87,7 @@ def test_download_package_verifies_and_loads(sim, client, tmp_path):
 
 def test_package_signed_by_an_unknown_key_is_refused_and_not_kept(sim, tmp_path):
     folder = tmp_path / "dl"
-    with make_client(sim, trusted=TrustedKeys([Signer.generate().public_key])) as c:
+    with sim_client(sim, trusted=TrustedKeys([Signer.generate().public_key])) as c:
         with pytest.raises(FormatError) as err:
             c.download_package(str(folder))
     assert "签名密钥不受信任" in str(err.value)
@@ -126,7 +115,7 @@ def test_package_cut_midway_is_downloaded_again(sim, client, tmp_path):
 def test_package_cut_every_time_is_unreachable_and_leaves_no_half_file(sim, tmp_path):
     folder = tmp_path / "dl"
     sim.faults.set(drop_after=30000, drop_count=100)
-    with make_client(sim, retries=2) as c:
+    with sim_client(sim, retries=2) as c:
         with pytest.raises(PlatformUnreachable) as err:
             c.download_package(str(folder))
     assert "手工导入" in err.value.remedy and ".zip" in err.value.remedy
@@ -136,7 +125,7 @@ def test_package_cut_every_time_is_unreachable_and_leaves_no_half_file(sim, tmp_
 
 def test_package_above_the_size_cap_is_refused(sim, tmp_path):
     folder = tmp_path / "dl"
-    with make_client(sim, max_package_bytes=10000) as c:
+    with sim_client(sim, max_package_bytes=10000) as c:
         with pytest.raises(PlatformRefused) as err:
             c.download_package(str(folder))
     assert "过大" in str(err.value)
@@ -165,7 +154,7 @@ def test_unknown_session_and_early_verification_are_refused(sim, client):
 
 
 def test_authorization_from_another_platform_key_is_refused(sim):
-    with make_client(sim, trusted=TrustedKeys([Signer.generate().public_key])) as c:
+    with sim_client(sim, trusted=TrustedKeys([Signer.generate().public_key])) as c:
         with pytest.raises(FormatError):
             c.download_authorization("1")
 
@@ -237,12 +226,12 @@ def test_report_keys_survive_a_simulator_restart(tmp_path):
     key = new_report_key()
     with start_simulator(data_dir, rooms=2, room_kb=8) as first:
         public_key = first.public_key
-        with make_client(first, timeout=(10.0, 30.0)) as c:  # generous: a retried post would say duplicate
+        with sim_client(first, timeout=(10.0, 30.0)) as c:  # generous: a retried post would say duplicate
             # the same report sent again carries its original created_at (the outbox keeps it)
             assert c.post_report("recovery_status", {"all": True}, key, created_at=CREATED)["duplicate"] is False
     with start_simulator(data_dir) as second:
         assert second.public_key == public_key
-        with make_client(second, timeout=(10.0, 30.0)) as c:
+        with sim_client(second, timeout=(10.0, 30.0)) as c:
             assert c.post_report("recovery_status", {"all": True}, key, created_at=CREATED)["duplicate"] is True
         assert len(second.received()["reports"]) == 1
 
@@ -264,7 +253,7 @@ def test_nothing_listening_is_unreachable(tmp_path):
 
 def test_connection_closed_without_answer_is_unreachable(sim):
     sim.faults.set(refuse="close")
-    with make_client(sim, retries=1) as c:
+    with sim_client(sim, retries=1) as c:
         assert c.probe() is False
         with pytest.raises(PlatformUnreachable):
             c.package_info()
@@ -272,7 +261,7 @@ def test_connection_closed_without_answer_is_unreachable(sim):
 
 def test_platform_503_is_refused_after_bounded_retries(sim):
     sim.faults.set(refuse=503)
-    with make_client(sim, retries=2) as c:
+    with sim_client(sim, retries=2) as c:
         with pytest.raises(PlatformRefused) as err:
             c.download_authorization("1")
     assert "监控平台暂时无法提供服务" in str(err.value)
@@ -282,7 +271,7 @@ def test_platform_503_is_refused_after_bounded_retries(sim):
 
 def test_slow_answer_hits_the_read_timeout(sim):
     sim.faults.set(slow=30.0)
-    with make_client(sim, retries=0, timeout=(2.0, 0.3)) as c:
+    with sim_client(sim, retries=0, timeout=(2.0, 0.3)) as c:
         with pytest.raises(PlatformUnreachable) as err:
             c.login()
     assert "Timeout" in err.value.detail
@@ -302,7 +291,7 @@ def test_every_nth_failure_is_retried_for_gets(sim, client):
 
 
 def test_without_retries_the_nth_failure_reaches_the_caller(sim):
-    with make_client(sim, retries=0) as c:
+    with sim_client(sim, retries=0) as c:
         c.login()
         sim.faults.set(fail_every=1)
         with pytest.raises(PlatformRefused):

@@ -24,6 +24,8 @@ from kd.errors import PlatformUnreachable
 from kd.formats.signing import TrustedKeys
 from kd.platform.client import PlatformClient, new_report_key
 from kd.platform.simulator import start_simulator
+from tests.support import cli
+from tests.support.fixtures import closed_after
 
 SITE = "11003"
 DEADLINE = 3.0
@@ -320,22 +322,14 @@ def test_unresponsive_port_every_call_ends_on_time(request, tmp_path, port):
 
 # -- offline commands never wait for the outbox -------------------------------------------------
 
-@pytest.fixture
-def cli_env(tmp_path):
-    from tests.support.env import make_env
-
-    e = make_env(tmp_path, rooms=1, sessions=1, candidates=4, room_kb=4)
-    e.driver.stop()  # the emulator serves one host at a time: leave it to the subprocesses
-    yield e
-    e.close()
+cli_env = closed_after(lambda tmp_path: cli.cli_env(tmp_path, rooms=1, sessions=1, candidates=4, room_kb=4))
 
 
 def test_recover_with_an_unreachable_platform_returns_at_once_and_the_report_stays_queued(
         cli_env, tmp_path, never_accepted):
     from kd.core import model
     from kd.store.database import open_stores
-    from tests.integration.test_cli_exam import configure, kd, ok
-    from tests.integration.test_cli_results import export
+    from tests.support.cli import configure, export, kd, ok
 
     data = configure(cli_env, "site")
     ok(kd(cli_env, data, "load"))

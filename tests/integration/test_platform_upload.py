@@ -1,5 +1,6 @@
 """Resumable result upload against the real platform simulator over HTTP on 127.0.0.1."""
 
+import functools
 import hashlib
 import os
 import socket
@@ -10,23 +11,16 @@ from kd.errors import FormatError, PlatformUnreachable
 from kd.formats.signing import Signer, TrustedKeys
 from kd.platform.client import PlatformClient
 from kd.platform.simulator import start_simulator
+from tests.support.env import SITE
+from tests.support.fixtures import closed_after
+from tests.support.simclient import sim_client
 
-SITE = "11003"
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def sim(tmp_path):
-    server = start_simulator(str(tmp_path / "sim"), site_code=SITE, rooms=2, sessions=1, candidates=3, room_kb=8)
-    yield server
-    server.shutdown()
-
-
-def make_client(sim, **kw):
-    kw.setdefault("backoff", 0.0)
-    kw.setdefault("timeout", (2.0, 20.0))
-    trusted = kw.pop("trusted", None) or TrustedKeys([sim.public_key])
-    return PlatformClient(sim.url, SITE, sim.password, trusted, **kw)
+sim = closed_after(lambda tmp_path: start_simulator(str(tmp_path / "sim"), site_code=SITE, rooms=2, sessions=1,
+                                                   candidates=3, room_kb=8), close="shutdown")
+make_client = functools.partial(sim_client, timeout=(2.0, 20.0))  # a read of a whole chunk may take longer
 
 
 def random_file(path, size):

@@ -17,7 +17,6 @@ from kd.errors import RegistrationRefused, StoreClosedError
 from kd.formats.signing import key_id_of
 from kd.lan.server import LanServiceError
 from kd.lock import gate as G
-from kd.lock.emulator import LockEmulator
 from kd.site import LanOptions, open_site
 from kd.store.database import Database
 from kd.store.datafolder import DataFolder
@@ -27,17 +26,7 @@ DRILL = {"rooms": 2, "sessions": 1, "candidates": 2, "room_kb": 4}
 LOCAL = LanOptions(host="127.0.0.1", port=0)
 
 
-@pytest.fixture(autouse=True)
-def no_env_lock(monkeypatch):
-    monkeypatch.delenv(G.ENV_LOCK_URL, raising=False)
-
-
-@pytest.fixture
-def emu(tmp_path):
-    e = LockEmulator(str(tmp_path / "dongle"))
-    e.start_tcp()
-    yield e
-    e.stop()
+pytestmark = pytest.mark.usefixtures("no_env_lock")
 
 
 def configured(data_dir, **site):

@@ -14,13 +14,9 @@ from kd.core.monitor import START_PERMITTED, START_UNPERMITTED, UNPERMITTED_LABE
 from kd.lan.client import LanError
 from tests.integration.lan_support import LanSite
 from tests.integration.live_helpers import sync
+from tests.support.fixtures import closed_after
 
-
-@pytest.fixture
-def site(tmp_path):
-    s = LanSite(tmp_path)
-    yield s
-    s.close()
+site = closed_after(LanSite)
 
 
 def session_rooms(site, session="1"):

@@ -10,7 +10,8 @@
   and closes ``env`` at the end.
 - the start flow over a drill ``App`` on loopback: ``drill_flow(root, dialogs, data_dir,
   site, clock=None)``, ``screen_of(flow, cls)`` (the flow's screen when it is a ``cls``),
-  ``ready_login(flow)`` (the login screen once 登录 is enabled).
+  ``ready_login(flow)`` (the login screen once 登录 is enabled), ``first_login(root, flow,
+  login)`` (登录 with the initial password 888: the forced 修改初始密码 form it leads to).
 - ``require_display()``: skip without a display, fail under ``KD_REQUIRE_GUI=1``.
 """
 
@@ -22,7 +23,7 @@ import pytest
 
 from kd.core.services import Core
 from tests.support.env import make_env
-from tests.support.ui import FakeShell
+from tests.support.ui import FakeShell, pump_until
 
 
 @contextmanager
@@ -89,6 +90,15 @@ def ready_login(flow: Any) -> Optional[Any]:
 
     login = screen_of(flow, LoginScreen)
     return login if login and login.core is not None else None
+
+
+def first_login(root: Any, flow: Any, login: Any) -> Any:
+    """登录 as admin with the initial password: the forced change's form, once the flow shows it."""
+    from kd.views.password import PasswordForm  # noqa: PLC0415
+
+    login.password.insert(0, "888")
+    login.button.invoke()
+    return pump_until(root, lambda: screen_of(flow, PasswordForm), 20, "forced change")
 
 
 def require_display() -> None:

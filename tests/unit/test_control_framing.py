@@ -11,14 +11,6 @@ from kd.control import framing
 from kd.control.server import proof
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_the_documented_example_is_byte_exact():
     frame = framing.encode({"type": "line", "text": "密码"})
     payload = '{"type":"line","text":"密码"}'.encode()

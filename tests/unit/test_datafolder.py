@@ -159,33 +159,32 @@ def test_a_failed_table_write_rolls_the_items_back(loaded, monkeypatch):
     assert state(folder, stores) == before
 
 
-def test_finish_interrupted_rolls_forward_after_the_journal(loaded):
-    folder, stores = loaded
-    tx = make_tx(folder, stores, {"r2.dat": "new r2"})
-    tx.items = [{"name": "rooms", "had": True}]
-    tx._write_journal()  # killed right after the commit point, before any swap
-    stores.close()
-    assert folder.finish_interrupted() == "load"
-    again = folder.open_stores()
-    try:
-        assert state(folder, again) == (["r2.dat"], {"v": 2}, ["r2.dat"], {"kept": True})
-    finally:
-        again.close()
+def killed_after_the_commit_point(folder, tx):
+    """Killed right after the journal was written, before any swap: the load rolls forward."""
 
 
-def test_finish_interrupted_midway_forward_and_back(loaded):
+def killed_midway_back(folder, tx):
+    """Killed between the two renames of a roll-back: the load rolls back."""
+    df._move(folder.rooms_dir, os.path.join(tx.dir, "old", "rooms"))
+    tx.direction = "back"
+    tx._write_journal()
+
+
+@pytest.mark.parametrize("killed, expected", [
+    (killed_after_the_commit_point, (["r2.dat"], {"v": 2}, ["r2.dat"], {"kept": True})),
+    (killed_midway_back, (["r1.dat"], {"v": 1}, ["r1.dat"], {"kept": True})),
+])
+def test_finish_interrupted_after_the_journal(loaded, killed, expected):
     folder, stores = loaded
     tx = make_tx(folder, stores, {"r2.dat": "new r2"})
     tx.items = [{"name": "rooms", "had": True}]
     tx._write_journal()
-    df._move(folder.rooms_dir, os.path.join(tx.dir, "old", "rooms"))  # killed between the two renames
-    tx.direction = "back"
-    tx._write_journal()  # ... of a roll-back
+    killed(folder, tx)
     stores.close()
     assert folder.finish_interrupted() == "load"
     again = folder.open_stores()
     try:
-        assert state(folder, again) == (["r1.dat"], {"v": 1}, ["r1.dat"], {"kept": True})
+        assert state(folder, again) == expected
     finally:
         again.close()
 

@@ -8,23 +8,13 @@ import pytest
 
 from kd.errors import FormatError
 from kd.formats import documents as d
-from kd.formats.signing import MAX_DOCUMENT_BYTES, Signer, TrustedKeys
+from kd.formats.signing import MAX_DOCUMENT_BYTES, Signer
 from kd.formats.timeutil import CST
 
 SITE = "11003"
 START = datetime.datetime(2026, 6, 13, 9, 0, tzinfo=CST)
 H = datetime.timedelta(hours=1)
 M = datetime.timedelta(minutes=1)
-
-
-@pytest.fixture(scope="module")
-def platform():
-    return Signer.generate()
-
-
-@pytest.fixture(scope="module")
-def trusted(platform):
-    return TrustedKeys([platform.public_key])
 
 
 def ptq(signer, **over):

@@ -20,25 +20,15 @@ from kd.errors import FormatError
 from kd.formats import package as pkg
 from kd.formats.package import build_package, load_package, room_member_name
 from kd.formats.safezip import name_problem
-from kd.formats.signing import Signer, TrustedKeys, canonical_json
+from kd.formats.signing import Signer, canonical_json
 from tests.unit.formats_helpers import make_manifest, many_members_zip, raw_zip, room_files, zip_members
 
 SITE = "11003"
 
 
 @pytest.fixture(scope="module")
-def platform():
-    return Signer.generate()
-
-
-@pytest.fixture(scope="module")
 def lock():
     return Signer.generate()
-
-
-@pytest.fixture(scope="module")
-def trusted(platform):
-    return TrustedKeys([platform.public_key])
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,12 @@
 """KDLAN frames over a real socket pair: round trip, caps, header checks, deadlines."""
 
 import json
-import socket
 import struct
 
 import pytest
 
 from kd.lan import framing
 from kd.lan.framing import BODY_MAX, HEADER_MAX, Closed, FrameError, Limits
-
-
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
-
 
 FAST = Limits(idle=2.0, request=2.0, min_rate=1000.0, grace=0.2)
 
