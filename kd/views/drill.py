@@ -15,7 +15,7 @@ runs the sessions accelerated instead: each starts as soon as it is permitted an
 ``duration_min / X`` minutes.
 
 While it runs, the top bar shows a one-line summary next to 演练 (``summary_text``:
-注册 a/N · 考试中 b · 已上传 c) and 模拟考场进度… opens a window with one row per simulated
+a/N registered · 考试中 b · 已上传 c) and 模拟考场进度… opens a window with one row per simulated
 room (考场编号 | 监考机地址 | 状态 | 场次; ``ProgressWindow``). Both are fed by the
 simulator's progress callback: it runs on the proctors' threads and only posts one
 refresh at a time to the shell's loop; the Tk thread reads ``Simulation.progress()``.
@@ -62,10 +62,11 @@ def phase_text(phase: str, detail: str, shown_time: Any = None) -> str:
 
 
 def summary_text(progress: Sequence[Any], registered: int, uploads: int) -> str:
-    """The top bar's line: ``模拟考场 注册 a/N · 考试中 b · 已上传 c`` (and ``· 失败 d``)."""
+    """The top bar's line: ``模拟 a/N · 考试中 b · 已上传 c`` (a of N registered; ``· 失败 d``),
+    short enough for the top bar at 1024 px."""
     in_exam = sum(1 for p in progress if p.phase == "in_exam")
     failed = sum(1 for p in progress if p.phase == "failed")
-    text = "模拟考场 注册 {}/{} · 考试中 {} · 已上传 {}".format(registered, len(progress), in_exam, uploads)
+    text = "模拟 {}/{} · 考试中 {} · 已上传 {}".format(registered, len(progress), in_exam, uploads)
     return text + (" · 失败 {}".format(failed) if failed else "")
 
 

@@ -31,7 +31,7 @@ def test_menu_drill_registers_every_room_and_shows_progress_live(gui_root, scrip
         core = day.core
         day.wait(lambda: sum(1 for r in core.registration.snapshot()["rooms"] if r.get("data_imported")) == 30,
                  "30 rooms registered", timeout=120)
-        day.wait(lambda: "注册 30/30" in drill.status.cget("text"), "the live summary")
+        day.wait(lambda: "模拟 30/30 ·" in drill.status.cget("text"), "the live summary")
         assert drill.simulation is not None and drill.simulation.running()  # live, not at the end
         ips = {r["ip"] for r in core.registration.snapshot()["rooms"]}
         assert len(ips) == 30 and "127.0.0.1" not in ips
