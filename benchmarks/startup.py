@@ -19,8 +19,11 @@ fills the OS file cache, so the medians are over the warm runs after it.
 
 Prints one line:
 ``{"bench": "startup", "s", "baseline_s", "ratio", "first_window_s", "frozen_s",
-"frozen_splash_s", "frozen_login_s", "frozen_runs", "frozen_size_mb"}``
-(``frozen_s`` = ``frozen_login_s``, the old key; frozen figures null without a binary).
+"frozen_splash_s", "frozen_login_s", "frozen_window_mapped_s", "frozen_runs",
+"frozen_splash_seen", "frozen_size_mb"}``: ``frozen_login_s`` is the probe's
+``KD-PAINTED login`` (drawn at idle time), ``frozen_window_mapped_s`` the X server's
+``MapNotify`` of the app's window (the first non-splash top-level), ``frozen_s`` =
+``frozen_login_s`` (the old key); frozen figures are null without a binary.
 Targets: ratio ≤ 1.5 from source; frozen splash ≤ 0.3 s, login window ≤ 0.8 s.
 Linux only for the frozen figures (a windowed Windows exe has no stdout for the probe).
 """
@@ -99,6 +102,16 @@ class MapWatcher:
         with self.lock:
             return next((at for at, splash in self.maps if splash and at >= after), None)
 
+    def first_window(self, after: float, wait_s: float = 2.0) -> Optional[float]:
+        """The first other top-level window mapped after ``after``: the app's own (its
+        ``MapNotify`` may still be on its way when the process was killed: waits up to ``wait_s``)."""
+        def found() -> Optional[float]:
+            return next((at for at, splash in self.maps if not splash and at >= after), None)
+
+        with self.changed:
+            self.changed.wait_for(lambda: found() is not None, wait_s)
+            return found()
+
 
 def timed(argv: List[str], env: Dict[str, str], limit: float = 60.0,
           watcher: Optional[MapWatcher] = None) -> Dict[str, float]:
@@ -124,6 +137,11 @@ def timed(argv: List[str], env: Dict[str, str], limit: float = 60.0,
                 break
             if line.startswith("KD-PAINTED "):
                 marks[line.split()[1]] = time.perf_counter() - start
+        if watcher is not None and "login" in marks:
+            # before the kill: Tk sends the window's map request when it next waits for events
+            mapped = watcher.first_window(start)
+            if mapped is not None:
+                marks["mapped"] = mapped - start
     except queue.Empty:
         pass
     finally:
@@ -185,8 +203,10 @@ def frozen_figures(exe: str, env: Dict[str, str], runs: int) -> Dict[str, Any]:
         return {"frozen_size_mb": size_mb}
     login = statistics.median(r["login"] for r in results)
     splashes = [r["splash"] for r in results if "splash" in r]
+    mapped = [r["mapped"] for r in results if "mapped" in r]
     return {"frozen_login_s": round(login, 3), "frozen_s": round(login, 3),
             "frozen_splash_s": round(statistics.median(splashes), 3) if splashes else None,
+            "frozen_window_mapped_s": round(statistics.median(mapped), 3) if mapped else None,
             "frozen_runs": len(results), "frozen_splash_seen": len(splashes), "frozen_size_mb": size_mb}
 
 
