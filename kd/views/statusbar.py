@@ -7,7 +7,7 @@ timer owned by the bar) and stops on ``close()`` or when the bar is destroyed. `
 returns what it shows.
 
 **地址** is the address proctors are told (``core.status``: the 考点信息表 names it). When
-this PC has several IPv4 addresses it is a menu button (``地址: 192.168.10.2 ▾``): one
+this PC has several IPv4 addresses it is a menu button (``地址: 192.168.10.2`` and its arrow): one
 radio entry per address (best first, as ``kd.lan.addresses`` orders them) and the check
 entry 仅在此地址上提供考场通讯（重新启动后生效） (``lan_bind``). A pick calls
 ``core.status.choose_address(address, bind, user)`` in a worker (``attach(core, user,
@@ -34,7 +34,7 @@ class StatusBar(ttk.Frame):
         self._user = ""
         self._notify: Callable[..., Any] = lambda text, kind="info": None
         #: the address picker (a menu button; packed instead of the 地址 label when there is a choice)
-        self.address_button = ttk.Menubutton(self, text="", bootstyle="secondary-outline")
+        self.address_button = ttk.Menubutton(self, text="", bootstyle="light", padding=(6, 0))
         self.address_menu = tk.Menu(self.address_button, tearoff=0)
         self.address_button.configure(menu=self.address_menu)
         self._address_var = tk.StringVar(self, value="")
@@ -68,7 +68,7 @@ class StatusBar(ttk.Frame):
         self._bind_var.set(bool(snap.lan_bind))
         label = self.labels["address"]
         if len(self._addresses) > 1:  # the label stays packed, empty, right after the button
-            self.address_button.configure(text="地址: {} ▾".format(told))
+            self.address_button.configure(text="地址: {}".format(told))
             label.configure(text="")
             if not self.address_button.winfo_manager():
                 self.address_button.pack(side="left", before=label)
