@@ -3,7 +3,9 @@
 The site package is loaded, rooms registered and sessions authorized with the real
 services (``LoadingService``, ``RegistrationService``, ``AuthorizationService``) against
 the platform simulator; ``authorized_env`` does all of it and syncs the dongle (the
-state 授权验证 starts from). ``Listener`` is
+state 授权验证 starts from); ``authorized_cli_env`` then hands that site over to
+``main.py`` processes (tests/support/cli.py: admin's own password, the stores closed,
+the dongle driver stopped). ``Listener`` is
 a real TCP listener on 127.0.0.1 standing in for the LAN service's port.
 """
 
@@ -69,6 +71,17 @@ def authorized_env(tmp_path: Any, **kw: Any) -> Env:
     register(env)
     authorize(env)
     sync(env)
+    return env
+
+
+def authorized_cli_env(tmp_path: Any, **kw: Any) -> Env:
+    """``authorized_env`` for CLI processes on its own data folder (``kd(env, env.data_dir, ...)``)."""
+    from tests.support.cli import admin_account  # noqa: PLC0415 - tests.support.cli imports main
+
+    env = authorized_env(tmp_path, **kw)
+    env.ctx.stores.settings.put(model.ACCOUNTS, "admin", admin_account())  # as after the first password change
+    env.ctx.stores.close()  # the CLI processes own the data folder and the dongle from here on
+    env.driver.stop()
     return env
 
 

@@ -2,22 +2,13 @@
 
 import json
 
-import pytest
-
 from kd.core import model
 from kd.store.database import open_stores
-from tests.integration.live_helpers import authorized_env
-from tests.support.cli import PASSWORD, admin_account, kd
+from tests.integration.live_helpers import authorized_cli_env
+from tests.support.cli import PASSWORD, kd
+from tests.support.fixtures import closed_after
 
-
-@pytest.fixture
-def env(tmp_path):
-    e = authorized_env(tmp_path)
-    e.ctx.stores.settings.put(model.ACCOUNTS, "admin", admin_account())  # as after the first password change
-    e.ctx.stores.close()  # the CLI processes own the data folder and the dongle from here on
-    e.driver.stop()
-    yield e
-    e.close()
+env = closed_after(authorized_cli_env)
 
 
 def cli(env, *args, password=PASSWORD):
