@@ -139,7 +139,7 @@ class LoginScreen(_Card):
         if left <= 0:
             self._stop_countdown()
             self.button.configure(state="normal")
-            self.error.configure(text="现在可以重新登录。", bootstyle="secondary")
+            self.error.configure(text="{}\n现在可以重新登录。".format(self._cause), bootstyle="secondary")
             return
         text = "{}\n请在 {}后重试。".format(self._cause, wait_text(left))
         if self.error.cget("text") != text:

@@ -10,7 +10,6 @@ to read what the tables should show.
 """
 
 import os
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from tests.support.ui import pump_until
@@ -18,6 +17,12 @@ from tests.support.ui import pump_until
 PASSWORD = "drill-2026"
 #: a small drill site whose sessions run in about a second at the drill's speed
 SITE = {"rooms": 3, "sessions": 2, "candidates": 5, "room_kb": 4, "duration": 30, "first_start_in": 10, "gap": 5}
+
+
+def refused(login: Any) -> bool:
+    """The login screen answered a wrong password: the refusal, or the back-off counting down."""
+    text = login.error.cget("text")
+    return str(login.button.cget("state")) == "normal" and "错误" in text or "后重试" in text
 
 
 class ExamDay:
@@ -93,20 +98,17 @@ class ExamDay:
         for _ in range(self.wrong_logins):
             login.password.insert(0, "wrong")
             login.button.invoke()
-            self.wait(lambda: str(login.button.cget("state")) == "normal" and "错误" in login.error.cget("text")
-                      or "过多" in login.error.cget("text"), "login refused")
+            self.wait(lambda: refused(login), "login refused")
         if self.wrong_logins:
             self.shot("04_login_refused")
-            for _ in range(4):  # at once again: the back-off answers inline (a slow machine may need more tries,
-                # since the wait grows with every failure while each PBKDF2 takes its time)
-                login.button.invoke()
+            while "后重试" not in login.error.cget("text"):  # fail on until the back-off counts down
                 self.wait(lambda: str(login.button.cget("state")) == "normal", "login answered")
-                if "过多" in login.error.cget("text"):
-                    break
-            self.wait(lambda: "过多" in login.error.cget("text"), "back-off")
+                login.password.insert(0, "wrong")
+                login.button.invoke()
+                self.wait(lambda: refused(login), "login refused")
             self.shot("04_login_backoff")
-            until = time.monotonic() + 9.0  # the back-off: 1 s after 3 failures, doubling with each one after
-            self.wait(lambda: time.monotonic() > until, "the back-off to pass")
+            # the countdown (1 s after 3 failures, doubling after) enables 登录 again by itself
+            self.wait(lambda: str(login.button.cget("state")) == "normal", "the back-off to pass")
         login.password.delete(0, "end")
         login.password.insert(0, "888")
         login.password.focus_force()
