@@ -145,6 +145,8 @@ class Shell:
         self.note_label = ttk.Label(self.top, text="", padding=(10, 3))
         #: a notification too long for the top bar: wrapped, above the status bar
         self.long_note = ttk.Label(self.frame, text="", padding=(10, 4), justify="left")
+        self._note_style = "inverse-light"
+        self.top.bind("<Configure>", self._refit_note, add="+")
 
         footer = ttk.Frame(self.frame, padding=(8, 2))
         footer.pack(side="bottom", fill="x")
@@ -206,6 +208,7 @@ class Shell:
         style = {"success": "inverse-success", "warning": "inverse-warning", "danger": "inverse-danger",
                  "error": "inverse-danger"}.get(kind, "inverse-light")
         self._hide_note()
+        self._note_style = style
         if self._fits_top_bar(text):
             self.note_label.configure(text=text, bootstyle=style)
             self.note_label.pack(side="right", padx=(8, 16))
@@ -214,6 +217,15 @@ class Shell:
                                      wraplength=max(300, self.frame.winfo_width() - 40))
             self.long_note.pack(side="bottom", fill="x", before=self.status)
         self._note_timer = self.loop.later(branding.NOTIFY_MS, self._hide_note, owner=self.note_label)
+
+    def _refit_note(self, _event: Any = None) -> None:
+        """The top bar got narrower (a smaller window, a longer title): a notice shown there
+        that no longer fits whole moves to the notice line."""
+        if self.note_label.winfo_manager() and not self._fits_top_bar(str(self.note_label.cget("text"))):
+            self.note_label.pack_forget()
+            self.long_note.configure(text=str(self.note_label.cget("text")), bootstyle=self._note_style,
+                                     wraplength=max(300, self.frame.winfo_width() - 40))
+            self.long_note.pack(side="bottom", fill="x", before=self.status)
 
     def _fits_top_bar(self, text: str) -> bool:
         """Whether ``text`` fits whole between the title and the top bar's buttons."""

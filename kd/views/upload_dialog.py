@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import ttkbootstrap as ttk
 
+from kd.core.labels import session_label
 from kd.errors import UserError
 from kd.views.dialogs import center_on, modal
 
@@ -42,7 +43,8 @@ def _actor(shell: Any) -> str:
 def _not_recovered_text(pairs: List[Dict[str, Any]]) -> str:
     if not pairs:
         return ""
-    names = "、".join("{}（场次{}）".format(p["room"], p["session"]) for p in pairs[:8])
+    names = "、".join("{}（{}）".format(p["room"], session_label(p["session"], p.get("session_name")))
+                     for p in pairs[:8])
     return "还有{}个考场未回收文件：{}{}".format(len(pairs), names, "等" if len(pairs) > 8 else "")
 
 
@@ -220,7 +222,7 @@ class UploadTool(tk.Toplevel):
         block = self.blocks.get(sid)
         if block is not None:
             return block
-        box = ttk.Labelframe(self.rows, text="场次 {}".format(sid), padding=8)
+        box = ttk.Labelframe(self.rows, text=session_label(sid), padding=8)
         box.pack(fill="x", pady=4)
         labels = {}
         for col, key in enumerate(("rooms", "recovered", "size_text", "uploaded", "status")):
@@ -294,7 +296,8 @@ class UploadTool(tk.Toplevel):
         block["message"].configure(text=text, foreground=BAD_COLOUR if pending else OK_COLOUR)
         if result.get("warnings"):
             self.shell.dialogs.warning("上报", "文件上报完成，但有考场尚未回收。", "\n".join(result["warnings"]))
-        self.shell.notify("场次 {} 上报完成".format(sid))
+        row = self.blocks[sid].get("row") or {}
+        self.shell.notify("{}上报完成".format(session_label(sid, row.get("session_name"))))
         self.refresh()
 
     def _failed(self, sid: str, exc: BaseException) -> None:
@@ -317,7 +320,7 @@ class UploadTool(tk.Toplevel):
             order.append(sid)
             block = self._block(sid)
             block["row"] = row
-            block["box"].configure(text="场次 {}".format(row.get("session_name") or sid))
+            block["box"].configure(text=session_label(sid, row.get("session_name")))
             labels = block["labels"]
             labels["rooms"].configure(text="考场数：{}".format(row["rooms"]))
             labels["recovered"].configure(text="已回收：{}".format(row["recovered"]))
@@ -326,9 +329,12 @@ class UploadTool(tk.Toplevel):
             labels["status"].configure(text="上报状态：{}".format(row["status"]))
             if self.busy != sid and row["recovered"] and row["uploaded"] >= row["recovered"]:
                 block["bar"].configure(value=100)
+        first = not self._order
         self._order = order
         self.warning.configure(text=_not_recovered_text(snap.get("not_recovered") or []))
         self._enable()
+        if first and order:  # its blocks make it taller and wider: centred again at its full size
+            center_on(self, self.shell.root)
 
     def _enable(self) -> None:
         for sid, block in self.blocks.items():

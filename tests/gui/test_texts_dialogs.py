@@ -163,6 +163,15 @@ def test_long_notice_wraps_above_the_status_bar(shell_site, gui_root):
     assert shell.long_note.winfo_manager() == "pack" and not shell.note_label.winfo_manager()
     assert shell.note_text == text  # whole, not cut with …
     assert shell.long_note.winfo_reqwidth() <= gui_root.winfo_width()
+    # a notice that fits the top bar moves to the notice line when the window narrows under it
+    gui_root.geometry("1366x768")
+    pump_until(gui_root, lambda: gui_root.winfo_width() == 1366, 5, "1366 wide")
+    short = "考场 11003001 已导入考场数据，监考机可以开始等待开考许可了"
+    shell.notify(short)
+    pump_until(gui_root, lambda: shell.note_label.winfo_manager() == "pack", 5, "in the top bar")
+    gui_root.geometry("1024x700")
+    pump_until(gui_root, lambda: shell.long_note.winfo_manager() == "pack", 5, "moved to the notice line")
+    assert shell.note_text == short and not shell.note_label.winfo_manager()
 
 
 def test_door_sheet_without_a_browser_shows_the_path(tmp_path, gui_root, scripted, monkeypatch):
