@@ -449,7 +449,7 @@ def open_site(
         if lan is not None:
             site.lan = LanServer(ctx, registration=core.registration, verification=core.verification,
                                  monitor=core.monitor, recovery=core.recovery, loading=core.loading,
-                                 options=bound_lan(lan, ctx.site())).start()
+                                 options=bound_lan(lan, config.settings)).start()
         if ticks:
             core.start()
             site._core_started = True
