@@ -148,6 +148,12 @@ class Session:
         self.ctx: Any = site.ctx
         self.actor = actor_of(opts)
 
+    def session_names(self) -> Dict[str, str]:
+        """``{session id: name}`` of the loaded package (empty before 导入考务): how the texts name sessions."""
+        from kd.core import labels  # noqa: PLC0415
+
+        return dict(self.ctx.manifest_view(labels.session_names) or {})
+
     def out(self, data: Any, text: Optional[str] = None) -> None:
         """Print ``data`` as JSON (``--json``) or ``text`` (default: JSON, indented)."""
         if getattr(self.opts, "json", False) or text is None:

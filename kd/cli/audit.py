@@ -14,19 +14,28 @@ the file and the first broken line (or the file missing in the middle of the cha
 """
 
 import argparse
+import re
 from typing import Any, List
 
 from kd.cli import Session, arg, command
+from kd.core.labels import shown
 from kd.errors import UserError
 
 CURRENT = "audit.log"
 TORN = "断电或磁盘满造成的残缺记录"
+#: a time in a record's details (ISO 8601, kd/formats/timeutil.py)
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[+-]\d\d:\d\d|Z)?")
 
 
 def register(commands: Any) -> None:
     command(commands, "audit", "查看操作日志（审计记录）", run,
             arg("--verify", action="store_true", help="校验审计记录的哈希链（含已轮转的审计日志文件）"),
             arg("--last", type=int, default=50, help="显示最后 N 条（默认 50）"), asks=False)
+
+
+def _details(details: Any) -> str:
+    """An entry's details as text, each ISO time in it as people read it (``--json``: the record itself)."""
+    return ISO_TIME.sub(lambda m: shown(m.group(0)), str(details))
 
 
 def _where(name: str, line: int) -> str:
@@ -70,5 +79,6 @@ def run(s: Session) -> int:
                "unlinked": list(report.unlinked)}, "\n".join(lines))
         return 0
     entries = audit.last_entries(opts.last)
-    s.out(entries, "\n".join("{time} {actor} {action} {details}".format(**e) for e in entries) or "（无记录）")
+    s.out(entries, "\n".join("{} {} {} {}".format(shown(e["time"]), e["actor"], e["action"], _details(e["details"]))
+                             for e in entries) or "（无记录）")
     return 0

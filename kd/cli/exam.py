@@ -12,7 +12,7 @@ import sys
 from typing import Any, Dict, List
 
 from kd.cli import Session, arg, command
-from kd.core.labels import mark
+from kd.core.labels import mark, shown
 from kd.core.model import LAN_PORT
 from kd.errors import UserError
 
@@ -47,11 +47,11 @@ def _table(header: List[str], rows: List[List[Any]]) -> str:
 def _loading_text(snap: Dict[str, Any]) -> str:
     if not snap["loaded"]:
         return "尚未导入考务。"
-    rows = [[r["code"], r["session_count"], r["loaded_at"], _yes(r["verified"]), r["verified_at"]]
+    rows = [[r["code"], r["session_count"], shown(r["loaded_at"]), _yes(r["verified"]), shown(r["verified_at"])]
             for r in snap["rooms"]]
     return "{}\n考场数据包发布时间：{}  载入时间：{}（{}）  校验通过：{}".format(
-        _table(snap["columns"], rows), snap["publish_time"], snap["loaded_at"],
-        "联网载入" if snap["source"] == "online" else "手工导入", snap["verified_at"])
+        _table(snap["columns"], rows), shown(snap["publish_time"]), shown(snap["loaded_at"]),
+        "联网载入" if snap["source"] == "online" else "手工导入", shown(snap["verified_at"]))
 
 
 def _registration_text(snap: Dict[str, Any]) -> str:
@@ -61,7 +61,7 @@ def _registration_text(snap: Dict[str, Any]) -> str:
 
 
 def _authorization_text(snap: Dict[str, Any]) -> str:
-    rows = [[r["id"], r["name"], r["start"], "{} 分钟".format(r["duration_min"]), _yes(r["authorized"]),
+    rows = [[r["id"], r["name"], shown(r["start"]), "{} 分钟".format(r["duration_min"]), _yes(r["authorized"]),
              _yes(r["verified"])] for r in snap["sessions"]]
     return _table(snap["columns"], rows)
 

@@ -42,7 +42,7 @@ def _seal_text(result: Dict[str, Any]) -> str:
         if item.get("remedy"):
             lines.append("    处理：" + item["remedy"])
     lines.append("封场检测{}（{}）".format(labels.label(CheckStatus.PASS if result["passed"] else CheckStatus.FAIL),
-                                      result["checked_at"]))
+                                      labels.shown(result["checked_at"])))
     if result.get("report_label"):
         lines.append("状态上报：" + result["report_label"])
     return "\n".join(lines)
@@ -59,7 +59,7 @@ def run_seal(s: Session) -> int:
 
 
 def run_verify(s: Session) -> int:
-    from kd.core.labels import VERIFICATION_SOURCE_LABELS  # noqa: PLC0415
+    from kd.core.labels import VERIFICATION_SOURCE_LABELS, session_label, shown  # noqa: PLC0415
 
     opts: argparse.Namespace = s.opts
     service = s.core.verification
@@ -67,22 +67,22 @@ def run_verify(s: Session) -> int:
         row = service.import_verification(opts.file, opts.session, s.actor)
     else:
         row = service.verify_online(opts.session, s.actor)
-    s.out(row, "场次 {}（{}）授权验证通过：{}（{}）。".format(
-        row["id"], row.get("name") or "", row["verified_at"],
+    s.out(row, "{}授权验证通过：{}（{}）。".format(
+        session_label(row["id"], row.get("name")), shown(row["verified_at"]),
         VERIFICATION_SOURCE_LABELS.get(row.get("verification_source") or "", "")))
     return 0
 
 
 def _monitor_text(snap: Dict[str, Any]) -> str:
-    from kd.core.labels import UNPERMITTED_LABEL  # noqa: PLC0415
+    from kd.core.labels import UNPERMITTED_LABEL, session_label, shown  # noqa: PLC0415
     from kd.core.livesnapshots import row_cell  # noqa: PLC0415
     from kd.core.monitor import COLUMNS  # noqa: PLC0415
 
     if snap.get("session") is None:
         return "尚未导入考务，没有场次。"
     session = snap["session"]
-    lines: List[str] = ["场次：{} {}  开考时间：{}".format(session["id"], session.get("name") or "",
-                                                        session.get("start") or ""),
+    lines: List[str] = ["场次：{}  开考时间：{}".format(session_label(session["id"], session.get("name")),
+                                                    shown(session.get("start"))),
                         " | ".join(label for _, label in COLUMNS)]
     for row in snap["rows"]:
         lines.append(" | ".join(row_cell(row, key) for key, _ in COLUMNS))
@@ -103,14 +103,18 @@ def run_monitor(s: Session) -> int:
 
 
 def run_outbox(s: Session) -> int:
+    from kd.core.labels import session_label, shown  # noqa: PLC0415
+
     outbox = s.core.outbox
     sent = outbox.deliver_once() if s.opts.send else 0
     snap = outbox.snapshot()
     snap["sent_now"] = sent
+    names = s.session_names()
     lines = ["{created_at} {kind_label} {session} {room} {state_label} {extra}".format(
-        created_at=r["created_at"], kind_label=r["kind_label"], session=r["session_id"] or "",
+        created_at=shown(r["created_at"]), kind_label=r["kind_label"],
+        session=session_label(r["session_id"], names) if r["session_id"] else "",
         room=r["room_code"] or "", state_label=r["state_label"],
-        extra=r["sent_at"] or r["last_error"] or "") for r in snap["items"]]
+        extra=shown(r["sent_at"]) or r["last_error"] or "") for r in snap["items"]]
     counts = snap["counts"]
     lines.append("待上报 {} 条，已上报 {} 条，上报失败 {} 条。".format(
         counts["pending"], counts["sent"], counts["failed"]))

@@ -22,6 +22,7 @@ import argparse
 from typing import Any, Dict, List
 
 from kd.cli import Session, arg, command
+from kd.core.labels import SessionNames, result_label, shown
 
 
 def register(commands: Any) -> None:
@@ -40,8 +41,11 @@ def _services(s: Session) -> Any:
     return core.outbox, core.recovery, core.upload
 
 
-def results_text(snap: Dict[str, Any]) -> str:
-    """The §5.1 table as text (per-subject cells as 科目1/科目2 when the session has two)."""
+def results_text(snap: Dict[str, Any], names: SessionNames = None) -> str:
+    """The §5.1 table as text (per-subject cells as 科目1/科目2 when the session has two).
+
+    ``names``: how the refused packages' sessions are named (``kd.core.labels.session_label``).
+    """
     from kd.core.recovery import COLUMNS, COUNT_KEYS  # noqa: PLC0415
 
     subjects = snap["subject_columns"]
@@ -67,12 +71,13 @@ def results_text(snap: Dict[str, Any]) -> str:
     lines.append("{} | 已回收 {} / {} 个考场".format(cells(totals, [totals["label"], ""]), totals["recovered"],
                                                   totals["rooms"]))
     for c in snap["conflicts"]:
-        lines.append("已拒绝：考场 {} 场次 {} 的结果包 {}…（与已回收的 {}… 不同），共 {} 次，最近 {}".format(
-            c["room"], c["session"], c["sha256"][:12], c["kept_sha256"][:12], c["times"], c["last_at"]))
+        lines.append("已拒绝：{} 的结果包 {}…（与已回收的 {}… 不同），共 {} 次，最近 {}".format(
+            result_label(c["room"], c["session"], names), c["sha256"][:12], c["kept_sha256"][:12], c["times"],
+            shown(c["last_at"])))
     report = snap.get("recovery_report")
     if report:
         lines.append("回收状态上报：{}（{}）".format("已上报" if report.get("state") == "sent" else "待上报",
-                                              report.get("sent_at") or report.get("completed_at")))
+                                              shown(report.get("sent_at") or report.get("completed_at"))))
     return "\n".join(lines)
 
 
@@ -85,7 +90,7 @@ def upload_text(snap: Dict[str, Any]) -> str:
         lines.append(" | ".join([row["session_name"]] + [str(row[key]) for key, _ in COLUMNS[1:]]))
     ext = snap.get("external")
     if ext:
-        lines.append("外部存储备份：{}（{}，{}）".format(ext["folder"], ext["verified_at"],
+        lines.append("外部存储备份：{}（{}，{}）".format(ext["folder"], shown(ext["verified_at"]),
                                                 "有效" if ext.get("valid") else "已失效，请重新备份"))
     if snap["not_backed_up"]:
         lines.append("尚未备份的结果包：{} 个，请先执行 backup-external。".format(len(snap["not_backed_up"])))
@@ -96,8 +101,9 @@ def run_recover(s: Session) -> int:
     _outbox, recovery, _upload = _services(s)
     got = recovery.import_package(s.opts.file, s.actor)
     counts = got["counts"]
-    text = "考场 {} 场次 {} {}：参考 {} 人，缺考 {} 人，回收 {} 人。".format(
-        got["room"], got["session"], "已回收过（相同文件），无变化" if got["duplicate"] else "回收成功",
+    text = "{} {}：参考 {} 人，缺考 {} 人，回收 {} 人。".format(
+        result_label(got["room"], got["session"], s.session_names()),
+        "已回收过（相同文件），无变化" if got["duplicate"] else "回收成功",
         counts["present"], counts["absent"], counts["collected"])
     s.out(got, text)
     return 0
@@ -106,7 +112,7 @@ def run_recover(s: Session) -> int:
 def run_results(s: Session) -> int:
     _outbox, recovery, _upload = _services(s)
     snap = recovery.snapshot(s.opts.session)
-    s.out(snap, results_text(snap))
+    s.out(snap, results_text(snap, s.session_names()))
     return 0
 
 

@@ -22,6 +22,7 @@ import sys
 from typing import Any, Dict, List
 
 from kd.cli import USER, Session, arg, command, read_line, read_secret
+from kd.core.labels import shown
 from kd.errors import UserError
 
 
@@ -103,7 +104,7 @@ def run_backup(s: Session) -> int:
 def run_restore(s: Session) -> int:
     out = s.core.system.restore(s.opts.file, s.actor)
     s.out(out, "系统已从备份恢复（考点 {}，备份时间 {}，备注：{}）。\n请重新启动考点管理系统。".format(
-        out["site_code"], out["created_at"], out["note"] or "无"))
+        out["site_code"], shown(out["created_at"]), out["note"] or "无"))
     return 0
 
 
