@@ -21,6 +21,7 @@ Results received online (``results.received``) refresh the table through ``event
 
 import logging
 import tkinter as tk
+import tkinter.font as tkfont
 from typing import Any, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
@@ -155,8 +156,6 @@ class RecoveryTable(LiveTable):
 
 
 def tkfont_linespace(widget: tk.Misc, font: Any) -> int:
-    import tkinter.font as tkfont  # noqa: PLC0415
-
     return int(tkfont.Font(root=widget, font=font).metrics("linespace"))
 
 
@@ -363,6 +362,7 @@ class DetailWindow(tk.Toplevel):
         self.table.pack(fill="both", expand=True, pady=(8, 0))
         self.table.set_rows([dict(c, subject=c.get("subject_name") or c.get("subject"),
                                   collected="是" if c.get("collected") else "否") for c in detail["candidates"]])
+        self._fit_subjects()
         conflicts = detail.get("conflicts") or []
         text = "\n".join("被拒绝的结果包：{}（{} 次，最近 {}）".format(c["sha256"], c.get("times", 1),
                                                            shown(c.get("last_at"))) for c in conflicts)
@@ -373,3 +373,11 @@ class DetailWindow(tk.Toplevel):
         self.bind("<Escape>", lambda e: self.destroy())
         center_on(self, parent)
         self.deiconify()
+
+    def _fit_subjects(self) -> None:
+        """The 科目 column as wide as its longest subject name (names vary in length)."""
+        font = tkfont.nametofont("TkDefaultFont")
+        texts = ["科目"] + [str(r.get("subject") or "") for r in self.table.rows()]
+        need = max(font.measure(t) for t in texts) + 16
+        if need > int(self.table.tree.column("subject", "width")):
+            self.table.tree.column("subject", width=need)

@@ -215,7 +215,7 @@ class Shell:
         else:
             self.long_note.configure(text=text, bootstyle=style,
                                      wraplength=max(300, self.frame.winfo_width() - 40))
-            self.long_note.pack(side="bottom", fill="x", before=self.status)
+            self.long_note.pack(side="bottom", fill="x", after=self.status)
         self._note_timer = self.loop.later(branding.NOTIFY_MS, self._hide_note, owner=self.note_label)
 
     def _refit_note(self, _event: Any = None) -> None:
@@ -225,7 +225,7 @@ class Shell:
             self.note_label.pack_forget()
             self.long_note.configure(text=str(self.note_label.cget("text")), bootstyle=self._note_style,
                                      wraplength=max(300, self.frame.winfo_width() - 40))
-            self.long_note.pack(side="bottom", fill="x", before=self.status)
+            self.long_note.pack(side="bottom", fill="x", after=self.status)
 
     def _fits_top_bar(self, text: str) -> bool:
         """Whether ``text`` fits whole between the title and the top bar's buttons."""
