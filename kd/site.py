@@ -26,8 +26,9 @@ them finishes interrupted work, reads the settings and decides drill mode the sa
    given, or ``SettingsPlatform`` over the current settings) and the config's trusted
    keys; ``Core(ctx)`` builds every service once and hands each its siblings.
 7. **LAN and ticks**, if asked: the LAN server (``lan=LanOptions(...)``) over the core's
-   services, and (``ticks=True``) the outbox sender, the monitor's ``tick()`` every
-   ``tick_s`` and the network probe every ``probe_s`` (event ``net.status`` with ``ok``).
+   services, and (``ticks=True``) the outbox sender, the monitor's and the timeline's
+   ``tick()`` (alarms, kd.core.timeline) every ``tick_s`` and the network probe every
+   ``probe_s`` (event ``net.status`` with ``ok``).
    With them (``control``: by default when LAN or ticks are on, i.e. the GUI and
    ``--headless``), the **control channel**: ``kd.control.server.ControlServer`` on
    127.0.0.1 (``DATA/control.json``) running command lines' commands through
@@ -454,6 +455,7 @@ def open_site(
             core.start()
             site._core_started = True
             site._every(tick_s, "monitor-tick", core.monitor.tick)
+            site._every(tick_s, "timeline-tick", core.timeline.tick)
             site._every(probe_s, "net-probe", site._probe)
         if control if control is not None else (lan is not None or ticks):
             site.control = _start_control(site)

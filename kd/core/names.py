@@ -46,6 +46,10 @@ ROOM_END_REFUSED = "room.end_refused"
 SESSION_STARTED = "session.started"  # every room started: the session_started report enqueued
 SESSION_ENDED = "session.ended"  # every room ended: the session_ended report enqueued
 
+# -- 考点时间线 (kd.core.timeline) -------------------------------------------------------------------
+ALARM_OPENED = "alarm.opened"  # an item became 逾期, or a room was lost during the exam
+ALARM_CLOSED = "alarm.closed"  # its item completed, or the room came back / ended
+
 # -- 数据回收 / 考后上报 -----------------------------------------------------------------------------
 RESULTS_RECEIVED = "results.received"
 RESULTS_CONFLICTED = "results.conflicted"  # another result for a recovered room: refused

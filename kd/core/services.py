@@ -8,12 +8,13 @@ a service that needs another gets it as a constructor argument; no service build
 sibling of its own.
 
 ``start()`` / ``stop(timeout)`` run the core's own thread (the outbox sender); the
-monitor's ``tick()`` is driven by ``kd.site``.
+monitor's and the timeline's ``tick()`` are driven by ``kd.site``.
 
     考前/考务管理   loading (导入考务), registration (考场注册), authorization (考试授权),
                     seal (封场检测), verification (授权验证)
     考中/考场管理   monitor (考场监控 + automatic reports)
     考后/数据回收   recovery (数据回收), upload (考后上报)
+    考中/时间线     timeline (考点时间线: deadlines and alarms)
     更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
                     system (初始化, 模考转正考, the exit rule), restore (系统恢复)
     考前 header     steps (the five steps' ✓/✗ and why: ``core.steps.marks()``)
@@ -35,6 +36,7 @@ from kd.core.seal import SealCheckService
 from kd.core.status import StatusService
 from kd.core.steps import StepMarksService
 from kd.core.system import SystemService
+from kd.core.timeline import TimelineService
 from kd.core.upload import UploadService
 from kd.core.verification import VerificationService
 from kd.events import Event
@@ -61,6 +63,8 @@ class Core:
         #: the 考前 step header's ✓/✗, computed once per change (kd.core.steps)
         self.steps = StepMarksService(ctx, self)
         self.status = StatusService(ctx)
+        #: 考点时间线 and its alarms (kd.core.timeline); its ``tick()`` is driven by ``kd.site``
+        self.timeline = TimelineService(ctx, self.monitor)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.monitor.forget(event.data["room"]))
         ctx.hub.on(names.REGISTRATION_RESTORED, self._forget_reset)

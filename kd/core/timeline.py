@@ -1,0 +1,486 @@
+"""考点时间线: the exam day's deadlines, read from the records, and the alarms they raise.
+
+Three parts:
+
+- ``Facts`` (``SiteFacts`` / ``SessionFacts`` / ``RoomFacts``): a typed snapshot of what
+  the records say — times parsed, nothing else judged. ``TimelineService.facts()``
+  gathers it from the stores (exam ``package/meta``, the manifest's sessions; runtime
+  ``rooms``, ``sessions``, ``room_sessions``, ``checks/seal``, ``checks/external``) and
+  from the monitor's live heartbeats (``silent_s``: seconds since a room's last heartbeat,
+  or since this service started watching when it has sent none since).
+- ``build_timeline(facts, now, rules)``: a pure function. One ``Item`` per rule
+  (``kd.core.timelinerules``) and session (site-wide rules once), each with its due time,
+  state (``ItemState``), completion time, evidence and the rooms still missing; and the
+  alarm conditions that hold at ``now`` (``AlarmCondition``: one per overdue item, per
+  overdue room of a per-room item, per lost room).
+- ``TimelineService``: ``timeline(session)`` builds it now; ``tick()`` compares the
+  conditions with the open alarms and opens / closes alarms. An alarm is opened once
+  (``alarm.opened``) and closed once (``alarm.closed``), each audited and published
+  through ``ctx.record``, never once per tick; the open alarms persist in runtime
+  ``checks/alarms`` (``{"open": {<key>: Alarm.as_dict()}}``), so a restart neither
+  re-audits nor forgets them. ``kd.site`` calls ``tick()`` every ``tick_s`` (1 s) when
+  it runs the ticks (the window, ``--headless``). The format of items, alarms and the record is in docs/timeline.md.
+
+An alarm's key is ``<session or ->/<item>/<room or ->`` (``S1/started/R01``,
+``-/seal/-``); its kind ``overdue`` or ``room_lost``.
+"""
+
+import dataclasses
+import datetime
+import logging
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from kd.core import model, names, records
+from kd.core.timelinerules import (
+    ALARM_KIND_LABELS,
+    DEFAULT_RULES,
+    SITE_ITEMS,
+    STATE_LABELS,
+    AlarmKind,
+    Anchor,
+    ItemState,
+    Rule,
+    Rules,
+)
+from kd.formats.timeutil import format_time
+
+log = logging.getLogger(__name__)
+
+ACTOR = "system"
+#: runtime checks/<ALARMS>: the open alarms
+ALARMS = "alarms"
+NO = "-"
+
+
+def _time(text: Any) -> Optional[datetime.datetime]:
+    """An ISO time of a record, None when absent or unreadable (a record is evidence, not input)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
+    return format_time(moment) if moment is not None else None
+
+
+# -- the facts ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RoomFacts:
+    code: str
+    registered_at: Optional[datetime.datetime] = None
+    data_imported_at: Optional[datetime.datetime] = None
+    started_at: Optional[datetime.datetime] = None
+    ended_at: Optional[datetime.datetime] = None
+    recovered_at: Optional[datetime.datetime] = None  # result.received_at
+    backed_up: bool = False  # its result is in a valid external copy (checks/external)
+    uploaded_at: Optional[datetime.datetime] = None  # upload.uploaded_at, with a receipt
+    silent_s: Optional[float] = None  # seconds without a heartbeat (None: not known)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionFacts:
+    id: str
+    name: str
+    start: datetime.datetime
+    duration_min: int
+    rooms: Tuple[RoomFacts, ...] = ()
+    lock_synced_at: Optional[datetime.datetime] = None
+    verified_at: Optional[datetime.datetime] = None
+    backup_at: Optional[datetime.datetime] = None  # checks/external.verified_at while valid
+
+    @property
+    def end(self) -> datetime.datetime:
+        return self.start + datetime.timedelta(minutes=self.duration_min)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteFacts:
+    sessions: Tuple[SessionFacts, ...] = ()
+    publish_time: Optional[datetime.datetime] = None
+    package_verified_at: Optional[datetime.datetime] = None
+    seal_passed_at: Optional[datetime.datetime] = None  # the latest 封场检测 passed (its passed_at)
+
+
+# -- the timeline ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Item:
+    session: Optional[str]
+    id: str
+    label: str
+    opens_at: datetime.datetime
+    due_at: datetime.datetime
+    alarm_at: datetime.datetime
+    state: ItemState
+    completed_at: Optional[datetime.datetime]
+    evidence: str
+    rooms_left: Tuple[str, ...] = ()  # rooms that have not done it (lost rooms for ``connected``)
+    closes_at: Optional[datetime.datetime] = None  # ``connected``: the session's end
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"session": self.session, "id": self.id, "label": self.label, "opens_at": _iso(self.opens_at),
+                "due_at": _iso(self.due_at), "alarm_at": _iso(self.alarm_at), "state": self.state.value,
+                "state_label": STATE_LABELS[self.state], "completed_at": _iso(self.completed_at),
+                "evidence": self.evidence, "rooms_left": list(self.rooms_left), "closes_at": _iso(self.closes_at)}
+
+
+def alarm_key(session: Optional[str], item: str, room: Optional[str]) -> str:
+    return "{}/{}/{}".format(session or NO, item, room or NO)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlarmCondition:
+    kind: AlarmKind
+    session: Optional[str]
+    item: str
+    room: Optional[str]
+    label: str  # what is late or lost, in Chinese
+
+    @property
+    def key(self) -> str:
+        return alarm_key(self.session, self.item, self.room)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    at: datetime.datetime
+    items: Tuple[Item, ...]
+    conditions: Tuple[AlarmCondition, ...]
+
+    def for_session(self, session_id: Optional[str]) -> "Timeline":
+        """Site-wide items and those of ``session_id`` (every item when None)."""
+        if session_id is None:
+            return self
+        return Timeline(self.at, tuple(i for i in self.items if i.session in (None, session_id)),
+                        tuple(c for c in self.conditions if c.session in (None, session_id)))
+
+
+def _anchor(rule: Rule, session: Optional[SessionFacts], first: datetime.datetime) -> datetime.datetime:
+    if rule.anchor is Anchor.FIRST_START or session is None:
+        return first
+    return session.start if rule.anchor is Anchor.START else session.end
+
+
+def _rooms_done(rooms: Iterable[RoomFacts], when: Callable[[RoomFacts], Optional[datetime.datetime]]
+                ) -> Tuple[Optional[datetime.datetime], Tuple[str, ...], bool]:
+    """(the last room's time, the rooms without one, all done)."""
+    left, last = [], None
+    for room in rooms:
+        moment = when(room)
+        if moment is None:
+            left.append(room.code)
+        elif last is None or moment > last:
+            last = moment
+    return last, tuple(left), not left
+
+
+def _ready(room: RoomFacts) -> Optional[datetime.datetime]:
+    if room.registered_at is None or room.data_imported_at is None:
+        return None
+    return max(room.registered_at, room.data_imported_at)
+
+
+def _judge(rule: Rule, site: SiteFacts, session: Optional[SessionFacts], opens: datetime.datetime,
+           due: datetime.datetime) -> Tuple[bool, Optional[datetime.datetime], Tuple[str, ...]]:
+    """(done, completed_at, rooms_left) of a deadline rule."""
+    rooms = session.rooms if session is not None else ()
+    if rule.id == "package":
+        return site.package_verified_at is not None, site.package_verified_at, ()
+    if rule.id == "seal":
+        return site.seal_passed_at is not None, site.seal_passed_at, ()
+    assert session is not None
+    if rule.id == "clock":
+        synced = session.lock_synced_at
+        ok = synced is not None and opens <= synced <= due
+        return ok, synced if ok else None, ()
+    if rule.id == "verified":
+        return session.verified_at is not None, session.verified_at, ()
+    if rule.id == "backup":
+        left = tuple(r.code for r in rooms if not r.backed_up)
+        ok = not left and session.backup_at is not None
+        return ok, session.backup_at if ok else None, left
+    when: Dict[str, Callable[[RoomFacts], Optional[datetime.datetime]]] = {
+        "rooms_ready": _ready, "started": lambda r: r.started_at, "ended": lambda r: r.ended_at,
+        "recovered": lambda r: r.recovered_at, "uploaded": lambda r: r.uploaded_at}
+    last, left, ok = _rooms_done(rooms, when[rule.id])
+    return ok, last, left
+
+
+def _session_label(session: Optional[SessionFacts]) -> str:
+    return (session.name or "场次 {}".format(session.id)) if session is not None else "考点"
+
+
+def _connected(rule: Rule, session: SessionFacts, now: datetime.datetime, rules: Rules, start: datetime.datetime
+               ) -> Tuple[Item, List[AlarmCondition]]:
+    """The watch 考中连接: lost rooms are those started, not ended, silent for lost_after_s."""
+    end = session.end
+    conditions: List[AlarmCondition] = []
+    last, _, all_ended = _rooms_done(session.rooms, lambda r: r.ended_at)
+    lost: List[str] = []
+    if now >= start:
+        for room in session.rooms:
+            if room.started_at is not None and room.ended_at is None and room.silent_s is not None \
+                    and room.silent_s >= rules.lost_after_s:
+                lost.append(room.code)
+                conditions.append(AlarmCondition(AlarmKind.ROOM_LOST, session.id, rule.id, room.code,
+                                                 "{} 考场 {} 失去连接（{:.0f} 秒无心跳）".format(
+                                                     _session_label(session), room.code, room.silent_s)))
+    if all_ended and session.rooms:
+        state, completed = ItemState.DONE, last
+    elif lost:
+        state, completed = ItemState.OVERDUE, None
+    elif now < start:
+        state, completed = ItemState.PENDING, None
+    else:
+        state, completed = ItemState.ACTIVE, None
+    item = Item(session.id, rule.id, rule.label, start, start, start, state, completed, rule.evidence,
+                tuple(lost), closes_at=end)
+    return item, conditions
+
+
+def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFAULT_RULES) -> Timeline:
+    """The timeline at ``now`` (timezone-aware) from ``facts`` under ``rules``; pure.
+
+    Site-wide rules (``SITE_ITEMS``) first, once, anchored at the first session's start
+    (none without sessions); then each session's rules in the rules' order, sessions by
+    start time.
+    """
+    sessions = sorted(facts.sessions, key=lambda s: (s.start, s.id))
+    items: List[Item] = []
+    conditions: List[AlarmCondition] = []
+    if not sessions:
+        return Timeline(now, (), ())
+    first = sessions[0].start
+    scopes: List[Optional[SessionFacts]] = [None]
+    scopes.extend(sessions)
+    for session in scopes:
+        for rule in rules.items:
+            if (rule.id in SITE_ITEMS) != (session is None):
+                continue
+            base = _anchor(rule, session, first)
+            opens, due, alarm = (base + datetime.timedelta(minutes=m) for m in (rule.opens, rule.due, rule.alarm))
+            if rule.id == "connected":
+                assert session is not None
+                item, more = _connected(rule, session, now, rules, opens)
+                items.append(item)
+                conditions.extend(more)
+                continue
+            done, completed, left = _judge(rule, facts, session, opens, due)
+            if done:
+                state = ItemState.DONE
+            elif now < opens:
+                state = ItemState.PENDING
+            elif now < alarm:
+                state = ItemState.ACTIVE
+            else:
+                state = ItemState.OVERDUE
+            items.append(Item(session.id if session else None, rule.id, rule.label, opens, due, alarm, state,
+                              completed, rule.evidence, left))
+            if state is ItemState.OVERDUE:
+                where = _session_label(session)
+                if rule.per_room and left:
+                    conditions.extend(AlarmCondition(AlarmKind.OVERDUE, session.id if session else None, rule.id,
+                                                     room, "{} 考场 {}：{}逾期".format(where, room, rule.label))
+                                      for room in left)
+                else:
+                    conditions.append(AlarmCondition(AlarmKind.OVERDUE, session.id if session else None, rule.id,
+                                                     None, "{}：{}逾期".format(where, rule.label)))
+    return Timeline(now, tuple(items), tuple(conditions))
+
+
+# -- alarms ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Alarm:
+    key: str
+    kind: AlarmKind
+    session: Optional[str]
+    item: str
+    room: Optional[str]
+    label: str
+    opened_at: str  # ISO
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"key": self.key, "kind": self.kind.value, "kind_label": ALARM_KIND_LABELS[self.kind],
+                "session": self.session, "item": self.item, "room": self.room, "label": self.label,
+                "opened_at": self.opened_at}
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any]) -> "Alarm":
+        return cls(key=doc["key"], kind=AlarmKind(doc["kind"]), session=doc.get("session"), item=doc["item"],
+                   room=doc.get("room"), label=doc.get("label") or "", opened_at=doc.get("opened_at") or "")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlarmChange:
+    opened: bool  # False: closed
+    alarm: Alarm
+    at: str  # ISO
+
+
+def _manifest_sessions(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [dict(s) for s in manifest.get("sessions") or [] if isinstance(s, dict)]
+
+
+class TimelineService:
+    """The timeline of the loaded package and its alarms (module docstring).
+
+    ``monitor``: the ``MonitorService`` whose heartbeats tell lost rooms (its ``view``
+    rows: rooms of each session and ``last_seen_s``). ``clock``: monotonic seconds, the
+    monitor's by default (so ``silent_s`` and the monitor's ``last_seen_s`` agree).
+    """
+
+    def __init__(self, ctx: Any, monitor: Any, *, rules: Rules = DEFAULT_RULES,
+                 clock: Optional[Callable[[], float]] = None) -> None:
+        self.ctx = ctx
+        self.monitor = monitor
+        self.rules = rules
+        self.clock = clock or getattr(monitor, "clock", None) or time.monotonic
+        self._watch_since = self.clock()
+        self._lock = threading.Lock()
+        self._open: Optional[Dict[str, Alarm]] = None
+
+    # -- facts --------------------------------------------------------------------------
+    def facts(self) -> SiteFacts:
+        """What the records and the live heartbeats say now (``SiteFacts``)."""
+        ctx = self.ctx
+        meta = ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
+        defs = ctx.manifest_view(_manifest_sessions) or []
+        runtime = ctx.stores.runtime
+        seal = runtime.get(model.CHECKS, model.SEAL) or {}
+        external = runtime.get(model.CHECKS, model.EXTERNAL) or {}
+        copies = set()
+        if external.get("valid", True) and external.get("verified_at"):
+            for entry in external.get("files") or []:
+                copies.add((entry.get("room"), entry.get("session"), entry.get("sha256")))
+        backup_at = _time(external.get("verified_at")) if copies else None
+        rooms = {d["code"]: d for d in records.rooms(runtime)}
+        silent_never = self.clock() - self._watch_since
+        sessions: List[SessionFacts] = []
+        for sdef in defs:
+            sid, start = sdef.get("id"), _time(sdef.get("start"))
+            if not isinstance(sid, str) or start is None:
+                continue
+            try:
+                duration = int(sdef.get("duration_min") or 0)
+            except (TypeError, ValueError):
+                duration = 0
+            view = self.monitor.view(sid)
+            rs = {d["room"]: records.as_doc(d) for d in records.room_sessions(runtime, sid)}
+            sdoc = records.as_doc(records.session(runtime, sid) or {})
+            room_facts = []
+            for row in view.rows:
+                room: Dict[str, Any] = dict(rooms.get(row.room) or {})
+                doc = rs.get(row.room) or {}
+                result = doc.get("result") or {}
+                upload = doc.get("upload") or {}
+                room_facts.append(RoomFacts(
+                    code=row.room, registered_at=_time(room.get("registered_at")),
+                    data_imported_at=_time(room.get("data_imported_at")), started_at=_time(doc.get("started_at")),
+                    ended_at=_time(doc.get("ended_at")), recovered_at=_time(result.get("received_at")),
+                    backed_up=bool(result) and (row.room, sid, result.get("sha256")) in copies,
+                    uploaded_at=_time(upload.get("uploaded_at")) if upload.get("receipt") else None,
+                    silent_s=row.last_seen_s if row.last_seen_s is not None else silent_never))
+            sessions.append(SessionFacts(
+                id=sid, name=str(sdef.get("name") or ""), start=start, duration_min=duration,
+                rooms=tuple(room_facts), lock_synced_at=_time(sdoc.get("lock_synced_at")),
+                verified_at=_time(sdoc.get("verified_at")), backup_at=backup_at))
+        return SiteFacts(sessions=tuple(sessions), publish_time=_time(meta.get("publish_time")),
+                         package_verified_at=_time(meta.get("verified_at")),
+                         seal_passed_at=_time(seal.get("passed_at")) if seal.get("passed") else None)
+
+    def timeline(self, session_id: Optional[str] = None) -> Timeline:
+        """The timeline now (of ``session_id`` and the site-wide items; every session when None)."""
+        return build_timeline(self.facts(), self.ctx.now(), self.rules).for_session(session_id)
+
+    # -- alarms -------------------------------------------------------------------------
+    def _load(self) -> Dict[str, Alarm]:
+        if self._open is None:
+            doc = self.ctx.stores.runtime.get(model.CHECKS, ALARMS) or {}
+            self._open = {}
+            for key, entry in (doc.get("open") or {}).items():
+                try:
+                    self._open[key] = Alarm.from_dict(entry)
+                except (KeyError, ValueError, TypeError):
+                    log.error("dropping an unreadable stored alarm %s: %r", key, entry)
+        return self._open
+
+    def open_alarms(self) -> Tuple[Alarm, ...]:
+        """The open alarms, oldest first."""
+        with self._lock:
+            return tuple(sorted(self._load().values(), key=lambda a: (a.opened_at, a.key)))
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._load())
+
+    def tick(self) -> List[AlarmChange]:
+        """Build the timeline now, open the alarms whose condition holds, close the others.
+
+        Each change is persisted (``checks/alarms``) and recorded (``alarm.opened`` /
+        ``alarm.closed``, actor ``system``) under the core lock; returns the changes.
+        """
+        line = self.timeline()
+        now = format_time(line.at)
+        held = {c.key: c for c in line.conditions}
+        changes: List[AlarmChange] = []
+        with self.ctx.lock, self._lock:
+            current = self._load()
+            opened = [Alarm(c.key, c.kind, c.session, c.item, c.room, c.label, now)
+                      for key, c in held.items() if key not in current]
+            closed = [a for key, a in current.items() if key not in held]
+            if not opened and not closed:
+                return changes
+            after = dict(current)
+            for alarm in closed:
+                after.pop(alarm.key)
+            for alarm in opened:
+                after[alarm.key] = alarm
+            self.ctx.stores.runtime.put(model.CHECKS, ALARMS,
+                                        {"open": {k: a.as_dict() for k, a in after.items()}, "changed_at": now})
+            self._open = after
+            states = {(i.session, i.id): i.state for i in line.items}
+            for alarm in closed:
+                done = states.get((alarm.session, alarm.item)) is ItemState.DONE or alarm.kind is AlarmKind.ROOM_LOST
+                log.info("alarm closed: %s (%s)", alarm.label, alarm.key)
+                self.ctx.record(ACTOR, names.ALARM_CLOSED, key=alarm.key, kind=alarm.kind.value,
+                                session_id=alarm.session, item=alarm.item, room_code=alarm.room, label=alarm.label,
+                                opened_at=alarm.opened_at, resolved="completed" if done else "cleared",
+                                open_alarms=len(after))
+                changes.append(AlarmChange(False, alarm, now))
+            for alarm in opened:
+                log.warning("alarm opened: %s (%s)", alarm.label, alarm.key)
+                self.ctx.record(ACTOR, names.ALARM_OPENED, key=alarm.key, kind=alarm.kind.value,
+                                session_id=alarm.session, item=alarm.item, room_code=alarm.room, label=alarm.label,
+                                opened_at=alarm.opened_at, open_alarms=len(after))
+                changes.append(AlarmChange(True, alarm, now))
+        return changes
+
+    # -- the JSON snapshot (CLI, control channel, the page) --------------------------------
+    def snapshot(self, session_id: Optional[str] = None) -> Dict[str, Any]:
+        """The timeline as JSON (ISO times): ``{"at", "items": [...], "alarms": [...], "open_alarms"}``."""
+        line = self.timeline(session_id)
+        alarms = [a.as_dict() for a in self.open_alarms() if session_id is None or a.session in (None, session_id)]
+        return {"at": format_time(line.at), "session": session_id, "items": [i.as_dict() for i in line.items],
+                "alarms": alarms, "open_alarms": self.open_count()}
+
+
+def log_alarms(hub: Any, logger: Optional[logging.Logger] = None) -> None:
+    """Log every alarm opened and closed (``--headless``: listeners on ``hub``)."""
+    out = logger or log
+
+    def listener(event: Any) -> None:
+        data = event.data
+        if event.name == names.ALARM_OPENED:
+            out.warning("告警：%s（%s，当前未处理告警 %s 个）", data.get("label"), data.get("key"),
+                        data.get("open_alarms"))
+        else:
+            out.warning("告警解除：%s（%s，当前未处理告警 %s 个）", data.get("label"), data.get("key"),
+                        data.get("open_alarms"))
+
+    hub.on(names.ALARM_OPENED, listener)
+    hub.on(names.ALARM_CLOSED, listener)
