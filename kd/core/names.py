@@ -46,6 +46,15 @@ ROOM_END_REFUSED = "room.end_refused"
 SESSION_STARTED = "session.started"  # every room started: the session_started report enqueued
 SESSION_ENDED = "session.ended"  # every room ended: the session_ended report enqueued
 
+# -- 考场情况记录 / 补时 (kd.core.incidents, kd.core.extratime) ------------------------------------
+INCIDENT_RECORDED = "incident.recorded"  # added by hand (or by marking a stale room ended)
+INCIDENT_DRAFTED = "incident.drafted"  # drafted from what the site saw
+INCIDENT_UPDATED = "incident.updated"  # a drafted outage got its end
+INCIDENT_CONFIRMED = "incident.confirmed"
+INCIDENT_DISMISSED = "incident.dismissed"
+EXTRA_TIME_GRANTED = "extra_time.granted"  # 补时 approved: the room's expected end shifted
+EXTRA_TIME_ACKNOWLEDGED = "extra_time.acknowledged"  # the proctor machine took it
+
 # -- 考点时间线 (kd.core.timeline) -------------------------------------------------------------------
 ALARM_OPENED = "alarm.opened"  # an item became 逾期, or a room was lost during the exam
 ALARM_CLOSED = "alarm.closed"  # its item completed, or the room came back / ended

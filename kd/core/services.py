@@ -17,6 +17,7 @@ monitor's and the timeline's ``tick()`` are driven by ``kd.site``.
     考中/时间线     timeline (考点时间线: deadlines and alarms)
     更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
                     system (初始化, 模考转正考, the exit rule), restore (系统恢复)
+    考中/考场情况   incidents (考场情况记录: drafted and by hand), extra_time (补时)
     考前 header     steps (the five steps' ✓/✗ and why: ``core.steps.marks()``)
     状态栏          status (LAN, dongle, platform probe; 机考锁校时 from this PC)
 """
@@ -26,6 +27,8 @@ from kd.core.accounts import AccountService
 from kd.core.authorization import AuthorizationService
 from kd.core.backup import BackupService
 from kd.core.context import Context
+from kd.core.extratime import ExtraTimeService
+from kd.core.incidents import IncidentService
 from kd.core.loading import LoadingService
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
@@ -63,6 +66,9 @@ class Core:
         #: the 考前 step header's ✓/✗, computed once per change (kd.core.steps)
         self.steps = StepMarksService(ctx, self)
         self.status = StatusService(ctx)
+        #: 考场情况记录 and 补时 (kd.core.incidents, kd.core.extratime); ``incidents.tick()`` drafts
+        self.incidents = IncidentService(ctx, self.monitor, on_room_ended=self._room_ended)
+        self.extra_time = ExtraTimeService(ctx, self.incidents)
         #: 考点时间线 and its alarms (kd.core.timeline); its ``tick()`` is driven by ``kd.site``
         self.timeline = TimelineService(ctx, self.monitor)
         # a revoked room is disconnected at once, not after its missed heartbeats
@@ -73,6 +79,12 @@ class Core:
         """恢复注册 reset these rooms' registrations: they are disconnected at once."""
         for room in event.data["reset"]:
             self.monitor.forget(room)
+
+    def _room_ended(self, room: str, session: str) -> None:
+        """A room ended outside its heartbeats (a stale room marked 已结束): the monitor reads the
+        ended rooms again, so that the session can close and its report go out."""
+        with self.monitor._lock:  # noqa: SLF001 - the monitor re-reads its persisted transitions
+            self.monitor._loaded = False  # noqa: SLF001
 
     def start(self) -> "Core":
         """Start the outbox sender (idempotent)."""
