@@ -26,8 +26,8 @@ them finishes interrupted work, reads the settings and decides drill mode the sa
    given, or ``SettingsPlatform`` over the current settings) and the config's trusted
    keys; ``Core(ctx)`` builds every service once and hands each its siblings.
 7. **LAN and ticks**, if asked: the LAN server (``lan=LanOptions(...)``) over the core's
-   services, and (``ticks=True``) the outbox sender, the monitor's and the timeline's
-   ``tick()`` (alarms, kd.core.timeline) every ``tick_s`` and the network probe every
+   services, and (``ticks=True``) the outbox sender, the monitor's, the timeline's
+   ``tick()`` (alarms, kd.core.timeline) and the incidents' (drafts) every ``tick_s`` and the network probe every
    ``probe_s`` (event ``net.status`` with ``ok``).
    With them (``control``: by default when LAN or ticks are on, i.e. the GUI and
    ``--headless``), the **control channel**: ``kd.control.server.ControlServer`` on
@@ -456,6 +456,7 @@ def open_site(
             site._core_started = True
             site._every(tick_s, "monitor-tick", core.monitor.tick)
             site._every(tick_s, "timeline-tick", core.timeline.tick)
+            site._every(tick_s, "incident-tick", core.incidents.tick)  # 考场情况记录 drafted (kd.core.incidents)
             site._every(probe_s, "net-probe", site._probe)
         if control if control is not None else (lan is not None or ticks):
             site.control = _start_control(site)
