@@ -145,13 +145,18 @@ def restart(opts: argparse.Namespace) -> int:
 
 
 def open_headless(opts: argparse.Namespace, data_dir: str) -> Any:
-    """``--headless``: the site with the LAN service and its background work (``kd.site.open_site``).
+    """``--headless``: the site with the LAN service and its background work (``kd.site.open_site``);
+    every alarm of 考点时间线 opened or closed is logged (WARNING: on stderr and in the log file).
 
     Raises what ``open_site`` raises (``LockGateError``: exit 4); nothing stays open then.
     """
+    from kd.core.timeline import log_alarms  # noqa: PLC0415
+    from kd.events import EventHub  # noqa: PLC0415
     from kd.site import LanOptions, open_site  # noqa: PLC0415 - the GUI route never needs it
 
-    return open_site(data_dir, lock_url=opts.lock, lan=LanOptions(host=opts.lan_host, port=opts.lan_port),
+    hub = EventHub()
+    log_alarms(hub, logging.getLogger("kaodian.alarms"))  # before the first tick: every alarm is logged
+    return open_site(data_dir, hub=hub, lock_url=opts.lock, lan=LanOptions(host=opts.lan_host, port=opts.lan_port),
                      ticks=True)
 
 

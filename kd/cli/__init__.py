@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 BEFORE_PASSWORD_CHANGE = frozenset(["login", "passwd", "status", "audit"])
 
 #: read-only commands: they print what is stored to this terminal, change nothing, write no file
-OPEN_COMMANDS = frozenset(["status", "audit", "results", "monitor", "outbox", "drill"])
+OPEN_COMMANDS = frozenset(["status", "audit", "results", "monitor", "outbox", "drill", "timeline"])
 #: options that make an open command change state: with one of them it asks like the rest
 STATE_OPTIONS = {"outbox": ("send",)}
 #: commands that check the account's own password themselves (``AccountService``, same back-off)
@@ -81,7 +81,8 @@ def _repairs_settings(opts: argparse.Namespace) -> bool:
 #: commands that ask unless their arguments leave no password to check
 NO_PASSWORD_WHEN = {"repair-db": _repairs_settings}
 
-MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system", "kd.cli.repair")
+MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system", "kd.cli.repair",
+           "kd.cli.timeline")
 
 STDIN_LINE_HELP = "从标准输入的第一行读取管理员密码（供脚本使用；不给则在终端中询问）"
 

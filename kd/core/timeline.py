@@ -44,6 +44,7 @@ from kd.core.timelinerules import (
     Rule,
     Rules,
 )
+from kd.errors import UserError
 from kd.formats.timeutil import format_time
 
 log = logging.getLogger(__name__)
@@ -394,8 +395,14 @@ class TimelineService:
                          seal_passed_at=_time(seal.get("passed_at")) if seal.get("passed") else None)
 
     def timeline(self, session_id: Optional[str] = None) -> Timeline:
-        """The timeline now (of ``session_id`` and the site-wide items; every session when None)."""
-        return build_timeline(self.facts(), self.ctx.now(), self.rules).for_session(session_id)
+        """The timeline now (of ``session_id`` and the site-wide items; every session when None).
+
+        Raises ``UserError`` for a session not in the loaded package.
+        """
+        facts = self.facts()
+        if session_id is not None and session_id not in {s.id for s in facts.sessions}:
+            raise UserError("没有场次 {}。".format(session_id), "请给出考场数据包中的场次编号（不给则列出全部场次）。")
+        return build_timeline(facts, self.ctx.now(), self.rules).for_session(session_id)
 
     # -- alarms -------------------------------------------------------------------------
     def _load(self) -> Dict[str, Alarm]:
@@ -453,7 +460,7 @@ class TimelineService:
                                 open_alarms=len(after))
                 changes.append(AlarmChange(False, alarm, now))
             for alarm in opened:
-                log.warning("alarm opened: %s (%s)", alarm.label, alarm.key)
+                log.info("alarm opened: %s (%s)", alarm.label, alarm.key)
                 self.ctx.record(ACTOR, names.ALARM_OPENED, key=alarm.key, kind=alarm.kind.value,
                                 session_id=alarm.session, item=alarm.item, room_code=alarm.room, label=alarm.label,
                                 opened_at=alarm.opened_at, open_alarms=len(after))
