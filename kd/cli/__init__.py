@@ -66,9 +66,10 @@ log = logging.getLogger(__name__)
 BEFORE_PASSWORD_CHANGE = frozenset(["login", "passwd", "status", "audit"])
 
 #: read-only commands: they print what is stored to this terminal, change nothing, write no file
-OPEN_COMMANDS = frozenset(["status", "audit", "results", "monitor", "outbox", "drill", "timeline"])
+OPEN_COMMANDS = frozenset(["status", "audit", "results", "monitor", "outbox", "drill", "timeline", "incident",
+                           "extra-time"])
 #: options that make an open command change state: with one of them it asks like the rest
-STATE_OPTIONS = {"outbox": ("send",)}
+STATE_OPTIONS = {"outbox": ("send",), "incident": ("writes",), "extra-time": ("writes",)}  # kd.cli.incidents
 #: commands that check the account's own password themselves (``AccountService``, same back-off)
 OWN_PASSWORD = frozenset(["login", "passwd"])
 
@@ -82,7 +83,7 @@ def _repairs_settings(opts: argparse.Namespace) -> bool:
 NO_PASSWORD_WHEN = {"repair-db": _repairs_settings}
 
 MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system", "kd.cli.repair",
-           "kd.cli.timeline")
+           "kd.cli.timeline", "kd.cli.incidents")
 
 STDIN_LINE_HELP = "从标准输入的第一行读取管理员密码（供脚本使用；不给则在终端中询问）"
 
@@ -103,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="kaodian", description="考点管理系统 (kaodian)",
-        epilog="除 status、audit、results、monitor、outbox（不带 --send）、login、passwd、drill 外，"
+        epilog="除 status、audit、results、monitor、outbox（不带 --send）、timeline、incident list、"
+               "extra-time list/propose、login、passwd、drill 外，"
                "每个命令先询问管理员密码（终端中输入，或 --password-stdin 从标准输入的第一行读取）；"
                "连续输错与登录窗口一样限时重试。考点管理系统（窗口或 --headless）正在运行时，"
                "命令在运行中的系统里执行（本机控制通道）。")

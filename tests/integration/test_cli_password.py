@@ -10,6 +10,7 @@ commands stay open; the terminal prompt (a real pseudo-terminal) and the stdin l
 order work. Platform simulator over HTTP, dongle emulator over ``socket://``.
 """
 
+import argparse
 import base64
 import hashlib
 import json
@@ -146,6 +147,15 @@ def copy(root, template, name):
     return data
 
 
+def asking_parsers(parser):
+    """Where a command takes ``--password-stdin``: its parser, or, for a command with actions
+    (``incident add``...), each action that changes state (``writes``: kd.cli.incidents)."""
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    if not nested:
+        return [parser]
+    return [p for p in nested[0].choices.values() if p.get_default("writes")]
+
+
 def test_every_command_is_classified():
     """A command asks (and takes --password-stdin), checks its own password, or is open; the doc lists each."""
     subcommands = PARSER._subparsers._group_actions[0].choices  # noqa: SLF001 - where argparse keeps them
@@ -153,7 +163,8 @@ def test_every_command_is_classified():
     assert names <= ASKING_COMMANDS | cli.OWN_PASSWORD | cli.OPEN_COMMANDS | {"repair-db"}, \
         "classify the new command here and in docs/operations.md"
     for name in names - cli.OWN_PASSWORD - (cli.OPEN_COMMANDS - set(cli.STATE_OPTIONS)):
-        assert "--password-stdin" in subcommands[name]._option_string_actions, name  # noqa: SLF001
+        for parser in asking_parsers(subcommands[name]):
+            assert "--password-stdin" in parser._option_string_actions, name  # noqa: SLF001
     with open(os.path.join(ROOT, "docs", "operations.md"), encoding="utf-8") as f:
         doc = f.read()
     table = doc[doc.index("## 命令行与管理员密码"):]
