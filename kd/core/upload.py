@@ -109,7 +109,7 @@ class UploadService:
         ctx = self.ctx
         with ctx.lock:
             plan = self.recovery.plan()
-            names = plan.session_by_id
+            titles = plan.session_by_id  # the sessions' names, for the messages
             if session_id is not None and session_id not in plan.session_by_id:
                 raise UserError("没有{}。".format(session_label(session_id)), "请从场次列表中选择。")
             records = self.recovery.recovered()
@@ -118,20 +118,20 @@ class UploadService:
             uncovered = self.external.uncovered(records)
             damaged = self.external.damaged(uncovered)
             if damaged:
-                labels = "、".join(result_label(d["room"], d["session"], names) for d in damaged)
+                labels = "、".join(result_label(d["room"], d["session"], titles) for d in damaged)
                 raise BackupRequired(
                     "{} 的结果包在本机已损坏，未能备份到外部存储，不能上报。".format(labels),
                     recover_again_remedy([d["room"] for d in damaged], "重新执行第一步“备份到外部存储”，再上报"),
                     detail="; ".join("{} {}: {}".format(d["room"], d["session"], d["problem"]) for d in damaged))
             if uncovered:
-                listed = "、".join(result_label(r["room"], r["session"], names) for r in uncovered[:5])
+                listed = "、".join(result_label(r["room"], r["session"], titles) for r in uncovered[:5])
                 raise BackupRequired(
                     "有 {} 个已回收的结果包尚未备份到外部存储：{}{}".format(
                         len(uncovered), listed, "等" if len(uncovered) > 5 else ""),
                     "请先完成第一步“备份到外部存储”（备份完成后再回收的数据需要重新备份），再上报。")
             scope = [r for r in records if session_id is None or r["session"] == session_id]
             if not scope:
-                raise UserError("{} 尚无已回收的考试数据。".format(session_label(session_id, names)),
+                raise UserError("{} 尚无已回收的考试数据。".format(session_label(session_id, titles)),
                                 "请先回收该场次各考场的结果。")
             pending = [r for r in scope if not self._uploaded(r)]
             already = len(scope) - len(pending)
@@ -142,7 +142,7 @@ class UploadService:
         warnings = []
         if not_recovered:
             warnings.append("以下考场尚未回收，未能上报：{}".format("、".join(
-                result_label(p["room"], p["session"], names) for p in not_recovered)))
+                result_label(p["room"], p["session"], titles) for p in not_recovered)))
         uploaded: List[Dict[str, Any]] = []
         touched: List[str] = []
         if pending:

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from kd.core import model
+from kd.core import labels, model
 from kd.core.backup import result_label
 from tests.support.env import SITE
 from tests.support.results import pairs, result_package
@@ -84,7 +84,7 @@ def test_restore_dialog_shows_the_backup_next_to_what_is_here_and_keeps_the_resu
     dialog = open_restore(gui_root, shell, scripted, path, "ready")
     assert str(dialog.ok.cget("state")) == "normal"
     head = dialog.backup_label.cget("text")
-    assert "考中备份" in head and dialog.preview["created_at"].replace("T", " ")[:19] in head
+    assert "考中备份" in head and labels.shown(dialog.preview["created_at"]) in head
     shown = cells(dialog)
     assert list(shown) == ["考点代码", "考试模式", "考试名称", "考场数", "已注册考场", "已开考（考场·场次）",
                            "已回收结果", "已上报结果", "冲突结果包"]
@@ -145,7 +145,7 @@ def test_initialize_during_a_formal_exam_is_refused_before_any_confirmation(site
     pump_until(gui_root, lambda: scripted.messages, 10, "the refusal")
     kind, title, text, detail = scripted.messages[-1]
     assert (kind, title) == ("warning", "不能初始化")
-    assert "禁止初始化" in text and "考场 {} 场次 {}".format(room, session) in text and "考后上报" in detail
+    assert "禁止初始化" in text and result_label(room, session) in text and "考后上报" in detail
     assert scripted.count("confirm") == 0 and scripted.count("ask_text") == 0
     assert env.ctx.site_code() == SITE and not shell.ends and not shell.busy
 

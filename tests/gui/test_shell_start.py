@@ -81,15 +81,19 @@ def test_login_back_off_is_inline(gui_root, scripted, tmp_path):
             login.password.insert(0, "wrong{}".format(attempt))
             login.button.invoke()
             assert str(login.button.cget("state")) == "disabled"  # PBKDF2 runs in a worker
-            pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal", 20, "answer")
+            pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal" or login.waiting, 20, "answer")
             assert "错误" in login.error.cget("text") and login.password.get() == ""
+        # the 3rd failure's back-off counts down with 登录 disabled, then 登录 comes back by itself
         third = login.error.cget("text").replace(" ", "")
+        assert login.waiting and str(login.button.cget("state")) == "disabled"
         assert "已连续失败3次" in third and "1秒后重试" in third
-        login.password.insert(0, "888")  # even the right password waits out the back-off
+        pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal", 20, "the countdown's end")
+        login.password.insert(0, "888")  # even the right password waits out the back-off (the site's clock held)
         login.button.invoke()
-        pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal", 20, "back-off")
+        pump_until(gui_root, lambda: login.waiting, 20, "back-off")
         text = login.error.cget("text")
         assert "登录失败次数过多" in text and "秒后重试" in text.replace(" ", "")
+        pump_until(gui_root, lambda: str(login.button.cget("state")) == "normal", 20, "the countdown's end")
         assert screen_of(flow, LoginScreen) is login and login.password.get() == "" and not scripted.calls
         clock.advance(1)  # the back-off is over: the right password logs in (and must be changed)
         first_login(gui_root, flow, login)

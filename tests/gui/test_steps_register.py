@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from kd.core import model
+from kd.core import labels, model
 from kd.core.states import Step
 from kd.core.steps import step_marks
 from kd.views.dialogs import KDINFO_TYPES
@@ -171,7 +171,7 @@ def test_restore_of_an_early_kdinfo_shows_what_it_drops_and_asks(site, tmp_path)
     assert (method, title) == ("confirm", "恢复注册")
     assert text == "恢复注册将使 2 个当前已连接的考场失去或改变注册，确定恢复吗？"
     created = core.registration.restore_preview(early)["created_at"]
-    assert "文件导出时间：" + created[:19].replace("T", " ") in detail
+    assert "文件导出时间：" + labels.shown(created) in detail
     assert "将失去注册（3个）" in detail
     assert "{}（当前已连接；注册IP 192.168.1.20）".format(codes[0]) in detail
     assert "{}（当前已连接；注册IP 192.168.1.21）".format(codes[1]) in detail

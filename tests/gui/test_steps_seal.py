@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from kd.core import labels
 from kd.core.states import Step
 from kd.core.steps import step_marks
 from kd.views.step_seal import BackupDialog, SealPage
@@ -67,7 +68,7 @@ def test_failing_items_show_remedies_then_pass_and_report(site):
     # the outbox delivers the report to the simulator; the page follows it live
     site.until(lambda: page.info.text("report").startswith("上报成功 "), "上报成功 and its time")
     sent = site.core.outbox.latest("seal_check")
-    assert page.info.text("report") == "上报成功 {}".format(sent["sent_at"][:19].replace("T", " "))
+    assert page.info.text("report") == "上报成功 {}".format(labels.shown(sent["sent_at"]))
     assert step_marks(site.core).done(Step.SEAL)
     assert all(w.winfo_width() > 1 for w in page.item_widgets)
     site.dialogs.check()

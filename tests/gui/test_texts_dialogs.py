@@ -153,10 +153,11 @@ def test_upload_dialog_is_modal_and_centred(shell_site, gui_root, scripted):
 
 def test_long_notice_wraps_above_the_status_bar(shell_site, gui_root):
     env, core, shell = shell_site
-    gui_root.geometry("1024x700")
-    pump_until(gui_root, lambda: gui_root.winfo_width() == 1024, 5, "1024 wide")
+    pump_until(gui_root, lambda: "【" in shell.heading.cget("text"), 10, "the title")
     shell.notify("考场 11003001 已注册", "info")
     assert shell.note_label.winfo_manager() == "pack" and not shell.long_note.winfo_manager()
+    gui_root.geometry("1024x700")
+    pump_until(gui_root, lambda: gui_root.winfo_width() == 1024, 5, "1024 wide")
     text = "状态报告发送失败，将自动重试：" + "监控平台暂时无法连接（连接超时），请检查网络连接后等待自动重试。" * 2
     shell.notify(text, "warning")
     gui_root.update_idletasks()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from kd.core.labels import result_label
 from kd.errors import PlatformError
 from kd.views.recovery import RecoveryPage
 from tests.integration.live_helpers import loaded_env
@@ -141,7 +142,7 @@ def test_step_1_names_what_is_missing_and_asks(site, gui_root, scripted, usb):
     assert (method, title) == ("confirm", "备份到外部存储")
     assert text == "有 2 个考场场次的考试结果不在本次备份中，确定继续备份吗？"
     for room, session in every[-2:]:
-        assert "考场 {} 第{}场次".format(room, session) in detail
+        assert result_label(room, session) in detail
     assert "尚未回收（2个）" in detail
     assert scripted.count("choose_dir") == 0 and os.listdir(str(usb)) == []
     assert core.upload.snapshot()["external"] is None

@@ -16,6 +16,7 @@ import zipfile
 import pytest
 
 from kd.core import model
+from kd.core.labels import result_label
 from kd.core.system import SystemService
 from kd.core.upload import BackupRequired
 from kd.formats import backup as bak
@@ -67,7 +68,7 @@ def test_system_backup_completes_without_the_damaged_result_and_names_it(env, tm
     assert {"spool/{}.dat".format(o) for o in others} <= members
     assert "spool/{}.dat".format(sha) not in members
     assert [d["sha256"] for d in path.damaged] == [sha]
-    label = "考场 {} 第{}场次".format(room, session)
+    label = result_label(room, session)
     assert path.damaged[0]["label"] == label and path.damaged[0]["path"] == spool_path
     text = "\n".join(path.warnings)
     assert label in text and "未能备份" in text
@@ -105,7 +106,7 @@ def test_external_backup_copies_the_good_results_and_marks_the_damaged_one_missi
     with open(os.path.join(done["folder"], "manifest.json"), encoding="utf-8") as f:
         manifest = f.read()
     assert sha in manifest and '"missing"' in manifest
-    label = "考场 {} 第{}场次".format(room, session)
+    label = result_label(room, session)
     text = "\n".join(done["warnings"])
     assert label in text and "请在考场 {} 的监考机上重新“上报”".format(room) in text
     assert any(r.levelno == logging.ERROR and spool_path in r.getMessage() for r in caplog.records)

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from kd.core import model
+from kd.core.labels import shown
 from kd.core.loading import LoadingService, NotLoaded
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
@@ -400,7 +401,7 @@ def test_restore_preview_shows_what_an_early_kdinfo_would_drop(live, tmp_path, c
     assert [(r["code"], r["change"], r["connected"], r["ip"], r["new_ip"]) for r in preview["rooms"]] == [
         (room, "loses", room in live.rooms[:2], live.ip(room), None) for room in live.rooms]
     text = "\n".join(preview["lines"])
-    assert "文件导出时间：" + preview["created_at"][:19].replace("T", " ") in text
+    assert "文件导出时间：" + shown(preview["created_at"]) in text
     assert "将失去注册（3个）" in text and "可能不是最新" in text
     for room in live.rooms[:2]:
         assert "{}（当前已连接；注册IP {}）".format(room, live.ip(room)) in text

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kd.core import model
+from kd.core.labels import result_label
 from kd.core.upload import BackupRequired
 from kd.errors import FormatError, IntegrityError, PlatformUnreachable, ResultConflict, UserError
 from kd.formats.documents import load_upload_receipt
@@ -294,7 +295,7 @@ def test_a_damaged_spool_file_is_named_and_the_other_results_backed_up(env, exte
     done = env.upload.backup_external(external_dir, "admin")
     assert [(m["room"], m["session"]) for m in done["missing"]] == [(room, session)]
     assert len(done["files"]) == len(pairs(env.ctx)) - 1 and done["complete"] is False
-    assert "考场 {} 第{}场次".format(room, session) in done["warnings"][0]
+    assert result_label(room, session) in done["warnings"][0]
     assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL)["valid"] is True
     with pytest.raises(BackupRequired, match="已损坏"):
         env.upload.upload(None, "admin")
@@ -442,7 +443,7 @@ def test_backup_preview_names_rooms_not_recovered_and_damaged_files(env, externa
         every[0] + ("SHA-256 不符（文件内容已损坏）",)]
     text = "\n".join(preview["lines"])
     for room, session in every[-2:] + every[:1]:
-        assert "考场 {} 第{}场次".format(room, session) in text
+        assert result_label(room, session) in text
     assert "尚未回收（2个）" in text and "将备份其余 {} 个结果包".format(len(every) - 3) in text
     # the preview changed nothing: no backup recorded, nothing written to the stick, no audit line
     assert env.ctx.stores.runtime.get(model.CHECKS, model.EXTERNAL) is None
