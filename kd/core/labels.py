@@ -89,7 +89,6 @@ SEAL_ITEM_LABELS = {
     "dongle": "机考锁在位",
     "lan": "局域网服务运行",
     "lan_address": "考点信息表地址可连接",
-    "lan_address": "考点信息表地址可连接",
     "disk": "磁盘剩余空间",
     "clock": "系统时间准确",
 }
