@@ -46,6 +46,10 @@ ROOM_END_REFUSED = "room.end_refused"
 SESSION_STARTED = "session.started"  # every room started: the session_started report enqueued
 SESSION_ENDED = "session.ended"  # every room ended: the session_ended report enqueued
 
+# -- 考点时间线 (kd.core.timeline) -------------------------------------------------------------------
+ALARM_OPENED = "alarm.opened"  # an item became 逾期, or a room was lost during the exam
+ALARM_CLOSED = "alarm.closed"  # its item completed, or the room came back / ended
+
 # -- 考场情况记录 / 补时 (kd.core.incidents, kd.core.extratime) ------------------------------------
 INCIDENT_RECORDED = "incident.recorded"  # added by hand (or by marking a stale room ended)
 INCIDENT_DRAFTED = "incident.drafted"  # drafted from what the site saw
@@ -54,10 +58,6 @@ INCIDENT_CONFIRMED = "incident.confirmed"
 INCIDENT_DISMISSED = "incident.dismissed"
 EXTRA_TIME_GRANTED = "extra_time.granted"  # 补时 approved: the room's expected end shifted
 EXTRA_TIME_ACKNOWLEDGED = "extra_time.acknowledged"  # the proctor machine took it
-
-# -- 考点时间线 (kd.core.timeline) -------------------------------------------------------------------
-ALARM_OPENED = "alarm.opened"  # an item became 逾期, or a room was lost during the exam
-ALARM_CLOSED = "alarm.closed"  # its item completed, or the room came back / ended
 
 # -- 数据回收 / 考后上报 -----------------------------------------------------------------------------
 RESULTS_RECEIVED = "results.received"
@@ -87,7 +87,7 @@ SYSTEM_BACKED_UP = "system.backed_up"  # 系统备份
 SYSTEM_RESTORED = "system.restored"  # 系统恢复
 SYSTEM_CONVERTED_TO_FORMAL = "system.converted_to_formal"  # 模考转正考
 SYSTEM_INITIALIZED = "system.initialized"  # 系统初始化
-LAN_ADDRESS_SET = "system.lan_address_set"  # 考点机地址 chosen in the status bar (kd/core/status.py)
+LAN_ADDRESS_CHANGED = "system.lan_address_changed"  # 考点机地址 chosen in the status bar (kd/core/status.py)
 STORE_REPAIRED = "store.repaired"  # repair-db (kd.cli.repair)
 
 # -- published by other layers ---------------------------------------------------------------------

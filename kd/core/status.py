@@ -11,7 +11,7 @@ LAN server, the dongle driver or the platform client itself:
 - ``choose_address(address, bind, actor)``: the administrator's pick of the address
   proctors are told (``settings/site`` ``lan_address``; ``bind``: ``lan_bind``, the LAN
   service listens on that address only from the next start); audited
-  ``system.lan_address_set``. Raises ``UserError`` for an address that is not this PC's;
+  ``system.lan_address_changed``. Raises ``UserError`` for an address that is not this PC's;
 - ``contact()``: the footer's 技术服务单位 and 服务电话 (``ServiceContact``): ``settings/site``
   ``service_unit`` / ``service_phone``, else the loaded package's optional ``service``
   object (docs/formats.md §2.2.1), else empty (the footer then shows only 系统版本);
@@ -140,7 +140,7 @@ class StatusService:
             site["lan_address"], site["lan_bind"] = text, bool(bind)
             if before != (text, bool(bind)):
                 self.ctx.stores.settings.put(model.SETTINGS, model.SITE, site)
-                self.ctx.record(actor, names.LAN_ADDRESS_SET, address=text, bind=bool(bind),
+                self.ctx.record(actor, names.LAN_ADDRESS_CHANGED, address=text, bind=bool(bind),
                                 previous=before[0], previous_bind=before[1])
         return self.snapshot()
 
