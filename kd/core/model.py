@@ -64,6 +64,14 @@ runtime DB (``ctx.stores.runtime``)
                        "exported_at"} (kd/core/registration.py; 封场检测 connects to it)
   checks/recovery      every room of every session recovered: {"completed_at",
                        "outbox_id"} (the recovery_status report, enqueued once)
+  incidents/<id>       考场情况记录 {"id", "kind", "category", "room", "session", "start", "end",
+                       "candidates", "description", "recorded_by", "recorded_at", "state":
+                       "drafted"|"confirmed"|"dismissed", "decided_by", "decided_at", "note",
+                       "draft_key"} (kd/core/incidents.py; docs/incidents.md §1)
+  extra_time/<id>      补时 granted {"id", "room", "session", "minutes", "total_min", "tier",
+                       "reason", "incidents", "granted_by", "granted_at", "dongle", "expected_end",
+                       "acked_at"} (kd/core/extratime.py; docs/incidents.md §3); the room-session
+                       record then has "extra_time_min" (the total) and "expected_end"
 """
 
 from kd.core import labels

@@ -201,6 +201,8 @@ class RoomSession(_RoomSessionKeys, total=False):
 
     permitted_at: Optional[str]  # the first start permit granted
     unpermitted_at: Optional[str]  # = started_at when the start was 未经许可开考
+    extra_time_min: int  # 补时 granted in total (kd.core.extratime)
+    expected_end: str  # the session's end + extra_time_min (kd.core.extratime)
 
 
 class ResultConflict(TypedDict, total=False):
