@@ -22,7 +22,7 @@ import logging
 import os
 from typing import List, Optional
 
-from kd.core import lifecycle, names, records
+from kd.core import labels, lifecycle, names, records
 from kd.core.context import Context
 from kd.core.lifecycle import SessionEvent
 from kd.core.loading import LoadingService, not_loaded
@@ -30,7 +30,7 @@ from kd.core.records import JsonObject
 from kd.core.snapshots import AuthorizationSnapshot, session_row
 from kd.errors import FormatError, PlatformRefused, PlatformUnreachable, UserError
 from kd.formats.documents import REMEDY_AUTHORIZATION, SessionAuthorization, load_session_authorization
-from kd.formats.timeutil import format_time, parse_time
+from kd.formats.timeutil import format_time, human_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,14 @@ class AuthorizationService:
         start = parse_time(session["start"], "start", "考场数据包")
         diffs = []
         if auth.start != start:
-            diffs.append("开考时间（授权 {}，数据包 {}）".format(format_time(auth.start), session["start"]))
+            diffs.append("开考时间（授权 {}，数据包 {}）".format(human_time(auth.start), human_time(session["start"])))
         if auth.duration_min != session["duration_min"]:
             diffs.append("考试时长（授权 {} 分钟，数据包 {} 分钟）".format(auth.duration_min, session["duration_min"]))
         if auth.session_name != session["name"]:
             diffs.append("场次名称（授权 {}，数据包 {}）".format(auth.session_name, session["name"]))
         if diffs:
-            raise FormatError("考试授权与考场数据包中的场次 {} 不符：{}。".format(session["id"], "；".join(diffs)),
+            named = labels.session_label(session["id"], session["name"])
+            raise FormatError("考试授权与考场数据包中的{}不符：{}。".format(named, "；".join(diffs)),
                               "请先重新载入最新的考场数据包，再重新获取考试授权。")
         return session
 
@@ -105,8 +106,11 @@ class AuthorizationService:
                 auth = platform.download_authorization(sid)
             except (PlatformUnreachable, PlatformRefused) as e:
                 log.warning("authorization of session %s failed: %s (%s)", sid, e.cause, e.detail)
-                prefix = "已获取场次 {} 的授权；".format("、".join(done)) if done else ""
-                raise type(e)("{}从监控平台获取场次 {} 的考试授权失败：{}".format(prefix, sid, e.cause),
+                names_ = {s["id"]: s["name"] for s in self._sessions()}
+                got = "、".join(labels.session_label(d, names_) for d in done)
+                prefix = "已获取{}的授权；".format(got) if done else ""
+                this = labels.session_label(sid, names_)
+                raise type(e)("{}从监控平台获取{}的考试授权失败：{}".format(prefix, this, e.cause),
                               MANUAL_REMEDY, detail=e.detail) from e
             with self.ctx.lock:
                 self._store(auth, "online", actor)

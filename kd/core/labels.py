@@ -39,7 +39,7 @@ from kd.core.states import (
     Step,
     UploadStatus,
 )
-from kd.formats.timeutil import CST
+from kd.formats.timeutil import SHOWN, human_time
 
 #: the manual's done marks
 YES_MARK, NO_MARK = "✓", "✗"
@@ -213,30 +213,9 @@ def summary(lines: List[str]) -> str:
 
 
 #: how ``shown`` writes a time: minute precision
-SHOWN_FORMAT = "%Y-%m-%d %H:%M"
+SHOWN_FORMAT = SHOWN
 
 
 def shown(text: Optional[Union[str, datetime.datetime]]) -> str:
-    """A time as people read it (``2026-12-01 17:35``); "" for none.
-
-    ``text`` is ISO 8601 text (``2026-12-01T17:35:00+08:00``, the records' and artefacts'
-    form) or a datetime. A time with an offset is shown in the site's zone (China
-    Standard Time, UTC+08:00) whatever the PC's zone; a time without one as it is. Text
-    that is no time is returned unchanged.
-    """
-    if text is None or text == "":
-        return ""
-    moment: Optional[datetime.datetime] = None
-    if isinstance(text, datetime.datetime):
-        moment = text
-    else:
-        value = str(text).strip()
-        if value.endswith("Z"):
-            value = value[:-1] + "+00:00"
-        try:
-            moment = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return str(text)
-    if moment.tzinfo is not None and moment.utcoffset() is not None:
-        moment = moment.astimezone(CST)
-    return moment.strftime(SHOWN_FORMAT)
+    """A time as people read it (``2026-12-01 17:35``); "" for none (``kd.formats.timeutil.human_time``)."""
+    return human_time(text)

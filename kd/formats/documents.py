@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, Generic, Mapping, Optional, Tuple, TypeV
 from kd.errors import FormatError
 from kd.formats.schema import Check
 from kd.formats.signing import Signer, TrustedKeys, verify_document
-from kd.formats.timeutil import format_time, require_aware
+from kd.formats.timeutil import format_time, human_time, require_aware
 
 FORMAT_VERSION = 1
 
@@ -192,9 +192,9 @@ def _window(check: Check, moment: Optional[datetime.datetime], valid_from: datet
     if valid_until <= valid_from:
         raise check.refuse("有效期无效（结束时间不晚于开始时间）")
     if now < valid_from - skew:
-        raise check.refuse(f"尚未生效（生效时间 {format_time(valid_from)}，当前时间 {format_time(now)}）")
+        raise check.refuse(f"尚未生效（生效时间 {human_time(valid_from)}，当前时间 {human_time(now)}）")
     if now >= valid_until + skew:
-        raise check.refuse(f"已过期（有效期至 {format_time(valid_until)}，当前时间 {format_time(now)}）")
+        raise check.refuse(f"已过期（有效期至 {human_time(valid_until)}，当前时间 {human_time(now)}）")
 
 
 def _mismatch(label: str) -> str:
@@ -300,7 +300,7 @@ def require_sync_for_session(ticket: SyncTicket, session_start: datetime.datetim
     """``FormatError`` unless ``synced_for_session``: the rule before 授权验证 (DESIGN §5)."""
     if not synced_for_session(ticket, session_start, window):
         minutes = int(window.total_seconds() // 60)
-        synced, start = format_time(ticket.server_time), format_time(session_start)
+        synced, start = human_time(ticket.server_time), human_time(session_start)
         raise FormatError(
             f"机考锁校时不符合要求：校时时间 {synced} 不在开考时间 {start} 前 {minutes} 分钟内",
             REMEDY_SYNC_TICKET,

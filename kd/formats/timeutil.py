@@ -9,7 +9,7 @@ loaders must be timezone-aware ``datetime`` objects.
 
 import datetime
 import re
-from typing import Any
+from typing import Any, Optional, Union
 
 from kd.errors import FormatError
 
@@ -24,6 +24,36 @@ def format_time(moment: datetime.datetime) -> str:
     """``moment`` (timezone-aware) as ISO 8601 text with offset, seconds precision."""
     require_aware(moment, "time")
     return moment.replace(microsecond=0).isoformat()
+
+
+#: how a person reads a time, in the UI, printed sheets, CLI text and messages
+SHOWN = "%Y-%m-%d %H:%M"
+
+
+def human_time(text: Optional[Union[str, datetime.datetime]]) -> str:
+    """A time as people read it (``2026-12-01 17:35``); "" for none.
+
+    ``text`` is ISO 8601 text (``2026-12-01T17:35:00+08:00``, the records' and artefacts'
+    form) or a datetime. A time with an offset is shown in the site's zone (China
+    Standard Time, UTC+08:00) whatever the PC's zone; a time without one as it is. Text
+    that is no time is returned unchanged.
+    """
+    if text is None or text == "":
+        return ""
+    moment: Optional[datetime.datetime] = None
+    if isinstance(text, datetime.datetime):
+        moment = text
+    else:
+        value = str(text).strip()
+        if value.endswith("Z"):
+            value = value[:-1] + "+00:00"
+        try:
+            moment = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return str(text)
+    if moment.tzinfo is not None and moment.utcoffset() is not None:
+        moment = moment.astimezone(CST)
+    return moment.strftime(SHOWN)
 
 
 def require_aware(moment: Any, name: str = "now") -> datetime.datetime:

@@ -238,3 +238,15 @@ def test_receipt_wrong_site_and_bad_fields(platform, trusted):
     refused(lambda: d.load_upload_receipt(data, trusted, SITE), "size")
     data = resign(platform, receipt(platform), d.KIND_RECEIPT, sha256=DIGEST.upper())
     refused(lambda: d.load_upload_receipt(data, trusted, SITE), "sha256")
+
+
+def test_window_and_sync_refusals_show_times_as_people_read_them(platform, trusted):
+    """The 已过期 / 尚未生效 / 校时 refusals say ``2026-06-13 12:00``, never ISO text."""
+    data = ptq(platform)
+    late = refused(lambda: d.load_session_authorization(data, trusted, SITE, now=START + 3 * H), "已过期")
+    assert "有效期至 2026-06-13 12:00，当前时间 2026-06-13 12:00" in late.cause and "T" not in late.cause
+    early = refused(lambda: d.load_session_authorization(data, trusted, SITE, now=START - 25 * H), "尚未生效")
+    assert "生效时间 2026-06-12 09:00" in early.cause
+    stale = d.load_sync_ticket(ticket(platform, server_time=START - 2 * H), trusted, now=START - 2 * H)
+    sync = refused(lambda: d.require_sync_for_session(stale, START), "机考锁校时不符合要求")
+    assert "校时时间 2026-06-13 07:00 不在开考时间 2026-06-13 09:00 前 60 分钟内" in sync.cause
