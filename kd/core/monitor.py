@@ -284,9 +284,9 @@ class MonitorService:
                     self._ended.add((room, session))
 
     def session_name(self, session_id: str) -> str:
-        """A session as the administrator reads it: its name in the package (第一场次), else ``session_label``'s."""
+        """A session as the administrator reads it: its name in the package (第一场次), else ``场次 <id>``."""
         session = self._plan_now()["sessions"].get(session_id) or {}
-        return labels.session_label(session_id, session.get("name"))
+        return session.get("name") or "场次 {}".format(session_id)
 
     def forget(self, room_code: str) -> None:
         """Drop a room's live state (its registration was revoked): it shows as not connected."""
