@@ -427,7 +427,8 @@ class IncidentService:
         now = self.ctx.now()
         sessions = session_facts(self.ctx.manifest_view(_sessions_part))
         rooms = room_facts(records.room_sessions(self.ctx.stores.runtime))
-        under_way = {r.session for r in rooms if r.started_at is not None and r.ended_at is None}
+        known = {s.id for s in sessions}  # a room-session of a session no longer in the package is not watched
+        under_way = {r.session for r in rooms if r.started_at is not None and r.ended_at is None} & known
         seen = set()
         for sid in sorted(under_way):
             for row in self.monitor.view(sid).rows:

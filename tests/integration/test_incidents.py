@@ -253,3 +253,12 @@ def test_incidents_and_grants_survive_a_reopen_of_the_site(env):
         assert again.incidents.list(states=[IncidentState.CONFIRMED])[0]["kind"] == Kind.MANUAL.value
     finally:
         reopened.close()
+
+
+def test_a_room_session_of_a_session_no_longer_in_the_package_is_not_watched(env):
+    ctx, core = env.ctx, env.core
+    room = ctx.manifest()["rooms"][0]["code"]
+    ctx.stores.runtime.put(model.ROOM_SESSIONS, model.rs_key(room, "9"), {
+        "room": room, "session": "9", "started_at": ctx.now().isoformat(), "ended_at": None, "result": None,
+        "upload": None})
+    assert core.incidents.tick() == []
