@@ -344,10 +344,28 @@ class TimelineService:
         self._watch_since = self.clock()
         self._lock = threading.Lock()
         self._open: Optional[Dict[str, Alarm]] = None
+        self._cache_lock = threading.Lock()
+        self._generation = 0
+        self._cache: Optional[Tuple[int, SiteFacts]] = None
+        ctx.hub.on("*", self._changed)
 
     # -- facts --------------------------------------------------------------------------
-    def facts(self) -> SiteFacts:
-        """What the records and the live heartbeats say now (``SiteFacts``)."""
+    def _changed(self, _event: Any) -> None:
+        with self._cache_lock:  # not ``_lock``: tick() records (publishes) while it holds that
+            self._generation += 1
+
+    def _recorded(self) -> SiteFacts:
+        """The facts the stores hold (``silent_s`` None), cached until the next hub event.
+
+        Every state change of the core is persisted, then published (``ctx.record``): any
+        event drops the cache. The generation is read before the stores, so a change racing
+        with the read is seen by the next call.
+        """
+        with self._cache_lock:
+            generation = self._generation
+            cached = self._cache
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         ctx = self.ctx
         meta = ctx.stores.exam.get(model.PACKAGE, model.PACKAGE_META) or {}
         defs = ctx.manifest_view(_manifest_sessions) or []
@@ -360,7 +378,6 @@ class TimelineService:
                 copies.add((entry.get("room"), entry.get("session"), entry.get("sha256")))
         backup_at = _time(external.get("verified_at")) if copies else None
         rooms = {d["code"]: d for d in records.rooms(runtime)}
-        silent_never = self.clock() - self._watch_since
         sessions: List[SessionFacts] = []
         for sdef in defs:
             sid, start = sdef.get("id"), _time(sdef.get("start"))
@@ -370,11 +387,10 @@ class TimelineService:
                 duration = int(sdef.get("duration_min") or 0)
             except (TypeError, ValueError):
                 duration = 0
-            view = self.monitor.view(sid)
             rs = {d["room"]: records.as_doc(d) for d in records.room_sessions(runtime, sid)}
             sdoc = records.as_doc(records.session(runtime, sid) or {})
             room_facts = []
-            for row in view.rows:
+            for row in self.monitor.view(sid).rows:  # the session's rooms, in the package's order
                 room: Dict[str, Any] = dict(rooms.get(row.room) or {})
                 doc = rs.get(row.room) or {}
                 result = doc.get("result") or {}
@@ -384,15 +400,41 @@ class TimelineService:
                     data_imported_at=_time(room.get("data_imported_at")), started_at=_time(doc.get("started_at")),
                     ended_at=_time(doc.get("ended_at")), recovered_at=_time(result.get("received_at")),
                     backed_up=bool(result) and (row.room, sid, result.get("sha256")) in copies,
-                    uploaded_at=_time(upload.get("uploaded_at")) if upload.get("receipt") else None,
-                    silent_s=row.last_seen_s if row.last_seen_s is not None else silent_never))
+                    uploaded_at=_time(upload.get("uploaded_at")) if upload.get("receipt") else None))
             sessions.append(SessionFacts(
                 id=sid, name=str(sdef.get("name") or ""), start=start, duration_min=duration,
                 rooms=tuple(room_facts), lock_synced_at=_time(sdoc.get("lock_synced_at")),
                 verified_at=_time(sdoc.get("verified_at")), backup_at=backup_at))
-        return SiteFacts(sessions=tuple(sessions), publish_time=_time(meta.get("publish_time")),
-                         package_verified_at=_time(meta.get("verified_at")),
-                         seal_passed_at=_time(seal.get("passed_at")) if seal.get("passed") else None)
+        value = SiteFacts(sessions=tuple(sessions), publish_time=_time(meta.get("publish_time")),
+                          package_verified_at=_time(meta.get("verified_at")),
+                          seal_passed_at=_time(seal.get("passed_at")) if seal.get("passed") else None)
+        with self._cache_lock:
+            self._cache = (generation, value)
+        return value
+
+    def invalidate(self) -> None:
+        """Forget the cached records (for writers that bypass ``ctx.record``)."""
+        self._changed(None)
+
+    def facts(self) -> SiteFacts:
+        """What the records and the live heartbeats say now (``SiteFacts``).
+
+        The records are read once per change (``_recorded``); the heartbeats on every call:
+        a session under way (a room started, not every room ended) asks the monitor for its
+        rows' ``last_seen_s``, other sessions keep ``silent_s`` None (nothing to lose).
+        """
+        recorded = self._recorded()
+        silent_never = self.clock() - self._watch_since
+        sessions: List[SessionFacts] = []
+        for session in recorded.sessions:
+            if not any(r.started_at is not None and r.ended_at is None for r in session.rooms):
+                sessions.append(session)
+                continue
+            seen = {row.room: row.last_seen_s for row in self.monitor.view(session.id).rows}
+            rooms = tuple(dataclasses.replace(r, silent_s=seen[r.code] if seen.get(r.code) is not None
+                                              else silent_never) for r in session.rooms)
+            sessions.append(dataclasses.replace(session, rooms=rooms))
+        return dataclasses.replace(recorded, sessions=tuple(sessions))
 
     def timeline(self, session_id: Optional[str] = None) -> Timeline:
         """The timeline now (of ``session_id`` and the site-wide items; every session when None).
