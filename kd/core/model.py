@@ -64,6 +64,9 @@ runtime DB (``ctx.stores.runtime``)
                        "exported_at"} (kd/core/registration.py; 封场检测 connects to it)
   checks/recovery      every room of every session recovered: {"completed_at",
                        "outbox_id"} (the recovery_status report, enqueued once)
+  checks/alarms        the open alarms of 考点时间线: {"open": {<key>: {"key", "kind", "kind_label",
+                       "session", "item", "room", "label", "opened_at"}}, "changed_at"}
+                       (kd/core/timeline.py, docs/timeline.md)
   incidents/<id>       考场情况记录 {"id", "kind", "category", "room", "session", "start", "end",
                        "candidates", "description", "recorded_by", "recorded_at", "state":
                        "drafted"|"confirmed"|"dismissed", "decided_by", "decided_at", "note",
