@@ -471,27 +471,31 @@ class TimelineService:
         """Build the timeline now, open the alarms whose condition holds, close the others.
 
         Each change is persisted (``checks/alarms``) and recorded (``alarm.opened`` /
-        ``alarm.closed``, actor ``system``) under the core lock; returns the changes.
+        ``alarm.closed``, actor ``system``) under the core lock (ticks are serialised by it);
+        the events are published after the service's own lock is released, so a hub
+        listener may call ``open_alarms()``. Returns the changes.
         """
         line = self.timeline()
         now = format_time(line.at)
         held = {c.key: c for c in line.conditions}
         changes: List[AlarmChange] = []
-        with self.ctx.lock, self._lock:
-            current = self._load()
-            opened = [Alarm(c.key, c.kind, c.session, c.item, c.room, c.label, now)
-                      for key, c in held.items() if key not in current]
-            closed = [a for key, a in current.items() if key not in held]
-            if not opened and not closed:
-                return changes
-            after = dict(current)
-            for alarm in closed:
-                after.pop(alarm.key)
-            for alarm in opened:
-                after[alarm.key] = alarm
-            self.ctx.stores.runtime.put(model.CHECKS, ALARMS,
-                                        {"open": {k: a.as_dict() for k, a in after.items()}, "changed_at": now})
-            self._open = after
+        with self.ctx.lock:
+            with self._lock:
+                current = self._load()
+                opened = [Alarm(c.key, c.kind, c.session, c.item, c.room, c.label, now)
+                          for key, c in held.items() if key not in current]
+                closed = [a for key, a in current.items() if key not in held]
+                if not opened and not closed:
+                    return changes
+                after = dict(current)
+                for alarm in closed:
+                    after.pop(alarm.key)
+                for alarm in opened:
+                    after[alarm.key] = alarm
+                self.ctx.stores.runtime.put(model.CHECKS, ALARMS,
+                                            {"open": {k: a.as_dict() for k, a in after.items()}, "changed_at": now})
+                self._open = after
+            # recorded outside ``_lock``: the hub's synchronous listeners may read the open alarms
             states = {(i.session, i.id): i.state for i in line.items}
             for alarm in closed:
                 done = states.get((alarm.session, alarm.item)) is ItemState.DONE or alarm.kind is AlarmKind.ROOM_LOST

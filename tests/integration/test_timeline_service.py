@@ -161,3 +161,17 @@ def test_room_lost_over_the_lan(tmp_path):
         assert [(c.opened, c.alarm.room) for c in timeline.tick() if c.alarm.item == "connected"] == [(False, lost)]
     finally:
         lan.close()
+
+
+def test_a_listener_may_ask_the_service_while_an_alarm_is_recorded(site):
+    """``hub.on`` listeners run in the ticking thread: one that reads the open alarms must not block it."""
+    import threading  # noqa: PLC0415
+
+    seen = []
+    site.hub.on(names.ALARM_OPENED, lambda event: seen.append((event.data["key"], site.timeline.open_count())))
+    move_to(site, -20)
+    ticking = threading.Thread(target=site.timeline.tick, daemon=True)
+    ticking.start()
+    ticking.join(60)
+    assert not ticking.is_alive(), "tick() blocked on its own listener"
+    assert seen == [("-/seal/-", 1)]
