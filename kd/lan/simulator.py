@@ -46,14 +46,12 @@ next session's ``waiting``), ``done`` or ``failed`` (``detail``: the error). ``c
 ``on_schedule`` compares the start times with.
 """
 
-import argparse
 import datetime
 import hashlib
 import json
 import logging
 import os
 import random
-import socket
 import sys
 import tempfile
 import threading
@@ -61,10 +59,15 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from kd.errors import FormatError
-from kd.formats import kdinfo
 from kd.formats.result import ABSENT, PRESENT, build_result
 from kd.formats.timeutil import CST, parse_time
 from kd.lan.client import E_NET, LanError, ProctorClient
+from kd.lan.simrooms import (  # noqa: F401 - the simulator's public names, kept here for its callers
+    is_loopback,
+    loopback_address,
+    own_addresses_work,
+    rooms_from_site_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,30 +103,6 @@ _DEFAULTS = SimOptions()  # the class attributes of a NamedTuple are field acces
 #: the phases of a proctor's day (``Progress.phase``), in order
 PHASES = ("connecting", "registered", "data_imported", "waiting", "permit", "in_exam", "uploading", "uploaded",
           "done", "failed")
-
-
-def loopback_address(index: int) -> str:
-    """The loopback address of proctor ``index``: 127.0.0.2, 127.0.0.3, ... (127.0.<i // 253>.<i % 253 + 2>)."""
-    high, low = divmod(int(index), 253)
-    if not 0 <= high <= 255:
-        raise ValueError("too many proctors for 127.0.x.y addresses")
-    return "127.0.{}.{}".format(high, low + 2)
-
-
-def own_addresses_work(address: str = "127.0.0.2") -> bool:
-    """Whether this system can bind a socket to a loopback address other than 127.0.0.1
-    (Linux and Windows can; macOS cannot without an alias)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((address, 0))
-        return True
-    except OSError as e:
-        log.info("cannot bind %s (%s): the proctors connect from the system's address", address, e)
-        return False
-
-
-def is_loopback(host: str) -> bool:
-    return host == "localhost" or host.startswith("127.")
 
 
 class Progress(NamedTuple):
@@ -475,72 +454,7 @@ class Simulation:
         }
 
 
-def rooms_from_site_info(path: str, count: int) -> List[Dict[str, Any]]:
-    """The first ``count`` rooms (code, reg_code) of an exported KDINFO. Raises ``FormatError``."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(kdinfo.MAX_BYTES + 1)
-    except OSError as e:
-        raise FormatError("无法读取考点信息文件：{}".format(path), kdinfo.REMEDY, detail=repr(e)) from e
-    rooms = kdinfo.parse_kdinfo(data).rooms
-    if count > len(rooms):
-        raise FormatError("考点信息文件只有 {} 个考场，不够模拟 {} 个。".format(len(rooms), count),
-                          "请减少 --rooms。")
-    return [{"code": r["code"], "reg_code": r["reg_code"]} for r in rooms[:count]]
-
-
-def _address(text: str) -> Any:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 192.168.1.10:9190")
-    return host, int(port)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kd.lan.simulator", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--server", type=_address, required=True, help="site server HOST:PORT")
-    parser.add_argument("--site-info", required=True, help="the exported 考点信息表(<site>).KDINFO")
-    parser.add_argument("--rooms", type=int, required=True, help="number of proctors (the first N rooms)")
-    parser.add_argument("--result-mb", type=float, default=_DEFAULTS.result_mb, help="answers per result package")
-    parser.add_argument("--speed", type=float, default=_DEFAULTS.speed, help="time acceleration of the sessions")
-    parser.add_argument("--wrong-code", type=int, default=0, metavar="K", help="K proctors first try a wrong code")
-    parser.add_argument("--silent", type=int, default=0, metavar="K", help="K proctors go silent mid-exam")
-    parser.add_argument("--silent-s", type=float, default=_DEFAULTS.silent_s, help="how long they stay silent")
-    parser.add_argument("--disconnect", type=int, default=0, metavar="K", help="K proctors cut their upload")
-    parser.add_argument("--permit-every", type=float, default=_DEFAULTS.permit_every)
-    parser.add_argument("--own-address", action="store_true",
-                        help="each proctor connects from its own 127.0.x.y address (server on loopback)")
-    parser.add_argument("--on-schedule", action="store_true",
-                        help="start each session at its start time, end it by its scheduled end")
-    parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds in all")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
-    try:
-        rooms = rooms_from_site_info(args.site_info, args.rooms)
-    except FormatError as e:
-        print(str(e), file=sys.stderr)
-        return 2
-    options = SimOptions(result_mb=args.result_mb, speed=args.speed, wrong_code=args.wrong_code,
-                         silent=args.silent, silent_s=args.silent_s, disconnect=args.disconnect,
-                         permit_every=args.permit_every, own_address=args.own_address,
-                         on_schedule=args.on_schedule)
-    sim = Simulation(args.server[0], args.server[1], rooms, options).start()
-    try:
-        report = sim.wait(args.timeout)
-    except KeyboardInterrupt:
-        report = sim.report()
-    finally:
-        sim.stop()
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        print("proctors {rooms}: registered {registered}, data imported {data_imported}, sessions started "
-              "{sessions_started}, ended {sessions_ended}, results uploaded {uploads} in {seconds} s".format(**report))
-        for failure in report["failures"]:
-            print("FAILED", failure)
-    return 0 if report["ok"] else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from kd.lan.simcli import main as _main
+
+    sys.exit(_main())
