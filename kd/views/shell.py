@@ -120,6 +120,9 @@ class Shell:
             from kd.views.drill import DrillMenu  # noqa: PLC0415
 
             self.drill = DrillMenu(self, self.top)
+        for widget in self.top.pack_slaves():  # a longer title or 演练 line narrows the notice's room
+            if widget is not self.note_label:
+                widget.bind("<Configure>", self._refit_note, add="+")
         root.protocol("WM_DELETE_WINDOW", self.close_window)
         self.listener = loop.listen(core.ctx.hub.subscribe(None), self.on_event)
         self._initial_status()
@@ -219,8 +222,8 @@ class Shell:
         self._note_timer = self.loop.later(branding.NOTIFY_MS, self._hide_note, owner=self.note_label)
 
     def _refit_note(self, _event: Any = None) -> None:
-        """The top bar got narrower (a smaller window, a longer title): a notice shown there
-        that no longer fits whole moves to the notice line."""
+        """The top bar got narrower (a smaller window) or fuller (a longer title or 演练 line):
+        a notice shown there that no longer fits whole moves to the notice line."""
         if self.note_label.winfo_manager() and not self._fits_top_bar(str(self.note_label.cget("text"))):
             self.note_label.pack_forget()
             self.long_note.configure(text=str(self.note_label.cget("text")), bootstyle=self._note_style,
