@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import ttkbootstrap as ttk
 
 from kd.core import names as n
-from kd.core.labels import VERIFICATION_SOURCE_LABELS, mark, shown
+from kd.core.labels import VERIFICATION_SOURCE_LABELS, mark, session_label, shown
 from kd.core.snapshots import SessionRow
 from kd.views.dialogs import KDV_TYPES
 from kd.views.step_common import InfoLine, actor, auto_wrap
@@ -144,17 +144,18 @@ class VerifyPage(TablePage):
         self.lock_info.set("synced", shown(ticket.get("server_time")) or "未校时")
         self.lock_info.set("valid", shown(ticket.get("valid_until")))
         sid = self.selected_session()
+        view = snap.get("view")
+        name = session_label(sid, {s.id: s.name for s in view.sessions} if view is not None else None)
         if not ticket:
             text, style = "校时状态：{}".format(sync.get("problem") or "未校时"), "danger"
         elif sid is None:
             text, style = "校时状态：已校时", "success"
         elif sync.get("for_session", {}).get(sid):
-            text, style = "校时状态：已在场次 {} 开考前一小时内校时，可以进行授权验证。".format(sid), "success"
+            text, style = "校时状态：已在{}开考前一小时内校时，可以进行授权验证。".format(name), "success"
         else:
-            text = "校时状态：校时时间不在场次 {} 开考前一小时内，请在开考前一小时内重新校时。".format(sid)
+            text = "校时状态：校时时间不在{}开考前一小时内，请在开考前一小时内重新校时。".format(name)
             style = "warning"
         self.sync_status.configure(text=text, bootstyle=style)
-        view = snap.get("view")
         row = next((s for s in view.sessions if s.id == sid), None) if view is not None else None
         self.status.configure(text="授权验证状态：{}".format(mark(row.verified)) if row else "")
 

@@ -58,7 +58,7 @@ def test_sync_state_and_kdv_fallback(site):
     page.session.current(1)
     page.session.event_generate("<<ComboboxSelected>>")
     site.root.update()
-    assert "不在场次 2 开考前一小时内" in page.sync_status.cget("text")
+    assert "不在第二场次开考前一小时内" in page.sync_status.cget("text")
     page.verify_button.invoke()
     site.until(lambda: site.dialogs.errors, "the refusal")
     assert "校时" in site.dialogs.errors[0].cause and site.dialogs.count("open_file") == 0
