@@ -151,7 +151,8 @@ def cmd_build(py, args):
 
 
 def cmd_screenshots(py, args):
-    """Run tools/screenshots.py on a fresh Xvfb display (1366x768x24); stops it afterwards."""
+    """Run tools/screenshots.py on a fresh Xvfb display (2400x768x24: a 1366x768 and a 1024x768
+    window side by side); stops it afterwards."""
     xvfb = shutil.which("Xvfb")
     if not xvfb:
         say("Xvfb is needed for screenshots (apt-get install -y xvfb)")
@@ -162,7 +163,7 @@ def cmd_screenshots(py, args):
     if display is None:
         say("no free X display number")
         return 1
-    server = subprocess.Popen([xvfb, ":{}".format(display), "-screen", "0", "1366x768x24", "-nolisten", "tcp"],
+    server = subprocess.Popen([xvfb, ":{}".format(display), "-screen", "0", "2400x768x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         socket_path = os.path.join(x_dir, "X{}".format(display))

@@ -1,15 +1,33 @@
-"""Screenshots of every screen in drill mode (``python3 dev.py screenshots``), 1366x768 PNGs.
+"""Screenshots of every screen in drill mode (``python3 dev.py screenshots``), at 1366x768 and 1024x768.
 
-Runs under a display (dev.py starts Xvfb ``-screen 0 1366x768x24``): the start gate's
-refusal, the start screens, then the whole exam day through the UI (tests/support/day.py:
-the same walk as the GUI walkthrough test), the 更多 menu and 修改密码, and a few pages at
-1024x700. Writes docs/screenshots/NN_name.png. Tray off (``KD_NO_TRAY=1``).
+``python tools/screenshots.py`` runs the walk twice at once, one process per window size
+(1366x768 at x=0 and 1024x768 at x=1376 of one display; dev.py starts Xvfb
+``-screen 0 2400x768x24``), each in its own Tk root. ``--size 1024x768 --x 1376`` runs one.
+Writes ``docs/screenshots/NN_name.png`` (1366x768) and ``docs/screenshots/1024/NN_name.png``
+(1024x768), PNGs saved with Pillow's ``optimize=True``. Tray off (``KD_NO_TRAY=1``).
+
+The walk (tests/support/day.py, the same as the GUI walkthrough test): the start gate's
+refusal, the start screens with the login countdown, the whole exam day through the UI,
+plus the windows the walk does not open by itself: 考场详情, the no-browser window, a
+是/否 box (撤销注册, answered 否), the 启动模拟考场 count prompt (确定/取消, answered 取消)
+and its 确定 box once the proctors run,
+模拟考场进度, the address picker's menu (when this PC has several addresses), 更多 and
+修改密码. The real boxes (kd.views.dialogs) are shown for these pictures: the loop's
+dialogs are swapped for the real ones while the box is open, and its button pressed.
+
+The drill follows its schedule (the simulated proctors start each session at its
+开考时间, ``speed=None``): the site's first session starts about two minutes after the
+walk begins, so 考场管理 is taken before the start (13_monitor_waiting: nobody is 考试中)
+and again while the first session runs (13_monitor). No clock is faked.
 """
 
+import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -21,21 +39,37 @@ from tests.support.day import ExamDay  # noqa: E402
 from tests.support.ui import ScriptedDialogs, pump_until  # noqa: E402
 
 OUT = os.path.join(ROOT, "docs", "screenshots")
+#: (size, x offset on the display, output folder)
+SIZES = (("1366x768", 0, OUT), ("1024x768", 1376, os.path.join(OUT, "1024")))
+#: the drill site: sessions on a real schedule, the first about two minutes away
+#: (``first_start_in`` minutes from the current minute), one minute each, a minute apart
+SITE = {"rooms": 12, "sessions": 2, "candidates": 6, "room_kb": 4, "duration": 1, "first_start_in": 3, "gap": 1}
 
 
 class Camera:
-    def __init__(self, root):
-        self.root = root
-        self.taken = []
+    """Grabs the main window's rectangle of the display into ``out/name.png``."""
 
-    def __call__(self, name, width=1366, height=768):
+    def __init__(self, root, x, width, height, out):
+        self.root, self.x, self.width, self.height, self.out = root, x, width, height, out
+        self.taken = []
+        self.after = {}  # name -> extra pictures taken right after it (the walk's own shots)
+        self.before = {}  # name -> what to wait for before taking it
+
+    def __call__(self, name):
+        wait = self.before.pop(name, None)
+        if wait is not None:
+            wait()
         for _ in range(5):
             self.root.update()
-        image = ImageGrab.grab(bbox=(0, 0, width, height), xdisplay=os.environ.get("DISPLAY"))
-        path = os.path.join(OUT, name + ".png")
-        image.save(path)
+        image = ImageGrab.grab(bbox=(self.x, 0, self.x + self.width, self.height),
+                               xdisplay=os.environ.get("DISPLAY"))
+        path = os.path.join(self.out, name + ".png")
+        image.save(path, optimize=True)
         self.taken.append(path)
         print(path, flush=True)
+        extra = self.after.pop(name, None)
+        if extra is not None:
+            extra()
 
 
 def gate(root, work, shoot):
@@ -58,51 +92,171 @@ def gate(root, work, shoot):
     flow.screen.destroy()
 
 
-def main():
+def real_box(day, shoot, name, answer, open_it):
+    """Open a real box (kd.views.dialogs) by ``open_it()``, shoot it, press its button ``answer``."""
+    from kd.views.dialogs import Dialogs, _Box
+
+    root, loop = day.root, day.shell.loop
+    scripted, loop.dialogs = loop.dialogs, Dialogs(root)
+    done = []
+
+    def poll():
+        box = next((w for w in root.winfo_children() if isinstance(w, _Box) and w.winfo_viewable()), None)
+        if box is None:
+            root.after(50, poll)
+            return
+        try:
+            shoot(name)
+        finally:
+            done.append(name)
+            next(b for b in box.buttons if str(b.cget("text")) == answer).invoke()
+
+    try:
+        root.after(50, poll)
+        open_it()
+        pump_until(root, lambda: done, 30, name)
+    finally:
+        loop.dialogs = scripted
+    day.settle()
+
+
+def load_extras(day, shoot):
+    """考场详情 of the first room, and the window shown when no browser opens its door sheet."""
+    page = day.show("导入考务")
+    page.table.select_index(0)
+    page.detail_button.invoke()
+    detail = day.wait(lambda: getattr(page, "detail_window", None), "room detail")
+    day.wait(detail.winfo_viewable, "room detail shown")
+    shoot("19_room_detail")
+    shell = day.shell
+    browser, shell.browser = shell.browser, lambda path: False  # as webbrowser.open answers without a browser
+    try:
+        detail.door_button.invoke()
+        window = day.wait(lambda: shell.opened_failed is not None and shell.opened_failed.winfo_viewable()
+                          and shell.opened_failed, "no-browser window")
+        shoot("20_no_browser")
+        window.destroy()
+    finally:
+        shell.browser = browser
+    detail.destroy()
+    day.settle()
+
+
+def drill_prompt(day, shoot):
+    """演练 → 启动模拟考场…: the count prompt (确定/取消, the site's room count filled in), 取消."""
+    day.show("考场注册")
+    real_box(day, shoot, "21_drill_prompt", "取消", day.shell.drill.start)
+
+
+def register_extras(day, shoot):
+    """A 是/否 box (撤销注册 of a registered room, answered 否) and a 确定 box (启动模拟考场 again)."""
+    page = day.show("考场注册")
+    page.table.select_index(0)
+    real_box(day, shoot, "22_confirm_box", "否", page.revoke_button.invoke)
+    real_box(day, shoot, "25_ok_box", "确定", day.shell.drill.start)
+
+
+def after_the_start(day):
+    """Until the status bar's clock reads a few seconds past the first session's 开考时间 (the
+    proctors start on the second; the clock label ticks once a second)."""
+    from kd.core.labels import shown
+
+    start = shown(min(s["start"] for s in day.core.ctx.manifest()["sessions"]))
+    clock = day.shell.status.labels["clock"]
+    day.wait(lambda: str(clock.cget("text")) >= start + ":03", "the clock past 开考时间", timeout=120)
+
+
+def running_extras(day, shoot):
+    """While the first session runs: 模拟考场进度 and the address picker's menu."""
+    drill = day.shell.drill
+    drill.show_progress()
+    day.wait(lambda: drill.window is not None and drill.window.winfo_viewable(), "progress window")
+    shoot("23_drill_progress")
+    drill.window.destroy()
+    bar = day.shell.status
+    if bar.address_button.winfo_ismapped():
+        button = bar.address_button
+        bar.address_menu.post(button.winfo_rootx(), button.winfo_rooty() - bar.address_menu.winfo_reqheight())
+        shoot("24_address_menu")
+        bar.address_menu.unpost()
+    else:
+        print("one address on this PC: no address picker to show", flush=True)
+
+
+def walk(size, x, out):
     from kd.views.start import make_window
 
-    if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
+    width, height = (int(v) for v in size.split("x"))
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if name.endswith(".png"):
+            os.remove(os.path.join(out, name))
     work = tempfile.mkdtemp(prefix="kd-shots-")
     root = make_window()
-    root.geometry("1366x768+0+0")
-    shoot = Camera(root)
+    root.geometry("{}x{}+{}+0".format(width, height, x))
+    shoot = Camera(root, x, width, height, out)
     dialogs = ScriptedDialogs(root)
-    day = ExamDay(root, os.path.join(work, "data"), work, dialogs, shot=shoot, wrong_logins=3, speed=90.0,
-                  timeout=90.0)
+    day = ExamDay(root, os.path.join(work, "data"), work, dialogs, shot=shoot, site=SITE, wrong_logins=3,
+                  speed=None, timeout=300.0)
+    shoot.after["09_register"] = lambda: register_extras(day, shoot)
+    shoot.before["13_monitor"] = lambda: after_the_start(day)
+    shoot.after["13_monitor"] = lambda: running_extras(day, shoot)
     try:
         gate(root, work, shoot)
         day.start()
         day.load()
+        load_extras(day, shoot)
+        day.export_site_info()
+        drill_prompt(day, shoot)
+        day.proctors()
+        day.authorize()
+        day.seal()
+        day.verify()
+        day.show("考场管理")
+        rows = day.core.monitor.snapshot()["rows"]
+        if any(r["in_exam"] for r in rows):
+            raise AssertionError("考试中 before 开考时间: the walk was too slow for the schedule")
+        shoot("13_monitor_waiting")
+        day.results()
+        tool = day.upload()
+        tool.destroy()
+        day.shell.current.upload_dialog.destroy()
         shell = day.shell
         more = shell.more.menu
-        more.post(1200, 40)
+        button = more.master
+        more.post(button.winfo_rootx(), button.winfo_rooty() + button.winfo_height())
         shoot("17_more_menu")
         more.unpost()
         shell.more.change_password()
         pump_until(root, lambda: shell.more.password_dialog.winfo_viewable(), 10, "password dialog")
         shoot("18_password_dialog")
         shell.more.password_dialog.destroy()
-        day.export_site_info()
-        day.proctors()
-        day.authorize()
-        day.seal()
-        day.verify()
-        day.results()
-        tool = day.upload()
-        tool.destroy()
-        day.shell.current.upload_dialog.destroy()
-        root.geometry("1024x700+0+0")
-        for label, name in (("考场管理", "19_monitor_1024"), ("数据回收", "20_recovery_1024"),
-                            ("考场注册", "21_register_1024"), ("导入考务", "22_load_1024")):
-            day.show(label)
-            shoot(name, 1024, 700)
     finally:
         day.close()
         root.destroy()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", help="one window size (WIDTHxHEIGHT); default: each of " +
+                        ", ".join(s for s, _, _ in SIZES))
+    parser.add_argument("--x", type=int, default=0, help="the window's x on the display (with --size)")
+    args = parser.parse_args(argv)
+    if args.size:
+        out = next((o for s, _, o in SIZES if s == args.size), os.path.join(OUT, args.size))
+        return walk(args.size, args.x, out)
+    started = time.monotonic()
+    if os.path.isdir(OUT):
+        shutil.rmtree(OUT)
+    runs = [(size, subprocess.Popen([sys.executable, os.path.abspath(__file__), "--size", size, "--x", str(x)]))
+            for size, x, _ in SIZES]
+    failed = [size for size, run in runs if run.wait() != 0]
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(OUT) for f in files)
+    print("screenshots: {} in {:.0f} s, {:.1f} MB{}".format(
+        OUT, time.monotonic() - started, total / 1e6, "; FAILED: " + ", ".join(failed) if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

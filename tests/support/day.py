@@ -28,7 +28,8 @@ def refused(login: Any) -> bool:
 class ExamDay:
     def __init__(self, root: Any, data_dir: str, work_dir: str, dialogs: Any,
                  shot: Optional[Callable[[str], None]] = None, site: Optional[Dict[str, Any]] = None,
-                 timeout: float = 30.0, mock: bool = False, wrong_logins: int = 0, speed: float = 900.0) -> None:
+                 timeout: float = 30.0, mock: bool = False, wrong_logins: int = 0,
+                 speed: Optional[float] = 900.0) -> None:
         self.root, self.data_dir, self.work_dir, self.dialogs = root, data_dir, work_dir, dialogs
         self.shot = shot or (lambda name: None)
         self.site = dict(site or SITE)
