@@ -1,0 +1,266 @@
+"""考点时间线, the pure part: facts in, items and alarm conditions out (``kd.core.timeline``).
+
+``SiteFacts`` / ``SessionFacts`` / ``RoomFacts`` are a typed snapshot of what the records
+say (times parsed, nothing judged); ``build_timeline(facts, now, rules)`` gives one
+``Item`` per rule (``kd.core.timelinerules``) and session (site-wide rules once), each with
+its due time, state, completion time, evidence and the rooms still missing, and the
+``AlarmCondition``s that hold at ``now``. No clock, no store, no lock: tested at every
+offset with facts built by hand. The formats are in docs/timeline.md.
+"""
+
+import dataclasses
+import datetime
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from kd.core.timelinerules import (
+    DEFAULT_RULES,
+    SITE_ITEMS,
+    STATE_LABELS,
+    AlarmKind,
+    Anchor,
+    ItemState,
+    Rule,
+    Rules,
+)
+from kd.formats.timeutil import format_time
+
+NO = "-"
+
+
+def _time(text: Any) -> Optional[datetime.datetime]:
+    """An ISO time of a record, None when absent or unreadable (a record is evidence, not input)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
+    return format_time(moment) if moment is not None else None
+
+
+# -- the facts ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RoomFacts:
+    code: str
+    registered_at: Optional[datetime.datetime] = None
+    data_imported_at: Optional[datetime.datetime] = None
+    started_at: Optional[datetime.datetime] = None
+    ended_at: Optional[datetime.datetime] = None
+    recovered_at: Optional[datetime.datetime] = None  # result.received_at
+    backed_up: bool = False  # its result is in a valid external copy (checks/external)
+    uploaded_at: Optional[datetime.datetime] = None  # upload.uploaded_at, with a receipt
+    silent_s: Optional[float] = None  # seconds without a heartbeat (None: not known)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionFacts:
+    id: str
+    name: str
+    start: datetime.datetime
+    duration_min: int
+    rooms: Tuple[RoomFacts, ...] = ()
+    lock_synced_at: Optional[datetime.datetime] = None
+    verified_at: Optional[datetime.datetime] = None
+    backup_at: Optional[datetime.datetime] = None  # checks/external.verified_at while valid
+
+    @property
+    def end(self) -> datetime.datetime:
+        return self.start + datetime.timedelta(minutes=self.duration_min)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteFacts:
+    sessions: Tuple[SessionFacts, ...] = ()
+    publish_time: Optional[datetime.datetime] = None
+    package_verified_at: Optional[datetime.datetime] = None
+    seal_passed_at: Optional[datetime.datetime] = None  # the latest 封场检测 passed (its passed_at)
+
+
+# -- the timeline ---------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Item:
+    session: Optional[str]
+    id: str
+    label: str
+    opens_at: datetime.datetime
+    due_at: datetime.datetime
+    alarm_at: datetime.datetime
+    state: ItemState
+    completed_at: Optional[datetime.datetime]
+    evidence: str
+    rooms_left: Tuple[str, ...] = ()  # rooms that have not done it (lost rooms for ``connected``)
+    closes_at: Optional[datetime.datetime] = None  # ``connected``: the session's end
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"session": self.session, "id": self.id, "label": self.label, "opens_at": _iso(self.opens_at),
+                "due_at": _iso(self.due_at), "alarm_at": _iso(self.alarm_at), "state": self.state.value,
+                "state_label": STATE_LABELS[self.state], "completed_at": _iso(self.completed_at),
+                "evidence": self.evidence, "rooms_left": list(self.rooms_left), "closes_at": _iso(self.closes_at)}
+
+
+def alarm_key(session: Optional[str], item: str, room: Optional[str]) -> str:
+    return "{}/{}/{}".format(session or NO, item, room or NO)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlarmCondition:
+    kind: AlarmKind
+    session: Optional[str]
+    item: str
+    room: Optional[str]
+    label: str  # what is late or lost, in Chinese
+
+    @property
+    def key(self) -> str:
+        return alarm_key(self.session, self.item, self.room)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    at: datetime.datetime
+    items: Tuple[Item, ...]
+    conditions: Tuple[AlarmCondition, ...]
+
+    def for_session(self, session_id: Optional[str]) -> "Timeline":
+        """Site-wide items and those of ``session_id`` (every item when None)."""
+        if session_id is None:
+            return self
+        return Timeline(self.at, tuple(i for i in self.items if i.session in (None, session_id)),
+                        tuple(c for c in self.conditions if c.session in (None, session_id)))
+
+
+def _anchor(rule: Rule, session: Optional[SessionFacts], first: datetime.datetime) -> datetime.datetime:
+    if rule.anchor is Anchor.FIRST_START or session is None:
+        return first
+    return session.start if rule.anchor is Anchor.START else session.end
+
+
+def _rooms_done(rooms: Iterable[RoomFacts], when: Callable[[RoomFacts], Optional[datetime.datetime]]
+                ) -> Tuple[Optional[datetime.datetime], Tuple[str, ...], bool]:
+    """(the last room's time, the rooms without one, all done)."""
+    left, last = [], None
+    for room in rooms:
+        moment = when(room)
+        if moment is None:
+            left.append(room.code)
+        elif last is None or moment > last:
+            last = moment
+    return last, tuple(left), not left
+
+
+def _ready(room: RoomFacts) -> Optional[datetime.datetime]:
+    if room.registered_at is None or room.data_imported_at is None:
+        return None
+    return max(room.registered_at, room.data_imported_at)
+
+
+def _judge(rule: Rule, site: SiteFacts, session: Optional[SessionFacts], opens: datetime.datetime,
+           due: datetime.datetime) -> Tuple[bool, Optional[datetime.datetime], Tuple[str, ...]]:
+    """(done, completed_at, rooms_left) of a deadline rule."""
+    rooms = session.rooms if session is not None else ()
+    if rule.id == "package":
+        return site.package_verified_at is not None, site.package_verified_at, ()
+    if rule.id == "seal":
+        return site.seal_passed_at is not None, site.seal_passed_at, ()
+    assert session is not None
+    if rule.id == "clock":
+        synced = session.lock_synced_at
+        ok = synced is not None and opens <= synced <= due
+        return ok, synced if ok else None, ()
+    if rule.id == "verified":
+        return session.verified_at is not None, session.verified_at, ()
+    if rule.id == "backup":
+        left = tuple(r.code for r in rooms if not r.backed_up)
+        ok = not left and session.backup_at is not None
+        return ok, session.backup_at if ok else None, left
+    when: Dict[str, Callable[[RoomFacts], Optional[datetime.datetime]]] = {
+        "rooms_ready": _ready, "started": lambda r: r.started_at, "ended": lambda r: r.ended_at,
+        "recovered": lambda r: r.recovered_at, "uploaded": lambda r: r.uploaded_at}
+    last, left, ok = _rooms_done(rooms, when[rule.id])
+    return ok, last, left
+
+
+def _session_label(session: Optional[SessionFacts]) -> str:
+    return (session.name or "场次 {}".format(session.id)) if session is not None else "考点"
+
+
+def _connected(rule: Rule, session: SessionFacts, now: datetime.datetime, rules: Rules, start: datetime.datetime
+               ) -> Tuple[Item, List[AlarmCondition]]:
+    """The watch 考中连接: lost rooms are those started, not ended, silent for lost_after_s."""
+    end = session.end
+    conditions: List[AlarmCondition] = []
+    last, _, all_ended = _rooms_done(session.rooms, lambda r: r.ended_at)
+    lost: List[str] = []
+    if now >= start:
+        for room in session.rooms:
+            if room.started_at is not None and room.ended_at is None and room.silent_s is not None \
+                    and room.silent_s >= rules.lost_after_s:
+                lost.append(room.code)
+                conditions.append(AlarmCondition(AlarmKind.ROOM_LOST, session.id, rule.id, room.code,
+                                                 "{} 考场 {} 失去连接（{:.0f} 秒无心跳）".format(
+                                                     _session_label(session), room.code, room.silent_s)))
+    if all_ended and session.rooms:
+        state, completed = ItemState.DONE, last
+    elif lost:
+        state, completed = ItemState.OVERDUE, None
+    elif now < start:
+        state, completed = ItemState.PENDING, None
+    else:
+        state, completed = ItemState.ACTIVE, None
+    item = Item(session.id, rule.id, rule.label, start, start, start, state, completed, rule.evidence,
+                tuple(lost), closes_at=end)
+    return item, conditions
+
+
+def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFAULT_RULES) -> Timeline:
+    """The timeline at ``now`` (timezone-aware) from ``facts`` under ``rules``; pure.
+
+    Site-wide rules (``SITE_ITEMS``) first, once, anchored at the first session's start
+    (none without sessions); then each session's rules in the rules' order, sessions by
+    start time.
+    """
+    sessions = sorted(facts.sessions, key=lambda s: (s.start, s.id))
+    items: List[Item] = []
+    conditions: List[AlarmCondition] = []
+    if not sessions:
+        return Timeline(now, (), ())
+    first = sessions[0].start
+    scopes: List[Optional[SessionFacts]] = [None]
+    scopes.extend(sessions)
+    for session in scopes:
+        for rule in rules.items:
+            if (rule.id in SITE_ITEMS) != (session is None):
+                continue
+            base = _anchor(rule, session, first)
+            opens, due, alarm = (base + datetime.timedelta(minutes=m) for m in (rule.opens, rule.due, rule.alarm))
+            if rule.id == "connected":
+                assert session is not None
+                item, more = _connected(rule, session, now, rules, opens)
+                items.append(item)
+                conditions.extend(more)
+                continue
+            done, completed, left = _judge(rule, facts, session, opens, due)
+            if done:
+                state = ItemState.DONE
+            elif now < opens:
+                state = ItemState.PENDING
+            elif now < alarm:
+                state = ItemState.ACTIVE
+            else:
+                state = ItemState.OVERDUE
+            items.append(Item(session.id if session else None, rule.id, rule.label, opens, due, alarm, state,
+                              completed, rule.evidence, left))
+            if state is ItemState.OVERDUE:
+                where = _session_label(session)
+                if rule.per_room and left:
+                    conditions.extend(AlarmCondition(AlarmKind.OVERDUE, session.id if session else None, rule.id,
+                                                     room, "{} 考场 {}：{}逾期".format(where, room, rule.label))
+                                      for room in left)
+                else:
+                    conditions.append(AlarmCondition(AlarmKind.OVERDUE, session.id if session else None, rule.id,
+                                                     None, "{}：{}逾期".format(where, rule.label)))
+    return Timeline(now, tuple(items), tuple(conditions))
