@@ -83,6 +83,7 @@ def test_the_window_follows_the_display_scaling(gui_root, monkeypatch):
 
     from kd.views.start import make_window
 
+    before = float(gui_root.tk.call("tk", "scaling"))  # Tk keeps it per display, for every later root
     close_tk_root(gui_root)  # one root at a time: make_window builds the real one
     monkeypatch.setenv(dpi.SCALE_ENV, "1.25")
     Style.instance = None
@@ -95,4 +96,5 @@ def test_the_window_follows_the_display_scaling(gui_root, monkeypatch):
         width, height = (int(n) for n in root.geometry().split("+")[0].split("x"))
         assert (width, height) == (min(round(1366 * 1.25), sw), min(960, max(600, sh - 50)))
     finally:
+        root.tk.call("tk", "scaling", before)  # the next test's root gets the display's own scaling back
         close_tk_root(root)
