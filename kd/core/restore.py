@@ -45,7 +45,9 @@ every exam fact the rule is built on, so that the rule still holds afterwards:
    pending that was sent since is taken as sent), the sessions' ``started_reported_at`` /
    ``ended_reported_at`` (so a report is not enqueued twice), ``checks/recovery`` (the
    recovery report is enqueued once) and ``checks/external`` when the one here is newer
-   (it describes the copy on the external drive).
+   (it describes the copy on the external drive); every 考场情况记录 and 补时 record here
+   (``incidents``, ``extra_time``: here's replaces the backup's of its id) and a
+   room-session's ``extra_time_min`` / ``expected_end`` when here grants more.
 5. *The administrator keeps the password they logged in with:* every account document
    here (hash, salt, iterations, must_change, failures, lockout) replaces the backup's;
    accounts only the backup has stay. The audit record ``system.restored`` names the
@@ -77,6 +79,8 @@ from kd.core import model, names
 from kd.core.accounts import AccountService
 from kd.core.backup import SystemRefused
 from kd.core.context import Context
+from kd.core.extratime import EXTRA_TIME
+from kd.core.incidents import INCIDENTS
 from kd.core.ports import DongleSignature
 from kd.core.records import JsonObject
 from kd.core.restoreplan import BackupTables, RestorePlan, audit_kept, find_doc, holds
@@ -249,6 +253,7 @@ class RestoreService:
         plan.merge_results(rows, runtime.items(model.RESULT_CONFLICTS), ctx.manifest(), actor)
         plan.merge_records(runtime.items(model.OUTBOX), runtime.items(model.SESSIONS),
                            runtime.get(model.CHECKS, model.RECOVERY), runtime.get(model.CHECKS, model.EXTERNAL))
+        plan.merge_incidents(runtime.items(INCIDENTS), runtime.items(EXTRA_TIME), rows)
         plan.merge_accounts(ctx.stores.settings.items(model.ACCOUNTS))
         plan.find_files()
         return plan

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple, c
 
 from kd.core import lifecycle, model, records
 from kd.core.backup import SystemRefused
+from kd.core.extratime import EXTRA_TIME
+from kd.core.incidents import INCIDENTS
 from kd.core.labels import result_label, summary
 from kd.core.outbox import PENDING
 from kd.formats.timeutil import format_time, read_time
@@ -102,6 +104,8 @@ class RestorePlan:
         self.checks: List[str] = []
         self.accounts: List[str] = []
         self.accounts_changed: List[str] = []
+        self.incidents = 0
+        self.grants = 0
         self.files: List[str] = []
         self.sizes: Dict[str, int] = {}
         self._pairs: Dict[str, Tuple[str, str]] = {}
@@ -238,6 +242,31 @@ class RestorePlan:
             self.runtime.put(model.CHECKS, model.EXTERNAL, external)
             self.checks.append(model.EXTERNAL)
 
+    def merge_incidents(self, incidents: Dict[str, Dict[str, Any]], grants: Dict[str, Dict[str, Any]],
+                        rows: Dict[str, Dict[str, Any]]) -> None:
+        """考场情况记录 and 补时 here: each record here replaces the backup's of its id (the
+        backup's others stay), and a room-session's ``extra_time_min`` / ``expected_end``
+        here is kept when it grants more than the backup's (补时 only ever adds)."""
+        for table, docs in ((INCIDENTS, incidents), (EXTRA_TIME, grants)):
+            held = self.runtime.items(table)
+            for key, doc in sorted(docs.items()):
+                if held.get(key) != doc:
+                    self.runtime.put(table, key, doc)
+                    if table == INCIDENTS:
+                        self.incidents += 1
+                    else:
+                        self.grants += 1
+        for key, doc in sorted(rows.items()):
+            minutes = int(doc.get("extra_time_min") or 0)
+            if not minutes:
+                continue
+            theirs = self.runtime.get(model.ROOM_SESSIONS, key)
+            if theirs is None:
+                theirs = dict(records.new_room_session(str(doc.get("room")), str(doc.get("session"))))
+            if minutes > int(theirs.get("extra_time_min") or 0):
+                self.runtime.put(model.ROOM_SESSIONS, key, dict(theirs, extra_time_min=minutes,
+                                                                expected_end=doc.get("expected_end")))
+
     def merge_accounts(self, accounts: Dict[str, Dict[str, Any]]) -> None:
         """Every account here replaces the backup's (password, salt, iterations, must_change, lockout)."""
         held = self.settings.items(model.ACCOUNTS)
@@ -275,11 +304,12 @@ class RestorePlan:
         """``{"results": [{"room", "session", "sha256", "uploaded"}], "receipts": [...], "conflicts":
         [{"room", "session", "kept_sha256", "other_sha256", "other_from" (backup | here),
         "other_uploaded"}], "conflict_records", "files", "outbox", "reported", "checks",
-        "accounts", "accounts_changed"}``: what is here and kept."""
+        "accounts", "accounts_changed", "incidents", "grants" (考场情况记录 / 补时 records kept)}``:
+        what is here and kept."""
         return {"results": list(self.results), "receipts": list(self.receipts), "conflicts": list(self.conflicts),
                 "conflict_records": self.conflict_records, "files": len(self.files), "outbox": self.outbox,
                 "reported": self.reported, "checks": list(self.checks), "accounts": list(self.accounts),
-                "accounts_changed": list(self.accounts_changed)}
+                "accounts_changed": list(self.accounts_changed), "incidents": self.incidents, "grants": self.grants}
 
     def lines(self) -> List[str]:
         """What is kept, for the administrator (Chinese)."""
@@ -303,6 +333,8 @@ class RestorePlan:
             out.append("保留本机记录的冲突结果包 {} 个。".format(self.conflict_records))
         if self.outbox:
             out.append("保留本机的上报记录 {} 条（未发送的仍会发送）。".format(self.outbox))
+        if self.incidents or self.grants:
+            out.append("保留本机的考场情况记录 {} 条、补时记录 {} 条。".format(self.incidents, self.grants))
         if self.accounts:
             out.append("保留本机当前的账号和密码（{}）：恢复后请用现在的密码登录。".format("、".join(self.accounts)))
         return out
@@ -353,7 +385,8 @@ def audit_kept(kept: Dict[str, Any]) -> Dict[str, Any]:
             "receipts": ["{}|{}".format(r["room"], r["session"]) for r in kept["receipts"]],
             "conflicts": [dict(c) for c in kept["conflicts"]],
             "conflict_records": kept["conflict_records"], "files": kept["files"], "outbox": kept["outbox"],
-            "reported": kept["reported"], "checks": kept["checks"]}
+            "reported": kept["reported"], "checks": kept["checks"],
+            "incidents": kept.get("incidents", 0), "grants": kept.get("grants", 0)}
 
 
 def find_doc(tables: Dict[str, Dict[str, Any]], table: str, key: str) -> Optional[Dict[str, Any]]:

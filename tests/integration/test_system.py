@@ -6,6 +6,7 @@ formal exam with unreported data; 模考转正考.
 """
 
 import base64
+import datetime
 import hashlib
 import io
 import json
@@ -648,3 +649,28 @@ def test_a_stale_store_reference_cannot_overwrite_the_restored_data(env, tmp_pat
     finally:
         check.close()
     ctx.stores.runtime.put("marker", "after-restore", {"x": 3})  # the context's new stores work
+
+
+def test_restore_keeps_the_incidents_and_extra_time_recorded_after_the_backup(env, tmp_path):
+    """考场情况记录 and 补时 here are kept like the results: a restore of an older backup loses none."""
+    core, ctx = env.core, env.ctx
+    room, session = pairs(ctx)[0]
+    start_room(ctx, room, session)
+    early = core.incidents.add(room=room, session=session, category="其他", start=ctx.now(), end=None,
+                               description="备份前记录", actor=ACTOR)
+    path = core.system.backup(str(tmp_path / "usb"), "考中备份", ACTOR)
+    now = ctx.now()
+    added = core.incidents.add(room=room, session=session, category="设备故障", start=now,
+                               end=now + datetime.timedelta(minutes=9), description="考生机蓝屏", actor=ACTOR)
+    grant = core.extra_time.grant(room, session, 9, actor=ACTOR, reason="设备故障", incident_ids=[added["id"]])
+    expected = core.extra_time.expected_end(room, session)
+    preview = core.system.restore_preview(path, ACTOR)
+    assert preview["kept"]["incidents"] >= 1 and preview["kept"]["grants"] == 1
+    assert any("考场情况记录" in line and "补时记录 1 条" in line for line in preview["lines"])
+    core.system.restore(path, ACTOR)
+    core = restart(env)
+    assert core.incidents.get(added["id"]) == added and core.incidents.get(early["id"])["id"] == early["id"]
+    assert core.extra_time.grants() == [grant]
+    assert core.extra_time.expected_end(room, session) == expected
+    entry = [e for e in env.ctx.audit.entries() if e["action"] == "system.restored"][-1]
+    assert entry["details"]["kept"]["grants"] == 1
