@@ -11,7 +11,10 @@ red: the row gets the tag ``unpermitted`` (white on ``ALARM_BG``), its 考试中
 ``<n>（未经许可开考）`` (``row_cell``), and a red line under the table names the rooms. A
 room lost (``MonitorRow.lost``: not connected and its session not ended) gets the tag
 ``off`` (red text); a room that ended the session and went away gets ``done`` (grey
-text): a finished room is no alarm. 开考时间 and 考场状态上报's time read as
+text): a finished room is no alarm. A room with an open timeline alarm of the shown session
+(``core.timeline.open_alarms()``, ``Alarm.room``: late to start, lost...) gets the tag ``alarm``
+(dark red on amber, distinct from the lost room's red text; 未经许可开考 stays first).
+开考时间 and 考场状态上报's time read as
 ``kd.core.labels.shown`` (``2026-12-01 17:35``).
 
 Everything comes from ``core.monitor.view(session_id)`` (a worker). Heartbeats live
@@ -23,7 +26,7 @@ updates the rows in place (``LiveTable``) when the rooms are the same, so a refr
 """
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import AbstractSet, Any, Dict, FrozenSet, List, Optional, Tuple
 
 import ttkbootstrap as ttk
 
@@ -48,6 +51,8 @@ BREAKS = {"data_imported": "考场数据\n导入状态", "authorized": "考试�
 OK_COLOUR, BAD_COLOUR, DONE_COLOUR = "#2e7d32", "#c0392b", "#7f8c8d"
 #: the background of a 未经许可开考 row (its text is white)
 ALARM_BG, ALARM_FG = "#c0392b", "#ffffff"
+#: a room with an open timeline alarm (tag ``alarm``)
+MARK_BG, MARK_FG = "#ffe08a", "#8e1b10"
 BOOL_KEYS = ("data_imported", "authorized", "verified", "ended", "reported", "connected")
 COUNT_KEYS = ("candidates", "logged_in", "in_exam")
 
@@ -60,13 +65,17 @@ def row_cell(row: MonitorRow, key: str) -> str:
     return text
 
 
-def format_rows(snap: MonitorSnapshot) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
-    """The snapshot's rows and totals as the table shows them (display strings)."""
+def format_rows(snap: MonitorSnapshot, alarm_rooms: AbstractSet[str] = frozenset(),
+                ) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """The snapshot's rows and totals as the table shows them (display strings); the rooms of
+    ``alarm_rooms`` (an open timeline alarm) are marked."""
     rows = []
     for r in snap.rows:
         shown: Dict[str, Any] = {key: row_cell(r, key) for key, _ in COLUMNS}
         if r.unpermitted:
             shown["_tags"] = ("unpermitted",)
+        elif r.room in alarm_rooms:
+            shown["_tags"] = ("alarm",)
         elif r.lost:
             shown["_tags"] = ("off",)
         elif not r.connected:
@@ -99,7 +108,8 @@ def show_time(value: Optional[str]) -> str:
 
 class MonitorPage(Page):
     title = "考场管理"
-    events = frozenset({n.PACKAGE_LOADED, n.ROOM_REGISTERED, n.REGISTRATION_REVOKED, n.REGISTRATION_RESTORED,
+    events = frozenset({n.ALARM_OPENED, n.ALARM_CLOSED,
+                        n.PACKAGE_LOADED, n.ROOM_REGISTERED, n.REGISTRATION_REVOKED, n.REGISTRATION_RESTORED,
                         n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
                         n.ROOM_STARTED_UNPERMITTED, n.ROOM_ENDED, n.RESULTS_RECEIVED, n.RESULTS_UPLOADED,
                         n.SESSION_STARTED, n.SESSION_ENDED, n.OUTBOX_SENT, n.OUTBOX_FAILED, n.SYSTEM_INITIALIZED,
@@ -119,6 +129,7 @@ class MonitorPage(Page):
         self.table.tree.tag_configure("off", foreground=BAD_COLOUR)
         self.table.tree.tag_configure("done", foreground=DONE_COLOUR)
         self.table.tree.tag_configure("unpermitted", foreground=ALARM_FG, background=ALARM_BG)
+        self.table.tree.tag_configure("alarm", foreground=MARK_FG, background=MARK_BG)
         self.table.pack(side="top", fill="both", expand=True)
         self.hint = ttk.Label(self, text="", bootstyle="secondary")
         self.hint.pack(side="top", anchor="w", pady=(4, 0))
@@ -172,19 +183,25 @@ class MonitorPage(Page):
         return self._timer is not None and self._timer.active
 
     # -- the core (worker) -----------------------------------------------------------------
-    def snapshot(self) -> MonitorSnapshot:
+    def snapshot(self) -> Tuple[MonitorSnapshot, FrozenSet[str]]:
+        """The monitor's view and the rooms of its session with an open timeline alarm."""
         chosen = self._session_id
         try:
-            return self.core.monitor.view(chosen)
+            snap = self.core.monitor.view(chosen)
         except UserError:
             if chosen is None:
                 raise
             log.info("session %s is gone; showing the current session", chosen)
-            return self.core.monitor.view(None)
+            snap = self.core.monitor.view(None)
+        session = (snap.session or {}).get("id")
+        timeline = getattr(self.core, "timeline", None)
+        alarms = timeline.open_alarms() if timeline is not None else ()
+        return snap, frozenset(a.room for a in alarms if a.room and a.session in (None, session))
 
     # -- rendering (Tk) --------------------------------------------------------------------
-    def render(self, snap: MonitorSnapshot) -> None:
-        rows, total = format_rows(snap)
+    def render(self, view: Tuple[MonitorSnapshot, FrozenSet[str]]) -> None:
+        snap, alarm_rooms = view
+        rows, total = format_rows(snap, alarm_rooms)
         self.table.set_rows(rows, total)
         session = snap.session or {}
         sessions = list(snap.sessions)

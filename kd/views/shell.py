@@ -97,6 +97,9 @@ class Shell:
             from kd.views.drill import DrillMenu  # noqa: PLC0415
 
             self.drill = DrillMenu(self, self.top)
+        from kd.views.alarmcount import AlarmCount  # noqa: PLC0415
+
+        self.alarms = AlarmCount(self)  # 告警 N, left of the 演练 line
         for widget in self.top.pack_slaves():  # a longer title or 演练 line narrows the notice's room
             if widget is not self.note_label:
                 widget.bind("<Configure>", self._refit_note, add="+")
@@ -366,6 +369,7 @@ class Shell:
             self.status.set_lan(False)
         elif name == n.SITE_INFO_EXPORTED:
             self.last_site_info = data.get("kdinfo")
+        self.alarms.on_event(event)
         notice = notice_for(name, data)
         if notice is not None:
             self.notify(*notice)

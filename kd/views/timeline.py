@@ -1,0 +1,165 @@
+"""考中 → 时间线: the exam day's deadlines of one session and the open alarms (docs/timeline.md §4).
+
+One table per session (the 场次名称 picker under it, as 考场管理's): one row per timeline
+item of the chosen session and the site-wide items (``core.timeline.timeline(session)``):
+项目 | 应完成时间 | 状态 | 完成时间 | 依据 / 未完成考场. An overdue item's row has the tag
+``overdue`` (red text), a done one ``done`` (grey). Above the table, in red, the open
+alarms (``core.timeline.open_alarms()``, oldest first): ``告警 N：<label>（<opened at>）``,
+one line each.
+
+The page reads, it never judges nor ticks: ``tick()`` is the site's (kd.site). It
+refreshes on the hub events ``alarm.opened`` / ``alarm.closed`` and the records' events
+in ``events``, and every ``REFRESH_MS`` while shown (the shell loop's ``every`` timer,
+owned by the page, stopped when it is unmapped). Times read as ``kd.core.labels.shown``.
+The session the page shows by default is the monitor's current one (``core.monitor.view``).
+"""
+
+import dataclasses
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import ttkbootstrap as ttk
+
+from kd.core import names as n
+from kd.core.labels import shown
+from kd.core.timelinerules import STATE_LABELS, ItemState
+from kd.errors import UserError
+from kd.views.base import Page
+from kd.views.live_table import LiveTable, SessionPicker
+
+log = logging.getLogger(__name__)
+
+#: the refresh period while the page is shown (lost rooms and due times are no hub events)
+REFRESH_MS = 3000
+#: at most this many alarm lines above the table (then ``……另有 N 条``)
+ALARM_LINES = 4
+
+COLUMNS = [("label", "项目", 150), ("due", "应完成时间", 130), ("state", "状态", 70),
+           ("completed", "完成时间", 130), ("detail", "依据 / 未完成考场", 420)]
+BAD_COLOUR, DONE_COLOUR = "#c0392b", "#7f8c8d"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimelineView:
+    """What the page shows: the items of one session, the open alarms, the picker's sessions."""
+
+    items: Tuple[Any, ...]
+    alarms: Tuple[Any, ...]
+    sessions: Tuple[Dict[str, Any], ...]
+    session_id: Optional[str]
+
+
+def item_row(item: Any) -> Dict[str, Any]:
+    """One table row of a timeline ``Item`` (display strings; ``_tags`` by its state)."""
+    if item.rooms_left and item.state is not ItemState.DONE:
+        detail = "未完成考场：" + "、".join(item.rooms_left)
+    else:
+        detail = item.evidence or ""
+    row: Dict[str, Any] = {"key": "{}/{}".format(item.session or "-", item.id), "label": item.label,
+                           "due": shown(item.due_at), "state": STATE_LABELS.get(item.state, str(item.state)),
+                           "completed": shown(item.completed_at) if item.completed_at else "", "detail": detail}
+    if item.state is ItemState.OVERDUE:
+        row["_tags"] = ("overdue",)
+    elif item.state is ItemState.DONE:
+        row["_tags"] = ("done",)
+    return row
+
+
+def alarm_lines(alarms: Sequence[Any]) -> str:
+    """The red lines above the table ("" when no alarm is open)."""
+    if not alarms:
+        return ""
+    lines = ["告警 {}：".format(len(alarms))]
+    for alarm in list(alarms)[:ALARM_LINES]:
+        lines.append("· {}（{}）".format(alarm.label, shown(alarm.opened_at)))
+    if len(alarms) > ALARM_LINES:
+        lines.append("……另有 {} 条".format(len(alarms) - ALARM_LINES))
+    return "\n".join(lines)
+
+
+class TimelinePage(Page):
+    title = "时间线"
+    events = frozenset({n.ALARM_OPENED, n.ALARM_CLOSED, n.PACKAGE_LOADED, n.ROOM_REGISTERED,
+                        n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
+                        n.ROOM_ENDED, n.RESULTS_RECEIVED, n.RESULTS_UPLOADED, n.SESSION_STARTED,
+                        n.SESSION_ENDED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED})
+
+    def _build(self) -> None:
+        self._session_id: Optional[str] = None
+        self._timer: Any = None
+        self.alarm = ttk.Label(self, text="", foreground=BAD_COLOUR, justify="left")
+        self.alarm.pack(side="top", anchor="w")
+        self.table = LiveTable(self, COLUMNS, key=("key",), height=14)
+        self.table.tree.tag_configure("overdue", foreground=BAD_COLOUR)
+        self.table.tree.tag_configure("done", foreground=DONE_COLOUR)
+        self.table.pack(side="top", fill="both", expand=True, pady=(4, 0))
+        self.hint = ttk.Label(self, text="", bootstyle="secondary")
+        self.hint.pack(side="top", anchor="w", pady=(4, 0))
+        foot = ttk.Frame(self)
+        foot.pack(side="bottom", fill="x", pady=(6, 0))
+        ttk.Label(foot, text="场次名称：").pack(side="left")
+        self.session_box = SessionPicker(foot, self.choose_session, width=16)
+        self.session_box.pack(side="left")
+        self.bind("<Map>", self._on_map, add="+")
+        self.bind("<Unmap>", self._on_unmap, add="+")
+
+    def choose_session(self, session_id: Optional[str]) -> None:
+        """Show ``session_id`` (None: the current session) and refresh."""
+        self._session_id = session_id
+        self.refresh()
+
+    # -- the timer -------------------------------------------------------------------------
+    def _on_map(self, event: Any) -> None:
+        if event.widget is self:
+            self.start_timer()
+
+    def _on_unmap(self, event: Any) -> None:
+        if event.widget is self:
+            self.stop_timer()
+
+    def start_timer(self) -> None:
+        """Refresh now and every ``REFRESH_MS`` while shown."""
+        self.stop_timer()
+        self._tick()
+        self._timer = self.shell.loop.every(REFRESH_MS, self._tick, owner=self)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        if self.winfo_viewable():
+            self.refresh()
+
+    # -- the core (worker) -----------------------------------------------------------------
+    def snapshot(self) -> TimelineView:
+        core = self.core
+        chosen = self._session_id
+        try:
+            mon = core.monitor.view(chosen)
+        except UserError:
+            if chosen is None:
+                raise
+            log.info("session %s is gone; showing the current session", chosen)
+            mon = core.monitor.view(None)
+        session = (mon.session or {}).get("id")
+        items = core.timeline.timeline(session).items if session is not None else ()
+        return TimelineView(tuple(items), tuple(core.timeline.open_alarms()), tuple(mon.sessions), session)
+
+    # -- rendering (Tk) --------------------------------------------------------------------
+    def render(self, view: TimelineView) -> None:
+        rows: List[Dict[str, Any]] = [item_row(i) for i in view.items]
+        self.table.set_rows(rows)
+        self.session_box.show(list(view.sessions), view.session_id)
+        _set(self.alarm, alarm_lines(view.alarms))
+        if not view.sessions:
+            _set(self.hint, "尚未导入考务，没有时间线。")
+        else:
+            late = sum(1 for i in view.items if i.state is ItemState.OVERDUE)
+            _set(self.hint, "共 {} 项，{} 项逾期（每 {} 秒刷新）".format(len(rows), late, REFRESH_MS // 1000))
+
+
+def _set(widget: Any, value: str, option: str = "text") -> None:
+    if str(widget.cget(option)) != value:
+        widget.configure(**{option: value})
