@@ -450,7 +450,7 @@ def open_site(
         if lan is not None:
             site.lan = LanServer(ctx, registration=core.registration, verification=core.verification,
                                  monitor=core.monitor, recovery=core.recovery, loading=core.loading,
-                                 options=bound_lan(lan, config.settings)).start()
+                                 options=bound_lan(lan, config.settings), extra_time=core.extra_time).start()
         if ticks:
             core.start()
             site._core_started = True

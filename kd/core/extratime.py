@@ -25,10 +25,11 @@ total) and ``expected_end`` (the session's start + duration + the total). It is 
 and published on the hub as ``extra_time.granted``. ``expected_end(room, session)``: that
 time (the scheduled end when nothing was granted).
 
-**Delivery to the proctor** (planned, docs/incidents.md §4): the heartbeat handler asks
-``pending(room)`` for the latest grant the room has not acknowledged, carries it in its
-reply, and calls ``acknowledge(room, grant_id)`` when the proctor's heartbeat echoes its id
-(``extra_time.acknowledged``, once).
+**Delivery to the proctor** (docs/incidents.md §4, docs/lan-protocol.md ``heartbeat``): the
+heartbeat handler (``kd.lan.handlers``) calls ``acknowledge(room, grant_id)`` when the
+proctor's heartbeat state carries ``extra_time_ack`` (``extra_time.acknowledged``, once),
+then asks ``pending(room)`` for the latest grant the room has not acknowledged and carries
+it in its reply as ``extra_time``.
 """
 
 import base64
@@ -225,13 +226,13 @@ class ExtraTimeService:
         clock_ms = dongle.verify(lock["id"], base64.b64decode(lock["public_key"]))
         return {"lock_id": lock["id"], "clock_ms": clock_ms}
 
-    # -- delivery to the proctor (the heartbeat handler's side; planned) ----------------------
+    # -- delivery to the proctor (the heartbeat handler's side) ---------------------------
     def pending(self, room: str) -> Optional[Dict[str, Any]]:
         """The room's latest grant not yet acknowledged, as the heartbeat reply will carry it, or None."""
         for g in reversed(self.grants(room=room)):
             if g.get("acked_at") is None:
                 return {"id": g["id"], "session_id": g["session"], "minutes": g["minutes"],
-                        "total_min": g["total_min"], "expected_end": g["expected_end"]}
+                        "total_min": g["total_min"], "expected_end": g["expected_end"], "reason": g["reason"]}
         return None
 
     def acknowledge(self, room: str, grant_id: str) -> bool:

@@ -197,7 +197,8 @@ class ProctorClient:
         return h
 
     def heartbeat(self, state: Dict[str, Any]) -> Dict[str, Any]:
-        """Report the room's live state (``session``, ``started``, ``ended``, ``logged_in``, ``in_exam``)."""
+        """Report the room's live state (``session``, ``started``, ``ended``, ``logged_in``, ``in_exam``,
+        optional ``extra_time_ack``); the reply carries ``extra_time`` while a 补时 is pending."""
         h, _ = self.request("heartbeat", {"state": state})
         return h
 

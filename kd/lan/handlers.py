@@ -13,7 +13,9 @@ docs/lan-protocol.md §4:
 - ``data_imported``  → ``RegistrationService.mark_data_imported``
 - ``data``, ``hello`` → ``LoadingService.room_file_path / room_data_sha256 / room_detail``
 - ``heartbeat``      → ``MonitorService.heartbeat`` (``StateRefused``, an end without a
-  start, answers ``E_STATE``; a start recorded as 未经许可开考 adds ``warning`` to the reply)
+  start, answers ``E_STATE``; a start recorded as 未经许可开考 adds ``warning`` to the reply);
+  then ``ExtraTimeService.acknowledge`` for the state's ``extra_time_ack`` and
+  ``ExtraTimeService.pending`` for the reply's ``extra_time`` (补时, docs/lan-protocol.md)
 - ``permit``         → ``VerificationService.start_permit``, only once the room imported its
   current data (``data_imported``), else ``E_PERMIT``
 - ``upload_begin``, ``upload_chunk``, ``upload_commit`` → ``kd.lan.uploads.UploadStore``
@@ -88,6 +90,8 @@ class Services(NamedTuple):
     max_upload: int
     #: ``bind(peer, room)``: the connection authenticated for ``room`` (the server's registry)
     bind: Callable[[Any, str], None]
+    #: ``ExtraTimeService`` (补时 in the heartbeat reply); None: the reply carries none
+    extra_time: Any = None
 
 
 def _other_room(peer: Peer) -> Reply:
@@ -211,6 +215,7 @@ def handle_heartbeat(services: Services, peer: Peer, frame: framing.Frame) -> Re
         beat[name] = integer(state, name, 0, MAX_COUNT)
     if "candidates" in state:
         beat["candidates"] = integer(state, "candidates", 0, MAX_COUNT)
+    ack = code(state, "extra_time_ack") if "extra_time_ack" in state else None
     try:
         taken = services.monitor.heartbeat(doc["code"], beat)
     except StateRefused as e:
@@ -218,6 +223,12 @@ def handle_heartbeat(services: Services, peer: Peer, frame: framing.Frame) -> Re
     except UserError as e:
         raise Reply("E_ARG", e.cause, e.remedy) from None
     reply: Dict[str, Any] = {"server_time": format_time(services.ctx.now()), "heartbeat_s": _heartbeat_s(services)}
+    if services.extra_time is not None:
+        pending = services.extra_time.pending(doc["code"])
+        if pending is not None and ack is not None and services.extra_time.acknowledge(doc["code"], ack):
+            pending = services.extra_time.pending(doc["code"])
+        if pending is not None:
+            reply["extra_time"] = pending
     if isinstance(taken, dict) and taken.get("start") == START_UNPERMITTED:
         reply["warning"] = {"code": "W_UNPERMITTED", "remedy": UNPERMITTED_REMEDY,
                             "message": UNPERMITTED_MESSAGE.format(

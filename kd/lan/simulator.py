@@ -24,6 +24,9 @@ per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorCli
    starts at its start time, and ends at ``start + duration_min`` at the latest (a room
    that starts after that runs ``late_run_s``); asks for the start permit
    every ``--permit-every`` s until granted, runs the session for ``duration_min`` / speed
+   plus the 补时 the site approved for the room's session (a heartbeat reply's ``extra_time``:
+   its ``total_min`` / speed are added to the session's length, and the next heartbeats carry
+   ``extra_time_ack`` with its id until a reply no longer offers it; ``ProctorReport.extra_time``)
    (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam),
    ends it, builds its result package (``kd.formats.result.build_result``, about
    ``--result-mb`` MB of answers) and uploads it (``--disconnect K``: the first K proctors
@@ -137,6 +140,11 @@ class ProctorReport:
         self.error: Optional[str] = None
         #: when (the proctor's clock, ISO) each session started
         self.started_at: Dict[str, str] = {}
+        #: when (the proctor's clock, ISO) each session ended
+        self.ended_at: Dict[str, str] = {}
+        #: the 补时 applied per session (the latest grant's ``total_min``) and the grant ids acknowledged
+        self.extra_time: Dict[str, int] = {}
+        self.extra_time_acked: List[str] = []
 
     def as_dict(self) -> Dict[str, Any]:
         return dict(vars(self))
@@ -266,7 +274,24 @@ class Proctor(threading.Thread):
         self.report.data_sha256 = got["sha256"]
 
     def _beat(self) -> None:
-        self._call(self.client.heartbeat, dict(self.state))
+        reply = self._call(self.client.heartbeat, dict(self.state))
+        offered = reply.get("extra_time") if isinstance(reply, dict) else None
+        if not isinstance(offered, dict):
+            self.state.pop("extra_time_ack", None)  # taken (or never offered): stop echoing it
+            return
+        gid = str(offered.get("id"))
+        if gid not in self.report.extra_time_acked:  # apply each grant once, however often it is offered
+            sid = str(offered.get("session_id"))
+            # the room's total, not a sum of the grants seen: only the latest pending one is offered
+            self.report.extra_time[sid] = max(self.report.extra_time.get(sid, 0), int(offered.get("total_min") or 0))
+            self.report.extra_time_acked.append(gid)
+            log.info("proctor %s: 补时 %s min (total %s) for session %s (grant %s)", self.room,
+                     offered.get("minutes"), offered.get("total_min"), sid, gid)
+        self.state["extra_time_ack"] = gid
+
+    def _extra_s(self, sid: str) -> float:
+        """Seconds the 补时 applied to session ``sid`` adds to its length (minutes / speed)."""
+        return self.report.extra_time.get(sid, 0) * 60.0 / max(self.options.speed, 1e-6)
 
     def _session(self, session: Dict[str, Any]) -> None:
         sid = session["id"]
@@ -303,7 +328,8 @@ class Proctor(threading.Thread):
         self.report.started.append(sid)
         self.report.started_at[sid] = self.clock().isoformat()
         self._phase("in_exam", sid)
-        end = time.monotonic() + self._length(session, start)
+        base_end = time.monotonic() + self._length(session, start)
+        end = base_end + self._extra_s(sid)
         silent = self.index < self.options.silent and not self.silenced
         self.silenced = self.silenced or silent
         while time.monotonic() < end:
@@ -315,7 +341,9 @@ class Proctor(threading.Thread):
                 continue
             self._pause(min(self._hb_interval(), max(0.0, end - time.monotonic())))
             self._beat()
+            end = base_end + self._extra_s(sid)
         self.state.update(ended=True, in_exam=0)
+        self.report.ended_at[sid] = self.clock().isoformat()
         self._beat()
         self.report.ended.append(sid)
         self._phase("uploading", sid)
@@ -445,6 +473,7 @@ class Simulation:
             "silent": sum(1 for r in rows if r["silent_s"]),
             "disconnected_uploads": sum(1 for r in rows if r["disconnected_upload"]),
             "permit_refusals": sum(r["permit_refusals"] for r in rows),
+            "extra_time_acked": sum(len(r["extra_time_acked"]) for r in rows),
             "reconnects": sum(r["reconnects"] for r in rows),
             "storage_retries": sum(r["storage_retries"] for r in rows),
             "upload_retries": sum(r["upload_retries"] for r in rows),

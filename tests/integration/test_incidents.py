@@ -112,7 +112,7 @@ def test_an_outage_on_loopback_is_drafted_once_and_closed_when_the_room_comes_ba
     assert extra.proposal(lost, "1").proposed_min == 0
     # what the heartbeat handler will hand the proctor, and its acknowledgement
     assert extra.pending(lost) == {"id": grant["id"], "session_id": "1", "minutes": 2, "total_min": 2,
-                                   "expected_end": grant["expected_end"]}
+                                   "expected_end": grant["expected_end"], "reason": "网络中断"}
     assert extra.pending(others[0]) is None
     assert extra.acknowledge(others[0], grant["id"]) is False
     assert extra.acknowledge(lost, grant["id"]) is True

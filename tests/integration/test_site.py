@@ -94,6 +94,7 @@ def test_a_fresh_folder_opens_in_drill_mode(tmp_path):
         assert site.lan.registration is core.registration and site.lan.loading is core.loading
         assert site.lan.monitor is core.monitor and site.lan.recovery is core.recovery
         assert site.lan.verification is core.verification
+        assert site.lan.services.extra_time is core.extra_time  # 补时 rides the heartbeat reply
     finally:
         site.close()
 
