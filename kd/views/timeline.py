@@ -2,8 +2,9 @@
 
 One table per session (the 场次名称 picker under it, as 考场管理's): one row per timeline
 item of the chosen session and the site-wide items (``core.timeline.timeline(session)``):
-项目 | 应完成时间 | 状态 | 完成时间 | 依据 / 未完成考场. An overdue item's row has the tag
-``overdue`` (red text), a done one ``done`` (grey). Above the table, in red, the open
+项目 | 应完成时间 | 状态 | 完成时间 | 依据 / 未完成考场 (the rooms still missing while the item
+is 进行中 or 逾期, 失去连接考场 for 考中考场连接; otherwise what proves it, ``EVIDENCE``, in Chinese).
+An overdue item's row has the tag ``overdue`` (red text), a done one ``done`` (grey). Above the table, in red, the open
 alarms (``core.timeline.open_alarms()``, oldest first): ``告警 N：<label>（<opened at>）``,
 one line each.
 
@@ -34,8 +35,13 @@ REFRESH_MS = 3000
 #: at most this many alarm lines above the table (then ``……另有 N 条``)
 ALARM_LINES = 4
 
-COLUMNS = [("label", "项目", 150), ("due", "应完成时间", 130), ("state", "状态", 70),
-           ("completed", "完成时间", 130), ("detail", "依据 / 未完成考场", 420)]
+COLUMNS = [("label", "项目", 250), ("due", "应完成时间", 130), ("state", "状态", 60),
+           ("completed", "完成时间", 130), ("detail", "依据 / 未完成考场", 330)]
+#: what proves an item, as people read it (by item id; the record's path is docs/timeline.md's)
+EVIDENCE = {"package": "考务数据包校验记录", "seal": "封场检测通过记录", "clock": "机考锁校时记录",
+            "rooms_ready": "考场注册和考场数据导入记录", "verified": "授权验证记录", "started": "各考场开考记录",
+            "connected": "考场心跳", "ended": "各考场结束考试记录", "recovered": "考场数据回收记录",
+            "backup": "外部存储备份校验记录", "uploaded": "平台上报回执"}
 BAD_COLOUR, DONE_COLOUR = "#c0392b", "#7f8c8d"
 
 
@@ -51,13 +57,15 @@ class TimelineView:
 
 def item_row(item: Any) -> Dict[str, Any]:
     """One table row of a timeline ``Item`` (display strings; ``_tags`` by its state)."""
-    if item.rooms_left and item.state is not ItemState.DONE:
-        detail = "未完成考场：" + "、".join(item.rooms_left)
+    if item.rooms_left and item.state in (ItemState.ACTIVE, ItemState.OVERDUE):
+        label = "失去连接考场：" if item.id == "connected" else "未完成考场："
+        detail = label + "、".join(item.rooms_left)
     else:
-        detail = item.evidence or ""
+        detail = EVIDENCE.get(item.id, item.evidence or "")
     row: Dict[str, Any] = {"key": "{}/{}".format(item.session or "-", item.id), "label": item.label,
                            "due": shown(item.due_at), "state": STATE_LABELS.get(item.state, str(item.state)),
-                           "completed": shown(item.completed_at) if item.completed_at else "", "detail": detail}
+                           "completed": shown(item.completed_at) if item.state is ItemState.DONE else "",
+                           "detail": detail}
     if item.state is ItemState.OVERDUE:
         row["_tags"] = ("overdue",)
     elif item.state is ItemState.DONE:
