@@ -12,6 +12,9 @@
 - the forced change of the default password is ``kd.views.password.PasswordForm``.
 
 Screens only collect input and show the core's answers; the flow is ``kd.views.start``.
+The module imports nothing of the services (``kd.core.accounts`` is read when a login
+answered, by then the App imported it): the login window is drawn before the services
+are imported (tests/unit/test_startup_imports.py).
 """
 
 import math
@@ -21,7 +24,6 @@ from typing import Any, Callable, Dict, Optional
 
 import ttkbootstrap as ttk
 
-from kd.core.accounts import LoginFailed, wait_text
 from kd.errors import UserError
 
 #: how often the back-off countdown looks at the clock (it shows whole seconds)
@@ -118,6 +120,8 @@ class LoginScreen(_Card):
             raise exc
         self.password.delete(0, "end")
         self.password.focus_set()
+        from kd.core.accounts import LoginFailed  # noqa: PLC0415 - the services' module, see the docstring
+
         wait = getattr(exc, "wait_s", 0) if isinstance(exc, LoginFailed) else 0
         if wait > 0:
             self._count_down(exc.cause, wait)
@@ -141,6 +145,8 @@ class LoginScreen(_Card):
             self.button.configure(state="normal")
             self.error.configure(text="{}\n现在可以重新登录。".format(self._cause), bootstyle="secondary")
             return
+        from kd.core.accounts import wait_text  # noqa: PLC0415 - the services' module, see the docstring
+
         text = "{}\n请在 {}后重试。".format(self._cause, wait_text(left))
         if self.error.cget("text") != text:
             self.error.configure(text=text, bootstyle="danger")

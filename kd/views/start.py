@@ -97,10 +97,17 @@ class StartFlow:
         return screen
 
     def begin(self) -> None:
-        """Show 考点端登录 (登录 disabled until ready) and start the App in a worker."""
+        """Show 考点端登录 (登录 disabled until ready) and start the App in a worker once
+        Tk has laid the screen out (``after_idle``: the worker's imports and the site's
+        opening would otherwise take the CPU and the GIL from the first paint)."""
         self.attempts += 1
-        self._swap(LoginScreen(self.root, self.loop, None, self._logged_in))
+        login = self._swap(LoginScreen(self.root, self.loop, None, self._logged_in))
         hooks.fire(hooks.PAINTED, self.root, "login")
+        self.root.after_idle(lambda: self._start_app(login))
+
+    def _start_app(self, login: Any) -> None:
+        if self.closed or self.screen is not login or self.app is not None:
+            return  # closed, or the screen was replaced before the first idle round
 
         def start() -> Any:  # worker: even importing the services waits until the window shows
             self.app = self.app_factory()
