@@ -306,9 +306,9 @@ class Proctor:
         return bytes(data)
 
     def heartbeat(self, session: str, started: bool = False, ended: bool = False, candidates: int = 0,
-                  logged_in: int = 0, in_exam: int = 0) -> Dict[str, Any]:
+                  logged_in: int = 0, in_exam: int = 0, **extra: Any) -> Dict[str, Any]:
         state = {"session": session, "started": started, "ended": ended, "candidates": candidates,
-                 "logged_in": logged_in, "in_exam": in_exam}
+                 "logged_in": logged_in, "in_exam": in_exam, **extra}
         return self.request("heartbeat", state=state)[0]
 
     def upload_begin(self, session: str, package: bytes) -> Dict[str, Any]:
@@ -382,7 +382,7 @@ class Site:
         self.core = core
         self.server = LanServer(self.ctx, registration=core.registration, verification=core.verification,
                                 monitor=core.monitor, recovery=core.recovery, loading=core.loading,
-                                options=LanOptions(host=LOOPBACK, port=0)).start()
+                                options=LanOptions(host=LOOPBACK, port=0), extra_time=core.extra_time).start()
         self.port = self.server.port()
 
     def rooms(self) -> List[str]:
@@ -589,4 +589,28 @@ def test_closing_errors_carry_seq_0(site):
     assert header["type"] == "error" and header["code"] == "E_FRAME" and header["seq"] == 0
     DOCUMENT.check_error(header)
     assert p.closed_by_server()
+    p.close()
+
+
+def test_extra_time_rides_the_heartbeat_reply_until_acknowledged(site):
+    """§4 heartbeat, "补时 in the reply": the grant as documented, the ack, the reply without it."""
+    room = site.rooms()[0]
+    p = Proctor(site.port)
+    reg = p.register(room, site.reg_code(room))
+    p.request("data_imported", sha256=reg["data"]["sha256"])
+    site.authorize_and_verify("1")
+    p.request("permit", session="1")
+    assert "extra_time" not in p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5)
+    site.core.extra_time.grant(room, "1", 12, actor="admin", reason="网络中断 12 分钟")
+    offered = p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5)["extra_time"]
+    session = next(s for s in reg["sessions"] if s["id"] == "1")
+    start = datetime.datetime.fromisoformat(session["start"])
+    end = start + datetime.timedelta(minutes=session["duration_min"] + offered["total_min"])
+    assert (offered["session_id"], offered["minutes"], offered["total_min"]) == ("1", 12, 12)
+    assert datetime.datetime.fromisoformat(offered["expected_end"]) == end
+    # not acknowledged: offered again; acknowledged: this reply and the next no longer carry it
+    assert p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5)["extra_time"] == offered
+    assert "extra_time" not in p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5,
+                                           extra_time_ack=offered["id"])
+    assert "extra_time" not in p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5)
     p.close()
