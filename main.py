@@ -72,6 +72,33 @@ def build_parser() -> argparse.ArgumentParser:
     return cli.build_parser()
 
 
+class _NotGlobalOnly(Exception):
+    """``args`` are not the global options alone: the whole parser parses them (and reports errors)."""
+
+
+class _GlobalParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's error() prints and exits: here the whole parser does
+        raise _NotGlobalOnly(message)
+
+
+def parse_args(args: List[str]) -> argparse.Namespace:
+    """``args`` parsed as ``build_parser()`` parses them. Without a command (the window,
+    --headless) the global options alone parse them: building every command's parser
+    imports the command modules (~60 ms before the login window). A command, --help, an
+    unknown option or an error goes to the whole parser, so its output is unchanged."""
+    if not any(a in ("-h", "--help", "--version") for a in args):
+        parser = _GlobalParser(add_help=False)
+        cli.add_global_options(parser)
+        try:
+            opts, rest = parser.parse_known_args(args)
+        except _NotGlobalOnly:
+            rest = ["(error)"]
+        if not rest:
+            opts.command = None
+            return opts
+    return build_parser().parse_args(args)
+
+
 def wait_for_shutdown(announce: str = "") -> None:
     """Block until Ctrl+C or SIGTERM; print ``announce`` once the handlers are in place."""
     stop = threading.Event()
@@ -215,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     close_splash = splash.install()  # the one-file exe's splash: closed when the login window is painted
     console_streams()
     args = sys.argv[1:] if argv is None else list(argv)
-    opts = build_parser().parse_args(args)
+    opts = parse_args(args)
     opts.relaunch_args = args  # a restart (GUI route) starts the new instance with these
     opts.argv = args  # a command sent to the instance holding the data folder (kd.cli.run)
     if is_gui(opts):

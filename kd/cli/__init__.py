@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
                "每个命令先询问管理员密码（终端中输入，或 --password-stdin 从标准输入的第一行读取）；"
                "连续输错与登录窗口一样限时重试。考点管理系统（窗口或 --headless）正在运行时，"
                "命令在运行中的系统里执行（本机控制通道）。")
+    add_global_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_password(lock_sync.add_parser(commands), "这是本机数据目录的管理员密码，不是监控平台密码 --password")
+    drill.add_parser(commands)
+    add_parsers(commands)
+    return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The options before the command (``main.py`` parses with these alone when no command is given)."""
     parser.add_argument("--version", action="version", version="kaodian " + kd.__version__)
     parser.add_argument("--data-dir", help="数据目录（默认：程序旁的 data 文件夹；或环境变量 KD_DATA_DIR）")
     parser.add_argument("--headless", action="store_true", help="只运行后台服务，不打开窗口")
@@ -121,11 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
                         default=os.environ.get("KD_LAN_HOST", "0.0.0.0"),  # noqa: S104 - the LAN by default
                         help="考场通讯服务只在本机的这个地址上监听，如考试局域网上的 192.168.10.2"
                              "（默认：所有网络接口；或环境变量 KD_LAN_HOST）")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_password(lock_sync.add_parser(commands), "这是本机数据目录的管理员密码，不是监控平台密码 --password")
-    drill.add_parser(commands)
-    add_parsers(commands)
-    return parser
 
 
 def needs_password(opts: argparse.Namespace) -> bool:
