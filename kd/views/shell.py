@@ -2,7 +2,8 @@
 
 ``Shell(root, core, app=..., dialogs=..., user=..., log_path=...)`` fills a
 ``ttkbootstrap.Window``: the title ``<exam name> 考点管理系统 【<site>】`` (plus
-``(当前是模考)`` in mock mode), a top bar with 更多 (≡) and, in drill mode, 演练; the left
+``(当前是模考)`` in mock mode), a top bar with 更多 (≡), ``告警 N`` (kd.views.alarmcount) and, in
+drill mode, 演练; the left
 navigation of ``kd.views.pages.NAVIGATION`` (pages imported and built lazily, on first
 show); for 考务管理 the 5-step header of ``pages.STEPS`` with ✓/✗ marks (the core's
 ``core.steps.marks()``, in a worker); the status bar and the footer.
