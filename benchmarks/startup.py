@@ -25,6 +25,11 @@ Prints one line:
 ``MapNotify`` of the app's window (the first non-splash top-level), ``frozen_s`` =
 ``frozen_login_s`` (the old key); frozen figures are null without a binary.
 Targets: ratio ≤ 1.5 from source; frozen splash ≤ 0.3 s, login window ≤ 0.8 s.
+
+``--against OLD_EXE`` compares two builds on a loaded machine: after one warm-up run
+each, the binary and OLD_EXE are timed in alternating order (ABBA...), and the line
+gains ``against_login_s``, ``against_splash_s``, ``against_window_mapped_s`` (OLD_EXE's
+medians) and ``frozen_login_runs`` / ``against_login_runs`` (every run's login seconds).
 Linux only for the frozen figures (a windowed Windows exe has no stdout for the probe).
 """
 
@@ -168,6 +173,10 @@ def app_runs(argv: List[str], env: Dict[str, str], runs: int = RUNS,
     return out
 
 
+def default_exe() -> str:
+    return os.path.join(ROOT, "dist", "kaodian.exe" if os.name == "nt" else "kaodian")
+
+
 def free_display() -> int:
     x_dir = "/tmp/.X11-unix"  # noqa: S108 - where X servers put their sockets
     return next(n for n in range(97, 300) if not os.path.exists(os.path.join(x_dir, "X{}".format(n)))
@@ -210,11 +219,39 @@ def frozen_figures(exe: str, env: Dict[str, str], runs: int) -> Dict[str, Any]:
             "frozen_runs": len(results), "frozen_splash_seen": len(splashes), "frozen_size_mb": size_mb}
 
 
+def medians(results: List[Dict[str, float]], prefix: str) -> Dict[str, Any]:
+    """``<prefix>_login_s``, ``_splash_s``, ``_window_mapped_s`` and ``_login_runs`` of ``results``."""
+    def med(key: str) -> Optional[float]:
+        values = [r[key] for r in results if key in r]
+        return round(statistics.median(values), 3) if values else None
+
+    return {prefix + "_login_s": med("login"), prefix + "_splash_s": med("splash"),
+            prefix + "_window_mapped_s": med("mapped"),
+            prefix + "_login_runs": [round(r["login"], 3) for r in results]}
+
+
+def compare(exe: str, old: str, env: Dict[str, str], runs: int) -> Dict[str, Any]:
+    """``exe`` and ``old`` timed alternately (ABBA...) after a warm-up run each."""
+    watcher = MapWatcher(env["DISPLAY"])
+    results: Dict[str, List[Dict[str, float]]] = {exe: [], old: []}
+    for path in (exe, old):
+        app_runs([path], env, 1, watcher)  # fills the file cache: not counted
+    for i in range(runs):
+        for path in ((exe, old) if i % 2 == 0 else (old, exe)):
+            results[path].extend(app_runs([path], env, 1, watcher))
+    figures = medians(results[exe], "frozen")
+    figures.update(medians(results[old], "against"), frozen_runs=runs)
+    figures["frozen_s"] = figures["frozen_login_s"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="start-up time (JSON line)")
     parser.add_argument("--exe", help="the one-file binary to time (default dist/kaodian)")
     parser.add_argument("--runs", type=int, default=RUNS)
     parser.add_argument("--frozen-only", action="store_true", help="time only the binary")
+    parser.add_argument("--against", metavar="OLD_EXE", help="time the binary and OLD_EXE alternately (implies "
+                                                             "--frozen-only)")
     opts = parser.parse_args()
     xvfb: Optional[subprocess.Popen] = None
     env = dict(os.environ, KD_STARTUP_PROBE="login", KD_NO_TRAY="1")
@@ -228,6 +265,9 @@ def main() -> None:
         xvfb = start_xvfb(env)
     try:
         figures: Dict[str, Any] = {}
+        if opts.against:
+            emit(bench="startup", **compare(opts.exe or default_exe(), opts.against, env, opts.runs))
+            return
         if not opts.frozen_only:
             compileall.compile_dir(os.path.join(ROOT, "kd"), quiet=1)
             compileall.compile_file(os.path.join(ROOT, "main.py"), quiet=1)
@@ -237,7 +277,7 @@ def main() -> None:
             baseline = statistics.median(bare)
             figures.update(s=round(s, 3), baseline_s=round(baseline, 3), ratio=round(s / baseline, 2),
                            first_window_s=round(statistics.median(r.get("starting", r["login"]) for r in app), 3))
-        exe = opts.exe or os.path.join(ROOT, "dist", "kaodian.exe" if os.name == "nt" else "kaodian")
+        exe = opts.exe or default_exe()
         figures.update(frozen_s=None, frozen_splash_s=None, frozen_login_s=None)
         if os.path.exists(exe):
             figures.update(frozen_figures(exe, env, opts.runs))
