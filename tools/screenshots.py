@@ -260,6 +260,9 @@ def main(argv=None):
     runs = [(size, subprocess.Popen([sys.executable, os.path.abspath(__file__), "--size", size, "--x", str(x)]))
             for size, x, _ in SIZES]
     failed = [size for size, run in runs if run.wait() != 0]
+    for size, x, out in SIZES:  # the 时间线 page with open alarms: a scene of its own (tools/shot_timeline.py)
+        if subprocess.call([sys.executable, os.path.join(ROOT, "tools", "shot_timeline.py"), size, str(x), out]):
+            failed.append(size + " 时间线")
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(OUT) for f in files)
     print("screenshots: {} in {:.0f} s, {:.1f} MB{}".format(
         OUT, time.monotonic() - started, total / 1e6, "; FAILED: " + ", ".join(failed) if failed else ""))
