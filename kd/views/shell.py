@@ -46,7 +46,7 @@ from kd.views.dialogs import Dialogs
 from kd.views.loop import Timer, TkLoop
 from kd.views.shelltexts import notice_for, title_text
 from kd.views.statusbar import StatusBar
-from kd.views.widgets import NotOpened, apply_fonts, open_folder
+from kd.views.widgets import NotOpened, apply_fonts, open_folder, open_in_browser
 
 log = logging.getLogger(__name__)
 
@@ -237,15 +237,8 @@ class Shell:
         """Open ``path`` (a file or URL) in the browser, from a worker. When no browser starts
         (the browser call returns False or raises), ``NotOpened`` says so and shows the path."""
         browser = self.browser
-
-        def work() -> bool:
-            try:
-                return browser(path) is not False
-            except Exception as e:  # noqa: BLE001 - webbrowser raises what the platform's launcher raised
-                log.warning("the browser did not open %s: %r", path, e)
-                return False
-
-        self.loop.submit(work, lambda opened: None if opened else self.not_opened(path))
+        self.loop.submit(lambda: open_in_browser(browser, path),
+                         lambda opened: None if opened else self.not_opened(path))
 
     def not_opened(self, path: str) -> None:
         """Tell the user no browser opened ``path``: its path, 打开所在文件夹, 复制路径."""

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tkinter as tk
 import tkinter.font as tkfont
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import ttkbootstrap as ttk
 
@@ -161,6 +161,15 @@ class NotOpened(tk.Toplevel):
         self.clipboard_clear()
         self.clipboard_append(self.path)
         self.status.configure(text="路径已复制。")
+
+
+def open_in_browser(browser: Callable[[str], Any], path: str) -> bool:
+    """``browser(path)`` (call it in a worker); False when it returned False or raised (no browser started)."""
+    try:
+        return browser(path) is not False
+    except Exception as e:  # noqa: BLE001 - webbrowser raises what the platform's launcher raised
+        log.warning("the browser did not open %s: %r", path, e)
+        return False
 
 
 def open_folder(folder: str) -> bool:
