@@ -35,8 +35,8 @@ from kd.core.labels import UNPERMITTED_LABEL, shown
 from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text
 from kd.core.monitor import COLUMNS
 from kd.errors import UserError
-from kd.views.base import Page
 from kd.views.live_table import LiveTable, SessionPicker
+from kd.views.livepage import LivePage
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,9 @@ def show_time(value: Optional[str]) -> str:
     return shown(value)
 
 
-class MonitorPage(Page):
+class MonitorPage(LivePage):
     title = "考场管理"
+    refresh_ms = REFRESH_MS
     events = frozenset({n.ALARM_OPENED, n.ALARM_CLOSED,
                         n.PACKAGE_LOADED, n.ROOM_REGISTERED, n.REGISTRATION_REVOKED, n.REGISTRATION_RESTORED,
                         n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
@@ -120,8 +121,7 @@ class MonitorPage(Page):
         self._timer: Any = None
         self._build_table()
         self._build_footer()
-        self.bind("<Map>", self._on_map, add="+")
-        self.bind("<Unmap>", self._on_unmap, add="+")
+        self.watch_visibility()
 
     def _build_table(self) -> None:
         columns = [(key, BREAKS.get(key, label), WIDTHS.get(key, 60)) for key, label in COLUMNS]
@@ -148,39 +148,6 @@ class MonitorPage(Page):
         ttk.Label(foot, text="考场状态上报：").pack(side="left", padx=(16, 0))
         self.report_label = ttk.Label(foot, text="")
         self.report_label.pack(side="left")
-
-    # -- reacting --------------------------------------------------------------------------
-    def choose_session(self, session_id: Optional[str]) -> None:
-        """Show ``session_id`` (None: the current session) and refresh."""
-        self._session_id = session_id
-        self.refresh()
-
-    def _on_map(self, event: Any) -> None:
-        if event.widget is self:
-            self.start_timer()
-
-    def _on_unmap(self, event: Any) -> None:
-        if event.widget is self:
-            self.stop_timer()
-
-    def start_timer(self) -> None:
-        """Refresh now and every ``REFRESH_MS`` while shown (the shell may also call it)."""
-        self.stop_timer()
-        self._tick()
-        self._timer = self.shell.loop.every(REFRESH_MS, self._tick, owner=self)
-
-    def stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _tick(self) -> None:
-        if self.winfo_viewable():
-            self.refresh()
-
-    @property
-    def timer_running(self) -> bool:
-        return self._timer is not None and self._timer.active
 
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> Tuple[MonitorSnapshot, FrozenSet[str]]:

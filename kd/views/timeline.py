@@ -25,8 +25,8 @@ from kd.core import names as n
 from kd.core.labels import shown
 from kd.core.timelinerules import STATE_LABELS, ItemState
 from kd.errors import UserError
-from kd.views.base import Page
 from kd.views.live_table import LiveTable, SessionPicker
+from kd.views.livepage import LivePage
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def alarm_lines(alarms: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
-class TimelinePage(Page):
+class TimelinePage(LivePage):
     title = "时间线"
+    refresh_ms = REFRESH_MS
     events = frozenset({n.ALARM_OPENED, n.ALARM_CLOSED, n.PACKAGE_LOADED, n.ROOM_REGISTERED,
                         n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
                         n.ROOM_ENDED, n.RESULTS_RECEIVED, n.RESULTS_UPLOADED, n.SESSION_STARTED,
@@ -108,37 +109,7 @@ class TimelinePage(Page):
         ttk.Label(foot, text="场次名称：").pack(side="left")
         self.session_box = SessionPicker(foot, self.choose_session, width=16)
         self.session_box.pack(side="left")
-        self.bind("<Map>", self._on_map, add="+")
-        self.bind("<Unmap>", self._on_unmap, add="+")
-
-    def choose_session(self, session_id: Optional[str]) -> None:
-        """Show ``session_id`` (None: the current session) and refresh."""
-        self._session_id = session_id
-        self.refresh()
-
-    # -- the timer -------------------------------------------------------------------------
-    def _on_map(self, event: Any) -> None:
-        if event.widget is self:
-            self.start_timer()
-
-    def _on_unmap(self, event: Any) -> None:
-        if event.widget is self:
-            self.stop_timer()
-
-    def start_timer(self) -> None:
-        """Refresh now and every ``REFRESH_MS`` while shown."""
-        self.stop_timer()
-        self._tick()
-        self._timer = self.shell.loop.every(REFRESH_MS, self._tick, owner=self)
-
-    def stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _tick(self) -> None:
-        if self.winfo_viewable():
-            self.refresh()
+        self.watch_visibility()
 
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> TimelineView:

@@ -1,0 +1,55 @@
+"""The live pages' shared behaviour (考场管理, 时间线): a chosen session, refreshed while shown.
+
+``LivePage`` is a ``Page`` that shows one session (``choose_session(id)``; None: the
+current one) and refreshes now and every ``refresh_ms`` while it is mapped: the shell
+loop's ``every`` timer, owned by the page (cancelled when it is destroyed), started on
+``<Map>`` and stopped on ``<Unmap>`` (``watch_visibility()`` binds them). A tick while the
+page is not viewable does nothing.
+"""
+
+from typing import Any, Optional
+
+from kd.views.base import Page
+
+
+class LivePage(Page):
+    refresh_ms = 2000
+    _session_id: Optional[str] = None
+    _timer: Any = None
+
+    def watch_visibility(self) -> None:
+        """Run the refresh timer while the page is shown."""
+        self.bind("<Map>", self._on_map, add="+")
+        self.bind("<Unmap>", self._on_unmap, add="+")
+
+    def choose_session(self, session_id: Optional[str]) -> None:
+        """Show ``session_id`` (None: the current session) and refresh."""
+        self._session_id = session_id
+        self.refresh()
+
+    def _on_map(self, event: Any) -> None:
+        if event.widget is self:
+            self.start_timer()
+
+    def _on_unmap(self, event: Any) -> None:
+        if event.widget is self:
+            self.stop_timer()
+
+    def start_timer(self) -> None:
+        """Refresh now and every ``refresh_ms`` while shown (the shell may also call it)."""
+        self.stop_timer()
+        self._tick()
+        self._timer = self.shell.loop.every(self.refresh_ms, self._tick, owner=self)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        if self.winfo_viewable():
+            self.refresh()
+
+    @property
+    def timer_running(self) -> bool:
+        return self._timer is not None and self._timer.active
