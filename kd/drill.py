@@ -49,6 +49,7 @@ else null. ``main.py drill`` exits 0 only when ``failures`` is empty, else 1.
 """
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -184,8 +185,8 @@ class Drill:
         self.step("seal_check", self._seal_check)
         self.step("sync_lock", self.site.sync_lock)
         for sid in self.sessions:
-            self.step("verify_" + sid, lambda s=sid: core.verification.verify_online(s, ACTOR))
-            self.step("session_" + sid, lambda s=sid: self._session_results(s))
+            self.step("verify_" + sid, functools.partial(core.verification.verify_online, sid, ACTOR))
+            self.step("session_" + sid, functools.partial(self._session_results, sid))
         self.step("run_sessions", self._run_sessions)
         self.step("recover", self._recover)
         self.step("backup_external", lambda: core.upload.backup_external(self.external, ACTOR))
