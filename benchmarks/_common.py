@@ -69,6 +69,24 @@ def write_site_package(path: str, rooms: int, room_kib: int) -> Any:
     return TrustedKeys([platform.public_key])
 
 
+def store_package(ctx: Any, site: str, codes: List[str], sessions: List[Dict[str, Any]],
+                  candidates: List[Dict[str, Any]], publish_time: str, loaded_at: str) -> None:
+    """A synthetic loaded package in ``ctx``'s exam store: manifest and meta (one subject K1, 4 KiB rooms)."""
+    from kd.core import model  # noqa: PLC0415 - after the path set-up the benchmarks do first
+
+    manifest = {"format_version": 1, "site_code": site, "exam_name": "职业技能鉴定", "publish_time": publish_time,
+                "lock": {"id": "L1", "public_key": "A" * 43 + "="}, "rooms": [{"code": c, "name": c} for c in codes],
+                "subjects": [{"code": "K1", "name": "科目一"}], "sessions": sessions,
+                "candidate_count": len(candidates), "candidates": candidates,
+                "members": [{"name": "rooms/{}.dat".format(c), "size": 4096, "sha256": "0" * 64} for c in codes]}
+    exam = ctx.stores.exam
+    with exam.transaction():
+        exam.put(model.PACKAGE, model.MANIFEST, manifest)
+        exam.put(model.PACKAGE, model.PACKAGE_META, {"publish_time": publish_time, "loaded_at": loaded_at,
+                                                     "source": "online", "verified_at": loaded_at,
+                                                     "zip_sha256": "1" * 64, "manifest_sha256": "2" * 64})
+
+
 def package_args(description: str, rounds: int) -> argparse.Namespace:
     """The package benchmarks' ``--rounds N --rooms N --room-kib N`` (defaults: ``rounds``, 100, 1024)."""
     parser = argparse.ArgumentParser(description=description)

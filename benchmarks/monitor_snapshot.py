@@ -14,7 +14,7 @@ Target: ms ≤ 5.
 
 import datetime
 
-from _common import emit, median_ms, scratch_context
+from _common import emit, median_ms, scratch_context, store_package
 
 from kd.core import model
 from kd.core.monitor import MonitorService
@@ -35,17 +35,8 @@ def populate(ctx) -> None:  # type: ignore[no-untyped-def]
     candidates = [{"id": "{}{:02d}".format(code, i), "name": "考生{}".format(i), "room": code, "session": "S1",
                    "seat": i, "subject": "K1", "id_card": "110101199001011234"}
                   for code in codes for i in range(1, PER_ROOM + 1)]
-    manifest = {"format_version": 1, "site_code": SITE, "exam_name": "职业技能鉴定", "publish_time": start,
-                "lock": {"id": "L1", "public_key": "A" * 43 + "="}, "rooms": [{"code": c, "name": c} for c in codes],
-                "subjects": [{"code": "K1", "name": "科目一"}], "sessions": sessions,
-                "candidate_count": len(candidates), "candidates": candidates,
-                "members": [{"name": "rooms/{}.dat".format(c), "size": 4096, "sha256": "0" * 64} for c in codes]}
-    exam, runtime = ctx.stores.exam, ctx.stores.runtime
-    with exam.transaction():
-        exam.put(model.PACKAGE, model.MANIFEST, manifest)
-        exam.put(model.PACKAGE, model.PACKAGE_META, {"publish_time": start, "loaded_at": format_time(now),
-                                                     "source": "online", "verified_at": format_time(now),
-                                                     "zip_sha256": "1" * 64, "manifest_sha256": "2" * 64})
+    store_package(ctx, SITE, codes, sessions, candidates, start, format_time(now))
+    runtime = ctx.stores.runtime
     stamp = format_time(now)
     runtime.replace_table(model.ROOMS, {c: {
         "code": c, "reg_code": "ABCDEFGH", "ip": "192.168.1.{}".format(i + 2), "token": "t" * 32,

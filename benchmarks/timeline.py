@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 
-from _common import emit, median_ms, scratch_context
+from _common import emit, median_ms, scratch_context, store_package
 
 from kd.core import model, names
 from kd.core.monitor import MonitorService
@@ -60,17 +60,8 @@ def populate(ctx, now):  # type: ignore[no-untyped-def]
                    "session": s["id"], "seat": i, "subject": "K1", "id_card": "110101199001011234"}
                   for s in sessions for code in codes for i in range(1, PER_ROOM + 1)]
     stamp = format_time(now - datetime.timedelta(minutes=40))
-    manifest = {"format_version": 1, "site_code": SITE, "exam_name": "职业技能鉴定", "publish_time": stamp,
-                "lock": {"id": "L1", "public_key": "A" * 43 + "="}, "rooms": [{"code": c, "name": c} for c in codes],
-                "subjects": [{"code": "K1", "name": "科目一"}], "sessions": sessions,
-                "candidate_count": len(candidates), "candidates": candidates,
-                "members": [{"name": "rooms/{}.dat".format(c), "size": 4096, "sha256": "0" * 64} for c in codes]}
-    exam, runtime = ctx.stores.exam, ctx.stores.runtime
-    with exam.transaction():
-        exam.put(model.PACKAGE, model.MANIFEST, manifest)
-        exam.put(model.PACKAGE, model.PACKAGE_META, {"publish_time": stamp, "loaded_at": stamp, "source": "online",
-                                                     "verified_at": stamp, "zip_sha256": "1" * 64,
-                                                     "manifest_sha256": "2" * 64})
+    store_package(ctx, SITE, codes, sessions, candidates, stamp, stamp)
+    runtime = ctx.stores.runtime
     runtime.replace_table(model.ROOMS, {c: {
         "code": c, "reg_code": "ABCDEFGH", "ip": "192.168.1.{}".format(i + 2), "token": "t" * 32,
         "registered_at": stamp, "data_sha256": "0" * 64, "data_imported_at": stamp, "note": ""}
