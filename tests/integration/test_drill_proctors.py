@@ -9,6 +9,7 @@
 
 import datetime
 import threading
+import time
 
 import pytest
 
@@ -44,12 +45,23 @@ def test_thirty_proctors_register_under_the_per_address_cap(tmp_path):
             rows = site.registration.snapshot()["rooms"]
             assert sum(1 for r in rows if r.get("data_imported")) == 30
             assert sorted(r["ip"] for r in rows) == sorted(loopback_address(i) for i in range(30))
-            assert all(p.phase in ("data_imported", "permit") for p in sim.progress())
+            # the server records the import before the proctor has read its reply: wait for the proctors' side
+            assert _eventually(lambda: all(p.phase in ("data_imported", "permit") for p in sim.progress())), \
+                [p for p in sim.progress() if p.phase not in ("data_imported", "permit")]
             assert done.is_set()
         finally:
             sim.stop()
     finally:
         site.close()
+
+
+def _eventually(condition, within=10.0):
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_on_schedule_a_proctor_starts_at_the_start_time(tmp_path):
