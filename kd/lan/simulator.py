@@ -30,7 +30,8 @@ per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorCli
    (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam),
    ends it, builds its result package (``kd.formats.result.build_result``, about
    ``--result-mb`` MB of answers) and uploads it (``--disconnect K``: the first K proctors
-   drop the connection half-way and resume from the server's offset); an ``E_STORAGE``
+   drop the connection half-way and resume from the server's offset; ``SimOptions.no_upload``
+   K: the first K proctors never upload, a room whose result the site must miss); an ``E_STORAGE``
    (the site server cannot store it yet) is waited out (its ``retry_after``) and the
    upload resumed, a begin answered ``committed`` (a lost commit reply) commits at once;
 4. says goodbye.
@@ -99,6 +100,8 @@ class SimOptions(NamedTuple):
     on_schedule: bool = False
     #: how long a session runs that starts after its scheduled end (on_schedule)
     late_run_s: float = 20.0
+    #: the first K proctors end their sessions but never upload their results (a drill's missing room)
+    no_upload: int = 0
 
 
 _DEFAULTS = SimOptions()  # the class attributes of a NamedTuple are field accessors, not defaults
@@ -390,6 +393,9 @@ class Proctor(threading.Thread):
         return path
 
     def _upload(self, sid: str, people: List[Dict[str, Any]], present: List[Dict[str, Any]]) -> None:
+        if self.index < self.options.no_upload:
+            log.info("proctor %s ends session %s without uploading its result (no_upload)", self.room, sid)
+            return
         path = self._package(sid, people, present)
         if self.index < self.options.disconnect and not self.report.disconnected_upload:
             size = os.path.getsize(path)
