@@ -31,18 +31,27 @@
 8. on the platform simulator's side: every expected result arrived, committed, its bytes
    hashing to the recovered file's SHA-256; every receipt (the platform's and the one
    kept by the site) verifies against the platform key; the seal check and one
-   upload-status report per session were received.
+   upload-status report per session were received;
+9. the completeness proofs (``kd.drillproof``, step ``proofs``): each session's
+   考点数据完整性证明 verifies locally (the exported file, ``WORK/proofs``) and at the
+   simulator (its verdict of the proof the upload status carried), and its copy on the
+   external drive is the same file. ``--no-upload K`` (``DrillOptions.no_upload``): the
+   first K proctors never upload; the day goes on without their rooms and ends ``ok:
+   false``, its failures naming the rooms, the proof's failing check among them.
 
 Every step and check is waited on with deadlines (events and conditions, no fixed
 sleeps). The report (``run_drill`` returns it; ``--json`` prints it as one line)::
 
     {"ok": true, "rooms": 10, "sessions": 1, "candidates": 20, "mode": "mock",
      "results_expected": 10, "results_received": 10, "results_uploaded": 10,
-     "results_at_platform": 10, "receipts_verified": 20, "reports": {"seal_check": 1, ...},
+     "results_at_platform": 10, "receipts_verified": 20, "proofs_verified": 1,
+     "proof_files": ["WORK/proofs/考点数据完整性证明(11003-1).json"], "reports": {"seal_check": 1, ...},
      "proctors": {...the simulator's counts...}, "seconds": 7.9,
      "steps": [{"step": "login", "ok": true, "seconds": 0.31}, ...],
      "failures": [], "work_dir": null}
 
+``proofs_verified`` counts the sessions whose proof verified both locally and at the
+simulator; ``proof_files`` lists the exported proofs (empty unless the folder is kept).
 ``failures`` lists every failed check (a failed step stops the day; the checks after the
 uploads are all made). ``work_dir`` is the kept work folder (``--keep``, or any failure),
 else null. ``main.py drill`` exits 0 only when ``failures`` is empty, else 1.
@@ -82,6 +91,9 @@ class DrillOptions(NamedTuple):
     first_start_in: int = 10
     #: the whole day must finish within this many seconds
     timeout: float = 300.0
+    #: the first K proctors never upload their results: the day goes on without them and ends
+    #: ``ok: false``, the completeness proof naming their rooms (kd.drillproof)
+    no_upload: int = 0
 
 
 DEFAULTS = DrillOptions()
@@ -122,6 +134,10 @@ class Drill:
         self.expected: List[Tuple[str, str]] = []
         self.recovered: Dict[Tuple[str, str], Dict[str, Any]] = {}
         self.proctor_results: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        #: the rooms whose proctors never upload (``no_upload``)
+        self.no_upload: List[str] = []
+        #: the completeness proofs (kd.drillproof): proofs_verified, proof_files, ...
+        self.proofs: Dict[str, Any] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
     def left(self) -> float:
@@ -192,6 +208,9 @@ class Drill:
         self.step("backup_external", lambda: core.upload.backup_external(self.external, ACTOR))
         self.step("upload", self._upload)
         self.step("platform_check", self._platform_check)
+        from kd import drillproof  # noqa: PLC0415
+
+        self.step("proofs", functools.partial(drillproof.check_proofs, self))
 
     def _start(self) -> None:
         from kd.site import LanOptions, open_site  # noqa: PLC0415
@@ -238,7 +257,9 @@ class Drill:
         duration, _gap = schedule(o.sessions, o.first_start_in)
         sim_options = SimOptions(result_mb=o.result_mb, speed=duration * 60.0 / max(o.session_s, 0.01),
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
-                                 timeout=30.0, work_dir=os.path.join(self.work, "proctors"), own_address=True)
+                                 timeout=30.0, work_dir=os.path.join(self.work, "proctors"), own_address=True,
+                                 no_upload=o.no_upload)
+        self.no_upload = [r["code"] for r in rooms[:o.no_upload]]
         registration = self.site.core.registration
         sub = self.site.hub.subscribe([names.ROOM_REGISTERED, names.ROOM_DATA_IMPORTED])
         try:
@@ -266,7 +287,7 @@ class Drill:
         """Wait until every expected room's result of session ``sid`` is received (数据回收)."""
         from kd.core import model  # noqa: PLC0415
 
-        wanted = {room for room, session in self.expected if session == sid}
+        wanted = {room for room, session in self.expected if session == sid} - set(self.no_upload)
         runtime = self.site.ctx.stores.runtime
         sub = self.site.hub.subscribe([names.RESULTS_RECEIVED])
         try:
@@ -309,6 +330,8 @@ class Drill:
             else:
                 self.recovered[pair] = doc["result"]
         self.counts["results_received"] = len(self.recovered)
+        if self.no_upload:  # their rooms are missing on purpose (each a failure above): the day goes on
+            return
         if not self.site.core.recovery.all_recovered():
             raise DrillFailed("数据回收 does not show every room recovered")
         if len(self.recovered) != len(self.expected):
@@ -317,7 +340,7 @@ class Drill:
     def _upload(self) -> None:
         result = self.site.core.upload.upload(None, ACTOR)
         self.counts["results_uploaded"] = len(result["uploaded"]) + result["already"]
-        if result["not_recovered"]:
+        if [p for p in result["not_recovered"] if p["room"] not in self.no_upload]:
             raise DrillFailed("not recovered at upload: {}".format(result["not_recovered"]))
 
     def _platform_check(self) -> None:
@@ -391,6 +414,7 @@ class Drill:
         out: Dict[str, Any] = {"ok": not self.failures, "rooms": o.rooms, "sessions": o.sessions,
                                "candidates": o.candidates, "mode": o.mode}
         out.update(self.counts)
+        out.update(self.proofs)
         out.update({"reports": self.reports, "proctors": self.proctors,
                     "seconds": round(time.monotonic() - self.started, 2), "steps": self.steps,
                     "failures": list(self.failures), "work_dir": None})
@@ -442,13 +466,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive(float, 10, 86400), default=DEFAULTS.timeout,
                    help="整个演练的时限（秒）")
     p.add_argument("--keep", action="store_true", help="保留演练的工作目录（失败时总是保留）")
+    p.add_argument("--no-upload", type=_positive(int, 0, 999), default=0, metavar="K",
+                   help="前 K 个模拟监考机不上传考试结果（演练以失败结束，完整性证明指出这些考场）")
     p.add_argument("--json", action="store_true", help="以一行 JSON 输出报告")
     return p
 
 
 def options_of(opts: argparse.Namespace) -> DrillOptions:
     return DrillOptions(rooms=opts.rooms, candidates=opts.candidates, result_mb=opts.result_mb,
-                        sessions=opts.sessions, mode=opts.mode, timeout=opts.timeout)
+                        sessions=opts.sessions, mode=opts.mode, timeout=opts.timeout,
+                        no_upload=getattr(opts, "no_upload", 0))
 
 
 def run_cli(opts: argparse.Namespace, work_dir: str) -> int:
@@ -458,6 +485,7 @@ def run_cli(opts: argparse.Namespace, work_dir: str) -> int:
         report["work_dir"] = os.path.abspath(work_dir)
     else:
         shutil.rmtree(work_dir, ignore_errors=True)
+        report["proof_files"] = []  # they were in the work folder
     if opts.json:
         print(json.dumps(report, ensure_ascii=False), flush=True)
     else:
