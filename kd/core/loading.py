@@ -182,7 +182,9 @@ class LoadingService:
         loaded_at = format_time(ctx.now())
         exam, runtime = ctx.stores.exam, ctx.stores.runtime
         meta = {"publish_time": package.publish_time, "loaded_at": loaded_at, "source": source,
-                "verified_at": verified_at, "zip_sha256": zip_sha, "manifest_sha256": package.manifest_sha256}
+                "verified_at": verified_at, "zip_sha256": zip_sha, "manifest_sha256": package.manifest_sha256,
+                # the platform-signed manifest.json as is: the completeness proof carries it (kd/core/proof.py)
+                "manifest_envelope": package.manifest_raw.decode("utf-8")}
         rooms, sessions, room_sessions = self._runtime_records(package, ctx.manifest())
         tx.set_tables("exam", {model.PACKAGE: {model.MANIFEST: package.manifest, model.PACKAGE_META: meta}},
                       {model.PACKAGE: exam.items(model.PACKAGE)})

@@ -20,7 +20,9 @@ exam DB (``ctx.stores.exam``): the loaded site package
   package/manifest     the verified manifest as ``SitePackage.manifest`` (with
                         "candidates"); its "lock" names the site's dongle
   package/meta         {"publish_time", "loaded_at", "source": "online"|"manual",
-                        "verified_at", "zip_sha256", "manifest_sha256"}
+                        "verified_at", "zip_sha256", "manifest_sha256", "manifest_envelope" (the
+                        signed manifest.json text as loaded; absent for a package loaded before it
+                        was kept: the completeness proof asks to load it again)}
   Room data files live in ``DATA/rooms/<room>.dat`` (verified when extracted).
 
 runtime DB (``ctx.stores.runtime``)

@@ -209,16 +209,19 @@ class SitePackage:
     ``exam_name``, ``publish_time`` (ISO text as signed), ``published_at`` (datetime),
     ``lock_id``, ``lock_public_key`` (32 raw bytes), ``rooms``, ``sessions``,
     ``subjects``, ``candidates`` (lists of dicts as in the manifest), ``members``
-    (name → {name, size, sha256}) and ``manifest_sha256`` (hash of the signed
-    ``manifest.json`` bytes: names this exact package in logs and audit).
+    (name → {name, size, sha256}), ``manifest_sha256`` (hash of the signed
+    ``manifest.json`` bytes: names this exact package in logs and audit) and
+    ``manifest_raw`` (those bytes: the platform-signed envelope, which the
+    completeness proof carries to bind the dongle key, kd/formats/proof.py).
     """
 
     def __init__(self, source: Source, manifest: Dict[str, Any], members: Dict[str, Dict[str, Any]],
-                 manifest_sha256: str) -> None:
+                 manifest_sha256: str, manifest_raw: bytes = b"") -> None:
         self._source = source
         self.manifest = manifest
         self.members = members
         self.manifest_sha256 = manifest_sha256
+        self.manifest_raw = manifest_raw
         self.site_code: str = manifest["site_code"]
         self.exam_name: str = manifest["exam_name"]
         self.publish_time: str = manifest["publish_time"]
@@ -359,7 +362,8 @@ def load_package(source: Source, trusted: TrustedKeys, site_code: str,
     manifest = dict(head)
     manifest["candidates"] = candidates
     package = SitePackage(source if isinstance(source, (bytes, str)) or hasattr(source, "__fspath__")
-                          else bytes(source), manifest, members, hashlib.sha256(raw_manifest).hexdigest())
+                          else bytes(source), manifest, members, hashlib.sha256(raw_manifest).hexdigest(),
+                          raw_manifest)
     log.info("site package verified: site %s, published %s, %d rooms, %d candidates, manifest %s",
              package.site_code, package.publish_time, len(package.rooms), len(candidates),
              package.manifest_sha256[:16])

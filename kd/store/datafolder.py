@@ -9,6 +9,7 @@ Layout (``DataFolder(root)``; nothing else builds these paths)::
     audit.log           hash-chained JSON lines (kd.store.audit)
     lan-uploads/        partial result uploads from proctors
     print/ downloads/   printouts, downloaded site packages
+    proofs/             the sessions' 考点数据完整性证明 (kd.core.proof; rebuilt at will)
     drill/              drill mode's platform simulator and dongle emulator
     logs/ kaodian.lock  rotating log, single-instance lock
     .tx/ tx.journal     a file transaction being installed (below)
@@ -77,7 +78,7 @@ LEGACY_LEFTOVERS = (".restore-staging", ".restore-old")
 #: items a transaction may replace
 ITEMS = ("db", "spool", "rooms", "audit.log")
 #: folders of files made from the exam data, dropped with it
-DERIVED_DIRS = ("print", "downloads", "lan-uploads")
+DERIVED_DIRS = ("print", "downloads", "lan-uploads", "proofs")
 Tables = Dict[str, Dict[str, Dict[str, Any]]]  # table -> key -> document
 
 REMEDY_DOC = "详见 docs/storage.md “数据文件缺失或被回退”。"
@@ -130,6 +131,7 @@ class DataFolder:
     uploads_dir: str = _place("lan-uploads")
     print_dir: str = _place("print")
     downloads_dir: str = _place("downloads")
+    proofs_dir: str = _place("proofs")
     drill_dir: str = _place("drill")
 
     def store_path(self, name: str) -> str:
