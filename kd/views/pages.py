@@ -25,6 +25,7 @@ NAVIGATION: List[Entry] = [
     ("考前", "考务管理", "kd.views.step_load:LoadPage"),
     ("考中", "考场管理", "kd.views.monitor:MonitorPage"),
     ("考中", "时间线", "kd.views.timeline:TimelinePage"),
+    ("考中", "考场情况", "kd.views.incidents:IncidentsPage"),
     ("考后", "数据回收", "kd.views.recovery:RecoveryPage"),
 ]
 

@@ -6,7 +6,8 @@ item of the chosen session and the site-wide items (``core.timeline.timeline(ses
 is 进行中 or 逾期, 失去连接考场 for 考中考场连接; otherwise what proves it, ``EVIDENCE``, in Chinese).
 An overdue item's row has the tag ``overdue`` (red text), a done one ``done`` (grey). Above the table, in red, the open
 alarms (``core.timeline.open_alarms()``, oldest first): ``告警 N：<label>（<opened at>）``,
-one line each.
+one line each. Under the table, 考场情况记录… opens the 考场情况 page (kd.views.incidents: the
+records drafted from these alarms, 补时).
 
 The page reads, it never judges nor ticks: ``tick()`` is the site's (kd.site). It
 refreshes on the hub events ``alarm.opened`` / ``alarm.closed`` and the records' events
@@ -43,6 +44,8 @@ EVIDENCE = {"package": "考务数据包校验记录", "seal": "封场检测通�
             "connected": "考场心跳", "ended": "各考场结束考试记录", "recovered": "考场数据回收记录",
             "backup": "外部存储备份校验记录", "uploaded": "平台上报回执"}
 BAD_COLOUR, DONE_COLOUR = "#c0392b", "#7f8c8d"
+#: the navigation entry of the 考场情况记录 page (kd.views.incidents), opened by the 考场情况记录… button
+INCIDENTS_PAGE = "考场情况"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,9 @@ class TimelinePage(LivePage):
         ttk.Label(foot, text="场次名称：").pack(side="left")
         self.session_box = SessionPicker(foot, self.choose_session, width=16)
         self.session_box.pack(side="left")
+        self.incidents_button = ttk.Button(foot, text="考场情况记录…", bootstyle="warning-outline",
+                                           command=lambda: self.shell.show(INCIDENTS_PAGE))
+        self.incidents_button.pack(side="right")
         self.watch_visibility()
 
     # -- the core (worker) -----------------------------------------------------------------
