@@ -8,13 +8,17 @@
 - ``incident confirm ID [--note TEXT]`` / ``incident dismiss ID [--note TEXT]``: decide a draft.
 - ``incident end-room --room R --session N --reason TEXT``: a stale room (its proctor
   machine died) marked 已结束, with a confirmed 设备故障 incident.
+- ``incident sheet --session N [--room R] DIR``: the printable 考场情况记录单 (A4 HTML,
+  ``kd.core.incidentsheet``) of a room, or of every room of the session in one file, written
+  into ``DIR``; prints the file's path. It exports candidates' names and tickets to a file,
+  so it asks the password like ``export-site-info``.
 - ``extra-time list [--room R] [--session N]`` and ``extra-time propose --room R --session N``:
   the grants, and the 补时 the confirmed incidents call for (read only).
 - ``extra-time grant --room R --session N --minutes M --reason TEXT [--incident ID ...]
   [--confirm]``: approve 补时; a total over 30 minutes needs ``--confirm`` and the site's
   dongle, over 45 is refused (改期重考).
 
-``list`` and ``propose`` only read; the others ask the administrator's password first
+``list`` and ``propose`` only read; the others (``sheet`` too: it writes a file) ask the administrator's password first
 (``kd.cli.needs_password``: ``STATE_OPTIONS`` names the ``writes`` default they set).
 """
 
@@ -67,6 +71,11 @@ def register(commands: Any) -> None:
     p.add_argument("--room", required=True, help="考场编号")
     p.add_argument("--session", required=True, help="场次编号")
     p.add_argument("--reason", required=True, help="原因")
+    _finish(p, True)
+    p = _action(sub, "sheet", "将考场情况记录单（A4，HTML，供打印签字）写入文件夹", run_sheet, True)
+    p.add_argument("--session", required=True, help="场次编号")
+    p.add_argument("--room", help="考场编号（不给：本场次全部考场，每个考场一页）")
+    p.add_argument("dir", metavar="DIR", help="目标文件夹")
     _finish(p, True)
 
     top = command(commands, "extra-time", "补时：查看、建议、批准", run_action, json_option=False, asks=False)
@@ -177,6 +186,18 @@ def run_end_room(s: Session) -> int:
     opts = s.opts
     doc = s.core.incidents.end_stale(opts.room, opts.session, opts.reason, s.actor)
     s.out(doc, "考场 {} 已标记为已结束，并已记录：{}".format(opts.room, incident_line(doc, s.session_names())))
+    return 0
+
+
+def run_sheet(s: Session) -> int:
+    from kd.core import incidentsheet  # noqa: PLC0415
+
+    opts = s.opts
+    if opts.room:
+        path = incidentsheet.write_sheet(s.core, opts.session, opts.room, opts.dir)
+    else:
+        path = incidentsheet.write_session_sheets(s.core, opts.session, opts.dir)
+    s.out({"path": path}, "考场情况记录单：{}".format(path))
     return 0
 
 

@@ -15,7 +15,7 @@ rename), and returned as an absolute path for ``webbrowser``. Raises ``UserError
 room or session not in the loaded package (or no package), a room without candidates or a
 record in that session; ``StoreError`` when the file cannot be written.
 
-**The sheet** (docs/incidents.md §7): a UTF-8 HTML document with the print stylesheet of
+**The sheet** (docs/incidents.md §8): a UTF-8 HTML document with the print stylesheet of
 ``kd.core.printing`` (``@page { size: A4 }``, one ``<section class="page">`` per room):
 
 - head: the exam name, the site code, the session's name, its 开考 and scheduled 结束
