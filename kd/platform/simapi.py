@@ -1,7 +1,9 @@
 """The platform API's endpoints in the simulator: the route table and one ``h_<name>`` method per route.
 
 Each endpoint answers as docs/platform-api.md says (the contract): ping, login, the site
-package and its info, 考试授权 and 授权验证 per session, lock sync, idempotent reports,
+package and its info, 考试授权 and 授权验证 per session, lock sync, idempotent reports
+(an ``upload_status`` with a completeness proof: verified with the platform's own key and
+kept with its verdict, §6.1),
 the resumable upload (create or find, status, data at an offset, commit with a signed
 receipt), and the simulator's own ``/_sim/...`` inspection and control routes (never
 faulted, no auth). The HTTP plumbing is ``kd.platform.simhttp.ApiHandler``'s; what is
@@ -14,6 +16,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import quote
 
+from kd.formats import proof as proof_format
+from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import format_time
 from kd.platform.simdata import now_cst
 from kd.platform.simhttp import API, MAX_CHUNK, MAX_JSON_BYTES, ApiError, ApiHandler, Route
@@ -21,6 +25,8 @@ from kd.platform.simhttp import API, MAX_CHUNK, MAX_JSON_BYTES, ApiError, ApiHan
 CHUNK_SIZE = 4 * 1024 * 1024
 MAX_UPLOAD = 4 * 1024 * 1024 * 1024
 TOKEN_TTL = 12 * 3600
+#: a report's body may be this large (an ``upload_status`` carries the session's completeness proof)
+MAX_REPORT_BYTES = 16 * 1024 * 1024
 REPORT_KINDS = ("seal_check", "room_status", "session_started", "session_ended", "recovery_status",
                 "upload_status")
 KEY_RE = re.compile(r"[A-Za-z0-9._:-]{8,80}", re.ASCII)
@@ -154,12 +160,15 @@ class Handler(ApiHandler):
         if not KEY_RE.fullmatch(key):
             self._drain()
             raise ApiError(400, "idempotency_key_required", "缺少或错误的 Idempotency-Key 请求头")
-        body = self._json_body()
+        body = self._json_body(MAX_REPORT_BYTES)
         kind = body.get("kind")
         if kind not in REPORT_KINDS:
             raise ApiError(400, "bad_report_kind", f"未知的上报类型：{kind}")
         if not isinstance(body.get("data"), dict):
             raise ApiError(400, "bad_request", "缺少或错误的字段：data")
+        proof = body["data"].get("proof") if kind == "upload_status" else None
+        if proof is not None and not isinstance(proof, dict):
+            raise ApiError(400, "bad_request", "字段格式错误：data.proof")
         for name in ("session_id", "room_code"):
             if body.get(name) is not None:
                 self._field(body, name, str, CODE_RE)
@@ -169,8 +178,26 @@ class Handler(ApiHandler):
         if outcome == "conflict":
             raise ApiError(409, "idempotency_conflict", "同一上报编号对应了不同的内容",
                            report_id=line["report_id"])
+        if outcome == "new" and proof is not None:
+            self._keep_proof(line, proof)
         self._send_json(201 if outcome == "new" else 200, {
             "report_id": line["report_id"], "received_at": line["received_at"], "duplicate": outcome == "duplicate"})
+
+    def _keep_proof(self, line: Dict[str, Any], proof: Dict[str, Any]) -> None:
+        """Verify the completeness proof of an ``upload_status`` with the platform's own key
+        (``kd.formats.proof.verify``) and keep it with the verdict (``ProofStore``)."""
+        sim = self.server.sim
+        document = proof_format.encode(proof)
+        verdict = proof_format.verify(document, TrustedKeys([sim.public_key]))
+        try:
+            sha256: Optional[str] = proof_format.document_sha256(document)
+        except Exception:  # noqa: BLE001 - an unreadable proof has no hash; its verdict says why
+            sha256 = None
+        report = line["report"]
+        sim.proofs.add(line["report_id"], document, {
+            "site_code": report.get("site_code", self._site), "session_id": report["data"].get("session_id"),
+            "received_at": line["received_at"], "sha256": sha256, "ok": verdict.ok, "message": verdict.message(),
+            "failures": [c.as_dict() for c in verdict.failures]})
 
     def h_upload_create(self) -> None:
         body = self._json_body()

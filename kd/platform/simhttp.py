@@ -253,8 +253,8 @@ class ApiHandler(BaseHTTPRequestHandler):
                 raise Gone()
             self._body_left -= len(data)
 
-    def _json_body(self) -> Dict[str, Any]:
-        raw = self._read_all(MAX_JSON_BYTES)
+    def _json_body(self, cap: int = MAX_JSON_BYTES) -> Dict[str, Any]:
+        raw = self._read_all(cap)
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -6,6 +6,8 @@ Layout under the simulator's data folder::
     received/syncs.jsonl        one JSON line per dongle sync ticket issued
     received/uploads/<id>.json  upload metadata (session, room, file id, size, sha256, state, receipt)
     received/uploads/<id>.bin   the bytes received so far (committed: the whole file)
+    received/proofs.jsonl       one JSON line per completeness proof received (see ``ProofStore``)
+    received/proofs/<report id>.json  that proof's document as received
 
 File names on disk are upload ids made by the simulator, never names chosen by the
 client. Every append is flushed and fsynced before the simulator answers, so what it
@@ -84,6 +86,43 @@ class ReportLog:
 
     def all(self) -> List[Dict[str, Any]]:
         return _read_lines(self.path)
+
+
+class ProofStore:
+    """Completeness proofs (考点数据完整性证明) that came with ``upload_status`` reports, and the
+    simulator's verdict of each (docs/platform-api.md §6.1).
+
+    Each line of ``proofs.jsonl``: ``{"report_id", "site_code", "session_id", "received_at",
+    "sha256" (of the proof's canonical body, as the 确认单 prints it; null when unreadable),
+    "size" (bytes of the stored document), "ok", "message" (the verdict: the first failure as
+    ``<check id>: <message>``, or the summary of a good proof), "failures": [{"id", "ok", "room",
+    "ticket", "message"}], "file"}`` (``file``: the document, ``proofs/<report id>.json``).
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.join(folder, "proofs")
+        os.makedirs(self.folder, exist_ok=True)
+        self.path = os.path.join(folder, "proofs.jsonl")
+        self._lock = threading.Lock()
+
+    def add(self, report_id: str, document: bytes, line: Dict[str, Any]) -> Dict[str, Any]:
+        """Keep ``document`` as ``proofs/<report_id>.json`` (durably), then its line; the line."""
+        name = "{}.json".format(report_id)
+        if not (report_id.isalnum() and len(report_id) <= 40):  # report ids are the simulator's own
+            raise ValueError("bad report id: {!r}".format(report_id))
+        with self._lock:
+            write_file_durably(os.path.join(self.folder, name), document)
+            stored = dict(line, report_id=report_id, size=len(document), file="proofs/" + name)
+            _append_line(self.path, stored)
+        return stored
+
+    def all(self) -> List[Dict[str, Any]]:
+        return _read_lines(self.path)
+
+    def document(self, line: Dict[str, Any]) -> bytes:
+        """The stored document of a line of ``all()``."""
+        with open(os.path.join(os.path.dirname(self.folder), line["file"]), "rb") as f:
+            return f.read()
 
 
 class EventLog:

@@ -38,7 +38,7 @@ from kd.platform.faults import Faults
 from kd.platform.simapi import ROUTES, TOKEN_TTL, Handler
 from kd.platform.simdata import SimData
 from kd.platform.simhttp import API, ApiError, SimHTTPServer
-from kd.platform.simstore import EventLog, ReportLog, UploadStore
+from kd.platform.simstore import EventLog, ProofStore, ReportLog, UploadStore
 
 __all__ = ["API", "HOST", "ROUTES", "TOKEN_TTL", "ApiError", "SimulatorServer", "main", "start_simulator"]
 
@@ -56,6 +56,7 @@ class SimulatorServer(ContextManager["SimulatorServer"]):
         self.reports = ReportLog(self.data.received_dir)
         self.syncs = EventLog(self.data.received_dir + "/syncs.jsonl")
         self.uploads = UploadStore(self.data.received_dir + "/uploads")
+        self.proofs = ProofStore(self.data.received_dir)
         self._tokens: Dict[str, Tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._requests: List[Dict[str, Any]] = []
@@ -121,9 +122,11 @@ class SimulatorServer(ContextManager["SimulatorServer"]):
             return [dict(e) for e in self._requests]
 
     def received(self) -> Dict[str, Any]:
-        """What the simulator received: reports, uploads (no bytes), syncs, requests."""
+        """What the simulator received: reports, uploads (no bytes), completeness proofs (their
+        verdicts; ``ProofStore``), syncs, requests."""
         return {
             "reports": self.reports.all(),
+            "proofs": self.proofs.all(),
             "uploads": self.uploads.all(),
             "syncs": self.syncs.all(),
             "requests": self.requests(),
