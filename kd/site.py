@@ -450,7 +450,8 @@ def open_site(
         if lan is not None:
             site.lan = LanServer(ctx, registration=core.registration, verification=core.verification,
                                  monitor=core.monitor, recovery=core.recovery, loading=core.loading,
-                                 options=bound_lan(lan, config.settings), extra_time=core.extra_time).start()
+                                 options=bound_lan(lan, config.settings), extra_time=core.extra_time,
+                                 clock_skew=core.clock_skew).start()
         if ticks:
             core.start()
             site._core_started = True

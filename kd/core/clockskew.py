@@ -113,17 +113,24 @@ def smooth(samples: List[Sample]) -> Estimate:
                     float(statistics.median(known)) if known else None, len(samples), samples[-1].at)
 
 
-def shown(estimate: Optional[Estimate]) -> str:
-    """``+300 秒（±0.1）`` (proctor ahead), ``-2.5 秒`` (behind, uncertainty unknown), ``未知`` (no estimate)."""
-    if estimate is None:
+def shown_offset(offset_s: Optional[float], uncertainty_s: Optional[float] = None) -> str:
+    """``+300 秒（±0.1）`` (ahead), ``-2.5 秒`` (behind, uncertainty unknown), ``0 秒``, ``未知`` (None)."""
+    if offset_s is None:
         return UNKNOWN
-    value = round(estimate.offset_s, 1)
+    value = round(offset_s, 1)
     text = "{:+.0f} 秒".format(value) if value == int(value) else "{:+.1f} 秒".format(value)
     if text.startswith("-0 ") or text.startswith("+0 "):
         text = "0 秒"
-    if estimate.uncertainty_s is not None:
-        text += "（±{:.1f}）".format(estimate.uncertainty_s)
+    if uncertainty_s is not None:
+        text += "（±{:.1f}）".format(uncertainty_s)
     return text
+
+
+def shown(estimate: Optional[Estimate]) -> str:
+    """A room's estimate as 考场详情 shows it (``shown_offset``; ``未知`` without one)."""
+    if estimate is None:
+        return UNKNOWN
+    return shown_offset(estimate.offset_s, estimate.uncertainty_s)
 
 
 class ClockSkew:

@@ -21,7 +21,8 @@ lan_address     the LAN service answers on the address and port the 考点信息
 disk            free space of the data folder's disk >= ``min_free_bytes`` (2 GB; the
                 service's own, or the one a run is given: ``seal-check --min-free-gb``)
 clock           system clock within ``max_clock_skew_s`` (120 s) of the platform's;
-                ``skipped`` (not failed) when the platform cannot be reached
+                ``skipped`` (not failed) when the platform cannot be reached; a measured
+                item also carries ``skew_s`` (this PC minus the platform, seconds)
 ==============  =====================================================================
 
 The check passes when no item fails. The result is stored in runtime ``checks/seal``
@@ -217,10 +218,13 @@ class SealCheckService:
         skew = (self.ctx.now() - server).total_seconds()
         shown = "系统时间与监控平台时间相差 {:.0f} 秒".format(abs(skew))
         if abs(skew) > self.max_clock_skew_s:
-            return self._item("clock", FAIL, "{}（系统时间{}），超过 {:.0f} 秒。".format(
+            item = self._item("clock", FAIL, "{}（系统时间{}），超过 {:.0f} 秒。".format(
                 shown, "偏快" if skew > 0 else "偏慢", self.max_clock_skew_s),
                 "请将本机系统时间校准为北京时间（监控平台时间：{}）后重新检测。".format(_shown(format_time(server))))
-        return self._item("clock", PASS, shown + "。")
+        else:
+            item = self._item("clock", PASS, shown + "。")
+        item["skew_s"] = round(skew, 3)  # this PC minus the platform (the timeline's site_clock item)
+        return item
 
     # -- run ----------------------------------------------------------------------------
     def run(self, actor: str, min_free_bytes: Optional[int] = None) -> JsonObject:

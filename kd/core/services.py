@@ -26,6 +26,7 @@ from kd.core import names
 from kd.core.accounts import AccountService
 from kd.core.authorization import AuthorizationService
 from kd.core.backup import BackupService
+from kd.core.clockskew import ClockSkew
 from kd.core.context import Context
 from kd.core.extratime import ExtraTimeService
 from kd.core.incidents import IncidentService
@@ -69,10 +70,13 @@ class Core:
         #: 考场情况记录 and 补时 (kd.core.incidents, kd.core.extratime); ``incidents.tick()`` drafts
         self.incidents = IncidentService(ctx, self.monitor, on_room_ended=self._room_ended)
         self.extra_time = ExtraTimeService(ctx, self.incidents)
+        #: each room's clock against the site's, from its heartbeats (kd.core.clockskew; in memory)
+        self.clock_skew = ClockSkew()
         #: 考点时间线 and its alarms (kd.core.timeline); its ``tick()`` is driven by ``kd.site``
-        self.timeline = TimelineService(ctx, self.monitor)
+        self.timeline = TimelineService(ctx, self.monitor, skew=self.clock_skew)
         # a revoked room is disconnected at once, not after its missed heartbeats
         ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.monitor.forget(event.data["room"]))
+        ctx.hub.on(names.REGISTRATION_REVOKED, lambda event: self.clock_skew.forget(event.data["room"]))
         ctx.hub.on(names.REGISTRATION_RESTORED, self._forget_reset)
 
     def _forget_reset(self, event: Event) -> None:

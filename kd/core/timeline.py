@@ -7,7 +7,8 @@ Three parts:
   gathers it from the stores (exam ``package/meta``, the manifest's sessions; runtime
   ``rooms``, ``sessions``, ``room_sessions``, ``checks/seal``, ``checks/external``) and
   from the monitor's live heartbeats (``silent_s``: seconds since a room's last heartbeat,
-  or since this service started watching when it has sent none since).
+  or since this service started watching when it has sent none since) and from the
+  rooms' clock-skew estimates (``skew``, a ``kd.core.clockskew.ClockSkew``: ``skew_s``).
 - ``build_timeline(facts, now, rules)`` (``kd.core.timelinebuild``, re-exported here): pure.
   One ``Item`` per rule
   (``kd.core.timelinerules``) and session (site-wide rules once), each with its due time,
@@ -102,12 +103,14 @@ class TimelineService:
     ``monitor``: the ``MonitorService`` whose heartbeats tell lost rooms (its ``view``
     rows: rooms of each session and ``last_seen_s``). ``clock``: monotonic seconds, the
     monitor's by default (so ``silent_s`` and the monitor's ``last_seen_s`` agree).
+    ``skew``: the rooms' clock estimates (``ClockSkew``; None: every room 未知).
     """
 
     def __init__(self, ctx: Any, monitor: Any, *, rules: Rules = DEFAULT_RULES,
-                 clock: Optional[Callable[[], float]] = None) -> None:
+                 clock: Optional[Callable[[], float]] = None, skew: Any = None) -> None:
         self.ctx = ctx
         self.monitor = monitor
+        self.skew = skew
         self.rules = rules
         self.clock = clock or getattr(monitor, "clock", None) or time.monotonic
         self._watch_since = self.clock()
@@ -147,6 +150,12 @@ class TimelineService:
                 copies.add((entry.get("room"), entry.get("session"), entry.get("sha256")))
         backup_at = _time(external.get("verified_at")) if copies else None
         rooms = {d["code"]: d for d in records.rooms(runtime)}
+        platform_skew, platform_at = None, None
+        for entry in seal.get("items") or []:
+            value = entry.get("skew_s") if isinstance(entry, dict) and entry.get("id") == "clock" else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                platform_skew, platform_at = float(value), _time(seal.get("checked_at"))
+        dongle: Tuple[Any, ...] = (None, None)  # (verified_at, this PC minus the dongle) of the latest 授权验证
         sessions: List[SessionFacts] = []
         for sdef in defs:
             sid, start = sdef.get("id"), _time(sdef.get("start"))
@@ -158,6 +167,10 @@ class TimelineService:
                 duration = 0
             rs = {d["room"]: records.as_doc(d) for d in records.room_sessions(runtime, sid)}
             sdoc = records.as_doc(records.session(runtime, sid) or {})
+            lock_skew, verified = sdoc.get("lock_clock_skew_s"), _time(sdoc.get("verified_at"))
+            if isinstance(lock_skew, (int, float)) and not isinstance(lock_skew, bool) and verified is not None \
+                    and (dongle[0] is None or verified > dongle[0]):
+                dongle = (verified, -float(lock_skew))
             room_facts = []
             for row in self.monitor.view(sid).rows:  # the session's rooms, in the package's order
                 room: Dict[str, Any] = dict(rooms.get(row.room) or {})
@@ -176,7 +189,9 @@ class TimelineService:
                 verified_at=_time(sdoc.get("verified_at")), backup_at=backup_at))
         value = SiteFacts(sessions=tuple(sessions), publish_time=_time(meta.get("publish_time")),
                           package_verified_at=_time(meta.get("verified_at")),
-                          seal_passed_at=_time(seal.get("passed_at")) if seal.get("passed") else None)
+                          seal_passed_at=_time(seal.get("passed_at")) if seal.get("passed") else None,
+                          platform_skew_s=platform_skew, platform_skew_at=platform_at,
+                          dongle_skew_s=dongle[1], dongle_skew_at=dongle[0])
         with self._cache_lock:
             self._cache = (generation, value)
         return value
@@ -194,8 +209,15 @@ class TimelineService:
         """
         recorded = self._recorded()
         silent_never = self.clock() - self._watch_since
+        estimates = self.skew.estimates() if self.skew is not None else {}
         sessions: List[SessionFacts] = []
         for session in recorded.sessions:
+            if estimates:
+                session = dataclasses.replace(session, rooms=tuple(
+                    dataclasses.replace(r, skew_s=estimates[r.code].offset_s,
+                                        skew_uncertainty_s=estimates[r.code].uncertainty_s,
+                                        skew_at=estimates[r.code].at) if r.code in estimates else r
+                    for r in session.rooms))
             if not any(r.started_at is not None and r.ended_at is None for r in session.rooms):
                 sessions.append(session)
                 continue

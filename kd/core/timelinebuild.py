@@ -10,8 +10,9 @@ offset with facts built by hand. The formats are in docs/timeline.md.
 
 import dataclasses
 import datetime
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from kd.core.clockskew import shown_offset
 from kd.core.timelinerules import (
     DEFAULT_RULES,
     SITE_ITEMS,
@@ -54,6 +55,9 @@ class RoomFacts:
     backed_up: bool = False  # its result is in a valid external copy (checks/external)
     uploaded_at: Optional[datetime.datetime] = None  # upload.uploaded_at, with a receipt
     silent_s: Optional[float] = None  # seconds without a heartbeat (None: not known)
+    skew_s: Optional[float] = None  # its proctor's clock minus the site's (kd.core.clockskew; None: 未知)
+    skew_uncertainty_s: Optional[float] = None  # ± seconds (None: not known)
+    skew_at: Optional[datetime.datetime] = None  # the site's time of the estimate's latest heartbeat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +82,28 @@ class SiteFacts:
     publish_time: Optional[datetime.datetime] = None
     package_verified_at: Optional[datetime.datetime] = None
     seal_passed_at: Optional[datetime.datetime] = None  # the latest 封场检测 passed (its passed_at)
+    platform_skew_s: Optional[float] = None  # this PC minus the platform (the last 封场检测 that measured it)
+    platform_skew_at: Optional[datetime.datetime] = None  # that check's checked_at
+    dongle_skew_s: Optional[float] = None  # this PC minus the dongle (the latest 授权验证's lock_clock_skew_s, negated)
+    dongle_skew_at: Optional[datetime.datetime] = None  # that session's verified_at
+
+
+class Skew(NamedTuple):
+    """A measured clock difference an item shows (``Item.skew``).
+
+    ``source``: a room code (``skew``: its proctor minus the site) or ``platform`` /
+    ``dongle`` (``site_clock``: this PC minus that clock); ``offset_s`` None: not measured.
+    """
+
+    source: str
+    offset_s: Optional[float]
+    uncertainty_s: Optional[float] = None
+    at: Optional[datetime.datetime] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"source": self.source, "offset_s": None if self.offset_s is None else round(self.offset_s, 3),
+                "uncertainty_s": None if self.uncertainty_s is None else round(self.uncertainty_s, 3),
+                "at": _iso(self.at), "shown": shown_offset(self.offset_s, self.uncertainty_s)}
 
 
 # -- the timeline ---------------------------------------------------------------------------------
@@ -93,13 +119,15 @@ class Item:
     completed_at: Optional[datetime.datetime]
     evidence: str
     rooms_left: Tuple[str, ...] = ()  # rooms that have not done it (lost rooms for ``connected``)
-    closes_at: Optional[datetime.datetime] = None  # ``connected``: the session's end
+    closes_at: Optional[datetime.datetime] = None  # ``connected``: the session's end; ``skew``: T
+    skew: Tuple[Skew, ...] = ()  # ``skew``: each room's estimate; ``site_clock``: platform, dongle
 
     def as_dict(self) -> Dict[str, Any]:
         return {"session": self.session, "id": self.id, "label": self.label, "opens_at": _iso(self.opens_at),
                 "due_at": _iso(self.due_at), "alarm_at": _iso(self.alarm_at), "state": self.state.value,
                 "state_label": STATE_LABELS[self.state], "completed_at": _iso(self.completed_at),
-                "evidence": self.evidence, "rooms_left": list(self.rooms_left), "closes_at": _iso(self.closes_at)}
+                "evidence": self.evidence, "rooms_left": list(self.rooms_left), "closes_at": _iso(self.closes_at),
+                "skew": [s.as_dict() for s in self.skew]}
 
 
 def alarm_key(session: Optional[str], item: str, room: Optional[str]) -> str:
@@ -216,6 +244,63 @@ def _connected(rule: Rule, session: SessionFacts, now: datetime.datetime, rules:
     return item, conditions
 
 
+def _over(offset: Optional[float], rules: Rules) -> bool:
+    return offset is not None and abs(offset) > rules.max_skew_s
+
+
+def _room_skew(rule: Rule, session: SessionFacts, now: datetime.datetime, rules: Rules, opens: datetime.datetime
+               ) -> Tuple[Item, List[AlarmCondition]]:
+    """The watch 考场时钟偏差: rooms whose |offset| > max_skew_s; alarmed from ``opens`` until T only."""
+    start = session.start
+    skews = tuple(Skew(r.code, r.skew_s, r.skew_uncertainty_s, r.skew_at) for r in session.rooms)
+    off = tuple(s.source for s in skews if _over(s.offset_s, rules))
+    conditions: List[AlarmCondition] = []
+    if now < opens:
+        state = ItemState.PENDING
+    elif off:
+        state = ItemState.OVERDUE
+        if now < start:
+            conditions.extend(AlarmCondition(AlarmKind.CLOCK_SKEW, session.id, rule.id, s.source,
+                                             "{} 考场 {} 监考机时钟偏差 {}，超过 {:.0f} 秒".format(
+                                                 _session_label(session), s.source,
+                                                 shown_offset(s.offset_s, s.uncertainty_s), rules.max_skew_s))
+                              for s in skews if s.source in off)
+    elif now < start:
+        state = ItemState.ACTIVE
+    else:
+        state = ItemState.DONE
+    return Item(session.id, rule.id, rule.label, opens, start, start, state, start if state is ItemState.DONE
+                else None, rule.evidence, off, closes_at=start, skew=skews), conditions
+
+
+def _site_clock(rule: Rule, facts: SiteFacts, now: datetime.datetime, rules: Rules, opens: datetime.datetime,
+                due: datetime.datetime, alarm: datetime.datetime) -> Tuple[Item, List[AlarmCondition]]:
+    """The watch 考点机时钟: 逾期 (one alarm) while a measured difference exceeds max_skew_s; 已完成 when
+    measured and within it; else 未到 / 进行中 (no alarm for a clock not measured: 封场检测 and 授权验证
+    have their own deadlines)."""
+    skews = (Skew("platform", facts.platform_skew_s, None, facts.platform_skew_at),
+             Skew("dongle", facts.dongle_skew_s, None, facts.dongle_skew_at))
+    measured = [s for s in skews if s.offset_s is not None]
+    off = [s for s in measured if _over(s.offset_s, rules)]
+    conditions: List[AlarmCondition] = []
+    completed = None
+    if now < opens:
+        state = ItemState.PENDING
+    elif off:
+        state = ItemState.OVERDUE
+        names = {"platform": "监控平台", "dongle": "机考锁"}
+        against = "，".join("对照{} {}".format(names[s.source], shown_offset(s.offset_s)) for s in off)
+        conditions.append(AlarmCondition(AlarmKind.CLOCK_SKEW, None, rule.id, None,
+                                         "考点：考点机时钟偏差超过 {:.0f} 秒（{}）".format(rules.max_skew_s, against)))
+    elif measured:
+        state = ItemState.DONE
+        completed = max((s.at for s in measured if s.at is not None), default=None)
+    else:
+        state = ItemState.ACTIVE
+    return Item(None, rule.id, rule.label, opens, due, alarm, state, completed, rule.evidence, (),
+                skew=skews), conditions
+
+
 def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFAULT_RULES) -> Timeline:
     """The timeline at ``now`` (timezone-aware) from ``facts`` under ``rules``; pure.
 
@@ -237,9 +322,13 @@ def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFA
                 continue
             base = _anchor(rule, session, first)
             opens, due, alarm = (base + datetime.timedelta(minutes=m) for m in (rule.opens, rule.due, rule.alarm))
-            if rule.id == "connected":
-                assert session is not None
-                item, more = _connected(rule, session, now, rules, opens)
+            if rule.id in ("connected", "skew", "site_clock"):
+                if rule.id == "site_clock":
+                    item, more = _site_clock(rule, facts, now, rules, opens, due, alarm)
+                else:
+                    assert session is not None
+                    watch = _connected if rule.id == "connected" else _room_skew
+                    item, more = watch(rule, session, now, rules, opens)
                 items.append(item)
                 conditions.extend(more)
                 continue

@@ -16,7 +16,14 @@ per room that has not done it (开考, 结束), else one alarm for the item. The
 ``connected`` (考中连接) is the exception to the deadline rule: it is 进行中 from ``T``
 while a room has not ended, 逾期 while a started room has sent no heartbeat for
 ``Rules.lost_after_s`` seconds (one ``room_lost`` alarm per such room), 已完成 when every
-room has ended. The defaults are ``DEFAULT_RULES`` (docs/timeline.md has the table);
+room has ended. Two more watches judge clocks against ``Rules.max_skew_s`` (60 s):
+``skew`` (考场时钟偏差, per session: each room's proctor clock from its heartbeats,
+``kd.core.clockskew``) is 逾期 from ``opens`` (T−60, the 校时 window) on while a room's
+``|offset|`` exceeds it, with one ``clock_skew`` alarm per such room before ``T`` only;
+``site_clock`` (考点机时钟, site-wide: this PC's clock against the platform's, measured by
+the last 封场检测, and the dongle's, measured by 授权验证) is 逾期 with one ``clock_skew``
+alarm while a measured difference exceeds it. The defaults are ``DEFAULT_RULES``
+(docs/timeline.md has the table);
 ``Rules.replace`` gives a copy with other offsets (tests, a site that needs them).
 
 This module imports nothing of the project: any layer may read it.
@@ -50,9 +57,11 @@ class Anchor(str, enum.Enum):
 class AlarmKind(str, enum.Enum):
     OVERDUE = "overdue"  # an item (or a room of a per-room item) passed its alarm time undone
     ROOM_LOST = "room_lost"  # a started room sent no heartbeat for lost_after_s during the exam
+    CLOCK_SKEW = "clock_skew"  # a room's clock (before T) or the site's is off by more than max_skew_s
 
 
-ALARM_KIND_LABELS: Dict[AlarmKind, str] = {AlarmKind.OVERDUE: "逾期", AlarmKind.ROOM_LOST: "考场失去连接"}
+ALARM_KIND_LABELS: Dict[AlarmKind, str] = {AlarmKind.OVERDUE: "逾期", AlarmKind.ROOM_LOST: "考场失去连接",
+                                           AlarmKind.CLOCK_SKEW: "时钟偏差"}
 
 
 class Rule(NamedTuple):
@@ -67,17 +76,22 @@ class Rule(NamedTuple):
 
 
 #: site-wide rules (their session is None)
-SITE_ITEMS = ("package", "seal")
+SITE_ITEMS = ("package", "seal", "site_clock")
 #: the rule ids ``kd.core.timeline`` knows how to judge
-KNOWN = ("package", "seal", "clock", "rooms_ready", "verified", "started", "connected", "ended", "recovered",
-         "backup", "uploaded")
+KNOWN = ("package", "seal", "site_clock", "clock", "skew", "rooms_ready", "verified", "started", "connected", "ended",
+         "recovered", "backup", "uploaded")
 
 DEFAULT_ITEMS: Tuple[Rule, ...] = (
     Rule("package", "考场数据包已校验（发布时间已核对）", Anchor.FIRST_START, -180, -60, -60, False,
          "exam package/meta.verified_at, publish_time"),
     Rule("seal", "封场检测通过", Anchor.FIRST_START, -120, -20, -20, False, "runtime checks/seal.passed_at"),
+    Rule("site_clock", "考点机时钟（对照监控平台、机考锁）", Anchor.FIRST_START, -180, -20, -20, False,
+         "runtime checks/seal clock item skew_s (this PC − platform), sessions/<id>.lock_clock_skew_s "
+         "(dongle − this PC)"),
     Rule("clock", "机考锁校时（开考前一小时内）", Anchor.START, -60, 0, 0, False,
          "runtime sessions/<id>.lock_synced_at"),
+    Rule("skew", "考场时钟偏差（监考机对照考点机）", Anchor.START, -60, 0, 0, True,
+         "the heartbeats' clock and rtt_ms (memory, kd.core.clockskew)"),
     Rule("rooms_ready", "考场全部注册并导入考场数据", Anchor.START, -120, -30, -30, False,
          "runtime rooms/<code>.registered_at, data_imported_at"),
     Rule("verified", "授权验证完成", Anchor.START, -60, -15, -15, False, "runtime sessions/<id>.verified_at"),
@@ -97,10 +111,11 @@ DEFAULT_ITEMS: Tuple[Rule, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class Rules:
-    """The timeline's rules: its items in order and the room-lost threshold (seconds)."""
+    """The timeline's rules: its items in order, the room-lost threshold and the largest clock skew (seconds)."""
 
     items: Tuple[Rule, ...] = DEFAULT_ITEMS
     lost_after_s: float = 30.0
+    max_skew_s: float = 60.0
 
     def __post_init__(self) -> None:
         for rule in self.items:
@@ -110,6 +125,8 @@ class Rules:
                 raise ValueError("rule {}: opens <= due <= alarm must hold".format(rule.id))
         if self.lost_after_s <= 0:
             raise ValueError("lost_after_s must be > 0")
+        if not self.max_skew_s > 0:
+            raise ValueError("max_skew_s must be > 0")
 
     def replace(self, **offsets: Tuple[int, int, int]) -> "Rules":
         """A copy with ``id=(opens, due, alarm)`` for the rules named."""

@@ -13,8 +13,16 @@ every ``heartbeat_s`` → ``permit`` until granted → ``upload`` (begins, conti
 offset the server reports, commits; ``retries`` reconnects on a lost connection or waits
 out an ``E_STORAGE``; a begin answered ``committed: true`` goes straight to the commit) →
 ``bye``.
+
+Heartbeats carry the proctor's clock (docs/lan-protocol.md §4 ``heartbeat``): ``clock``,
+``clock()`` read just before the request is sent (ISO 8601 with offset and milliseconds;
+by default this machine's local time), and ``rtt_ms``, the round trip of the previous
+heartbeat on this client (request sent → reply read, ``time.monotonic``; absent for the
+first, and after a heartbeat lost to a network error). ``clock=None`` makes an old
+proctor that sends neither.
 """
 
+import datetime
 import hashlib
 import logging
 import os
@@ -37,6 +45,11 @@ UPLOAD_RETRY = frozenset({E_NET, "E_TIMEOUT", "E_SLOW", "E_SHUTDOWN", "E_BUSY", 
 NET_REMEDY = "请检查监考机与考点机之间的网络，并确认考点管理系统正在运行。"
 
 
+def local_now() -> datetime.datetime:
+    """This machine's clock, in its own zone (aware)."""
+    return datetime.datetime.now(datetime.timezone.utc).astimezone()
+
+
 class LanError(UserError):
     """A KDLAN request failed: the server's error reply or a connection problem."""
 
@@ -55,7 +68,8 @@ class ProctorClient:
 
     def __init__(self, host: str, port: int, *, timeout: float = 30.0, connect_timeout: float = 5.0,
                  source_address: Optional[Tuple[str, int]] = None, room: Optional[str] = None,
-                 token: Optional[str] = None, client_name: str = "kd-proctor/1") -> None:
+                 token: Optional[str] = None, client_name: str = "kd-proctor/1",
+                 clock: Optional[Callable[[], datetime.datetime]] = local_now) -> None:
         self.host = host
         self.port = int(port)
         self.timeout = float(timeout)
@@ -65,6 +79,10 @@ class ProctorClient:
         self.token = token
         self.client_name = client_name
         self.heartbeat_s = 5.0
+        #: the clock heartbeats carry (None: send no ``clock``/``rtt_ms``, as an old proctor)
+        self.clock = clock
+        #: the round trip of the last heartbeat answered (ms; None before one, after a lost one)
+        self.last_rtt_ms: Optional[float] = None
         self._sock: Optional[socket.socket] = None
         self._seq = 0
 
@@ -123,12 +141,23 @@ class ProctorClient:
         sock = self._sock
         assert sock is not None
         limits = Limits(idle=self.timeout, request=self.timeout, min_rate=1.0, grace=self.timeout)
+        beat = kind == "heartbeat" and self.clock is not None
+        if beat:
+            assert self.clock is not None
+            if self.last_rtt_ms is not None:
+                header["rtt_ms"] = round(self.last_rtt_ms, 1)
+            header["clock"] = self.clock().isoformat(timespec="milliseconds")
+        sent = time.monotonic()
         try:
             framing.send_frame(sock, header, body, timeout=self.timeout)
             reply = framing.read_frame(sock, limits)
         except (OSError, Closed, FrameError) as e:
             self.close()
+            if beat:
+                self.last_rtt_ms = None
             raise LanError("与考点机的连接中断。", NET_REMEDY, detail="{}: {!r}".format(kind, e)) from e
+        if beat:
+            self.last_rtt_ms = (time.monotonic() - sent) * 1000.0
         h = reply.header
         if h["type"] == "error":
             code = str(h.get("code") or "E_REFUSED")

@@ -15,7 +15,9 @@ docs/lan-protocol.md §4:
 - ``heartbeat``      → ``MonitorService.heartbeat`` (``StateRefused``, an end without a
   start, answers ``E_STATE``; a start recorded as 未经许可开考 adds ``warning`` to the reply);
   then ``ExtraTimeService.acknowledge`` for the state's ``extra_time_ack`` and
-  ``ExtraTimeService.pending`` for the reply's ``extra_time`` (补时, docs/lan-protocol.md)
+  ``ExtraTimeService.pending`` for the reply's ``extra_time`` (补时, docs/lan-protocol.md);
+  its ``clock``/``rtt_ms`` feed ``kd.core.clockskew.ClockSkew.observe`` (read at the
+  site's clock when the handler starts; bad values are ignored there, never refused)
 - ``permit``         → ``VerificationService.start_permit``, only once the room imported its
   current data (``data_imported``), else ``E_PERMIT``
 - ``upload_begin``, ``upload_chunk``, ``upload_commit`` → ``kd.lan.uploads.UploadStore``
@@ -92,6 +94,8 @@ class Services(NamedTuple):
     bind: Callable[[Any, str], None]
     #: ``ExtraTimeService`` (补时 in the heartbeat reply); None: the reply carries none
     extra_time: Any = None
+    #: ``kd.core.clockskew.ClockSkew`` (the heartbeats' ``clock``/``rtt_ms``); None: not estimated
+    clock_skew: Any = None
 
 
 def _other_room(peer: Peer) -> Reply:
@@ -200,6 +204,8 @@ def handle_data_imported(services: Services, peer: Peer, frame: framing.Frame) -
 
 
 def handle_heartbeat(services: Services, peer: Peer, frame: framing.Frame) -> Result:
+    # the clock skew's receive time: before the work of the heartbeat
+    received = services.ctx.now() if services.clock_skew is not None else None
     doc = authenticate(services, peer, frame.header)
     state = frame.header.get("state")
     if not isinstance(state, dict):
@@ -222,6 +228,8 @@ def handle_heartbeat(services: Services, peer: Peer, frame: framing.Frame) -> Re
         raise Reply("E_STATE", e.cause, e.remedy) from None
     except UserError as e:
         raise Reply("E_ARG", e.cause, e.remedy) from None
+    if services.clock_skew is not None and received is not None:  # taken (a refused one measures nothing)
+        services.clock_skew.observe(doc["code"], frame.header.get("clock"), frame.header.get("rtt_ms"), received)
     reply: Dict[str, Any] = {"server_time": format_time(services.ctx.now()), "heartbeat_s": _heartbeat_s(services)}
     if services.extra_time is not None:
         pending = services.extra_time.pending(doc["code"])

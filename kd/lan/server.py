@@ -164,7 +164,7 @@ class LanServer:
 
     def __init__(self, ctx: Context, *, registration: Any, verification: Any, monitor: Any, recovery: Any,
                  loading: Optional[LoadingService] = None, options: Optional[LanOptions] = None,
-                 extra_time: Any = None) -> None:
+                 extra_time: Any = None, clock_skew: Any = None) -> None:
         self.ctx = ctx
         self.registration = registration
         self.verification = verification
@@ -182,7 +182,8 @@ class LanServer:
             retry_after=seconds(options.storage_retry_after), part_max_age=options.part_max_age)
         self.services = Services(ctx=ctx, registration=registration, verification=verification, monitor=monitor,
                                  loading=self.loading, uploads=self.uploads, max_upload=options.max_upload,
-                                 bind=self.registry.bind, extra_time=extra_time)
+                                 bind=self.registry.bind, extra_time=extra_time,
+                                 clock_skew=clock_skew)
         self._server: Optional[_TCPServer] = None
         self._thread: Optional[threading.Thread] = None
         self._listening = False

@@ -10,7 +10,7 @@ import datetime
 import pytest
 
 from kd.core.timeline import RoomFacts, SessionFacts, SiteFacts, alarm_key, build_timeline
-from kd.core.timelinerules import DEFAULT_RULES, STATE_LABELS, AlarmKind, ItemState, Rules
+from kd.core.timelinerules import DEFAULT_RULES, SITE_ITEMS, STATE_LABELS, AlarmKind, ItemState, Rules
 from kd.formats.timeutil import CST
 
 T = datetime.datetime(2026, 12, 1, 9, 0, tzinfo=CST)
@@ -34,7 +34,7 @@ def site(*rooms: RoomFacts, **session_kw) -> SiteFacts:
 
 
 def item(line, item_id, session="S1"):
-    found = [i for i in line.items if i.id == item_id and i.session == (None if item_id in ("package", "seal")
+    found = [i for i in line.items if i.id == item_id and i.session == (None if item_id in SITE_ITEMS
                                                                          else session)]
     assert len(found) == 1, item_id
     return found[0]
@@ -60,7 +60,8 @@ def test_no_sessions_no_items():
 def test_item_order_and_due_times():
     line = build_timeline(site(room("R1")), at(-200))
     assert [(i.session, i.id) for i in line.items] == [
-        (None, "package"), (None, "seal"), ("S1", "clock"), ("S1", "rooms_ready"), ("S1", "verified"),
+        (None, "package"), (None, "seal"), (None, "site_clock"), ("S1", "clock"), ("S1", "skew"),
+        ("S1", "rooms_ready"), ("S1", "verified"),
         ("S1", "started"), ("S1", "connected"), ("S1", "ended"), ("S1", "recovered"), ("S1", "backup"),
         ("S1", "uploaded")]
     due = {i.id: i.due_at for i in line.items}
@@ -109,7 +110,7 @@ def test_site_items_anchor_on_the_first_session():
     first = SessionFacts(id="S1", name="第一场次", start=T, duration_min=60)
     facts = SiteFacts(sessions=(second, first))
     line = build_timeline(facts, at(-61))
-    assert [i.session for i in line.items[:3]] == [None, None, "S1"]  # sessions by start time
+    assert [i.session for i in line.items[:4]] == [None, None, None, "S1"]  # sessions by start time
     assert item(line, "package").due_at == at(-60)
     assert [item(build_timeline(facts, at(m)), "package").state for m in (-181, -180, -61, -60)] == [P, A, A, LATE]
     assert [item(build_timeline(facts, at(m)), "seal").state for m in (-121, -120, -21, -20)] == [P, A, A, LATE]
