@@ -382,7 +382,8 @@ class Site:
         self.core = core
         self.server = LanServer(self.ctx, registration=core.registration, verification=core.verification,
                                 monitor=core.monitor, recovery=core.recovery, loading=core.loading,
-                                options=LanOptions(host=LOOPBACK, port=0), extra_time=core.extra_time).start()
+                                options=LanOptions(host=LOOPBACK, port=0), extra_time=core.extra_time,
+                                clock_skew=core.clock_skew).start()
         self.port = self.server.port()
 
     def rooms(self) -> List[str]:
@@ -613,4 +614,27 @@ def test_extra_time_rides_the_heartbeat_reply_until_acknowledged(site):
     assert "extra_time" not in p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5,
                                            extra_time_ack=offered["id"])
     assert "extra_time" not in p.heartbeat("1", started=True, candidates=5, logged_in=5, in_exam=5)
+    p.close()
+
+
+def test_a_heartbeat_with_the_proctors_clock_is_estimated_as_documented(site):
+    """§4 heartbeat, "Clock skew": `clock` (ISO with offset and milliseconds) and `rtt_ms` of the previous
+    beat; offset = clock + rtt/2 − the site's receive time, the median of the last five; an old proctor
+    (neither field) stays valid and 未知; a bad value is no error."""
+    room = site.rooms()[0]
+    p = Proctor(site.port)
+    reg = p.register(room, site.reg_code(room))
+    p.request("data_imported", sha256=reg["data"]["sha256"])
+    assert "server_time" in p.heartbeat("1", candidates=5, logged_in=3)  # an old proctor: no clock, no rtt_ms
+    assert site.core.clock_skew.estimate(room) is None
+    state = {"session": "1", "started": False, "ended": False, "candidates": 5, "logged_in": 3, "in_exam": 0}
+    for _ in range(5):
+        ahead = datetime.datetime.now(CST) + datetime.timedelta(minutes=5)
+        p.request("heartbeat", state=state, rtt_ms=1.8, clock=ahead.isoformat(timespec="milliseconds"))
+    estimate = site.core.clock_skew.estimate(room)
+    assert estimate is not None and estimate.samples == 5 and estimate.uncertainty_s == pytest.approx(0.0009)
+    assert 240.0 < estimate.offset_s <= 300.001  # the site reads it after the proctor sent it
+    # a clock that is no time is ignored (logged), the heartbeat taken
+    assert "server_time" in p.request("heartbeat", state=state, rtt_ms=1.8, clock="08:25")[0]
+    assert site.core.clock_skew.estimate(room) == estimate
     p.close()
