@@ -68,6 +68,8 @@ RESULTS_BACKUP_VERIFIED = "results.backup_verified"
 RESULTS_BACKUP_INVALIDATED = "results.backup_invalidated"
 RESULTS_UPLOADED = "results.uploaded"
 RESULTS_UPLOAD_INTERRUPTED = "results.upload_interrupted"
+PROOF_BUILT = "proof.built"  # 考点数据完整性证明 built, signed and kept (kd/core/proof.py)
+PROOF_EXPORTED = "proof.exported"  # a copy written to a folder
 
 # -- the outbox ----------------------------------------------------------------------------------
 OUTBOX_ENQUEUED = "outbox.enqueued"

@@ -18,9 +18,12 @@ monitor's and the timeline's ``tick()`` are driven by ``kd.site``.
     更多            accounts (登录, 参数设置, 修改密码), backup (系统备份),
                     system (初始化, 模考转正考, the exit rule), restore (系统恢复)
     考中/考场情况   incidents (考场情况记录: drafted and by hand), extra_time (补时)
+    考后/完整性证明 proof (考点数据完整性证明: preview, build, sign, keep, export, verify)
     考前 header     steps (the five steps' ✓/✗ and why: ``core.steps.marks()``)
     状态栏          status (LAN, dongle, platform probe; 机考锁校时 from this PC)
 """
+
+import logging
 
 from kd.core import names
 from kd.core.accounts import AccountService
@@ -29,10 +32,13 @@ from kd.core.backup import BackupService
 from kd.core.clockskew import ClockSkew
 from kd.core.context import Context
 from kd.core.extratime import ExtraTimeService
+from kd.core.incidentreport import EVENTS as INCIDENT_REPORT_EVENTS
+from kd.core.incidentreport import IncidentReporter
 from kd.core.incidents import IncidentService
 from kd.core.loading import LoadingService
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
+from kd.core.proof import ProofService
 from kd.core.recovery import RecoveryService
 from kd.core.registration import RegistrationService
 from kd.core.restore import RestoreService
@@ -44,6 +50,8 @@ from kd.core.timeline import TimelineService
 from kd.core.upload import UploadService
 from kd.core.verification import VerificationService
 from kd.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class Core:
@@ -70,6 +78,12 @@ class Core:
         #: 考场情况记录 and 补时 (kd.core.incidents, kd.core.extratime); ``incidents.tick()`` drafts
         self.incidents = IncidentService(ctx, self.monitor, on_room_ended=self._room_ended)
         self.extra_time = ExtraTimeService(ctx, self.incidents)
+        #: the ``incidents`` report of each ended session, once per version (kd.core.incidentreport)
+        self.incident_report = IncidentReporter(ctx, self.outbox, self.incidents, self.extra_time)
+        for name in INCIDENT_REPORT_EVENTS:
+            ctx.hub.on(name, self.incident_report.on_event)
+        #: 考点数据完整性证明 per session (kd.core.proof, docs/formats.md)
+        self.proof = ProofService(ctx, self.incidents, self.extra_time)
         #: each room's clock against the site's, from its heartbeats (kd.core.clockskew; in memory)
         self.clock_skew = ClockSkew()
         #: 考点时间线 and its alarms (kd.core.timeline); its ``tick()`` is driven by ``kd.site``
@@ -91,7 +105,11 @@ class Core:
             self.monitor._loaded = False  # noqa: SLF001
 
     def start(self) -> "Core":
-        """Start the outbox sender (idempotent)."""
+        """Start the outbox sender (idempotent); first enqueue an ``incidents`` report a crash left out."""
+        try:
+            self.incident_report.tick()
+        except Exception:  # noqa: BLE001 - the catch-up must not keep the site from starting
+            log.exception("incidents report catch-up failed")
         self.outbox.start()
         return self
 

@@ -310,6 +310,11 @@ class AuditLog(Rotation):
             except Exception:  # noqa: BLE001 - a listener must not fail the append that already happened
                 log.exception("audit log listener failed on %s", action)
 
+    def head(self) -> Tuple[int, str]:
+        """(entries so far, SHA-256 of the last entry's line: its successor's ``prev``; GENESIS when empty)."""
+        with self._lock:
+            return self._seq, self._last_hash
+
     # -- a frozen copy ------------------------------------------------------------------
     def mark(self) -> AuditMark:
         """Where the log ends now (call it where the backup freezes its inputs)."""
