@@ -47,7 +47,9 @@ posts a refresh to its Tk loop). The phases, in order: ``connecting``, ``registe
 for the start permit), ``in_exam``, ``uploading``, ``uploaded`` (of a session; then the
 next session's ``waiting``), ``done`` or ``failed`` (``detail``: the error). ``clock``
 (an aware ``datetime`` now, default the system clock in China Standard Time) is what
-``on_schedule`` compares the start times with.
+``on_schedule`` compares the start times with, and what the heartbeats carry as ``clock``
+(docs/lan-protocol.md §4); ``SimOptions.skew_s`` / ``skew_rooms`` put the first K
+proctors' clocks ``skew_s`` seconds off (all they do by the clock uses the skewed one).
 """
 
 import datetime
@@ -100,6 +102,10 @@ class SimOptions(NamedTuple):
     on_schedule: bool = False
     #: how long a session runs that starts after its scheduled end (on_schedule)
     late_run_s: float = 20.0
+    #: the first ``skew_rooms`` proctors' clocks are ``skew_s`` seconds off (ahead when > 0): their
+    #: heartbeats' ``clock``, their on-schedule waits and their report times all read that clock
+    skew_s: float = 0.0
+    skew_rooms: int = 0
     #: the first K proctors end their sessions but never upload their results (a drill's missing room)
     no_upload: int = 0
 
@@ -139,6 +145,8 @@ class ProctorReport:
         self.upload_retries = 0
         self.silent_s = 0.0
         self.disconnected_upload = False
+        #: this proctor's clock offset in seconds (SimOptions.skew_s / skew_rooms)
+        self.clock_skew_s = 0.0
         self.done = False
         self.error: Optional[str] = None
         #: when (the proctor's clock, ISO) each session started
@@ -172,7 +180,13 @@ class Proctor(threading.Thread):
                                     source_address=(address, 0) if address else None)
         self.report = ProctorReport(self.room)
         self.on_progress = on_progress
-        self.clock = clock or (lambda: datetime.datetime.now(CST))
+        base = clock or (lambda: datetime.datetime.now(CST))
+        self.clock: Callable[[], datetime.datetime] = base
+        if index < options.skew_rooms:  # this proctor's clock is skew_s off (SimOptions)
+            offset = datetime.timedelta(seconds=options.skew_s)
+            self.clock = lambda: base() + offset
+            self.report.clock_skew_s = options.skew_s
+        self.client.clock = self.clock  # the heartbeats carry it (``clock``, ``rtt_ms``: kd.lan.client)
         self.progress = Progress(self.room, address, "connecting", None, "")
         self.rng = random.Random("{}-{}".format(options.seed, self.room))
         self.state: Dict[str, Any] = {}
