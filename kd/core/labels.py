@@ -79,6 +79,7 @@ OUTBOX_STATE_LABELS = {"pending": "待上报", "sent": "已上报", "failed": "�
 OUTBOX_KIND_LABELS = {
     "seal_check": "封场检测", "room_status": "考场状态", "session_started": "场次开考",
     "session_ended": "场次结束", "recovery_status": "数据回收", "upload_status": "考后上报",
+    "incidents": "考场情况记录",
 }
 #: the items of 封场检测
 SEAL_ITEM_LABELS = {

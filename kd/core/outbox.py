@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATE_LABELS = labels.OUTBOX_STATE_LABELS  # {PENDING: 待上报, SENT: 已上报, FAILED: 上报失败}
-KINDS = ("seal_check", "room_status", "session_started", "session_ended", "recovery_status", "upload_status")
+KINDS = ("seal_check", "room_status", "session_started", "session_ended", "recovery_status", "upload_status",
+         "incidents")  # incidents: kd.core.incidentreport
 KIND_LABELS = labels.OUTBOX_KIND_LABELS
 ACTOR = "system"
 

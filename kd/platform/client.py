@@ -81,8 +81,8 @@ from kd.platform.transport import (
 )
 
 __all__ = [
-    "API", "BLOCK", "DEADLINE", "MAX_DOCUMENT_BYTES", "MAX_JSON_BYTES", "MIN_RATE", "OPERATIONS", "PROBE_DEADLINE",
-    "RECOVERY_STATUS", "REPORT_KINDS", "RETRY_STATUSES", "ROOM_STATUS", "SEAL_CHECK", "SESSION_ENDED",
+    "API", "BLOCK", "DEADLINE", "INCIDENTS", "MAX_DOCUMENT_BYTES", "MAX_JSON_BYTES", "MIN_RATE", "OPERATIONS",
+    "PROBE_DEADLINE", "RECOVERY_STATUS", "REPORT_KINDS", "RETRY_STATUSES", "ROOM_STATUS", "SEAL_CHECK", "SESSION_ENDED",
     "SESSION_STARTED", "UPLOAD_STATUS", "GiB", "KiB", "MiB", "PackageDownload", "PlatformClient", "new_report_key",
     "now_cst", "refused", "unreachable",
 ]
@@ -96,7 +96,8 @@ SESSION_STARTED = "session_started"
 SESSION_ENDED = "session_ended"
 RECOVERY_STATUS = "recovery_status"
 UPLOAD_STATUS = "upload_status"
-REPORT_KINDS = (SEAL_CHECK, ROOM_STATUS, SESSION_STARTED, SESSION_ENDED, RECOVERY_STATUS, UPLOAD_STATUS)
+INCIDENTS = "incidents"  # a session's 考场情况记录 and 补时 (kd.core.incidentreport, docs/platform-api.md §6.2)
+REPORT_KINDS = (SEAL_CHECK, ROOM_STATUS, SESSION_STARTED, SESSION_ENDED, RECOVERY_STATUS, UPLOAD_STATUS, INCIDENTS)
 
 
 def new_report_key() -> str:

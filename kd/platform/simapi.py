@@ -19,6 +19,7 @@ from urllib.parse import quote
 from kd.formats import proof as proof_format
 from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import format_time
+from kd.platform import simincidents
 from kd.platform.simdata import now_cst
 from kd.platform.simhttp import API, MAX_CHUNK, MAX_JSON_BYTES, ApiError, ApiHandler, Route
 
@@ -28,7 +29,7 @@ TOKEN_TTL = 12 * 3600
 #: a report's body may be this large (an ``upload_status`` carries the session's completeness proof)
 MAX_REPORT_BYTES = 16 * 1024 * 1024
 REPORT_KINDS = ("seal_check", "room_status", "session_started", "session_ended", "recovery_status",
-                "upload_status")
+                "upload_status", simincidents.KIND)
 KEY_RE = re.compile(r"[A-Za-z0-9._:-]{8,80}", re.ASCII)
 CODE_RE = re.compile(r"[0-9A-Za-z_-]{1,32}", re.ASCII)
 SHA_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -174,6 +175,8 @@ class Handler(ApiHandler):
                 self._field(body, name, str, CODE_RE)
         if body.get("site_code", self._site) != self._site:
             raise ApiError(403, "wrong_site", "上报的考点代码与登录的考点不符")
+        if kind == simincidents.KIND:  # docs/platform-api.md §6.2: 400 bad_incidents for a bad shape
+            simincidents.check(body)
         outcome, line = self.server.sim.reports.record(key, body, format_time(now_cst()))
         if outcome == "conflict":
             raise ApiError(409, "idempotency_conflict", "同一上报编号对应了不同的内容",
@@ -286,7 +289,10 @@ class Handler(ApiHandler):
     # -- inspection ----------------------------------------------------------------
 
     def h_sim_received(self) -> None:
-        self._send_json(200, self.server.sim.received())
+        sim = self.server.sim
+        received = sim.received()
+        received["incidents"] = simincidents.latest(received["reports"])  # §6.2: each session's latest version
+        self._send_json(200, received)
 
     def h_sim_faults_get(self) -> None:
         self._send_json(200, self.server.sim.faults.as_dict())
