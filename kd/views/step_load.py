@@ -2,7 +2,8 @@
 
 The table is the manual's: 考场代码 | 场次数 | 数据载入时间 | 是否通过校验 | 校验通过的时间 |
 查看详情 (查看) | 门贴座次表 (打开); a click on 查看 opens the room's detail (sessions and
-candidates by seat, ``core.loading.room_detail``), a click on 打开 writes the room's
+candidates by seat, ``core.loading.room_detail``, and 时钟偏差: the room's proctor clock
+against the site's, ``core.clock_skew``: ``+300 秒（±0.1）`` / ``未知``), a click on 打开 writes the room's
 door sticker / seating chart (``core.loading.print_door_sheet``) and opens it in the
 browser (``shell.open_url``). The buttons below the table do the same for the selected
 room. The footer shows 考场数据包发布时间, the load time (手工导入时间 after a manual
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, List, Sequence
 import ttkbootstrap as ttk
 
 from kd.core import names as n
+from kd.core.clockskew import shown as shown_skew
 from kd.core.labels import mark, shown
 from kd.core.snapshots import LoadingRow, LoadingSnapshot
 from kd.views.base import Page
@@ -107,7 +109,7 @@ class LoadPage(TablePage):
         code = self._selected_code()
         if code is None:
             return
-        self.run(lambda: self.core.loading.room_detail(code), self._show_detail)
+        self.run(lambda: room_detail(self.core, code), self._show_detail)
 
     def _show_detail(self, detail: Dict[str, Any]) -> None:
         self.detail_window = RoomDetail(self, detail, on_door=self._open_door)
@@ -119,6 +121,15 @@ class LoadPage(TablePage):
 
     def _open_door(self, code: str) -> None:
         self.run(lambda: self.core.loading.print_door_sheet(code), self.shell.open_url, button=self.door_button)
+
+
+def room_detail(core: Any, code: str) -> Dict[str, Any]:
+    """The room's detail (``core.loading.room_detail``) with ``clock_skew``, its 时钟偏差 as shown
+    (``kd.core.clockskew.shown`` of ``core.clock_skew``'s estimate: ``未知`` without one); for a worker."""
+    detail = dict(core.loading.room_detail(code))
+    skew = getattr(core, "clock_skew", None)
+    detail["clock_skew"] = shown_skew(skew.estimate(code) if skew is not None else None)
+    return detail
 
 
 DETAIL_COLUMNS = [("session", "场次", 100), ("seat", "座位号", 60), ("ticket", "准考证号", 130), ("name", "姓名", 80),
@@ -136,6 +147,9 @@ class RoomDetail(ttk.Toplevel):
         head = "考场代码：{}    考场名称：{}    座位数：{}".format(
             detail["code"], detail.get("name") or "", detail.get("seats") or "")
         ttk.Label(self, text=head).pack(anchor="w", padx=10, pady=(10, 4))
+        #: 时钟偏差: the proctor machine's clock minus the site's (from its heartbeats)
+        self.clock_label = ttk.Label(self, text="时钟偏差：{}".format(detail.get("clock_skew") or shown_skew(None)))
+        self.clock_label.pack(anchor="w", padx=10, pady=(0, 4))
         sessions = "；".join("{} {}（{} 分钟，{} 人）".format(s["name"], shown(s["start"]), s["duration_min"],
                                                            len(s["candidates"])) for s in detail["sessions"])
         ttk.Label(self, text="场次：" + (sessions or "无"), wraplength=600).pack(anchor="w", padx=10)

@@ -22,7 +22,7 @@ from kd.core.snapshots import RegistrationRow, RegistrationSnapshot
 from kd.core.states import RegistrationState
 from kd.views.dialogs import KDINFO_TYPES
 from kd.views.step_common import actor
-from kd.views.step_load import RoomDetail
+from kd.views.step_load import RoomDetail, room_detail
 from kd.views.table_page import TablePage
 
 OPERATIONS = "撤销注册 | 查看考场"
@@ -115,7 +115,7 @@ class RegisterPage(TablePage):
         if row is None:
             return
         code = row["code"]
-        self.run(lambda: self.core.loading.room_detail(code), self._show_detail)
+        self.run(lambda: room_detail(self.core, code), self._show_detail)
 
     def _show_detail(self, detail: Dict[str, Any]) -> None:
         self.detail_window = RoomDetail(self, detail, on_door=self._open_door)
