@@ -91,6 +91,13 @@ class DrillOptions(NamedTuple):
     #: the first K proctors never upload their results: the day goes on without them and ends
     #: ``ok: false``, the completeness proof naming their rooms (kd.drillproof)
     no_upload: int = 0
+    #: the first K proctors lose their connection for a simulated 90 s mid-exam (kd.drillwatch)
+    outage: int = 0
+    #: the first K proctors' clocks are 5 minutes ahead (kd.drillwatch)
+    skew: int = 0
+    #: what the watch's checks expect (None: what was injected); a test's way to show a mismatch fails
+    expect_outage: Optional[int] = None
+    expect_skew: Optional[int] = None
 
 
 DEFAULTS = DrillOptions()
@@ -135,6 +142,9 @@ class Drill:
         self.no_upload: List[str] = []
         #: the completeness proofs (kd.drillproof): proofs_verified, proof_files, ...
         self.proofs: Dict[str, Any] = {}
+        #: the watch over the exam (kd.drillwatch.Watch) and its report fields, read before the site closes
+        self.watch: Any = None
+        self.watch_fields: Dict[str, Any] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
     def left(self) -> float:
@@ -215,7 +225,7 @@ class Drill:
         o = self.options
         for folder in (self.data_dir, self.usb, self.external):
             os.makedirs(folder, exist_ok=True)
-        duration, gap = schedule(o.sessions, o.first_start_in)
+        duration, gap = self._schedule()
         site = {"site_code": o.site_code, "rooms": o.rooms, "sessions": o.sessions, "candidates": o.candidates,
                 "first_start_in": o.first_start_in, "duration": duration, "gap": gap, "room_kb": o.room_kb}
         from kd.lan.simulator import own_addresses_work  # noqa: PLC0415
@@ -225,6 +235,23 @@ class Drill:
         self.site = open_site(self.data_dir, lan=lan, ticks=True, tick_s=0.2, probe_s=30.0, drill_site=site)
         if not self.site.drill:
             raise DrillFailed("the app did not start in drill mode")
+        from kd import drillwatch  # noqa: PLC0415
+
+        self.watch = drillwatch.start(self, self._speed())
+
+    def _schedule(self) -> Tuple[int, int]:
+        """(duration, gap) of the drill's sessions: ``schedule``'s, shorter with outages (kd.drillwatch)."""
+        from kd.drillwatch import watched_schedule  # noqa: PLC0415
+
+        o = self.options
+        duration, gap = schedule(o.sessions, o.first_start_in)
+        return watched_schedule(duration, gap) if o.outage else (duration, gap)
+
+    def _speed(self) -> float:
+        """The proctors' speed: a session in ``session_s``; with outages ``kd.drillwatch.WATCH_SPEED``."""
+        from kd.drillwatch import WATCH_SPEED  # noqa: PLC0415
+
+        return WATCH_SPEED if self.options.outage else self._schedule()[0] * 60.0 / max(self.options.session_s, 0.01)
 
     def _login(self) -> None:
         accounts = self.site.core.accounts
@@ -251,11 +278,12 @@ class Drill:
 
         o = self.options
         rooms = rooms_from_site_info(kdinfo_path, o.rooms)
-        duration, _gap = schedule(o.sessions, o.first_start_in)
-        sim_options = SimOptions(result_mb=o.result_mb, speed=duration * 60.0 / max(o.session_s, 0.01),
+        from kd.drillwatch import sim_fields  # noqa: PLC0415
+
+        sim_options = SimOptions(result_mb=o.result_mb, speed=self._speed(),
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
                                  timeout=30.0, work_dir=os.path.join(self.work, "proctors"), own_address=True,
-                                 no_upload=o.no_upload)
+                                 no_upload=o.no_upload, **sim_fields(o))
         self.no_upload = [r["code"] for r in rooms[:o.no_upload]]
         registration = self.site.core.registration
         sub = self.site.hub.subscribe([names.ROOM_REGISTERED, names.ROOM_DATA_IMPORTED])
@@ -286,9 +314,10 @@ class Drill:
 
         wanted = {room for room, session in self.expected if session == sid} - set(self.no_upload)
         runtime = self.site.ctx.stores.runtime
-        sub = self.site.hub.subscribe([names.RESULTS_RECEIVED])
+        sub = self.site.hub.subscribe([names.RESULTS_RECEIVED, names.INCIDENT_UPDATED, names.INCIDENT_DRAFTED])
         try:
             def received() -> bool:
+                self.watch.handle()  # the administrator's part: an outage drafted → confirmed, 补时 granted
                 got = {d["room"] for d in runtime.all(model.ROOM_SESSIONS) if d["session"] == sid and d.get("result")}
                 if wanted <= got:
                     return True
@@ -306,6 +335,9 @@ class Drill:
         if not report["ok"]:
             raise DrillFailed("proctors failed: {}".format("; ".join(report["failures"])))
         self.proctor_results = {(r["room"], r["session"]): r for r in report["results"]}
+        from kd.drillwatch import finish  # noqa: PLC0415
+
+        finish(self)  # what the site saw of the injected outages and skews (failures, the day goes on)
 
     def _recover(self) -> None:
         from kd.core import model  # noqa: PLC0415
@@ -397,6 +429,8 @@ class Drill:
             sub.close()
 
     def _shutdown(self) -> None:
+        if self.watch is not None:
+            self.watch_fields = self.watch.fields_quietly()
         if self.sim is not None:
             self.sim.stop()
         if self.site is not None:
@@ -412,6 +446,7 @@ class Drill:
                                "candidates": o.candidates, "mode": o.mode}
         out.update(self.counts)
         out.update(self.proofs)
+        out.update(self.watch_fields)
         out.update({"reports": self.reports, "proctors": self.proctors,
                     "seconds": round(time.monotonic() - self.started, 2), "steps": self.steps,
                     "failures": list(self.failures), "work_dir": None})

@@ -44,6 +44,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="保留演练的工作目录（失败时总是保留）")
     p.add_argument("--no-upload", type=_positive(int, 0, 999), default=0, metavar="K",
                    help="前 K 个模拟监考机不上传考试结果（演练以失败结束，完整性证明指出这些考场）")
+    p.add_argument("--outage", type=_positive(int, 0, 999), default=0, metavar="K",
+                   help="前 K 个模拟监考机在考试中断网（模拟时间 90 秒）后重连：考点应告警、起草情况记录并补时")
+    p.add_argument("--skew", type=_positive(int, 0, 999), default=0, metavar="K",
+                   help="前 K 个模拟监考机的时钟快 5 分钟：考点应发出时钟偏差告警")
     p.add_argument("--json", action="store_true", help="以一行 JSON 输出报告")
     return p
 
@@ -51,7 +55,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def options_of(opts: argparse.Namespace) -> DrillOptions:
     return DrillOptions(rooms=opts.rooms, candidates=opts.candidates, result_mb=opts.result_mb,
                         sessions=opts.sessions, mode=opts.mode, timeout=opts.timeout,
-                        no_upload=getattr(opts, "no_upload", 0))
+                        no_upload=getattr(opts, "no_upload", 0), outage=getattr(opts, "outage", 0),
+                        skew=getattr(opts, "skew", 0))
 
 
 def run_cli(opts: argparse.Namespace, work_dir: str) -> int:

@@ -35,6 +35,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--silent", type=int, default=0, metavar="K", help="K proctors go silent mid-exam")
     parser.add_argument("--silent-s", type=float, default=_DEFAULTS.silent_s, help="how long they stay silent")
     parser.add_argument("--disconnect", type=int, default=0, metavar="K", help="K proctors cut their upload")
+    parser.add_argument("--outage", type=int, default=0, metavar="K",
+                        help="K proctors lose their connection once mid-exam (closed, then reconnect)")
+    parser.add_argument("--outage-s", type=float, default=_DEFAULTS.outage_s,
+                        help="how long an outage lasts, in simulated seconds (real: divided by --speed)")
     parser.add_argument("--permit-every", type=float, default=_DEFAULTS.permit_every)
     parser.add_argument("--own-address", action="store_true",
                         help="each proctor connects from its own 127.0.x.y address (server on loopback)")
@@ -51,6 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     options = SimOptions(result_mb=args.result_mb, speed=args.speed, wrong_code=args.wrong_code,
                          silent=args.silent, silent_s=args.silent_s, disconnect=args.disconnect,
+                         outage=args.outage, outage_s=args.outage_s,
                          permit_every=args.permit_every, own_address=args.own_address,
                          on_schedule=args.on_schedule)
     sim = Simulation(args.server[0], args.server[1], rooms, options).start()

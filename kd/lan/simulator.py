@@ -2,7 +2,8 @@
 
     python -m kd.lan.simulator --server HOST:PORT --site-info FILE --rooms N
                                [--result-mb M] [--speed X] [--json] [--own-address]
-                               [--on-schedule] [--wrong-code K] [--silent K] [--disconnect K] ...
+                               [--on-schedule] [--wrong-code K] [--silent K] [--disconnect K]
+                               [--outage K] ...
 
 ``--site-info`` is the site's exported ``考点信息表(<site>).KDINFO`` (registration codes
 per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorClient``):
@@ -27,7 +28,13 @@ per room; ``kd.formats.kdinfo``). Each proctor (one thread, its own ``ProctorCli
    plus the 补时 the site approved for the room's session (a heartbeat reply's ``extra_time``:
    its ``total_min`` / speed are added to the session's length, and the next heartbeats carry
    ``extra_time_ack`` with its id until a reply no longer offers it; ``ProctorReport.extra_time``)
-   (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam),
+   (``--silent K``: the first K proctors send nothing for ``--silent-s`` seconds mid-exam;
+   ``--outage K`` (``SimOptions.outage``): the first K proctors lose their connection once in
+   the day, ``outage_after_s`` simulated seconds into their first session: the socket closed
+   without a goodbye, nothing sent for ``outage_s`` (90) simulated seconds, i.e. ``outage_s``
+   / speed real seconds, while the exam goes on; then the next heartbeat reconnects and
+   re-binds the room with its token, and the session runs to its end and uploads as any
+   other; ``ProctorReport.outages`` / ``outage_real_s``),
    ends it, builds its result package (``kd.formats.result.build_result``, about
    ``--result-mb`` MB of answers) and uploads it (``--disconnect K``: the first K proctors
    drop the connection half-way and resume from the server's offset; ``SimOptions.no_upload``
@@ -108,6 +115,12 @@ class SimOptions(NamedTuple):
     skew_rooms: int = 0
     #: the first K proctors end their sessions but never upload their results (a drill's missing room)
     no_upload: int = 0
+    #: the first K proctors lose their connection once, mid-exam (see the module docstring)
+    outage: int = 0
+    #: how long an outage lasts, in simulated seconds (real: outage_s / speed)
+    outage_s: float = 90.0
+    #: when it starts, in simulated seconds after the start of the proctor's first session
+    outage_after_s: float = 60.0
 
 
 _DEFAULTS = SimOptions()  # the class attributes of a NamedTuple are field accessors, not defaults
@@ -144,6 +157,9 @@ class ProctorReport:
         self.storage_retries = 0
         self.upload_retries = 0
         self.silent_s = 0.0
+        #: connection outages injected (``SimOptions.outage``) and the real seconds they lasted
+        self.outages = 0
+        self.outage_real_s = 0.0
         self.disconnected_upload = False
         #: this proctor's clock offset in seconds (SimOptions.skew_s / skew_rooms)
         self.clock_skew_s = 0.0
@@ -349,6 +365,8 @@ class Proctor(threading.Thread):
         end = base_end + self._extra_s(sid)
         silent = self.index < self.options.silent and not self.silenced
         self.silenced = self.silenced or silent
+        outage = self.index < self.options.outage and not self.report.outages  # once a day
+        outage_at = time.monotonic() + self.options.outage_after_s / max(self.options.speed, 1e-6)
         while time.monotonic() < end:
             if silent:
                 silent = False
@@ -356,7 +374,14 @@ class Proctor(threading.Thread):
                 self._pause(self.options.silent_s)
                 self.report.silent_s += self.options.silent_s
                 continue
-            self._pause(min(self._hb_interval(), max(0.0, end - time.monotonic())))
+            if outage and time.monotonic() >= outage_at:
+                outage = False
+                self._outage(sid)
+                continue
+            pause = min(self._hb_interval(), max(0.0, end - time.monotonic()))
+            if outage:
+                pause = min(pause, max(0.0, outage_at - time.monotonic()))
+            self._pause(pause)
             self._beat()
             end = base_end + self._extra_s(sid)
         self.state.update(ended=True, in_exam=0)
@@ -366,6 +391,19 @@ class Proctor(threading.Thread):
         self._phase("uploading", sid)
         self._upload(sid, people, present)
         self._phase("uploaded", sid)
+
+    def _outage(self, sid: str) -> None:
+        """The connection lost for ``outage_s`` simulated seconds: closed, nothing sent, then the
+        next request reconnects (``ProctorClient`` re-binds the room with its token)."""
+        seconds = self.options.outage_s / max(self.options.speed, 1e-6)
+        log.info("proctor %s loses its connection for %.2f s (session %s)", self.room, seconds, sid)
+        self.client.close()
+        began = time.monotonic()
+        try:
+            self._pause(seconds)
+        finally:
+            self.report.outages += 1
+            self.report.outage_real_s += time.monotonic() - began
 
     def _wait_for(self, start: datetime.datetime) -> None:
         """Heartbeat (candidates logging in) until the proctor's clock reaches ``start``."""
@@ -491,6 +529,7 @@ class Simulation:
             "results": [dict(u, room=r["room"]) for r in rows for u in r["uploads"]],
             "wrong_code_refused": sum(1 for r in rows if r["wrong_code_refused"]),
             "silent": sum(1 for r in rows if r["silent_s"]),
+            "outages": sum(r["outages"] for r in rows),
             "disconnected_uploads": sum(1 for r in rows if r["disconnected_upload"]),
             "permit_refusals": sum(r["permit_refusals"] for r in rows),
             "extra_time_acked": sum(len(r["extra_time_acked"]) for r in rows),
