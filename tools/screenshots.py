@@ -15,6 +15,10 @@ and its 确定 box once the proctors run,
 修改密码. The real boxes (kd.views.dialogs) are shown for these pictures: the loop's
 dialogs are swapped for the real ones while the box is open, and its button pressed.
 
+After the walks, the scenes of ``SCENES`` (tools/shot_timeline.py, tools/shot_incidents.py)
+each build a real site whose clock is moved into the first session and take their pictures:
+27_timeline, 28_incidents, 29_incident_form, 30_extra_time_box.
+
 The drill follows its schedule (the simulated proctors start each session at its
 开考时间, ``speed=None``): the site's first session starts about two minutes after the
 walk begins, so 考场管理 is taken before the start (13_monitor_waiting: nobody is 考试中)
@@ -43,6 +47,9 @@ OUT = os.path.join(ROOT, "docs", "screenshots")
 SIZES = (("1366x768", 0, OUT), ("1024x768", 1376, os.path.join(OUT, "1024")))
 #: the drill site: sessions on a real schedule, the first about two minutes away
 #: (``first_start_in`` minutes from the current minute), one minute each, a minute apart
+#: the scenes run after the walks (``script SIZE X OUT``): the 时间线 page with open alarms
+#: (27_timeline), the 考场情况 page, its 登记情况 form and a 补时 question (28-30)
+SCENES = (("shot_timeline.py", "时间线"), ("shot_incidents.py", "考场情况"))
 SITE = {"rooms": 12, "sessions": 2, "candidates": 6, "room_kb": 4, "duration": 1, "first_start_in": 3, "gap": 1}
 
 
@@ -260,9 +267,10 @@ def main(argv=None):
     runs = [(size, subprocess.Popen([sys.executable, os.path.abspath(__file__), "--size", size, "--x", str(x)]))
             for size, x, _ in SIZES]
     failed = [size for size, run in runs if run.wait() != 0]
-    for size, x, out in SIZES:  # the 时间线 page with open alarms: a scene of its own (tools/shot_timeline.py)
-        if subprocess.call([sys.executable, os.path.join(ROOT, "tools", "shot_timeline.py"), size, str(x), out]):
-            failed.append(size + " 时间线")
+    for size, x, out in SIZES:  # scenes of their own, each over a site whose clock is moved into the exam
+        for script, what in SCENES:
+            if subprocess.call([sys.executable, os.path.join(ROOT, "tools", script), size, str(x), out]):
+                failed.append(size + " " + what)
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(OUT) for f in files)
     print("screenshots: {} in {:.0f} s, {:.1f} MB{}".format(
         OUT, time.monotonic() - started, total / 1e6, "; FAILED: " + ", ".join(failed) if failed else ""))

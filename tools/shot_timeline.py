@@ -3,7 +3,8 @@
 Run by tools/screenshots.py after its walks (``python3 tools/shot_timeline.py SIZE X OUT``):
 a real authorized site (platform simulator, dongle emulator) whose wall clock is moved to
 five minutes after the first session's start with two rooms not started, so the page, the
-title bar's 告警 N and the alarm lines show what an administrator would see then.
+title bar's 告警 N and the alarm lines show what an administrator would see then (the status
+bar's clock shows the site's moved clock).
 """
 import datetime
 import os
@@ -18,7 +19,7 @@ os.environ["KD_NO_TRAY"] = "1"
 from screenshots import Camera  # noqa: E402
 
 from kd.core.services import Core  # noqa: E402
-from kd.formats.timeutil import parse_time  # noqa: E402
+from kd.formats.timeutil import CST, parse_time  # noqa: E402
 from kd.views.shell import Shell  # noqa: E402
 from kd.views.start import make_window  # noqa: E402
 from tests.integration.live_helpers import authorized_env, room_codes  # noqa: E402
@@ -43,6 +44,10 @@ for c in codes[:6]:
     core.verification.start_permit(c, "1")
     core.monitor.heartbeat(c, {"session_id": "1", "started": True, "ended": False, "logged_in": 6, "in_exam": 6})
 core.timeline.tick()
+# the status bar's clock reads the site's (moved) clock, as the real one would at that time of the day
+shell.status._tick = lambda: shell.status.labels["clock"].configure(
+    text=env.ctx.now().astimezone(CST).strftime("%Y-%m-%d %H:%M:%S"))
+shell.status._tick()
 shell.show("时间线")
 page = shell.current
 pump_until(root, lambda: page.table.cells() and page.alarm.cget("text") and shell.alarms.text, what="page")

@@ -5,7 +5,8 @@ one room by the 考场 picker: 编号 | 考场 | 类别 | 开始 | 结束 | 丢�
 记录人. 状态 is the core's label (待确认 / 已确认 / 已驳回); a 待确认 row has the tag ``drafted``
 (amber), an 已驳回 one ``dismissed`` (grey). 来源: 自动 for a draft (``recorded_by`` is
 ``system``), 手工 otherwise. Under the table: the selected record in full (its affected
-tickets, the decision and its note) and the 补时 granted in the session (one line per grant:
+tickets, its lost minutes and whether they count toward 补时, ``counts_text``, the decision
+and its note) and the 补时 granted in the session (one line per grant:
 room, minutes, the expected end, whether the proctor machine acknowledged it).
 
 Buttons (each writes through the core in a worker, ``Page.run``; the core refuses what its
@@ -34,6 +35,7 @@ while shown, every ``REFRESH_MS`` (the lost minutes of an open incident grow).
 import dataclasses
 import datetime
 import logging
+import tkinter.font as tkfont
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import ttkbootstrap as ttk
@@ -52,7 +54,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_MS = 5000
 ALL_ROOMS = "全部考场"
-COLUMNS = [("id", "编号", 44), ("room", "考场", 64), ("category", "类别", 72), ("start", "开始", 118),
+COLUMNS = [("id", "编号", 44), ("room", "考场", 80), ("category", "类别", 72), ("start", "开始", 118),
            ("end", "结束", 118), ("lost", "丢失\n分钟", 48), ("state", "状态", 58), ("source", "来源", 44),
            ("description", "说明", 250), ("recorded_by", "记录人", 60)]
 DRAFT_BG, DRAFT_FG, DISMISSED_FG = "#fff3cd", "#7a4b00", "#7f8c8d"
@@ -91,18 +93,36 @@ def incident_row(doc: Dict[str, Any]) -> Dict[str, Any]:
     return row
 
 
+def counts_text(doc: Dict[str, Any], lost_kinds: Sequence[str]) -> str:
+    """Whether the record counts toward the 补时 proposal (``kd.core.extratime``'s rule, said for people)."""
+    if doc["state"] == IncidentState.DISMISSED.value:
+        return "已驳回，不计入补时"
+    if doc["kind"] not in lost_kinds:
+        return "此类记录不计入补时"
+    if doc.get("candidates"):
+        return "只涉及部分考生，不计入全考场补时"
+    if doc["state"] == IncidentState.DRAFTED.value:
+        return "确认后计入补时"
+    if not doc.get("end"):
+        return "结束后计入补时"
+    return "计入补时"
+
+
 def detail_text(doc: Optional[Dict[str, Any]]) -> str:
     """The selected record in full, under the table ("" when none is selected)."""
     if doc is None:
         return ("选中一条记录可查看详情；确认、驳回针对选中的记录，"
                 "补时、标记已结束、打印记录单针对选中记录的考场（或“考场”一栏选定的考场）。")
-    parts = ["记录 {}：{}".format(doc["id"], " ".join(str(doc.get("description") or "").split()))]
+    text = " ".join(str(doc.get("description") or "").split()).rstrip("。")
+    parts = ["记录 {}：{}".format(doc["id"], text)]
     parts.append("受影响考生：{}".format("、".join(doc.get("candidates") or []) or "全考场"))
+    if doc.get("counts"):
+        parts.append("丢失 {} 分钟，{}".format(doc.get("lost_min", 0), doc["counts"]))
     if doc.get("decided_by"):
         verb = "确认" if doc["state"] == IncidentState.CONFIRMED.value else "驳回"
         parts.append("{} 于 {} {}{}".format(doc["decided_by"], shown(doc.get("decided_at")), verb,
                                            "（{}）".format(doc["note"]) if doc.get("note") else ""))
-    return "；".join(parts)
+    return "；".join(parts) + "。"
 
 
 def grant_lines(grants: Sequence[Dict[str, Any]]) -> str:
@@ -151,6 +171,15 @@ class IncidentsPage(LivePage):
         self.table = LiveTable(self, COLUMNS, key=("id",), height=12)
         self.table.tree.tag_configure("drafted", background=DRAFT_BG, foreground=DRAFT_FG)
         self.table.tree.tag_configure("dismissed", foreground=DISMISSED_FG)
+        font = tkfont.nametofont("TkDefaultFont")
+        need = {"room": font.measure("11003007") + 16, "start": font.measure("2026-12-01 09:00") + 16}
+        need["end"] = need["start"]
+        for key, _heading, width in COLUMNS:  # only 说明 takes what a narrow window leaves: no time is cut
+            if key == "description":
+                self.table.tree.column(key, anchor="w", width=160, minwidth=120)
+            else:
+                width = max(width, need.get(key, 0), int(self.table.tree.column(key, "minwidth")))
+                self.table.tree.column(key, stretch=False, width=width, minwidth=width)
         self.table.tree.bind("<<TreeviewSelect>>", lambda e: self._show_detail(), add="+")
         self.table.pack(side="top", fill="both", expand=True)
         self.hint = ttk.Label(self, text="", bootstyle="secondary")
@@ -189,7 +218,8 @@ class IncidentsPage(LivePage):
         grants: List[Dict[str, Any]] = []
         if sid is not None:
             for doc in core.incidents.list(session=sid, room=self._room):
-                docs.append(dict(doc, lost_min=core.incidents.lost_minutes(doc)))
+                docs.append(dict(doc, lost_min=core.incidents.lost_minutes(doc),
+                                 counts=counts_text(doc, core.extra_time.rules.lost_kinds)))
             grants = core.extra_time.grants(room=self._room, session=sid)
         rooms = tuple(r.room for r in mon.rows)
         return IncidentsView(tuple(docs), rooms, tuple(grants), tuple(mon.sessions), sid,

@@ -42,7 +42,8 @@ COLUMNS = [("label", "项目", 250), ("due", "应完成时间", 130), ("state", 
 EVIDENCE = {"package": "考务数据包校验记录", "seal": "封场检测通过记录", "clock": "机考锁校时记录",
             "rooms_ready": "考场注册和考场数据导入记录", "verified": "授权验证记录", "started": "各考场开考记录",
             "connected": "考场心跳", "ended": "各考场结束考试记录", "recovered": "考场数据回收记录",
-            "backup": "外部存储备份校验记录", "uploaded": "平台上报回执"}
+            "backup": "外部存储备份校验记录", "uploaded": "平台上报回执",
+            "site_clock": "封场检测、授权验证的时钟比对记录", "skew": "监考机心跳中的时钟"}
 BAD_COLOUR, DONE_COLOUR = "#c0392b", "#7f8c8d"
 #: the navigation entry of the 考场情况记录 page (kd.views.incidents), opened by the 考场情况记录… button
 INCIDENTS_PAGE = "考场情况"
