@@ -141,7 +141,13 @@ class IncidentReporter:
         return out
 
     def on_event(self, event: Event) -> None:
-        """A hub callback: the session the event concerns may owe a new version."""
+        """A hub callback: the session the event concerns may owe a new version.
+
+        A reporter whose stores are closed (a site closed while its hub lives on) does nothing.
+        """
+        if self.ctx.stores.runtime.closed:
+            log.debug("%s ignored: this site's stores are closed", event.name)
+            return
         session_id = event.data.get("session_id")
         if session_id is None and event.data.get("incident_id") is not None:  # incident.updated names only the id
             doc = self.ctx.stores.runtime.get(INCIDENTS, str(event.data["incident_id"]))
