@@ -256,6 +256,11 @@ class IncidentsPage(LivePage):
         self._room = room
         self.refresh()
 
+    def open_for(self, session_id: Optional[str], room: Optional[str]) -> None:
+        """Show the records of ``room`` in ``session_id`` (考场管理's 考场情况记录… of a room)."""
+        self._session_id, self._room = session_id, room
+        self.refresh()
+
     def selected(self) -> Optional[Dict[str, Any]]:
         """The selected incident record, or None."""
         row = self.table.selected()

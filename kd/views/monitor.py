@@ -14,7 +14,8 @@ room lost (``MonitorRow.lost``: not connected and its session not ended) gets th
 text): a finished room is no alarm. A room with an open timeline alarm of the shown session
 (``core.timeline.open_alarms()``, ``Alarm.room``: late to start, lost...) gets the tag ``alarm``
 (dark red on amber, distinct from the lost room's red text; 未经许可开考 stays first).
-开考时间 and 考场状态上报's time read as
+考场情况记录… (or a double click on a room) opens 考中 → 考场情况 (kd.views.incidents) on
+that room and session. 开考时间 and 考场状态上报's time read as
 ``kd.core.labels.shown`` (``2026-12-01 17:35``).
 
 Everything comes from ``core.monitor.view(session_id)`` (a worker). Heartbeats live
@@ -148,6 +149,19 @@ class MonitorPage(LivePage):
         ttk.Label(foot, text="考场状态上报：").pack(side="left", padx=(16, 0))
         self.report_label = ttk.Label(foot, text="")
         self.report_label.pack(side="left")
+        self.incidents_button = ttk.Button(foot, text="考场情况记录…", bootstyle="warning-outline",
+                                           command=self.open_incidents)
+        self.incidents_button.pack(side="right")
+        self.table.tree.bind("<Double-1>", lambda e: self.open_incidents(), add="+")
+
+    def open_incidents(self) -> None:
+        """考场情况 (kd.views.incidents) of the selected room (none: every room) in the shown session."""
+        row = self.table.selected()
+        session = ((self.last[0].session or {}) if self.last else {}).get("id")
+        self.shell.show("考场情况")
+        page = getattr(self.shell, "current", None)
+        if hasattr(page, "open_for"):
+            page.open_for(session, row.get("room") if row else None)
 
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> Tuple[MonitorSnapshot, FrozenSet[str]]:

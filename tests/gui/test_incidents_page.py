@@ -89,6 +89,23 @@ def test_the_page_is_under_kaozhong_after_the_timeline_and_reachable_from_it(sit
     assert isinstance(shell.current, IncidentsPage)
 
 
+def test_a_room_of_the_monitoring_table_opens_its_records(site, gui_root):
+    env, core, shell = site
+    room = rooms_of_session_1(env)[1]
+    for code in rooms_of_session_1(env)[:2]:
+        core.incidents.add(room=code, session="1", category="other", start=core.ctx.now(), end=None,
+                           description="考场空调故障", actor="admin")
+    shell.show("考场管理")
+    monitor = shell.current
+    pump_until(gui_root, lambda: room in [r[0] for r in monitor.table.cells()], what="the monitoring rows")
+    monitor.table.select_index([r[0] for r in monitor.table.cells()].index(room))
+    monitor.incidents_button.invoke()
+    page = shell.current
+    assert isinstance(page, IncidentsPage)
+    pump_until(gui_root, lambda: page.room_box.get() == room and column(page, "room") == [room],
+               what="only the room's records")
+
+
 def test_register_an_incident_by_hand(site, gui_root, scripted):
     env, core, shell = site
     page = open_page(shell, gui_root)
