@@ -142,6 +142,7 @@ class ClockSkew:
         self.window = int(window)
         self._lock = threading.Lock()
         self._samples: Dict[str, List[Sample]] = {}
+        self._estimates: Dict[str, Estimate] = {}  # smoothed once per heartbeat, read on every timeline build
         self._warned: Set[Tuple[str, str]] = set()
 
     def _bad(self, room: str, reason: str, value: Any) -> None:
@@ -173,20 +174,21 @@ class ClockSkew:
             kept = self._samples.setdefault(room, [])
             kept.append(taken)
             del kept[:-self.window]
-            return smooth(kept)
+            estimate = self._estimates[room] = smooth(kept)
+            return estimate
 
     def estimate(self, room: str) -> Optional[Estimate]:
         """The room's estimate, None before a heartbeat with ``clock`` (未知)."""
         with self._lock:
-            kept = self._samples.get(room)
-            return smooth(kept) if kept else None
+            return self._estimates.get(room)
 
     def estimates(self) -> Dict[str, Estimate]:
         """Every room's estimate (rooms without one left out)."""
         with self._lock:
-            return {room: smooth(kept) for room, kept in self._samples.items() if kept}
+            return dict(self._estimates)
 
     def forget(self, room: str) -> None:
         """Drop the room's samples (its registration was revoked or reset)."""
         with self._lock:
             self._samples.pop(room, None)
+            self._estimates.pop(room, None)

@@ -8,7 +8,7 @@ Three parts:
   ``rooms``, ``sessions``, ``room_sessions``, ``checks/seal``, ``checks/external``) and
   from the monitor's live heartbeats (``silent_s``: seconds since a room's last heartbeat,
   or since this service started watching when it has sent none since) and from the
-  rooms' clock-skew estimates (``skew``, a ``kd.core.clockskew.ClockSkew``: ``skew_s``).
+  rooms' clock-skew estimates (``skew``, a ``kd.core.clockskew.ClockSkew``: ``room_skew``).
 - ``build_timeline(facts, now, rules)`` (``kd.core.timelinebuild``, re-exported here): pure.
   One ``Item`` per rule
   (``kd.core.timelinerules``) and session (site-wide rules once), each with its due time,
@@ -41,6 +41,7 @@ from kd.core.timelinebuild import (  # noqa: F401 - the timeline's public names,
     RoomFacts,
     SessionFacts,
     SiteFacts,
+    Skew,
     Timeline,
     _iso,
     _time,
@@ -212,12 +213,6 @@ class TimelineService:
         estimates = self.skew.estimates() if self.skew is not None else {}
         sessions: List[SessionFacts] = []
         for session in recorded.sessions:
-            if estimates:
-                session = dataclasses.replace(session, rooms=tuple(
-                    dataclasses.replace(r, skew_s=estimates[r.code].offset_s,
-                                        skew_uncertainty_s=estimates[r.code].uncertainty_s,
-                                        skew_at=estimates[r.code].at) if r.code in estimates else r
-                    for r in session.rooms))
             if not any(r.started_at is not None and r.ended_at is None for r in session.rooms):
                 sessions.append(session)
                 continue
@@ -225,7 +220,8 @@ class TimelineService:
             rooms = tuple(dataclasses.replace(r, silent_s=seen[r.code] if seen.get(r.code) is not None
                                               else silent_never) for r in session.rooms)
             sessions.append(dataclasses.replace(session, rooms=rooms))
-        return dataclasses.replace(recorded, sessions=tuple(sessions))
+        room_skew = {room: Skew(room, e.offset_s, e.uncertainty_s, e.at) for room, e in estimates.items()}
+        return dataclasses.replace(recorded, sessions=tuple(sessions), room_skew=room_skew)
 
     def timeline(self, session_id: Optional[str] = None) -> Timeline:
         """The timeline now (of ``session_id`` and the site-wide items; every session when None).

@@ -10,7 +10,7 @@ offset with facts built by hand. The formats are in docs/timeline.md.
 
 import dataclasses
 import datetime
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from kd.core.clockskew import shown_offset
 from kd.core.timelinerules import (
@@ -44,6 +44,24 @@ def _iso(moment: Optional[datetime.datetime]) -> Optional[str]:
 
 
 # -- the facts ----------------------------------------------------------------------------------
+class Skew(NamedTuple):
+    """A measured clock difference an item shows (``Item.skew``).
+
+    ``source``: a room code (``skew``: its proctor minus the site) or ``platform`` /
+    ``dongle`` (``site_clock``: this PC minus that clock); ``offset_s`` None: not measured.
+    """
+
+    source: str
+    offset_s: Optional[float]
+    uncertainty_s: Optional[float] = None
+    at: Optional[datetime.datetime] = None
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"source": self.source, "offset_s": None if self.offset_s is None else round(self.offset_s, 3),
+                "uncertainty_s": None if self.uncertainty_s is None else round(self.uncertainty_s, 3),
+                "at": _iso(self.at), "shown": shown_offset(self.offset_s, self.uncertainty_s)}
+
+
 @dataclasses.dataclass(frozen=True)
 class RoomFacts:
     code: str
@@ -55,9 +73,6 @@ class RoomFacts:
     backed_up: bool = False  # its result is in a valid external copy (checks/external)
     uploaded_at: Optional[datetime.datetime] = None  # upload.uploaded_at, with a receipt
     silent_s: Optional[float] = None  # seconds without a heartbeat (None: not known)
-    skew_s: Optional[float] = None  # its proctor's clock minus the site's (kd.core.clockskew; None: 未知)
-    skew_uncertainty_s: Optional[float] = None  # ± seconds (None: not known)
-    skew_at: Optional[datetime.datetime] = None  # the site's time of the estimate's latest heartbeat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,24 +101,9 @@ class SiteFacts:
     platform_skew_at: Optional[datetime.datetime] = None  # that check's checked_at
     dongle_skew_s: Optional[float] = None  # this PC minus the dongle (the latest 授权验证's lock_clock_skew_s, negated)
     dongle_skew_at: Optional[datetime.datetime] = None  # that session's verified_at
-
-
-class Skew(NamedTuple):
-    """A measured clock difference an item shows (``Item.skew``).
-
-    ``source``: a room code (``skew``: its proctor minus the site) or ``platform`` /
-    ``dongle`` (``site_clock``: this PC minus that clock); ``offset_s`` None: not measured.
-    """
-
-    source: str
-    offset_s: Optional[float]
-    uncertainty_s: Optional[float] = None
-    at: Optional[datetime.datetime] = None
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"source": self.source, "offset_s": None if self.offset_s is None else round(self.offset_s, 3),
-                "uncertainty_s": None if self.uncertainty_s is None else round(self.uncertainty_s, 3),
-                "at": _iso(self.at), "shown": shown_offset(self.offset_s, self.uncertainty_s)}
+    #: each room's proctor clock minus the site's (``Skew`` by room code; kd.core.clockskew); a room not
+    #: in it is 未知. One entry per room, not per session: a room has one proctor machine
+    room_skew: Mapping[str, Skew] = dataclasses.field(default_factory=dict)
 
 
 # -- the timeline ---------------------------------------------------------------------------------
@@ -248,11 +248,11 @@ def _over(offset: Optional[float], rules: Rules) -> bool:
     return offset is not None and abs(offset) > rules.max_skew_s
 
 
-def _room_skew(rule: Rule, session: SessionFacts, now: datetime.datetime, rules: Rules, opens: datetime.datetime
-               ) -> Tuple[Item, List[AlarmCondition]]:
+def _room_skew(rule: Rule, facts: SiteFacts, session: SessionFacts, now: datetime.datetime, rules: Rules,
+               opens: datetime.datetime) -> Tuple[Item, List[AlarmCondition]]:
     """The watch 考场时钟偏差: rooms whose |offset| > max_skew_s; alarmed from ``opens`` until T only."""
     start = session.start
-    skews = tuple(Skew(r.code, r.skew_s, r.skew_uncertainty_s, r.skew_at) for r in session.rooms)
+    skews = tuple(facts.room_skew.get(r.code) or Skew(r.code, None) for r in session.rooms)
     off = tuple(s.source for s in skews if _over(s.offset_s, rules))
     conditions: List[AlarmCondition] = []
     if now < opens:
@@ -325,10 +325,12 @@ def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFA
             if rule.id in ("connected", "skew", "site_clock"):
                 if rule.id == "site_clock":
                     item, more = _site_clock(rule, facts, now, rules, opens, due, alarm)
+                elif rule.id == "skew":
+                    assert session is not None
+                    item, more = _room_skew(rule, facts, session, now, rules, opens)
                 else:
                     assert session is not None
-                    watch = _connected if rule.id == "connected" else _room_skew
-                    item, more = watch(rule, session, now, rules, opens)
+                    item, more = _connected(rule, session, now, rules, opens)
                 items.append(item)
                 conditions.extend(more)
                 continue
