@@ -17,6 +17,9 @@ cheap.
   dongle —, context and core; no LAN service and no background threads): the initial
   password rule, the acting account's password when the command needs it
   (``authorize``), the handler, the site closed.
+- **A file command** (``proof verify``: ``file_handler``) reads only its file and the
+  folder's settings files: it runs here whoever holds the folder, without the instance
+  lock, a site or a password.
 - **The window or ``--headless`` holds it**: the command runs in that instance, over its
   control channel (``kd.control``; docs/control-protocol.md): ``run_in_site`` there
   parses the same argv with the same parser (``build_parser``) and runs the same checks
@@ -67,9 +70,10 @@ BEFORE_PASSWORD_CHANGE = frozenset(["login", "passwd", "status", "audit"])
 
 #: read-only commands: they print what is stored to this terminal, change nothing, write no file
 OPEN_COMMANDS = frozenset(["status", "audit", "results", "monitor", "outbox", "drill", "timeline", "incident",
-                           "extra-time"])
+                           "extra-time", "proof"])
 #: options that make an open command change state: with one of them it asks like the rest
-STATE_OPTIONS = {"outbox": ("send",), "incident": ("writes",), "extra-time": ("writes",)}  # kd.cli.incidents
+STATE_OPTIONS = {"outbox": ("send",), "incident": ("writes",), "extra-time": ("writes",),  # kd.cli.incidents
+                 "proof": ("writes",)}  # kd.cli.proof: export asks, verify does not
 #: commands that check the account's own password themselves (``AccountService``, same back-off)
 OWN_PASSWORD = frozenset(["login", "passwd"])
 
@@ -83,7 +87,7 @@ def _repairs_settings(opts: argparse.Namespace) -> bool:
 NO_PASSWORD_WHEN = {"repair-db": _repairs_settings}
 
 MODULES = ("kd.cli.audit", "kd.cli.live", "kd.cli.exam", "kd.cli.results", "kd.cli.system", "kd.cli.repair",
-           "kd.cli.timeline", "kd.cli.incidents")
+           "kd.cli.timeline", "kd.cli.incidents", "kd.cli.proof")
 
 STDIN_LINE_HELP = "从标准输入的第一行读取管理员密码（供脚本使用；不给则在终端中询问）"
 
@@ -105,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kaodian", description="考点管理系统 (kaodian)",
         epilog="除 status、audit、results、monitor、outbox（不带 --send）、timeline、incident list、"
-               "extra-time list/propose、login、passwd、drill 外，"
+               "extra-time list/propose、proof verify、login、passwd、drill 外，"
                "每个命令先询问管理员密码（终端中输入，或 --password-stdin 从标准输入的第一行读取）；"
                "连续输错与登录窗口一样限时重试。考点管理系统（窗口或 --headless）正在运行时，"
                "命令在运行中的系统里执行（本机控制通道）。")
@@ -323,6 +327,11 @@ def folder_handler_of(opts: argparse.Namespace) -> Optional[Callable[[argparse.N
     return getattr(opts, "folder_handler", None)
 
 
+def file_handler_of(opts: argparse.Namespace) -> Optional[Callable[[argparse.Namespace, str], int]]:
+    """A command that reads only a file (``proof verify``): no instance lock, no site, no password."""
+    return getattr(opts, "file_handler", None)
+
+
 def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:
     return getattr(opts, "handler", None)
 
@@ -330,7 +339,7 @@ def handler_of(opts: argparse.Namespace) -> Optional[Callable[[Session], int]]:
 def local_only(opts: argparse.Namespace) -> bool:
     """True for a command that never runs inside a running instance (``sync-lock``, folder commands, restarts)."""
     return (opts.command == "sync-lock" or folder_handler_of(opts) is not None or handler_of(opts) is None
-            or opts.command in RESTART_COMMANDS)
+            or file_handler_of(opts) is not None or opts.command in RESTART_COMMANDS)
 
 
 def _refusal(opts: argparse.Namespace, held: InstanceRunningError) -> InstanceRunningError:
@@ -349,6 +358,9 @@ def run(opts: argparse.Namespace, data_dir: str) -> int:
     """
     from kd.store.instance import InstanceLock  # noqa: PLC0415
 
+    file_handler = file_handler_of(opts)
+    if file_handler is not None:  # reads only a file and the folder's settings files: runs beside an instance
+        return int(file_handler(opts, data_dir))
     lock = InstanceLock(data_dir)
     try:
         lock.acquire()
