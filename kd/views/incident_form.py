@@ -105,7 +105,7 @@ class IncidentForm(tk.Toplevel):
             row=row, column=1, sticky="w")
         row += 1
         ttk.Label(frame, text="情况说明：").grid(row=row, column=0, sticky="ne", pady=3)
-        self.description = tk.Text(frame, width=44, height=4, wrap="char")
+        self.description = tk.Text(frame, width=44, height=4, wrap="char", font="TkTextFont")
         self.description.grid(row=row, column=1, sticky="ew", pady=3)
         row += 1
         ttk.Label(frame, text=TIME_HINT, bootstyle="info", wraplength=420, justify="left").grid(

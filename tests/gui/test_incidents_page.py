@@ -226,11 +226,25 @@ def test_more_than_45_minutes_proposes_rescheduling_and_grants_nothing(site, gui
 def test_over_30_needs_the_second_confirmation_and_the_dongle(site, gui_root, scripted):
     env, core, shell = site
     page = open_page(shell, gui_root)
-    room = rooms_of_session_1(env)[0]
+    room, other = rooms_of_session_1(env)[:2]
     start = core.ctx.now() - datetime.timedelta(minutes=60)
-    inc = core.incidents.add(room=room, session="1", category="network", start=start,
-                             end=start + datetime.timedelta(minutes=40), description="交换机故障", actor="admin")
-    select(page, gui_root, inc["id"])
+    incs = [core.incidents.add(room=r, session="1", category="network", start=start,
+                               end=start + datetime.timedelta(minutes=40), description="交换机故障", actor="admin")
+            for r in (other, room)]
+    # the dongle plugged in: 是 twice, granted with the dongle's evidence
+    select(page, gui_root, incs[0]["id"])
+    scripted.plan("confirm", True, True)
+    page.buttons["补时"].invoke()
+    pump_until(gui_root, lambda: core.extra_time.grants(room=other), what="the grant over 30")
+    (grant,) = core.extra_time.grants(room=other)
+    assert (grant["minutes"], grant["tier"]) == (40, "dongle") and grant["dongle"]["lock_id"]
+    pump_until(gui_root, lambda: str(page.buttons["补时"].cget("state")) == "normal", what="补时 done")
+    # 否 at the second question: nothing granted
+    select(page, gui_root, incs[1]["id"])
+    scripted.plan("confirm", True, False)
+    page.buttons["补时"].invoke()
+    pump_until(gui_root, lambda: scripted.count("confirm") == 4, what="the second question")
+    assert core.extra_time.grants(room=room) == []
     env.driver.stop()  # the dongle pulled out
     scripted.plan("confirm", True, True)
     page.buttons["补时"].invoke()
