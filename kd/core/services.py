@@ -39,6 +39,7 @@ from kd.core.loading import LoadingService
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
 from kd.core.proof import ProofService
+from kd.core.proofflow import ProofFlow
 from kd.core.recovery import RecoveryService
 from kd.core.registration import RegistrationService
 from kd.core.restore import RestoreService
@@ -71,7 +72,6 @@ class Core:
         self.seal = SealCheckService(ctx, self.outbox)
         self.verification = VerificationService(ctx)
         self.recovery = RecoveryService(ctx, self.outbox)
-        self.upload = UploadService(ctx, self.outbox, recovery=self.recovery)
         #: the 考前 step header's ✓/✗, computed once per change (kd.core.steps)
         self.steps = StepMarksService(ctx, self)
         self.status = StatusService(ctx)
@@ -84,6 +84,8 @@ class Core:
             ctx.hub.on(name, self.incident_report.on_event)
         #: 考点数据完整性证明 per session (kd.core.proof, docs/formats.md)
         self.proof = ProofService(ctx, self.incidents, self.extra_time)
+        #: 考后上报; after the receipts, each session's proof built, sent, copied (kd.core.proofflow)
+        self.upload = UploadService(ctx, self.outbox, recovery=self.recovery, proofs=ProofFlow(ctx, self.proof))
         #: each room's clock against the site's, from its heartbeats (kd.core.clockskew; in memory)
         self.clock_skew = ClockSkew()
         #: 考点时间线 and its alarms (kd.core.timeline); its ``tick()`` is driven by ``kd.site``

@@ -11,12 +11,18 @@
   ``ctx.platform.upload_result`` (resumable: the platform keeps what it got, so calling
   ``upload`` again after a cut — 续报 — continues from its offset); each signed receipt
   is checked against the recorded hash and size and kept (base64) in
-  ``room_sessions/<room|session>.upload``. One ``upload_status`` report per session
-  touched is enqueued. Rooms not yet recovered are named in ``warnings``. A result the
+  ``room_sessions/<room|session>.upload``. Once a call's uploads are all in, each session
+  it uploaded to (and each session of its scope already uploaded whose kept proof is
+  missing or does not verify) gets its 考点数据完整性证明 built, verified and copied next to
+  the external backup (``kd.core.proofflow.ProofFlow.after_upload``; the result's
+  ``proofs``); one ``upload_status`` report per such session is enqueued carrying the proof
+  (docs/platform-api.md §6.1); after a cut, the sessions touched are reported without
+  one. Rooms not yet recovered are named in ``warnings``. A result the
   backup marked missing (damaged spool file) keeps step 2 refused, with a message that
   names it and says how to recover it again, until a new backup holds it.
 - ``snapshot()``: per session 考场数 | 已回收 | 文件大小 | 已上报 | 上报状态
-  (全部未上报 / N个未上报 / 全部已上报), and the state of the external backup.
+  (全部未上报 / N个未上报 / 全部已上报) and its kept proof's summary (``proof``), and the
+  state of the external backup.
 """
 
 import base64
@@ -30,6 +36,7 @@ from kd.core.context import Context
 from kd.core.external import BackupRequired, ExternalBackup
 from kd.core.labels import result_label, session_label, session_names
 from kd.core.lifecycle import RoomSessionEvent
+from kd.core.proofflow import ProofFlow
 from kd.core.records import JsonObject
 from kd.core.recovery import RecoveryService
 from kd.core.states import UploadStatus
@@ -59,9 +66,12 @@ def size_text(size: int) -> str:
 class UploadService:
     """考后上报: external backup (step 1), resumable upload with receipts (step 2)."""
 
-    def __init__(self, ctx: Context, outbox: Any, recovery: Optional[RecoveryService] = None) -> None:
+    def __init__(self, ctx: Context, outbox: Any, recovery: Optional[RecoveryService] = None,
+                 proofs: Optional[ProofFlow] = None) -> None:
         self.ctx = ctx
         self.outbox = outbox
+        #: the completeness proofs after the receipts (None: no proof, as before issue 16)
+        self.proofs = proofs
         self.recovery = recovery if recovery is not None else RecoveryService(ctx, outbox)  # the core hands its own
         #: one backup or upload at a time (a second click while one runs is refused)
         self._busy = threading.Lock()
@@ -93,10 +103,11 @@ class UploadService:
 
         ``progress`` is called with ``{"room", "session", "index", "count", "sent", "size"}``.
         Returns ``{"uploaded": [...], "already": n, "warnings": [...], "not_recovered": [...],
-        "sessions": [...]}``. Raises ``NotLoaded`` before 导入考务, ``BackupRequired``
-        before a valid external backup of every recovered file, ``UserError`` when the
-        session has nothing recovered or a spooled package is damaged, and the
-        platform's ``PlatformError`` when the upload is cut (what got through is kept:
+        "proofs": [proof summaries, ``kd.core.proofflow``], "sessions": [...]}``. Raises
+        ``NotLoaded`` before 导入考务, ``BackupRequired`` before a valid external backup of
+        every recovered file, ``UserError`` when the session has nothing recovered or a
+        spooled package is damaged, and the platform's ``PlatformError`` when the upload is
+        cut (what got through is kept:
         call again to 续报), ``UserError`` while another backup or upload runs.
         """
         release = self._claim()
@@ -147,21 +158,47 @@ class UploadService:
         touched: List[str] = []
         if pending:
             platform = ctx.platform_or_raise("外部存储中的备份（交监控平台导入）")
+            done = False
             try:
                 for index, rec in enumerate(pending):
                     uploaded.append(self._upload_one(platform, rec, site, index, len(pending), progress, actor))
                     if rec["session"] not in touched:
                         touched.append(rec["session"])
+                done = True
             except UserError as e:
                 with ctx.lock:
                     ctx.record(actor, names.RESULTS_UPLOAD_INTERRUPTED, uploaded=len(uploaded),
                                left=len(pending) - len(uploaded), error=e.cause)
                 raise
             finally:
-                for sid in touched:
-                    self._report_status(sid)
+                if not done:  # cut: what got through is reported, the proof waits for 续报
+                    for sid in touched:
+                        self._report_status(sid)
+        proofs = []
+        for sid in touched + self._proof_again(scope, touched):  # the receipts are in
+            summary, doc = self.proofs.after_upload(sid, actor) if self.proofs is not None else (None, None)
+            self._report_status(sid, summary, doc)
+            if summary is not None:
+                proofs.append(summary)
+                external = summary.get("external") or {}
+                if external.get("problem"):
+                    warnings.append(external["problem"])
         return {"uploaded": uploaded, "already": already, "warnings": warnings, "not_recovered": not_recovered,
-                "sessions": self.snapshot()["sessions"]}
+                "proofs": proofs, "sessions": self.snapshot()["sessions"]}
+
+    def _proof_again(self, scope: List[Dict[str, Any]], touched: List[str]) -> List[str]:
+        """Sessions of ``scope`` not uploaded to now, with uploads, whose kept proof is missing or fails."""
+        if self.proofs is None:
+            return []
+        out: List[str] = []
+        for rec in scope:
+            sid = rec["session"]
+            if sid in touched or sid in out or not self._uploaded(rec):
+                continue
+            status = self.proofs.status(sid)
+            if status is None or not status["ok"]:
+                out.append(sid)
+        return out
 
     @staticmethod
     def _uploaded(rec: Dict[str, Any]) -> bool:
@@ -203,7 +240,8 @@ class UploadService:
         return {"room": room, "session": sid, "sha256": receipt.sha256, "size": receipt.size,
                 "file_id": receipt.file_id, "received_at": upload["received_at"]}
 
-    def _report_status(self, session_id: str) -> None:
+    def _report_status(self, session_id: str, proof: Optional[JsonObject] = None,
+                       document: Optional[Dict[str, Any]] = None) -> None:
         with self.ctx.lock:
             plan = self.recovery.plan_or_none()
             rooms = [p for p in (plan.pairs if plan else []) if p[1] == session_id]
@@ -213,6 +251,10 @@ class UploadService:
                     "receipts": [{"room_code": r["room"], "file_id": r["upload"]["file_id"],
                                   "sha256": r["upload"]["sha256"], "size": r["upload"]["size"],
                                   "received_at": r["upload"]["received_at"]} for r in done]}
+            if document is not None and proof is not None:  # docs/platform-api.md §6.1
+                data.update(proof=document, proof_sha256=proof["sha256"])
+            elif proof is not None and proof.get("error"):
+                data["proof_error"] = proof["error"]
             self.outbox.enqueue("upload_status", data, session_id=session_id)
 
     # -- the §5.2 table --------------------------------------------------------------------
@@ -221,7 +263,8 @@ class UploadService:
 
         ``{"columns", "sessions": [{"session", "session_name", "rooms" 考场数,
         "recovered" 已回收, "size" (bytes), "size_text" 文件大小, "uploaded" 已上报,
-        "not_uploaded", "status" 上报状态}], "external": checks/external | None,
+        "not_uploaded", "status" 上报状态, "proof" (the kept proof's summary,
+        ``kd.core.proofflow``; None before it was built)}], "external": checks/external | None,
         "backup_current": bool, "not_backed_up", "damaged" (of those, the ones the backup
         marked missing: ``{"room", "session", "sha256", "problem", "label"}``),
         "damaged_remedy" (how to recover them again, "" when none), "can_upload",
@@ -248,7 +291,8 @@ class UploadService:
             status = labels.upload_status_label(_upload_status(uploaded, left), left)
             rows.append({"session": sid, "session_name": session.get("name", sid), "rooms": len(rooms),
                          "recovered": len(recs), "size": size, "size_text": size_text(size), "uploaded": uploaded,
-                         "not_uploaded": max(left, 0), "status": status})
+                         "not_uploaded": max(left, 0), "status": status,
+                         "proof": self.proofs.status(sid) if self.proofs is not None and uploaded else None})
         return {
             "columns": [list(c) for c in COLUMNS],
             "sessions": rows,
