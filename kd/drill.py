@@ -2,6 +2,7 @@
 
     python3 main.py drill --rooms N [--candidates C] [--result-mb M] [--sessions S]
                           [--mode mock|formal] [--json] [--keep] [--timeout SECONDS]
+                          [--no-upload K] [--outage K] [--skew K]
 
 ``run_drill(DrillOptions(...), work_dir)`` does, in a fresh work folder (``work_dir``;
 ``main.py`` makes a temp folder), the manual's exam day end to end:
@@ -39,6 +40,14 @@
    first K proctors never upload; the day goes on without their rooms and ends ``ok:
    false``, its failures naming the rooms, the proof's failing check among them.
 
+The watch over the exam (``kd.drillwatch``, issue 15): ``--outage K``: the first K proctors
+lose their connection for a simulated 90 s mid-exam; the drill confirms each outage the
+site drafts and grants its 补时 on site (in ``session_<id>``), the proctors honour it.
+``--skew K``: the first K proctors' clocks run 5 minutes ahead. The drill site's watch is
+scaled by the proctors' speed (20 with ``--outage``; docs/timeline.md §6). After
+``run_sessions`` what the site raised is checked against what was injected (failures
+``outage: …`` / ``skew: …``; ``expect_outage`` / ``expect_skew``: another expectation).
+
 Every step and check is waited on with deadlines (events and conditions, no fixed
 sleeps). The report (``run_drill`` returns it; ``--json`` prints it as one line)::
 
@@ -47,9 +56,14 @@ sleeps). The report (``run_drill`` returns it; ``--json`` prints it as one line)
      "results_at_platform": 10, "receipts_verified": 20, "proofs_verified": 1,
      "proof_files": ["WORK/proofs/考点数据完整性证明(11003-1).json"], "reports": {"seal_check": 1, ...},
      "proctors": {...the simulator's counts...}, "seconds": 7.9,
+     "time_scale": 1.0, "injected": {"outage": 0, "skew": 0}, "alarms": {"overdue": 2},
+     "incidents": [], "extra_time_granted": [], "clock_skew_max_s": 0.0,
      "steps": [{"step": "login", "ok": true, "seconds": 0.31}, ...],
      "failures": [], "work_dir": null}
 
+The watch's fields (``kd.drillwatch`` documents them; ``--outage 2 --skew 2``: ``"alarms":
+{"room_lost": 2, "clock_skew": 2}``, two ``outage`` incidents of ``lost_min`` ≈ 1.5, two
+grants of 2 minutes, ``"clock_skew_max_s": 300.0``).
 ``proofs_verified`` counts the sessions whose proof verified both locally and at the
 simulator; ``proof_files`` lists the exported proofs (empty unless the folder is kept).
 ``failures`` lists every failed check (a failed step stops the day; the checks after the
@@ -225,7 +239,9 @@ class Drill:
         o = self.options
         for folder in (self.data_dir, self.usb, self.external):
             os.makedirs(folder, exist_ok=True)
-        duration, gap = self._schedule()
+        from kd.drillwatch import schedule_of  # noqa: PLC0415
+
+        duration, gap = schedule_of(o)  # ``schedule``'s; shorter sessions with outages
         site = {"site_code": o.site_code, "rooms": o.rooms, "sessions": o.sessions, "candidates": o.candidates,
                 "first_start_in": o.first_start_in, "duration": duration, "gap": gap, "room_kb": o.room_kb}
         from kd.lan.simulator import own_addresses_work  # noqa: PLC0415
@@ -237,21 +253,7 @@ class Drill:
             raise DrillFailed("the app did not start in drill mode")
         from kd import drillwatch  # noqa: PLC0415
 
-        self.watch = drillwatch.start(self, self._speed())
-
-    def _schedule(self) -> Tuple[int, int]:
-        """(duration, gap) of the drill's sessions: ``schedule``'s, shorter with outages (kd.drillwatch)."""
-        from kd.drillwatch import watched_schedule  # noqa: PLC0415
-
-        o = self.options
-        duration, gap = schedule(o.sessions, o.first_start_in)
-        return watched_schedule(duration, gap) if o.outage else (duration, gap)
-
-    def _speed(self) -> float:
-        """The proctors' speed: a session in ``session_s``; with outages ``kd.drillwatch.WATCH_SPEED``."""
-        from kd.drillwatch import WATCH_SPEED  # noqa: PLC0415
-
-        return WATCH_SPEED if self.options.outage else self._schedule()[0] * 60.0 / max(self.options.session_s, 0.01)
+        self.watch = drillwatch.start(self, drillwatch.speed_of(o))
 
     def _login(self) -> None:
         accounts = self.site.core.accounts
@@ -278,9 +280,9 @@ class Drill:
 
         o = self.options
         rooms = rooms_from_site_info(kdinfo_path, o.rooms)
-        from kd.drillwatch import sim_fields  # noqa: PLC0415
+        from kd.drillwatch import sim_fields, speed_of  # noqa: PLC0415
 
-        sim_options = SimOptions(result_mb=o.result_mb, speed=self._speed(),
+        sim_options = SimOptions(result_mb=o.result_mb, speed=speed_of(o),
                                  permit_every=0.05, permit_timeout=o.timeout, connect_timeout=30.0,
                                  timeout=30.0, work_dir=os.path.join(self.work, "proctors"), own_address=True,
                                  no_upload=o.no_upload, **sim_fields(o))

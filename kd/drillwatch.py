@@ -59,15 +59,19 @@ within a tick raises none): they are reported, not checked.
 ``outage:`` or ``skew:``), against the expected counts (by default what was injected;
 ``DrillOptions.expect_outage`` / ``expect_skew`` let a test expect otherwise):
 
-- outage K: the proctors lost their connection K times; K ``room_lost`` alarms, of those
-  rooms; K ``outage`` incidents, confirmed, of those rooms, each ``lost_min`` within
-  ``LOST_MIN_RANGE`` (1.4 … 3.0: 1.5 plus the reconnect and up to 4.5 real seconds of a
-  loaded machine); K grants of those rooms, each acknowledged by its proctor (``acked_at``);
-  no other incident;
-- skew K: K ``clock_skew`` alarms, of the skewed rooms, and ``clock_skew_max_s`` within
-  ``SKEW_TOLERANCE_S`` (10 s) of 300;
-- none of either: no ``room_lost`` (resp. ``clock_skew``) alarm, no incident, no grant, and
-  ``clock_skew_max_s`` within 10 s of 0 (or null).
+- outage K: the proctors lost their connection as often as injected; K ``room_lost``
+  alarms, of the outage rooms; K ``outage`` incidents, confirmed, of those rooms, each
+  ``lost_min`` within ``LOST_MIN_RANGE`` (1.3 … 3.0: the records hold whole seconds, and at
+  scale 20 one second is a third of a simulated minute, so a 4.5 s outage reads 1.33 or
+  1.67; up to 3.0 allows 4.5 more real seconds of a loaded machine before the reconnect);
+  K grants (2 minutes each, tier ``on_site``) of those rooms, each acknowledged by its
+  proctor (``acked_at``);
+- skew K: ``clock_skew`` alarms of exactly the K skewed rooms (one per room and session:
+  the drill's sessions all start after its day, so a room is alarmed for each), none
+  site-wide, and ``clock_skew_max_s`` within ``SKEW_TOLERANCE_S`` (10 s) of 300;
+- none of either: no ``room_lost`` (resp. room ``clock_skew``) alarm, no incident, no
+  grant, and ``clock_skew_max_s`` within 10 s of 0 (or null);
+- never an incident of another kind (a late start, an unpermitted start, a room not ended).
 
 Before checking, the drill waits (at most ``SETTLE_S``) until the site raised at least what
 the proctors actually did (their outages; the skewed rooms' alarms), so the check never
@@ -121,6 +125,20 @@ def watched_schedule(duration: int, gap: int) -> Tuple[int, int]:
     """A drill with outages: sessions of at most ``WATCH_DURATION_MIN``, starting when they did."""
     short = min(duration, WATCH_DURATION_MIN)
     return short, gap + duration - short
+
+
+def schedule_of(options: Any) -> Tuple[int, int]:
+    """(duration, gap) of the sessions of a drill of ``options``: ``kd.drill.schedule``'s, with
+    outages ``watched_schedule``'s."""
+    from kd.drill import schedule  # noqa: PLC0415 - kd.drill imports this module
+
+    duration, gap = schedule(options.sessions, options.first_start_in)
+    return watched_schedule(duration, gap) if options.outage else (duration, gap)
+
+
+def speed_of(options: Any) -> float:
+    """The proctors' speed: a session in ``session_s`` real seconds; with outages ``WATCH_SPEED``."""
+    return WATCH_SPEED if options.outage else schedule_of(options)[0] * 60.0 / max(options.session_s, 0.01)
 
 
 def scaled_rules(scale: float) -> Tuple[Rules, DraftRules]:
