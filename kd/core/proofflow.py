@@ -35,7 +35,7 @@ import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from kd import fileio
-from kd.core import model
+from kd.core import model, names
 from kd.core.context import Context
 from kd.core.labels import session_label
 from kd.core.records import JsonObject
@@ -168,12 +168,8 @@ class ProofFlow:
                     "problem": "外部存储上的证明读回校验失败（{}）：请更换U盘或移动硬盘后"
                                "重新备份并上报。".format(target)}
         with self.ctx.lock:
-            self.ctx.record(actor, PROOF_COPIED, path=target, sha256=digest, size=size)
+            self.ctx.record(actor, names.PROOF_COPIED, path=target, sha256=digest, size=size)
         return {"path": target, "ok": True, "problem": None}
-
-
-#: the audit action of the proof's copy next to the external backup
-PROOF_COPIED = "proof.copied"
 
 
 def proofs_of(results: List[JsonObject]) -> Dict[str, JsonObject]:
