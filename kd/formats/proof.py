@@ -6,7 +6,7 @@ room's result package, its external backup copy and its platform receipt
 verifier). This module is pure: it needs no site, only the document and, to verify, the
 platform's public keys (``TrustedKeys``).
 
-File (UTF-8 JSON, any whitespace; ``encode`` writes it sorted and indented)::
+File (UTF-8 JSON, any whitespace; ``encode`` writes it as one canonical line)::
 
     {"format": "kd-proof/1",
      "body": {"format_version": 1, "kind": "completeness_proof", "site_code", "session_id",
@@ -148,8 +148,8 @@ def seal(body: Dict[str, Any], sign: Callable[[bytes], Sequence[Any]]) -> Dict[s
 
 
 def encode(doc: Mapping[str, Any]) -> bytes:
-    """The file bytes: sorted keys, indent 1, non-ASCII as is, one trailing newline."""
-    return (json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode("utf-8")
+    """The file bytes: the canonical JSON of the whole document (one line) and a newline."""
+    return (canonical_json(doc) + "\n").encode("utf-8")
 
 
 def document_sha256(data: bytes) -> str:
