@@ -129,9 +129,9 @@ def grant_lines(grants: Sequence[Dict[str, Any]]) -> str:
     """The 补时 granted in the session, one line each ("" when none)."""
     lines = []
     for g in grants:
-        lines.append("补时：考场 {} {} 分钟（合计 {} 分钟，预计结束 {}，{}，{} 批准；{}）".format(
-            g["room"], g["minutes"], g["total_min"], shown(g["expected_end"]),
-            "经机考锁二次确认" if g.get("tier") == Tier.DONGLE.value else "当场批准", g.get("granted_by") or "",
+        lines.append("补时：考场 {} {} 分钟（合计 {} 分钟，预计结束 {}；{} {}；{}）".format(
+            g["room"], g["minutes"], g["total_min"], shown(g["expected_end"]), g.get("granted_by") or "",
+            "经二次确认并验证机考锁后批准" if g.get("tier") == Tier.DONGLE.value else "当场批准",
             "监考机已确认收到" if g.get("acked_at") else "等待监考机确认收到"))
     return "\n".join(lines)
 
