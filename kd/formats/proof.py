@@ -358,11 +358,16 @@ def _no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+def _no_number(text: str) -> Any:
+    raise _Bad("含有非整数的数值（{}）".format(text[:20]))
+
+
 def _parse(data: bytes) -> Dict[str, Any]:
     if len(data) > MAX_BYTES:
         raise _Bad("文件过大（{} 字节）".format(len(data)))
     try:
-        doc = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates,
+                         parse_float=_no_number, parse_constant=_no_number)
     except (UnicodeDecodeError, ValueError):
         raise _Bad("不是有效的 JSON 文件") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -449,6 +454,11 @@ def challenge_message(lock_id: str, nonce: bytes, clock_ms: int) -> bytes:
 
 # -- verifying -------------------------------------------------------------------------
 
+def _key(entry: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """What a recorded check must repeat: id, ok, room, ticket (the message is for people)."""
+    return entry.get("id"), entry.get("ok"), entry.get("room"), entry.get("ticket")
+
+
 def verify(data: bytes, trusted: TrustedKeys) -> Verdict:
     """Check a proof file with nothing but the platform's public keys (docs/formats.md order).
 
@@ -456,7 +466,8 @@ def verify(data: bytes, trusted: TrustedKeys) -> Verdict:
     and names this site and session (``manifest``); 3. the signature is the manifest's
     dongle's over ``digest(body)`` (``signature``); 4. every check recomputed from the
     body holds (its own id: ``attendance``, ``result_hash``, ``receipt`` …); 5. the
-    recorded ``checks`` equal the recomputed ones (``checks``). Never raises for a bad file.
+    recorded ``checks`` repeat the recomputed ones (id, ok, room, ticket, in order:
+    ``checks``). Never raises for a bad file.
     """
     try:
         doc = _parse(data)
@@ -484,6 +495,6 @@ def verify(data: bytes, trusted: TrustedKeys) -> Verdict:
         failures.append(_fail(FORMAT_ID, None, None, "{}的内容不完整（{!r}）。{}".format(WHAT, e, REMEDY_FILE)))
         return Verdict(False, tuple(failures), body)
     failures.extend(check for check in checks if not check.ok)
-    if [check.as_dict() for check in checks] != body["checks"]:
+    if [_key(check.as_dict()) for check in checks] != [_key(entry) for entry in body["checks"]]:
         failures.append(_fail(RECORDED, None, None, "证明中记录的检查结果与重新计算的结果不符。{}".format(REMEDY_FILE)))
     return Verdict(not failures, tuple(failures), body)

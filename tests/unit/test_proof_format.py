@@ -202,3 +202,12 @@ def test_preview_stage_expects_no_receipt_and_a_backup_only_once_one_was_made(ca
     body["rooms"][0]["backup"] = {"sha256": SHA, "size": 100, "valid": True}
     failed = [c for c in P.run_checks(body, trusted, P.PREVIEW) if not c.ok]
     assert [(c.id, c.room) for c in failed] == [("backup", "R2"), ("backup", "R3")]
+
+
+def test_a_recorded_message_in_other_words_still_verifies_but_a_float_is_refused(case):
+    body, dongle, trusted = case
+    recorded = [dict(c.as_dict(), message="旧版本的说明") for c in P.run_checks(body, trusted)]
+    data = sealed(body, dongle, trusted, recorded=recorded)
+    assert P.verify(data, trusted).ok
+    floated = data.replace(b'"seq":3', b'"seq":3.0')
+    assert floated != data and P.verify(floated, trusted).first.id == "format"
