@@ -21,7 +21,8 @@ def steps(sessions):
     """The drill's steps: one sync, then each session verified and run in turn (the admin's day)."""
     per_session = [name for n in range(1, sessions + 1) for name in ("verify_{}".format(n), "session_{}".format(n))]
     return (["start", "login", "setup", "load", "export_site_info", "register_rooms", "authorize", "seal_check",
-             "sync_lock"] + per_session + ["run_sessions", "recover", "backup_external", "upload", "platform_check"])
+             "sync_lock"] + per_session + ["run_sessions", "recover", "backup_external", "upload", "platform_check",
+                                           "proofs"])
 
 
 def assert_complete(report, rooms, sessions):
@@ -31,6 +32,7 @@ def assert_complete(report, rooms, sessions):
     assert report["results_expected"] == expected
     assert report["results_received"] == report["results_uploaded"] == report["results_at_platform"] == expected
     assert report["receipts_verified"] == 2 * expected  # the platform's and the site's copy
+    assert report["proofs_verified"] == sessions  # each session's proof, here and at the platform (issue 16)
     assert [s["step"] for s in report["steps"]] == steps(sessions) and all(s["ok"] for s in report["steps"])
     proctors = report["proctors"]
     assert (proctors["registered"], proctors["data_imported"], proctors["uploads"]) == (rooms, rooms, expected)
@@ -71,7 +73,8 @@ def test_drill_formal_with_sessions(tmp_path):
     assert_complete(report, 3, 3)
     assert report["mode"] == "formal"
     backups = os.listdir(str(tmp_path / "external"))
-    assert len(backups) == 1 and len(os.listdir(str(tmp_path / "external" / backups[0]))) == 9 + 1  # + manifest
+    # 9 results + the manifest + each session's completeness proof
+    assert len(backups) == 1 and len(os.listdir(str(tmp_path / "external" / backups[0]))) == 9 + 1 + 3
 
 
 def test_drill_reports_a_failed_step_and_stops(tmp_path):
