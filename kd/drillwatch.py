@@ -65,7 +65,8 @@ within a tick raises none): they are reported, not checked.
   scale 20 one second is a third of a simulated minute, so a 4.5 s outage reads 1.33 or
   1.67; up to 3.0 allows 4.5 more real seconds of a loaded machine before the reconnect);
   K grants (2 minutes each, tier ``on_site``) of those rooms, each acknowledged by its
-  proctor (``acked_at``);
+  proctor (``acked_at``) and run by it (``honoured``: the proctor took the room's total and
+  its session lasted at least (duration + total) × 60 / speed real seconds);
 - skew K: ``clock_skew`` alarms of exactly the K skewed rooms (one per room and session:
   the drill's sessions all start after its day, so a room is alarmed for each), none
   site-wide, and ``clock_skew_max_s`` within ``SKEW_TOLERANCE_S`` (10 s) of 300;
@@ -79,6 +80,7 @@ races a tick; a site that does not is then named by the check.
 """
 
 import dataclasses
+import datetime
 import logging
 import threading
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -198,8 +200,38 @@ def finish(drill: Any) -> None:
     alarm_rooms = {kind: watch.alarm_rooms(kind) for kind in ("room_lost", "clock_skew")}
     found = watch.failures + check(watch.fields(), expect, rooms[:o.outage], skew_rooms, alarm_rooms,
                                    drill.proctors.get("outages", 0), acked)
-    for failure in found:
+    for failure in found + honoured(drill):
         drill.fail(failure)
+
+
+def honoured(drill: Any) -> List[str]:
+    """Each granted 补时 was run by its proctor: it took the room's total for the session and
+    its session lasted at least the session's length plus that, at its speed (its own clock,
+    less a tenth of a second for the two clocks it reads)."""
+    totals: Dict[Tuple[str, str], int] = {}
+    for g in drill.site.core.extra_time.grants():
+        key = (g["room"], g["session"])
+        totals[key] = max(totals.get(key, 0), int(g["total_min"]))
+    proctors = {p.room: p for p in drill.sim.proctors}
+    duration = schedule_of(drill.options)[0]
+    out = []
+    for (room, sid), total in sorted(totals.items()):
+        report = proctors[room].report if room in proctors else None
+        took = report.extra_time.get(sid, 0) if report is not None else 0
+        if took != total:
+            out.append("outage: the proctor of room {} took {} minutes of 补时 for session {}, {} were granted".format(
+                room, took, sid, total))
+            continue
+        began, ended = (datetime.datetime.fromisoformat(t[sid]) if t.get(sid) else None
+                        for t in (report.started_at, report.ended_at))
+        if began is None or ended is None:
+            continue  # it did not run the session: the proctors' own failure
+        ran = (ended - began).total_seconds()
+        due = (duration + total) * 60.0 / speed_of(drill.options)
+        if ran < due - 0.1:
+            out.append("outage: the proctor of room {} ran session {} for {:.1f} s, less than its {:.1f} s with "
+                       "the 补时".format(room, sid, ran, due))
+    return out
 
 
 class Watch:
