@@ -73,6 +73,7 @@ class IncidentsView:
     session_id: Optional[str]
     session_name: str
     now: str
+    room: Optional[str] = None  # the room the table is filtered to (None: every room)
 
 
 def incident_row(doc: Dict[str, Any]) -> Dict[str, Any]:
@@ -214,16 +215,17 @@ class IncidentsPage(LivePage):
             mon = core.monitor.view(None)
         session = mon.session or {}
         sid = session.get("id")
+        rooms = tuple(r.room for r in mon.rows)
+        room = self._room if self._room in rooms else None  # a room not in this session: every room
         docs: List[Dict[str, Any]] = []
         grants: List[Dict[str, Any]] = []
         if sid is not None:
-            for doc in core.incidents.list(session=sid, room=self._room):
+            for doc in core.incidents.list(session=sid, room=room):
                 docs.append(dict(doc, lost_min=core.incidents.lost_minutes(doc),
                                  counts=counts_text(doc, core.extra_time.rules.lost_kinds)))
-            grants = core.extra_time.grants(room=self._room, session=sid)
-        rooms = tuple(r.room for r in mon.rows)
+            grants = core.extra_time.grants(room=room, session=sid)
         return IncidentsView(tuple(docs), rooms, tuple(grants), tuple(mon.sessions), sid,
-                             session.get("name") or (sid or ""), core.ctx.now().astimezone(CST).strftime(SHOWN))
+                             session.get("name") or (sid or ""), core.ctx.now().astimezone(CST).strftime(SHOWN), room)
 
     # -- rendering (Tk) --------------------------------------------------------------------
     def render(self, view: IncidentsView) -> None:
@@ -232,7 +234,9 @@ class IncidentsPage(LivePage):
         values = [ALL_ROOMS] + list(view.rooms)
         if list(self.room_box.cget("values")) != values:
             self.room_box.configure(values=values)
-        self.room_box.current(values.index(self._room) if self._room in values else 0)
+        if self._room not in view.rooms:  # the chosen room is not one of this session's
+            self._room = None
+        self.room_box.current(values.index(self._room) if self._room is not None else 0)
         drafted = sum(1 for d in view.incidents if d["state"] == IncidentState.DRAFTED.value)
         if not view.sessions:
             _set(self.hint, "尚未导入考务，没有考场情况记录。")

@@ -305,3 +305,16 @@ def test_print_opens_the_sheet(site, gui_root, scripted):
     pump_until(gui_root, lambda: len(opened) == 2, what="the session's sheets opened")
     assert opened[1].endswith(".html") and opened[1] != opened[0]
     scripted.check()
+
+
+def test_a_room_not_in_the_chosen_session_shows_every_room(site, gui_root):
+    env, core, shell = site
+    room = rooms_of_session_1(env)[0]
+    core.incidents.add(room=room, session="1", category="other", start=core.ctx.now(), end=None,
+                       description="考场照明故障", actor="admin")
+    page = open_page(shell, gui_root)
+    pump_until(gui_root, lambda: column(page, "room") == [room], what="the record")
+    page.choose_room("99999999")  # chosen in another session (or a package since replaced)
+    pump_until(gui_root, lambda: page._room is None and page.last.room is None and column(page, "room") == [room],
+               what="every room")
+    assert page.room_box.current() == 0 and page._target_room() is None
