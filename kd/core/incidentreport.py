@@ -4,8 +4,12 @@ When a session's every room has ended (its ``session_ended`` report was enqueued
 ``sessions/<id>.ended_reported_at``, kd.core.monitor), ``IncidentReporter.report(session)``
 enqueues one report of kind ``incidents`` (docs/platform-api.md §6.2)::
 
-    {"session_id": "1", "version": 1, "content_sha256": "<64 hex>",
+    {"session_id": "1", "mode": "formal", "version": 1, "content_sha256": "<64 hex>",
      "incidents": [<incident>, ...], "extra_time": [<grant>, ...]}
+
+``mode``: the site's exam mode (``formal`` 正式考试 / ``mock`` 模拟考试, ``settings/site``):
+模考转正考 clears the runtime DB, so the formal exam's versions start at 1 again, and the
+platform keeps a session's versions per mode.
 
 ``incidents``: every incident of the session (all states: a dismissed draft is reported as
 dismissed), by number; ``extra_time``: every grant, by number (fields: ``incident_doc`` /
@@ -124,7 +128,7 @@ class IncidentReporter:
             if last.get("content_sha256") == digest:
                 return None
             version = int(last.get("version") or 0) + 1
-            data = dict(content, version=version, content_sha256=digest)
+            data = dict(content, mode=self.ctx.mode(), version=version, content_sha256=digest)
             item = self.outbox.enqueue(KIND, data, session_id=session_id)
             log.info("incidents report of session %s: version %d (%d incidents, %d grants)", session_id, version,
                      len(content["incidents"]), len(content["extra_time"]))

@@ -3,11 +3,12 @@
 ``check(body)`` validates a report of kind ``incidents`` before it is recorded and raises
 ``ApiError(400, "bad_incidents", <Chinese message naming the field>)`` for a bad shape:
 ``data.session_id`` a code (equal to the envelope's ``session_id`` when that is given),
-``data.version`` an integer ≥ 1, ``data.content_sha256`` the SHA-256 of the canonical JSON
-of ``{"session_id", "incidents", "extra_time"}`` (recomputed here), ``data.incidents`` and
-``data.extra_time`` lists (at most ``MAX_ITEMS`` each) of objects with every field of §6.2
-in its type. ``latest(lines)``: from the report log's lines, each session's highest version
-(what ``GET /_sim/received`` shows as ``incidents``, §8).
+``data.mode`` ``formal`` or ``mock``, ``data.version`` an integer ≥ 1,
+``data.content_sha256`` the SHA-256 of the canonical JSON of ``{"session_id", "incidents",
+"extra_time"}`` (recomputed here), ``data.incidents`` and ``data.extra_time`` lists (at
+most ``MAX_ITEMS`` each) of objects with every field of §6.2 in its type.
+``latest(lines)``: from the report log's lines, each (site, session, mode)'s highest
+version (what ``GET /_sim/received`` shows as ``incidents``, §8).
 """
 
 import hashlib
@@ -25,6 +26,7 @@ ID_RE = re.compile(r"[0-9]{1,12}", re.ASCII)
 SHA_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 CATEGORIES = ("device", "network", "candidate", "staff", "other")
 STATES = ("drafted", "confirmed", "dismissed")
+MODES = ("formal", "mock")
 TIERS = ("on_site", "dongle")
 
 
@@ -126,6 +128,7 @@ def check(body: Dict[str, Any]) -> None:
     _str(data, "session_id", "data.", pattern=CODE_RE)
     if body.get("session_id") is not None and body["session_id"] != data["session_id"]:
         raise _bad("data.session_id（与 session_id 不同）")
+    _choice(data, "mode", "data.", MODES)
     _int(data, "version", "data.", low=1)
     _str(data, "content_sha256", "data.", pattern=SHA_RE)
     for n, item in enumerate(_list(data, "incidents")):
@@ -137,8 +140,8 @@ def check(body: Dict[str, Any]) -> None:
 
 
 def latest(lines: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each (site, session)'s highest version of the ``incidents`` reports in ``lines`` (the
-    report log), by site and session: ``{"site_code", "session_id", "version", "versions",
+    """Each (site, session, mode)'s highest version of the ``incidents`` reports in ``lines`` (the
+    report log), by site, session and mode: ``{"site_code", "session_id", "mode", "version", "versions",
     "report_id", "received_at", "incidents", "extra_time"}`` (``versions``: every version
     received, in order; equal versions: the later received wins)."""
     best: Dict[Any, Dict[str, Any]] = {}
@@ -148,14 +151,15 @@ def latest(lines: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         if report.get("kind") != KIND:
             continue
         data = report.get("data") or {}
-        key = (report.get("site_code"), data.get("session_id"))
+        key = (report.get("site_code"), data.get("session_id"), data.get("mode"))
         seen.setdefault(key, []).append(int(data.get("version") or 0))
         if key not in best or int(data.get("version") or 0) >= best[key]["version"]:
             best[key] = {"site_code": report.get("site_code"), "session_id": data.get("session_id"),
+                         "mode": data.get("mode"),
                          "version": int(data.get("version") or 0), "report_id": line.get("report_id"),
                          "received_at": line.get("received_at"), "content_sha256": data.get("content_sha256"),
                          "incidents": data.get("incidents"), "extra_time": data.get("extra_time")}
     out = []
-    for key in sorted(best, key=lambda k: (str(k[0]), str(k[1]))):
+    for key in sorted(best, key=lambda k: (str(k[0]), str(k[1]), str(k[2]))):
         out.append(dict(best[key], versions=seen[key]))
     return out

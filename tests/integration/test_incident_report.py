@@ -66,7 +66,8 @@ def test_one_report_at_the_end_none_again_after_a_restart_and_version_2_after_a_
     assert "session_ended" in [r["kind"] for r in core.monitor.tick()]
     (item,) = stored(core)  # enqueued with the end, before the tick returned
     data = item["data"]
-    assert (data["session_id"], data["version"]) == ("1", 1) and data["content_sha256"] == content_sha256(data)
+    assert (data["session_id"], data["mode"], data["version"]) == ("1", "formal", 1)
+    assert data["content_sha256"] == content_sha256(data)
     assert [i["id"] for i in data["incidents"]] == sorted([added["id"]] + [d["id"] for d in drafts], key=int)
     first = next(i for i in data["incidents"] if i["id"] == added["id"])
     assert (first["room_code"], first["kind"], first["category"], first["state"], first["lost_min"]) == (
@@ -81,7 +82,7 @@ def test_one_report_at_the_end_none_again_after_a_restart_and_version_2_after_a_
     (sent,) = sent_incidents(env)
     assert sent["data"] == data and sent["session_id"] == "1"
     (view,) = received(env)["incidents"]
-    assert (view["session_id"], view["version"], view["versions"]) == ("1", 1, [1])
+    assert (view["session_id"], view["mode"], view["version"], view["versions"]) == ("1", "formal", 1, [1])
 
     # a restart: the reopened site's start catches up nothing (the report is stored and sent)
     env.site.close()
@@ -141,7 +142,7 @@ def good_data(session="1"):
             "id": "1", "room_code": "11003001", "minutes": 3, "total_min": 3, "tier": "on_site", "reason": "停电",
             "incidents": ["1"], "granted_by": "admin", "granted_at": "2026-06-13T09:21:00+08:00", "dongle": None,
             "expected_end": "2026-06-13T10:33:00+08:00", "acked_at": None}]}
-    return dict(data, version=1, content_sha256=content_sha256(data))
+    return dict(data, mode="mock", version=1, content_sha256=content_sha256(data))
 
 
 def rehash(data):
@@ -151,6 +152,7 @@ def rehash(data):
 @pytest.mark.parametrize("spoil,field", [
     (lambda d: d.pop("version"), "data.version"),
     (lambda d: d.update(version=0), "data.version"),
+    (lambda d: d.update(mode="test"), "data.mode"),
     (lambda d: d.update(content_sha256="0" * 64), "data.content_sha256"),
     (lambda d: d["incidents"][0].update(note="改过") , "data.content_sha256"),  # the content no longer hashes
     (lambda d: (d["incidents"][0].update(category="power"), rehash(d)), "data.incidents[0].category"),
@@ -177,5 +179,10 @@ def test_the_simulator_records_a_good_incidents_report_once(env):
     again = env.client.post_report(KIND, data, key, session_id="1", created_at="2026-06-13T10:40:00+08:00")
     assert first["duplicate"] is False and again["duplicate"] is True and again["report_id"] == first["report_id"]
     (view,) = received(env)["incidents"]
-    assert (view["session_id"], view["version"], view["report_id"]) == ("1", 1, first["report_id"])
+    assert (view["session_id"], view["mode"], view["version"]) == ("1", "mock", 1)
+    assert view["report_id"] == first["report_id"]
+    # the formal exam's version 1 of the same session is another record (模考转正考 starts the versions again)
+    formal = env.client.post_report(KIND, dict(data, mode="formal"), new_report_key(), session_id="1")
+    assert [(v["mode"], v["report_id"]) for v in received(env)["incidents"]] == [
+        ("formal", formal["report_id"]), ("mock", first["report_id"])]
     assert view["incidents"] == data["incidents"] and view["extra_time"] == data["extra_time"]
