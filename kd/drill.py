@@ -448,7 +448,9 @@ class Drill:
                                "candidates": o.candidates, "mode": o.mode}
         out.update(self.counts)
         out.update(self.proofs)
-        out.update(self.watch_fields)
+        from kd.drillwatch import empty_fields  # noqa: PLC0415
+
+        out.update(self.watch_fields or empty_fields(o))
         out.update({"reports": self.reports, "proctors": self.proctors,
                     "seconds": round(time.monotonic() - self.started, 2), "steps": self.steps,
                     "failures": list(self.failures), "work_dir": None})

@@ -75,6 +75,14 @@ def run_cli(opts: argparse.Namespace, work_dir: str) -> int:
             "成功" if report["ok"] else "失败", report["rooms"], report["sessions"], report["results_expected"],
             report["results_received"], report["results_uploaded"], report["results_at_platform"],
             report["receipts_verified"], report["seconds"]))
+        injected = report.get("injected") or {}
+        if injected.get("outage") or injected.get("skew"):
+            alarms = report.get("alarms") or {}
+            print("考中监测：模拟断网 {} 个 → 失去连接告警 {} 个、情况记录 {} 条、补时 {} 分钟；"
+                  "模拟时钟偏差 {} 个 → 时钟偏差告警 {} 个，最大偏差 {} 秒".format(
+                      injected.get("outage", 0), alarms.get("room_lost", 0), len(report.get("incidents") or []),
+                      sum(g["minutes"] for g in report.get("extra_time_granted") or []), injected.get("skew", 0),
+                      alarms.get("clock_skew", 0), report.get("clock_skew_max_s")))
         for failure in report["failures"]:
             print("失败：" + failure)
         if report["work_dir"]:

@@ -170,6 +170,12 @@ def sim_fields(options: Any) -> Dict[str, Any]:
     return {k: v for k, v in fields.items() if k in SimOptions._fields}
 
 
+def empty_fields(options: Any) -> Dict[str, Any]:
+    """The report's fields of a drill that stopped before its watch began."""
+    return {"time_scale": None, "injected": Injected(options.outage, options.skew)._asdict(), "alarms": {},
+            "incidents": [], "extra_time_granted": [], "clock_skew_max_s": None}
+
+
 def start(drill: Any, speed: float) -> "Watch":
     """The drill site is open (no package yet): its watch's rules, the ``Watch`` counting its alarms."""
     o = drill.options

@@ -9,12 +9,17 @@ alarm per skewed room and a largest estimated offset of about 300 s — and the 
 ``ok: false`` naming the check.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from kd.drill import DrillOptions, run_drill
 from kd.drillwatch import LOST_MIN_RANGE, SKEW_S, WATCH_SPEED
 from kd.lan.simulator import SimOptions
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_skew = pytest.mark.skipif("skew_rooms" not in SimOptions._fields,
                                 reason="the simulator has no skewed clocks yet")
 
@@ -65,3 +70,22 @@ def test_a_drill_whose_checks_expect_otherwise_is_not_ok(tmp_path):
     assert "skew: clock_skew alarms of 1 rooms, expected 0" in report["failures"]
     assert any(f.startswith("skew: clock_skew_max_s") for f in report["failures"])
     assert all(f.startswith("skew: ") for f in report["failures"]), report["failures"]
+
+
+@needs_skew
+def test_drill_command_with_a_skewed_clock(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "drill", "--rooms", "2", "--skew", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("演练成功")
+    assert lines[1].startswith("考中监测：模拟断网 0 个 → 失去连接告警 0 个、情况记录 0 条、补时 0 分钟；"
+                               "模拟时钟偏差 1 个 → 时钟偏差告警 1 个，最大偏差 ")
+
+
+def test_more_outages_than_rooms_stop_the_drill_at_its_start(tmp_path):
+    report = run_drill(DrillOptions(rooms=1, outage=2), str(tmp_path))
+    assert report["ok"] is False and [(s["step"], s["ok"]) for s in report["steps"]] == [("start", False)]
+    assert report["failures"] == ["start: ValueError: --outage 2 is not between 0 and the 1 rooms"]
+    assert _watch_fields(report) == {"time_scale": None, "injected": {"outage": 2, "skew": 0}, "alarms": {},
+                                     "incidents": [], "extra_time_granted": [], "clock_skew_max_s": None}
