@@ -6,6 +6,7 @@ simulator and the emulator keep, so the next seal check measures about +90 s.
 """
 
 import datetime
+import json
 
 import pytest
 
@@ -15,8 +16,11 @@ from kd.core.seal import SealCheckService
 from kd.core.timeline import TimelineService
 from kd.core.timelinerules import AlarmKind, ItemState
 from kd.core.verification import VerificationService
-from tests.integration.live_helpers import authorized_env
+from tests.integration.live_helpers import authorized_cli_env, authorized_env
+from tests.integration.test_control import ok
+from tests.support import cli as cli_support
 from tests.support.clocks import FakeMonotonic, ShiftedWall
+from tests.support.fixtures import closed_after
 
 
 @pytest.fixture
@@ -58,3 +62,19 @@ def test_the_site_clock_against_the_platform_and_the_dongle(site):
     assert site_clock(site).state is ItemState.DONE
     assert [(c.opened, c.alarm.key) for c in site.timeline.tick() if c.alarm.kind is AlarmKind.CLOCK_SKEW] == [
         (False, "-/site_clock/-")]
+
+
+cli_env = closed_after(authorized_cli_env)
+
+
+def test_timeline_json_carries_the_clock_items(cli_env):
+    """``main.py timeline --json`` on the folder: ``site_clock`` (the dongle measured by 授权验证) and each
+    session's ``skew`` with one entry per room (未知 here: no process holds the heartbeats)."""
+    data = json.loads(ok(cli_support.kd(cli_env, cli_env.data_dir, "timeline", "--session", "1", "--json",
+                                        password=None)).stdout)
+    items = {i["id"]: i for i in data["items"]}
+    assert [s["source"] for s in items["site_clock"]["skew"]] == ["platform", "dongle"]
+    skew = items["skew"]
+    assert skew["session"] == "1" and skew["skew"] and all(s["shown"] == "未知" and s["offset_s"] is None
+                                                            for s in skew["skew"])
+    assert skew["state"] in ("pending", "active") and items["started"]["skew"] == []
