@@ -37,7 +37,7 @@ like the window (no sender there: the next running instance delivers it).
 
 import hashlib
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from kd.core import model, names, records
 from kd.core.context import Context
@@ -112,7 +112,8 @@ class IncidentReporter:
 
     def reports(self, session_id: str) -> List[records.OutboxItem]:
         """The session's stored ``incidents`` reports, by version."""
-        found = [d for d in self.outbox.items() if d["kind"] == KIND and d.get("session_id") == session_id]
+        found = cast(List[records.OutboxItem],
+                     self.ctx.stores.runtime.find(model.OUTBOX, kind=KIND, session_id=session_id))
         return sorted(found, key=lambda d: int((d.get("data") or {}).get("version") or 0))
 
     def report(self, session_id: str) -> Optional[records.OutboxItem]:
