@@ -15,6 +15,7 @@
   instance lock (it reads only the file and those keys, so it also runs while the
   window is open). Exit 0 only when the signature and every check hold, 2 otherwise,
   printing the first failure (``attendance: 考场 … 准考证号 … …``) and the others after it.
+- ``proof sheet --session N [DIR]``: the 考点数据上报确认单 (``kd.cli.proofsheet``).
 """
 
 import base64
@@ -43,6 +44,9 @@ def register(commands: Any) -> None:
                    help="监控平台公钥（base64，或存放公钥的文件；可重复）；不给则用数据目录中受信任的监控平台公钥")
     p.set_defaults(file_handler=run_verify, writes=False)
     add_json(p)
+    from kd.cli.proofsheet import add_sheet  # noqa: PLC0415 - proof sheet: the 确认单 (kd.cli.proofsheet)
+
+    add_sheet(sub)
 
 
 def run_action(s: Session) -> int:

@@ -19,6 +19,9 @@ tool, the CLI and the headless upload all do the same):
   copies (fsync, read back past the OS cache, same SHA-256 and size). The document rides
   the session's ``upload_status`` report (docs/platform-api.md §6.1). A proof that cannot
   be built (no dongle answering…) is a summary with ``error``, never a failed upload.
+- ``sheet(session_id, folder=None) -> path``: the session's 考点数据上报确认单 (A4 HTML,
+  ``kd.core.proofsheet``) of its kept proof, verified now, in ``DATA/print/`` (or ``folder``);
+  ``UserError`` when no proof was built yet (上报 first).
 - ``status(session_id)``: the summary of the session's stored proof (verified again when
   its file's SHA-256 changed), or None: what the upload tool shows after a reopen.
 
@@ -29,13 +32,14 @@ the 确认单's), "path", "size", "external": {"path", "ok", "problem"} | None, 
 """
 
 import hashlib
+import json
 import logging
 import os
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
 from kd import fileio
-from kd.core import model, names
+from kd.core import model, names, proofsheet
 from kd.core.context import Context
 from kd.core.labels import session_label
 from kd.core.records import JsonObject
@@ -117,6 +121,26 @@ class ProofFlow:
         with self._lock:
             self._known[session_id] = (key, summary)
         return dict(summary)
+
+    def sheet(self, session_id: str, folder: Optional[str] = None) -> str:
+        """Write the 确认单 of the session's kept proof; its path (see the module docstring)."""
+        path = self.proofs.path_of(session_id) if self.ctx.site_code() else None
+        if path is None or not os.path.exists(path):
+            raise UserError("{}尚未生成考点数据完整性证明，无法打印确认单。".format(session_label(session_id)),
+                            "请先在“考后上报”中上报该场次（收到回执后自动生成证明），再打印确认单。")
+        with open(path, "rb") as f:
+            data = f.read()
+        verdict = proof_format.verify(data, self.ctx.trusted)
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
+                raise ValueError("no body")
+        except ValueError as e:
+            raise UserError("本机保存的{}的考点数据完整性证明已损坏，无法打印确认单。".format(
+                session_label(session_id)),
+                            "请在“考后上报”中重新上报该场次（将重新生成证明），再打印确认单。",
+                            detail="{}: {!r}".format(path, e)) from e
+        return proofsheet.write_sheet(self.ctx.data_dir, doc, verdict, self.ctx.trusted, folder)
 
     # -- parts -------------------------------------------------------------------------------
     @staticmethod
