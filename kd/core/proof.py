@@ -5,7 +5,9 @@
 - ``preview(session_id)``: the checks that can run before the upload (考后上报 第一步):
   roster against the recovered results and their attendance, incidents decided, the
   external backup once one was made (``kd.formats.proof.run_checks`` stage ``preview``).
-  Each failure names the room (and ticket) and what to do. Changes nothing.
+  Each failure names the room (and ticket) and what to do. Changes nothing. Each result
+  file is read once (its attendance kept by SHA-256: a spool file's name is its hash);
+  ``build`` reads every one again.
 - ``build(session_id, actor)``: gathers the proof body from the stores (the package's
   signed ``manifest.json`` text, publish time and roster; per room the recovered result's
   sha256/size and the attendance read from the result file in the spool, the valid
@@ -28,7 +30,8 @@ be written (``StoreError``).
 import base64
 import logging
 import os
-from typing import Any, Dict, List, Optional, Set
+import threading
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from kd import fileio
 from kd.core import model, names
@@ -41,6 +44,9 @@ from kd.formats.timeutil import format_time
 
 log = logging.getLogger(__name__)
 
+#: result files whose attendance the preview keeps (a site has at most rooms x sessions of them)
+MAX_CACHED = 4000
+
 REMEDY_RELOAD = ("请在“导入考务”中重新导入本考点的考场数据包（在线导入或手工导入同一个数据包；"
                  "考场注册与回收的结果不受影响），再生成证明。")
 
@@ -51,6 +57,10 @@ class ProofService:
         self.ctx = ctx
         self.incidents = incidents
         self.extra_time = extra_time
+        #: (sha256, room, session) -> attendance read from that result file (content-addressed, so it
+        #: cannot change): the preview reads each file once; ``build`` always reads them again
+        self._attendance_cache: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = {}
+        self._cache_lock = threading.Lock()
 
     # -- gathering -----------------------------------------------------------------------
     def _gather(self, session_id: str, stage: str) -> Dict[str, Any]:
@@ -91,7 +101,8 @@ class ProofService:
                      for code in codes]
         for room in rooms:  # the result files are read outside ctx.lock (the LAN goes on answering)
             if room["result"] is not None:
-                room["attendance"] = self._attendance(site_code, room["code"], session_id, room["result"]["sha256"])
+                room["attendance"] = self._attendance(site_code, room["code"], session_id, room["result"]["sha256"],
+                                                      cached=stage == P.PREVIEW)
         body["rooms"] = rooms
         seq, head = ctx.audit.head()
         body["audit"] = {"seq": seq, "head": head}
@@ -123,15 +134,28 @@ class ProofService:
                             "reason": g.get("reason")} for g in grants],
         }
 
-    def _attendance(self, site: str, room: str, session: str, digest: str) -> List[Dict[str, Any]]:
-        """参考/缺考 per ticket as the recovered result package says (re-read and re-checked from the spool)."""
+    def _attendance(self, site: str, room: str, session: str, digest: str, cached: bool) -> List[Dict[str, Any]]:
+        """参考/缺考 per ticket as the recovered result package says (read and checked from the spool;
+        ``cached``: as read before, if it was). A file that cannot be read gives none (the
+        ``attendance`` check then names every ticket of the room)."""
+        key = (digest, room, session)
+        if cached:
+            with self._cache_lock:
+                known = self._attendance_cache.get(key)
+            if known is not None:
+                return [dict(entry) for entry in known]
         try:
             result = load_result(self.ctx.spool.path(digest), site_code=site, room_code=room, session_id=session)
         except (FormatError, OSError) as e:
             log.error("proof: result %s of room %s session %s cannot be read from the spool: %s",
                       digest[:16], room, session, e)
             return []
-        return [{"ticket": c["ticket"], "status": c["status"]} for c in result.candidates]
+        attendance = [{"ticket": c["ticket"], "status": c["status"]} for c in result.candidates]
+        with self._cache_lock:
+            if len(self._attendance_cache) >= MAX_CACHED:
+                self._attendance_cache.clear()
+            self._attendance_cache[key] = attendance
+        return [dict(entry) for entry in attendance]
 
     # -- the operations --------------------------------------------------------------------
     def preview(self, session_id: str) -> List[P.Check]:
