@@ -1,9 +1,12 @@
 """数据上报 (manual §5.2): back up to external storage first, then the upload tool.
 
 ``UploadDialog(parent, shell)`` is the manual's two-step window: 第一步 备份到外部存储
-(``core.upload.backup_preview`` in a worker first: when rooms and sessions are not
-recovered yet or their files here are damaged, a 确定/取消 question names them, and 取消
-backs up nothing; then choose a folder on the USB drive → ``core.upload.backup_external``
+(``core.upload.backup_preview`` and the completeness proof's checks,
+``core.upload.proofs.preview``, in a worker first: when rooms and sessions are not
+recovered yet or their files here are damaged, or a proof check fails — a ticket missing
+from a result, an incident not decided —, a 确定/取消 question names them (room, ticket,
+what to do), the proof's lines stay listed under the buttons, and 取消 backs up nothing;
+then choose a folder on the USB drive → ``core.upload.backup_external``
 in a worker, an indeterminate progress bar, then "备份完成!"), and 第二步 上报, enabled only when the
 core says the external backup covers every recovered file (``snapshot()["can_upload"]``,
 so after step 1 succeeded). 第二步 opens ``UploadTool``.
@@ -15,12 +18,17 @@ platform keeps what it got). ``upload``'s progress callback runs in the worker: 
 progress sink of the shell's loop (``loop.progress``), which hands the dicts to the tool
 on the Tk thread, in order with the upload's result, and not after the tool is closed.
 Rooms still not recovered are named above the table and after an upload (the result's
-warnings).
+warnings). Each block's proof line shows the session's 考点数据完整性证明 once the receipts
+are in (the upload builds it, ``kd.core.proofflow``): ``上报完成 ✓`` with the proof's
+SHA-256 only when it verifies, else the failing check (``<id>: <message>``), or why it
+could not be built; its 打印确认单 opens the session's 考点数据上报确认单 in the browser
+(``core.upload.proofs.sheet`` in a worker, like the door sheet). 上报 stays enabled for a
+session whose proof fails, to build it again once the cause is dealt with.
 """
 
 import logging
 import tkinter as tk
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ttkbootstrap as ttk
 
@@ -34,6 +42,28 @@ OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
 INTRO = ("根据考务要求，上报前，需先将当前考试结果数据备份到外部存储设备上，然后再进行上报。\n"
          "请接入外部存储设备（U盘、移动硬盘）后，点【第一步】。")
 BACKUP_DONE = "备份完成!"
+PROOF_OK = "上报完成 ✓"
+#: proof-check lines listed under 第一步's buttons (the rest counted)
+CHECK_LINES = 8
+
+
+def proof_line(proof: Optional[Dict[str, Any]]) -> Tuple[str, bool]:
+    """A session's proof as its block shows it: (text, ok); ("", False) before there is one."""
+    if not proof:
+        return "", False
+    if proof.get("ok"):
+        return "{} 考点数据完整性证明已验证（SHA-256 {}…）".format(PROOF_OK, str(proof.get("sha256"))[:16]), True
+    if proof.get("error"):
+        return "考点数据完整性证明未能生成：{}".format(proof["error"]), False
+    return "考点数据完整性证明未通过：{}".format(proof.get("message") or ""), False
+
+
+def _previews(upload: Any) -> Dict[str, Any]:
+    """第一步's look ahead (a worker): the backup's preview and the proof's checks."""
+    preview = dict(upload.backup_preview())
+    flow = getattr(upload, "proofs", None)
+    preview["proof"] = flow.preview() if flow is not None else {"ok": True, "sessions": [], "lines": []}
+    return preview
 
 
 def _actor(shell: Any) -> str:
@@ -105,8 +135,11 @@ class UploadDialog(tk.Toplevel):
         self.progress.grid(row=3, column=0, columnspan=3, sticky="ew", pady=(14, 4))
         self.status = ttk.Label(frame, text="", justify="left", wraplength=520)
         self.status.grid(row=4, column=0, columnspan=3, sticky="w")
+        #: the completeness proof's checks that fail before the upload (room, ticket, what to do)
+        self.checks = ttk.Label(frame, text="", justify="left", wraplength=520, foreground=BAD_COLOUR)
+        self.checks.grid(row=5, column=0, columnspan=3, sticky="w", pady=(6, 0))
         self.close_button = ttk.Button(frame, text="关闭", width=8, command=self.destroy)
-        self.close_button.grid(row=5, column=2, sticky="e", pady=(12, 0))
+        self.close_button.grid(row=6, column=2, sticky="e", pady=(12, 0))
 
     # -- reacting --------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -115,8 +148,9 @@ class UploadDialog(tk.Toplevel):
     def _on_backup(self) -> None:
         """第一步: what the backup would leave out first (a worker), asked when incomplete, then the folder."""
         self.step1.configure(state="disabled")
-        self.status.configure(text="正在检查已回收的结果包…", foreground="")
-        self.worker.submit(self.shell.core.upload.backup_preview, self._previewed, self._preview_failed)
+        self.status.configure(text="正在检查已回收的结果包和考点数据完整性…", foreground="")
+        upload = self.shell.core.upload
+        self.worker.submit(lambda: _previews(upload), self._previewed, self._preview_failed)
 
     def _preview_failed(self, exc: BaseException) -> None:
         self.step1.configure(state="normal")
@@ -128,12 +162,31 @@ class UploadDialog(tk.Toplevel):
     def _previewed(self, preview: Dict[str, Any]) -> None:
         self.step1.configure(state="normal")
         self.status.configure(text="")
-        if not preview["complete"]:
-            missing = len(preview["not_recovered"]) + len(preview["damaged"])
-            text = "有 {} 个考场场次的考试结果不在本次备份中，确定继续备份吗？".format(missing)
-            if not self.shell.dialogs.confirm("备份到外部存储", text, "\n".join(preview["lines"])):
+        proof = preview.get("proof") or {"ok": True, "lines": []}
+        self.show_checks(proof)
+        if not preview["complete"] or not proof["ok"]:
+            lines = list(preview["lines"])
+            if not proof["ok"]:
+                lines += ["", "考点数据完整性检查未通过的项目："] + list(proof["lines"])
+            if not preview["complete"]:
+                missing = len(preview["not_recovered"]) + len(preview["damaged"])
+                text = "有 {} 个考场场次的考试结果不在本次备份中，确定继续备份吗？".format(missing)
+            else:
+                text = "考点数据完整性检查有 {} 项未通过（考场、准考证号和处理办法见详情），确定继续备份吗？".format(
+                    sum(len(s["failures"]) for s in proof.get("sessions") or []))
+            if not self.shell.dialogs.confirm("备份到外部存储", text, "\n".join(lines)):
                 return
         self._choose_and_back_up()
+
+    def show_checks(self, proof: Dict[str, Any]) -> None:
+        """List the proof checks that fail now under the buttons (empty when they all hold)."""
+        lines = list(proof.get("lines") or [])
+        if not lines:
+            self.checks.configure(text="")
+            return
+        shown = lines[:CHECK_LINES]
+        more = "\n……另有 {} 项".format(len(lines) - CHECK_LINES) if len(lines) > CHECK_LINES else ""
+        self.checks.configure(text="考点数据完整性检查：\n" + "\n".join(shown) + more)
 
     def _choose_and_back_up(self) -> None:
         folder = self.shell.dialogs.choose_dir("第一步：选择外部存储（U盘、移动硬盘）上的文件夹")
@@ -236,8 +289,12 @@ class UploadTool(tk.Toplevel):
         bar.grid(row=1, column=0, columnspan=5, sticky="ew", pady=(6, 0))
         message = ttk.Label(box, text="", wraplength=620, justify="left")
         message.grid(row=2, column=0, columnspan=7, sticky="w", pady=(4, 0))
+        proof = ttk.Label(box, text="", wraplength=520, justify="left")
+        proof.grid(row=3, column=0, columnspan=5, sticky="w", pady=(4, 0))
+        sheet = ttk.Button(box, text="打印确认单", width=10, state="disabled", command=lambda: self.print_sheet(sid))
+        sheet.grid(row=3, column=5, columnspan=2, sticky="e", pady=(4, 0))
         block = {"box": box, "labels": labels, "upload": upload, "resume": resume, "bar": bar, "message": message,
-                 "row": {}}
+                 "proof": proof, "sheet": sheet, "row": {}}
         self.blocks[sid] = block
         return block
 
@@ -250,9 +307,18 @@ class UploadTool(tk.Toplevel):
                         row.get("size_text", ""), str(row.get("uploaded", "")), row.get("status", "")])
         return out
 
+    def proof_text(self, sid: str) -> str:
+        """The session's proof line as the block shows it."""
+        return str(self.blocks[sid]["proof"].cget("text"))
+
     # -- reacting --------------------------------------------------------------------------
     def refresh(self) -> None:
         self.worker.submit(self.shell.core.upload.snapshot, self.render)
+
+    def print_sheet(self, sid: str) -> None:
+        """打印确认单: the session's 考点数据上报确认单 written in a worker, then opened in the browser."""
+        flow = self.shell.core.upload.proofs
+        self.worker.submit(lambda: flow.sheet(sid), self.shell.open_url)
 
     def upload(self, session_id: str, resume: bool = False) -> None:
         """上报 (or 续报) one session in a worker; its progress comes through the loop's sink."""
@@ -294,6 +360,9 @@ class UploadTool(tk.Toplevel):
         if pending:
             text += "，还有{}个考场未回收文件!".format(len(pending))
         block["message"].configure(text=text, foreground=BAD_COLOUR if pending else OK_COLOUR)
+        proof = next((p for p in result.get("proofs") or [] if p.get("session") == sid), None)
+        if proof is not None:
+            self._show_proof(block, proof)
         if result.get("warnings"):
             self.shell.dialogs.warning("上报", "文件上报完成，但有考场尚未回收。", "\n".join(result["warnings"]))
         row = self.blocks[sid].get("row") or {}
@@ -329,6 +398,7 @@ class UploadTool(tk.Toplevel):
             labels["status"].configure(text="上报状态：{}".format(row["status"]))
             if self.busy != sid and row["recovered"] and row["uploaded"] >= row["recovered"]:
                 block["bar"].configure(value=100)
+            self._show_proof(block, row.get("proof"))
         first = not self._order
         self._order = order
         self.warning.configure(text=_not_recovered_text(snap.get("not_recovered") or []))
@@ -336,11 +406,19 @@ class UploadTool(tk.Toplevel):
         if first and order:  # its blocks make it taller and wider: centred again at its full size
             center_on(self, self.shell.root)
 
+    @staticmethod
+    def _show_proof(block: Dict[str, Any], proof: Optional[Dict[str, Any]]) -> None:
+        text, ok = proof_line(proof)
+        block["proof"].configure(text=text, foreground=OK_COLOUR if ok else BAD_COLOUR)
+        block["sheet"].configure(state="normal" if proof and proof.get("path") else "disabled")
+
     def _enable(self) -> None:
         for sid, block in self.blocks.items():
             row = block["row"]
             left = row.get("recovered", 0) > row.get("uploaded", 0)
+            proof = row.get("proof")
+            again = bool(proof) and not proof.get("ok")  # build the proof again once its cause is dealt with
             idle = self.busy is None
-            block["upload"].configure(state="normal" if idle and left else "disabled")
+            block["upload"].configure(state="normal" if idle and (left or again) else "disabled")
             resumable = sid in self.interrupted or 0 < row.get("uploaded", 0) < row.get("recovered", 0)
             block["resume"].configure(state="normal" if idle and left and resumable else "disabled")

@@ -2,10 +2,14 @@
 
 Step 2 is disabled until step 1 (backup to a temporary "USB" folder) succeeded; the
 upload is cut by the simulator's ``drop_after`` fault and 续报 completes it; a session
-with a room not recovered warns. The window is driven with ``.invoke()``; dialogs are
-scripted; the Tk-thread guard fails the test if the progress callback touched Tk.
+with a room not recovered warns. Issue 16: 第一步 lists the completeness proof's failing
+checks (an incident not decided) and asks; after the upload a session shows 上报完成 ✓
+only when its proof verifies, else the failing check; 打印确认单 opens the 确认单. The
+window is driven with ``.invoke()``; dialogs are scripted; the Tk-thread guard fails the
+test if the progress callback touched Tk.
 """
 
+import datetime
 import hashlib
 import io
 import os
@@ -13,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from kd.core.incidents import Category, Draft, Kind
 from kd.core.labels import result_label
 from kd.errors import PlatformError
 from kd.views.recovery import RecoveryPage
+from kd.views.upload_dialog import PROOF_OK
 from tests.integration.live_helpers import loaded_env
 from tests.support.external import external_folder, remove_external
 from tests.support.results import pairs, result_package
@@ -165,3 +171,61 @@ def test_step_1_names_what_is_missing_and_asks(site, gui_root, scripted, usb):
     assert scripted.count("confirm") == 2 and core.upload.backup_preview()["complete"] is True
     assert not scripted.errors
     scripted.check()
+
+
+def test_step_1_lists_the_proof_checks_that_fail_and_the_tool_shows_a_verified_proof(site, gui_root, scripted, usb):
+    """Issue 16: 第一步's look ahead names an incident not decided (room, what to do) and asks;
+    once uploaded, a session shows 上报完成 ✓ only when its proof verifies, else the failing
+    check; 打印确认单 opens the 确认单."""
+    env, core, page, shell = site
+    every = pairs(env.ctx)
+    first = every[0][1]
+    for p in every:
+        receive(env, core, *p)
+    room = every[0][0]
+    start = env.ctx.now() - datetime.timedelta(minutes=5)
+    (draft,) = core.incidents.store_drafts([Draft("outage|{}|{}|t".format(room, first), Kind.OUTAGE,
+                                                  Category.NETWORK, room, first, start,
+                                                  start + datetime.timedelta(minutes=2), "考场与考点机失去连接")])
+    page.upload_button.invoke()
+    dialog = page.upload_dialog
+    pump_until(gui_root, lambda: dialog.last is not None, what="the dialog's snapshot")
+
+    # 第一步: every room is recovered, but the proof's check of the incident fails: asked, named
+    scripted.plan("confirm", True).plan("choose_dir", str(usb))
+    dialog.step1.invoke()
+    pump_until(gui_root, lambda: str(dialog.step2.cget("state")) == "normal", what="step 2 enabled")
+    method, (title, text, detail) = next(c for c in scripted.calls if c[0] == "confirm")
+    assert title == "备份到外部存储" and text.startswith("考点数据完整性检查有 1 项未通过")
+    assert room in detail and draft["id"] in detail and "确认或驳回" in detail
+    listed = dialog.checks.cget("text")
+    assert listed.startswith("考点数据完整性检查") and room in listed and "确认或驳回" in listed
+
+    # 第二步 with the incident still open: uploaded, but the proof fails naming it
+    dialog.step2.invoke()
+    tool = dialog.tool
+    pump_until(gui_root, lambda: len(tool.cells()) == 2, what="the upload tool's sessions")
+    assert tool.proof_text(first) == "" and str(tool.blocks[first]["sheet"].cget("state")) == "disabled"
+    tool.blocks[first]["upload"].invoke()
+    pump_until(gui_root, lambda: tool.cells()[0][5] == "全部已上报" and tool.proof_text(first), timeout=30,
+               what="the upload and its proof")
+    shown = tool.proof_text(first)
+    assert shown.startswith("考点数据完整性证明未通过：incidents: ") and room in shown and PROOF_OK not in shown
+    # 上报 stays open to build the proof again once the incident is decided
+    pump_until(gui_root, lambda: str(tool.blocks[first]["upload"].cget("state")) == "normal", what="上报 again")
+
+    core.incidents.confirm(draft["id"], "admin")
+    tool.blocks[first]["upload"].invoke()
+    pump_until(gui_root, lambda: tool.proof_text(first).startswith(PROOF_OK), timeout=30, what="上报完成 ✓")
+    summary = core.upload.snapshot()["sessions"][0]["proof"]
+    assert summary["ok"] and summary["sha256"][:16] in tool.proof_text(first)
+    pump_until(gui_root, lambda: str(tool.blocks[first]["upload"].cget("state")) == "disabled", what="上报 done")
+
+    # 打印确认单: written in a worker, opened like the door sheet
+    tool.blocks[first]["sheet"].invoke()
+    pump_until(gui_root, lambda: shell.urls, what="the 确认单 opened")
+    assert os.path.basename(shell.urls[-1]).startswith("考点数据上报确认单(") and summary["sha256"] in open(
+        shell.urls[-1], encoding="utf-8").read()
+    assert not scripted.errors
+    scripted.check()
+    shell.check()
