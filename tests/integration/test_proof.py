@@ -139,3 +139,18 @@ def test_a_package_loaded_without_the_signed_manifest_asks_to_load_it_again(env)
         env.core.proof.build(SESSION, "admin")
     assert "导入考务" in str(caught.value)
     assert json.loads(json.dumps(env.core.proof.preview(SESSION)[0].as_dict()))["id"] == "roster"
+
+
+def test_build_reads_every_result_file_again_and_names_a_damaged_one(env):
+    env.core.loading.load_online("admin")
+    recover(env)
+    assert all(c.ok for c in env.core.proof.preview(SESSION))
+    room = rooms_of(env)[2]
+    digest = env.ctx.stores.runtime.get(model.ROOM_SESSIONS, model.rs_key(room, SESSION))["result"]["sha256"]
+    with open(env.ctx.spool.path(digest), "r+b") as f:  # the PC's disk damaged the file since
+        f.write(b"\0" * 64)
+    assert all(c.ok for c in env.core.proof.preview(SESSION))  # the preview read it before
+    body = env.core.proof.build(SESSION, "admin")["body"]
+    failed = [c for c in body["checks"] if not c["ok"] and c["id"] == "attendance"]
+    assert failed and {c["room"] for c in failed} == {room}
+    assert "缺少记录" in failed[0]["message"]
