@@ -69,11 +69,13 @@ SHEET_CSS = """
 .sheet h3 { font-size: 12pt; margin: 5mm 0 2mm; }
 .sheet table { font-size: 9pt; }
 .sheet th, .sheet td { padding: 1.2mm 1.5mm; vertical-align: top; }
+.sheet th, .sheet td.nowrap { white-space: nowrap; }
 .sheet table.head td { border: none; padding: 0.8mm 1.5mm; font-size: 10.5pt; }
 .sheet .none { font-size: 10.5pt; margin: 1mm 0; }
 .sheet .note { font-size: 9pt; margin: 2mm 0; }
-.sheet .signs { margin-top: 12mm; font-size: 11pt; display: flex; justify-content: space-between; }
-.sheet .signs span { display: inline-block; min-width: 45mm; border-bottom: 1px solid #000; }
+.sheet table.signs { margin-top: 12mm; }
+.sheet table.signs td { border: none; font-size: 11pt; padding: 0 1.5mm; white-space: nowrap; }
+.sheet table.signs td.line { border-bottom: 1px solid #000; width: 22%; }
 .sheet .made { margin-top: 6mm; font-size: 8pt; color: #333; text-align: right; }
 """
 
@@ -175,8 +177,16 @@ def sheet_data(core: "Core", session_id: str, room_code: str) -> Dict[str, Any]:
     }
 
 
-def _cell(values: Sequence[Any]) -> str:
-    return "".join("<td>{}</td>".format(v) for v in values)
+def _cell(values: Sequence[Any], nowrap: Sequence[int] = ()) -> str:
+    return "".join(('<td class="nowrap">{}</td>' if n in nowrap else "<td>{}</td>").format(v)
+                   for n, v in enumerate(values))
+
+
+def _span(start: str, end: str) -> str:
+    """``2026-06-13 09:10<br>至 09:30`` (the end's date only when it is another day), escaped."""
+    if end[:10] == start[:10] and len(end) == len(start):
+        end = end[11:]
+    return "{}<br>至 {}".format(esc(start), esc(end))
 
 
 def _page(d: Dict[str, Any]) -> str:
@@ -208,9 +218,10 @@ def _page(d: Dict[str, Any]) -> str:
             if i["decided"]:
                 recorded += "<br>{}".format(esc(i["decided"]))
             rows.append("<tr>{}</tr>".format(_cell([
-                esc(i["id"]), esc(i["category"]), esc(i["start"]), esc(i["end"]), esc(lost), esc(i["state"]),
-                esc(i["source"]), esc(i["description"]), esc("、".join(i["candidates"]) or "全考场"), recorded])))
-        parts.append("<table><thead><tr><th>编号</th><th>类别</th><th>开始</th><th>结束</th><th>损失时间</th>"
+                esc(i["id"]), esc(i["category"]), _span(i["start"], i["end"]), esc(lost).replace("（", "<br>（"),
+                esc(i["state"]), esc(i["source"]), esc(i["description"]),
+                "<br>".join(esc(c) for c in i["candidates"]) or "全考场", recorded], nowrap=(1, 2, 3, 4))))
+        parts.append("<table><thead><tr><th>编号</th><th>类别</th><th>时间</th><th>损失</th>"
                      "<th>状态</th><th>来源</th><th>情况说明</th><th>涉及考生</th><th>记录人</th></tr></thead>"
                      "<tbody>\n{}\n</tbody></table>".format("\n".join(rows)))
         if any(i["state"] == STATE_LABELS[IncidentState.DRAFTED] for i in d["incidents"]):
@@ -225,15 +236,16 @@ def _page(d: Dict[str, Any]) -> str:
                 esc(g["id"]), esc("{} 分钟".format(g["minutes"])), esc("{} 分钟".format(g["total_min"])),
                 esc(g["tier"]),
                 esc(g["reason"]), esc("、".join(g["incidents"]) or "-"),
-                "{}（{}）".format(esc(g["granted_by"]), esc(g["granted_at"])), esc(g["dongle"]) or "-",
-                esc(g["expected_end"]), esc(g["acked"]) or "未确认"])))
+                "{}<br>{}".format(esc(g["granted_by"]), esc(g["granted_at"])), esc(g["dongle"]) or "-",
+                esc(g["expected_end"]).replace(" ", "<br>", 1), esc(g["acked"]).replace(" ", "<br>", 1) or "未确认"],
+                nowrap=(1, 2, 6, 8, 9))))
         parts.append("<table><thead><tr><th>编号</th><th>补时</th><th>合计</th><th>批准方式</th><th>原因</th>"
-                     "<th>依据记录</th><th>批准人</th><th>机考锁确认</th><th>应结束于</th><th>监考机确认</th></tr>"
+                     "<th>依据</th><th>批准人</th><th>机考锁确认</th><th>应结束于</th><th>监考机<br>确认</th></tr>"
                      "</thead><tbody>\n{}\n</tbody></table>".format("\n".join(rows)))
     else:
         parts.append('<p class="none">本场次本考场未补时。</p>')
-    parts.append('<div class="signs"><div>监考员（签名）：<span></span></div>'
-                 "<div>考点主考（签名）：<span></span></div><div>日期：<span></span></div></div>")
+    parts.append('<table class="signs"><tr><td>监考员（签名）：</td><td class="line"></td>'
+                 '<td>考点主考（签名）：</td><td class="line"></td><td>日期：</td><td class="line"></td></tr></table>')
     parts.append('<p class="made">制表时间 {} · 考点管理系统</p>'.format(esc(d["made_at"])))
     return '<div class="sheet">\n{}\n</div>'.format("\n".join(parts))
 

@@ -44,7 +44,7 @@ def test_the_sheet_of_a_room_shows_its_incidents_grants_and_signature_lines(env,
     assert "<script>" not in page and html.escape(hostile, quote=True) in page
     assert "考场情况记录单" in page and room in page and "11003" in page and "第一场次" in page
     assert "设备故障" in page and "考生原因" in page and "21 分钟" in page  # 20 min 10 s: a started minute counts
-    assert "2026-06-13 09:10" in page and "2026-06-13 09:30" in page and "未结束" in page
+    assert "2026-06-13 09:10<br>至 09:30" in page and "至 未结束" in page
     assert tickets[0]["ticket"] in page and html.escape(tickets[0]["name"]) in page
     assert "人工记录" in page and "已确认" in page and "admin" in page
     assert "别的考场" not in page
