@@ -70,6 +70,10 @@ try:
     os.makedirs(out, exist_ok=True)
     target = os.path.join(out, "31_incident_sheet.png")
     subprocess.run([tool, "--quiet", "--width", "900", "--enable-local-file-access", page, target], check=True)
+    from PIL import Image  # noqa: PLC0415 - the raw picture is ~4 MB: 64 colours are enough for a sheet
+    with Image.open(target) as raw:
+        small = raw.convert("RGB").quantize(colors=64)
+    small.save(target, optimize=True)
     print(target)
 finally:
     env.close()
