@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from kd import fileio
 from kd.core import model, names
 from kd.core.context import Context
+from kd.core.incidentdraft import CATEGORY_LABELS, Category
 from kd.errors import FormatError, StoreError, UserError
 from kd.formats import proof as P
 from kd.formats.result import load_result
@@ -50,6 +51,14 @@ MAX_CACHED = 4000
 REMEDY_RELOAD = ("请在“导入考务”中重新导入本考点的考场数据包（在线导入或手工导入同一个数据包；"
                  "考场注册与回收的结果不受影响），再生成证明。")
 
+
+
+def _category(code: Any) -> Any:
+    """An incident's category as people read it (设备故障…); an unknown code as it is."""
+    try:
+        return CATEGORY_LABELS[Category(code)]
+    except ValueError:
+        return code
 
 
 class ProofService:
@@ -127,7 +136,7 @@ class ProofService:
                 "folder": backup.get("folder"), "name": copy.get("name"), "sha256": copy["sha256"],
                 "size": copy["size"], "verified_at": backup.get("verified_at"), "valid": bool(backup.get("valid"))},
             "receipt": receipt,
-            "incidents": [{"id": str(i["id"]), "category": i.get("category"), "state": i["state"],
+            "incidents": [{"id": str(i["id"]), "category": _category(i.get("category")), "state": i["state"],
                            "start": i.get("start"), "end": i.get("end"), "description": i.get("description")}
                           for i in incidents],
             "extra_time": [{"id": str(g["id"]), "minutes": g.get("minutes"), "granted_at": g.get("granted_at"),

@@ -154,3 +154,17 @@ def test_build_reads_every_result_file_again_and_names_a_damaged_one(env):
     failed = [c for c in body["checks"] if not c["ok"] and c["id"] == "attendance"]
     assert failed and {c["room"] for c in failed} == {room}
     assert "缺少记录" in failed[0]["message"]
+
+
+def test_a_room_s_incidents_are_carried_with_their_category_and_state(env, external_dir):
+    uploaded_site(env, external_dir)
+    room = rooms_of(env)[0]
+    doc = env.core.incidents.add(room=room, session=SESSION, category="network", start=env.ctx.now(), end=None,
+                                 description="交换机掉电 3 分钟", actor="admin")
+    body = env.core.proof.build(SESSION, "admin")["body"]
+    carried = next(r for r in body["rooms"] if r["code"] == room)["incidents"]
+    assert carried == [{"id": str(doc["id"]), "category": "网络中断", "state": "confirmed", "start": doc["start"],
+                        "end": None, "description": "交换机掉电 3 分钟"}]
+    assert all(c["ok"] for c in body["checks"])
+    env.core.incidents.dismiss(doc["id"], "admin", note="误报")
+    assert env.core.proof.build(SESSION, "admin")["body"]["rooms"][0]["incidents"][0]["state"] == "dismissed"
