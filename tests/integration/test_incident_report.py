@@ -12,6 +12,7 @@ from kd.core import model
 from kd.core.incidentreport import KIND, content_sha256
 from kd.errors import PlatformRefused
 from kd.lock.coreport import DonglePort
+from kd.lock.driver import LockDriver
 from kd.platform.client import new_report_key
 from kd.site import open_site
 from tests.integration.live_helpers import authorized_env
@@ -186,3 +187,35 @@ def test_the_simulator_records_a_good_incidents_report_once(env):
     assert [(v["mode"], v["report_id"]) for v in received(env)["incidents"]] == [
         ("formal", formal["report_id"]), ("mock", first["report_id"])]
     assert view["incidents"] == data["incidents"] and view["extra_time"] == data["extra_time"]
+
+
+def test_a_change_made_by_a_command_line_process_is_stored_as_the_next_version(env):
+    """``main.py incident add`` after the end (no instance running): version 2 is stored by that
+    process, pending, and the next running site sends it."""
+    from tests.support.cli import admin_account, kd  # noqa: PLC0415 - tests.support.cli imports main
+
+    ctx, core = env.ctx, env.core
+    rooms = end_session(core, ctx)
+    for room in rooms:
+        core.monitor.heartbeat(room, {"session_id": "1", "started": True, "ended": True})
+    core.monitor.tick()
+    assert [r["data"]["version"] for r in stored(core)] == [1]
+    ctx.stores.settings.put(model.ACCOUNTS, "admin", admin_account())
+    env.site.close()
+    env.driver.stop()  # the command line process opens the dongle itself
+    added = kd(env, env.data_dir, "incident", "add", "--room", rooms[0], "--session", "1", "--category", "其他",
+               "--start", "2026-06-07 09:10", "--description", "考后补记：考生提前离场")
+    assert added.returncode == 0, added.stderr
+    driver = LockDriver(env.lock_url, env.hub, keepalive=None).start(wait=True)  # the site's dongle again
+    reopened = open_site(env.data_dir, hub=env.hub, platform=env.client, dongle=DonglePort(driver), gate=False)
+    try:
+        again = reopened.core
+        reports = stored(again)
+        assert [(r["data"]["version"], r["state"]) for r in reports] == [(1, "pending"), (2, "pending")]
+        assert [i["description"] for i in reports[1]["data"]["incidents"]] == ["考后补记：考生提前离场"]
+        again.outbox.deliver_once()
+        (view,) = received(env)["incidents"]
+        assert view["version"] == 2 and sorted(view["versions"]) == [1, 2]
+    finally:
+        reopened.close()
+        driver.stop()
