@@ -15,9 +15,10 @@ and its 确定 box once the proctors run,
 修改密码. The real boxes (kd.views.dialogs) are shown for these pictures: the loop's
 dialogs are swapped for the real ones while the box is open, and its button pressed.
 
-After the walks, the scenes of ``SCENES`` (tools/shot_timeline.py, tools/shot_incidents.py)
-each build a real site whose clock is moved into the first session and take their pictures:
-27_timeline, 28_incidents, 29_incident_form, 30_extra_time_box.
+After the walks, the scenes of ``SCENES`` (tools/shot_timeline.py, tools/shot_incidents.py,
+tools/shot_proof.py) each build a real site (the first two with its clock moved into the
+first session) and take their pictures: 27_timeline, 28_incidents, 29_incident_form,
+30_extra_time_box, 33_upload_proof, 34_proof_sheet (the 确认单, 1366x768 run only).
 
 The drill follows its schedule (the simulated proctors start each session at its
 开考时间, ``speed=None``): the site's first session starts about two minutes after the
@@ -49,7 +50,7 @@ SIZES = (("1366x768", 0, OUT), ("1024x768", 1376, os.path.join(OUT, "1024")))
 #: (``first_start_in`` minutes from the current minute), one minute each, a minute apart
 #: the scenes run after the walks (``script SIZE X OUT``): the 时间线 page with open alarms
 #: (27_timeline), the 考场情况 page, its 登记情况 form and a 补时 question (28-30)
-SCENES = (("shot_timeline.py", "时间线"), ("shot_incidents.py", "考场情况"))
+SCENES = (("shot_timeline.py", "时间线"), ("shot_incidents.py", "考场情况"), ("shot_proof.py", "完整性证明"))
 SITE = {"rooms": 12, "sessions": 2, "candidates": 6, "room_kb": 4, "duration": 1, "first_start_in": 3, "gap": 1}
 
 

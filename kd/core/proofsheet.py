@@ -41,6 +41,7 @@ CSS_EXTRA = """
 .sheet h1 { font-size: 20pt; margin-bottom: 3mm; }
 .sheet table { font-size: 9pt; margin-bottom: 4mm; }
 .sheet td, .sheet th { padding: 1mm 1.5mm; }
+.sheet th { white-space: nowrap; }
 .head td { font-size: 10pt; }
 .mono { font-family: Consolas, "Courier New", monospace; font-size: 8.5pt; word-break: break-all; }
 .ok { color: #1b5e20; font-weight: bold; } .bad { color: #b71c1c; font-weight: bold; }
@@ -143,7 +144,7 @@ def sheet_html(doc: Mapping[str, Any], verdict: Any, trusted: TrustedKeys) -> st
     for r in rows:
         result = "—" if not r["sha256"] else '<span class="mono">{}…</span> {} 字节'.format(
             esc(str(r["sha256"])[:16]), esc(r["size"]))
-        receipt = "—" if not r["receipt"] else "{} {}<br>{}".format(
+        receipt = "—" if not r["receipt"] else '{} <span class="mono">{}</span><br>{}'.format(
             _mark(r["receipt_ok"]), esc(r["receipt"]), esc(shown(r["received_at"])))
         incidents = "—" if not r["incidents"] else "{} 条（已处理 {}）".format(r["incidents"], r["decided"])
         lines.append(
