@@ -132,6 +132,11 @@ def run_upload(s: Session) -> int:
     result = upload.upload(opts.session, s.actor)
     lines = ["本次上报 {} 个，之前已上报 {} 个。".format(len(result["uploaded"]), result["already"])]
     lines.extend("注意：" + w for w in result["warnings"])
+    from kd.core.labels import session_label  # noqa: PLC0415
+    from kd.core.proofflow import proof_line  # noqa: PLC0415
+
+    lines.extend("{}：{}".format(session_label(p["session"], s.session_names().get(p["session"])), proof_line(p)[0])
+                 for p in result.get("proofs") or [])
     lines.append(upload_text(upload.snapshot()))
     s.out(result, "\n".join(lines))
     return 0

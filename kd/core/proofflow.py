@@ -54,6 +54,21 @@ MAX_LISTED = 50
 STEP1_OWN = (proof_format.BACKUP,)
 
 
+#: what a session shows once its proof verifies (the upload tool, ``main.py upload``)
+PROOF_OK = "上报完成 ✓"
+
+
+def proof_line(proof: Optional[JsonObject]) -> Tuple[str, bool]:
+    """A session's proof summary as one line for people: (text, ok); ("", False) without one."""
+    if not proof:
+        return "", False
+    if proof.get("ok"):
+        return "{} 考点数据完整性证明已验证（SHA-256 {}…）".format(PROOF_OK, str(proof.get("sha256"))[:16]), True
+    if proof.get("error"):
+        return "考点数据完整性证明未能生成：{}".format(proof["error"]), False
+    return "考点数据完整性证明未通过：{}".format(proof.get("message") or ""), False
+
+
 class ProofFlow:
     """The proof around the upload (see the module docstring)."""
 

@@ -28,11 +28,12 @@ session whose proof fails, to build it again once the cause is dealt with.
 
 import logging
 import tkinter as tk
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import ttkbootstrap as ttk
 
 from kd.core.labels import session_label
+from kd.core.proofflow import proof_line
 from kd.errors import UserError
 from kd.views.dialogs import center_on, modal
 
@@ -42,20 +43,8 @@ OK_COLOUR, BAD_COLOUR = "#2e7d32", "#c0392b"
 INTRO = ("根据考务要求，上报前，需先将当前考试结果数据备份到外部存储设备上，然后再进行上报。\n"
          "请接入外部存储设备（U盘、移动硬盘）后，点【第一步】。")
 BACKUP_DONE = "备份完成!"
-PROOF_OK = "上报完成 ✓"
 #: proof-check lines listed under 第一步's buttons (the rest counted)
 CHECK_LINES = 8
-
-
-def proof_line(proof: Optional[Dict[str, Any]]) -> Tuple[str, bool]:
-    """A session's proof as its block shows it: (text, ok); ("", False) before there is one."""
-    if not proof:
-        return "", False
-    if proof.get("ok"):
-        return "{} 考点数据完整性证明已验证（SHA-256 {}…）".format(PROOF_OK, str(proof.get("sha256"))[:16]), True
-    if proof.get("error"):
-        return "考点数据完整性证明未能生成：{}".format(proof["error"]), False
-    return "考点数据完整性证明未通过：{}".format(proof.get("message") or ""), False
 
 
 def _previews(upload: Any) -> Dict[str, Any]:

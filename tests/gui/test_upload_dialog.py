@@ -19,9 +19,9 @@ import pytest
 
 from kd.core.incidents import Category, Draft, Kind
 from kd.core.labels import result_label
+from kd.core.proofflow import PROOF_OK
 from kd.errors import PlatformError
 from kd.views.recovery import RecoveryPage
-from kd.views.upload_dialog import PROOF_OK
 from tests.integration.live_helpers import loaded_env
 from tests.support.external import external_folder, remove_external
 from tests.support.results import pairs, result_package

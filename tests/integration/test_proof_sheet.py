@@ -97,7 +97,8 @@ def test_proof_sheet_on_the_command_line_asks_the_password_and_writes_the_sheet(
     for room in sorted(r["code"] for r in cli.sim.data.manifest()["rooms"]):
         ok(kd(cli, data, "recover", export(cli, exported, room, "1")))
     ok(kd(cli, data, "backup-external", external_dir))
-    ok(kd(cli, data, "upload"))
+    uploaded = ok(kd(cli, data, "upload")).stdout
+    assert "第一场" in uploaded and "上报完成 ✓ 考点数据完整性证明已验证（SHA-256 " in uploaded  # the CLI upload too
     out = str(tmp_path / "paper")
     refused = kd(cli, data, "proof", "sheet", "--session", "1", out, password=None)
     assert refused.returncode == 2 and "--password-stdin" in refused.stderr and not os.path.exists(out)
