@@ -88,7 +88,8 @@ class ProofFlow:
         Before 导入考务: no sessions, ok.
         """
         names = self.ctx.manifest_view(lambda m: {s["id"]: s.get("name") for s in m.get("sessions") or []}) or {}
-        sessions, lines = [], []
+        sessions: List[JsonObject] = []
+        lines: List[str] = []
         for sid in names:
             failures = [c for c in self.proofs.preview(sid) if not c.ok and c.id not in STEP1_OWN]
             sessions.append({"session": sid, "failures": [c.as_dict() for c in failures]})

@@ -84,8 +84,8 @@ def room_rows(body: Mapping[str, Any], trusted: TrustedKeys) -> List[Dict[str, A
         receipt = room.get("receipt") or {}
         signed = _signed_body(receipt.get("document"), KIND_RECEIPT, trusted) if receipt else {}
         incidents = room.get("incidents") or []
-        result = room.get("result") or None
-        backup = room.get("backup") or None
+        result: Optional[Dict[str, Any]] = room.get("result") or None
+        backup: Optional[Dict[str, Any]] = room.get("backup") or None
         rows.append({
             "code": room["code"], "expected": expected.get(room["code"], 0),
             "present": sum(1 for a in attendance if a.get("status") == proof_format.PRESENT),
@@ -96,7 +96,7 @@ def room_rows(body: Mapping[str, Any], trusted: TrustedKeys) -> List[Dict[str, A
                                                                                  result.get("size"))),
             "receipt": signed.get("file_id") or receipt.get("file_id"),
             "received_at": signed.get("received_at") or receipt.get("received_at"),
-            "receipt_ok": bool(signed) and bool(result) and (signed.get("sha256"), signed.get("size")) == (
+            "receipt_ok": bool(signed) and result is not None and (signed.get("sha256"), signed.get("size")) == (
                 result.get("sha256"), result.get("size")),
             "incidents": len(incidents),
             "decided": sum(1 for i in incidents if i.get("state") in proof_format.DECIDED),
