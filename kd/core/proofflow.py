@@ -110,7 +110,14 @@ class ProofFlow:
         except UserError as e:
             log.warning("completeness proof of session %s not built: %s", session_id, e.cause)
             return self._error(session_id, e.cause), None
-        summary = self._verified(session_id, path)
+        except Exception:  # noqa: BLE001 - the upload is done: its status report must still go out
+            log.exception("completeness proof of session %s: internal error", session_id)
+            return self._error(session_id, "内部错误，详见日志文件"), None
+        try:
+            summary = self._verified(session_id, path)
+        except UserError as e:  # the kept file cannot be read back
+            log.warning("completeness proof of session %s not read back: %s", session_id, e.cause)
+            return self._error(session_id, e.cause), None
         summary["external"] = self._copy_external(path, actor)
         with self._lock:
             key = self._stat(path)

@@ -141,3 +141,21 @@ def test_preview_names_a_room_not_recovered_and_an_incident_not_decided_with_wha
     assert not [c for s in preview["sessions"] for c in s["failures"] if c["id"] == "backup"]
     core.incidents.confirm(draft["id"], "admin")
     assert [c["id"] for s in core.upload.proofs.preview()["sessions"] for c in s["failures"]] == ["result"]
+
+
+def test_without_the_dongle_the_upload_still_reports_and_says_why_there_is_no_proof(env, external_dir):
+    core = env.core
+    core.loading.load_online("admin")
+    recover(env)
+    core.upload.backup_external(external_dir, "admin")
+    sid = pairs(env.ctx)[0][1]
+    env.driver.stop()  # the dongle does not answer any more: nothing can sign the proof
+    result = core.upload.upload(sid, "admin")
+    assert result["uploaded"]  # the results are at the platform all the same
+    [summary] = result["proofs"]
+    assert not summary["ok"] and summary["error"] and summary["message"].startswith("完整性证明未能生成：")
+    [item] = statuses(env)
+    assert "proof" not in item["data"] and item["data"]["proof_error"] == summary["error"]
+    assert item["data"]["uploaded"] == len([p for p in pairs(env.ctx) if p[1] == sid])
+    core.outbox.deliver_once()
+    assert env.sim.received()["proofs"] == [] and len(env.sim.received()["reports"]) >= 1
