@@ -107,8 +107,9 @@ class UploadService:
         ``NotLoaded`` before 导入考务, ``BackupRequired`` before a valid external backup of
         every recovered file, ``UserError`` when the session has nothing recovered or a
         spooled package is damaged, and the platform's ``PlatformError`` when the upload is
-        cut (what got through is kept:
-        call again to 续报), ``UserError`` while another backup or upload runs.
+        cut (what got through is kept: call again to 续报), ``UserError`` while another
+        backup or upload runs. A proof that cannot be built raises nothing: its summary
+        says why.
         """
         release = self._claim()
         try:
