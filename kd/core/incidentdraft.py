@@ -10,7 +10,7 @@ the facts, stores the drafts and documents the rules (its docstring; docs/incide
 import datetime
 import enum
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from kd.errors import UserError
 from kd.formats.timeutil import format_time
@@ -179,7 +179,9 @@ class OutageTracker:
     when the gap exceeds ``threshold_s`` (its start: the last heartbeat's time, fixed
     then), and closes when a newer heartbeat is seen (its end: that heartbeat's time). A
     gap between two ticks' heartbeats longer than the threshold (ticks further apart than
-    the gap) is an outage too. ``outages()``: every outage seen, open ones with ``end`` None.
+    the gap) is an outage too. ``watched(rooms)``: the rooms this tick observed; the others
+    (no session of theirs under way) are not watched until they are observed again, and that
+    pause is no gap. ``outages()``: every outage seen, open ones with ``end`` None.
     """
 
     def __init__(self, threshold_s: float = 30.0) -> None:
@@ -209,6 +211,13 @@ class OutageTracker:
             self._open[room] = beat
         if previous is None or beat > previous:
             self._last[room] = beat
+
+    def watched(self, rooms: Set[str]) -> None:
+        """Only ``rooms`` were observed by this tick: every other room's last heartbeat is forgotten,
+        so the time until it is observed again (no session of its under way: between two sessions)
+        is no gap. Its open outage stays open (it closes at its next heartbeat)."""
+        for room in [r for r in self._last if r not in rooms]:
+            del self._last[room]
 
     def outages(self) -> List[Outage]:
         return list(self._seen) + [Outage(room, start, None) for room, start in self._open.items()]

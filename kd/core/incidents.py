@@ -255,6 +255,7 @@ class IncidentService:
                 if row.room not in seen:
                     seen.add(row.room)
                     self.tracker.observe(row.room, row.last_seen_s, now)
+        self.tracker.watched(seen)  # between two of its sessions a room is not watched: no outage
         return Facts(sessions, rooms, self.tracker.outages(), now)
 
     def tick(self) -> List[Dict[str, Any]]:

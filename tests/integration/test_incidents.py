@@ -262,3 +262,42 @@ def test_a_room_session_of_a_session_no_longer_in_the_package_is_not_watched(env
         "room": room, "session": "9", "started_at": ctx.now().isoformat(), "ended_at": None, "result": None,
         "upload": None})
     assert core.incidents.tick() == []
+
+
+def test_the_pause_between_two_sessions_is_no_outage(env):
+    """A room beats through session 1, on between the sessions (its proctor waits for 开考时间),
+    then starts session 2: the two minutes in which no session of the room was under way (and
+    the tick did not watch it) are no 网络中断 of session 1."""
+    ctx, core = env.ctx, env.core
+    wall, mono = ShiftedWall(), FakeMonotonic()
+    ctx.clock, core.monitor.clock = wall, mono
+    rooms_of = {sid: sorted({c["room"] for c in ctx.manifest()["candidates"] if c["session"] == sid})
+                for sid in ("1", "2")}
+    both = [r for r in rooms_of["1"] if r in rooms_of["2"]]
+    assert both, rooms_of
+
+    def beat(session, started, ended=False):
+        for room in rooms_of[session]:
+            core.monitor.heartbeat(room, {"session_id": session, "started": started, "ended": ended})
+
+    def drafted_outages():
+        core.incidents.tick()
+        return [(d["room"], d["session"]) for d in ctx.stores.runtime.all(INCIDENTS) if d["kind"] == "outage"]
+
+    beat("1", True)
+    for _ in range(12):  # session 1 runs a minute, a beat and a tick every 5 s
+        moved(wall, mono, 5)
+        beat("1", True)
+        assert drafted_outages() == []
+    moved(wall, mono, 2)  # each room ends between two ticks
+    beat("1", True, ended=True)
+    assert drafted_outages() == []
+    for _ in range(24):  # two minutes between the sessions: beats every 5 s, no session under way
+        moved(wall, mono, 5)
+        beat("1", True, ended=True)
+        assert drafted_outages() == []
+    beat("2", True)  # session 2 starts
+    for _ in range(3):
+        assert drafted_outages() == []
+        moved(wall, mono, 5)
+        beat("2", True)

@@ -121,6 +121,18 @@ def test_tracker_sees_a_gap_between_two_sparse_ticks():
                                         at(11) - datetime.timedelta(seconds=1))]
 
 
+def test_tracker_forgets_a_room_it_stops_watching():
+    tracker = OutageTracker(30)
+    tracker.observe("101", 2.0, at(10))
+    tracker.observe("102", 2.0, at(10))
+    tracker.watched({"101", "102"})
+    tracker.observe("102", 62.0, at(11))  # 102 went silent; 101 is no longer watched (its session ended)
+    tracker.watched({"102"})
+    tracker.observe("101", 1.0, at(13))  # watched again two minutes later: no gap
+    tracker.watched({"101", "102"})
+    assert tracker.outages() == [Outage("102", at(10) - datetime.timedelta(seconds=2), None)]
+
+
 def test_tracker_ignores_rooms_never_heard():
     tracker = OutageTracker(30)
     tracker.observe("101", None, at(10))
