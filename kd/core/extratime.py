@@ -17,7 +17,9 @@ the kinds in ``rules.lost_kinds`` (by default ``outage`` and ``manual``) that co
 whole room (no affected candidates listed) and have an end, each clipped to the room's
 exam (from its recorded start, or the session's start, to its expected end), overlaps
 counted once, rounded up to whole minutes. The proposal is those minutes less what was
-granted already.
+granted already. ``counting(incident, lost_kinds)`` says for one record whether it counts
+(``Counting.COUNTS``) or why not yet / not at all (``COUNTING_LABELS``: the 考场情况 page's
+words); ``proposal`` counts exactly the records it calls ``COUNTS``.
 
 **A grant** (``grant``) is one record of ``runtime extra_time/<id>`` (docs/incidents.md
 §3); the room-session record ``room_sessions/<room|session>`` gets ``extra_time_min`` (the
@@ -61,6 +63,24 @@ TIER_LABELS: Dict[Tier, str] = {
 }
 
 
+class Counting(str, enum.Enum):
+    """Whether an incident counts toward the room's 补时 (``counting``), or why not."""
+
+    DISMISSED = "dismissed"  # 已驳回
+    KIND = "kind"  # its kind is not in lost_kinds
+    CANDIDATES = "candidates"  # only some candidates (the proposal is for the whole room)
+    DRAFTED = "drafted"  # counts once confirmed
+    OPEN = "open"  # counts once it has an end
+    COUNTS = "counts"
+
+
+COUNTING_LABELS: Dict[Counting, str] = {
+    Counting.DISMISSED: "已驳回，不计入补时", Counting.KIND: "此类记录不计入补时",
+    Counting.CANDIDATES: "只涉及部分考生，不计入全考场补时", Counting.DRAFTED: "确认后计入补时",
+    Counting.OPEN: "结束后计入补时", Counting.COUNTS: "计入补时",
+}
+
+
 class ExtraTimeRules(NamedTuple):
     on_site_max_min: int = 30
     dongle_max_min: int = 45
@@ -79,6 +99,25 @@ def tier_for(total_min: int, rules: ExtraTimeRules = DEFAULT_RULES) -> Tier:
     if total_min <= rules.dongle_max_min:
         return Tier.DONGLE
     return Tier.RESCHEDULE
+
+
+def counting(incident: Dict[str, Any], lost_kinds: Sequence[str] = DEFAULT_RULES.lost_kinds) -> Counting:
+    """Whether ``incident`` (an incident record) counts toward its room's 补时 proposal, or why not.
+
+    In this order: dismissed; a kind not in ``lost_kinds``; affected candidates listed; not
+    confirmed yet (drafted); no end yet; else it counts (``proposal`` clips it to the exam).
+    """
+    if incident.get("state") == IncidentState.DISMISSED.value:
+        return Counting.DISMISSED
+    if incident.get("kind") not in lost_kinds:
+        return Counting.KIND
+    if incident.get("candidates"):
+        return Counting.CANDIDATES
+    if incident.get("state") != IncidentState.CONFIRMED.value:
+        return Counting.DRAFTED
+    if not incident.get("end"):
+        return Counting.OPEN
+    return Counting.COUNTS
 
 
 def union_minutes(spans: Sequence[Tuple[datetime.datetime, datetime.datetime]]) -> int:
@@ -145,7 +184,7 @@ class ExtraTimeService:
         end = self.expected_end(room, session)
         spans, ids = [], []
         for inc in self.incidents.list(session=session, room=room, states=[IncidentState.CONFIRMED]):
-            if inc["kind"] not in self.rules.lost_kinds or inc.get("candidates") or not inc.get("end"):
+            if counting(inc, self.rules.lost_kinds) is not Counting.COUNTS:
                 continue
             a, b = max(read_time(inc["start"]), begin), min(read_time(inc["end"]), end)
             if b > a:
@@ -155,6 +194,10 @@ class ExtraTimeService:
         granted = self.granted_min(room, session)
         proposed = max(0, lost - granted)
         return Proposal(room, session, lost, granted, proposed, tier_for(granted + proposed, self.rules), ids)
+
+    def counting(self, incident: Dict[str, Any]) -> Counting:
+        """``counting(incident)`` under this service's rules."""
+        return counting(incident, self.rules.lost_kinds)
 
     def grants(self, room: Optional[str] = None, session: Optional[str] = None) -> List[Dict[str, Any]]:
         docs = [d for d in self.ctx.stores.runtime.all(EXTRA_TIME)

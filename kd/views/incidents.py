@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import ttkbootstrap as ttk
 
 from kd.core import names as n
-from kd.core.extratime import Proposal, Tier
+from kd.core.extratime import COUNTING_LABELS, Proposal, Tier, counting
 from kd.core.incidents import CATEGORY_LABELS, STATE_LABELS, Category, IncidentState
 from kd.core.labels import shown
 from kd.errors import UserError
@@ -95,18 +95,9 @@ def incident_row(doc: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def counts_text(doc: Dict[str, Any], lost_kinds: Sequence[str]) -> str:
-    """Whether the record counts toward the 补时 proposal (``kd.core.extratime``'s rule, said for people)."""
-    if doc["state"] == IncidentState.DISMISSED.value:
-        return "已驳回，不计入补时"
-    if doc["kind"] not in lost_kinds:
-        return "此类记录不计入补时"
-    if doc.get("candidates"):
-        return "只涉及部分考生，不计入全考场补时"
-    if doc["state"] == IncidentState.DRAFTED.value:
-        return "确认后计入补时"
-    if not doc.get("end"):
-        return "结束后计入补时"
-    return "计入补时"
+    """Whether the record counts toward the 补时 proposal, said for people (the core's rule:
+    ``kd.core.extratime.counting``)."""
+    return COUNTING_LABELS[counting(doc, lost_kinds)]
 
 
 def detail_text(doc: Optional[Dict[str, Any]]) -> str:
