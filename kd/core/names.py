@@ -68,7 +68,7 @@ RESULTS_BACKUP_VERIFIED = "results.backup_verified"
 RESULTS_BACKUP_INVALIDATED = "results.backup_invalidated"
 RESULTS_UPLOADED = "results.uploaded"
 RESULTS_UPLOAD_INTERRUPTED = "results.upload_interrupted"
-PROOF_BUILT = "proof.built"  # 考点数据完整性证明 built, signed and kept (kd/core/proof.py)
+PROOF_SIGNED = "proof.signed"  # 考点数据完整性证明 built, signed by the dongle and kept (kd/core/proof.py)
 PROOF_EXPORTED = "proof.exported"  # a copy written to a folder
 PROOF_COPIED = "proof.copied"  # the copy next to the external backup, read back (kd/core/proofflow.py)
 

@@ -13,7 +13,7 @@
   sha256/size and the attendance read from the result file in the spool, the valid
   external backup's copy, the platform receipt's signed bytes, the room's incidents and
   补时; the audit log's head), runs every check, has the site's dongle sign it
-  (``ctx.dongle_or_raise().sign``), keeps it (``store``) and audits ``proof.built``;
+  (``ctx.dongle_or_raise().sign``), keeps it (``store``) and audits ``proof.signed``;
   returns the document (a dict, docs/formats.md "考点数据完整性证明").
 - ``store(doc)``: writes it durably to ``DATA/proofs/<file name>`` (``fileio.write_file_durably``
   under ``ctx.files_lock``; the folder is derived data, docs/storage.md); its path.
@@ -181,7 +181,7 @@ class ProofService:
         doc = P.seal(body, dongle.sign)
         path = self.store(doc)
         failed = [c for c in checks if not c.ok]
-        self.ctx.record(actor, names.PROOF_BUILT, session=session_id, path=path, sha256=P.digest(body).hex(),
+        self.ctx.record(actor, names.PROOF_SIGNED, session=session_id, path=path, sha256=P.digest(body).hex(),
                         rooms=len(body["rooms"]), candidates=len(body["roster"]), ok=not failed,
                         failure=failed[0].text() if failed else None)
         log.info("proof of session %s built: %d rooms, %d candidates, %s", session_id, len(body["rooms"]),

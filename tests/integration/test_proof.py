@@ -66,7 +66,7 @@ def test_a_good_proof_is_built_kept_exported_and_verifies_with_the_platform_key_
     kept = env.core.proof.stored(SESSION)
     assert kept is not None and kept.ok
     actions = [e["action"] for e in env.ctx.audit.entries()]
-    assert "proof.built" in actions and "proof.exported" in actions
+    assert "proof.signed" in actions and "proof.exported" in actions
 
 
 @pytest.mark.parametrize("change, named", [

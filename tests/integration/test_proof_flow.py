@@ -55,7 +55,7 @@ def test_the_upload_builds_keeps_copies_and_sends_each_sessions_proof(env, exter
         assert open(external["path"], "rb").read() == data
         assert P.verify(open(external["path"], "rb").read(), TrustedKeys([env.sim.public_key])).ok
     assert not result["warnings"]
-    assert names.PROOF_BUILT in [e["action"] for e in env.ctx.audit.entries()]
+    assert names.PROOF_SIGNED in [e["action"] for e in env.ctx.audit.entries()]
 
     # the upload tool's table shows each session's proof
     rows = {r["session"]: r for r in core.upload.snapshot()["sessions"]}
