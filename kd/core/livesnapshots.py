@@ -10,11 +10,15 @@ Views decide on the enums, never on the labels.
 Display helpers of 考场监控: ``cell_text(key, value)``, ``row_cell(row, key)`` (考试中 of an
 unpermitted start reads ``"<n>（未经许可开考）"``), ``report_view(outbox item)`` (its time as
 ``labels.shown``). ``MonitorRow.lost``: not connected and not ended, the rooms 考场管理
-paints red (a room that ended its session and went away is no alarm).
+paints red (a room that ended its session and went away is no alarm). ``MonitorRow.extra_time_min``
+and ``expected_end``: the room's 补时 and its expected end (``kd.core.extratime``);
+``extra_time_line(rows)`` is the line 考场管理 and ``main.py monitor`` show for the rooms
+with 补时 (``补时：考场 R1 10 分钟，预计 2026-12-01 11:10 结束``) and the 是否结束考试 cell of
+such a room not ended reads ``否（补时）`` (``EXTRA_TIME_MARK``).
 """
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, cast
 
 from kd.core import labels, lifecycle
 from kd.core.records import JsonObject, RoomSession, SessionDef
@@ -47,6 +51,8 @@ class MonitorRow:
     unpermitted_at: Optional[str]
     last_seen_s: Optional[float]
     state: RoomSessionState
+    extra_time_min: int = 0  # the 补时 granted for the session (total minutes)
+    expected_end: Optional[str] = None  # ISO: the session's end plus that 补时 (None: no valid start/duration)
 
     @property
     def lost(self) -> bool:
@@ -83,12 +89,32 @@ def cell_text(key: str, value: Any) -> str:
     return "" if value is None else str(value)
 
 
+#: the 是否结束考试 cell of a room with 补时 that has not ended: ``否（补时）``
+EXTRA_TIME_MARK = "补时"
+
+
 def row_cell(row: Dict[str, Any], key: str) -> str:
-    """A cell of a snapshot row as shown; 考试中 of a 未经许可开考 row says so."""
+    """A cell of a snapshot row as shown; 考试中 of a 未经许可开考 row says so, 是否结束考试 of a room
+    with 补时 not ended reads ``否（补时）``."""
     text = cell_text(key, row.get(key))
     if key == "in_exam" and row.get("unpermitted"):
         return "{}（{}）".format(text, labels.UNPERMITTED_LABEL)
+    if key == "ended" and not row.get("ended") and (row.get("extra_time_min") or 0) > 0:
+        return "{}（{}）".format(text, EXTRA_TIME_MARK)
     return text
+
+
+def extra_time_line(rows: Iterable[Any]) -> str:
+    """The rooms with 补时 (``MonitorRow``s or their JSON), in the rows' order ("" when none):
+    ``补时：考场 R1 10 分钟，预计 2026-12-01 11:10 结束；考场 R2 …``."""
+    parts = []
+    for row in rows:
+        get = row.get if isinstance(row, Mapping) else (lambda k, r=row: getattr(r, k, None))
+        minutes = get("extra_time_min") or 0
+        if minutes > 0:
+            end = labels.shown(get("expected_end"))
+            parts.append("考场 {} {} 分钟，预计 {} 结束".format(get("room"), minutes, end))
+    return "补时：" + "；".join(parts) if parts else ""
 
 
 def report_view(report: Optional[Mapping[str, Any]]) -> JsonObject:

@@ -41,11 +41,14 @@ seconds (each room with ``unpermitted``, the totals with their count).
 编号 | 注册IP | 考场数据导入状态 | 考试授权状态 | 授权验证状态 | 是否结束考试 | 是否已上报数据 |
 是否与考场连接 | 考生人数 | 已登录 | 考试中), the 人数统计 totals and the footer (场次名称,
 开考时间, 考场状态上报 state). Each row carries ``start`` (``None``, ``START_PERMITTED``,
-``START_UNPERMITTED``) and the flag ``unpermitted`` with ``unpermitted_at``: views decide on
+``START_UNPERMITTED``), the flag ``unpermitted`` with ``unpermitted_at``, and the room's 补时
+(``extra_time_min``, from ``room_sessions``) with its ``expected_end`` (the session's start +
+duration + that 补时, ISO; what ``ExtraTimeService.expected_end`` says): views decide on
 these, never on the text; ``row_cell(row, key)`` is a cell as shown (考试中 of an
 unpermitted start reads ``"<n>（未经许可开考）"``).
 """
 
+import datetime
 import logging
 import threading
 import time
@@ -60,7 +63,7 @@ from kd.core.records import JsonObject
 from kd.core.states import StartKind
 from kd.core.verification import current_session
 from kd.errors import StateRefused, UserError
-from kd.formats.timeutil import format_time
+from kd.formats.timeutil import format_time, read_time
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,19 @@ def _count(state: Dict[str, Any], name: str) -> int:
         raise UserError("考场状态数据无效：{} 应为非负整数。".format(name), "请检查监考机的版本。",
                         detail="bad heartbeat field {}={!r}".format(name, value))
     return value
+
+
+def _minutes(value: Any) -> int:
+    """A record's whole minutes (``extra_time_min``); 0 when absent or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _scheduled_end(session: Dict[str, Any]) -> Optional[datetime.datetime]:
+    """The session's start + duration (None when the package's fields are unreadable)."""
+    try:
+        return read_time(session.get("start")) + datetime.timedelta(minutes=int(session.get("duration_min") or 0))
+    except (TypeError, ValueError):
+        return None
 
 
 def _plan_part(manifest: records.Manifest) -> JsonObject:
@@ -351,6 +367,7 @@ class MonitorService:
             raise UserError("没有场次 {}。".format(session_id), "请选择考场数据包中的场次。")
         rooms, rs, sdoc = self._persisted(session_id)
         authorized, verified = lifecycle.authorized(sdoc), lifecycle.verified(sdoc)
+        scheduled_end = _scheduled_end(sessions[session_id])
         now = self.clock()
         limit = self.interval * self.missed
         counts = plan["counts"]
@@ -378,7 +395,10 @@ class MonitorService:
                 start=(StartKind.UNPERMITTED if unpermitted else StartKind.PERMITTED) if started else None,
                 unpermitted=unpermitted, unpermitted_at=fields.get("unpermitted_at") if unpermitted else None,
                 last_seen_s=round(now - beat.at, 1) if beat is not None else None,
-                state=lifecycle.room_session_state(record)))
+                state=lifecycle.room_session_state(record),
+                extra_time_min=_minutes(fields.get("extra_time_min")),
+                expected_end=format_time(scheduled_end + datetime.timedelta(
+                    minutes=_minutes(fields.get("extra_time_min")))) if scheduled_end is not None else None))
         totals: Dict[str, Any] = {"room": TOTAL_LABEL, "rooms": len(rows)}
         for key in ("data_imported", "authorized", "verified", "started", "unpermitted", "ended", "reported",
                     "connected"):

@@ -5,7 +5,9 @@ Three parts:
 - ``Facts`` (``SiteFacts`` / ``SessionFacts`` / ``RoomFacts``): a typed snapshot of what
   the records say — times parsed, nothing else judged. ``TimelineService.facts()``
   gathers it from the stores (exam ``package/meta``, the manifest's sessions; runtime
-  ``rooms``, ``sessions``, ``room_sessions``, ``checks/seal``, ``checks/external``) and
+  ``rooms``, ``sessions``, ``room_sessions`` (with each room's 补时, ``extra_time_min``: the
+  records' cache drops on ``extra_time.granted`` like on any hub event), ``checks/seal``,
+  ``checks/external``) and
   from the monitor's live heartbeats (``silent_s``: seconds since a room's last heartbeat,
   or since this service started watching when it has sent none since) and from the
   rooms' clock-skew estimates (``skew``, a ``kd.core.clockskew.ClockSkew``: ``room_skew``).
@@ -92,6 +94,11 @@ class AlarmChange:
     opened: bool  # False: closed
     alarm: Alarm
     at: str  # ISO
+
+
+def _minutes(value: Any) -> int:
+    """A record's whole minutes (``extra_time_min``); 0 when absent or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _manifest_sessions(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -183,7 +190,8 @@ class TimelineService:
                     data_imported_at=_time(room.get("data_imported_at")), started_at=_time(doc.get("started_at")),
                     ended_at=_time(doc.get("ended_at")), recovered_at=_time(result.get("received_at")),
                     backed_up=bool(result) and (row.room, sid, result.get("sha256")) in copies,
-                    uploaded_at=_time(upload.get("uploaded_at")) if upload.get("receipt") else None))
+                    uploaded_at=_time(upload.get("uploaded_at")) if upload.get("receipt") else None,
+                    extra_time_min=_minutes(doc.get("extra_time_min"))))
             sessions.append(SessionFacts(
                 id=sid, name=str(sdef.get("name") or ""), start=start, duration_min=duration,
                 rooms=tuple(room_facts), lock_synced_at=_time(sdoc.get("lock_synced_at")),

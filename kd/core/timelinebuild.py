@@ -6,13 +6,23 @@ say (times parsed, nothing judged); ``build_timeline(facts, now, rules)`` gives 
 its due time, state, completion time, evidence and the rooms still missing, and the
 ``AlarmCondition``s that hold at ``now``. No clock, no store, no lock: tested at every
 offset with facts built by hand. The formats are in docs/timeline.md.
+
+补时 moves a room's end: a room's expected end is ``E + RoomFacts.extra_time_min``
+(``SessionFacts.room_end``). A per-room rule anchored at the end (``ended``) judges each
+room against its own end (an alarm per room at its own end + the rule's ``alarm``); the
+other end-anchored rules (``recovered``, ``backup``, ``uploaded``) and the watch
+``connected`` (its ``closes_at``) use the session's latest expected end
+(``SessionFacts.expected_end``). Those items list the rooms with 补时 (``Item.extra_time``).
+
+Texts shared by the 时间线 page and ``main.py timeline``: ``skew_text`` (the measured
+offsets of ``skew`` / ``site_clock``) and ``extra_time_text``.
 """
 
 import dataclasses
 import datetime
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from kd.core.clockskew import shown_offset
+from kd.core.clockskew import UNKNOWN, shown_offset
 from kd.core.timelinerules import (
     DEFAULT_RULES,
     SITE_ITEMS,
@@ -23,7 +33,7 @@ from kd.core.timelinerules import (
     Rule,
     Rules,
 )
-from kd.formats.timeutil import format_time
+from kd.formats.timeutil import format_time, human_time
 
 NO = "-"
 
@@ -73,6 +83,7 @@ class RoomFacts:
     backed_up: bool = False  # its result is in a valid external copy (checks/external)
     uploaded_at: Optional[datetime.datetime] = None  # upload.uploaded_at, with a receipt
     silent_s: Optional[float] = None  # seconds without a heartbeat (None: not known)
+    extra_time_min: int = 0  # the 补时 granted to the room for the session (room_sessions extra_time_min)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +99,32 @@ class SessionFacts:
 
     @property
     def end(self) -> datetime.datetime:
+        """The scheduled end E = T + duration."""
         return self.start + datetime.timedelta(minutes=self.duration_min)
+
+    def room_end(self, room: RoomFacts) -> datetime.datetime:
+        """The room's expected end: E plus its 补时."""
+        return self.end + datetime.timedelta(minutes=max(0, room.extra_time_min))
+
+    @property
+    def expected_end(self) -> datetime.datetime:
+        """The session's latest expected end (E when no room has 补时, or no rooms)."""
+        return max((self.room_end(r) for r in self.rooms), default=self.end)
+
+    def extra_time(self) -> Tuple["RoomEnd", ...]:
+        """The rooms with 补时, in the session's order."""
+        return tuple(RoomEnd(r.code, r.extra_time_min, self.room_end(r)) for r in self.rooms if r.extra_time_min > 0)
+
+
+class RoomEnd(NamedTuple):
+    """A room with 补时: its granted minutes (total) and its expected end."""
+
+    room: str
+    minutes: int
+    expected_end: datetime.datetime
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"room": self.room, "minutes": self.minutes, "expected_end": _iso(self.expected_end)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,13 +157,14 @@ class Item:
     rooms_left: Tuple[str, ...] = ()  # rooms that have not done it (lost rooms for ``connected``)
     closes_at: Optional[datetime.datetime] = None  # ``connected``: the session's end; ``skew``: T
     skew: Tuple[Skew, ...] = ()  # ``skew``: each room's estimate; ``site_clock``: platform, dongle
+    extra_time: Tuple[RoomEnd, ...] = ()  # end-anchored items and ``connected``: the rooms with 补时
 
     def as_dict(self) -> Dict[str, Any]:
         return {"session": self.session, "id": self.id, "label": self.label, "opens_at": _iso(self.opens_at),
                 "due_at": _iso(self.due_at), "alarm_at": _iso(self.alarm_at), "state": self.state.value,
                 "state_label": STATE_LABELS[self.state], "completed_at": _iso(self.completed_at),
                 "evidence": self.evidence, "rooms_left": list(self.rooms_left), "closes_at": _iso(self.closes_at),
-                "skew": [s.as_dict() for s in self.skew]}
+                "skew": [s.as_dict() for s in self.skew], "extra_time": [e.as_dict() for e in self.extra_time]}
 
 
 def alarm_key(session: Optional[str], item: str, room: Optional[str]) -> str:
@@ -164,7 +201,7 @@ class Timeline:
 def _anchor(rule: Rule, session: Optional[SessionFacts], first: datetime.datetime) -> datetime.datetime:
     if rule.anchor is Anchor.FIRST_START or session is None:
         return first
-    return session.start if rule.anchor is Anchor.START else session.end
+    return session.start if rule.anchor is Anchor.START else session.expected_end
 
 
 def _rooms_done(rooms: Iterable[RoomFacts], when: Callable[[RoomFacts], Optional[datetime.datetime]]
@@ -218,8 +255,9 @@ def _session_label(session: Optional[SessionFacts]) -> str:
 
 def _connected(rule: Rule, session: SessionFacts, now: datetime.datetime, rules: Rules, start: datetime.datetime
                ) -> Tuple[Item, List[AlarmCondition]]:
-    """The watch 考中连接: lost rooms are those started, not ended, silent for lost_after_s."""
-    end = session.end
+    """The watch 考中连接: lost rooms are those started, not ended, silent for lost_after_s; it
+    closes at the session's latest expected end (补时 included)."""
+    end = session.expected_end
     conditions: List[AlarmCondition] = []
     last, _, all_ended = _rooms_done(session.rooms, lambda r: r.ended_at)
     lost: List[str] = []
@@ -240,8 +278,38 @@ def _connected(rule: Rule, session: SessionFacts, now: datetime.datetime, rules:
     else:
         state, completed = ItemState.ACTIVE, None
     item = Item(session.id, rule.id, rule.label, start, start, start, state, completed, rule.evidence,
-                tuple(lost), closes_at=end)
+                tuple(lost), closes_at=end, extra_time=session.extra_time())
     return item, conditions
+
+
+def _per_room_end(rule: Rule, facts: SiteFacts, session: SessionFacts, now: datetime.datetime
+                  ) -> Tuple[Item, List[AlarmCondition]]:
+    """A per-room rule anchored at the end (``ended``): each room judged against its own expected end.
+
+    A room still to do it is late from its own end + ``rule.alarm``: one condition each. The
+    item opens at the earliest room end + ``opens``; its ``due_at`` / ``alarm_at`` are the
+    latest among the rooms still to do it (among every room once none is left).
+    """
+    ends = {r.code: session.room_end(r) for r in session.rooms}
+    done, completed, left = _judge(rule, facts, session, session.end, session.end)
+    scope = [ends[c] for c in (left or tuple(ends))]
+    latest = max(scope, default=session.end)
+    opens = min(ends.values(), default=session.end) + datetime.timedelta(minutes=rule.opens)
+    due, alarm = (latest + datetime.timedelta(minutes=m) for m in (rule.due, rule.alarm))
+    late = [c for c in left if now >= ends[c] + datetime.timedelta(minutes=rule.alarm)]
+    if done:
+        state = ItemState.DONE
+    elif late:
+        state = ItemState.OVERDUE
+    elif now < opens:
+        state = ItemState.PENDING
+    else:
+        state = ItemState.ACTIVE
+    where = _session_label(session)
+    conditions = [AlarmCondition(AlarmKind.OVERDUE, session.id, rule.id, room,
+                                 "{} 考场 {}：{}逾期".format(where, room, rule.label)) for room in late]
+    return Item(session.id, rule.id, rule.label, opens, due, alarm, state, completed, rule.evidence, left,
+                extra_time=session.extra_time()), conditions
 
 
 def _over(offset: Optional[float], rules: Rules) -> bool:
@@ -322,6 +390,11 @@ def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFA
                 continue
             base = _anchor(rule, session, first)
             opens, due, alarm = (base + datetime.timedelta(minutes=m) for m in (rule.opens, rule.due, rule.alarm))
+            if session is not None and rule.per_room and rule.anchor is Anchor.END:
+                item, more = _per_room_end(rule, facts, session, now)
+                items.append(item)
+                conditions.extend(more)
+                continue
             if rule.id in ("connected", "skew", "site_clock"):
                 if rule.id == "site_clock":
                     item, more = _site_clock(rule, facts, now, rules, opens, due, alarm)
@@ -344,7 +417,9 @@ def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFA
             else:
                 state = ItemState.OVERDUE
             items.append(Item(session.id if session else None, rule.id, rule.label, opens, due, alarm, state,
-                              completed, rule.evidence, left))
+                              completed, rule.evidence, left,
+                              extra_time=session.extra_time() if session is not None and rule.anchor is Anchor.END
+                              else ()))
             if state is ItemState.OVERDUE:
                 where = _session_label(session)
                 if rule.per_room and left:
@@ -355,3 +430,39 @@ def build_timeline(facts: SiteFacts, now: datetime.datetime, rules: Rules = DEFA
                     conditions.append(AlarmCondition(AlarmKind.OVERDUE, session.id if session else None, rule.id,
                                                      None, "{}：{}逾期".format(where, rule.label)))
     return Timeline(now, tuple(items), tuple(conditions))
+
+
+# -- texts (the 时间线 page, ``main.py timeline``) --------------------------------------------------
+#: what a ``site_clock`` entry's source is called
+CLOCK_NAMES = {"platform": "监控平台", "dongle": "机考锁"}
+Moment = Union[str, datetime.datetime, None]
+
+
+def skew_text(item_id: str, skews: Sequence[Tuple[str, Optional[float]]], off: Sequence[str]) -> str:
+    """The measured offsets an item shows ("" when it has nothing to say).
+
+    ``skews``: ``(source, offset_s)`` of ``Item.skew``; ``off``: the rooms over the limit
+    (``rooms_left`` of ``skew``). ``skew``: ``时钟偏差考场：R1（+300 秒）、R2（-75 秒）`` while a
+    room is off; ``site_clock``: ``监控平台 +2 秒，机考锁 -1 秒`` once one is measured (``未知`` for the
+    other).
+    """
+    if item_id == "skew":
+        offsets = dict(skews)
+        return "时钟偏差考场：" + "、".join("{}（{}）".format(room, shown_offset(offsets.get(room)))
+                                      for room in off) if off else ""
+    if item_id == "site_clock":
+        if all(offset is None for _source, offset in skews):
+            return ""
+        return "，".join("{} {}".format(CLOCK_NAMES.get(source, source),
+                                       shown_offset(offset) if offset is not None else UNKNOWN)
+                        for source, offset in skews)
+    return ""
+
+
+def extra_time_text(entries: Iterable[Tuple[str, int, Moment]]) -> str:
+    """The rooms with 补时: ``补时：R2 至 2026-12-01 11:10（10 分钟）`` ("" when none).
+
+    ``entries``: ``(room, minutes, expected end)`` (``Item.extra_time``; ISO text or datetime).
+    """
+    parts = ["{} 至 {}（{} 分钟）".format(room, human_time(end), minutes) for room, minutes, end in entries]
+    return "补时：" + "、".join(parts) if parts else ""
