@@ -5,7 +5,8 @@
   check passes, 1 when an item failed (the items say why and what to do).
 - ``verify --session N [--file F.KDV] [--json]``: 授权验证 of a session, online or from a file.
 - ``monitor [--session N] [--json]``: the §4.3 table (this process receives no
-  heartbeats, so it shows the persisted state: every room as not connected).
+  heartbeats, so it shows the persisted state: every room as not connected); a room with
+  补时 reads ``否（补时）`` in 是否结束考试 and a last line gives each such room's expected end.
 - ``outbox [--send] [--json]``: the stored reports and their states; ``--send`` first
   tries to deliver every pending one.
 
@@ -75,7 +76,7 @@ def run_verify(s: Session) -> int:
 
 def _monitor_text(snap: Dict[str, Any]) -> str:
     from kd.core.labels import UNPERMITTED_LABEL, session_label, shown  # noqa: PLC0415
-    from kd.core.livesnapshots import row_cell  # noqa: PLC0415
+    from kd.core.livesnapshots import extra_time_line, row_cell  # noqa: PLC0415
     from kd.core.monitor import COLUMNS  # noqa: PLC0415
 
     if snap.get("session") is None:
@@ -93,6 +94,9 @@ def _monitor_text(snap: Dict[str, Any]) -> str:
     unpermitted = [row["room"] for row in snap["rows"] if row.get("unpermitted")]
     if unpermitted:
         lines.append("{}：考场 {}".format(UNPERMITTED_LABEL, "、".join(unpermitted)))
+    extra = extra_time_line(snap["rows"])
+    if extra:
+        lines.append(extra)
     return "\n".join(lines)
 
 

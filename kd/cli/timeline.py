@@ -6,7 +6,9 @@ closes no alarm and writes nothing. When the window or ``--headless`` holds the 
 folder it runs there over the control channel (``kd.cli.run``), so it sees that
 instance's live heartbeats and its open alarms; otherwise it reads the folder (the open
 alarms as last stored in runtime ``checks/alarms``; no heartbeats, so no room is lost).
-Text shows times as people read them (``kd.core.labels.shown``); ``--json`` prints
+Text shows times as people read them (``kd.core.labels.shown``), the clock items' measured
+offsets (``skew_text``: ``时钟偏差考场：R1（+300 秒）``, ``监控平台 +2 秒，机考锁 -1 秒``) and the
+rooms with 补时 of an item not done (``extra_time_text``); ``--json`` prints
 ``TimelineService.snapshot`` as it is (ISO 8601 times). docs/timeline.md has both.
 """
 
@@ -23,6 +25,7 @@ def register(commands: Any) -> None:
 def timeline_text(snap: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> str:
     """The snapshot as the administrator reads it (one block per session, then the open alarms)."""
     from kd.core.labels import session_label, shown  # noqa: PLC0415
+    from kd.core.timelinebuild import extra_time_text, skew_text  # noqa: PLC0415
 
     names = names or {}
     lines: List[str] = ["考点时间线（{}）  未处理告警：{} 个".format(shown(snap["at"]), snap["open_alarms"])]
@@ -35,13 +38,20 @@ def timeline_text(snap: Dict[str, Any], names: Optional[Dict[str, str]] = None) 
             lines.append("")
             lines.append("考点" if current is None else "场次：{}".format(session_label(current, names)))
         text = "  {}  {}  {}".format(shown(item["due_at"]), item["state_label"], item["label"])
+        clocks = skew_text(item["id"], [(e["source"], e["offset_s"]) for e in item.get("skew") or []],
+                           item["rooms_left"])
         if item["completed_at"]:
             text += "（完成于 {}）".format(shown(item["completed_at"]))
-        elif item["rooms_left"]:
+        elif item["rooms_left"] and not clocks:
             rooms = item["rooms_left"]
             what = "失去连接的考场" if item["id"] == "connected" else "未完成的考场"
             text += "（{}：{}{}）".format(what, "、".join(rooms[:10]), "等 {} 个".format(len(rooms)) if len(rooms) > 10
                                          else "")
+        if clocks:
+            text += "（{}）".format(clocks)
+        extra = extra_time_text((e["room"], e["minutes"], e["expected_end"]) for e in item.get("extra_time") or [])
+        if extra and item["state"] != "done":
+            text += "（{}）".format(extra)
         lines.append(text)
     if snap["alarms"]:
         lines.append("")

@@ -14,6 +14,10 @@ room lost (``MonitorRow.lost``: not connected and its session not ended) gets th
 text): a finished room is no alarm. A room with an open timeline alarm of the shown session
 (``core.timeline.open_alarms()``, ``Alarm.room``: late to start, lost...) gets the tag ``alarm``
 (dark red on amber, distinct from the lost room's red text; 未经许可开考 stays first).
+A room with 补时 (``MonitorRow.extra_time_min``) not ended reads ``否（补时）`` in 是否结束考试,
+and a line under the table gives each such room's expected end (``extra_time_line``:
+``补时：考场 R1 10 分钟，预计 2026-12-01 11:10 结束``); a grant (``extra_time.granted``) re-renders
+at once.
 考场情况记录… (or a double click on a room) opens 考中 → 考场情况 (kd.views.incidents) on
 that room and session. 开考时间 and 考场状态上报's time read as
 ``kd.core.labels.shown`` (``2026-12-01 17:35``).
@@ -33,7 +37,7 @@ import ttkbootstrap as ttk
 
 from kd.core import names as n
 from kd.core.labels import UNPERMITTED_LABEL, shown
-from kd.core.livesnapshots import MonitorRow, MonitorSnapshot, cell_text
+from kd.core.livesnapshots import EXTRA_TIME_MARK, MonitorRow, MonitorSnapshot, cell_text, extra_time_line
 from kd.core.monitor import COLUMNS
 from kd.errors import UserError
 from kd.views.live_table import LiveTable, SessionPicker
@@ -59,10 +63,13 @@ COUNT_KEYS = ("candidates", "logged_in", "in_exam")
 
 
 def row_cell(row: MonitorRow, key: str) -> str:
-    """A cell as shown; 考试中 of a 未经许可开考 room says so (``<n>（未经许可开考）``)."""
+    """A cell as shown; 考试中 of a 未经许可开考 room says so (``<n>（未经许可开考）``), 是否结束考试
+    of a room with 补时 not ended reads ``否（补时）``."""
     text = cell_text(key, getattr(row, key))
     if key == "in_exam" and row.unpermitted:
         return "{}（{}）".format(text, UNPERMITTED_LABEL)
+    if key == "ended" and not row.ended and row.extra_time_min > 0:
+        return "{}（{}）".format(text, EXTRA_TIME_MARK)
     return text
 
 
@@ -115,7 +122,7 @@ class MonitorPage(LivePage):
                         n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
                         n.ROOM_STARTED_UNPERMITTED, n.ROOM_ENDED, n.RESULTS_RECEIVED, n.RESULTS_UPLOADED,
                         n.SESSION_STARTED, n.SESSION_ENDED, n.OUTBOX_SENT, n.OUTBOX_FAILED, n.SYSTEM_INITIALIZED,
-                        n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL})
+                        n.SYSTEM_RESTORED, n.SYSTEM_CONVERTED_TO_FORMAL, n.EXTRA_TIME_GRANTED})
 
     def _build(self) -> None:
         self._session_id: Optional[str] = None
@@ -136,6 +143,8 @@ class MonitorPage(LivePage):
         self.hint.pack(side="top", anchor="w", pady=(4, 0))
         self.alarm = ttk.Label(self, text="", foreground=BAD_COLOUR)
         self.alarm.pack(side="top", anchor="w")
+        self.extra = ttk.Label(self, text="", wraplength=900, justify="left")
+        self.extra.pack(side="top", anchor="w")
 
     def _build_footer(self) -> None:
         foot = ttk.Frame(self)
@@ -200,6 +209,7 @@ class MonitorPage(LivePage):
             _set(self.hint, "共 {} 个考场，{} 个与考场连接（每 {} 秒刷新）".format(
                 totals.get("rooms", len(rows)), totals.get("connected", 0), REFRESH_MS // 1000))
         _set(self.alarm, alarm_text(snap))
+        _set(self.extra, extra_time_line(snap.rows))
 
 
 def _set(widget: Any, value: str, option: str = "text") -> None:

@@ -3,7 +3,10 @@
 One table per session (the 场次名称 picker under it, as 考场管理's): one row per timeline
 item of the chosen session and the site-wide items (``core.timeline.timeline(session)``):
 项目 | 应完成时间 | 状态 | 完成时间 | 依据 / 未完成考场 (the rooms still missing while the item
-is 进行中 or 逾期, 失去连接考场 for 考中考场连接; otherwise what proves it, ``EVIDENCE``, in Chinese).
+is 进行中 or 逾期, 失去连接考场 for 考中考场连接; otherwise what proves it, ``EVIDENCE``, in Chinese;
+the clock items show their measured offsets instead: ``skew`` ``时钟偏差考场：R1（+300 秒）``
+while a room is off, ``site_clock`` ``监控平台 +2 秒，机考锁 -1 秒`` once measured; an item not done
+whose rooms have 补时 adds ``；补时：R2 至 2026-12-01 11:10（10 分钟）``: ``item_detail``).
 An overdue item's row has the tag ``overdue`` (red text), a done one ``done`` (grey). Above the table, in red, the open
 alarms (``core.timeline.open_alarms()``, oldest first): ``告警 N：<label>（<opened at>）``,
 one line each. Under the table, 考场情况记录… opens the 考场情况 page (kd.views.incidents: the
@@ -24,6 +27,7 @@ import ttkbootstrap as ttk
 
 from kd.core import names as n
 from kd.core.labels import shown
+from kd.core.timelinebuild import extra_time_text, skew_text
 from kd.core.timelinerules import STATE_LABELS, ItemState
 from kd.errors import UserError
 from kd.views.live_table import LiveTable, SessionPicker
@@ -59,13 +63,25 @@ class TimelineView:
     session_id: Optional[str]
 
 
-def item_row(item: Any) -> Dict[str, Any]:
-    """One table row of a timeline ``Item`` (display strings; ``_tags`` by its state)."""
-    if item.rooms_left and item.state in (ItemState.ACTIVE, ItemState.OVERDUE):
+def item_detail(item: Any) -> str:
+    """依据 / 未完成考场 of an item: the clocks' measured offsets (``skew``: the rooms off;
+    ``site_clock``: 监控平台, 机考锁), the rooms still missing, else what proves it; then the rooms
+    with 补时 and their expected ends (the end items, 考中考场连接)."""
+    clocks = skew_text(item.id, [(s.source, s.offset_s) for s in item.skew], item.rooms_left)
+    if clocks:
+        detail = clocks
+    elif item.rooms_left and item.state in (ItemState.ACTIVE, ItemState.OVERDUE):
         label = "失去连接考场：" if item.id == "connected" else "未完成考场："
         detail = label + "、".join(item.rooms_left)
     else:
         detail = EVIDENCE.get(item.id, item.evidence or "")
+    extra = extra_time_text((e.room, e.minutes, e.expected_end) for e in item.extra_time)
+    return "{}；{}".format(detail, extra) if extra and item.state is not ItemState.DONE else detail
+
+
+def item_row(item: Any) -> Dict[str, Any]:
+    """One table row of a timeline ``Item`` (display strings; ``_tags`` by its state)."""
+    detail = item_detail(item)
     row: Dict[str, Any] = {"key": "{}/{}".format(item.session or "-", item.id), "label": item.label,
                            "due": shown(item.due_at), "state": STATE_LABELS.get(item.state, str(item.state)),
                            "completed": shown(item.completed_at) if item.state is ItemState.DONE else "",
@@ -95,7 +111,7 @@ class TimelinePage(LivePage):
     events = frozenset({n.ALARM_OPENED, n.ALARM_CLOSED, n.PACKAGE_LOADED, n.ROOM_REGISTERED,
                         n.ROOM_DATA_IMPORTED, n.SESSION_AUTHORIZED, n.SESSION_VERIFIED, n.ROOM_STARTED,
                         n.ROOM_ENDED, n.RESULTS_RECEIVED, n.RESULTS_UPLOADED, n.SESSION_STARTED,
-                        n.SESSION_ENDED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED})
+                        n.SESSION_ENDED, n.SYSTEM_INITIALIZED, n.SYSTEM_RESTORED, n.EXTRA_TIME_GRANTED})
 
     def _build(self) -> None:
         self._session_id: Optional[str] = None
