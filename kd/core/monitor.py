@@ -368,6 +368,7 @@ class MonitorService:
         rooms, rs, sdoc = self._persisted(session_id)
         authorized, verified = lifecycle.authorized(sdoc), lifecycle.verified(sdoc)
         scheduled_end = _scheduled_end(sessions[session_id])
+        scheduled_iso = format_time(scheduled_end) if scheduled_end is not None else None  # once: most rooms'
         now = self.clock()
         limit = self.interval * self.missed
         counts = plan["counts"]
@@ -383,6 +384,7 @@ class MonitorService:
             started = lifecycle.started(record)
             unpermitted = lifecycle.start_unpermitted(record)
             fields: Dict[str, Any] = dict(record or {})
+            extra = _minutes(fields.get("extra_time_min"))
             rows.append(MonitorRow(
                 room=code, ip=room["ip"] if room is not None else None,
                 data_imported=bool(room is not None and room.get("data_imported_at")),
@@ -396,9 +398,8 @@ class MonitorService:
                 unpermitted=unpermitted, unpermitted_at=fields.get("unpermitted_at") if unpermitted else None,
                 last_seen_s=round(now - beat.at, 1) if beat is not None else None,
                 state=lifecycle.room_session_state(record),
-                extra_time_min=_minutes(fields.get("extra_time_min")),
-                expected_end=format_time(scheduled_end + datetime.timedelta(
-                    minutes=_minutes(fields.get("extra_time_min")))) if scheduled_end is not None else None))
+                extra_time_min=extra, expected_end=scheduled_iso if not extra or scheduled_end is None
+                else format_time(scheduled_end + datetime.timedelta(minutes=extra))))
         totals: Dict[str, Any] = {"room": TOTAL_LABEL, "rooms": len(rows)}
         for key in ("data_imported", "authorized", "verified", "started", "unpermitted", "ended", "reported",
                     "connected"):

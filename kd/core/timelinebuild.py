@@ -20,6 +20,7 @@ offsets of ``skew`` / ``site_clock``) and ``extra_time_text``.
 
 import dataclasses
 import datetime
+import functools
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from kd.core.clockskew import UNKNOWN, shown_offset
@@ -104,16 +105,26 @@ class SessionFacts:
 
     def room_end(self, room: RoomFacts) -> datetime.datetime:
         """The room's expected end: E plus its 补时."""
-        return self.end + datetime.timedelta(minutes=max(0, room.extra_time_min))
+        found = self._ends[0].get(room.code)
+        return found.expected_end if found is not None else self.end
 
     @property
     def expected_end(self) -> datetime.datetime:
         """The session's latest expected end (E when no room has 补时, or no rooms)."""
-        return max((self.room_end(r) for r in self.rooms), default=self.end)
+        return self._ends[1]
 
     def extra_time(self) -> Tuple["RoomEnd", ...]:
         """The rooms with 补时, in the session's order."""
-        return tuple(RoomEnd(r.code, r.extra_time_min, self.room_end(r)) for r in self.rooms if r.extra_time_min > 0)
+        return self._ends[2]
+
+    @functools.cached_property
+    def _ends(self) -> Tuple[Dict[str, "RoomEnd"], datetime.datetime, Tuple["RoomEnd", ...]]:
+        """(the rooms with 补时 by code, the latest expected end, those rooms in order): once per
+        facts object (a build asks for them per item; frozen: the fields never change)."""
+        end = self.end
+        extra = tuple(RoomEnd(r.code, r.extra_time_min, end + datetime.timedelta(minutes=r.extra_time_min))
+                      for r in self.rooms if r.extra_time_min > 0)
+        return {e.room: e for e in extra}, max((e.expected_end for e in extra), default=end), extra
 
 
 class RoomEnd(NamedTuple):
@@ -290,13 +301,19 @@ def _per_room_end(rule: Rule, facts: SiteFacts, session: SessionFacts, now: date
     item opens at the earliest room end + ``opens``; its ``due_at`` / ``alarm_at`` are the
     latest among the rooms still to do it (among every room once none is left).
     """
-    ends = {r.code: session.room_end(r) for r in session.rooms}
-    done, completed, left = _judge(rule, facts, session, session.end, session.end)
-    scope = [ends[c] for c in (left or tuple(ends))]
-    latest = max(scope, default=session.end)
-    opens = min(ends.values(), default=session.end) + datetime.timedelta(minutes=rule.opens)
+    end = session.end
+    extra = {e.room: e.expected_end for e in session.extra_time()}  # most rooms have none: their end is E
+    done, completed, left = _judge(rule, facts, session, end, end)
+    scope = left or tuple(r.code for r in session.rooms)
+    latest = max((extra.get(c, end) for c in scope), default=end) if extra else end
+    earliest = min(extra.values()) if extra and len(extra) == len(session.rooms) else end
+    opens = earliest + datetime.timedelta(minutes=rule.opens)
     due, alarm = (latest + datetime.timedelta(minutes=m) for m in (rule.due, rule.alarm))
-    late = [c for c in left if now >= ends[c] + datetime.timedelta(minutes=rule.alarm)]
+    grace = datetime.timedelta(minutes=rule.alarm)
+    if extra:
+        late = [c for c in left if now >= extra.get(c, end) + grace]
+    else:
+        late = list(left) if now >= end + grace else []
     if done:
         state = ItemState.DONE
     elif late:
