@@ -77,3 +77,11 @@ def test_the_timeline_cli_text():
     text = timeline_text({"at": format_time(late.at), "open_alarms": 0, "alarms": [],
                           "items": [i.as_dict() for i in late.items]})
     assert "全部考场结束考试（未完成的考场：R1、R2）（补时：R2 至 2026-12-01 11:10（10 分钟））" in text
+
+
+def test_both_pages_re_render_on_a_grant():
+    from kd.core import names  # noqa: PLC0415
+    from kd.views.monitor import MonitorPage  # noqa: PLC0415
+    from kd.views.timeline import TimelinePage  # noqa: PLC0415
+
+    assert names.EXTRA_TIME_GRANTED in MonitorPage.events and names.EXTRA_TIME_GRANTED in TimelinePage.events
