@@ -254,6 +254,11 @@ class LockEmulator(ContextManager["LockEmulator"]):
             return  # closed by unplug() meanwhile
         conn.setblocking(True)
         with self._mutex:
+            if self._conn is not None and _peer_closed(self._conn):
+                # like a serial port, a link its holder closed is free at once (its thread sees the
+                # end later): without this a process that opens the dongle right after another closed
+                # it was refused for as long as the emulator had not read the end
+                self._conn = None
             busy = self._conn is not None or not self._plugged
             if not busy:
                 self._conn = conn
@@ -325,6 +330,23 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the peer of ``sock`` closed its end (an end of stream is waiting to be read).
+
+    Peeks without blocking (the connection's own thread may read the same socket meanwhile);
+    where the system has no ``MSG_DONTWAIT`` (Windows) it cannot tell and says False.
+    """
+    dontwait = getattr(socket, "MSG_DONTWAIT", 0)
+    if not dontwait:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | dontwait) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # nothing to read: the holder is alive
+    except (OSError, ValueError):
+        return True  # reset or closed
 
 
 def _shutdown(sock: socket.socket) -> None:
