@@ -5,7 +5,8 @@ relative to an anchor, and who is alarmed when it is late. Offsets are whole min
 the anchor (negative: before it):
 
 - ``Anchor.START``: the session's start ``T`` (``start`` of the package's session);
-- ``Anchor.END``: the session's end ``E = T + duration_min``;
+- ``Anchor.END``: the session's end ``E = T + duration_min`` (补时 moves it: a per-room rule
+  takes each room's own expected end, the others the session's latest; ``kd.core.timelinebuild``);
 - ``Anchor.FIRST_START``: the start of the day's first session (site-wide items: they
   belong to no session).
 
