@@ -196,14 +196,7 @@ class IncidentsPage(LivePage):
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> IncidentsView:
         core = self.core
-        chosen = self._session_id
-        try:
-            mon = core.monitor.view(chosen)
-        except UserError:
-            if chosen is None:
-                raise
-            log.info("session %s is gone; showing the current session", chosen)
-            mon = core.monitor.view(None)
+        mon = self.monitor_view()
         session = mon.session or {}
         sid = session.get("id")
         rooms = tuple(r.room for r in mon.rows)
@@ -440,11 +433,8 @@ class IncidentsPage(LivePage):
 def write_sheet(core: Any, session: str, room: Optional[str]) -> str:
     """The 考场情况记录单 of a room (None: one per room of the session) as an HTML file in the data
     folder (``kd.core.incidentsheet``); its path. Runs in a worker."""
-    try:
-        from kd.core import incidentsheet  # noqa: PLC0415 - only needed when printing
-    except ImportError:
-        raise UserError("本版本尚不能打印考场情况记录单。",
-                        "请用命令行 incident list 查看记录并手工填写记录单。") from None
+    from kd.core import incidentsheet  # noqa: PLC0415 - only needed when printing
+
     if room is None:
         return str(incidentsheet.write_session_sheets(core, session))
     return str(incidentsheet.write_sheet(core, session, room))

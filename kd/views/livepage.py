@@ -4,12 +4,17 @@
 current one) and refreshes now and every ``refresh_ms`` while it is mapped: the shell
 loop's ``every`` timer, owned by the page (cancelled when it is destroyed), started on
 ``<Map>`` and stopped on ``<Unmap>`` (``watch_visibility()`` binds them). A tick while the
-page is not viewable does nothing.
+page is not viewable does nothing. ``monitor_view()`` (in a worker) is the monitor's view of
+the chosen session, or of the current one once the chosen session is gone (a new package).
 """
 
+import logging
 from typing import Any, Optional
 
+from kd.errors import UserError
 from kd.views.base import Page
+
+log = logging.getLogger(__name__)
 
 
 class LivePage(Page):
@@ -26,6 +31,17 @@ class LivePage(Page):
         """Show ``session_id`` (None: the current session) and refresh."""
         self._session_id = session_id
         self.refresh()
+
+    def monitor_view(self) -> Any:
+        """``core.monitor.view`` of the chosen session; the current one once it is gone (worker)."""
+        chosen = self._session_id
+        try:
+            return self.core.monitor.view(chosen)
+        except UserError:
+            if chosen is None:
+                raise
+            log.info("session %s is gone; showing the current session", chosen)
+            return self.core.monitor.view(None)
 
     def _on_map(self, event: Any) -> None:
         if event.widget is self:

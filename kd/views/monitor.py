@@ -39,7 +39,6 @@ from kd.core import names as n
 from kd.core.labels import UNPERMITTED_LABEL, shown
 from kd.core.livesnapshots import EXTRA_TIME_MARK, MonitorRow, MonitorSnapshot, cell_text, extra_time_line
 from kd.core.monitor import COLUMNS
-from kd.errors import UserError
 from kd.views.live_table import LiveTable, SessionPicker
 from kd.views.livepage import LivePage
 
@@ -175,14 +174,7 @@ class MonitorPage(LivePage):
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> Tuple[MonitorSnapshot, FrozenSet[str]]:
         """The monitor's view and the rooms of its session with an open timeline alarm."""
-        chosen = self._session_id
-        try:
-            snap = self.core.monitor.view(chosen)
-        except UserError:
-            if chosen is None:
-                raise
-            log.info("session %s is gone; showing the current session", chosen)
-            snap = self.core.monitor.view(None)
+        snap = self.monitor_view()
         session = (snap.session or {}).get("id")
         timeline = getattr(self.core, "timeline", None)
         alarms = timeline.open_alarms() if timeline is not None else ()

@@ -29,7 +29,6 @@ from kd.core import names as n
 from kd.core.labels import shown
 from kd.core.timelinebuild import extra_time_text, skew_text
 from kd.core.timelinerules import STATE_LABELS, ItemState
-from kd.errors import UserError
 from kd.views.live_table import LiveTable, SessionPicker
 from kd.views.livepage import LivePage
 
@@ -137,14 +136,7 @@ class TimelinePage(LivePage):
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> TimelineView:
         core = self.core
-        chosen = self._session_id
-        try:
-            mon = core.monitor.view(chosen)
-        except UserError:
-            if chosen is None:
-                raise
-            log.info("session %s is gone; showing the current session", chosen)
-            mon = core.monitor.view(None)
+        mon = self.monitor_view()
         session = (mon.session or {}).get("id")
         items = core.timeline.timeline(session).items if session is not None else ()
         return TimelineView(tuple(items), tuple(core.timeline.open_alarms()), tuple(mon.sessions), session)
