@@ -47,7 +47,7 @@ from kd.core.labels import shown
 from kd.errors import UserError
 from kd.formats.timeutil import CST, SHOWN
 from kd.views.incident_form import FormFields, IncidentForm, parse_fields
-from kd.views.live_table import LiveTable, SessionPicker
+from kd.views.live_table import LiveTable
 from kd.views.livepage import LivePage
 
 log = logging.getLogger(__name__)
@@ -181,11 +181,7 @@ class IncidentsPage(LivePage):
         self.detail.bind("<Configure>", lambda e: self.detail.configure(wraplength=max(300, e.width - 8)), add="+")
         self.grants = ttk.Label(self, text="", bootstyle="success", justify="left")
         self.grants.pack(side="top", anchor="w", pady=(4, 0))
-        foot = ttk.Frame(self)
-        foot.pack(side="bottom", fill="x", pady=(6, 0))
-        ttk.Label(foot, text="场次名称：").pack(side="left")
-        self.session_box = SessionPicker(foot, self.choose_session, width=16)
-        self.session_box.pack(side="left")
+        foot = self.session_footer()
         ttk.Label(foot, text="考场：").pack(side="left", padx=(16, 0))
         self.room_box = ttk.Combobox(foot, state="readonly", width=10, values=[ALL_ROOMS])
         self.room_box.current(0)

@@ -11,8 +11,11 @@ the chosen session, or of the current one once the chosen session is gone (a new
 import logging
 from typing import Any, Optional
 
+import ttkbootstrap as ttk
+
 from kd.errors import UserError
 from kd.views.base import Page
+from kd.views.live_table import SessionPicker
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,16 @@ class LivePage(Page):
         """Show ``session_id`` (None: the current session) and refresh."""
         self._session_id = session_id
         self.refresh()
+
+    def session_footer(self) -> Any:
+        """The footer packed at the page's bottom, opening with 场次名称 and its picker
+        (``self.session_box``); the page adds its own widgets to it."""
+        foot = ttk.Frame(self)
+        foot.pack(side="bottom", fill="x", pady=(6, 0))
+        ttk.Label(foot, text="场次名称：").pack(side="left")
+        self.session_box = SessionPicker(foot, self.choose_session, width=16)
+        self.session_box.pack(side="left")
+        return foot
 
     def monitor_view(self) -> Any:
         """``core.monitor.view`` of the chosen session; the current one once it is gone (worker)."""

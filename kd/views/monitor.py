@@ -39,7 +39,7 @@ from kd.core import names as n
 from kd.core.labels import UNPERMITTED_LABEL, shown
 from kd.core.livesnapshots import EXTRA_TIME_MARK, MonitorRow, MonitorSnapshot, cell_text, extra_time_line
 from kd.core.monitor import COLUMNS
-from kd.views.live_table import LiveTable, SessionPicker
+from kd.views.live_table import LiveTable
 from kd.views.livepage import LivePage
 
 log = logging.getLogger(__name__)
@@ -146,11 +146,7 @@ class MonitorPage(LivePage):
         self.extra.pack(side="top", anchor="w")
 
     def _build_footer(self) -> None:
-        foot = ttk.Frame(self)
-        foot.pack(side="bottom", fill="x", pady=(6, 0))
-        ttk.Label(foot, text="场次名称：").pack(side="left")
-        self.session_box = SessionPicker(foot, self.choose_session, width=16)
-        self.session_box.pack(side="left")
+        foot = self.session_footer()
         ttk.Label(foot, text="开考时间：").pack(side="left", padx=(16, 0))
         self.start_label = ttk.Label(foot, text="")
         self.start_label.pack(side="left")

@@ -29,7 +29,7 @@ from kd.core import names as n
 from kd.core.labels import shown
 from kd.core.timelinebuild import extra_time_text, skew_text
 from kd.core.timelinerules import STATE_LABELS, ItemState
-from kd.views.live_table import LiveTable, SessionPicker
+from kd.views.live_table import LiveTable
 from kd.views.livepage import LivePage
 
 log = logging.getLogger(__name__)
@@ -123,11 +123,7 @@ class TimelinePage(LivePage):
         self.table.pack(side="top", fill="both", expand=True, pady=(4, 0))
         self.hint = ttk.Label(self, text="", bootstyle="secondary")
         self.hint.pack(side="top", anchor="w", pady=(4, 0))
-        foot = ttk.Frame(self)
-        foot.pack(side="bottom", fill="x", pady=(6, 0))
-        ttk.Label(foot, text="场次名称：").pack(side="left")
-        self.session_box = SessionPicker(foot, self.choose_session, width=16)
-        self.session_box.pack(side="left")
+        foot = self.session_footer()
         self.incidents_button = ttk.Button(foot, text="考场情况记录…", bootstyle="warning-outline",
                                            command=lambda: self.shell.show(INCIDENTS_PAGE))
         self.incidents_button.pack(side="right")
