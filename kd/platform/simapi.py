@@ -2,8 +2,9 @@
 
 Each endpoint answers as docs/platform-api.md says (the contract): ping, login, the site
 package and its info, 考试授权 and 授权验证 per session, lock sync, idempotent reports
-(an ``upload_status`` with a completeness proof: verified with the platform's own key and
-kept with its verdict, §6.1),
+(an ``upload_status`` with a completeness proof: verified with the platform's own key,
+its roster and package compared with the package published for the site
+(``kd.formats.proofroster``), and kept with both verdicts, §6.1),
 the resumable upload (create or find, status, data at an offset, commit with a signed
 receipt), and the simulator's own ``/_sim/...`` inspection and control routes (never
 faulted, no auth). The HTTP plumbing is ``kd.platform.simhttp.ApiHandler``'s; what is
@@ -11,17 +12,21 @@ signed and stored is ``kd.platform.simdata`` / ``kd.platform.simstore``'s.
 """
 
 import hmac
+import logging
 import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import quote
 
 from kd.formats import proof as proof_format
+from kd.formats import proofroster
 from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import format_time
 from kd.platform import simincidents
 from kd.platform.simdata import now_cst
 from kd.platform.simhttp import API, MAX_CHUNK, MAX_JSON_BYTES, ApiError, ApiHandler, Route
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 4 * 1024 * 1024
 MAX_UPLOAD = 4 * 1024 * 1024 * 1024
@@ -188,10 +193,19 @@ class Handler(ApiHandler):
 
     def _keep_proof(self, line: Dict[str, Any], proof: Dict[str, Any]) -> None:
         """Verify the completeness proof of an ``upload_status`` with the platform's own key
-        (``kd.formats.proof.verify``) and keep it with the verdict (``ProofStore``)."""
+        (``kd.formats.proof.verify``), compare its roster and package with the package
+        published for the site (``kd.formats.proofroster``: what only the platform can check),
+        and keep it with both verdicts (``ProofStore``)."""
         sim = self.server.sim
         document = proof_format.encode(proof)
         verdict = proof_format.verify(document, TrustedKeys([sim.public_key]))
+        try:
+            published = proofroster.published_package(sim.data.package_bytes())
+            platform = proofroster.summary(proofroster.compare_roster(proof.get("body"), published))
+        except Exception:  # noqa: BLE001 - the platform's own package unreadable: its bug, the proof is still kept
+            log.exception("simulator: cannot read the published package to check a proof's roster")
+            platform = {"ok": False, "checks": [],
+                        "message": proofroster.PACKAGE_PLATFORM + ": 平台无法读取其发布的考场数据包，未能核对名单。"}
         try:
             sha256: Optional[str] = proof_format.document_sha256(document)
         except Exception:  # noqa: BLE001 - an unreadable proof has no hash; its verdict says why
@@ -200,7 +214,7 @@ class Handler(ApiHandler):
         sim.proofs.add(line["report_id"], document, {
             "site_code": report.get("site_code", self._site), "session_id": report["data"].get("session_id"),
             "received_at": line["received_at"], "sha256": sha256, "ok": verdict.ok, "message": verdict.message(),
-            "failures": [c.as_dict() for c in verdict.failures]})
+            "failures": [c.as_dict() for c in verdict.failures], "platform": platform})
 
     def h_upload_create(self) -> None:
         body = self._json_body()

@@ -96,7 +96,9 @@ class ProofStore:
     "sha256" (of the proof's canonical body, as the 确认单 prints it; null when unreadable),
     "size" (bytes of the stored document), "ok", "message" (the verdict: the first failure as
     ``<check id>: <message>``, or the summary of a good proof), "failures": [{"id", "ok", "room",
-    "ticket", "message"}], "file"}`` (``file``: the document, ``proofs/<report id>.json``).
+    "ticket", "message"}], "platform": {"ok", "message", "checks"} (the roster and package
+    against the published package, ``kd.formats.proofroster.summary``), "file"}`` (``file``:
+    the document, ``proofs/<report id>.json``).
     """
 
     def __init__(self, folder: str) -> None:
