@@ -131,16 +131,17 @@ def _roster(body: Mapping[str, Any], published: Published) -> List[Check]:
         seen.add(ticket)
         want = expected.get(ticket)
         if want is None:
-            out.append(_fail(ROSTER_PLATFORM, room, ticket, "准考证号 {}（证明中考场 {} 座号 {}）不在平台发布的场次 {} 名单中。".format(
-                ticket, room, seat, session)))
+            out.append(_fail(ROSTER_PLATFORM, room, ticket,
+                             "准考证号 {}（证明中考场 {} 座号 {}）不在平台发布的场次 {} 名单中。".format(
+                                 ticket, room, seat, session)))
         elif want != (room, seat):
             out.append(_fail(ROSTER_PLATFORM, want[0], ticket,
                              "准考证号 {} 在证明中为考场 {} 座号 {}，平台发布的是考场 {} 座号 {}。".format(
                                  ticket, room, seat, want[0], want[1])))
     for ticket, (room, seat) in sorted(expected.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0])):
         if ticket not in seen:
-            out.append(_fail(ROSTER_PLATFORM, room, ticket, "准考证号 {}（考场 {} 座号 {}）不在考点上报的证明中。".format(
-                ticket, room, seat)))
+            out.append(_fail(ROSTER_PLATFORM, room, ticket,
+                             "准考证号 {}（考场 {} 座号 {}）不在考点上报的证明中。".format(ticket, room, seat)))
     return out or [Check(ROSTER_PLATFORM, True)]
 
 
