@@ -8,10 +8,12 @@ and fills ``drill.proofs`` (merged into the drill's report). For each session of
 3. it verifies here, with nothing but the simulator's platform key (``kd.formats.proof.verify``);
 4. its copy next to the external backup (``WORK/external/KDRESULT-…/``) is the same file;
 5. the simulator received it with the session's ``upload_status`` (waited for: the outbox
-   sends it in the background) and its own verification found it good.
+   sends it in the background), its own verification found it good and its roster check
+   (``platform``: roster and package against the package it published,
+   ``kd.formats.proofroster``) passed.
 
 Report fields: ``proofs_verified`` (sessions whose proof verified both here and at the
-simulator) and ``proof_files`` (the exported proofs; ``main.py drill`` empties the list
+simulator, roster check included) and ``proof_files`` (the exported proofs; ``main.py drill`` empties the list
 when it removes the work folder). Each failed check is a drill failure
 ``proof <session>: …``, a proof that does not verify naming its first failing check (for a
 room that never uploaded, ``--no-upload``: ``result: 考场 <room> 没有回收的结果包…``).
@@ -72,6 +74,9 @@ def check_proofs(drill: Any) -> None:
             drill.fail("proof {}: the simulator did not receive it (sha256 {})".format(sid, sha[:16]))
         elif not line["ok"]:
             drill.fail("proof {}: the simulator's verification failed: {}".format(sid, line["message"]))
+        elif not (line.get("platform") or {}).get("ok"):
+            drill.fail("proof {}: the platform's roster check failed: {}".format(
+                sid, (line.get("platform") or {}).get("message")))
         else:
             verified += 1
     drill.proofs["proofs_verified"] = verified
