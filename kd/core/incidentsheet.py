@@ -10,7 +10,7 @@ API (the GUI's button and ``main.py incident sheet`` call these)::
 ``core`` is the site's ``kd.core.services.Core`` (its ``ctx``, ``incidents``, ``extra_time``).
 ``folder`` None writes into ``DATA/print`` (as the door sheet, ``kd.core.printing``); the
 file is ``考场情况记录单-<session>-<room>.html`` (``考场情况记录单-<session>.html`` for a
-whole session), written atomically (``kd.fileio.write_file_durably``: ``.part``, fsync,
+whole session), written atomically (``kd.core.printing.write_print_file``: ``.part``, fsync,
 rename), and returned as an absolute path for ``webbrowser``. Raises ``UserError`` for a
 room or session not in the loaded package (or no package), a room without candidates or a
 record in that session; ``StoreError`` when the file cannot be written.
@@ -41,12 +41,11 @@ import datetime
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from kd import fileio
 from kd.core import labels, model, printing, records
 from kd.core.extratime import Tier
 from kd.core.incidents import CATEGORY_LABELS, STATE_LABELS, Category, IncidentState
 from kd.core.printing import esc
-from kd.errors import StoreError, UserError
+from kd.errors import UserError
 from kd.formats.timeutil import CST, read_time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -265,17 +264,6 @@ def _folder(core: "Core", folder: Optional[str]) -> str:
     return os.path.abspath(folder if folder else os.path.join(core.ctx.data_dir, printing.PRINT_DIR))
 
 
-def _write(folder: str, name: str, text: str) -> str:
-    path = os.path.join(folder, name)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fileio.write_file_durably(path, text.encode("utf-8"))
-    except OSError as e:
-        raise StoreError("无法写入打印文件：{}".format(path), "请检查目录是否存在、磁盘空间和写入权限后重试。",
-                         detail=repr(e)) from e
-    return path
-
-
 def _safe(code: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(code))
 
@@ -283,7 +271,8 @@ def _safe(code: str) -> str:
 def write_sheet(core: "Core", session_id: str, room_code: str, folder: Optional[str] = None) -> str:
     """The 考场情况记录单 of one room and session as an HTML file in ``folder`` (default ``DATA/print``); its path."""
     text = sheet_html([sheet_data(core, session_id, room_code)])
-    return _write(_folder(core, folder), "{}-{}-{}.html".format(TITLE, _safe(session_id), _safe(room_code)), text)
+    name = "{}-{}-{}.html".format(TITLE, _safe(session_id), _safe(room_code))
+    return printing.write_print_file(_folder(core, folder), name, text)
 
 
 def session_rooms(core: "Core", session_id: str) -> List[str]:
@@ -301,4 +290,5 @@ def write_session_sheets(core: "Core", session_id: str, folder: Optional[str] = 
     sheets = [sheet_data(core, session_id, room) for room in session_rooms(core, session_id)]
     if not sheets:
         raise UserError("{}没有考场。".format(labels.session_label(session_id)), "请选择有考生的场次。")
-    return _write(_folder(core, folder), "{}-{}.html".format(TITLE, _safe(session_id)), sheet_html(sheets))
+    name = "{}-{}.html".format(TITLE, _safe(session_id))
+    return printing.write_print_file(_folder(core, folder), name, sheet_html(sheets))

@@ -3,8 +3,10 @@
 Every page is UTF-8 HTML with an A4 print stylesheet (``@page { size: A4 }``, one sheet
 per ``<section class="page">``); every value from a package or the database is
 html-escaped; every time is written as people read it (``kd.core.labels.shown``:
-``2026-12-01 17:35``). ``write_page(data_dir, name, html)`` writes ``DATA/print/<name>`` (``.part``,
-fsync, rename) and returns the path; the UI opens it with ``webbrowser``.
+``2026-12-01 17:35``). ``write_print_file(folder, name, html)`` writes ``<folder>/<name>`` (``.part``,
+fsync, rename) and returns its absolute path, ``write_page(data_dir, name, html)`` the same in
+``DATA/print``; the UI opens it with ``webbrowser``. Every printed sheet (门贴座次表, 考点信息表,
+考场情况记录单, 考点数据上报确认单) is written by ``write_print_file``.
 """
 
 import html
@@ -88,15 +90,19 @@ def site_info_html(site_code: str, exam_name: str, address: str, port: int,
     return document("考点信息表({})".format(site_code), pages)
 
 
-
-
-def write_page(data_dir: str, name: str, text: str) -> str:
-    """Write an HTML page to ``DATA/print/<name>``; its absolute path."""
-    folder = os.path.join(data_dir, PRINT_DIR)
+def write_print_file(folder: str, name: str, text: str) -> str:
+    """Write the HTML page ``text`` to ``<folder>/<name>`` (the folder made if missing; ``.part``,
+    fsync, rename); its absolute path. Raises ``StoreError`` when it cannot be written."""
     path = os.path.abspath(os.path.join(folder, name))
     try:
         os.makedirs(folder, exist_ok=True)
         fileio.write_file_durably(path, text.encode("utf-8"))
     except OSError as e:
-        raise StoreError("无法写入打印文件：{}".format(path), "请检查磁盘空间和写入权限后重试。", detail=repr(e)) from e
+        raise StoreError("无法写入打印文件：{}".format(path), "请检查文件夹是否存在、可写且有足够的磁盘空间后重试。",
+                         detail=repr(e)) from e
     return path
+
+
+def write_page(data_dir: str, name: str, text: str) -> str:
+    """Write an HTML page to ``DATA/print/<name>``; its absolute path (``write_print_file``)."""
+    return write_print_file(os.path.join(data_dir, PRINT_DIR), name, text)

@@ -20,13 +20,11 @@ the upload tool's 打印确认单 and ``main.py proof sheet`` open or print that
 """
 
 import logging
-import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from kd import fileio
 from kd.core.labels import shown
-from kd.core.printing import document, esc, write_page
-from kd.errors import FormatError, StoreError
+from kd.core.printing import document, esc, write_page, write_print_file
+from kd.errors import FormatError
 from kd.formats import proof as proof_format
 from kd.formats.documents import KIND_RECEIPT
 from kd.formats.package import KIND as PACKAGE_KIND
@@ -194,11 +192,4 @@ def write_sheet(data_dir: str, doc: Mapping[str, Any], verdict: Any, trusted: Tr
     html = sheet_html(doc, verdict, trusted)
     if folder is None:
         return write_page(data_dir, name, html)
-    path = os.path.abspath(os.path.join(folder, name))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fileio.write_file_durably(path, html.encode("utf-8"))
-    except OSError as e:
-        raise StoreError("无法写入确认单：{}".format(path), "请检查所选文件夹是否存在、可写且有足够空间后重试。",
-                         detail=repr(e)) from e
-    return path
+    return write_print_file(folder, name, html)
