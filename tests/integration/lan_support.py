@@ -4,7 +4,10 @@
 emulator, Context) with the package loaded, the core services, and a ``LanServer``
 started with ``options`` (short deadlines for the hostile tests). ``site.client()``
 returns a ``ProctorClient``; ``site.raw()`` a plain socket to speak bytes with;
-``site.result_file(folder)`` a room's result package written as the proctor's file to upload.
+``site.result_file(folder)`` a room's result package written as the proctor's file to upload;
+``site.permit(session)`` authorizes, syncs the dongle and verifies (proctors may start).
+``SkewSite`` also estimates each room's clock offset (``site.skew``, a ``ClockSkew``); a
+subclass adds such a service by overriding ``new_server`` with ``self.serve(**parts)``.
 """
 
 import socket
@@ -12,6 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from kd.core import model
+from kd.core.authorization import AuthorizationService
+from kd.core.clockskew import ClockSkew
 from kd.core.monitor import MonitorService
 from kd.core.outbox import Outbox
 from kd.core.recovery import RecoveryService
@@ -20,7 +25,7 @@ from kd.core.verification import VerificationService
 from kd.lan import framing
 from kd.lan.client import ProctorClient
 from kd.lan.server import LanOptions, LanServer
-from tests.integration.live_helpers import loaded_env
+from tests.integration.live_helpers import loaded_env, sync
 from tests.support.clocks import FakeMonotonic
 from tests.support.results import result_package
 
@@ -46,8 +51,20 @@ class LanSite:
         self._socks: List[socket.socket] = []
 
     def new_server(self) -> LanServer:
+        """The site's started ``LanServer``; a subclass adds services with ``serve(**parts)``."""
+        return self.serve()
+
+    def serve(self, **parts: Any) -> LanServer:
+        """A started ``LanServer`` over the site's services and options, plus ``parts`` (``clock_skew``,
+        ``extra_time``: the ``LanServer`` keywords of the services ``kd.site`` adds)."""
         return LanServer(self.ctx, registration=self.registration, verification=self.verification,
-                         monitor=self.monitor, recovery=self.recovery, options=self.options).start()
+                         monitor=self.monitor, recovery=self.recovery, options=self.options, **parts).start()
+
+    def permit(self, session: str) -> None:
+        """``session`` authorized online, the dongle synced and 授权验证 passed: its proctors may start."""
+        AuthorizationService(self.ctx).authorize_online(session, "admin")
+        sync(self.env)
+        self.verification.verify_online(session, "admin")
 
     @property
     def port(self) -> int:
@@ -106,6 +123,15 @@ class LanSite:
             s.close()
         self.server.stop()
         self.env.close()
+
+
+class SkewSite(LanSite):
+    """A ``LanSite`` whose server estimates each room's clock offset (``site.skew``, as ``kd.site`` builds it)."""
+
+    def new_server(self) -> LanServer:
+        if not hasattr(self, "skew"):
+            self.skew = ClockSkew()
+        return self.serve(clock_skew=self.skew)
 
 
 def send(sock: socket.socket, header: Dict[str, Any], body: bytes = b"") -> None:

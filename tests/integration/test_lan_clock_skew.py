@@ -11,23 +11,13 @@ import datetime
 
 import pytest
 
-from kd.core.clockskew import ClockSkew, shown
+from kd.core.clockskew import shown
 from kd.core.timeline import TimelineService
 from kd.core.timelinerules import AlarmKind, ItemState
 from kd.formats.timeutil import parse_time
-from kd.lan.server import LanServer
-from tests.integration.lan_support import LanSite
+from tests.integration.lan_support import SkewSite
 
 STATE = {"session": "1", "started": False, "ended": False, "logged_in": 0, "in_exam": 0}
-
-
-class SkewSite(LanSite):
-    def new_server(self) -> LanServer:
-        if not hasattr(self, "skew"):
-            self.skew = ClockSkew()
-        return LanServer(self.ctx, registration=self.registration, verification=self.verification,
-                         monitor=self.monitor, recovery=self.recovery, options=self.options,
-                         clock_skew=self.skew).start()
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ import datetime
 
 import pytest
 
-from kd.core.authorization import AuthorizationService
 from kd.core.extratime import EXTRA_TIME, ExtraTimeService
 from kd.core.incidents import IncidentService
 from kd.lan.client import LanError
 from kd.lan.server import LanServer
 from kd.lan.simulator import SimOptions, Simulation, rooms_from_site_info
 from tests.integration.lan_support import LanSite
-from tests.integration.live_helpers import sync
+from tests.support.fixtures import closed_after
 
 
 class ExtraTimeSite(LanSite):
@@ -23,16 +22,10 @@ class ExtraTimeSite(LanSite):
 
     def new_server(self) -> LanServer:
         self.extra_time = ExtraTimeService(self.ctx, IncidentService(self.ctx, self.monitor))
-        return LanServer(self.ctx, registration=self.registration, verification=self.verification,
-                         monitor=self.monitor, recovery=self.recovery, options=self.options,
-                         extra_time=self.extra_time).start()
+        return self.serve(extra_time=self.extra_time)
 
 
-@pytest.fixture
-def site(tmp_path):
-    s = ExtraTimeSite(tmp_path / "site", rooms=2, sessions=1)
-    yield s
-    s.close()
+site = closed_after(lambda tmp_path: ExtraTimeSite(tmp_path / "site", rooms=2, sessions=1))
 
 
 def state(**extra):
@@ -43,14 +36,8 @@ def audited(ctx, action):
     return [e for e in ctx.audit.entries() if e["action"] == action]
 
 
-def verified(site):
-    AuthorizationService(site.ctx).authorize_online("1", "admin")
-    sync(site.env)
-    site.verification.verify_online("1", "admin")
-
-
 def test_a_grant_rides_the_heartbeat_reply_until_the_proctor_acknowledges_it(site):
-    verified(site)
+    site.permit("1")
     room, other = site.rooms()
     proctor = site.registered(room, imported=True)
     neighbour = site.registered(other, ip="127.0.0.2", imported=True)
@@ -85,7 +72,7 @@ def test_a_grant_rides_the_heartbeat_reply_until_the_proctor_acknowledges_it(sit
 
 
 def test_a_malformed_ack_is_refused_and_changes_nothing(site):
-    verified(site)
+    site.permit("1")
     room = site.rooms()[0]
     proctor = site.registered(room, imported=True)
     grant = site.extra_time.grant(room, "1", 5, actor="admin", reason="停电")
@@ -101,7 +88,7 @@ def test_the_simulated_proctor_runs_the_granted_minutes_longer_and_acknowledges(
     rooms = rooms_from_site_info(paths["kdinfo"], 2)
     granted_room = rooms[0]["code"]
     grant = site.extra_time.grant(granted_room, "1", 30, actor="admin", reason="网络中断")
-    verified(site)
+    site.permit("1")
     speed = 90 * 60 / 1.0  # the 90-minute session runs 1 s, its 30 minutes of 补时 1/3 s more
     sim = Simulation("127.0.0.1", site.port, rooms, SimOptions(
         speed=speed, result_mb=0.05, work_dir=str(tmp_path / "proctors"), permit_every=0.1, timeout=10)).start()

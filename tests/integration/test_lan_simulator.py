@@ -8,29 +8,22 @@ import sys
 import pytest
 
 from kd.core import model
-from kd.core.authorization import AuthorizationService
 from kd.errors import FormatError
 from kd.lan.simulator import SimOptions, Simulation, rooms_from_site_info
 from tests.integration.lan_support import LanSite
-from tests.integration.live_helpers import sync
+from tests.support.fixtures import closed_after
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture
-def site(tmp_path):
-    s = LanSite(tmp_path / "site", rooms=3, sessions=1)
-    yield s
-    s.close()
+site = closed_after(lambda tmp_path: LanSite(tmp_path / "site", rooms=3, sessions=1))
 
 
 def ready(site, tmp_path):
     """Site info exported, the session authorized and verified: proctors may start."""
     paths = site.registration.export_site_info(str(tmp_path / "usb"), "admin", "127.0.0.1", site.port)
     session = site.ctx.manifest()["sessions"][0]["id"]
-    AuthorizationService(site.ctx).authorize_online(session, "admin")
-    sync(site.env)
-    site.verification.verify_online(session, "admin")
+    site.permit(session)
     return paths["kdinfo"], session
 
 
@@ -47,9 +40,7 @@ def test_simulated_day_in_process(site, tmp_path):
         for _ in rooms:  # proctors register and import while the session is not yet verified...
             assert imported.get(10) is not None
         session = site.ctx.manifest()["sessions"][0]["id"]
-        AuthorizationService(site.ctx).authorize_online(session, "admin")
-        sync(site.env)
-        site.verification.verify_online(session, "admin")  # ...and start once it is
+        site.permit(session)  # ...and start once it is
         report = sim.wait(60)
     finally:
         sim.stop()

@@ -3,39 +3,18 @@ put the first K proctors' clocks off, and the site estimates exactly those rooms
 
 import datetime
 
-import pytest
-
-from kd.core.authorization import AuthorizationService
-from kd.core.clockskew import ClockSkew
-from kd.lan.server import LanServer
 from kd.lan.simulator import SimOptions, Simulation, rooms_from_site_info
-from tests.integration.lan_support import LanSite
-from tests.integration.live_helpers import sync
+from tests.integration.lan_support import SkewSite
+from tests.support.fixtures import closed_after
 
-
-class SkewSite(LanSite):
-    def new_server(self) -> LanServer:
-        if not hasattr(self, "skew"):
-            self.skew = ClockSkew()
-        return LanServer(self.ctx, registration=self.registration, verification=self.verification,
-                         monitor=self.monitor, recovery=self.recovery, options=self.options,
-                         clock_skew=self.skew).start()
-
-
-@pytest.fixture
-def site(tmp_path):
-    s = SkewSite(tmp_path / "site", rooms=3, sessions=1)
-    yield s
-    s.close()
+site = closed_after(lambda tmp_path: SkewSite(tmp_path / "site", rooms=3, sessions=1))
 
 
 def test_the_first_k_proctors_clocks_are_off_and_the_site_sees_it(site, tmp_path):
     paths = site.registration.export_site_info(str(tmp_path / "usb"), "admin", "127.0.0.1", site.port)
     rooms = rooms_from_site_info(paths["kdinfo"], 3)
     session = site.ctx.manifest()["sessions"][0]["id"]
-    AuthorizationService(site.ctx).authorize_online(session, "admin")
-    sync(site.env)
-    site.verification.verify_online(session, "admin")
+    site.permit(session)
     sim = Simulation("127.0.0.1", site.port, rooms, SimOptions(
         speed=90 * 60 / 0.5, skew_s=300.0, skew_rooms=2, work_dir=str(tmp_path / "proctors"), permit_every=0.1,
         timeout=10))
