@@ -18,24 +18,20 @@ from kd.formats.timeutil import CST
 from kd.platform import signer
 from kd.platform.simdata import SimData, read_public_key
 from kd.platform.simulator import start_simulator
+from tests.support.fixtures import closed_after
+from tests.support.simclient import sim_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T = (2.0, 10.0)
 
 
-@pytest.fixture
-def sim(tmp_path):
-    server = start_simulator(str(tmp_path / "sim"), rooms=2, sessions=2, candidates=3, room_kb=8)
-    yield server
-    server.shutdown()
+sim = closed_after(lambda tmp_path: start_simulator(str(tmp_path / "sim"), rooms=2, sessions=2, candidates=3,
+                                                   room_kb=8), close="shutdown")
 
 
 @pytest.fixture
 def http(sim):
-    s = requests.Session()
-    r = s.post(sim.url + "/api/v1/login", json={"site_code": "11003", "password": sim.password}, timeout=T)
-    assert r.status_code == 200
-    s.headers["Authorization"] = "Bearer " + r.json()["token"]
+    s = sim_session(sim, T)
     yield s
     s.close()
 
