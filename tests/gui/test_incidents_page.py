@@ -77,6 +77,19 @@ def draft_outage(core, room, minutes):
     return doc
 
 
+def page_on_a_draft(site, gui_root, minutes, confirmed=False):
+    """The page open, a drafted outage of ``minutes`` in session 1's first room (``confirmed``: then
+    confirmed by admin) and its row selected: ``(page, room, doc)``."""
+    env, core, shell = site
+    page = open_page(shell, gui_root)
+    room = rooms_of_session_1(env)[0]
+    doc = draft_outage(core, room, minutes)
+    if confirmed:
+        core.incidents.confirm(doc["id"], "admin")
+    select(page, gui_root, doc["id"])
+    return page, room, doc
+
+
 def test_the_page_is_under_kaozhong_after_the_timeline_and_reachable_from_it(site, gui_root):
     from kd.views import pages
 
@@ -147,11 +160,8 @@ def test_register_an_incident_by_hand(site, gui_root, scripted):
 
 
 def test_confirm_a_drafted_incident(site, gui_root, scripted):
-    env, core, shell = site
-    page = open_page(shell, gui_root)
-    room = rooms_of_session_1(env)[0]
-    doc = draft_outage(core, room, 12)
-    select(page, gui_root, doc["id"])
+    core = site[1]
+    page, _room, doc = page_on_a_draft(site, gui_root, 12)
     assert column(page, "state") == ["待确认"] and column(page, "source") == ["自动"]
     assert "drafted" in page.table.tree.item(page.table.tree.get_children()[0], "tags")
     scripted.plan("confirm", False)  # 否: nothing changes
@@ -168,10 +178,8 @@ def test_confirm_a_drafted_incident(site, gui_root, scripted):
 
 
 def test_dismiss_asks_a_note(site, gui_root, scripted):
-    env, core, shell = site
-    page = open_page(shell, gui_root)
-    doc = draft_outage(core, rooms_of_session_1(env)[0], 3)
-    select(page, gui_root, doc["id"])
+    core = site[1]
+    page, _room, doc = page_on_a_draft(site, gui_root, 3)
     scripted.plan("ask_text", None)  # 取消
     page.buttons["驳回"].invoke()
     assert core.incidents.get(doc["id"])["state"] == "drafted"
@@ -184,12 +192,8 @@ def test_dismiss_asks_a_note(site, gui_root, scripted):
 
 
 def test_grant_extra_time_up_to_30_minutes(site, gui_root, scripted):
-    env, core, shell = site
-    page = open_page(shell, gui_root)
-    room = rooms_of_session_1(env)[0]
-    doc = draft_outage(core, room, 12)
-    core.incidents.confirm(doc["id"], "admin")
-    select(page, gui_root, doc["id"])
+    core = site[1]
+    page, room, doc = page_on_a_draft(site, gui_root, 12, confirmed=True)
     before = core.extra_time.expected_end(room, "1")
     scripted.plan("confirm", True)
     page.buttons["补时"].invoke()

@@ -1,5 +1,9 @@
-"""考前 step 1 导入考务 (§3.1) on a real Tk window over a real core, simulator and emulator."""
+"""考前 step 1 导入考务 (§3.1) on a real Tk window over a real core, simulator and emulator.
 
+考场详情 shows 时钟偏差: the room's proctor clock against the site's (``core.clock_skew``), or 未知.
+"""
+
+import datetime
 import os
 
 import pytest
@@ -20,6 +24,16 @@ __all__ = ["main_thread_gc"]  # the autouse fixture of steps_support
 def site(tmp_path, gui_root, scripted):
     with step_site(make_env(tmp_path, rooms=3, sessions=2, candidates=5), gui_root, LoadPage, scripted) as s:
         yield s
+
+
+def open_detail(site, index):
+    """The 考场详情 window of the table's row ``index`` (查看), once it is open."""
+    page = site.page
+    page.detail_window = None
+    page.table.select_index(index)
+    page.detail_button.invoke()
+    site.until(lambda: isinstance(getattr(page, "detail_window", None), RoomDetail), "the detail window")
+    return page.detail_window
 
 
 def test_load_online_fills_the_table_detail_and_door_sheet(site):
@@ -49,10 +63,7 @@ def test_load_online_fills_the_table_detail_and_door_sheet(site):
 
     # 查看: the room's sessions and candidates by seat
     code = cells[1][0]
-    page.table.select_index(1)
-    page.detail_button.invoke()
-    site.until(lambda: isinstance(getattr(page, "detail_window", None), RoomDetail), "the detail window")
-    detail = page.detail_window
+    detail = open_detail(site, 1)
     expected = core.loading.room_detail(code)
     want = [[s["name"], str(c["seat"]), c["ticket"], c["name"], c["subject_name"] or c["subject"]]
             for s in expected["sessions"] for c in s["candidates"]]
@@ -115,3 +126,22 @@ def test_bad_zip_by_hand_shows_the_error_and_changes_nothing(site):
     site.idle()
     assert site.dialogs.count("open_file") == 1
     site.dialogs.check()
+
+
+def test_the_detail_shows_the_rooms_clock_offset_or_unknown(site):
+    page, core = site.page, site.core
+    page.load_button.invoke()
+    site.until(lambda: len(page.table.cells()) == 3, "the rooms")
+    skewed, unknown = [row[0] for row in page.table.cells()][:2]
+    now = core.ctx.now()
+    for i in range(3):  # three heartbeats of a proctor 5 minutes ahead, 200 ms round trips
+        received = now + datetime.timedelta(seconds=5 * i)
+        clock = received + datetime.timedelta(seconds=300 - 0.1)
+        core.clock_skew.observe(skewed, clock.isoformat(timespec="milliseconds"), 200.0, received)
+    detail = open_detail(site, 0)
+    assert detail.detail["code"] == skewed
+    assert detail.clock_label.cget("text") == "时钟偏差：+300 秒（±0.1）"
+    detail.close_button.invoke()
+    detail = open_detail(site, 1)
+    assert detail.detail["code"] == unknown and detail.clock_label.cget("text") == "时钟偏差：未知"
+    detail.close_button.invoke()
