@@ -21,7 +21,7 @@ from kd.formats.signing import Signer
 from kd.lock.coreport import DonglePort
 from kd.lock.driver import LockDriver
 from kd.store.instance import InstanceLock
-from tests.support.cli import cli_env, configure, export, kd, ok
+from tests.support.cli import backed_up, cli_env, kd, ok
 from tests.support.env import SITE
 from tests.support.fixtures import closed_after
 
@@ -30,13 +30,7 @@ env = closed_after(lambda tmp_path: cli_env(tmp_path, rooms=3, sessions=1, candi
 
 @pytest.fixture
 def proof_file(env, tmp_path, external_dir):
-    data = configure(env, "site")
-    ok(kd(env, data, "load"))
-    exported = str(tmp_path / "exported")
-    os.mkdir(exported)
-    for room in sorted(r["code"] for r in env.sim.data.manifest()["rooms"]):
-        ok(kd(env, data, "recover", export(env, exported, room, "1")))
-    ok(kd(env, data, "backup-external", external_dir))
+    data = backed_up(env, "site", tmp_path, external_dir)
     ok(kd(env, data, "upload"))
     out = str(tmp_path / "proofs")
     refused = kd(env, data, "proof", "export", "--session", "1", out, password=None)

@@ -18,7 +18,7 @@ import pytest
 from kd.core import proofsheet
 from kd.errors import UserError
 from kd.formats import proof as P
-from tests.support.cli import cli_env, configure, export, kd, ok
+from tests.support.cli import backed_up, cli_env, kd, ok
 from tests.support.env import SITE, make_env
 from tests.support.fixtures import closed_after
 from tests.support.results import deliver, pairs, result_package
@@ -90,13 +90,7 @@ cli = closed_after(lambda tmp_path: cli_env(tmp_path, rooms=2, sessions=1, candi
 
 
 def test_proof_sheet_on_the_command_line_asks_the_password_and_writes_the_sheet(cli, tmp_path, external_dir):
-    data = configure(cli, "site")
-    ok(kd(cli, data, "load"))
-    exported = str(tmp_path / "exported")
-    os.mkdir(exported)
-    for room in sorted(r["code"] for r in cli.sim.data.manifest()["rooms"]):
-        ok(kd(cli, data, "recover", export(cli, exported, room, "1")))
-    ok(kd(cli, data, "backup-external", external_dir))
+    data = backed_up(cli, "site", tmp_path, external_dir)
     uploaded = ok(kd(cli, data, "upload")).stdout
     assert "第一场" in uploaded and "上报完成 ✓ 考点数据完整性证明已验证（SHA-256 " in uploaded  # the CLI upload too
     out = str(tmp_path / "paper")

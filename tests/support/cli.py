@@ -12,6 +12,9 @@
   ``KD_DATA_DIR``/``KD_LOCK_URL`` of the caller's, UTF-8 output). ``ok(proc)`` asserts exit 0.
 - ``export(env, folder, room, session, salt=b"")``: a room's result package written into
   ``folder`` as the proctor machine exports it (the first candidate absent).
+- ``backed_up(env, name, tmp_path, external_dir)``: a data folder ``configure``d, by ``main.py``
+  commands loaded, every room's session 1 recovered from its export and backed up into
+  ``external_dir``: ready for ``main.py upload``. Returns the data folder.
 """
 
 import hashlib
@@ -106,3 +109,15 @@ def export(env: Any, folder: str, room: str, session: str, salt: bytes = b"") ->
     with open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def backed_up(env: Any, name: str, tmp_path: Any, external_dir: str) -> str:
+    """A data folder loaded, session 1 recovered in every room and backed up, all by ``main.py``."""
+    data = configure(env, name)
+    ok(kd(env, data, "load"))
+    exported = os.path.join(str(tmp_path), "exported")
+    os.mkdir(exported)
+    for room in sorted(r["code"] for r in env.sim.data.manifest()["rooms"]):
+        ok(kd(env, data, "recover", export(env, exported, room, "1")))
+    ok(kd(env, data, "backup-external", external_dir))
+    return data
