@@ -28,15 +28,20 @@ def recover(env, skip=(), **kw):
             deliver(env.core.recovery, room, session, result_package(env.ctx, room, session, **kw))
 
 
+def backed_up(env, external_dir):
+    """The package loaded online, every room's every session recovered and backed up: the backup's result."""
+    env.core.loading.load_online("admin")
+    recover(env)
+    return env.core.upload.backup_external(external_dir, "admin")
+
+
 def statuses(env):
     return [i for i in env.core.outbox.items() if i["kind"] == "upload_status"]
 
 
 def test_the_upload_builds_keeps_copies_and_sends_each_sessions_proof(env, external_dir):
     core = env.core
-    core.loading.load_online("admin")
-    recover(env)
-    backup = core.upload.backup_external(external_dir, "admin")
+    backup = backed_up(env, external_dir)
     result = core.upload.upload(None, "admin")
 
     proofs = {p["session"]: p for p in result["proofs"]}
@@ -109,9 +114,7 @@ def test_a_room_not_recovered_fails_the_proof_naming_it_until_it_is_uploaded(env
 
 def test_a_session_already_uploaded_whose_proof_fails_is_built_again_on_the_next_upload(env, external_dir):
     core = env.core
-    core.loading.load_online("admin")
-    recover(env)
-    core.upload.backup_external(external_dir, "admin")
+    backed_up(env, external_dir)
     sid = pairs(env.ctx)[0][1]
     core.upload.upload(sid, "admin")
     kept = core.proof.path_of(sid)
@@ -145,9 +148,7 @@ def test_preview_names_a_room_not_recovered_and_an_incident_not_decided_with_wha
 
 def test_without_the_dongle_the_upload_still_reports_and_says_why_there_is_no_proof(env, external_dir):
     core = env.core
-    core.loading.load_online("admin")
-    recover(env)
-    core.upload.backup_external(external_dir, "admin")
+    backed_up(env, external_dir)
     sid = pairs(env.ctx)[0][1]
     env.driver.stop()  # the dongle does not answer any more: nothing can sign the proof
     result = core.upload.upload(sid, "admin")
