@@ -2,7 +2,8 @@
 
 Timing (``median_ms``, ``interleaved_median_ms``), the one JSON line (``emit``), the
 package benchmarks' arguments and package (``package_args``, ``write_site_package``), a
-scratch data folder (``scratch_context``), and the LAN benchmarks' site: a loaded site
+scratch data folder (``scratch_context``), a synthetic two-session site's rooms, sessions
+and candidates (``two_session_site``), and the LAN benchmarks' site: a loaded site
 (``loaded_site``), its ``LanServer`` (``start_lan_server``), a room's registration code
 (``reg_code``) and the child process of proctors (``run_child``).
 """
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -67,6 +68,20 @@ def write_site_package(path: str, rooms: int, room_kib: int) -> Any:
     with open(path, "wb") as out:
         out.write(build_package(platform, manifest, files))
     return TrustedKeys([platform.public_key])
+
+
+def two_session_site(site: str, rooms: int, per_room: int, start: str,
+                     second_start: str) -> Tuple[List[str], List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """``(codes, sessions, candidates)`` of a synthetic site: ``rooms`` rooms ``<site>001``..., sessions S1
+    (at ``start``) and S2 (at ``second_start``) of 120 minutes and subject K1, ``per_room`` candidates
+    per room and session (ticket ``<room><session><seat:02>``, seats from 1)."""
+    codes = ["{}{:03d}".format(site, r) for r in range(1, rooms + 1)]
+    sessions = [{"id": "S1", "name": "第一场次", "start": start, "duration_min": 120, "subjects": ["K1"]},
+                {"id": "S2", "name": "第二场次", "start": second_start, "duration_min": 120, "subjects": ["K1"]}]
+    candidates = [{"ticket": "{}{}{:02d}".format(code, s["id"], i), "name": "考生{}".format(i), "room": code,
+                   "session": s["id"], "seat": i, "subject": "K1", "id_card": "110101199001011234"}
+                  for s in sessions for code in codes for i in range(1, per_room + 1)]
+    return codes, sessions, candidates
 
 
 def store_package(ctx: Any, site: str, codes: List[str], sessions: List[Dict[str, Any]],

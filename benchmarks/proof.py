@@ -33,7 +33,7 @@ import statistics
 import tempfile
 import time
 
-from _common import emit, scratch_context
+from _common import emit, scratch_context, two_session_site
 
 from kd.core import model
 from kd.core.proof import ProofService
@@ -70,13 +70,8 @@ def populate(ctx, platform, lock_id, lock_key, answer_kib):  # type: ignore[no-u
     now = datetime.datetime.now(CST).replace(microsecond=0)
     start = now - datetime.timedelta(hours=6)
     stamp = format_time(now - datetime.timedelta(days=1))
-    codes = ["{}{:03d}".format(SITE, r) for r in range(1, ROOMS + 1)]
-    sessions = [{"id": "S1", "name": "第一场次", "start": format_time(start), "duration_min": 120, "subjects": ["K1"]},
-                {"id": "S2", "name": "第二场次", "start": format_time(start + datetime.timedelta(hours=3)),
-                 "duration_min": 120, "subjects": ["K1"]}]
-    candidates = [{"ticket": "{}{}{:02d}".format(code, s["id"], i), "name": "考生{}".format(i), "room": code,
-                   "session": s["id"], "seat": i, "subject": "K1", "id_card": "110101199001011234"}
-                  for s in sessions for code in codes for i in range(1, PER_ROOM + 1)]
+    codes, sessions, candidates = two_session_site(SITE, ROOMS, PER_ROOM, format_time(start),
+                                                   format_time(start + datetime.timedelta(hours=3)))
     head = {"format_version": 1, "site_code": SITE, "exam_name": "职业技能鉴定", "publish_time": stamp,
             "lock": {"id": lock_id, "public_key": base64.b64encode(lock_key).decode("ascii")},
             "rooms": [{"code": c, "name": c} for c in codes], "subjects": [{"code": "K1", "name": "科目一"}],

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 
-from _common import emit, median_ms, scratch_context, store_package
+from _common import emit, median_ms, scratch_context, store_package, two_session_site
 
 from kd.core import model, names
 from kd.core.monitor import MonitorService
@@ -52,13 +52,8 @@ SITE = "11003"
 
 def populate(ctx, now):  # type: ignore[no-untyped-def]
     start = now - datetime.timedelta(minutes=10)
-    codes = ["{}{:03d}".format(SITE, r) for r in range(1, ROOMS + 1)]
-    sessions = [{"id": "S1", "name": "第一场次", "start": format_time(start), "duration_min": 120, "subjects": ["K1"]},
-                {"id": "S2", "name": "第二场次", "start": format_time(start + datetime.timedelta(hours=4)),
-                 "duration_min": 120, "subjects": ["K1"]}]
-    candidates = [{"id": "{}{}{:02d}".format(code, s["id"], i), "name": "考生{}".format(i), "room": code,
-                   "session": s["id"], "seat": i, "subject": "K1", "id_card": "110101199001011234"}
-                  for s in sessions for code in codes for i in range(1, PER_ROOM + 1)]
+    codes, sessions, candidates = two_session_site(SITE, ROOMS, PER_ROOM, format_time(start),
+                                                   format_time(start + datetime.timedelta(hours=4)))
     stamp = format_time(now - datetime.timedelta(minutes=40))
     store_package(ctx, SITE, codes, sessions, candidates, stamp, stamp)
     runtime = ctx.stores.runtime
