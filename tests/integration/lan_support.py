@@ -8,6 +8,8 @@ returns a ``ProctorClient``; ``site.raw()`` a plain socket to speak bytes with;
 ``site.permit(session)`` authorizes, syncs the dongle and verifies (proctors may start).
 ``SkewSite`` also estimates each room's clock offset (``site.skew``, a ``ClockSkew``); a
 subclass adds such a service by overriding ``new_server`` with ``self.serve(**parts)``.
+``run_to_report(sim, timeout)`` runs a proctor ``Simulation`` to its report (stopped in any
+case) and asserts the report is ok.
 """
 
 import socket
@@ -132,6 +134,18 @@ class SkewSite(LanSite):
         if not hasattr(self, "skew"):
             self.skew = ClockSkew()
         return self.serve(clock_skew=self.skew)
+
+
+def run_to_report(sim: Any, timeout: float) -> Dict[str, Any]:
+    """Start ``sim`` (a ``kd.lan.simulator.Simulation``), wait up to ``timeout`` s for its report, stop it
+    in any case; the report, asserted ok."""
+    sim.start()
+    try:
+        report = sim.wait(timeout)
+    finally:
+        sim.stop()
+    assert report["ok"], report["failures"]
+    return report
 
 
 def send(sock: socket.socket, header: Dict[str, Any], body: bytes = b"") -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from kd.formats.timeutil import CST, parse_time
 from kd.lan.simulator import PHASES, SimOptions, Simulation, loopback_address, own_addresses_work, rooms_from_site_info
-from tests.integration.lan_support import LanSite
+from tests.integration.lan_support import LanSite, run_to_report
 
 pytestmark = pytest.mark.skipif(not own_addresses_work(), reason="this system cannot bind 127.0.0.2")
 
@@ -77,12 +77,7 @@ def test_on_schedule_a_proctor_starts_at_the_start_time(tmp_path):
             own_address=True, on_schedule=True, speed=90 * 60 / 0.5, permit_every=0.05, timeout=10,
             work_dir=str(tmp_path / "proctors")),
             on_progress=lambda: _note(sim, seen, lock), clock=lambda: datetime.datetime.now(CST) + offset)
-        sim.start()
-        try:
-            report = sim.wait(60)
-        finally:
-            sim.stop()
-        assert report["ok"], report["failures"]
+        report = run_to_report(sim, 60)
         for p in sim.proctors:
             started = datetime.datetime.fromisoformat(p.report.started_at[session["id"]])
             assert started >= start

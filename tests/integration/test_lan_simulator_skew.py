@@ -4,7 +4,7 @@ put the first K proctors' clocks off, and the site estimates exactly those rooms
 import datetime
 
 from kd.lan.simulator import SimOptions, Simulation, rooms_from_site_info
-from tests.integration.lan_support import SkewSite
+from tests.integration.lan_support import SkewSite, run_to_report
 from tests.support.fixtures import closed_after
 
 site = closed_after(lambda tmp_path: SkewSite(tmp_path / "site", rooms=3, sessions=1))
@@ -24,12 +24,7 @@ def test_the_first_k_proctors_clocks_are_off_and_the_site_sees_it(site, tmp_path
     assert skewed[0].client.clock is skewed[0].clock  # the heartbeats carry the skewed clock
     assert 299.0 < (skewed[0].clock() - now).total_seconds() < 330.0
     assert sim.proctors[2].report.clock_skew_s == 0.0 and sim.proctors[2].client.clock is sim.proctors[2].clock
-    sim.start()
-    try:
-        report = sim.wait(120)
-    finally:
-        sim.stop()
-    assert report["ok"], report["failures"]
+    run_to_report(sim, 120)
     estimates = site.skew.estimates()
     codes = [r["code"] for r in rooms]
     assert set(estimates) == set(codes)

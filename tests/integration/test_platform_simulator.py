@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
 import requests
 
 from kd.formats import documents
@@ -17,23 +16,13 @@ from kd.formats.signing import TrustedKeys
 from kd.formats.timeutil import CST
 from kd.platform import signer
 from kd.platform.simdata import SimData, read_public_key
-from kd.platform.simulator import start_simulator
-from tests.support.fixtures import closed_after
-from tests.support.simclient import sim_session
+from tests.support.simclient import simulator_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T = (2.0, 10.0)
 
 
-sim = closed_after(lambda tmp_path: start_simulator(str(tmp_path / "sim"), rooms=2, sessions=2, candidates=3,
-                                                   room_kb=8), close="shutdown")
-
-
-@pytest.fixture
-def http(sim):
-    s = sim_session(sim, T)
-    yield s
-    s.close()
+sim, http = simulator_fixtures(T, rooms=2, sessions=2, candidates=3, room_kb=8)
 
 
 def error_code(resp):

@@ -9,26 +9,15 @@ with any proof it is sent.
 
 import json
 
-import pytest
 import requests
 
 from kd.formats import proof as proof_format
-from kd.platform.simulator import start_simulator
-from tests.support.fixtures import closed_after
-from tests.support.simclient import sim_session
+from tests.support.simclient import simulator_fixtures
 
 T = 10
 
 
-sim = closed_after(lambda tmp_path: start_simulator(str(tmp_path / "sim"), rooms=2, sessions=1, candidates=3,
-                                                   room_kb=8), close="shutdown")
-
-
-@pytest.fixture
-def http(sim):
-    s = sim_session(sim, T)
-    yield s
-    s.close()
+sim, http = simulator_fixtures(T, rooms=2, sessions=1, candidates=3, room_kb=8)
 
 
 def report(http, sim, key, data):
