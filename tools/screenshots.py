@@ -8,7 +8,8 @@ Writes ``docs/screenshots/NN_name.png`` (1366x768) and ``docs/screenshots/1024/N
 
 The walk (tests/support/day.py, the same as the GUI walkthrough test): the start gate's
 refusal, the start screens with the login countdown, the whole exam day through the UI,
-plus the windows the walk does not open by itself: 考场详情, the no-browser window, a
+plus the windows the walk does not open by itself: 考场详情 (while the first session runs,
+its 时钟偏差 measured by then) and the no-browser window, a
 是/否 box (撤销注册, answered 否), the 启动模拟考场 count prompt (确定/取消, answered 取消)
 and its 确定 box once the proctors run,
 模拟考场进度, the address picker's menu (when this PC has several addresses), 更多 and
@@ -18,7 +19,9 @@ dialogs are swapped for the real ones while the box is open, and its button pres
 After the walks, the scenes of ``SCENES`` (tools/shot_timeline.py, tools/shot_incidents.py,
 tools/shot_proof.py) each build a real site (the first two with its clock moved into the
 first session) and take their pictures: 27_timeline, 28_incidents, 29_incident_form,
-30_extra_time_box, 33_upload_proof, 34_proof_sheet (the 确认单, 1366x768 run only).
+30_extra_time_box, 33_upload_proof, 34_proof_sheet (the 确认单, 1366x768 run only); then
+those of ``ONCE`` (tools/shot_incident_sheet.py: 31_incident_sheet, the printed 考场情况记录单).
+Once every result is in, the walk checks that the drill day drafted no incident (it injects none).
 
 The drill follows its schedule (the simulated proctors start each session at its
 开考时间, ``speed=None``): the site's first session starts about two minutes after the
@@ -51,6 +54,8 @@ SIZES = (("1366x768", 0, OUT), ("1024x768", 1376, os.path.join(OUT, "1024")))
 #: the scenes run after the walks (``script SIZE X OUT``): the 时间线 page with open alarms
 #: (27_timeline), the 考场情况 page, its 登记情况 form and a 补时 question (28-30)
 SCENES = (("shot_timeline.py", "时间线"), ("shot_incidents.py", "考场情况"), ("shot_proof.py", "完整性证明"))
+#: scenes taken once, not per window size (``script OUT``): the printed 考场情况记录单 (31_incident_sheet)
+ONCE = (("shot_incident_sheet.py", "考场情况记录单"),)
 SITE = {"rooms": 12, "sessions": 2, "candidates": 6, "room_kb": 4, "duration": 1, "first_start_in": 3, "gap": 1}
 
 
@@ -59,6 +64,18 @@ def save(image, path):
     about a quarter of the RGB file's size."""
     image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                                   dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def serve_lan(core):
+    """A scene's LAN server (127.0.0.1, any free port) over its ``core``, as a running site has:
+    the status bar shows 地址, 端口 and 通讯: 运行 (not 停止 in red, which no running site shows).
+    Stop it with ``.stop()``."""
+    from kd.lan.server import LanOptions, LanServer
+
+    return LanServer(core.ctx, registration=core.registration, verification=core.verification,
+                     monitor=core.monitor, recovery=core.recovery, loading=core.loading,
+                     options=LanOptions(host="127.0.0.1", port=0), extra_time=core.extra_time,
+                     clock_skew=core.clock_skew).start()
 
 
 class Camera:
@@ -136,11 +153,19 @@ def real_box(day, shoot, name, answer, open_it):
 
 
 def load_extras(day, shoot):
-    """考场详情 of the first room, and the window shown when no browser opens its door sheet."""
+    """考场详情 of the first room (its 时钟偏差 known: the proctor has sent its clock), and the
+    window shown when no browser opens its door sheet."""
+    from kd.core.clockskew import shown as shown_skew
+
     page = day.show("导入考务")
+    code = page.table.cells()[0][0]
+    day.wait(lambda: day.core.clock_skew.estimate(code) is not None, "the clock of room " + code)
     page.table.select_index(0)
     page.detail_button.invoke()
     detail = day.wait(lambda: getattr(page, "detail_window", None), "room detail")
+    unknown = shown_skew(None)
+    if str(detail.clock_label.cget("text")).endswith(unknown):
+        raise AssertionError("考场详情 shows 时钟偏差 " + unknown)
     day.wait(detail.winfo_viewable, "room detail shown")
     shoot("19_room_detail")
     shell = day.shell
@@ -182,7 +207,8 @@ def after_the_start(day):
 
 
 def running_extras(day, shoot):
-    """While the first session runs: 模拟考场进度 and the address picker's menu."""
+    """While the first session runs: 模拟考场进度, the address picker's menu, and 考场详情 (its
+    时钟偏差 measured from the proctor's heartbeats by then) with the no-browser window."""
     drill = day.shell.drill
     drill.show_progress()
     day.wait(lambda: drill.window is not None and drill.window.winfo_viewable(), "progress window")
@@ -196,6 +222,27 @@ def running_extras(day, shoot):
         bar.address_menu.unpost()
     else:
         print("one address on this PC: no address picker to show", flush=True)
+    load_extras(day, shoot)
+
+
+def alarms_closed(day):
+    """Every step before the start done: the timeline's alarms (opened at loading: the drill's
+    schedule is minutes away, each step's deadline already past) close at its next tick, and
+    the title bar's 告警 N goes; the picture waits for that, not for the tick by chance."""
+    timeline = day.core.timeline
+    try:
+        day.wait(lambda: timeline.open_count() == 0 and day.shell.alarms.count == 0, "alarms closed", timeout=30)
+    except AssertionError:
+        raise AssertionError("alarms still open before 开考时间: {}".format(
+            [a.label for a in timeline.open_alarms()])) from None
+
+
+def no_incidents(day):
+    """The drill injects no incident: the day's end finds none (a false 网络中断 drafted for every
+    room would stop the walk at 备份到外部存储, whose completeness checks ask for each draft)."""
+    found = [(i["kind"], i["room"], i["session"], i["state"]) for i in day.core.incidents.list()]
+    if found:
+        raise AssertionError("the drill day drafted incidents nobody injected: {}".format(found))
 
 
 def walk(size, x, out):
@@ -220,7 +267,6 @@ def walk(size, x, out):
         gate(root, work, shoot)
         day.start()
         day.load()
-        load_extras(day, shoot)
         day.export_site_info()
         drill_prompt(day, shoot)
         day.proctors()
@@ -231,8 +277,10 @@ def walk(size, x, out):
         rows = day.core.monitor.snapshot()["rows"]
         if any(r["in_exam"] for r in rows):
             raise AssertionError("考试中 before 开考时间: the walk was too slow for the schedule")
+        alarms_closed(day)
         shoot("13_monitor_waiting")
         day.results()
+        no_incidents(day)
         tool = day.upload()
         tool.destroy()
         day.shell.current.upload_dialog.destroy()
@@ -272,6 +320,9 @@ def main(argv=None):
         for script, what in SCENES:
             if subprocess.call([sys.executable, os.path.join(ROOT, "tools", script), size, str(x), out]):
                 failed.append(size + " " + what)
+    for script, what in ONCE:
+        if subprocess.call([sys.executable, os.path.join(ROOT, "tools", script), OUT]):
+            failed.append(what)
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(OUT) for f in files)
     print("screenshots: {} in {:.0f} s, {:.1f} MB{}".format(
         OUT, time.monotonic() - started, total / 1e6, "; FAILED: " + ", ".join(failed) if failed else ""))

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 os.environ["KD_NO_TRAY"] = "1"
-from screenshots import Camera  # noqa: E402
+from screenshots import Camera, serve_lan  # noqa: E402
 
 from kd.core.incidents import Category, Draft, Kind  # noqa: E402
 from kd.core.services import Core  # noqa: E402
@@ -39,6 +39,7 @@ root.geometry("{}x{}+{}+0".format(w, h, x))
 wall = ShiftedWall()
 env = authorized_env(pathlib.Path(tempfile.mkdtemp()), clock=wall, rooms=8, sessions=2, candidates=6)
 core = Core(env.ctx).start()
+lan = serve_lan(core)  # the status bar as on a running site: 通讯: 运行
 core.verification.verify_online("1", "admin")
 LOG = os.path.join(tempfile.gettempdir(), "kd-shot.log")
 scripted = ScriptedDialogs(root)
@@ -126,6 +127,7 @@ page.buttons["补时"].invoke()
 pump_until(root, lambda: done, what="the 补时 question")
 shell.loop.dialogs = scripted
 shell.close()
+lan.stop()
 core.stop()
 env.close()
 root.destroy()

@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 os.environ["KD_NO_TRAY"] = "1"
 from PIL import Image  # noqa: E402
-from screenshots import Camera, save  # noqa: E402
+from screenshots import Camera, save, serve_lan  # noqa: E402
 
 from kd.core.services import Core  # noqa: E402
 from kd.views.shell import Shell  # noqa: E402
@@ -37,6 +37,7 @@ root.geometry("{}x{}+{}+0".format(w, h, x))
 work = pathlib.Path(tempfile.mkdtemp())
 env = loaded_env(work, rooms=8, sessions=2, candidates=6)
 core = Core(env.ctx).start()
+lan = serve_lan(core)  # the status bar as on a running site: 通讯: 运行
 every = pairs(env.ctx)
 missing = [p for p in every if p[1] == "2"][-1]
 for room, session in every:
@@ -76,6 +77,7 @@ if size == "1366x768":
         save(Image.open(raw), path)
         print(path, flush=True)
 shell.close()
+lan.stop()
 core.stop()
 env.close()
 root.destroy()

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 os.environ["KD_NO_TRAY"] = "1"
-from screenshots import Camera  # noqa: E402
+from screenshots import Camera, serve_lan  # noqa: E402
 
 from kd.core.services import Core  # noqa: E402
 from kd.formats.timeutil import CST, parse_time  # noqa: E402
@@ -33,6 +33,7 @@ root.geometry("{}x{}+{}+0".format(w, h, x))
 wall = ShiftedWall()
 env = authorized_env(pathlib.Path(tempfile.mkdtemp()), clock=wall, rooms=8, sessions=2, candidates=6)
 core = Core(env.ctx).start()
+lan = serve_lan(core)  # the status bar as on a running site: 通讯: 运行
 core.verification.verify_online("1", "admin")
 LOG = os.path.join(tempfile.gettempdir(), "kd-shot.log")
 shell = Shell(root, core, dialogs=ScriptedDialogs(root), user="admin", log_path=LOG,
@@ -54,6 +55,7 @@ pump_until(root, lambda: page.table.cells() and page.alarm.cget("text") and shel
 shoot = Camera(root, x, w, h, out)
 shoot("27_timeline")
 shell.close()
+lan.stop()
 core.stop()
 env.close()
 root.destroy()
