@@ -60,6 +60,7 @@ try:
     wall.offset += at(75) - env.ctx.now()
     (second,) = core.incidents.store_drafts([outage(at(60), at(74, ) - datetime.timedelta(seconds=30))])
     core.incidents.confirm(second["id"], "admin", "同一交换机再次断电")
+    env.emulator.dongle.set_clock_offset(wall.offset.total_seconds())  # the lock's clock reads the moved day too
     core.extra_time.grant(room, "1", 15, actor="admin", reason="网络中断 14 分钟（合计超过 30 分钟）",
                           incident_ids=[second["id"]], confirmed=True)
     end = at(int(session["duration_min"]) + 33)
