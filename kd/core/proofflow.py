@@ -66,7 +66,11 @@ def proof_line(proof: Optional[JsonObject]) -> Tuple[str, bool]:
         return "{} 考点数据完整性证明已验证（SHA-256 {}…）".format(PROOF_OK, str(proof.get("sha256"))[:16]), True
     if proof.get("error"):
         return "考点数据完整性证明未能生成：{}".format(proof["error"]), False
-    return "考点数据完整性证明未通过：{}".format(proof.get("message") or ""), False
+    # the first failed check's own Chinese message (it names the room/ticket and the remedy): its id
+    # (``result``, ``incidents`` …) stays in the summary's ``message``/``failures`` for logs and JSON
+    failures = proof.get("failures") or []
+    first = failures[0] if failures and isinstance(failures[0], dict) else {}
+    return "考点数据完整性证明未通过：{}".format(first.get("message") or proof.get("message") or ""), False
 
 
 class ProofFlow:

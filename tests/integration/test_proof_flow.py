@@ -13,6 +13,7 @@ import os
 
 from kd.core import names
 from kd.core.incidents import Category, Draft, Kind
+from kd.core.proofflow import proof_line
 from kd.formats import proof as P
 from kd.formats.signing import TrustedKeys
 from tests.support.env import SITE, make_env
@@ -97,7 +98,9 @@ def test_a_room_not_recovered_fails_the_proof_naming_it_until_it_is_uploaded(env
     assert summary["session"] == sid and not summary["ok"]
     first = summary["failures"][0]
     assert (first["id"], first["room"]) == ("result", room) and room in summary["message"]
-    assert summary["message"].startswith("result: ")
+    assert summary["message"].startswith("result: ")  # the id stays in the JSON, not in the line for people
+    text, ok = proof_line(summary)
+    assert not ok and text == "考点数据完整性证明未通过：" + first["message"] and "result" not in text and room in text
     core.outbox.deliver_once()
     [line] = env.sim.received()["proofs"]
     assert not line["ok"] and line["failures"][0]["room"] == room and room in line["message"]
