@@ -162,6 +162,7 @@ def test_an_undecided_incident(case):
     incident = {"id": "7", "category": "网络中断", "state": "drafted", "start": None, "end": None, "description": ""}
     first = first_failure(case, lambda b: b["rooms"][0]["incidents"].append(incident))
     assert (first.id, first.room) == ("incidents", "R1") and "7" in first.message and "确认或驳回" in first.message
+    assert "请在“考中 → 考场情况”中" in first.message  # the navigation entry, as the page list names it
 
 
 def test_recorded_checks_that_claim_more_than_the_data_holds(case):
