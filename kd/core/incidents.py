@@ -85,6 +85,11 @@ INCIDENTS = "incidents"
 ACTOR = "system"
 
 
+def recorder_label(name: Optional[str]) -> str:
+    """Who recorded or decided a record, as the page and the 记录单 show it: 系统 for ``ACTOR``."""
+    return "系统" if name == ACTOR else name or ""
+
+
 # -- facts from the stores --------------------------------------------------------------------
 def _time(value: Any) -> Optional[datetime.datetime]:
     return read_time(value) if value else None

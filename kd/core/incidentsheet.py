@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from kd.core import labels, model, printing, records
 from kd.core.extratime import Tier
-from kd.core.incidents import CATEGORY_LABELS, STATE_LABELS, Category, IncidentState
+from kd.core.incidents import CATEGORY_LABELS, STATE_LABELS, Category, IncidentState, recorder_label
 from kd.core.printing import esc
 from kd.errors import UserError
 from kd.formats.timeutil import CST, read_time
@@ -108,7 +108,7 @@ def _incident_row(core: "Core", doc: Dict[str, Any], names: Dict[str, str]) -> D
     lost = core.incidents.lost_minutes(doc)
     decided = ""
     if doc.get("decided_by"):
-        decided = "{} 于 {} {}".format(doc["decided_by"], labels.shown(doc.get("decided_at")),
+        decided = "{} 于 {} {}".format(recorder_label(doc["decided_by"]), labels.shown(doc.get("decided_at")),
                                       "确认" if doc["state"] == IncidentState.CONFIRMED.value else "驳回")
         if doc.get("note"):
             decided += "：{}".format(doc["note"])
@@ -119,7 +119,7 @@ def _incident_row(core: "Core", doc: Dict[str, Any], names: Dict[str, str]) -> D
         "source": SOURCE_LABELS.get(doc.get("kind") or "", doc.get("kind") or ""),
         "description": doc.get("description") or "",
         "candidates": ["{} {}".format(t, names.get(t, "")).strip() for t in doc.get("candidates") or []],
-        "recorded_by": doc.get("recorded_by") or "", "recorded_at": labels.shown(doc.get("recorded_at")),
+        "recorded_by": recorder_label(doc.get("recorded_by")), "recorded_at": labels.shown(doc.get("recorded_at")),
         "decided": decided,
     }
 

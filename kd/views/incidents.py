@@ -42,7 +42,7 @@ import ttkbootstrap as ttk
 
 from kd.core import names as n
 from kd.core.extratime import COUNTING_LABELS, Proposal, Tier, counting
-from kd.core.incidents import CATEGORY_LABELS, STATE_LABELS, Category, IncidentState
+from kd.core.incidents import CATEGORY_LABELS, STATE_LABELS, Category, IncidentState, recorder_label
 from kd.core.labels import shown
 from kd.errors import UserError
 from kd.formats.timeutil import CST, SHOWN
@@ -85,7 +85,7 @@ def incident_row(doc: Dict[str, Any]) -> Dict[str, Any]:
         "lost": str(doc.get("lost_min", "")), "state": STATE_LABELS[state],
         "source": "自动" if doc.get("recorded_by") == "system" else "手工",
         "description": " ".join(str(doc.get("description") or "").split()),
-        "recorded_by": "系统" if doc.get("recorded_by") == "system" else doc.get("recorded_by") or "",
+        "recorded_by": recorder_label(doc.get("recorded_by")),
         "doc": doc}
     if state is IncidentState.DRAFTED:
         row["_tags"] = ("drafted",)

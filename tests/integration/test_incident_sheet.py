@@ -8,6 +8,7 @@ import os
 import pytest
 
 from kd.core import incidentsheet
+from kd.core.incidents import ACTOR, Category, Draft, Kind, recorder_label
 from kd.errors import UserError
 from tests.integration.live_helpers import authorized_env
 from tests.support.fixtures import closed_after
@@ -85,3 +86,16 @@ def test_a_room_without_incidents_and_the_refusals(env, tmp_path):
     if absent is not None:
         with pytest.raises(UserError, match="没有考生"):
             incidentsheet.write_sheet(core, "2", absent, str(tmp_path))
+
+
+def test_a_drafted_record_shows_its_recorder_as_the_page_does(env, tmp_path):
+    ctx, core = env.ctx, env.core
+    room = session_room(ctx)
+    start = ctx.now() - datetime.timedelta(minutes=5)
+    (draft,) = core.incidents.store_drafts([Draft("outage|{}|1|t".format(room), Kind.OUTAGE, Category.NETWORK, room,
+                                                  "1", start, start + datetime.timedelta(minutes=2),
+                                                  "考场 {} 与考点机失去连接".format(room))])
+    assert draft["recorded_by"] == ACTOR
+    page = open(incidentsheet.write_sheet(core, "1", room, str(tmp_path)), encoding="utf-8").read()
+    assert "系统（" in page and "{}（".format(ACTOR) not in page  # 记录人 as 考中 → 考场情况 shows it
+    assert recorder_label(ACTOR) == "系统" and recorder_label("admin") == "admin" and recorder_label(None) == ""
