@@ -8,7 +8,7 @@ times as people read them):
 - the head: exam, site code, session, when the proof was made, the package's publish time,
   the verdict (证明有效 ✓, or 未通过 and the first failing check) and the proof's SHA-256
   (``kd.formats.proof.digest`` of its body, hex: what ``main.py proof verify`` checks);
-- one row per room: 考场 | 应考 | 参考 | 缺考 | 结果包 (SHA-256 prefix, size) | 外部备份
+- one row per room: 考场 | 应考 | 参考 | 缺考 | 结果包 (SHA-256 prefix, ``size_text``) | 外部备份
   (✓ / ✗) | 上报回执 (the receipt's file id and time, from the platform-signed receipt) |
   考场情况 (records, how many decided) | 补时 (minutes), and a totals row;
 - the checks: every failing check (check id, room, ticket, what to do), or how many passed;
@@ -43,7 +43,7 @@ CSS_EXTRA = """
 .head td { font-size: 10pt; }
 .mono { font-family: Consolas, "Courier New", monospace; font-size: 8.5pt; word-break: break-all; }
 .ok { color: #1b5e20; font-weight: bold; } .bad { color: #b71c1c; font-weight: bold; }
-.num { text-align: right; }
+.num { text-align: right; } .nw { white-space: nowrap; }
 .sign { margin-top: 8mm; font-size: 12pt; } .sign div { margin: 6mm 0; }
 tfoot td { font-weight: bold; background: #f4f4f4; }
 </style>
@@ -108,6 +108,19 @@ def room_rows(body: Mapping[str, Any], trusted: TrustedKeys) -> List[Dict[str, A
     return rows
 
 
+def size_text(size: Any) -> str:
+    """A result package's size as the sheet prints it: ``812 字节``, ``21.2 KB``, ``3.4 MB`` (1 KB = 1024 字节)."""
+    try:
+        n = int(size)
+    except (TypeError, ValueError):
+        return str(size)
+    if n < 1024:
+        return "{} 字节".format(n)
+    if n < 1024 * 1024:
+        return "{:.1f} KB".format(n / 1024)
+    return "{:.1f} MB".format(n / (1024 * 1024))
+
+
 def _mark(ok: bool) -> str:
     return '<span class="ok">✓</span>' if ok else '<span class="bad">✗</span>'
 
@@ -140,20 +153,21 @@ def sheet_html(doc: Mapping[str, Any], verdict: Any, trusted: TrustedKeys) -> st
         audit=esc((body.get("audit") or {}).get("head")), sha=esc(proof_sha256(doc)), conclusion=conclusion)
     lines = []
     for r in rows:
-        result = "—" if not r["sha256"] else '<span class="mono">{}…</span> {} 字节'.format(
-            esc(str(r["sha256"])[:16]), esc(r["size"]))
+        result = "—" if not r["sha256"] else '<span class="mono">{}…</span> {}'.format(
+            esc(str(r["sha256"])[:16]), esc(size_text(r["size"])))
         receipt = "—" if not r["receipt"] else '{} <span class="mono">{}</span><br>{}'.format(
             _mark(r["receipt_ok"]), esc(r["receipt"]), esc(shown(r["received_at"])))
         incidents = "—" if not r["incidents"] else "{} 条（已处理 {}）".format(r["incidents"], r["decided"])
         lines.append(
             "<tr><td>{code}</td><td class=\"num\">{exp}</td><td class=\"num\">{pre}</td><td class=\"num\">{abs}</td>"
-            "<td>{result}</td><td>{backup}</td><td>{receipt}</td><td>{inc}</td>"
+            "<td class=\"nw\">{result}</td><td>{backup}</td><td>{receipt}</td><td>{inc}</td>"
             "<td class=\"num\">{extra}</td></tr>".format(
                 code=esc(r["code"]), exp=r["expected"], pre=r["present"], abs=r["absent"], result=result,
                 backup=_mark(r["backup_ok"]) if r["sha256"] else "—", receipt=receipt, inc=incidents,
                 extra="{} 分钟".format(r["extra_min"]) if r["extra_min"] else "—"))
     totals = ("<tfoot><tr><td>合计</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>"
-              "<td>{} 个结果包</td><td>{} 个已备份</td><td>{} 个回执</td><td>{} 条</td><td class=\"num\">{}</td>"
+              "<td class=\"nw\">{} 个结果包</td><td class=\"nw\">{} 个已备份</td><td class=\"nw\">{} 个回执</td>"
+              "<td class=\"nw\">{} 条</td><td class=\"num nw\">{}</td>"
               "</tr></tfoot>").format(
         sum(r["expected"] for r in rows), sum(r["present"] for r in rows), sum(r["absent"] for r in rows),
         sum(1 for r in rows if r["sha256"]), sum(1 for r in rows if r["backup_ok"]),

@@ -62,6 +62,11 @@ def test_the_sheet_of_a_good_proof_sums_up_every_room_with_the_proofs_hash(env, 
         assert (row["expected"], row["present"], row["absent"]) == (4, 3, 1)
         assert row["backup_ok"] and row["receipt_ok"] and row["receipt"] and row["sha256"]
         assert row["receipt"] in text and row["code"] in text
+        cell = '<span class="mono">{}…</span> {}</td>'.format(row["sha256"][:16], proofsheet.size_text(row["size"]))
+        assert cell in page
+    # the result's size short, the result and the totals cells kept on one line (no "21747 / 字节" on paper)
+    assert "字节" not in text and '<td class="nw">{} 个已备份</td>'.format(len(rows)) in page
+    assert [proofsheet.size_text(n) for n in (812, 21747, 3565158)] == ["812 字节", "21.2 KB", "3.4 MB"]
     assert "全部 {} 项检查通过".format(len(doc["body"]["checks"])) in text
     assert "合计" in text and " 12 " in text and " 9 " in text and " 3 " in text  # 应考 / 参考 / 缺考
 
