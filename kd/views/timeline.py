@@ -9,8 +9,10 @@ while a room is off, ``site_clock`` ``监控平台 +2 秒，机考锁 -1 秒`` o
 whose rooms have 补时 adds ``；补时：R2 至 2026-12-01 11:10（10 分钟）``: ``item_detail``).
 An overdue item's row has the tag ``overdue`` (red text), a done one ``done`` (grey). Above the table, in red, the open
 alarms (``core.timeline.open_alarms()``, oldest first): ``告警 N：<label>（<opened at>）``,
-one line each. Under the table, 考场情况记录… opens the 考场情况 page (kd.views.incidents: the
-records drafted from these alarms, 补时).
+one line each. Under the table, ``hint_text``: ``共 11 项，2 项逾期，3 条告警`` (the alarms counted
+as the title bar's 告警 N: one item late in several rooms is one 逾期 and one alarm per room);
+考场情况记录… opens the 考场情况 page (kd.views.incidents: the records drafted from these
+alarms, 补时).
 
 The page reads, it never judges nor ticks: ``tick()`` is the site's (kd.site). It
 refreshes on the hub events ``alarm.opened`` / ``alarm.closed`` and the records' events
@@ -104,6 +106,14 @@ def alarm_lines(alarms: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
+def hint_text(items: Sequence[Any], alarms: Sequence[Any]) -> str:
+    """The line under the table: the items, how many overdue, and the open alarms as the title bar counts
+    them (``共 11 项，2 项逾期，3 条告警``: an item late in several rooms raises one alarm per room)."""
+    late = sum(1 for i in items if i.state is ItemState.OVERDUE)
+    return "共 {} 项，{} 项逾期，{}（每 {} 秒刷新）".format(
+        len(items), late, "{} 条告警".format(len(alarms)) if alarms else "无告警", REFRESH_MS // 1000)
+
+
 class TimelinePage(LivePage):
     title = "时间线"
     refresh_ms = REFRESH_MS
@@ -146,8 +156,7 @@ class TimelinePage(LivePage):
         if not view.sessions:
             _set(self.hint, "尚未导入考务，没有时间线。")
         else:
-            late = sum(1 for i in view.items if i.state is ItemState.OVERDUE)
-            _set(self.hint, "共 {} 项，{} 项逾期（每 {} 秒刷新）".format(len(rows), late, REFRESH_MS // 1000))
+            _set(self.hint, hint_text(view.items, view.alarms))
 
 
 def _set(widget: Any, value: str, option: str = "text") -> None:

@@ -82,6 +82,14 @@ def test_open_alarm_marks_the_monitoring_row(site, gui_root):
     assert opened == set(codes[1:])
     count = core.timeline.open_count()
     pump_until(gui_root, lambda: shell.alarms.text == "告警 {}".format(count), what="the count")
+    # 时间线 reads the same count as the title bar: one item 逾期, one alarm per room not started
+    assert count >= len(opened) >= 2
+    shell.show("时间线")
+    timeline = shell.current
+    late = sum(1 for i in core.timeline.timeline("1").items if i.state.value == "overdue")
+    pump_until(gui_root, lambda: "{} 项逾期，{} 条告警（".format(late, count) in timeline.hint.cget("text"),
+               what="逾期 and 告警 under the table")
+    shell.show("考场管理")
 
     def tags():
         tree = page.table.tree
