@@ -136,6 +136,14 @@ DETAIL_COLUMNS = [("session", "场次", 100), ("seat", "座位号", 60), ("ticke
                   ("subject", "科目", 200)]
 
 
+def session_lines(sessions: Sequence[Dict[str, Any]]) -> List[str]:
+    """考场详情's 场次: ``场次：第一场次 2026-12-01 09:00（60 分钟，6 人）`` then one line per further
+    session, the label indented under it (``场次：无`` without one)."""
+    texts = ["{} {}（{} 分钟，{} 人）".format(s["name"], shown(s["start"]), s["duration_min"], len(s["candidates"]))
+             for s in sessions]
+    return ["{}{}".format("场次：" if i == 0 else "　　　", t) for i, t in enumerate(texts)] or ["场次：无"]
+
+
 class RoomDetail(ttk.Toplevel):
     """查看详情: a room's sessions and candidates by seat (rendered from ``room_detail``)."""
 
@@ -150,9 +158,9 @@ class RoomDetail(ttk.Toplevel):
         #: 时钟偏差: the proctor machine's clock minus the site's (from its heartbeats)
         self.clock_label = ttk.Label(self, text="时钟偏差：{}".format(detail.get("clock_skew") or shown_skew(None)))
         self.clock_label.pack(anchor="w", padx=10, pady=(0, 4))
-        sessions = "；".join("{} {}（{} 分钟，{} 人）".format(s["name"], shown(s["start"]), s["duration_min"],
-                                                           len(s["candidates"])) for s in detail["sessions"])
-        ttk.Label(self, text="场次：" + (sessions or "无"), wraplength=600).pack(anchor="w", padx=10)
+        #: 场次: one line per session (``session_lines``), never wrapped inside one
+        self.sessions_label = ttk.Label(self, text="\n".join(session_lines(detail["sessions"])), justify="left")
+        self.sessions_label.pack(anchor="w", padx=10)
         self.table = Table(self, DETAIL_COLUMNS, height=14)
         self.table.pack(fill="both", expand=True, padx=10, pady=6)
         rows = []

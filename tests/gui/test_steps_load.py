@@ -69,6 +69,14 @@ def test_load_online_fills_the_table_detail_and_door_sheet(site):
             for s in expected["sessions"] for c in s["candidates"]]
     assert detail.table.cells() == want and len(want) == 2 * 5
     assert clipped(detail.table) == []
+    # 场次: one line per session, none wrapped inside (no "（1 分钟，6 / 人）")
+    [label] = [w for w in detail.winfo_children() if str(w.winfo_class()).endswith("Label")
+               and str(w.cget("text")).startswith("场次：")]
+    lines = str(label.cget("text")).split("\n")
+    assert len(lines) == len(expected["sessions"]) == 2 and str(label.cget("wraplength")) in ("0", "")
+    for line, session in zip(lines, expected["sessions"]):
+        assert session["name"] in line and line.endswith("（{} 分钟，{} 人）".format(
+            session["duration_min"], len(session["candidates"])))
     # 门贴座次表 from the detail window, then by a click on the table's 打开 cell
     detail.door_button.invoke()
     site.until(lambda: site.shell.urls, "the door sheet")
