@@ -10,4 +10,6 @@
   - ``replies``: ``Reply`` (an error frame) and the request field checks
 - ``client``: ``ProctorClient``, the reference proctor side (``LanError``)
 - ``simulator``: ``python -m kd.lan.simulator``: N proctor machines for drills and tests
+  (``Proctor``, ``Simulation``); its parts: ``simrecords`` (``SimOptions``, ``Progress``, ``PHASES``,
+  ``ProctorReport``), ``simrooms`` (rooms from a KDINFO, loopback addresses), ``simcli`` (its command line)
 """

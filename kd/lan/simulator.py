@@ -57,6 +57,12 @@ next session's ``waiting``), ``done`` or ``failed`` (``detail``: the error). ``c
 ``on_schedule`` compares the start times with, and what the heartbeats carry as ``clock``
 (docs/lan-protocol.md §4); ``SimOptions.skew_s`` / ``skew_rooms`` put the first K
 proctors' clocks ``skew_s`` seconds off (all they do by the clock uses the skewed one).
+
+Where the parts live: this module has the proctor's day (``Proctor``) and ``Simulation``;
+``kd.lan.simrecords`` the records (``SimOptions``, ``Progress``, ``PHASES``, ``ProctorReport``,
+``RETRY``), ``kd.lan.simrooms`` the rooms and addresses (``rooms_from_site_info``,
+``loopback_address``, ``own_addresses_work``), ``kd.lan.simcli`` the command line; the names
+of simrecords and simrooms are re-exported here, so ``from kd.lan.simulator import SimOptions`` works.
 """
 
 import datetime
@@ -69,12 +75,21 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from kd.errors import FormatError
 from kd.formats.result import ABSENT, PRESENT, build_result
 from kd.formats.timeutil import CST, parse_time
-from kd.lan.client import E_NET, LanError, ProctorClient
+from kd.lan.client import LanError, ProctorClient
+from kd.lan.simrecords import (  # noqa: F401 - the simulator's public names, kept here for its callers
+    _DEFAULTS,
+    PHASES,
+    RETRY,
+    MiB,
+    ProctorReport,
+    Progress,
+    SimOptions,
+)
 from kd.lan.simrooms import (  # noqa: F401 - the simulator's public names, kept here for its callers
     is_loopback,
     loopback_address,
@@ -83,98 +98,6 @@ from kd.lan.simrooms import (  # noqa: F401 - the simulator's public names, kept
 )
 
 log = logging.getLogger(__name__)
-
-MiB = 1024 * 1024
-#: errors after which a proctor tries the same step again
-RETRY = frozenset({E_NET, "E_BUSY", "E_SHUTDOWN", "E_TIMEOUT", "E_SLOW", "E_STORAGE"})
-
-
-class SimOptions(NamedTuple):
-    result_mb: float = 0.05
-    speed: float = 60.0
-    wrong_code: int = 0
-    silent: int = 0
-    silent_s: float = 16.0
-    disconnect: int = 0
-    permit_every: float = 1.0
-    permit_timeout: float = 3600.0
-    connect_timeout: float = 60.0
-    absent_rate: float = 0.05
-    timeout: float = 60.0
-    work_dir: Optional[str] = None
-    seed: int = 1
-    #: each proctor connects from its own loopback address (``loopback_address``)
-    own_address: bool = False
-    #: wait for each session's start time before asking for the permit (see the module docstring)
-    on_schedule: bool = False
-    #: how long a session runs that starts after its scheduled end (on_schedule)
-    late_run_s: float = 20.0
-    #: the first ``skew_rooms`` proctors' clocks are ``skew_s`` seconds off (ahead when > 0): their
-    #: heartbeats' ``clock``, their on-schedule waits and their report times all read that clock
-    skew_s: float = 0.0
-    skew_rooms: int = 0
-    #: the first K proctors end their sessions but never upload their results (a drill's missing room)
-    no_upload: int = 0
-    #: the first K proctors lose their connection once, mid-exam (see the module docstring)
-    outage: int = 0
-    #: how long an outage lasts, in simulated seconds (real: outage_s / speed)
-    outage_s: float = 90.0
-    #: when it starts, in simulated seconds after the start of the proctor's first session
-    outage_after_s: float = 60.0
-
-
-_DEFAULTS = SimOptions()  # the class attributes of a NamedTuple are field accessors, not defaults
-
-#: the phases of a proctor's day (``Progress.phase``), in order
-PHASES = ("connecting", "registered", "data_imported", "waiting", "permit", "in_exam", "uploading", "uploaded",
-          "done", "failed")
-
-
-class Progress(NamedTuple):
-    """Where one proctor is now (``Simulation.progress()``)."""
-
-    room: str
-    address: Optional[str]
-    phase: str
-    session: Optional[str]
-    detail: str
-
-
-class ProctorReport:
-    """What one proctor did (plain data for the summary)."""
-
-    def __init__(self, room: str) -> None:
-        self.room = room
-        self.registered = False
-        self.wrong_code_refused: Optional[bool] = None
-        self.data_imported = False
-        self.data_sha256: Optional[str] = None
-        self.started: List[str] = []
-        self.ended: List[str] = []
-        self.uploads: List[Dict[str, Any]] = []
-        self.permit_refusals = 0
-        self.reconnects = 0
-        self.storage_retries = 0
-        self.upload_retries = 0
-        self.silent_s = 0.0
-        #: connection outages injected (``SimOptions.outage``) and the real seconds they lasted
-        self.outages = 0
-        self.outage_real_s = 0.0
-        self.disconnected_upload = False
-        #: this proctor's clock offset in seconds (SimOptions.skew_s / skew_rooms)
-        self.clock_skew_s = 0.0
-        self.done = False
-        self.error: Optional[str] = None
-        #: when (the proctor's clock, ISO) each session started
-        self.started_at: Dict[str, str] = {}
-        #: when (the proctor's clock, ISO) each session ended
-        self.ended_at: Dict[str, str] = {}
-        #: the 补时 applied per session (the latest grant's ``total_min``) and the grant ids acknowledged
-        self.extra_time: Dict[str, int] = {}
-        self.extra_time_acked: List[str] = []
-
-    def as_dict(self) -> Dict[str, Any]:
-        return dict(vars(self))
 
 
 class Proctor(threading.Thread):
