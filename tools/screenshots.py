@@ -17,10 +17,11 @@ and its 确定 box once the proctors run,
 dialogs are swapped for the real ones while the box is open, and its button pressed.
 
 After the walks, the scenes of ``SCENES`` (tools/shot_timeline.py, tools/shot_incidents.py,
-tools/shot_proof.py) each build a real site (the first two with its clock moved into the
-first session) and take their pictures: 27_timeline, 28_incidents, 29_incident_form,
-30_extra_time_box, 33_upload_proof, 34_proof_sheet (the 确认单, 1366x768 run only); then
-those of ``ONCE`` (tools/shot_incident_sheet.py: 31_incident_sheet, the printed 考场情况记录单).
+tools/shot_proof.py; their shared setup: tools/scene.py) each build a real site (the first
+two with its clock moved into the first session) and take their pictures: 27_timeline,
+28_incidents, 29_incident_form, 30_extra_time_box, 33_upload_proof, 34_proof_sheet (the 确认单,
+1366x768 run only); then those of ``ONCE`` (tools/shot_incident_sheet.py: 31_incident_sheet,
+the printed 考场情况记录单).
 Once every result is in, the walk checks that the drill day drafted no incident (it injects none).
 
 The drill follows its schedule (the simulated proctors start each session at its
@@ -124,11 +125,11 @@ def gate(root, work, shoot):
     flow.screen.destroy()
 
 
-def real_box(day, shoot, name, answer, open_it):
-    """Open a real box (kd.views.dialogs) by ``open_it()``, shoot it, press its button ``answer``."""
+def box_shot(root, loop, shoot, name, answer, open_it):
+    """Open a real box (kd.views.dialogs) by ``open_it()``, shoot it, press its button ``answer``:
+    the ``loop``'s dialogs are the real ones while it is open (a scene's too, tools/shot_incidents.py)."""
     from kd.views.dialogs import Dialogs, _Box
 
-    root, loop = day.root, day.shell.loop
     scripted, loop.dialogs = loop.dialogs, Dialogs(root)
     done = []
 
@@ -149,6 +150,11 @@ def real_box(day, shoot, name, answer, open_it):
         pump_until(root, lambda: done, 30, name)
     finally:
         loop.dialogs = scripted
+
+
+def real_box(day, shoot, name, answer, open_it):
+    """``box_shot`` in the walk's day, which then settles."""
+    box_shot(day.root, day.shell.loop, shoot, name, answer, open_it)
     day.settle()
 
 

@@ -7,6 +7,7 @@ starts on its permit, loses its connection for 18 minutes (drafted by the site, 
 brings the total to 33 minutes (a second confirmation with the dongle), the room ends; then the
 sheet is written and rendered by ``wkhtmltoimage`` (a tool for this picture only, not a
 dependency of the product: ``apt-get install wkhtmltopdf``) at the width of an A4 page on screen.
+What it shares with the screenshot scenes (the outage draft, the heartbeat): tools/scene.py.
 """
 
 import datetime
@@ -17,14 +18,12 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from scene import ROOT, first_session, in_exam, outage_draft
 
-from kd.core import incidentsheet  # noqa: E402
-from kd.core.incidents import Category, Draft, Kind  # noqa: E402
-from kd.formats.timeutil import format_time, parse_time  # noqa: E402
-from tests.integration.live_helpers import authorized_env  # noqa: E402
-from tests.support.clocks import ShiftedWall  # noqa: E402
+from kd.core import incidentsheet
+from kd.formats.timeutil import parse_time
+from tests.integration.live_helpers import authorized_env
+from tests.support.clocks import ShiftedWall
 
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "docs", "screenshots")
 tool = shutil.which("wkhtmltoimage")
@@ -35,37 +34,32 @@ env = authorized_env(pathlib.Path(tempfile.mkdtemp()), clock=wall, rooms=4, sess
 try:
     core = env.core
     core.verification.verify_online("1", "admin")
-    session = next(s for s in env.ctx.manifest()["sessions"] if s["id"] == "1")
+    session = first_session(env)
     start = parse_time(session["start"])
     room = sorted({c["room"] for c in env.ctx.manifest()["candidates"] if c["session"] == "1"})[0]
     core.verification.start_permit(room, "1")
     wall.offset += start - env.ctx.now()
-    core.monitor.heartbeat(room, {"session_id": "1", "started": True, "ended": False, "logged_in": 6, "in_exam": 6})
+    in_exam(core, room)
 
     def at(minutes: float) -> datetime.datetime:
         return start + datetime.timedelta(minutes=minutes)
 
-    def outage(begin: datetime.datetime, end: datetime.datetime) -> Draft:
-        text = "考场 {} 与考点机失去连接 {} 秒。".format(room, int((end - begin).total_seconds()))
-        return Draft("outage|{}|1|{}".format(room, format_time(begin)), Kind.OUTAGE, Category.NETWORK, room, "1",
-                     begin, end, text)
-
     wall.offset += at(50) - env.ctx.now()
-    (first,) = core.incidents.store_drafts([outage(at(20), at(38))])
+    (first,) = core.incidents.store_drafts([outage_draft(room, at(20), at(38))])
     core.incidents.confirm(first["id"], "admin", "交换机断电，已恢复")
     core.extra_time.grant(room, "1", 18, actor="admin", reason="网络中断 18 分钟", incident_ids=[first["id"]])
     ticket = next(c["ticket"] for c in env.ctx.manifest()["candidates"] if c["room"] == room and c["session"] == "1")
     core.incidents.add(room=room, session="1", category="device", start=at(41), end=at(47),
                        description="考生机蓝屏，换备用机后继续作答", actor="admin", candidates=[ticket])
     wall.offset += at(75) - env.ctx.now()
-    (second,) = core.incidents.store_drafts([outage(at(60), at(74, ) - datetime.timedelta(seconds=30))])
+    (second,) = core.incidents.store_drafts([outage_draft(room, at(60), at(74) - datetime.timedelta(seconds=30))])
     core.incidents.confirm(second["id"], "admin", "同一交换机再次断电")
     env.emulator.dongle.set_clock_offset(wall.offset.total_seconds())  # the lock's clock reads the moved day too
     core.extra_time.grant(room, "1", 15, actor="admin", reason="网络中断 14 分钟（合计超过 30 分钟）",
                           incident_ids=[second["id"]], confirmed=True)
     end = at(int(session["duration_min"]) + 33)
     wall.offset += end - env.ctx.now()
-    core.monitor.heartbeat(room, {"session_id": "1", "started": True, "ended": True, "logged_in": 6, "in_exam": 0})
+    in_exam(core, room, ended=True)
     folder = tempfile.mkdtemp()
     page = incidentsheet.write_sheet(core, "1", room, folder)
     os.makedirs(out, exist_ok=True)

@@ -7,46 +7,30 @@ uploads both sessions through its own buttons. The picture: 第一场次 上报�
 proof's SHA-256, 第二场次 with the failing check naming the room not recovered. Then
 (1366x768 run only) the 考点数据上报确认单 of 第一场次, as 打印确认单 writes it, rendered by
 ``wkhtmltoimage`` (skipped with a note when it is not installed) into 34_proof_sheet.png.
+The window, site and camera: tools/scene.py.
 """
 import os
-import pathlib
 import shutil
 import subprocess
-import sys
-import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-os.environ["KD_NO_TRAY"] = "1"
-from PIL import Image  # noqa: E402
-from screenshots import Camera, save, serve_lan  # noqa: E402
+from PIL import Image
+from scene import Scene
+from screenshots import save
 
-from kd.core.services import Core  # noqa: E402
-from kd.views.shell import Shell  # noqa: E402
-from kd.views.start import make_window  # noqa: E402
-from tests.integration.live_helpers import loaded_env  # noqa: E402
-from tests.support.external import external_folder, remove_external  # noqa: E402
-from tests.support.results import deliver, pairs, result_package  # noqa: E402
-from tests.support.ui import ScriptedDialogs, pump_until  # noqa: E402
+from tests.integration.live_helpers import loaded_env
+from tests.support.external import external_folder, remove_external
+from tests.support.results import deliver, pairs, result_package
+from tests.support.ui import pump_until
 
-size, x, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-w, h = (int(v) for v in size.split("x"))
-root = make_window()
-root.geometry("{}x{}+{}+0".format(w, h, x))
-work = pathlib.Path(tempfile.mkdtemp())
-env = loaded_env(work, rooms=8, sessions=2, candidates=6)
-core = Core(env.ctx).start()
-lan = serve_lan(core)  # the status bar as on a running site: 通讯: 运行
-every = pairs(env.ctx)
+scene = Scene(lambda work: loaded_env(work, rooms=8, sessions=2, candidates=6))
+core, root, work, scripted = scene.core, scene.root, scene.work, scene.dialogs
+every = pairs(scene.env.ctx)
 missing = [p for p in every if p[1] == "2"][-1]
 for room, session in every:
     if (room, session) != missing:
-        deliver(core.recovery, room, session, result_package(env.ctx, room, session, absent=1))
+        deliver(core.recovery, room, session, result_package(scene.env.ctx, room, session, absent=1))
 usb = external_folder(work)  # another volume than the data folder, as 第一步 wants
-LOG = os.path.join(tempfile.gettempdir(), "kd-shot.log")
-scripted = ScriptedDialogs(root)
-shell = Shell(root, core, dialogs=scripted, user="admin", log_path=LOG, on_exit=lambda r: None, browser=lambda u: None)
+shell = scene.open_shell()
 shell.show("数据回收")
 page = shell.current
 page.upload_button.invoke()
@@ -63,9 +47,8 @@ for sid in ("1", "2"):
     pump_until(root, lambda s=sid: tool.busy is None and tool.proof_text(s), timeout=60, what="upload " + sid)
 pump_until(root, lambda: tool.cells()[1][5] == "1个未上报", what="the table")
 root.update()
-shoot = Camera(root, x, w, h, out)
-shoot("33_upload_proof")
-if size == "1366x768":
+scene.shoot("33_upload_proof")
+if scene.size == "1366x768":
     sheet = core.upload.proofs.sheet("1")
     tool_path = shutil.which("wkhtmltoimage")
     if tool_path is None:
@@ -73,12 +56,8 @@ if size == "1366x768":
     else:
         raw = os.path.join(str(work), "sheet.png")
         subprocess.check_call([tool_path, "--quiet", "--width", "900", "--enable-local-file-access", sheet, raw])
-        path = os.path.join(out, "34_proof_sheet.png")
+        path = os.path.join(scene.out, "34_proof_sheet.png")
         save(Image.open(raw), path)
         print(path, flush=True)
-shell.close()
-lan.stop()
-core.stop()
-env.close()
-root.destroy()
+scene.close()
 remove_external(usb)
