@@ -37,9 +37,8 @@ This module imports nothing of the project but ``kd.formats.timeutil``.
 
 import datetime
 import logging
-import statistics
 import threading
-from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from kd.formats.timeutil import format_time, read_time
 
@@ -104,13 +103,28 @@ def sample(clock: datetime.datetime, rtt_ms: Optional[float], received: datetime
     return Sample(offset, half, received)
 
 
+def median(values: Iterable[float]) -> float:
+    """The median of ``values`` (at least one): the mean of the two middle ones for an even count.
+
+    Not ``statistics.median``: ``statistics`` imports ``fractions`` and ``decimal``, which the
+    one-file exe leaves out (kaodian.spec ``excludes``).
+    """
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
 def smooth(samples: List[Sample]) -> Estimate:
     """The estimate of ``samples`` (at least one): medians of offsets and of known uncertainties."""
     if not samples:
         raise ValueError("no samples")
     known = [s.uncertainty_s for s in samples if s.uncertainty_s is not None]
-    return Estimate(float(statistics.median(s.offset_s for s in samples)),
-                    float(statistics.median(known)) if known else None, len(samples), samples[-1].at)
+    return Estimate(median(s.offset_s for s in samples),
+                    median(known) if known else None, len(samples), samples[-1].at)
 
 
 def shown_offset(offset_s: Optional[float], uncertainty_s: Optional[float] = None) -> str:
