@@ -224,7 +224,7 @@ def honoured(drill: Any) -> List[str]:
     for (room, sid), total in sorted(totals.items()):
         report = proctors[room].report if room in proctors else None
         took = report.extra_time.get(sid, 0) if report is not None else 0
-        if took != total:
+        if report is None or took != total:
             out.append("outage: the proctor of room {} took {} minutes of 补时 for session {}, {} were granted".format(
                 room, took, sid, total))
             continue

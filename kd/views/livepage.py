@@ -19,6 +19,9 @@ from kd.views.live_table import SessionPicker
 
 log = logging.getLogger(__name__)
 
+#: the navigation entry of 考场情况记录 (kd.views.incidents), which 考场管理 and 时间线 open
+INCIDENTS_PAGE = "考场情况"
+
 
 class LivePage(Page):
     refresh_ms = 2000

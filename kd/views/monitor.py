@@ -40,7 +40,7 @@ from kd.core.labels import UNPERMITTED_LABEL, shown
 from kd.core.livesnapshots import EXTRA_TIME_MARK, MonitorRow, MonitorSnapshot, cell_text, extra_time_line
 from kd.core.monitor import COLUMNS
 from kd.views.live_table import LiveTable
-from kd.views.livepage import LivePage
+from kd.views.livepage import INCIDENTS_PAGE, LivePage
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,10 @@ class MonitorPage(LivePage):
         """考场情况 (kd.views.incidents) of the selected room (none: every room) in the shown session."""
         row = self.table.selected()
         session = ((self.last[0].session or {}) if self.last else {}).get("id")
-        self.shell.show("考场情况")
-        page = getattr(self.shell, "current", None)
-        if hasattr(page, "open_for"):
-            page.open_for(session, row.get("room") if row else None)
+        self.shell.show(INCIDENTS_PAGE)
+        open_for = getattr(getattr(self.shell, "current", None), "open_for", None)
+        if open_for is not None:
+            open_for(session, row.get("room") if row else None)
 
     # -- the core (worker) -----------------------------------------------------------------
     def snapshot(self) -> Tuple[MonitorSnapshot, FrozenSet[str]]:

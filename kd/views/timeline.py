@@ -32,7 +32,7 @@ from kd.core.labels import shown
 from kd.core.timelinebuild import extra_time_text, skew_text
 from kd.core.timelinerules import STATE_LABELS, ItemState
 from kd.views.live_table import LiveTable
-from kd.views.livepage import LivePage
+from kd.views.livepage import INCIDENTS_PAGE, LivePage
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ EVIDENCE = {"package": "考务数据包校验记录", "seal": "封场检测通�
             "backup": "外部存储备份校验记录", "uploaded": "平台上报回执",
             "site_clock": "封场检测、授权验证的时钟比对记录", "skew": "监考机心跳中的时钟"}
 BAD_COLOUR, DONE_COLOUR = "#c0392b", "#7f8c8d"
-#: the navigation entry of the 考场情况记录 page (kd.views.incidents), opened by the 考场情况记录… button
-INCIDENTS_PAGE = "考场情况"
 
 
 @dataclasses.dataclass(frozen=True)
